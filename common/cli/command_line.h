@@ -1,0 +1,68 @@
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "error/error.h"
+
+namespace wf {
+
+/// One command-line flag. A flag beats its environment variable, which beats the default.
+struct FlagSpec {
+  std::string name;           ///< "nats-url" for --nats-url.
+  std::string env;            ///< "NATS_URL", or empty.
+  std::string default_value;  ///< Used when neither flag nor env is given.
+  std::string help;           ///< One line for --help.
+  bool is_switch = false;     ///< Takes no value (e.g. --check-config).
+  bool secret = false;        ///< Never echoed (e.g. --llm-api-key).
+};
+
+/// The flags every binary takes: --config (WF_CONFIG), --nats-url (NATS_URL),
+/// --log-level (WF_LOG_LEVEL).
+std::vector<FlagSpec> CommonFlags();
+
+/// Parsed flag values.
+class Flags {
+ public:
+  /// The value of a declared flag ("" when unset and no default). Unknown names throw
+  /// std::out_of_range (a programming error).
+  const std::string& Get(const std::string& name) const { return values_.at(name); }
+  bool IsSet(const std::string& name) const;
+  /// Parses the value as a positive integer in [min, max]; error names the flag.
+  Result<long> GetInt(const std::string& name, long min, long max) const;
+
+ private:
+  friend class CommandLine;
+  std::map<std::string, std::string> values_;
+  std::map<std::string, bool> set_;
+};
+
+/// Parses `--name value` / `--name=value` / switches, applying env vars and defaults.
+class CommandLine {
+ public:
+  CommandLine(std::string program, std::string summary, std::vector<FlagSpec> flags);
+  /// On --help: prints usage to stdout and returns `exit_code` 0. On a bad flag: returns an
+  /// error message (the caller prints it and exits 2).
+  struct Outcome {
+    std::optional<Flags> flags;
+    std::optional<int> exit_code;
+    std::string error;
+  };
+  Outcome Parse(int argc, const char* const* argv) const;
+  std::string Usage() const;
+
+ private:
+  std::string program_, summary_;
+  std::vector<FlagSpec> flags_;
+};
+
+/// Configures spdlog: "[time] [program] [level] message" on stderr, level from a name
+/// (trace, debug, info, warn, error); unknown names mean info.
+void InitLogging(const std::string& program, const std::string& level);
+
+/// Splits "HOST:PORT" (IPv4 or name); error names the flag value.
+Result<std::pair<std::string, int>> ParseHostPort(const std::string& text);
+
+}  // namespace wf

@@ -1,0 +1,137 @@
+#pragma once
+
+#include <nats/nats.h>
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "error/error.h"
+
+namespace wf {
+
+/// NATS header names of the wire contract.
+inline constexpr const char* kRequestIdHeader = "Wf-Request-Id";
+inline constexpr const char* kTraceparentHeader = "traceparent";
+
+/// Header name/value pairs attached to a published message.
+using NatsHeaders = std::vector<std::pair<std::string, std::string>>;
+
+/// Read-only view of a received message, valid only during the handler call.
+class NatsMsgView {
+ public:
+  explicit NatsMsgView(natsMsg* msg) : msg_(msg) {}
+  std::string_view subject() const;
+  /// The reply subject, empty when none.
+  std::string_view reply() const;
+  std::string_view data() const;
+  /// A header's value, empty when absent.
+  std::string Header(const char* name) const;
+  /// The underlying message (still owned by the caller of the handler).
+  natsMsg* raw() const { return msg_; }
+
+ private:
+  natsMsg* msg_;
+};
+
+/// Handler of received messages. Runs on a nats.c delivery thread: must not block; exceptions
+/// are caught at the boundary and logged.
+using NatsHandler = std::function<void(const NatsMsgView&)>;
+
+/// An active subscription (one `natsSubscription*`); unsubscribes on destruction. Movable.
+class NatsSubscription {
+ public:
+  NatsSubscription() = default;
+  ~NatsSubscription();
+  NatsSubscription(NatsSubscription&& other) noexcept;
+  NatsSubscription& operator=(NatsSubscription&& other) noexcept;
+  NatsSubscription(const NatsSubscription&) = delete;
+  NatsSubscription& operator=(const NatsSubscription&) = delete;
+
+  /// Stops delivery now (pending messages are dropped).
+  void Unsubscribe();
+  /// Stops taking new messages and waits (up to timeout) for queued ones to be handled.
+  void Drain(std::chrono::milliseconds timeout);
+  bool valid() const { return sub_ != nullptr; }
+  natsSubscription* raw() const { return sub_; }
+
+ private:
+  friend class NatsConnection;
+  /// Owns the handler for the C callback's closure pointer.
+  struct HandlerBox {
+    NatsHandler handler;
+    std::string subject;
+    static void OnMessage(natsConnection*, natsSubscription*, natsMsg* msg, void* closure);
+  };
+  natsSubscription* sub_ = nullptr;
+  std::unique_ptr<HandlerBox> box_;
+};
+
+/// Connection settings.
+struct NatsOptions {
+  std::string url = "nats://127.0.0.1:4222";
+  /// Client name shown by the server (e.g. "wf-gateway").
+  std::string name;
+  /// Flush every publish immediately: p50 request-reply 0.13 ms instead of ~1 ms.
+  bool send_asap = true;
+  std::chrono::milliseconds connect_timeout{2000};
+  /// Reconnect forever after the first successful connect, with this wait between attempts.
+  std::chrono::milliseconds reconnect_wait{250};
+  /// Called (on a nats.c thread) when the connection is lost / restored.
+  std::function<void()> on_disconnected;
+  std::function<void()> on_reconnected;
+};
+
+/// One `natsConnection*`. Publishing is thread-safe and never blocks on the network (nats.c
+/// buffers); Connect blocks up to connect_timeout. Keeps reconnecting (with logs) when the server
+/// goes away after start.
+class NatsConnection {
+ public:
+  /// Connects once; error kUnavailable "cannot connect to NATS at URL: reason" when unreachable.
+  static Result<std::unique_ptr<NatsConnection>> Connect(NatsOptions options);
+  ~NatsConnection();
+  NatsConnection(const NatsConnection&) = delete;
+  NatsConnection& operator=(const NatsConnection&) = delete;
+
+  /// Publishes `data` on `subject` with an optional reply subject and headers.
+  Status Publish(std::string_view subject, std::string_view data, std::string_view reply = {},
+                 const NatsHeaders& headers = {});
+  /// Subscribes; `queue` non-empty makes it a queue subscription.
+  Result<NatsSubscription> Subscribe(const std::string& subject, NatsHandler handler,
+                                     const std::string& queue = {});
+  /// Blocking request-reply, for start-up code, tools and tests only (never on a callback
+  /// thread). kNoWorker when nobody answers in time (or there are no responders).
+  Result<std::string> Request(const std::string& subject, std::string_view data,
+                              std::chrono::milliseconds timeout, const NatsHeaders& headers = {});
+  /// Flushes pending publishes to the server, waiting up to timeout.
+  Status Flush(std::chrono::milliseconds timeout);
+  /// True while connected (not reconnecting or closed).
+  bool Connected() const;
+  /// A new unique inbox prefix (`_INBOX.<nuid>`).
+  static std::string NewInbox();
+  natsConnection* raw() const { return conn_; }
+  const std::string& url() const { return options_.url; }
+
+ private:
+  explicit NatsConnection(NatsOptions options) : options_(std::move(options)) {}
+  static void OnDisconnected(natsConnection* nc, void* closure);
+  static void OnReconnected(natsConnection* nc, void* closure);
+  static void OnError(natsConnection* nc, natsSubscription* sub, natsStatus err, void* closure);
+
+  NatsOptions options_;
+  natsConnection* conn_ = nullptr;
+};
+
+/// The text of a nats.c status plus its last error detail, for messages.
+std::string NatsStatusText(natsStatus status);
+
+/// Unix epoch milliseconds now (deadlines on the wire are absolute).
+int64_t UnixMillisNow();
+
+}  // namespace wf

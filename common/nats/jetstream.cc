@@ -1,0 +1,147 @@
+#include "nats/jetstream.h"
+
+#include <spdlog/spdlog.h>
+
+#include <cstring>
+
+namespace wf {
+namespace {
+
+constexpr const char* kTokenHeader = "Wf-Publish-Token";
+
+}  // namespace
+
+std::string JsErrorText(natsStatus status, jsErrCode code) {
+  std::string text = NatsStatusText(status);
+  if (code != 0) text += " (jetstream error " + std::to_string(static_cast<int>(code)) + ")";
+  return text;
+}
+
+Result<std::unique_ptr<JetStream>> JetStream::Create(NatsConnection& conn) {
+  std::unique_ptr<JetStream> self(new JetStream());
+  jsOptions opts;
+  jsOptions_Init(&opts);
+  opts.PublishAsync.AckHandler = &JetStream::OnAck;
+  opts.PublishAsync.AckHandlerClosure = self.get();
+  opts.PublishAsync.MaxPending = 65536;
+  opts.Wait = 5000;
+  natsStatus s = natsConnection_JetStream(&self->js_, conn.raw(), &opts);
+  if (s != NATS_OK) {
+    return Error{ErrorCode::kUnavailable, "JetStream context: " + NatsStatusText(s)};
+  }
+  return self;
+}
+
+JetStream::~JetStream() {
+  if (js_) {
+    jsPubOptions opts;
+    jsPubOptions_Init(&opts);
+    opts.MaxWait = 2000;
+    js_PublishAsyncComplete(js_, &opts);
+    jsCtx_Destroy(js_);
+  }
+  // Whatever was not acknowledged by now is reported as failed.
+  std::unordered_map<uint64_t, JsPublishDone> left;
+  {
+    std::lock_guard lock(mu_);
+    left.swap(pending_);
+  }
+  for (auto& [token, done] : left) {
+    done(Status(ErrorCode::kUnavailable, "JetStream publish not acknowledged before shutdown"));
+  }
+}
+
+Status JetStream::EnsureStream(const StreamSpec& spec) {
+  jsStreamConfig cfg;
+  jsStreamConfig_Init(&cfg);
+  cfg.Name = spec.name.c_str();
+  std::vector<const char*> subjects;
+  for (const auto& s : spec.subjects) subjects.push_back(s.c_str());
+  cfg.Subjects = subjects.data();
+  cfg.SubjectsLen = static_cast<int>(subjects.size());
+  cfg.Retention = spec.work_queue ? js_WorkQueuePolicy : js_LimitsPolicy;
+  cfg.Storage = js_FileStorage;
+  cfg.MaxAge = std::chrono::duration_cast<std::chrono::nanoseconds>(spec.max_age).count();
+  cfg.Duplicates =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(spec.duplicate_window).count();
+  cfg.MaxMsgs = spec.max_msgs;
+  jsStreamInfo* info = nullptr;
+  jsErrCode jerr = static_cast<jsErrCode>(0);
+  natsStatus s = js_AddStream(&info, js_, &cfg, nullptr, &jerr);
+  if (s != NATS_OK && jerr == JSStreamNameExistErr) {
+    jerr = static_cast<jsErrCode>(0);
+    s = js_UpdateStream(&info, js_, &cfg, nullptr, &jerr);
+  }
+  if (info) jsStreamInfo_Destroy(info);
+  if (s != NATS_OK) {
+    return Status(ErrorCode::kUnavailable,
+                  "cannot create JetStream stream " + spec.name + ": " + JsErrorText(s, jerr));
+  }
+  return Status::Ok();
+}
+
+void JetStream::PublishAsync(const std::string& subject, std::string_view data,
+                             const std::string& msg_id, const NatsHeaders& headers,
+                             JsPublishDone done) {
+  uint64_t token;
+  {
+    std::lock_guard lock(mu_);
+    token = ++next_token_;
+    pending_.emplace(token, std::move(done));
+  }
+  natsMsg* msg = nullptr;
+  natsStatus s = natsMsg_Create(&msg, subject.c_str(), nullptr, data.data(),
+                                static_cast<int>(data.size()));
+  std::string token_text = std::to_string(token);
+  if (s == NATS_OK) s = natsMsgHeader_Set(msg, kTokenHeader, token_text.c_str());
+  for (const auto& [name, value] : headers) {
+    if (s == NATS_OK && !value.empty()) s = natsMsgHeader_Set(msg, name.c_str(), value.c_str());
+  }
+  jsPubOptions opts;
+  jsPubOptions_Init(&opts);
+  if (!msg_id.empty()) opts.MsgId = msg_id.c_str();
+  if (s == NATS_OK) s = js_PublishMsgAsync(js_, &msg, &opts);
+  if (msg) natsMsg_Destroy(msg);  // still ours only when the publish failed
+  if (s != NATS_OK) {
+    JsPublishDone cb;
+    {
+      std::lock_guard lock(mu_);
+      auto it = pending_.find(token);
+      if (it != pending_.end()) {
+        cb = std::move(it->second);
+        pending_.erase(it);
+      }
+    }
+    if (cb) cb(Status(ErrorCode::kUnavailable, "JetStream publish: " + NatsStatusText(s)));
+  }
+}
+
+void JetStream::OnAck(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void* closure) {
+  auto* self = static_cast<JetStream*>(closure);
+  const char* token_text = nullptr;
+  JsPublishDone cb;
+  if (natsMsgHeader_Get(msg, kTokenHeader, &token_text) == NATS_OK && token_text) {
+    uint64_t token = std::strtoull(token_text, nullptr, 10);
+    std::lock_guard lock(self->mu_);
+    auto it = self->pending_.find(token);
+    if (it != self->pending_.end()) {
+      cb = std::move(it->second);
+      self->pending_.erase(it);
+    }
+  }
+  natsMsg_Destroy(msg);
+  if (!cb) return;
+  try {
+    if (pa) {
+      cb(Status::Ok());
+    } else {
+      std::string why = pae ? JsErrorText(pae->Err, pae->ErrCode) : "unknown";
+      if (pae && pae->ErrText) why += std::string(": ") + pae->ErrText;
+      cb(Status(ErrorCode::kUnavailable, "JetStream did not store the message: " + why));
+    }
+  } catch (const std::exception& e) {
+    spdlog::error("JetStream ack callback threw: {}", e.what());
+  }
+}
+
+}  // namespace wf

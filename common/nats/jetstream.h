@@ -1,0 +1,62 @@
+#pragma once
+
+#include <nats/nats.h>
+
+#include <chrono>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "nats/connection.h"
+
+namespace wf {
+
+/// What a stream must look like; EnsureStream creates it or updates it to match.
+struct StreamSpec {
+  std::string name;
+  std::vector<std::string> subjects;
+  /// Work-queue retention: a message is removed once a consumer acks it.
+  bool work_queue = true;
+  std::chrono::milliseconds max_age{std::chrono::hours(24)};
+  std::chrono::milliseconds duplicate_window{std::chrono::minutes(2)};
+  int64_t max_msgs = 1000000;
+};
+
+/// Completion of an asynchronous JetStream publish: ok once the server stored the message.
+using JsPublishDone = std::function<void(Status)>;
+
+/// One `jsCtx*` on a connection. Thread-safe.
+class JetStream {
+ public:
+  /// The callbacks of PublishAsync run on a nats.c thread and must not block.
+  static Result<std::unique_ptr<JetStream>> Create(NatsConnection& conn);
+  ~JetStream();
+  JetStream(const JetStream&) = delete;
+  JetStream& operator=(const JetStream&) = delete;
+
+  /// Creates the stream, or updates its config when it exists; idempotent and safe when several
+  /// processes race. Blocks (start-up only).
+  Status EnsureStream(const StreamSpec& spec);
+  /// Publishes and calls `done` when the server acknowledged storage (or failed). `msg_id`
+  /// (Nats-Msg-Id) makes a republish within the duplicate window a no-op. Never blocks on the
+  /// network.
+  void PublishAsync(const std::string& subject, std::string_view data, const std::string& msg_id,
+                    const NatsHeaders& headers, JsPublishDone done);
+  jsCtx* raw() const { return js_; }
+
+ private:
+  JetStream() = default;
+  static void OnAck(jsCtx* js, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void* closure);
+
+  jsCtx* js_ = nullptr;
+  std::mutex mu_;
+  uint64_t next_token_ = 0;
+  std::unordered_map<uint64_t, JsPublishDone> pending_;
+};
+
+/// Formats a jsErrCode/natsStatus pair for messages.
+std::string JsErrorText(natsStatus status, jsErrCode code);
+
+}  // namespace wf
