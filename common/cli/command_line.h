@@ -66,3 +66,14 @@ void InitLogging(const std::string& program, const std::string& level);
 Result<std::pair<std::string, int>> ParseHostPort(const std::string& text);
 
 }  // namespace wf
+
+namespace wf {
+
+/// Blocks SIGTERM, SIGINT and SIGPIPE in the calling thread and every thread it starts later.
+/// Call first thing in main(), before any library starts a thread.
+void BlockTerminationSignals();
+
+/// Waits for SIGTERM or SIGINT (blocked by BlockTerminationSignals) and returns its number.
+int WaitForTerminationSignal();
+
+}  // namespace wf

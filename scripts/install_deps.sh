@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs, with apt, every Debian 12 package the project needs to build, test and run.
+# Idempotent: packages already installed are skipped and apt is not touched at all when nothing
+# is missing. Needs root (or sudo) only when something must be installed.
+set -euo pipefail
+
+PACKAGES=(
+  # toolchain
+  build-essential cmake pkg-config git ca-certificates curl
+  # libraries
+  libnats-dev libpistache-dev libre2-dev libhiredis-dev libpqxx-dev libspdlog-dev
+  libprotobuf-dev protobuf-compiler libcurl4-openssl-dev nlohmann-json3-dev
+  libgtest-dev libgmock-dev googletest libbenchmark-dev
+  # servers used by run.sh and the integration tests
+  nats-server redis-server postgresql-15 postgresql-client-15
+  # benchmarks
+  wrk hyperfine
+  # static validation of the deployment files
+  docker-compose python3 python3-yaml kubernetes-client
+)
+if [[ -n "${WF_EXTRA_PACKAGES:-}" ]]; then
+  read -r -a extra <<<"${WF_EXTRA_PACKAGES}"
+  PACKAGES+=("${extra[@]}")
+fi
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]} == 0)); then
+  echo "install_deps: all ${#PACKAGES[@]} packages present"
+  exit 0
+fi
+
+SUDO=""
+if [[ $(id -u) -ne 0 ]]; then
+  SUDO="sudo"
+fi
+echo "install_deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -1,0 +1,158 @@
+#include "lightweight/flow_runtime.h"
+
+#include <algorithm>
+
+#include "matching/parameter_resolver.h"
+#include "nats/connection.h"
+
+namespace wf {
+namespace {
+
+/// A short, printable, single-line excerpt of an upstream body for error messages.
+std::string Excerpt(std::string_view body) {
+  constexpr std::size_t kMax = 200;
+  std::string out;
+  for (char c : body.substr(0, kMax)) {
+    out.push_back((c == '\n' || c == '\r' || c == '\t') ? ' ' : c);
+  }
+  if (body.size() > kMax) out += "...";
+  return out;
+}
+
+}  // namespace
+
+Result<CallOutcome> InterpretUpstream(const std::string& label, const ResponseTemplate& response,
+                                      const nlohmann::json& values, Result<HttpResponse> reply) {
+  if (!reply.ok()) {
+    Error e = std::move(reply).error();
+    e.message = label + ": " + e.message;
+    return e;
+  }
+  const HttpResponse& r = reply.value();
+  if (r.status < 200 || r.status > 299) {
+    std::string msg = label + ": upstream answered HTTP " + std::to_string(r.status);
+    if (!r.body.empty()) msg += ": " + Excerpt(r.body);
+    return Error{ErrorCode::kUpstreamError, msg};
+  }
+  CallOutcome outcome;
+  outcome.upstream_status = r.status;
+  outcome.answer = response.Render(values, r.body);
+  return outcome;
+}
+
+Result<std::unique_ptr<FlowRuntime>> FlowRuntime::Create(std::shared_ptr<const Config> config,
+                                                         int http_threads) {
+  std::unique_ptr<FlowRuntime> self(new FlowRuntime());
+  self->config_ = std::move(config);
+  auto compile = [](const std::vector<ParameterSpec>& params, const EndpointConfig& endpoint,
+                    const std::string& response_template,
+                    std::string label) -> Result<Compiled> {
+    auto ep = EndpointTemplate::Compile(endpoint);
+    if (!ep.ok()) return Error{ep.error().code, label + ": " + ep.error().message};
+    auto rt = ResponseTemplate::Compile(response_template);
+    if (!rt.ok()) return Error{rt.error().code, label + ": " + rt.error().message};
+    return Compiled{&params, std::move(ep).value(), std::move(rt).value(), std::move(label)};
+  };
+  for (const auto& flow : self->config_->flows) {
+    auto c = compile(flow.parameters, flow.endpoint, flow.response_template,
+                     "flow " + flow.flow_id);
+    if (!c.ok()) return c.error();
+    self->flows_.push_back(std::move(c).value());
+  }
+  for (const auto& tool : self->config_->tools) {
+    auto c = compile(tool.parameters, tool.endpoint, tool.response_template, "tool " + tool.name);
+    if (!c.ok()) return c.error();
+    self->tools_.push_back(std::move(c).value());
+  }
+  for (int i = 0; i < std::max(1, http_threads); ++i) {
+    self->clients_.push_back(std::make_unique<HttpClient>());
+  }
+  return self;
+}
+
+HttpClient& FlowRuntime::NextClient() {
+  return *clients_[next_client_.fetch_add(1, std::memory_order_relaxed) % clients_.size()];
+}
+
+std::size_t FlowRuntime::InFlight() const {
+  std::size_t n = 0;
+  for (const auto& c : clients_) n += c->InFlight();
+  return n;
+}
+
+void FlowRuntime::RunFlow(std::size_t index, CallInput input, CallDone done) {
+  if (index >= flows_.size()) {
+    done(Error{ErrorCode::kFlowNotFound, "no flow with index " + std::to_string(index)});
+    return;
+  }
+  Run(flows_[index], std::move(input), std::move(done));
+}
+
+void FlowRuntime::RunFlowById(const std::string& flow_id, CallInput input, CallDone done) {
+  for (std::size_t i = 0; i < config_->flows.size(); ++i) {
+    if (config_->flows[i].flow_id == flow_id) {
+      Run(flows_[i], std::move(input), std::move(done));
+      return;
+    }
+  }
+  done(Error{ErrorCode::kFlowNotFound, "unknown flow: " + flow_id});
+}
+
+void FlowRuntime::RunTool(const std::string& name, CallInput input, CallDone done) {
+  for (std::size_t i = 0; i < config_->tools.size(); ++i) {
+    if (config_->tools[i].name == name) {
+      Run(tools_[i], std::move(input), std::move(done));
+      return;
+    }
+  }
+  done(Error{ErrorCode::kToolNotFound, "unknown tool: " + name});
+}
+
+void FlowRuntime::Run(const Compiled& compiled, CallInput input, CallDone done) {
+  auto resolved = ResolveParameters(*compiled.parameters, input.captures, input.parameters);
+  if (!resolved.ok()) {
+    Error e = resolved.error();
+    e.message = compiled.label + ": " + e.message;
+    done(std::move(e));
+    return;
+  }
+  nlohmann::json parameters = std::move(resolved).value();
+  // Placeholder values: the parameters plus the reserved names, which a parameter cannot shadow.
+  nlohmann::json values = parameters;
+  values["user_message"] = input.user_message;
+  values["session_id"] = input.session_id;
+  auto prepared = compiled.endpoint.Render(values);
+  if (!prepared.ok()) {
+    Error e = prepared.error();
+    e.message = compiled.label + ": " + e.message;
+    done(std::move(e));
+    return;
+  }
+  PreparedRequest& p = prepared.value();
+  HttpRequest request;
+  request.method = std::move(p.method);
+  request.url = std::move(p.url);
+  request.headers = std::move(p.headers);
+  request.body = std::move(p.body);
+  request.timeout = p.timeout;
+  request.max_response_bytes = p.max_response_bytes;
+  if (input.deadline_unix_ms > 0) {
+    int64_t left = input.deadline_unix_ms - UnixMillisNow();
+    if (left <= 0) {
+      done(Error{ErrorCode::kDeadlineExceeded, compiled.label + ": deadline passed before the call"});
+      return;
+    }
+    request.timeout = std::min(request.timeout, std::chrono::milliseconds(left));
+  }
+  const Compiled* c = &compiled;
+  NextClient().Send(std::move(request),
+                    [c, values = std::move(values), parameters = std::move(parameters),
+                     done = std::move(done)](Result<HttpResponse> reply) mutable {
+                      auto outcome = InterpretUpstream(c->label, c->response, values,
+                                                       std::move(reply));
+                      if (outcome.ok()) outcome->parameters = std::move(parameters);
+                      done(std::move(outcome));
+                    });
+}
+
+}  // namespace wf

@@ -1,0 +1,414 @@
+#include "lightweight/lightweight_worker.h"
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <thread>
+
+#include "codec/json_struct.h"
+#include "wf/v1/session.pb.h"
+
+namespace wf {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::chrono::nanoseconds Since(Clock::time_point start) { return Clock::now() - start; }
+
+/// A request id is used as a NATS subject token and header value: keep it to a safe alphabet.
+bool ValidRequestId(const std::string& id) {
+  if (id.empty() || id.size() > 128) return false;
+  for (char c : id) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+std::string Serialize(const google::protobuf::MessageLite& m) {
+  std::string out;
+  m.SerializeToString(&out);
+  return out;
+}
+
+}  // namespace
+
+std::string NewRequestId() {
+  std::string inbox = NatsConnection::NewInbox();  // "_INBOX.<22-char NUID>"
+  return inbox.substr(inbox.rfind('.') + 1);
+}
+
+LightweightWorker::LightweightWorker(std::shared_ptr<const Config> config, NatsConnection& conn)
+    : config_(std::move(config)), conn_(conn), subjects_(config_->subject_prefix) {}
+
+LightweightWorker::~LightweightWorker() { Shutdown(std::chrono::milliseconds(2000)); }
+
+Result<std::unique_ptr<LightweightWorker>> LightweightWorker::Start(
+    std::shared_ptr<const Config> config, NatsConnection& conn, Options options) {
+  std::unique_ptr<LightweightWorker> self(new LightweightWorker(std::move(config), conn));
+  auto matcher = FlowMatcher::Build(self->config_->flows);
+  if (!matcher.ok()) return matcher.error();
+  self->matcher_ = std::move(matcher).value();
+  auto runtime = FlowRuntime::Create(self->config_, options.http_threads);
+  if (!runtime.ok()) return runtime.error();
+  self->runtime_ = std::move(runtime).value();
+
+  auto js = JetStream::Create(conn);
+  if (!js.ok()) return js.error();
+  self->js_ = std::move(js).value();
+  StreamSpec heavy{kHeavyStream, {self->subjects_.heavy_query}};
+  heavy.max_age = std::chrono::hours(1);  // agent turns have deadlines far below this
+  if (auto s = self->js_->EnsureStream(heavy); !s.ok()) return s.error();
+  StreamSpec history{kHistoryStream, {self->subjects_.history_append}};
+  history.max_age = std::chrono::hours(24 * 7);
+  if (auto s = self->js_->EnsureStream(history); !s.ok()) return s.error();
+
+  self->service_ = std::make_unique<MicroService>(conn, "lightweight", options.version,
+                                                  "flow matching and execution, tools");
+  const std::string queue = "lightweight";
+  self->query_stats_ = self->service_->AddEndpoint("query", self->subjects_.query, queue);
+  self->match_stats_ = self->service_->AddEndpoint("flow_match", self->subjects_.flow_match, queue);
+  self->flow_stats_ =
+      self->service_->AddEndpoint("flow_execute", self->subjects_.flow_execute, queue);
+  self->tool_stats_ =
+      self->service_->AddEndpoint("tool_execute", self->subjects_.tool_execute, queue);
+
+  self->pools_ = std::make_unique<PoolMonitor>(conn, std::vector<std::string>{"heavy"});
+  if (auto s = self->pools_->Start(); !s.ok()) return s.error();
+
+  LightweightWorker* w = self.get();
+  auto subscribe = [&](const std::string& subject, void (LightweightWorker::*handler)(
+                                                       const NatsMsgView&)) -> Status {
+    auto sub = conn.Subscribe(subject, [w, handler](const NatsMsgView& m) { (w->*handler)(m); },
+                              queue);
+    if (!sub.ok()) return sub.error();
+    w->subs_.push_back(std::move(sub).value());
+    return Status::Ok();
+  };
+  for (int i = 0; i < std::max(1, options.subscriptions); ++i) {
+    if (auto s = subscribe(self->subjects_.query, &LightweightWorker::OnQuery); !s.ok()) {
+      return s.error();
+    }
+  }
+  for (auto [subject, handler] :
+       {std::pair{self->subjects_.flow_match, &LightweightWorker::OnMatch},
+        std::pair{self->subjects_.flow_execute, &LightweightWorker::OnFlowExecute},
+        std::pair{self->subjects_.tool_execute, &LightweightWorker::OnToolExecute}}) {
+    if (auto s = subscribe(subject, handler); !s.ok()) return s.error();
+  }
+  if (auto s = self->service_->Start(); !s.ok()) return s.error();
+  if (auto s = conn.Flush(std::chrono::milliseconds(2000)); !s.ok()) return s.error();
+  spdlog::info("lightweight worker {} ready: {} flows ({} patterns), {} tools", w->service_->id(),
+               w->config_->flows.size(), w->matcher_->pattern_count(), w->config_->tools.size());
+  return self;
+}
+
+void LightweightWorker::Shutdown(std::chrono::milliseconds grace) {
+  if (subs_.empty() && !service_) return;
+  for (auto& sub : subs_) sub.Drain(grace);
+  subs_.clear();
+  auto until = Clock::now() + grace;
+  while (in_flight_.load() > 0 && Clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  if (service_) service_->Stop();
+  if (pools_) pools_->Stop();
+  (void)conn_.Flush(std::chrono::milliseconds(1000));
+}
+
+void LightweightWorker::ReplyError(const std::string& reply, const std::string& request_id,
+                                   const Error& error) {
+  errors_.fetch_add(1, std::memory_order_relaxed);
+  if (reply.empty()) return;
+  wf::v1::QueryEvent event;
+  event.set_request_id(request_id);
+  event.set_seq(1);
+  event.mutable_error()->set_code(std::string(WireName(error.code)));
+  event.mutable_error()->set_message(error.message);
+  (void)conn_.Publish(reply, Serialize(event), {}, {{kRequestIdHeader, request_id}});
+}
+
+void LightweightWorker::OnQuery(const NatsMsgView& msg) {
+  auto started = Clock::now();
+  int64_t started_ms = UnixMillisNow();
+  wf::v1::QueryRequest request;
+  const std::string reply(msg.reply());
+  std::string request_id = msg.Header(kRequestIdHeader);
+  if (!request.ParseFromArray(msg.data().data(), static_cast<int>(msg.data().size()))) {
+    if (!ValidRequestId(request_id)) request_id = NewRequestId();
+    ReplyError(reply, request_id, {ErrorCode::kBadMessage, "payload is not a wf.v1.QueryRequest"});
+    query_stats_->Record(Since(started), "bad message");
+    return;
+  }
+  if (!request.request_id().empty()) request_id = request.request_id();
+  if (!ValidRequestId(request_id)) request_id = NewRequestId();
+  request.set_request_id(request_id);
+  if (reply.empty() && request.reply_to().empty()) {
+    query_stats_->Record(Since(started), "no reply subject");
+    return;  // nobody to answer; nothing to do
+  }
+  const std::string& reply_to = reply.empty() ? request.reply_to() : reply;
+  if (request.message().empty()) {
+    ReplyError(reply_to, request_id, {ErrorCode::kBadRequest, "message must not be empty"});
+    query_stats_->Record(Since(started), "empty message");
+    return;
+  }
+  if (request.deadline_unix_ms() == 0) {
+    request.set_deadline_unix_ms(started_ms + config_->agent.turn_timeout.count());
+  } else if (request.deadline_unix_ms() <= started_ms) {
+    ReplyError(reply_to, request_id,
+               {ErrorCode::kDeadlineExceeded, "deadline passed before the query was handled"});
+    query_stats_->Record(Since(started), "deadline");
+    return;
+  }
+
+  auto match = matcher_->FindMatch(request.message());
+  if (!match) {
+    ForwardToAgents(std::move(request), reply_to, msg.Header(kTraceparentHeader));
+    query_stats_->Record(Since(started));
+    return;
+  }
+
+  CallInput input;
+  input.captures = std::move(match->captures);
+  if (request.has_parameters()) input.parameters = StructToJson(request.parameters());
+  input.user_message = request.message();
+  input.session_id = request.session_id();
+  input.deadline_unix_ms = request.deadline_unix_ms();
+  std::string flow_id = match->flow->flow_id;
+  in_flight_.fetch_add(1);
+  runtime_->RunFlow(
+      match->flow_index, std::move(input),
+      [this, request = std::move(request), reply_to, flow_id, started,
+       started_ms](Result<CallOutcome> outcome) {
+        wf::v1::QueryEvent event;
+        event.set_request_id(request.request_id());
+        event.set_seq(1);
+        if (outcome.ok()) {
+          auto* final = event.mutable_final();
+          final->set_answer(outcome->answer);
+          final->set_route("flow");
+          final->set_flow_id(flow_id);
+          final->set_run_id(request.request_id());
+          final->set_session_id(request.session_id());
+          final->set_upstream_status(outcome->upstream_status);
+          *final->mutable_parameters() = JsonToStruct(outcome->parameters);
+          flows_answered_.fetch_add(1, std::memory_order_relaxed);
+        } else {
+          event.mutable_error()->set_code(std::string(WireName(outcome.error().code)));
+          event.mutable_error()->set_message(outcome.error().message);
+          errors_.fetch_add(1, std::memory_order_relaxed);
+        }
+        (void)conn_.Publish(reply_to, Serialize(event), {},
+                            {{kRequestIdHeader, request.request_id()}});
+        query_stats_->Record(Since(started), outcome.ok() ? "" : outcome.error().message);
+        // Off the critical path: the client already has its answer.
+        if (outcome.ok()) RecordFlowTurn(request, outcome.value(), flow_id, started_ms);
+        in_flight_.fetch_sub(1);
+      });
+}
+
+void LightweightWorker::ForwardToAgents(wf::v1::QueryRequest request, const std::string& reply,
+                                        const std::string& traceparent) {
+  if (pools_->Live("heavy") == 0) {
+    no_agent_.fetch_add(1, std::memory_order_relaxed);
+    ReplyError(reply, request.request_id(),
+               {ErrorCode::kNoAgentWorker,
+                "no flow matched and no agent worker is running to answer it"});
+    return;
+  }
+  request.set_reply_to(reply);
+  if (!traceparent.empty() && request.traceparent().empty()) request.set_traceparent(traceparent);
+  std::string request_id = request.request_id();
+  in_flight_.fetch_add(1);
+  js_->PublishAsync(subjects_.heavy_query, Serialize(request), request_id,
+                    {{kRequestIdHeader, request_id}, {kTraceparentHeader, traceparent}},
+                    [this, reply, request_id](Status stored) {
+                      if (stored.ok()) {
+                        forwarded_.fetch_add(1, std::memory_order_relaxed);
+                      } else {
+                        ReplyError(reply, request_id,
+                                   {ErrorCode::kUnavailable,
+                                    "could not queue the query for an agent: " +
+                                        stored.error().message});
+                      }
+                      in_flight_.fetch_sub(1);
+                    });
+}
+
+void LightweightWorker::RecordFlowTurn(const wf::v1::QueryRequest& request,
+                                       const CallOutcome& outcome, const std::string& flow_id,
+                                       int64_t started_ms) {
+  if (request.session_id().empty()) return;
+  wf::v1::TurnRecord turn;
+  int64_t now = UnixMillisNow();
+  turn.set_session_id(request.session_id());
+  turn.set_run_id(request.request_id());
+  turn.set_request_id(request.request_id());
+  turn.set_user_id(request.user_id());
+  turn.set_route("flow");
+  turn.set_flow_id(flow_id);
+  turn.set_status("ok");
+  turn.set_started_unix_ms(started_ms);
+  turn.set_finished_unix_ms(now);
+  auto* user = turn.add_messages();
+  user->set_role("user");
+  user->set_content(request.message());
+  user->set_created_unix_ms(started_ms);
+  user->set_run_id(request.request_id());
+  auto* answer = turn.add_messages();
+  answer->set_role("assistant");
+  answer->set_content(outcome.answer);
+  answer->set_created_unix_ms(now);
+  answer->set_run_id(request.request_id());
+  in_flight_.fetch_add(1);
+  js_->PublishAsync(subjects_.history_append, Serialize(turn), "turn-" + request.request_id(),
+                    {{kRequestIdHeader, request.request_id()}}, [this, id = request.request_id()](
+                                                                    Status stored) {
+                      if (!stored.ok()) {
+                        spdlog::warn("flow turn {} not recorded: {}", id, stored.error().message);
+                      }
+                      in_flight_.fetch_sub(1);
+                    });
+}
+
+void LightweightWorker::OnMatch(const NatsMsgView& msg) {
+  auto started = Clock::now();
+  if (msg.reply().empty()) return;
+  wf::v1::MatchRequest request;
+  wf::v1::MatchResult result;
+  if (request.ParseFromArray(msg.data().data(), static_cast<int>(msg.data().size()))) {
+    if (auto match = matcher_->FindMatch(request.message())) {
+      result.set_matched(true);
+      result.set_flow_id(match->flow->flow_id);
+      result.set_pattern_index(static_cast<uint32_t>(match->pattern_index));
+      *result.mutable_parameters() = JsonToStruct(match->captures);
+    }
+    match_stats_->Record(Since(started));
+  } else {
+    match_stats_->Record(Since(started), "bad message");
+  }
+  (void)conn_.Publish(msg.reply(), Serialize(result));
+}
+
+void LightweightWorker::OnFlowExecute(const NatsMsgView& msg) {
+  auto started = Clock::now();
+  const std::string reply(msg.reply());
+  if (reply.empty()) return;
+  wf::v1::ExecuteFlowRequest request;
+  if (!request.ParseFromArray(msg.data().data(), static_cast<int>(msg.data().size()))) {
+    ReplyError(reply, msg.Header(kRequestIdHeader),
+               {ErrorCode::kBadMessage, "payload is not a wf.v1.ExecuteFlowRequest"});
+    flow_stats_->Record(Since(started), "bad message");
+    return;
+  }
+  CallInput input;
+  if (request.has_parameters()) input.parameters = StructToJson(request.parameters());
+  input.user_message = request.user_message();
+  input.session_id = request.session_id();
+  input.deadline_unix_ms = request.deadline_unix_ms();
+  in_flight_.fetch_add(1);
+  runtime_->RunFlowById(
+      request.flow_id(), std::move(input),
+      [this, reply, request_id = request.request_id(), flow_id = request.flow_id(),
+       session_id = request.session_id(), started](Result<CallOutcome> outcome) {
+        wf::v1::QueryEvent event;
+        event.set_request_id(request_id);
+        event.set_seq(1);
+        if (outcome.ok()) {
+          auto* final = event.mutable_final();
+          final->set_answer(outcome->answer);
+          final->set_route("flow");
+          final->set_flow_id(flow_id);
+          final->set_run_id(request_id);
+          final->set_session_id(session_id);
+          final->set_upstream_status(outcome->upstream_status);
+          *final->mutable_parameters() = JsonToStruct(outcome->parameters);
+        } else {
+          event.mutable_error()->set_code(std::string(WireName(outcome.error().code)));
+          event.mutable_error()->set_message(outcome.error().message);
+        }
+        (void)conn_.Publish(reply, Serialize(event));
+        flow_stats_->Record(Since(started), outcome.ok() ? "" : outcome.error().message);
+        in_flight_.fetch_sub(1);
+      });
+}
+
+void LightweightWorker::OnToolExecute(const NatsMsgView& msg) {
+  auto started = Clock::now();
+  const std::string reply(msg.reply());
+  if (reply.empty()) return;
+  wf::v1::ExecuteToolRequest request;
+  auto fail = [&](const std::string& call_id, const std::string& name, const Error& e) {
+    wf::v1::ToolResult result;
+    result.set_call_id(call_id);
+    result.set_name(name);
+    result.set_ok(false);
+    result.mutable_error()->set_code(std::string(WireName(e.code)));
+    result.mutable_error()->set_message(e.message);
+    (void)conn_.Publish(reply, Serialize(result));
+    tool_stats_->Record(Since(started), e.message);
+  };
+  if (!request.ParseFromArray(msg.data().data(), static_cast<int>(msg.data().size()))) {
+    fail("", "", {ErrorCode::kBadMessage, "payload is not a wf.v1.ExecuteToolRequest"});
+    return;
+  }
+  CallInput input;
+  if (!request.arguments_json().empty()) {
+    auto args = nlohmann::json::parse(request.arguments_json(), nullptr, false);
+    if (args.is_discarded() || !args.is_object()) {
+      fail(request.call_id(), request.name(),
+           {ErrorCode::kBadRequest, "arguments_json must be a JSON object"});
+      return;
+    }
+    input.parameters = std::move(args);
+  }
+  input.session_id = request.session_id();
+  input.deadline_unix_ms = request.deadline_unix_ms();
+  in_flight_.fetch_add(1);
+  runtime_->RunTool(request.name(), std::move(input),
+                    [this, reply, call_id = request.call_id(), name = request.name(),
+                     started](Result<CallOutcome> outcome) {
+                      wf::v1::ToolResult result;
+                      result.set_call_id(call_id);
+                      result.set_name(name);
+                      result.set_ok(outcome.ok());
+                      if (outcome.ok()) {
+                        result.set_content(outcome->answer);
+                        result.set_upstream_status(outcome->upstream_status);
+                      } else {
+                        result.mutable_error()->set_code(
+                            std::string(WireName(outcome.error().code)));
+                        result.mutable_error()->set_message(outcome.error().message);
+                      }
+                      (void)conn_.Publish(reply, Serialize(result));
+                      tool_stats_->Record(Since(started),
+                                          outcome.ok() ? "" : outcome.error().message);
+                      in_flight_.fetch_sub(1);
+                    });
+}
+
+std::string LightweightWorker::MetricsText() const {
+  std::string out;
+  auto counter = [&out](const char* name, const char* help, uint64_t value) {
+    out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " counter\n" + name +
+           " " + std::to_string(value) + "\n";
+  };
+  counter("wf_lightweight_flows_answered_total", "Queries answered by a flow.",
+          flows_answered_.load());
+  counter("wf_lightweight_forwarded_total", "Unmatched queries queued for the agent pool.",
+          forwarded_.load());
+  counter("wf_lightweight_no_agent_total", "Unmatched queries refused: no agent worker alive.",
+          no_agent_.load());
+  counter("wf_lightweight_errors_total", "Queries and calls that ended in an error.",
+          errors_.load());
+  out += "# HELP wf_lightweight_in_flight Calls in flight.\n# TYPE wf_lightweight_in_flight gauge\n";
+  out += "wf_lightweight_in_flight " + std::to_string(in_flight_.load()) + "\n";
+  out += "# HELP wf_nats_connected 1 while the NATS connection is up.\n"
+         "# TYPE wf_nats_connected gauge\n";
+  out += std::string("wf_nats_connected ") + (conn_.Connected() ? "1" : "0") + "\n";
+  return out;
+}
+
+}  // namespace wf

@@ -1,0 +1,96 @@
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "config/config.h"
+#include "lightweight/flow_runtime.h"
+#include "matching/flow_matcher.h"
+#include "nats/connection.h"
+#include "nats/jetstream.h"
+#include "nats/micro_service.h"
+#include "wf/v1/query.pb.h"
+
+namespace wf {
+
+/// Subjects of the wire contract under a configurable prefix ("wf").
+struct Subjects {
+  explicit Subjects(const std::string& prefix)
+      : query(prefix + ".query"),
+        heavy_query(prefix + ".heavy.query"),
+        flow_match(prefix + ".flow.match"),
+        flow_execute(prefix + ".flow.execute"),
+        tool_execute(prefix + ".tool.execute"),
+        history_append(prefix + ".history.append") {}
+  std::string query, heavy_query, flow_match, flow_execute, tool_execute, history_append;
+};
+
+/// JetStream streams the lightweight worker publishes into (created idempotently at start).
+inline constexpr const char* kHeavyStream = "WF_HEAVY";
+inline constexpr const char* kHistoryStream = "WF_HISTORY";
+
+/// The lightweight worker: queue group "lightweight" on `wf.query` (match, run the flow, reply;
+/// forward unmatched queries to JetStream for the agent pool), plus `wf.flow.match`,
+/// `wf.flow.execute`, `wf.tool.execute` and `$SRV.*` discovery.
+///
+/// Threads: NATS delivery threads call the handlers (matching and rendering only, no blocking);
+/// HTTP I/O threads complete flows and publish replies. Publishing is thread-safe.
+class LightweightWorker {
+ public:
+  struct Options {
+    /// Queue subscriptions on `wf.query`: each has its own delivery thread.
+    int subscriptions = 1;
+    /// HttpClients (one I/O thread each).
+    int http_threads = 1;
+    std::string version = "0.1.0";
+  };
+
+  static Result<std::unique_ptr<LightweightWorker>> Start(std::shared_ptr<const Config> config,
+                                                          NatsConnection& conn, Options options);
+  ~LightweightWorker();
+
+  /// Stops taking messages and waits (up to `grace`) for flows in flight to answer.
+  void Shutdown(std::chrono::milliseconds grace);
+
+  /// Prometheus text for the admin port.
+  std::string MetricsText() const;
+  const MicroService& service() const { return *service_; }
+
+ private:
+  LightweightWorker(std::shared_ptr<const Config> config, NatsConnection& conn);
+
+  void OnQuery(const NatsMsgView& msg);
+  void OnMatch(const NatsMsgView& msg);
+  void OnFlowExecute(const NatsMsgView& msg);
+  void OnToolExecute(const NatsMsgView& msg);
+
+  /// Publishes a terminal `error` event for `request_id` on `reply`.
+  void ReplyError(const std::string& reply, const std::string& request_id, const Error& error);
+  void ForwardToAgents(wf::v1::QueryRequest request, const std::string& reply,
+                       const std::string& traceparent);
+  void RecordFlowTurn(const wf::v1::QueryRequest& request, const CallOutcome& outcome,
+                      const std::string& flow_id, int64_t started_ms);
+
+  std::shared_ptr<const Config> config_;
+  NatsConnection& conn_;
+  Subjects subjects_;
+  std::shared_ptr<const FlowMatcher> matcher_;
+  std::unique_ptr<FlowRuntime> runtime_;
+  std::unique_ptr<JetStream> js_;
+  std::unique_ptr<MicroService> service_;
+  std::unique_ptr<PoolMonitor> pools_;
+  EndpointStats* query_stats_ = nullptr;
+  EndpointStats* match_stats_ = nullptr;
+  EndpointStats* flow_stats_ = nullptr;
+  EndpointStats* tool_stats_ = nullptr;
+  std::vector<NatsSubscription> subs_;
+  std::atomic<uint64_t> flows_answered_{0}, forwarded_{0}, no_agent_{0}, errors_{0};
+  std::atomic<int64_t> in_flight_{0};
+};
+
+/// A new request id (NUID-based, URL- and subject-safe).
+std::string NewRequestId();
+
+}  // namespace wf

@@ -1,0 +1,96 @@
+// wf-lightweight: flow matching and execution worker. Parses flags, loads the config, wires the
+// NATS connection, the worker and the admin port, then waits for SIGTERM.
+#include <spdlog/spdlog.h>
+
+#include <iostream>
+#include <thread>
+
+#include "admin_http/admin_server.h"
+#include "cli/command_line.h"
+#include "config/config.h"
+#include "lightweight/lightweight_worker.h"
+#include "nats/connection.h"
+
+int main(int argc, char** argv) {
+  wf::BlockTerminationSignals();
+  auto flags_spec = wf::CommonFlags();
+  unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  flags_spec.push_back({"threads", "WF_THREADS", std::to_string(cores),
+                        "wf.query subscriptions and HTTP client I/O threads"});
+  flags_spec.push_back({"admin-listen", "WF_ADMIN_LISTEN", "",
+                        "HOST:PORT for /health, /ready and /metrics (off when empty)"});
+  flags_spec.push_back({"check-config", "", "", "validate the config and exit", true});
+  wf::CommandLine cli("wf-lightweight",
+                      "Matches queries against the configured flows (queue group "
+                      "\"lightweight\"), runs flows and tools, forwards the rest to the agent "
+                      "pool.",
+                      flags_spec);
+  auto parsed = cli.Parse(argc, argv);
+  if (parsed.exit_code) return *parsed.exit_code;
+  if (!parsed.flags) {
+    std::cerr << "wf-lightweight: " << parsed.error << "\n";
+    return 2;
+  }
+  const wf::Flags& flags = *parsed.flags;
+  wf::InitLogging("wf-lightweight", flags.Get("log-level"));
+
+  auto config = wf::LoadConfigFile(flags.Get("config"));
+  if (!config.ok()) {
+    std::cerr << "wf-lightweight: invalid config: " << config.error().message << "\n";
+    return 2;
+  }
+  if (flags.IsSet("check-config")) {
+    std::cout << "config OK: " << (*config)->flows.size() << " flows, " << (*config)->tools.size()
+              << " tools\n";
+    return 0;
+  }
+  auto threads = flags.GetInt("threads", 1, 64);
+  if (!threads.ok()) {
+    std::cerr << "wf-lightweight: " << threads.error().message << "\n";
+    return 2;
+  }
+
+  wf::NatsOptions nats_options;
+  nats_options.url = flags.Get("nats-url");
+  nats_options.name = "wf-lightweight";
+  auto conn = wf::NatsConnection::Connect(nats_options);
+  if (!conn.ok()) {
+    std::cerr << "wf-lightweight: " << conn.error().message << "\n";
+    return 1;
+  }
+  wf::LightweightWorker::Options options;
+  options.subscriptions = static_cast<int>(*threads);
+  options.http_threads = static_cast<int>(*threads);
+  auto worker = wf::LightweightWorker::Start(*config, **conn, options);
+  if (!worker.ok()) {
+    std::cerr << "wf-lightweight: " << worker.error().message << "\n";
+    return 1;
+  }
+
+  std::unique_ptr<wf::AdminServer> admin;
+  if (!flags.Get("admin-listen").empty()) {
+    wf::NatsConnection* nc = conn->get();
+    wf::LightweightWorker* w = worker->get();
+    auto started = wf::AdminServer::Start(
+        {flags.Get("admin-listen"),
+         [nc](std::string* why) {
+           if (nc->Connected()) return true;
+           *why = "NATS disconnected";
+           return false;
+         },
+         [w] { return w->MetricsText(); },
+         {}});
+    if (!started.ok()) {
+      std::cerr << "wf-lightweight: admin port: " << started.error().message << "\n";
+      return 1;
+    }
+    admin = std::move(started).value();
+  }
+
+  int sig = wf::WaitForTerminationSignal();
+  spdlog::info("signal {}: draining", sig);
+  (*worker)->Shutdown(std::chrono::milliseconds(10000));
+  if (admin) admin->Stop();
+  spdlog::info("stopped");
+  return 0;
+}
