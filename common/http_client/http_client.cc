@@ -1,0 +1,547 @@
+#include "http_client/http_client.h"
+
+#include <curl/curl.h>
+#include <pthread.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <exception>
+#include <future>
+#include <limits>
+#include <mutex>
+#include <stdexcept>
+#include <thread>
+#include <unordered_map>
+
+#include "http_client/curl_handles.h"
+#include "http_client/transfer_outcome.h"
+
+namespace wf {
+namespace {
+
+using http_client_internal::EasyHandle;
+using http_client_internal::HeaderList;
+using http_client_internal::MultiHandle;
+
+constexpr std::chrono::milliseconds kMaxConnectTimeout{3000};
+/// Longest the I/O thread sleeps in curl_multi_poll when nothing happens (libcurl's own timers
+/// and curl_multi_wakeup cut it short).
+constexpr int kIdlePollMs = 1000;
+/// Most idle easy handles kept for reuse.
+constexpr std::size_t kMaxPooledEasyHandles = 1024;
+
+void InitCurlOnce() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+      throw std::runtime_error("curl_global_init failed");
+    }
+  });
+}
+
+char AsciiLower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
+
+bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return AsciiLower(x) == AsciiLower(y);
+         });
+}
+
+/// Why the write callback stopped a transfer (CURLE_WRITE_ERROR alone does not say).
+enum class StopReason {
+  kNone,
+  kTooLarge,             ///< Body over its limit.
+  kDataCallbackStopped,  ///< The streaming data callback returned false.
+  kCallbackThrew,        ///< The data callback or a body append threw.
+  kErrorBodyFull,        ///< Streaming, non-2xx: error body kept up to its limit, rest dropped.
+};
+
+/// One request from Send to completion. Owned by the command queue, then by the I/O thread.
+struct Transfer {
+  HttpRequestId id = 0;
+  HttpRequest request;
+  HttpDataCallback on_data;
+  HttpCallback on_done;
+  bool streaming = false;
+  EasyHandle easy;
+  HeaderList headers;
+  long status = 0;  ///< Streaming: the status the write callback saw (0 until the first body byte).
+  std::string body;
+  std::size_t streamed = 0;
+  StopReason stop = StopReason::kNone;
+  std::string callback_error;
+  char error_buffer[CURL_ERROR_SIZE] = {};
+};
+
+/// A queued instruction for the I/O thread: start `transfer`, or cancel `cancel_id`.
+struct Command {
+  HttpRequestId cancel_id = 0;
+  std::unique_ptr<Transfer> transfer;
+};
+
+void RecordThrow(Transfer& t, const char* what) noexcept {
+  t.stop = StopReason::kCallbackThrew;
+  try {
+    t.callback_error = what;
+  } catch (...) {
+    t.callback_error.clear();
+  }
+}
+
+/// CURLOPT_WRITEFUNCTION: accumulates or streams body bytes, enforcing the size limits (the
+/// Content-Length check of CURLOPT_MAXFILESIZE_LARGE cannot see chunked bodies). Returning less
+/// than `len` makes libcurl fail the transfer with CURLE_WRITE_ERROR. Never throws.
+size_t OnBody(char* data, size_t size, size_t count, void* user) noexcept {
+  auto& t = *static_cast<Transfer*>(user);
+  const size_t len = size * count;
+  try {
+    if (!t.streaming) {
+      if (len > t.request.max_response_bytes - t.body.size()) {
+        t.stop = StopReason::kTooLarge;
+        return 0;
+      }
+      t.body.append(data, len);
+      return len;
+    }
+    if (t.status == 0) {
+      long code = 0;
+      curl_easy_getinfo(t.easy.get(), CURLINFO_RESPONSE_CODE, &code);
+      t.status = code;
+    }
+    if (http_client_internal::IsSuccessStatus(t.status)) {
+      if (len > t.request.max_streamed_bytes - t.streamed) {
+        t.stop = StopReason::kTooLarge;
+        return 0;
+      }
+      t.streamed += len;
+      if (t.on_data && !t.on_data(std::string_view(data, len))) {
+        t.stop = StopReason::kDataCallbackStopped;
+        return 0;
+      }
+      return len;
+    }
+    const size_t room = t.request.max_response_bytes - t.body.size();
+    if (len > room) {
+      t.body.append(data, room);
+      t.stop = StopReason::kErrorBodyFull;
+      return 0;
+    }
+    t.body.append(data, len);
+    return len;
+  } catch (const std::exception& e) {
+    RecordThrow(t, e.what());
+  } catch (...) {
+    RecordThrow(t, "unknown exception");
+  }
+  return 0;
+}
+
+void InvokeDone(HttpCallback& on_done, Result<HttpResponse> result) noexcept {
+  if (!on_done) return;
+  try {
+    on_done(std::move(result));
+  } catch (const std::exception& e) {
+    spdlog::error("http client: completion callback threw: {}", e.what());
+  } catch (...) {
+    spdlog::error("http client: completion callback threw a non-std exception");
+  }
+}
+
+}  // namespace
+
+class HttpClient::Impl {
+ public:
+  explicit Impl(Options options) : options_(std::move(options)) {
+    InitCurlOnce();
+    multi_.reset(curl_multi_init());
+    if (!multi_) throw std::runtime_error("curl_multi_init failed");
+    curl_multi_setopt(multi_.get(), CURLMOPT_MAX_HOST_CONNECTIONS,
+                      std::max(1L, options_.max_connections_per_host));
+    curl_multi_setopt(multi_.get(), CURLMOPT_MAX_TOTAL_CONNECTIONS,
+                      std::max(1L, options_.max_total_connections));
+    curl_multi_setopt(multi_.get(), CURLMOPT_MAXCONNECTS,
+                      std::max(1L, options_.max_total_connections));
+    thread_ = std::thread([this] { Run(); });
+    pthread_setname_np(thread_.native_handle(), "wf-http-io");
+  }
+
+  ~Impl() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stopping_ = true;
+    }
+    curl_multi_wakeup(multi_.get());
+    if (thread_.joinable()) thread_.join();
+  }
+
+  Impl(const Impl&) = delete;
+  Impl& operator=(const Impl&) = delete;
+
+  HttpRequestId Enqueue(HttpRequest request, HttpDataCallback on_data, HttpCallback on_done,
+                        bool streaming) {
+    const HttpRequestId id = next_id_.fetch_add(1, std::memory_order_relaxed);
+    auto transfer = std::make_unique<Transfer>();
+    transfer->id = id;
+    transfer->request = std::move(request);
+    transfer->on_data = std::move(on_data);
+    transfer->on_done = std::move(on_done);
+    transfer->streaming = streaming;
+    in_flight_.fetch_add(1, std::memory_order_relaxed);
+    bool wake = false;
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      if (stopping_) {
+        lock.unlock();
+        in_flight_.fetch_sub(1, std::memory_order_relaxed);
+        InvokeDone(transfer->on_done, Error{ErrorCode::kUnavailable, "client shutting down"});
+        return id;
+      }
+      wake = queue_.empty();
+      queue_.push_back(Command{0, std::move(transfer)});
+    }
+    // The queue went from empty to non-empty: the I/O thread may be asleep in curl_multi_poll.
+    // Later pushes before it drains the queue need no wake-up of their own.
+    if (wake) curl_multi_wakeup(multi_.get());
+    return id;
+  }
+
+  void Cancel(HttpRequestId id) {
+    bool wake = false;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (stopping_) return;
+      wake = queue_.empty();
+      queue_.push_back(Command{id, nullptr});
+    }
+    if (wake) curl_multi_wakeup(multi_.get());
+  }
+
+  std::size_t InFlight() const { return in_flight_.load(std::memory_order_relaxed); }
+  std::uint64_t ConnectionsOpened() const {
+    return connections_opened_.load(std::memory_order_relaxed);
+  }
+
+ private:
+  /// The I/O thread: drain commands, let libcurl work, hand out completions, sleep in poll.
+  void Run() {
+    std::vector<Command> batch;
+    for (;;) {
+      bool stop = false;
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        batch.swap(queue_);
+        stop = stopping_;
+      }
+      for (Command& command : batch) {
+        try {
+          if (!command.transfer) {
+            CancelTransfer(command.cancel_id);
+          } else if (stop) {
+            Finish(std::move(command.transfer),
+                   Error{ErrorCode::kUnavailable, "client shutting down"});
+          } else {
+            Start(std::move(command.transfer));
+          }
+        } catch (const std::exception& e) {
+          spdlog::error("http client: starting a request failed: {}", e.what());
+        }
+      }
+      batch.clear();
+      if (stop) break;
+
+      int running = 0;
+      CURLMcode mc = curl_multi_perform(multi_.get(), &running);
+      if (mc != CURLM_OK)
+        spdlog::error("http client: curl_multi_perform: {}", curl_multi_strerror(mc));
+      try {
+        Reap();
+      } catch (const std::exception& e) {
+        spdlog::error("http client: completing a request failed: {}", e.what());
+      }
+      mc = curl_multi_poll(multi_.get(), nullptr, 0, kIdlePollMs, nullptr);
+      if (mc != CURLM_OK) {
+        spdlog::error("http client: curl_multi_poll: {}", curl_multi_strerror(mc));
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+    }
+    auto remaining = std::move(active_);
+    active_.clear();
+    for (auto& [id, transfer] : remaining) {
+      curl_multi_remove_handle(multi_.get(), transfer->easy.get());
+      Finish(std::move(transfer), Error{ErrorCode::kUnavailable, "client shutting down"});
+    }
+  }
+
+  void Start(std::unique_ptr<Transfer> transfer) {
+    transfer->easy = AcquireEasy();
+    if (!transfer->easy) {
+      Finish(std::move(transfer), Error{ErrorCode::kInternal, "curl_easy_init failed"});
+      return;
+    }
+    if (Status configured = Configure(*transfer); !configured.ok()) {
+      Finish(std::move(transfer), configured.error());
+      return;
+    }
+    CURL* easy = transfer->easy.get();
+    const HttpRequestId id = transfer->id;
+    auto [it, inserted] = active_.emplace(id, std::move(transfer));
+    if (CURLMcode mc = curl_multi_add_handle(multi_.get(), easy); mc != CURLM_OK) {
+      auto failed = std::move(it->second);
+      active_.erase(it);
+      Finish(std::move(failed), Error{ErrorCode::kInternal, std::string("curl_multi_add_handle: ") +
+                                                                curl_multi_strerror(mc)});
+    }
+  }
+
+  /// Sets every option of the transfer's (freshly reset) easy handle.
+  Status Configure(Transfer& t) {
+    const HttpRequest& rq = t.request;
+    if (!http_client_internal::IsHttpToken(rq.method)) {
+      return Status(ErrorCode::kBadRequest, "HTTP method is not a token");
+    }
+    if (rq.timeout.count() <= 0) {
+      return Status(ErrorCode::kBadRequest, "HTTP timeout must be positive");
+    }
+    bool has_connection = false;
+    bool has_expect = false;
+    std::string line;
+    for (const auto& [name, value] : rq.headers) {
+      if (!http_client_internal::IsHttpToken(name)) {
+        return Status(ErrorCode::kBadRequest, "HTTP header name is not a token");
+      }
+      if (!http_client_internal::IsSafeHeaderValue(value)) {
+        return Status(ErrorCode::kBadRequest, "HTTP header " + name + " contains CR, LF or NUL");
+      }
+      has_connection = has_connection || EqualsIgnoreCase(name, "connection");
+      has_expect = has_expect || EqualsIgnoreCase(name, "expect");
+      line.assign(name);
+      if (value.empty()) {
+        line += ';';  // libcurl's way to send an empty header ("Name:" would remove it).
+      } else {
+        line += ": ";
+        line += value;
+      }
+      if (!AppendHeader(t.headers, line.c_str()))
+        return Status(ErrorCode::kInternal, "out of memory");
+    }
+    if (!has_expect && !AppendHeader(t.headers, "Expect:")) {
+      return Status(ErrorCode::kInternal, "out of memory");
+    }
+    if (!has_connection && !AppendHeader(t.headers, "Connection: keep-alive")) {
+      return Status(ErrorCode::kInternal, "out of memory");
+    }
+
+    CURL* e = t.easy.get();
+    if (curl_easy_setopt(e, CURLOPT_URL, rq.url.c_str()) != CURLE_OK) {
+      return Status(ErrorCode::kBadRequest, "malformed URL");
+    }
+    const auto timeout_ms = static_cast<long>(
+        std::min<std::int64_t>(rq.timeout.count(), std::numeric_limits<long>::max()));
+    const auto connect_ms = std::min<long>(timeout_ms, kMaxConnectTimeout.count());
+    const std::size_t limit = t.streaming ? rq.max_streamed_bytes : rq.max_response_bytes;
+    const auto max_file = static_cast<curl_off_t>(
+        std::min<std::uint64_t>(limit, std::numeric_limits<curl_off_t>::max()));
+
+    CURLcode rc = CURLE_OK;
+    auto set = [&](CURLoption option, auto value) {
+      if (rc == CURLE_OK) rc = curl_easy_setopt(e, option, value);
+    };
+    set(CURLOPT_PROTOCOLS_STR, "http,https");
+    set(CURLOPT_NOSIGNAL, 1L);
+    set(CURLOPT_TCP_NODELAY, 1L);
+    set(CURLOPT_TCP_KEEPALIVE, 1L);
+    set(CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_1_1));
+    set(CURLOPT_TIMEOUT_MS, timeout_ms);
+    set(CURLOPT_CONNECTTIMEOUT_MS, connect_ms);
+    set(CURLOPT_USERAGENT, options_.user_agent.c_str());
+    set(CURLOPT_HTTPHEADER, t.headers.get());
+    set(CURLOPT_WRITEFUNCTION, &OnBody);
+    set(CURLOPT_WRITEDATA, static_cast<void*>(&t));
+    set(CURLOPT_PRIVATE, static_cast<void*>(&t));
+    set(CURLOPT_ERRORBUFFER, t.error_buffer);
+    set(CURLOPT_MAXFILESIZE_LARGE, max_file);
+    if (rq.method == "GET" && rq.body.empty()) {
+      set(CURLOPT_HTTPGET, 1L);
+    } else if (rq.method == "HEAD") {
+      set(CURLOPT_NOBODY, 1L);
+    } else {
+      set(CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(rq.body.size()));
+      set(CURLOPT_POSTFIELDS, rq.body.data());
+      if (rq.method != "POST") set(CURLOPT_CUSTOMREQUEST, rq.method.c_str());
+    }
+    if (rc != CURLE_OK) {
+      return Status(ErrorCode::kInternal,
+                    std::string("curl_easy_setopt: ") + curl_easy_strerror(rc));
+    }
+    return Status::Ok();
+  }
+
+  static bool AppendHeader(HeaderList& list, const char* line) {
+    curl_slist* head = curl_slist_append(list.get(), line);
+    if (head == nullptr) return false;  // The old list is untouched.
+    (void)list.release();
+    list.reset(head);
+    return true;
+  }
+
+  void CancelTransfer(HttpRequestId id) {
+    auto it = active_.find(id);
+    if (it == active_.end()) return;
+    auto transfer = std::move(it->second);
+    active_.erase(it);
+    // Removing a transfer mid-way makes libcurl close its connection rather than reuse it.
+    curl_multi_remove_handle(multi_.get(), transfer->easy.get());
+    Finish(std::move(transfer), Error{ErrorCode::kCancelled, "request cancelled"});
+  }
+
+  /// Completes every transfer libcurl reports done.
+  void Reap() {
+    int left = 0;
+    while (CURLMsg* msg = curl_multi_info_read(multi_.get(), &left)) {
+      if (msg->msg != CURLMSG_DONE) continue;
+      CURL* easy = msg->easy_handle;
+      const CURLcode rc = msg->data.result;
+      char* raw = nullptr;
+      curl_easy_getinfo(easy, CURLINFO_PRIVATE, &raw);
+      curl_multi_remove_handle(multi_.get(), easy);
+      auto* owner = reinterpret_cast<Transfer*>(raw);
+      auto it = owner != nullptr ? active_.find(owner->id) : active_.end();
+      if (it == active_.end()) {
+        spdlog::error("http client: libcurl reported an unknown transfer");
+        continue;
+      }
+      auto transfer = std::move(it->second);
+      active_.erase(it);
+      Result<HttpResponse> result = Outcome(*transfer, rc);
+      Finish(std::move(transfer), std::move(result));
+    }
+  }
+
+  /// What a finished transfer means for its caller.
+  static Result<HttpResponse> Outcome(Transfer& t, CURLcode rc) {
+    const HttpRequest& rq = t.request;
+    const std::size_t limit = t.streaming ? rq.max_streamed_bytes : rq.max_response_bytes;
+    switch (t.stop) {
+      case StopReason::kTooLarge:
+        return http_client_internal::ResponseTooLarge(http_client_internal::HostForMessage(rq.url),
+                                                      limit);
+      case StopReason::kDataCallbackStopped:
+        return Error{ErrorCode::kCancelled, "stream stopped by its data callback"};
+      case StopReason::kCallbackThrew:
+        return Error{ErrorCode::kInternal, "reading the response of " +
+                                               http_client_internal::HostForMessage(rq.url) +
+                                               " threw: " + t.callback_error};
+      case StopReason::kErrorBodyFull:
+        rc = CURLE_OK;
+        break;
+      case StopReason::kNone:
+        break;
+    }
+    if (rc == CURLE_FILESIZE_EXCEEDED) {
+      return http_client_internal::ResponseTooLarge(http_client_internal::HostForMessage(rq.url),
+                                                    limit);
+    }
+    if (rc != CURLE_OK) {
+      return http_client_internal::ErrorForCurlCode(
+          rc, http_client_internal::HostForMessage(rq.url), t.error_buffer, rq.timeout);
+    }
+    HttpResponse response;
+    CURL* e = t.easy.get();
+    long status = 0;
+    curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+    response.status = static_cast<int>(status);
+    char* content_type = nullptr;
+    if (curl_easy_getinfo(e, CURLINFO_CONTENT_TYPE, &content_type) == CURLE_OK && content_type) {
+      response.content_type = content_type;
+    }
+    curl_header* retry_after = nullptr;
+    if (curl_easy_header(e, "Retry-After", 0, CURLH_HEADER, -1, &retry_after) == CURLHE_OK &&
+        retry_after != nullptr && retry_after->value != nullptr) {
+      response.retry_after = retry_after->value;
+    }
+    response.body = std::move(t.body);
+    return response;
+  }
+
+  /// Returns the easy handle to the pool, frees the transfer, then runs its callback (so the
+  /// callback may Send/Cancel freely).
+  void Finish(std::unique_ptr<Transfer> transfer, Result<HttpResponse> result) {
+    HttpCallback on_done = std::move(transfer->on_done);
+    long connects = 0;
+    if (transfer->easy &&
+        curl_easy_getinfo(transfer->easy.get(), CURLINFO_NUM_CONNECTS, &connects) == CURLE_OK &&
+        connects > 0) {
+      connections_opened_.fetch_add(static_cast<std::uint64_t>(connects),
+                                    std::memory_order_relaxed);
+    }
+    ReleaseEasy(std::move(transfer->easy));
+    transfer.reset();
+    in_flight_.fetch_sub(1, std::memory_order_relaxed);
+    InvokeDone(on_done, std::move(result));
+  }
+
+  EasyHandle AcquireEasy() {
+    if (!idle_easy_.empty()) {
+      EasyHandle easy = std::move(idle_easy_.back());
+      idle_easy_.pop_back();
+      return easy;
+    }
+    return EasyHandle(curl_easy_init());
+  }
+
+  void ReleaseEasy(EasyHandle easy) {
+    if (!easy) return;
+    // Forget every option (and the pointers into the finished transfer); connections live in
+    // the multi handle's cache, not in the easy handle.
+    curl_easy_reset(easy.get());
+    if (idle_easy_.size() < kMaxPooledEasyHandles) idle_easy_.push_back(std::move(easy));
+  }
+
+  const Options options_;
+  MultiHandle multi_;  // Declared first: destroyed after every easy handle.
+
+  std::mutex mutex_;
+  std::vector<Command> queue_;  // Guarded by mutex_.
+  bool stopping_ = false;       // Guarded by mutex_.
+
+  std::atomic<HttpRequestId> next_id_{1};
+  std::atomic<std::size_t> in_flight_{0};
+  std::atomic<std::uint64_t> connections_opened_{0};
+
+  // I/O thread only.
+  std::unordered_map<HttpRequestId, std::unique_ptr<Transfer>> active_;
+  std::vector<EasyHandle> idle_easy_;
+
+  std::thread thread_;  // Last: starts once everything above exists.
+};
+
+HttpClient::HttpClient(Options options) : impl_(std::make_unique<Impl>(std::move(options))) {}
+
+HttpClient::~HttpClient() = default;
+
+HttpRequestId HttpClient::Send(HttpRequest request, HttpCallback on_done) {
+  return impl_->Enqueue(std::move(request), nullptr, std::move(on_done), false);
+}
+
+HttpRequestId HttpClient::SendStreaming(HttpRequest request, HttpDataCallback on_data,
+                                        HttpCallback on_done) {
+  return impl_->Enqueue(std::move(request), std::move(on_data), std::move(on_done), true);
+}
+
+void HttpClient::Cancel(HttpRequestId id) { impl_->Cancel(id); }
+
+std::size_t HttpClient::InFlight() const { return impl_->InFlight(); }
+
+std::uint64_t HttpClient::ConnectionsOpened() const { return impl_->ConnectionsOpened(); }
+
+Result<HttpResponse> HttpCallBlocking(HttpClient& client, HttpRequest request) {
+  auto promise = std::make_shared<std::promise<Result<HttpResponse>>>();
+  auto future = promise->get_future();
+  client.Send(std::move(request),
+              [promise](Result<HttpResponse> result) { promise->set_value(std::move(result)); });
+  return future.get();
+}
+
+}  // namespace wf

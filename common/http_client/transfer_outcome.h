@@ -1,0 +1,37 @@
+#pragma once
+
+#include <curl/curl.h>
+
+#include <chrono>
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+#include "error/error.h"
+
+/// Pure pieces of the HTTP client (no I/O): request validation and the mapping of libcurl's
+/// outcome to wf errors. Internal to wf_common_http_client; public for its unit tests.
+namespace wf::http_client_internal {
+
+/// "host:port" (or "host") of an absolute URL, for error messages: scheme, user info (which may
+/// hold credentials), path, query and fragment are dropped. Empty when there is no host.
+std::string HostForMessage(std::string_view url);
+
+/// True for a non-empty RFC 9110 token (method or header name).
+bool IsHttpToken(std::string_view text);
+
+/// True when a header value may be sent as is: no CR, LF or NUL (no header injection).
+bool IsSafeHeaderValue(std::string_view text);
+
+/// The error a failed transfer becomes. `host` comes from HostForMessage, `detail` is libcurl's
+/// error buffer (may be empty), `timeout` the request's timeout.
+Error ErrorForCurlCode(CURLcode code, std::string_view host, std::string_view detail,
+                       std::chrono::milliseconds timeout);
+
+/// kUpstreamError "<host>: response exceeds N bytes".
+Error ResponseTooLarge(std::string_view host, std::size_t limit);
+
+/// True for 200..299.
+inline bool IsSuccessStatus(long status) { return status >= 200 && status <= 299; }
+
+}  // namespace wf::http_client_internal

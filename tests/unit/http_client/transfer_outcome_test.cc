@@ -1,0 +1,94 @@
+// Pure parts of the HTTP client: request validation and what a failed transfer means.
+
+#include "http_client/transfer_outcome.h"
+
+#include <gtest/gtest.h>
+
+namespace wf::http_client_internal {
+namespace {
+
+using std::chrono::milliseconds;
+
+TEST(HostForMessageTest, KeepsHostAndPortOnly) {
+  EXPECT_EQ(HostForMessage("http://127.0.0.1:8081/api/orders/1?x=1"), "127.0.0.1:8081");
+  EXPECT_EQ(HostForMessage("https://api.example.com"), "api.example.com");
+  EXPECT_EQ(HostForMessage("http://host?q=1"), "host");
+  EXPECT_EQ(HostForMessage("http://host#frag"), "host");
+  EXPECT_EQ(HostForMessage("http://[::1]:80/x"), "[::1]:80");
+}
+
+TEST(HostForMessageTest, DropsCredentials) {
+  EXPECT_EQ(HostForMessage("http://user:secret@db.internal:5432/x"), "db.internal:5432");
+  EXPECT_EQ(HostForMessage("http://a@b@host/"), "host");
+}
+
+TEST(HostForMessageTest, EmptyWithoutScheme) {
+  EXPECT_EQ(HostForMessage("not a url"), "");
+  EXPECT_EQ(HostForMessage(""), "");
+}
+
+TEST(IsHttpTokenTest, AcceptsMethodsAndHeaderNames) {
+  EXPECT_TRUE(IsHttpToken("GET"));
+  EXPECT_TRUE(IsHttpToken("X-Custom_Header.1"));
+  EXPECT_TRUE(IsHttpToken("!#$%&'*+-.^_`|~"));
+}
+
+TEST(IsHttpTokenTest, RejectsSeparatorsAndControls) {
+  EXPECT_FALSE(IsHttpToken(""));
+  EXPECT_FALSE(IsHttpToken("GET /"));
+  EXPECT_FALSE(IsHttpToken("X:Y"));
+  EXPECT_FALSE(IsHttpToken("X\r\nEvil"));
+  EXPECT_FALSE(IsHttpToken("caf\xc3\xa9"));
+}
+
+TEST(IsSafeHeaderValueTest, RejectsLineBreaksAndNul) {
+  EXPECT_TRUE(IsSafeHeaderValue("application/json; charset=utf-8"));
+  EXPECT_TRUE(IsSafeHeaderValue(""));
+  EXPECT_TRUE(IsSafeHeaderValue("中文"));
+  EXPECT_FALSE(IsSafeHeaderValue("a\r\nX-Evil: 1"));
+  EXPECT_FALSE(IsSafeHeaderValue("a\nb"));
+  EXPECT_FALSE(IsSafeHeaderValue(std::string_view("a\0b", 3)));
+}
+
+TEST(ErrorForCurlCodeTest, TimeoutNamesTheLimit) {
+  Error e =
+      ErrorForCurlCode(CURLE_OPERATION_TIMEDOUT, "h:1", "Operation timed out", milliseconds(300));
+  EXPECT_EQ(e.code, ErrorCode::kUpstreamTimeout);
+  EXPECT_EQ(e.message, "h:1: no answer within 300 ms");
+}
+
+TEST(ErrorForCurlCodeTest, UnreachableHostsAreUnavailable) {
+  for (CURLcode code : {CURLE_COULDNT_CONNECT, CURLE_COULDNT_RESOLVE_HOST, CURLE_RECV_ERROR,
+                        CURLE_SEND_ERROR, CURLE_GOT_NOTHING}) {
+    Error e = ErrorForCurlCode(code, "h:1", "", milliseconds(1000));
+    EXPECT_EQ(e.code, ErrorCode::kUpstreamUnavailable) << code;
+    EXPECT_EQ(e.message.rfind("h:1: ", 0), 0u) << e.message;
+    EXPECT_GT(e.message.size(), 5u);
+  }
+  Error detailed =
+      ErrorForCurlCode(CURLE_COULDNT_CONNECT, "h:1", "Connection refused", milliseconds(1));
+  EXPECT_EQ(detailed.message, "h:1: Connection refused");
+}
+
+TEST(ErrorForCurlCodeTest, BadUrlsAreBadRequests) {
+  EXPECT_EQ(ErrorForCurlCode(CURLE_URL_MALFORMAT, "", "", milliseconds(1)).code,
+            ErrorCode::kBadRequest);
+  EXPECT_EQ(ErrorForCurlCode(CURLE_UNSUPPORTED_PROTOCOL, "", "", milliseconds(1)).code,
+            ErrorCode::kBadRequest);
+}
+
+TEST(ErrorForCurlCodeTest, OtherFailuresAreUpstreamErrors) {
+  EXPECT_EQ(ErrorForCurlCode(CURLE_WEIRD_SERVER_REPLY, "h", "", milliseconds(1)).code,
+            ErrorCode::kUpstreamError);
+  EXPECT_EQ(ErrorForCurlCode(CURLE_BAD_CONTENT_ENCODING, "h", "", milliseconds(1)).code,
+            ErrorCode::kUpstreamError);
+}
+
+TEST(ResponseTooLargeTest, NamesTheLimit) {
+  Error e = ResponseTooLarge("h:1", 1024);
+  EXPECT_EQ(e.code, ErrorCode::kUpstreamError);
+  EXPECT_EQ(e.message, "h:1: response exceeds 1024 bytes");
+}
+
+}  // namespace
+}  // namespace wf::http_client_internal
