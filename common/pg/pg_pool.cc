@@ -1,0 +1,232 @@
+#include "pg/pg_pool.h"
+
+#include <cctype>
+
+#include <algorithm>
+#include <pqxx/except>
+#include <pqxx/nontransaction>
+
+namespace wf {
+namespace {
+
+bool StartsWith(std::string_view text, std::string_view prefix) {
+  return text.substr(0, prefix.size()) == prefix;
+}
+
+bool IsUriForm(std::string_view uri) {
+  return StartsWith(uri, "postgresql://") || StartsWith(uri, "postgres://");
+}
+
+/// The password of a URI (`scheme://user:pass@host`) or key=value string (`password=...`),
+/// as written (still percent-encoded in a URI), or "".
+std::string ExtractPassword(const std::string& uri) {
+  if (IsUriForm(uri)) {
+    const std::size_t start = uri.find("://") + 3;
+    const std::size_t at = uri.rfind('@');
+    if (at == std::string::npos || at < start) return {};
+    const std::string userinfo = uri.substr(start, at - start);
+    const std::size_t colon = userinfo.find(':');
+    return colon == std::string::npos ? std::string{} : userinfo.substr(colon + 1);
+  }
+  const std::size_t key = uri.find("password=");
+  if (key == std::string::npos) return {};
+  std::size_t begin = key + 9;
+  if (begin < uri.size() && uri[begin] == '\'') {
+    const std::size_t end = uri.find('\'', begin + 1);
+    return uri.substr(begin + 1, end == std::string::npos ? std::string::npos : end - begin - 1);
+  }
+  const std::size_t end = uri.find_first_of(" \t", begin);
+  return uri.substr(begin, end == std::string::npos ? std::string::npos : end - begin);
+}
+
+std::string PercentDecode(const std::string& in) {
+  std::string out;
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    if (in[i] == '%' && i + 2 < in.size() && std::isxdigit(static_cast<unsigned char>(in[i + 1])) &&
+        std::isxdigit(static_cast<unsigned char>(in[i + 2]))) {
+      out.push_back(static_cast<char>(std::stoi(in.substr(i + 1, 2), nullptr, 16)));
+      i += 2;
+    } else {
+      out.push_back(in[i]);
+    }
+  }
+  return out;
+}
+
+void ReplaceAll(std::string& text, const std::string& needle, const std::string& with) {
+  if (needle.empty()) return;
+  for (std::size_t at = text.find(needle); at != std::string::npos;
+       at = text.find(needle, at + with.size())) {
+    text.replace(at, needle.size(), with);
+  }
+}
+
+/// Adds connect_timeout unless the caller set one.
+std::string WithConnectTimeout(const std::string& uri, std::chrono::milliseconds timeout) {
+  if (uri.find("connect_timeout") != std::string::npos) return uri;
+  // libpq counts whole seconds and treats anything below 2 as 2.
+  const long long seconds = std::max<long long>(2, (timeout.count() + 999) / 1000);
+  if (IsUriForm(uri)) {
+    return uri + (uri.find('?') == std::string::npos ? "?" : "&") +
+           "connect_timeout=" + std::to_string(seconds);
+  }
+  return uri + " connect_timeout=" + std::to_string(seconds);
+}
+
+}  // namespace
+
+std::string RedactPostgresUri(const std::string& uri) {
+  std::string out = uri;
+  const std::string password = ExtractPassword(uri);
+  if (IsUriForm(uri)) {
+    const std::size_t start = uri.find("://") + 3;
+    const std::size_t at = uri.rfind('@');
+    if (at != std::string::npos && at >= start) {
+      const std::string userinfo = uri.substr(start, at - start);
+      const std::size_t colon = userinfo.find(':');
+      if (colon != std::string::npos) {
+        out = uri.substr(0, start) + userinfo.substr(0, colon) + ":***" + uri.substr(at);
+      }
+    }
+  }
+  if (!password.empty()) {
+    ReplaceAll(out, password, "***");
+    ReplaceAll(out, PercentDecode(password), "***");
+  }
+  return out;
+}
+
+PgPool::PgPool(std::string uri, PgPoolOptions options)
+    : uri_(WithConnectTimeout(uri, options.connect_timeout)),
+      redacted_uri_(RedactPostgresUri(uri)),
+      password_(ExtractPassword(uri)),
+      options_(options) {}
+
+PgPool::~PgPool() = default;
+
+PgPool::Lease::~Lease() {
+  if (pool_ != nullptr) pool_->Return(std::move(connection_), broken_);
+}
+
+Result<std::unique_ptr<PgPool>> PgPool::Connect(const std::string& uri, PgPoolOptions options) {
+  if (options.size == 0) return Error{ErrorCode::kBadRequest, "postgres pool size must be >= 1"};
+  std::unique_ptr<PgPool> pool(new PgPool(uri, options));
+  {
+    Result<Lease> lease = pool->Borrow();
+    if (!lease) return std::move(lease).error();
+  }
+  return pool;
+}
+
+Result<std::unique_ptr<pqxx::connection>> PgPool::Open() {
+  bool broken = false;
+  try {
+    auto connection = std::make_unique<pqxx::connection>(uri_);
+    pqxx::nontransaction tx(*connection);
+    tx.exec("SET statement_timeout = " + std::to_string(options_.statement_timeout.count()));
+    tx.commit();
+    return connection;
+  } catch (...) {
+    Error error = TranslateCurrentException(broken);
+    error.code = ErrorCode::kUnavailable;
+    error.message = "postgres " + redacted_uri_ + ": connect failed: " + error.message;
+    return error;
+  }
+}
+
+Result<PgPool::Lease> PgPool::Borrow() {
+  std::unique_lock lock(mutex_);
+  if (!available_.wait_for(lock, options_.borrow_timeout,
+                           [&] { return !idle_.empty() || open_ < options_.size; })) {
+    return Error{ErrorCode::kUnavailable,
+                 "postgres: no free connection within " +
+                     std::to_string(options_.borrow_timeout.count()) + " ms"};
+  }
+  if (!idle_.empty()) {
+    std::unique_ptr<pqxx::connection> connection = std::move(idle_.back());
+    idle_.pop_back();
+    return Lease(this, std::move(connection));
+  }
+  ++open_;
+  lock.unlock();
+  Result<std::unique_ptr<pqxx::connection>> opened = Open();
+  if (!opened) {
+    lock.lock();
+    --open_;
+    lock.unlock();
+    available_.notify_one();
+    return std::move(opened).error();
+  }
+  return Lease(this, std::move(*opened));
+}
+
+void PgPool::Return(std::unique_ptr<pqxx::connection> connection, bool broken) {
+  if (broken || !connection || !connection->is_open()) {
+    // The idle ones most likely lost their server too (restart, failover): close them all so
+    // the next borrower connects afresh instead of meeting a dead connection.
+    std::vector<std::unique_ptr<pqxx::connection>> stale;
+    {
+      std::lock_guard lock(mutex_);
+      stale.swap(idle_);
+      open_ -= 1 + stale.size();
+    }
+    stale.clear();  // Closes them outside the lock.
+    connection.reset();
+  } else {
+    std::lock_guard lock(mutex_);
+    idle_.push_back(std::move(connection));
+  }
+  available_.notify_one();
+}
+
+bool PgPool::Ping() {
+  auto result = Run([](pqxx::connection& connection) {
+    pqxx::nontransaction tx(connection);
+    tx.exec("SELECT 1");
+    return true;
+  });
+  return result.ok();
+}
+
+Error PgPool::TranslateCurrentException(bool& broken) const {
+  Error error{ErrorCode::kInternal, ""};
+  try {
+    throw;
+  } catch (const pqxx::broken_connection& e) {
+    broken = true;
+    error = {ErrorCode::kUnavailable, std::string("postgres connection lost: ") + e.what()};
+  } catch (const pqxx::in_doubt_error& e) {
+    broken = true;
+    error = {ErrorCode::kUnavailable, std::string("postgres commit outcome unknown: ") + e.what()};
+  } catch (const pqxx::sql_error& e) {
+    const std::string state = e.sqlstate();
+    if (state == "57014") {
+      error = {ErrorCode::kUnavailable, "postgres statement timeout"};
+    } else if (StartsWith(state, "08") || StartsWith(state, "57P") || StartsWith(state, "53")) {
+      // Connection exception, admin/crash shutdown, insufficient resources.
+      broken = true;
+      error = {ErrorCode::kUnavailable, std::string("postgres unavailable: ") + e.what()};
+    } else if (state == "40001" || state == "40P01") {
+      error = {ErrorCode::kUnavailable, std::string("postgres transaction aborted: ") + e.what()};
+    } else {
+      error = {ErrorCode::kInternal, "postgres error " + state + ": " + e.what()};
+    }
+  } catch (const pqxx::failure& e) {
+    error = {ErrorCode::kUnavailable, std::string("postgres failure: ") + e.what()};
+  } catch (const std::exception& e) {
+    error = {ErrorCode::kInternal, std::string("postgres: ") + e.what()};
+  } catch (...) {
+    error = {ErrorCode::kInternal, "postgres: unknown exception"};
+  }
+  // libpq may echo parts of the connection string; never let the password through.
+  if (!password_.empty()) {
+    ReplaceAll(error.message, password_, "***");
+    ReplaceAll(error.message, PercentDecode(password_), "***");
+  }
+  // Messages from libpq end with newlines; keep log lines single.
+  std::replace(error.message.begin(), error.message.end(), '\n', ' ');
+  while (!error.message.empty() && error.message.back() == ' ') error.message.pop_back();
+  return error;
+}
+
+}  // namespace wf

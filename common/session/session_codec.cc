@@ -1,0 +1,163 @@
+#include "session/session_codec.h"
+
+#include <nlohmann/json.hpp>
+
+namespace wf {
+namespace {
+
+constexpr std::size_t kMaxSessionIdLength = 128;
+constexpr std::size_t kMaxRunIdLength = 128;
+constexpr std::string_view kReplacement = "\xEF\xBF\xBD";  // U+FFFD
+
+/// Length of the valid UTF-8 sequence starting at text[i], or 0 if invalid (RFC 3629: no
+/// overlongs, no surrogates, nothing above U+10FFFF).
+std::size_t ValidSequenceLength(std::string_view text, std::size_t i) {
+  const auto byte = [&](std::size_t k) { return static_cast<unsigned char>(text[k]); };
+  const unsigned char b0 = byte(i);
+  if (b0 < 0x80) return 1;
+  std::size_t length = 0;
+  unsigned char lo = 0x80;
+  unsigned char hi = 0xBF;
+  if (b0 >= 0xC2 && b0 <= 0xDF) {
+    length = 2;
+  } else if (b0 >= 0xE0 && b0 <= 0xEF) {
+    length = 3;
+    if (b0 == 0xE0) lo = 0xA0;
+    if (b0 == 0xED) hi = 0x9F;
+  } else if (b0 >= 0xF0 && b0 <= 0xF4) {
+    length = 4;
+    if (b0 == 0xF0) lo = 0x90;
+    if (b0 == 0xF4) hi = 0x8F;
+  } else {
+    return 0;
+  }
+  if (i + length > text.size()) return 0;
+  if (byte(i + 1) < lo || byte(i + 1) > hi) return 0;
+  for (std::size_t k = 2; k < length; ++k) {
+    if (byte(i + k) < 0x80 || byte(i + k) > 0xBF) return 0;
+  }
+  return length;
+}
+
+bool IsClean(std::string_view text) {
+  for (std::size_t i = 0; i < text.size();) {
+    if (text[i] == '\0') return false;
+    const std::size_t length = ValidSequenceLength(text, i);
+    if (length == 0) return false;
+    i += length;
+  }
+  return true;
+}
+
+void SanitizeInPlace(std::string* text) {
+  if (!IsClean(*text)) *text = SanitizeText(*text);
+}
+
+}  // namespace
+
+bool IsValidSessionId(std::string_view session_id) {
+  if (session_id.empty() || session_id.size() > kMaxSessionIdLength) return false;
+  for (char c : session_id) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '.' || c == '_' || c == ':' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+std::string SanitizeText(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (std::size_t i = 0; i < text.size();) {
+    if (text[i] == '\0') {
+      ++i;
+      continue;
+    }
+    const std::size_t length = ValidSequenceLength(text, i);
+    if (length == 0) {
+      out += kReplacement;
+      ++i;
+      continue;
+    }
+    out.append(text.substr(i, length));
+    i += length;
+  }
+  return out;
+}
+
+Status NormalizeTurn(wf::v1::TurnRecord& turn, std::int64_t now_unix_ms) {
+  if (!IsValidSessionId(turn.session_id())) {
+    return Status(ErrorCode::kBadRequest,
+                  "session_id must be 1-128 characters of [A-Za-z0-9._:-]");
+  }
+  if (turn.run_id().empty() || turn.run_id().size() > kMaxRunIdLength) {
+    return Status(ErrorCode::kBadRequest, "run_id must be 1-128 bytes");
+  }
+  SanitizeInPlace(turn.mutable_run_id());
+  if (turn.status().empty()) turn.set_status("ok");
+  if (turn.status() != "ok" && turn.status() != "error" && turn.status() != "cancelled") {
+    return Status(ErrorCode::kBadRequest, "status must be ok, error or cancelled");
+  }
+  SanitizeInPlace(turn.mutable_request_id());
+  SanitizeInPlace(turn.mutable_user_id());
+  SanitizeInPlace(turn.mutable_route());
+  SanitizeInPlace(turn.mutable_flow_id());
+  const std::int64_t default_time =
+      turn.finished_unix_ms() > 0 ? turn.finished_unix_ms() : now_unix_ms;
+  for (wf::v1::ChatMessage& message : *turn.mutable_messages()) {
+    SanitizeInPlace(message.mutable_role());
+    SanitizeInPlace(message.mutable_content());
+    SanitizeInPlace(message.mutable_name());
+    SanitizeInPlace(message.mutable_tool_call_id());
+    for (wf::v1::ToolCall& call : *message.mutable_tool_calls()) {
+      SanitizeInPlace(call.mutable_id());
+      SanitizeInPlace(call.mutable_name());
+      SanitizeInPlace(call.mutable_arguments_json());
+      SanitizeInPlace(call.mutable_kind());
+    }
+    if (message.created_unix_ms() <= 0) message.set_created_unix_ms(default_time);
+    message.set_run_id(turn.run_id());
+  }
+  return Status::Ok();
+}
+
+std::string ToolCallsToJson(const wf::v1::ChatMessage& message) {
+  if (message.tool_calls().empty()) return {};
+  nlohmann::json calls = nlohmann::json::array();
+  for (const wf::v1::ToolCall& call : message.tool_calls()) {
+    calls.push_back({{"id", call.id()},
+                     {"name", call.name()},
+                     {"arguments_json", call.arguments_json()},
+                     {"kind", call.kind()}});
+  }
+  return calls.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+Status ToolCallsFromJson(std::string_view json, wf::v1::ChatMessage& message) {
+  message.clear_tool_calls();
+  if (json.empty()) return Status::Ok();
+  const nlohmann::json calls = nlohmann::json::parse(json, nullptr, /*allow_exceptions=*/false);
+  if (!calls.is_array()) return Status(ErrorCode::kInternal, "stored tool_calls is not an array");
+  for (const nlohmann::json& call : calls) {
+    if (!call.is_object()) return Status(ErrorCode::kInternal, "stored tool call is not an object");
+    wf::v1::ToolCall* out = message.add_tool_calls();
+    const auto field = [&](const char* key) -> std::string {
+      const auto it = call.find(key);
+      return it != call.end() && it->is_string() ? it->get<std::string>() : std::string{};
+    };
+    out->set_id(field("id"));
+    out->set_name(field("name"));
+    out->set_arguments_json(field("arguments_json"));
+    out->set_kind(field("kind"));
+  }
+  return Status::Ok();
+}
+
+SessionKeys SessionKeys::For(std::string_view prefix, std::string_view session_id) {
+  const std::string base(prefix);
+  const std::string id(session_id);
+  return SessionKeys{base + "hist:" + id, base + "runs:" + id, base + "ver:" + id,
+                     base + "lock:" + id};
+}
+
+}  // namespace wf

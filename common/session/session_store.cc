@@ -1,0 +1,529 @@
+#include "session/session_store.h"
+
+#include <spdlog/spdlog.h>
+
+#include <pqxx/pqxx>
+
+#include "pg/migrations.h"
+#include "session/session_codec.h"
+
+namespace wf {
+namespace {
+
+using Clock = std::chrono::system_clock;
+
+std::int64_t NowUnixMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now().time_since_epoch())
+      .count();
+}
+
+// All scripts take KEYS = {hist, runs, ver} (or {lock}) and are safe to run twice.
+
+/// ARGV: ttl. Hit -> {1, {msg...}} with the TTLs refreshed; miss -> {0, version or ""}.
+constexpr std::string_view kLoadScript = R"lua(
+local h = redis.call('LRANGE', KEYS[1], 0, -1)
+if #h > 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  redis.call('PEXPIRE', KEYS[2], ARGV[1])
+  redis.call('PEXPIRE', KEYS[3], ARGV[1])
+  return {1, h}
+end
+local v = redis.call('GET', KEYS[3])
+if not v then v = '' end
+return {0, v}
+)lua";
+
+/// ARGV: ttl, expected version ("" = none), run count, run ids..., messages...
+/// Writes the copy read from PostgreSQL only if nothing changed since the miss was seen.
+constexpr std::string_view kWarmScript = R"lua(
+local v = redis.call('GET', KEYS[3])
+if not v then v = '' end
+if v ~= ARGV[2] or redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('DEL', KEYS[2])
+local i = 4
+local last = 3 + tonumber(ARGV[3])
+while i <= last do
+  local j = math.min(i + 99, last)
+  redis.call('SADD', KEYS[2], unpack(ARGV, i, j))
+  i = j + 1
+end
+last = #ARGV
+while i <= last do
+  local j = math.min(i + 99, last)
+  redis.call('RPUSH', KEYS[1], unpack(ARGV, i, j))
+  i = j + 1
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
+redis.call('PEXPIRE', KEYS[3], ARGV[1])
+return 1
+)lua";
+
+/// ARGV: ttl, run id, seq of the turn's first message, messages...
+/// 0 = run already in the copy, 1 = appended, 2 = copy absent or not the history before this
+/// turn: dropped (the next load reloads it). Every change bumps the version.
+constexpr std::string_view kAppendScript = R"lua(
+local ttl = ARGV[1]
+if redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 1 then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('PEXPIRE', KEYS[2], ttl)
+  redis.call('PEXPIRE', KEYS[3], ttl)
+  return 0
+end
+local len = redis.call('LLEN', KEYS[1])
+local extend = false
+if len == tonumber(ARGV[3]) then
+  if len > 0 then
+    extend = true
+  else
+    -- A brand-new session: nothing may have happened to it yet within the TTL.
+    extend = redis.call('EXISTS', KEYS[2]) == 0 and redis.call('EXISTS', KEYS[3]) == 0
+  end
+end
+redis.call('INCR', KEYS[3])
+redis.call('PEXPIRE', KEYS[3], ttl)
+if not extend then
+  redis.call('DEL', KEYS[1], KEYS[2])
+  return 2
+end
+local i = 4
+while i <= #ARGV do
+  local j = math.min(i + 99, #ARGV)
+  redis.call('RPUSH', KEYS[1], unpack(ARGV, i, j))
+  i = j + 1
+end
+redis.call('SADD', KEYS[2], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ttl)
+redis.call('PEXPIRE', KEYS[2], ttl)
+return 1
+)lua";
+
+/// ARGV: ttl. Drops the copy and bumps the version (so no in-flight re-warm resurrects it).
+/// Returns how many of hist/runs existed.
+constexpr std::string_view kDropScript = R"lua(
+local n = redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('INCR', KEYS[3])
+redis.call('PEXPIRE', KEYS[3], ARGV[1])
+return n
+)lua";
+
+/// KEYS: lock. ARGV: owner, lease. 1 = held by owner now, 0 = held by another.
+constexpr std::string_view kTryLockScript = R"lua(
+local v = redis.call('GET', KEYS[1])
+if v == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if v then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+)lua";
+
+/// KEYS: lock. ARGV: owner, lease. 1 = extended, 0 = not the owner.
+constexpr std::string_view kRenewScript = R"lua(
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+)lua";
+
+/// KEYS: lock. ARGV: owner. 1 = released, 0 = not the owner.
+constexpr std::string_view kUnlockScript = R"lua(
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+)lua";
+
+constexpr std::string_view kSelectMessages =
+    "SELECT run_id, role, content, COALESCE(name, ''), COALESCE(tool_call_id, ''),"
+    " COALESCE(tool_calls::text, ''), (extract(epoch FROM created_at) * 1000)::bigint"
+    " FROM messages WHERE session_id = $1";
+
+/// Reads rows of kSelectMessages into messages.
+Status ReadMessages(const pqxx::result& rows,
+                    google::protobuf::RepeatedPtrField<wf::v1::ChatMessage>& out) {
+  out.Reserve(static_cast<int>(rows.size()));
+  for (const pqxx::row& row : rows) {
+    wf::v1::ChatMessage* message = out.Add();
+    message->set_run_id(row[0].as<std::string>());
+    message->set_role(row[1].as<std::string>());
+    message->set_content(row[2].as<std::string>());
+    message->set_name(row[3].as<std::string>());
+    message->set_tool_call_id(row[4].as<std::string>());
+    if (Status status = ToolCallsFromJson(row[5].as<std::string>(), *message); !status.ok()) {
+      return status;
+    }
+    message->set_created_unix_ms(row[6].as<std::int64_t>());
+  }
+  return Status::Ok();
+}
+
+Status CheckSessionId(const std::string& session_id) {
+  if (IsValidSessionId(session_id)) return Status::Ok();
+  return Status(ErrorCode::kBadRequest, "session_id must be 1-128 characters of [A-Za-z0-9._:-]");
+}
+
+Status CheckLockArgs(const std::string& session_id, const std::string& owner,
+                     std::chrono::milliseconds lease) {
+  if (Status status = CheckSessionId(session_id); !status.ok()) return status;
+  if (owner.empty() || owner.size() > 256) {
+    return Status(ErrorCode::kBadRequest, "lock owner must be 1-256 bytes");
+  }
+  if (lease.count() <= 0) return Status(ErrorCode::kBadRequest, "lock lease must be positive");
+  return Status::Ok();
+}
+
+}  // namespace
+
+struct SessionStore::PgHistory {
+  google::protobuf::RepeatedPtrField<wf::v1::ChatMessage> messages;
+  std::vector<std::string> run_ids;
+};
+
+struct SessionStore::StoredTurn {
+  bool inserted = false;  // False: the run was stored before.
+  std::int64_t first_seq = 0;
+  google::protobuf::RepeatedPtrField<wf::v1::ChatMessage> messages;  // As stored.
+};
+
+SessionStore::SessionStore(std::unique_ptr<RedisPool> redis, std::unique_ptr<PgPool> pg,
+                           SessionStoreOptions options)
+    : redis_(std::move(redis)), pg_(std::move(pg)), options_(std::move(options)) {}
+
+Result<std::unique_ptr<SessionStore>> SessionStore::Connect(const std::string& redis_url,
+                                                            const std::string& database_url,
+                                                            SessionStoreOptions options) {
+  if (options.ttl.count() <= 0) return Error{ErrorCode::kBadRequest, "session ttl must be > 0"};
+  if (options.redis_pool == 0 || options.pg_pool == 0) {
+    return Error{ErrorCode::kBadRequest, "session store pool sizes must be >= 1"};
+  }
+  RedisPoolOptions redis_options;
+  redis_options.size = options.redis_pool;
+  redis_options.connection.connect_timeout = options.redis_timeout;
+  redis_options.connection.command_timeout = options.redis_timeout;
+  Result<std::unique_ptr<RedisPool>> redis = RedisPool::Connect(redis_url, redis_options);
+  if (!redis) return std::move(redis).error();
+
+  PgPoolOptions pg_options;
+  pg_options.size = options.pg_pool;
+  pg_options.connect_timeout = options.pg_connect_timeout;
+  pg_options.statement_timeout = options.pg_statement_timeout;
+  Result<std::unique_ptr<PgPool>> pg = PgPool::Connect(database_url, pg_options);
+  if (!pg) return std::move(pg).error();
+  if (Status status = ApplyMigrations(**pg, BundledMigrations()); !status.ok()) {
+    return status.error();
+  }
+  spdlog::info("session store: redis {}, postgres {}", (*redis)->Describe(), (*pg)->Describe());
+  return std::unique_ptr<SessionStore>(
+      new SessionStore(std::move(*redis), std::move(*pg), std::move(options)));
+}
+
+Result<RedisReply> SessionStore::Eval(std::string_view script,
+                                      const std::vector<std::string>& keys,
+                                      const std::vector<std::string>& args) {
+  std::vector<std::string_view> argv;
+  argv.reserve(3 + keys.size() + args.size());
+  const std::string key_count = std::to_string(keys.size());
+  argv.push_back("EVAL");
+  argv.push_back(script);
+  argv.push_back(key_count);
+  argv.insert(argv.end(), keys.begin(), keys.end());
+  argv.insert(argv.end(), args.begin(), args.end());
+  Error last;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    Result<RedisPool::Lease> lease = redis_->Borrow();
+    if (!lease) return std::move(lease).error();
+    Result<RedisReply> reply = (*lease)->Command(std::span<const std::string_view>(argv));
+    if (reply.ok() || reply.error().code != ErrorCode::kUnavailable) return reply;
+    last = std::move(reply).error();
+  }
+  return last;
+}
+
+void SessionStore::WarnRedis(std::string_view what, const Error& error) {
+  const std::int64_t now = NowUnixMs();
+  std::int64_t last = last_redis_warning_ms_.load();
+  if (now - last < 10000 || !last_redis_warning_ms_.compare_exchange_strong(last, now)) {
+    suppressed_redis_warnings_.fetch_add(1);
+    return;
+  }
+  const std::int64_t suppressed = suppressed_redis_warnings_.exchange(0);
+  spdlog::warn("session store: {}: {}; using PostgreSQL alone ({} similar suppressed)", what,
+               error.message, suppressed);
+}
+
+Result<SessionStore::PgHistory> SessionStore::LoadFromPostgres(const std::string& session_id,
+                                                               bool with_runs) {
+  return pg_->Run(
+      [&](pqxx::connection& connection) -> Result<PgHistory> {
+        PgHistory history;
+        pqxx::transaction<pqxx::repeatable_read, pqxx::read_only> tx(connection);
+        const pqxx::result rows =
+            tx.exec_params(std::string(kSelectMessages) + " ORDER BY seq", session_id);
+        if (Status status = ReadMessages(rows, history.messages); !status.ok()) {
+          return status.error();
+        }
+        if (with_runs && !history.messages.empty()) {
+          for (const pqxx::row& row :
+               tx.exec_params("SELECT run_id FROM runs WHERE session_id = $1", session_id)) {
+            history.run_ids.push_back(row[0].as<std::string>());
+          }
+        }
+        tx.commit();
+        return history;
+      },
+      PgRetry::kIdempotent);
+}
+
+void SessionStore::WarmRedis(const std::string& session_id, const std::string& expected_version,
+                             const PgHistory& history) {
+  const SessionKeys keys = SessionKeys::For(options_.key_prefix, session_id);
+  std::vector<std::string> args;
+  args.reserve(3 + history.run_ids.size() + static_cast<std::size_t>(history.messages.size()));
+  args.push_back(std::to_string(options_.ttl.count()));
+  args.push_back(expected_version);
+  args.push_back(std::to_string(history.run_ids.size()));
+  args.insert(args.end(), history.run_ids.begin(), history.run_ids.end());
+  for (const wf::v1::ChatMessage& message : history.messages) {
+    args.push_back(message.SerializeAsString());
+  }
+  Result<RedisReply> reply = Eval(kWarmScript, {keys.history, keys.runs, keys.version}, args);
+  if (!reply) WarnRedis("re-warming a session failed", reply.error());
+}
+
+Result<std::vector<wf::v1::ChatMessage>> SessionStore::LoadHistory(const std::string& session_id) {
+  if (Status status = CheckSessionId(session_id); !status.ok()) return status.error();
+  const SessionKeys keys = SessionKeys::For(options_.key_prefix, session_id);
+
+  bool may_warm = false;
+  std::string version;
+  Result<RedisReply> reply = Eval(kLoadScript, {keys.history, keys.runs, keys.version},
+                                  {std::to_string(options_.ttl.count())});
+  if (!reply) {
+    WarnRedis("reading a session failed", reply.error());
+  } else if (reply->type != RedisReply::Type::kArray || reply->elements.size() != 2) {
+    WarnRedis("reading a session failed",
+              Error{ErrorCode::kInternal, "unexpected reply of the load script"});
+  } else if (reply->elements[0].integer == 1) {
+    std::vector<wf::v1::ChatMessage> messages(reply->elements[1].elements.size());
+    bool intact = true;
+    for (std::size_t i = 0; i < messages.size() && intact; ++i) {
+      intact = messages[i].ParseFromString(reply->elements[1].elements[i].str);
+    }
+    if (intact) return messages;
+    spdlog::warn("session store: hot copy of session {} does not decode; reloading it",
+                 session_id);
+    Result<RedisReply> dropped = Eval(kDropScript, {keys.history, keys.runs, keys.version},
+                                      {std::to_string(options_.ttl.count())});
+    if (!dropped) WarnRedis("dropping a session failed", dropped.error());
+  } else {
+    may_warm = true;
+    version = reply->elements[1].str;
+  }
+
+  Result<PgHistory> history = LoadFromPostgres(session_id, may_warm);
+  if (!history) return std::move(history).error();
+  if (may_warm && !history->messages.empty()) WarmRedis(session_id, version, *history);
+  return std::vector<wf::v1::ChatMessage>(history->messages.begin(), history->messages.end());
+}
+
+void SessionStore::AppendToRedis(
+    const std::string& session_id, const std::string& run_id, std::int64_t first_seq,
+    const google::protobuf::RepeatedPtrField<wf::v1::ChatMessage>& messages) {
+  const SessionKeys keys = SessionKeys::For(options_.key_prefix, session_id);
+  std::vector<std::string> args;
+  args.reserve(3 + static_cast<std::size_t>(messages.size()));
+  args.push_back(std::to_string(options_.ttl.count()));
+  args.push_back(run_id);
+  args.push_back(std::to_string(first_seq));
+  for (const wf::v1::ChatMessage& message : messages) args.push_back(message.SerializeAsString());
+  Result<RedisReply> reply = Eval(kAppendScript, {keys.history, keys.runs, keys.version}, args);
+  if (!reply) {
+    WarnRedis("appending a turn failed", reply.error());
+  } else if (reply->integer == 2) {
+    spdlog::debug("session store: hot copy of session {} dropped at run {}", session_id, run_id);
+  }
+}
+
+Status SessionStore::AppendTurn(const wf::v1::TurnRecord& record) {
+  wf::v1::TurnRecord turn = record;
+  if (Status status = NormalizeTurn(turn, NowUnixMs()); !status.ok()) return status;
+
+  Result<StoredTurn> stored = pg_->Run(
+      [&](pqxx::connection& connection) -> Result<StoredTurn> {
+        StoredTurn out;
+        pqxx::work tx(connection);
+        // Creates the session or locks its row: appends to one session are serialized here,
+        // which makes the seq numbers below gap-free and ordered.
+        tx.exec_params(
+            "INSERT INTO sessions (session_id, user_id) VALUES ($1, $2)"
+            " ON CONFLICT (session_id) DO UPDATE SET updated_at = sessions.updated_at",
+            turn.session_id(), turn.user_id());
+        const pqxx::result run = tx.exec_params(
+            "INSERT INTO runs (run_id, session_id, request_id, route, flow_id, status,"
+            " prompt_tokens, completion_tokens, started_at, finished_at) VALUES"
+            " ($1, $2, $3, $4, NULLIF($5, ''), $6, $7, $8,"
+            " CASE WHEN $9::bigint > 0 THEN timestamptz 'epoch' + $9::bigint * interval '1 ms' END,"
+            " CASE WHEN $10::bigint > 0 THEN timestamptz 'epoch' + $10::bigint * interval '1 ms' END)"
+            " ON CONFLICT (run_id) DO NOTHING",
+            turn.run_id(), turn.session_id(), turn.request_id(), turn.route(), turn.flow_id(),
+            turn.status(), static_cast<std::int64_t>(turn.usage().prompt_tokens()),
+            static_cast<std::int64_t>(turn.usage().completion_tokens()), turn.started_unix_ms(),
+            turn.finished_unix_ms());
+        if (run.affected_rows() == 0) {
+          // Stored before (a redelivery): report what is stored so the hot copy can be repaired.
+          const pqxx::row owner =
+              tx.exec_params1("SELECT session_id FROM runs WHERE run_id = $1", turn.run_id());
+          if (owner[0].as<std::string>() != turn.session_id()) {
+            return Error{ErrorCode::kBadRequest,
+                         "run_id " + turn.run_id() + " is stored for another session"};
+          }
+          const pqxx::result rows = tx.exec_params(
+              std::string(kSelectMessages) + " AND run_id = $2 ORDER BY seq", turn.session_id(),
+              turn.run_id());
+          if (Status status = ReadMessages(rows, out.messages); !status.ok()) {
+            return status.error();
+          }
+          out.first_seq =
+              tx.exec_params1("SELECT COALESCE(MIN(seq), 0) FROM messages"
+                              " WHERE session_id = $1 AND run_id = $2",
+                              turn.session_id(), turn.run_id())[0]
+                  .as<std::int64_t>();
+          tx.commit();
+          return out;
+        }
+        out.inserted = true;
+        out.first_seq = tx.exec_params1(
+                              "SELECT COALESCE(MAX(seq) + 1, 0) FROM messages"
+                              " WHERE session_id = $1",
+                              turn.session_id())[0]
+                            .as<std::int64_t>();
+        std::int64_t seq = out.first_seq;
+        for (const wf::v1::ChatMessage& message : turn.messages()) {
+          tx.exec_params(
+              "INSERT INTO messages (session_id, run_id, seq, role, content, name,"
+              " tool_call_id, tool_calls, created_at) VALUES ($1, $2, $3, $4, $5,"
+              " NULLIF($6, ''), NULLIF($7, ''), NULLIF($8, '')::jsonb,"
+              " timestamptz 'epoch' + $9::bigint * interval '1 ms')",
+              turn.session_id(), turn.run_id(), seq++, message.role(), message.content(),
+              message.name(), message.tool_call_id(), ToolCallsToJson(message),
+              message.created_unix_ms());
+        }
+        tx.exec_params(
+            "UPDATE sessions SET turn_count = turn_count + 1, updated_at = now(),"
+            " user_id = CASE WHEN $2 <> '' THEN $2 ELSE user_id END WHERE session_id = $1",
+            turn.session_id(), turn.user_id());
+        tx.commit();
+        out.messages = turn.messages();
+        return out;
+      },
+      PgRetry::kIdempotent);
+  if (!stored) return stored.error();
+  if (!stored->inserted && stored->messages.empty()) return Status::Ok();
+  AppendToRedis(turn.session_id(), turn.run_id(), stored->first_seq, stored->messages);
+  return Status::Ok();
+}
+
+Result<wf::v1::SessionHistory> SessionStore::GetSession(const std::string& session_id) {
+  if (Status status = CheckSessionId(session_id); !status.ok()) return status.error();
+  return pg_->Run(
+      [&](pqxx::connection& connection) -> Result<wf::v1::SessionHistory> {
+        wf::v1::SessionHistory history;
+        pqxx::transaction<pqxx::repeatable_read, pqxx::read_only> tx(connection);
+        const pqxx::result session = tx.exec_params(
+            "SELECT turn_count, (extract(epoch FROM created_at) * 1000)::bigint,"
+            " (extract(epoch FROM updated_at) * 1000)::bigint"
+            " FROM sessions WHERE session_id = $1",
+            session_id);
+        if (session.empty()) {
+          return Error{ErrorCode::kSessionNotFound, "session " + session_id + " not found"};
+        }
+        history.set_session_id(session_id);
+        history.set_turn_count(session[0][0].as<std::uint32_t>());
+        history.set_created_unix_ms(session[0][1].as<std::int64_t>());
+        history.set_updated_unix_ms(session[0][2].as<std::int64_t>());
+        const pqxx::result rows =
+            tx.exec_params(std::string(kSelectMessages) + " ORDER BY seq", session_id);
+        if (Status status = ReadMessages(rows, *history.mutable_messages()); !status.ok()) {
+          return status.error();
+        }
+        tx.commit();
+        return history;
+      },
+      PgRetry::kIdempotent);
+}
+
+Result<bool> SessionStore::DeleteSession(const std::string& session_id) {
+  if (Status status = CheckSessionId(session_id); !status.ok()) return status.error();
+  // PostgreSQL first: a load that read it before this point cannot re-warm Redis afterwards,
+  // because the drop below bumps the version that re-warming checks.
+  Result<bool> deleted = pg_->Run(
+      [&](pqxx::connection& connection) {
+        pqxx::work tx(connection);
+        const pqxx::result result =
+            tx.exec_params("DELETE FROM sessions WHERE session_id = $1", session_id);
+        tx.commit();
+        return result.affected_rows() > 0;
+      },
+      PgRetry::kIdempotent);
+  if (!deleted) return deleted;
+  const SessionKeys keys = SessionKeys::For(options_.key_prefix, session_id);
+  Result<RedisReply> dropped = Eval(kDropScript, {keys.history, keys.runs, keys.version},
+                                    {std::to_string(options_.ttl.count())});
+  if (!dropped) {
+    return Error{ErrorCode::kUnavailable,
+                 "session " + session_id + " deleted from PostgreSQL but Redis failed (" +
+                     dropped.error().message + "); retry to clear the hot copy"};
+  }
+  return *deleted || dropped->integer > 0;
+}
+
+Result<bool> SessionStore::TryLock(const std::string& session_id, const std::string& owner,
+                                   std::chrono::milliseconds lease) {
+  if (Status status = CheckLockArgs(session_id, owner, lease); !status.ok()) {
+    return status.error();
+  }
+  const SessionKeys keys = SessionKeys::For(options_.key_prefix, session_id);
+  Result<RedisReply> reply =
+      Eval(kTryLockScript, {keys.lock}, {owner, std::to_string(lease.count())});
+  if (!reply) return std::move(reply).error();
+  return reply->integer == 1;
+}
+
+Status SessionStore::RenewLock(const std::string& session_id, const std::string& owner,
+                               std::chrono::milliseconds lease) {
+  if (Status status = CheckLockArgs(session_id, owner, lease); !status.ok()) return status;
+  const SessionKeys keys = SessionKeys::For(options_.key_prefix, session_id);
+  Result<RedisReply> reply =
+      Eval(kRenewScript, {keys.lock}, {owner, std::to_string(lease.count())});
+  if (!reply) return reply.error();
+  if (reply->integer != 1) {
+    return Status(ErrorCode::kSessionBusy,
+                  "the lock of session " + session_id + " is no longer held by this owner");
+  }
+  return Status::Ok();
+}
+
+Status SessionStore::Unlock(const std::string& session_id, const std::string& owner) {
+  if (Status status = CheckLockArgs(session_id, owner, std::chrono::milliseconds{1});
+      !status.ok()) {
+    return status;
+  }
+  const SessionKeys keys = SessionKeys::For(options_.key_prefix, session_id);
+  Result<RedisReply> reply = Eval(kUnlockScript, {keys.lock}, {owner});
+  if (!reply) return reply.error();
+  return Status::Ok();
+}
+
+bool SessionStore::Healthy() {
+  bool redis_ok = false;
+  if (Result<RedisPool::Lease> lease = redis_->Borrow(); lease) {
+    Result<RedisReply> pong = (*lease)->Command({"PING"});
+    redis_ok = pong.ok();
+  }
+  return redis_ok && pg_->Ping();
+}
+
+}  // namespace wf

@@ -1,0 +1,124 @@
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "error/error.h"
+#include "pg/pg_pool.h"
+#include "redis/redis_pool.h"
+#include "wf/v1/session.pb.h"
+
+namespace wf {
+
+/// Tuning of a SessionStore.
+struct SessionStoreOptions {
+  std::chrono::milliseconds ttl{86400000};  ///< Life of an idle session's hot copy in Redis.
+  std::string key_prefix = "wf:";           ///< Prefix of every Redis key.
+  std::size_t redis_pool = 8;               ///< Redis connections.
+  std::size_t pg_pool = 4;                  ///< PostgreSQL connections.
+  std::chrono::milliseconds redis_timeout{500};         ///< Redis connect and command timeout.
+  std::chrono::milliseconds pg_connect_timeout{5000};   ///< PostgreSQL connect timeout.
+  std::chrono::milliseconds pg_statement_timeout{10000};  ///< PostgreSQL statement timeout.
+};
+
+/// The sessions of the agent path: PostgreSQL holds the durable copy (tables sessions, runs,
+/// messages of schemas/sql/), Redis the hot one (`<prefix>hist:<id>` list of serialized
+/// ChatMessage, `<prefix>runs:<id>` set of the run ids in it, `<prefix>ver:<id>` change counter,
+/// all with the TTL) and the per-session turn lock (`<prefix>lock:<id>`).
+///
+/// Consistency: PostgreSQL is written first and is the truth. Redis is only ever extended when
+/// its copy is exactly the history before the new turn, and re-warmed from PostgreSQL only when
+/// nothing changed since the read (Lua scripts check both), otherwise the hot copy is dropped and
+/// the next read reloads it. So concurrent writers, redeliveries, evictions and FLUSHALL can make
+/// the hot copy absent, never wrong. If Redis is down, reads and writes go to PostgreSQL alone
+/// (logged as warnings); a Redis that comes back from a partition with an old copy may serve a
+/// history missing the turns stored meanwhile until the next append to that session drops it.
+///
+/// Thread-safe. Every method BLOCKS on the network (bounded by the configured timeouts): call
+/// from executor threads, never from NATS, curl or Pistache callbacks.
+class SessionStore {
+ public:
+  /// Connects to both servers (each must be reachable now) and applies the SQL schema
+  /// (idempotent; safe when several processes start at once).
+  /// Errors: kBadRequest (bad URL or options), kUnavailable (a server unreachable or refusing),
+  /// kInternal (schema failed to apply).
+  static Result<std::unique_ptr<SessionStore>> Connect(const std::string& redis_url,
+                                                       const std::string& database_url,
+                                                       SessionStoreOptions options);
+
+  /// The whole history, oldest first: the Redis hot copy (its TTL is refreshed); on a miss
+  /// (expired, flushed, dropped) it is reloaded from PostgreSQL and Redis is re-warmed. Unknown
+  /// session -> empty vector. Errors: kBadRequest (invalid session id), kUnavailable (Redis
+  /// missed and PostgreSQL failed).
+  Result<std::vector<wf::v1::ChatMessage>> LoadHistory(const std::string& session_id);
+
+  /// Stores a finished turn: PostgreSQL first, one transaction (upsert session, insert run,
+  /// insert messages with the next seq numbers), then Redis (append + TTL). Idempotent by run_id:
+  /// storing a run again changes nothing in PostgreSQL, and only repairs the hot copy if it
+  /// lacks that run. Texts are normalized first (see NormalizeTurn). A Redis failure is logged
+  /// and not returned. Errors: kBadRequest (invalid record, or run id stored for another
+  /// session), kUnavailable (PostgreSQL failed: nothing stored), kInternal.
+  Status AppendTurn(const wf::v1::TurnRecord& turn);
+
+  /// The stored history from PostgreSQL (for GET /api/v1/session/{id}).
+  /// Errors: kBadRequest, kSessionNotFound (no record), kUnavailable.
+  Result<wf::v1::SessionHistory> GetSession(const std::string& session_id);
+
+  /// Deletes the session from PostgreSQL (its runs and messages too) and then from Redis (the
+  /// lock is left to its owner). Returns false if neither held it. Errors: kBadRequest,
+  /// kUnavailable (PostgreSQL failed: nothing deleted; or Redis failed after PostgreSQL was
+  /// deleted: retry to clear the hot copy).
+  Result<bool> DeleteSession(const std::string& session_id);
+
+  /// Takes the session's turn lock for `owner` (non-empty token, e.g. the request id) for
+  /// `lease`. True when taken or already held by `owner` (lease restarted); false when another
+  /// owner holds it. Errors: kBadRequest (id, owner or lease <= 0), kUnavailable (Redis).
+  Result<bool> TryLock(const std::string& session_id, const std::string& owner,
+                       std::chrono::milliseconds lease);
+
+  /// Extends the lock to `lease` from now if `owner` still holds it.
+  /// Errors: kSessionBusy (not held by `owner`: expired or taken over), kBadRequest, kUnavailable.
+  Status RenewLock(const std::string& session_id, const std::string& owner,
+                   std::chrono::milliseconds lease);
+
+  /// Releases the lock if `owner` holds it; does nothing otherwise (not an error).
+  /// Errors: kBadRequest, kUnavailable.
+  Status Unlock(const std::string& session_id, const std::string& owner);
+
+  /// True when both Redis (PING) and PostgreSQL (SELECT 1) answer. For /ready.
+  bool Healthy();
+
+ private:
+  SessionStore(std::unique_ptr<RedisPool> redis, std::unique_ptr<PgPool> pg,
+               SessionStoreOptions options);
+
+  struct StoredTurn;
+  struct PgHistory;
+
+  /// Runs a Lua script on a pooled connection, once more on a fresh one after a failure (every
+  /// script of this class is safe to repeat).
+  Result<RedisReply> Eval(std::string_view script, const std::vector<std::string>& keys,
+                          const std::vector<std::string>& args);
+  Result<PgHistory> LoadFromPostgres(const std::string& session_id, bool with_runs);
+  void WarmRedis(const std::string& session_id, const std::string& expected_version,
+                 const PgHistory& history);
+  void AppendToRedis(const std::string& session_id, const std::string& run_id,
+                     std::int64_t first_seq,
+                     const google::protobuf::RepeatedPtrField<wf::v1::ChatMessage>& messages);
+  /// Logs a Redis problem at warn level, at most about once per 10 s (outages are loud enough).
+  void WarnRedis(std::string_view what, const Error& error);
+
+  std::unique_ptr<RedisPool> redis_;
+  std::unique_ptr<PgPool> pg_;
+  SessionStoreOptions options_;
+  std::atomic<std::int64_t> last_redis_warning_ms_{0};
+  std::atomic<std::int64_t> suppressed_redis_warnings_{0};
+};
+
+}  // namespace wf

@@ -1,0 +1,466 @@
+// SessionStore against real redis-server and PostgreSQL 15.
+#include "session/session_store.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <pqxx/pqxx>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "redis/redis_connection.h"
+#include "support/test_support.h"
+
+namespace wf {
+namespace {
+
+using std::chrono::milliseconds;
+
+wf::v1::TurnRecord MakeTurn(const std::string& session_id, const std::string& run_id,
+                            std::vector<std::pair<std::string, std::string>> messages) {
+  wf::v1::TurnRecord turn;
+  turn.set_session_id(session_id);
+  turn.set_run_id(run_id);
+  turn.set_request_id("req-" + run_id);
+  turn.set_user_id("user-1");
+  turn.set_route("agent");
+  turn.set_status("ok");
+  turn.set_started_unix_ms(1700000000000);
+  turn.set_finished_unix_ms(1700000001234);
+  turn.mutable_usage()->set_prompt_tokens(10);
+  turn.mutable_usage()->set_completion_tokens(5);
+  for (auto& [role, content] : messages) {
+    auto* message = turn.add_messages();
+    message->set_role(role);
+    message->set_content(content);
+  }
+  return turn;
+}
+
+std::vector<std::string> Contents(const std::vector<wf::v1::ChatMessage>& messages) {
+  std::vector<std::string> out;
+  for (const auto& message : messages) out.push_back(message.content());
+  return out;
+}
+
+RedisConnection RawRedis(int port) {
+  RedisEndpoint endpoint;
+  endpoint.host = "127.0.0.1";
+  endpoint.port = port;
+  return RedisConnection(endpoint, {});
+}
+
+long long Integer(RedisConnection& redis, std::initializer_list<std::string_view> command) {
+  auto reply = redis.Command(command);
+  EXPECT_TRUE(reply.ok()) << (reply.ok() ? "" : reply.error().message);
+  return reply.ok() ? reply->integer : -1;
+}
+
+class SessionStoreTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    postgres_ = new testing::PostgresServer();
+    redis_ = new testing::RedisServer();
+  }
+  static void TearDownTestSuite() {
+    delete redis_;
+    delete postgres_;
+    redis_ = nullptr;
+    postgres_ = nullptr;
+  }
+
+  void SetUp() override {
+    store_ = Connect();
+    ASSERT_TRUE(store_);
+  }
+
+  static std::unique_ptr<SessionStore> Connect(SessionStoreOptions options = {},
+                                               const std::string& redis_url = "") {
+    auto store = SessionStore::Connect(redis_url.empty() ? redis_->url() : redis_url,
+                                       postgres_->url(), std::move(options));
+    EXPECT_TRUE(store.ok()) << store.error().message;
+    return store.ok() ? std::move(*store) : nullptr;
+  }
+
+  static testing::PostgresServer* postgres_;
+  static testing::RedisServer* redis_;
+  std::unique_ptr<SessionStore> store_;
+};
+testing::PostgresServer* SessionStoreTest::postgres_ = nullptr;
+testing::RedisServer* SessionStoreTest::redis_ = nullptr;
+
+TEST_F(SessionStoreTest, AppendThenLoadKeepsEveryField) {
+  auto first = MakeTurn("append-load", "run-1", {{"user", "查订单 1234"}, {"assistant", ""}});
+  auto* call = first.mutable_messages(1)->add_tool_calls();
+  call->set_id("call_1");
+  call->set_name("order_status");
+  call->set_arguments_json(R"({"order_id":"1234"})");
+  call->set_kind("flow");
+  auto* tool = first.add_messages();
+  tool->set_role("tool");
+  tool->set_name("order_status");
+  tool->set_tool_call_id("call_1");
+  tool->set_content("shipped");
+  tool->set_created_unix_ms(1700000000999);
+  ASSERT_TRUE(store_->AppendTurn(first).ok());
+  ASSERT_TRUE(
+      store_->AppendTurn(MakeTurn("append-load", "run-2", {{"user", "thanks"}, {"assistant", "np"}}))
+          .ok());
+
+  auto history = store_->LoadHistory("append-load");
+  ASSERT_TRUE(history.ok()) << history.error().message;
+  EXPECT_EQ(Contents(*history),
+            (std::vector<std::string>{"查订单 1234", "", "shipped", "thanks", "np"}));
+  const auto& assistant = (*history)[1];
+  ASSERT_EQ(assistant.tool_calls_size(), 1);
+  EXPECT_EQ(assistant.tool_calls(0).arguments_json(), R"({"order_id":"1234"})");
+  EXPECT_EQ(assistant.tool_calls(0).kind(), "flow");
+  EXPECT_EQ((*history)[2].tool_call_id(), "call_1");
+  EXPECT_EQ((*history)[2].name(), "order_status");
+  EXPECT_EQ((*history)[2].created_unix_ms(), 1700000000999);
+  EXPECT_EQ((*history)[0].created_unix_ms(), 1700000001234);  // Filled from finished time.
+  EXPECT_EQ((*history)[0].run_id(), "run-1");
+  EXPECT_EQ((*history)[4].run_id(), "run-2");
+
+  // PostgreSQL holds exactly the same messages.
+  auto session = store_->GetSession("append-load");
+  ASSERT_TRUE(session.ok()) << session.error().message;
+  EXPECT_EQ(session->turn_count(), 2u);
+  ASSERT_EQ(session->messages_size(), 5);
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ(session->messages(i).SerializeAsString(), (*history)[i].SerializeAsString()) << i;
+  }
+  EXPECT_GT(session->created_unix_ms(), 0);
+  EXPECT_GE(session->updated_unix_ms(), session->created_unix_ms());
+}
+
+TEST_F(SessionStoreTest, UnknownSessionLoadsEmptyAndIsNotFound) {
+  auto history = store_->LoadHistory("never-seen");
+  ASSERT_TRUE(history.ok()) << history.error().message;
+  EXPECT_TRUE(history->empty());
+  auto session = store_->GetSession("never-seen");
+  ASSERT_FALSE(session.ok());
+  EXPECT_EQ(session.error().code, ErrorCode::kSessionNotFound);
+}
+
+TEST_F(SessionStoreTest, InvalidInputIsBadRequest) {
+  EXPECT_EQ(store_->LoadHistory("bad id!").error().code, ErrorCode::kBadRequest);
+  EXPECT_EQ(store_->GetSession("").error().code, ErrorCode::kBadRequest);
+  EXPECT_EQ(store_->DeleteSession(std::string(200, 'x')).error().code, ErrorCode::kBadRequest);
+  EXPECT_EQ(store_->AppendTurn(MakeTurn("bad id", "r", {})).error().code,
+            ErrorCode::kBadRequest);
+  EXPECT_EQ(store_->AppendTurn(MakeTurn("ok-id", "", {})).error().code, ErrorCode::kBadRequest);
+  EXPECT_EQ(store_->TryLock("s", "", milliseconds(100)).error().code, ErrorCode::kBadRequest);
+  EXPECT_EQ(store_->TryLock("s", "o", milliseconds(0)).error().code, ErrorCode::kBadRequest);
+}
+
+TEST_F(SessionStoreTest, StoringTheSameRunTwiceChangesNothing) {
+  const auto turn = MakeTurn("idempotent", "run-a", {{"user", "q"}, {"assistant", "a"}});
+  ASSERT_TRUE(store_->AppendTurn(turn).ok());
+  ASSERT_TRUE(store_->AppendTurn(turn).ok());
+  // A redelivered record may differ (a re-run turn): the first stored version wins.
+  auto rerun = MakeTurn("idempotent", "run-a", {{"user", "q"}, {"assistant", "different"}});
+  ASSERT_TRUE(store_->AppendTurn(rerun).ok());
+  auto history = store_->LoadHistory("idempotent");
+  ASSERT_TRUE(history.ok());
+  EXPECT_EQ(Contents(*history), (std::vector<std::string>{"q", "a"}));
+  auto session = store_->GetSession("idempotent");
+  ASSERT_TRUE(session.ok());
+  EXPECT_EQ(session->turn_count(), 1u);
+  EXPECT_EQ(session->messages_size(), 2);
+  auto redis = RawRedis(redis_->port());
+  EXPECT_EQ(Integer(redis, {"LLEN", "wf:hist:idempotent"}), 2);
+}
+
+TEST_F(SessionStoreTest, RunIdOfAnotherSessionIsRefused) {
+  ASSERT_TRUE(store_->AppendTurn(MakeTurn("owner-a", "run-shared", {{"user", "x"}})).ok());
+  Status status = store_->AppendTurn(MakeTurn("owner-b", "run-shared", {{"user", "y"}}));
+  ASSERT_FALSE(status.ok());
+  EXPECT_EQ(status.error().code, ErrorCode::kBadRequest);
+  EXPECT_TRUE(store_->LoadHistory("owner-b")->empty());
+}
+
+TEST_F(SessionStoreTest, FlushAllReloadsFromPostgresAndRewarms) {
+  ASSERT_TRUE(store_->AppendTurn(MakeTurn("flushed", "f-1", {{"user", "one"}})).ok());
+  ASSERT_TRUE(store_->AppendTurn(MakeTurn("flushed", "f-2", {{"user", "two"}})).ok());
+  auto redis = RawRedis(redis_->port());
+  ASSERT_TRUE(redis.Command({"FLUSHALL"}).ok());
+  EXPECT_EQ(Integer(redis, {"EXISTS", "wf:hist:flushed"}), 0);
+
+  auto history = store_->LoadHistory("flushed");
+  ASSERT_TRUE(history.ok()) << history.error().message;
+  EXPECT_EQ(Contents(*history), (std::vector<std::string>{"one", "two"}));
+  EXPECT_EQ(Integer(redis, {"LLEN", "wf:hist:flushed"}), 2);
+  EXPECT_EQ(Integer(redis, {"SCARD", "wf:runs:flushed"}), 2);
+  EXPECT_GT(Integer(redis, {"PTTL", "wf:hist:flushed"}), 0);
+
+  // The re-warmed copy keeps growing with new turns.
+  ASSERT_TRUE(store_->AppendTurn(MakeTurn("flushed", "f-3", {{"user", "three"}})).ok());
+  EXPECT_EQ(Integer(redis, {"LLEN", "wf:hist:flushed"}), 3);
+  EXPECT_EQ(Contents(*store_->LoadHistory("flushed")),
+            (std::vector<std::string>{"one", "two", "three"}));
+}
+
+TEST_F(SessionStoreTest, HotCopyHasTheTtl) {
+  SessionStoreOptions options;
+  options.ttl = milliseconds(60000);
+  options.key_prefix = "ttl:";
+  auto store = Connect(options);
+  ASSERT_TRUE(store);
+  ASSERT_TRUE(store->AppendTurn(MakeTurn("ttl", "t-1", {{"user", "hi"}})).ok());
+  auto redis = RawRedis(redis_->port());
+  for (const char* key : {"ttl:hist:ttl", "ttl:runs:ttl", "ttl:ver:ttl"}) {
+    const long long pttl = Integer(redis, {"PTTL", key});
+    EXPECT_GT(pttl, 0) << key;
+    EXPECT_LE(pttl, 60000) << key;
+  }
+}
+
+TEST_F(SessionStoreTest, ExpiredHotCopyIsReloaded) {
+  SessionStoreOptions options;
+  options.ttl = milliseconds(200);
+  options.key_prefix = "short:";
+  auto store = Connect(options);
+  ASSERT_TRUE(store);
+  ASSERT_TRUE(store->AppendTurn(MakeTurn("expiring", "e-1", {{"user", "a"}, {"assistant", "b"}}))
+                  .ok());
+  auto redis = RawRedis(redis_->port());
+  ASSERT_TRUE(testing::Eventually(
+      [&] { return Integer(redis, {"EXISTS", "short:hist:expiring"}) == 0; }));
+  auto history = store->LoadHistory("expiring");
+  ASSERT_TRUE(history.ok());
+  EXPECT_EQ(Contents(*history), (std::vector<std::string>{"a", "b"}));
+}
+
+TEST_F(SessionStoreTest, DeleteThenGetIsNotFound) {
+  ASSERT_TRUE(store_->AppendTurn(MakeTurn("doomed", "d-1", {{"user", "bye"}})).ok());
+  ASSERT_TRUE(store_->TryLock("doomed", "someone", milliseconds(60000)).value());
+  auto deleted = store_->DeleteSession("doomed");
+  ASSERT_TRUE(deleted.ok()) << deleted.error().message;
+  EXPECT_TRUE(*deleted);
+  auto session = store_->GetSession("doomed");
+  ASSERT_FALSE(session.ok());
+  EXPECT_EQ(session.error().code, ErrorCode::kSessionNotFound);
+  EXPECT_TRUE(store_->LoadHistory("doomed")->empty());
+  auto redis = RawRedis(redis_->port());
+  EXPECT_EQ(Integer(redis, {"EXISTS", "wf:hist:doomed", "wf:runs:doomed"}), 0);
+  // The running turn's lock is its owner's to release.
+  EXPECT_FALSE(store_->TryLock("doomed", "other", milliseconds(100)).value());
+  auto again = store_->DeleteSession("doomed");
+  ASSERT_TRUE(again.ok());
+  EXPECT_FALSE(*again);
+  // The id can start over.
+  ASSERT_TRUE(store_->AppendTurn(MakeTurn("doomed", "d-2", {{"user", "hello again"}})).ok());
+  EXPECT_EQ(Contents(*store_->LoadHistory("doomed")),
+            (std::vector<std::string>{"hello again"}));
+  EXPECT_EQ(store_->GetSession("doomed")->turn_count(), 1u);
+}
+
+TEST_F(SessionStoreTest, LockIsExclusiveBetweenOwners) {
+  const milliseconds lease(60000);
+  ASSERT_TRUE(store_->TryLock("locked", "owner-a", lease).value());
+  EXPECT_FALSE(store_->TryLock("locked", "owner-b", lease).value());
+  EXPECT_TRUE(store_->TryLock("locked", "owner-a", lease).value());  // Re-entrant for the owner.
+
+  // Unlock and renew by a non-owner do nothing.
+  EXPECT_TRUE(store_->Unlock("locked", "owner-b").ok());
+  EXPECT_FALSE(store_->TryLock("locked", "owner-b", lease).value());
+  Status renew = store_->RenewLock("locked", "owner-b", lease);
+  ASSERT_FALSE(renew.ok());
+  EXPECT_EQ(renew.error().code, ErrorCode::kSessionBusy);
+
+  EXPECT_TRUE(store_->RenewLock("locked", "owner-a", lease).ok());
+  EXPECT_TRUE(store_->Unlock("locked", "owner-a").ok());
+  EXPECT_TRUE(store_->TryLock("locked", "owner-b", lease).value());
+  EXPECT_TRUE(store_->Unlock("locked", "owner-b").ok());
+}
+
+TEST_F(SessionStoreTest, ExpiredLeaseLetsAnotherOwnerIn) {
+  ASSERT_TRUE(store_->TryLock("leased", "crashed-worker", milliseconds(150)).value());
+  EXPECT_FALSE(store_->TryLock("leased", "next-worker", milliseconds(60000)).value());
+  EXPECT_TRUE(testing::Eventually(
+      [&] { return store_->TryLock("leased", "next-worker", milliseconds(60000)).value(); }));
+  // The old owner has lost it: renewing fails, unlocking does not release the new owner's lock.
+  EXPECT_EQ(store_->RenewLock("leased", "crashed-worker", milliseconds(1000)).error().code,
+            ErrorCode::kSessionBusy);
+  EXPECT_TRUE(store_->Unlock("leased", "crashed-worker").ok());
+  EXPECT_FALSE(store_->TryLock("leased", "crashed-worker", milliseconds(1000)).value());
+}
+
+TEST_F(SessionStoreTest, RenewExtendsTheLease) {
+  ASSERT_TRUE(store_->TryLock("renewed", "owner", milliseconds(100)).value());
+  ASSERT_TRUE(store_->RenewLock("renewed", "owner", milliseconds(60000)).ok());
+  auto redis = RawRedis(redis_->port());
+  EXPECT_GT(Integer(redis, {"PTTL", "wf:lock:renewed"}), 1000);
+}
+
+TEST_F(SessionStoreTest, ConcurrentAppendsLoseNothingAndKeepRunOrder) {
+  constexpr int kThreads = 8;
+  constexpr int kRunsPerThread = 5;
+  constexpr int kMessagesPerRun = 3;
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int r = 0; r < kRunsPerThread; ++r) {
+        const std::string run = "t" + std::to_string(t) + "-r" + std::to_string(r);
+        std::vector<std::pair<std::string, std::string>> messages;
+        for (int m = 0; m < kMessagesPerRun; ++m) {
+          messages.emplace_back(m == 0 ? "user" : "assistant", run + "-m" + std::to_string(m));
+        }
+        if (!store_->AppendTurn(MakeTurn("busy", run, messages)).ok()) ++failures;
+        if (!store_->LoadHistory("busy").ok()) ++failures;
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  ASSERT_EQ(failures.load(), 0);
+
+  auto history = store_->LoadHistory("busy");
+  ASSERT_TRUE(history.ok());
+  ASSERT_EQ(history->size(), std::size_t{kThreads * kRunsPerThread * kMessagesPerRun});
+  std::map<std::string, int> next_run_of_thread;
+  for (std::size_t i = 0; i < history->size(); i += kMessagesPerRun) {
+    const std::string run = (*history)[i].run_id();
+    for (int m = 0; m < kMessagesPerRun; ++m) {
+      EXPECT_EQ((*history)[i + m].content(), run + "-m" + std::to_string(m));
+    }
+    const std::string thread = run.substr(0, run.find('-'));
+    EXPECT_EQ(run, thread + "-r" + std::to_string(next_run_of_thread[thread]++));
+  }
+  auto session = store_->GetSession("busy");
+  ASSERT_TRUE(session.ok());
+  EXPECT_EQ(session->turn_count(), unsigned{kThreads * kRunsPerThread});
+  ASSERT_EQ(session->messages_size(), static_cast<int>(history->size()));
+  for (int i = 0; i < session->messages_size(); ++i) {
+    ASSERT_EQ(session->messages(i).SerializeAsString(), (*history)[i].SerializeAsString()) << i;
+  }
+  // Whatever the interleaving did to it, the hot copy (now warm) is exactly PostgreSQL's.
+  auto redis = RawRedis(redis_->port());
+  auto hot = redis.Command({"LRANGE", "wf:hist:busy", "0", "-1"});
+  ASSERT_TRUE(hot.ok());
+  ASSERT_EQ(hot->elements.size(), history->size());
+  for (std::size_t i = 0; i < hot->elements.size(); ++i) {
+    ASSERT_EQ(hot->elements[i].str, session->messages(static_cast<int>(i)).SerializeAsString())
+        << i;
+  }
+  EXPECT_EQ(Integer(redis, {"SCARD", "wf:runs:busy"}), kThreads * kRunsPerThread);
+}
+
+TEST_F(SessionStoreTest, MissedRedisWriteIsHealedByTheNextAppend) {
+  ASSERT_TRUE(store_->AppendTurn(MakeTurn("healing", "h-1", {{"user", "a"}})).ok());
+  ASSERT_TRUE(store_->AppendTurn(MakeTurn("healing", "h-2", {{"user", "b"}})).ok());
+  auto redis = RawRedis(redis_->port());
+  // As if the Redis write of h-2 had been lost.
+  ASSERT_TRUE(redis.Command({"RPOP", "wf:hist:healing"}).ok());
+  ASSERT_TRUE(redis.Command({"SREM", "wf:runs:healing", "h-2"}).ok());
+  ASSERT_TRUE(store_->AppendTurn(MakeTurn("healing", "h-3", {{"user", "c"}})).ok());
+  EXPECT_EQ(Contents(*store_->LoadHistory("healing")), (std::vector<std::string>{"a", "b", "c"}));
+  EXPECT_EQ(Integer(redis, {"LLEN", "wf:hist:healing"}), 3);
+}
+
+TEST_F(SessionStoreTest, RedeliveryRepairsAMissingTail) {
+  const auto turn = MakeTurn("repair", "p-2", {{"user", "second"}, {"assistant", "reply"}});
+  ASSERT_TRUE(store_->AppendTurn(MakeTurn("repair", "p-1", {{"user", "first"}})).ok());
+  ASSERT_TRUE(store_->AppendTurn(turn).ok());
+  auto redis = RawRedis(redis_->port());
+  // As if the worker died after the PostgreSQL commit, before the Redis write.
+  ASSERT_TRUE(redis.Command({"RPOP", "wf:hist:repair", "2"}).ok());
+  ASSERT_TRUE(redis.Command({"SREM", "wf:runs:repair", "p-2"}).ok());
+  ASSERT_TRUE(store_->AppendTurn(turn).ok());  // JetStream redelivers it.
+  EXPECT_EQ(Integer(redis, {"LLEN", "wf:hist:repair"}), 3);
+  EXPECT_EQ(Contents(*store_->LoadHistory("repair")),
+            (std::vector<std::string>{"first", "second", "reply"}));
+}
+
+TEST_F(SessionStoreTest, UndecodableHotCopyFallsBackToPostgres) {
+  ASSERT_TRUE(store_->AppendTurn(MakeTurn("corrupt", "c-1", {{"user", "fine"}})).ok());
+  auto redis = RawRedis(redis_->port());
+  ASSERT_TRUE(redis.Command({"RPUSH", "wf:hist:corrupt", std::string("\xFF\xFF\xFF", 3)}).ok());
+  EXPECT_EQ(Contents(*store_->LoadHistory("corrupt")), (std::vector<std::string>{"fine"}));
+  EXPECT_EQ(Contents(*store_->LoadHistory("corrupt")), (std::vector<std::string>{"fine"}));
+  EXPECT_EQ(Integer(redis, {"LLEN", "wf:hist:corrupt"}), 1);
+}
+
+TEST_F(SessionStoreTest, WorksOnPostgresAloneWhenRedisStops) {
+  auto own_redis = std::make_unique<testing::RedisServer>();
+  auto store = Connect({}, own_redis->url());
+  ASSERT_TRUE(store);
+  ASSERT_TRUE(store->AppendTurn(MakeTurn("no-redis", "n-1", {{"user", "before"}})).ok());
+  EXPECT_TRUE(store->Healthy());
+  own_redis->process().Stop();
+
+  ASSERT_TRUE(store->AppendTurn(MakeTurn("no-redis", "n-2", {{"user", "during"}})).ok());
+  auto history = store->LoadHistory("no-redis");
+  ASSERT_TRUE(history.ok()) << history.error().message;
+  EXPECT_EQ(Contents(*history), (std::vector<std::string>{"before", "during"}));
+  auto session = store->GetSession("no-redis");
+  ASSERT_TRUE(session.ok());
+  EXPECT_EQ(session->turn_count(), 2u);
+  EXPECT_FALSE(store->Healthy());
+  auto lock = store->TryLock("no-redis", "owner", milliseconds(1000));
+  ASSERT_FALSE(lock.ok());
+  EXPECT_EQ(lock.error().code, ErrorCode::kUnavailable);
+  auto deleted = store->DeleteSession("no-redis");
+  ASSERT_FALSE(deleted.ok());
+  EXPECT_EQ(deleted.error().code, ErrorCode::kUnavailable);
+}
+
+TEST_F(SessionStoreTest, ConnectFailsWhenAServerIsUnreachable) {
+  const std::string dead_redis = "redis://127.0.0.1:" + std::to_string(testing::FreePort());
+  auto no_redis = SessionStore::Connect(dead_redis, postgres_->url(), {});
+  ASSERT_FALSE(no_redis.ok());
+  EXPECT_EQ(no_redis.error().code, ErrorCode::kUnavailable);
+  const std::string dead_pg =
+      "postgresql://postgres:pw-XYZ123@127.0.0.1:" + std::to_string(testing::FreePort()) + "/x";
+  auto no_pg = SessionStore::Connect(redis_->url(), dead_pg, {});
+  ASSERT_FALSE(no_pg.ok());
+  EXPECT_EQ(no_pg.error().code, ErrorCode::kUnavailable);
+  EXPECT_EQ(no_pg.error().message.find("pw-XYZ123"), std::string::npos);
+}
+
+TEST_F(SessionStoreTest, SchemaAppliesOnceWhenStoresStartTogether) {
+  {
+    pqxx::connection admin(postgres_->url());
+    pqxx::nontransaction tx(admin);
+    tx.exec("CREATE DATABASE fresh_schema");
+  }
+  const std::string fresh_url = "postgresql://postgres@127.0.0.1:" +
+                                std::to_string(postgres_->port()) + "/fresh_schema";
+  std::atomic<int> failures{0};
+  std::vector<std::unique_ptr<SessionStore>> stores(4);
+  std::vector<std::thread> threads;
+  for (std::size_t i = 0; i < stores.size(); ++i) {
+    threads.emplace_back([&, i] {
+      auto store = SessionStore::Connect(redis_->url(), fresh_url, {});
+      if (!store.ok()) {
+        ADD_FAILURE() << store.error().message;
+        ++failures;
+        return;
+      }
+      stores[i] = std::move(*store);
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  ASSERT_EQ(failures.load(), 0);
+  // A later start finds everything applied.
+  ASSERT_TRUE(SessionStore::Connect(redis_->url(), fresh_url, {}).ok());
+  pqxx::connection check(fresh_url);
+  pqxx::work tx(check);
+  EXPECT_EQ(tx.exec1("SELECT count(*) FROM schema_migrations WHERE name = '001_sessions.sql'")[0]
+                .as<int>(),
+            1);
+  SessionStoreOptions options;
+  options.key_prefix = "fresh:";
+  auto store = SessionStore::Connect(redis_->url(), fresh_url, options);
+  ASSERT_TRUE(store.ok());
+  ASSERT_TRUE((*store)->AppendTurn(MakeTurn("fresh", "x-1", {{"user", "works"}})).ok());
+  EXPECT_EQ(Contents(*(*store)->LoadHistory("fresh")), (std::vector<std::string>{"works"}));
+}
+
+}  // namespace
+}  // namespace wf

@@ -1,0 +1,40 @@
+#include <gtest/gtest.h>
+
+#include "pg/migrations.h"
+#include "pg/pg_pool.h"
+
+namespace wf {
+namespace {
+
+TEST(PgUriTest, RedactsUriPassword) {
+  EXPECT_EQ(RedactPostgresUri("postgresql://app:s3cr3t@db:5432/wf"),
+            "postgresql://app:***@db:5432/wf");
+  EXPECT_EQ(RedactPostgresUri("postgres://app:p%40ss@db/wf?sslmode=disable"),
+            "postgres://app:***@db/wf?sslmode=disable");
+}
+
+TEST(PgUriTest, KeepsUriWithoutPassword) {
+  EXPECT_EQ(RedactPostgresUri("postgresql://postgres@127.0.0.1:5432/postgres"),
+            "postgresql://postgres@127.0.0.1:5432/postgres");
+}
+
+TEST(PgUriTest, RedactsKeyValuePassword) {
+  const std::string redacted = RedactPostgresUri("host=db user=app password=s3cr3t dbname=wf");
+  EXPECT_EQ(redacted.find("s3cr3t"), std::string::npos);
+  EXPECT_NE(redacted.find("host=db"), std::string::npos);
+  const std::string quoted = RedactPostgresUri("host=db password='s3 cr3t' dbname=wf");
+  EXPECT_EQ(quoted.find("s3 cr3t"), std::string::npos);
+}
+
+TEST(BundledMigrationsTest, AreTheSqlFilesInLexicalOrder) {
+  const auto& bundled = BundledMigrations();
+  ASSERT_FALSE(bundled.empty());
+  EXPECT_EQ(bundled.front().name, "001_sessions.sql");
+  EXPECT_NE(bundled.front().sql.find("CREATE TABLE IF NOT EXISTS messages"), std::string::npos);
+  for (std::size_t i = 1; i < bundled.size(); ++i) {
+    EXPECT_LT(bundled[i - 1].name, bundled[i].name);
+  }
+}
+
+}  // namespace
+}  // namespace wf
