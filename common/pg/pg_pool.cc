@@ -1,8 +1,7 @@
 #include "pg/pg_pool.h"
 
-#include <cctype>
-
 #include <algorithm>
+#include <cctype>
 #include <pqxx/except>
 #include <pqxx/nontransaction>
 
@@ -138,9 +137,9 @@ Result<PgPool::Lease> PgPool::Borrow() {
   std::unique_lock lock(mutex_);
   if (!available_.wait_for(lock, options_.borrow_timeout,
                            [&] { return !idle_.empty() || open_ < options_.size; })) {
-    return Error{ErrorCode::kUnavailable,
-                 "postgres: no free connection within " +
-                     std::to_string(options_.borrow_timeout.count()) + " ms"};
+    return Error{ErrorCode::kUnavailable, "postgres: no free connection within " +
+                                              std::to_string(options_.borrow_timeout.count()) +
+                                              " ms"};
   }
   if (!idle_.empty()) {
     std::unique_ptr<pqxx::connection> connection = std::move(idle_.back());

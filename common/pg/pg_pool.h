@@ -6,12 +6,11 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <pqxx/connection>
 #include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
-
-#include <pqxx/connection>
 
 #include "error/error.h"
 

@@ -69,12 +69,12 @@ Status RedisConnection::EnsureConnected() {
   if (ctx_) return Status::Ok();
   const auto now = std::chrono::steady_clock::now();
   if (now < retry_at_) {
-    return Status(ErrorCode::kUnavailable,
-                  "redis " + endpoint_.Describe() + ": unreachable, next reconnect in " +
-                      std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                         retry_at_ - now)
-                                         .count()) +
-                      " ms");
+    return Status(
+        ErrorCode::kUnavailable,
+        "redis " + endpoint_.Describe() + ": unreachable, next reconnect in " +
+            std::to_string(
+                std::chrono::duration_cast<std::chrono::milliseconds>(retry_at_ - now).count()) +
+            " ms");
   }
   Status status = Open();
   if (status.ok()) {
@@ -107,8 +107,7 @@ Status RedisConnection::Open() {
   }
   redisEnableKeepAlive(ctx.get());
 
-  auto handshake = [&](std::span<const std::string_view> args,
-                       std::string_view what) -> Status {
+  auto handshake = [&](std::span<const std::string_view> args, std::string_view what) -> Status {
     ReplyPtr reply(RunArgv(ctx.get(), args));
     if (!reply) {
       return Status(ErrorCode::kUnavailable, "redis " + endpoint_.Describe() + ": " +
@@ -116,9 +115,9 @@ Status RedisConnection::Open() {
     }
     if (reply->type == REDIS_REPLY_ERROR) {
       // Server errors to AUTH/SELECT never echo the password.
-      return Status(ErrorCode::kUnavailable, "redis " + endpoint_.Describe() + ": " +
-                                                 std::string(what) + " refused: " +
-                                                 std::string(reply->str, reply->len));
+      return Status(ErrorCode::kUnavailable,
+                    "redis " + endpoint_.Describe() + ": " + std::string(what) +
+                        " refused: " + std::string(reply->str, reply->len));
     }
     return Status::Ok();
   };
@@ -128,8 +127,7 @@ Status RedisConnection::Open() {
       const std::array<std::string_view, 2> args = {"AUTH", endpoint_.password};
       status = handshake(args, "AUTH");
     } else {
-      const std::array<std::string_view, 3> args = {"AUTH", endpoint_.username,
-                                                    endpoint_.password};
+      const std::array<std::string_view, 3> args = {"AUTH", endpoint_.username, endpoint_.password};
       status = handshake(args, "AUTH");
     }
     if (!status.ok()) return status;

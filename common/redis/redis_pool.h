@@ -17,9 +17,9 @@ namespace wf {
 
 /// Size and timeouts of a RedisPool.
 struct RedisPoolOptions {
-  std::size_t size = 8;                              ///< Connections at most (>= 1).
-  RedisOptions connection;                           ///< Timeouts of each connection.
-  std::chrono::milliseconds borrow_timeout{1000};    ///< Wait for a free connection at most this.
+  std::size_t size = 8;                            ///< Connections at most (>= 1).
+  RedisOptions connection;                         ///< Timeouts of each connection.
+  std::chrono::milliseconds borrow_timeout{1000};  ///< Wait for a free connection at most this.
 };
 
 /// A fixed set of RedisConnections shared by threads: Borrow() hands one out exclusively and

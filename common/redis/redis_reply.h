@@ -12,9 +12,9 @@ struct RedisReply {
   enum class Type { kNil, kString, kStatus, kInteger, kArray, kError };
 
   Type type = Type::kNil;
-  std::string str;                  ///< kString, kStatus and kError.
-  long long integer = 0;            ///< kInteger.
-  std::vector<RedisReply> elements; ///< kArray.
+  std::string str;                   ///< kString, kStatus and kError.
+  long long integer = 0;             ///< kInteger.
+  std::vector<RedisReply> elements;  ///< kArray.
 
   bool IsNil() const { return type == Type::kNil; }
   bool IsError() const { return type == Type::kError; }

@@ -98,8 +98,7 @@ Result<RedisEndpoint> ParseRedisUrl(std::string_view url) {
       if (!PercentDecode(user, endpoint.password)) {
         return UrlError(rest, "malformed percent-escape in the credentials");
       }
-    } else if (!PercentDecode(user, endpoint.username) ||
-               !PercentDecode(pass, endpoint.password)) {
+    } else if (!PercentDecode(user, endpoint.username) || !PercentDecode(pass, endpoint.password)) {
       return UrlError(rest, "malformed percent-escape in the credentials");
     }
   }

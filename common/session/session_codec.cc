@@ -87,8 +87,7 @@ std::string SanitizeText(std::string_view text) {
 
 Status NormalizeTurn(wf::v1::TurnRecord& turn, std::int64_t now_unix_ms) {
   if (!IsValidSessionId(turn.session_id())) {
-    return Status(ErrorCode::kBadRequest,
-                  "session_id must be 1-128 characters of [A-Za-z0-9._:-]");
+    return Status(ErrorCode::kBadRequest, "session_id must be 1-128 characters of [A-Za-z0-9._:-]");
   }
   if (turn.run_id().empty() || turn.run_id().size() > kMaxRunIdLength) {
     return Status(ErrorCode::kBadRequest, "run_id must be 1-128 bytes");

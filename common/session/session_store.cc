@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <array>
 #include <pqxx/pqxx>
 
 #include "pg/migrations.h"
@@ -220,8 +221,7 @@ Result<std::unique_ptr<SessionStore>> SessionStore::Connect(const std::string& r
       new SessionStore(std::move(*redis), std::move(*pg), std::move(options)));
 }
 
-Result<RedisReply> SessionStore::Eval(std::string_view script,
-                                      const std::vector<std::string>& keys,
+Result<RedisReply> SessionStore::Eval(std::string_view script, const std::vector<std::string>& keys,
                                       const std::vector<std::string>& args) {
   std::vector<std::string_view> argv;
   argv.reserve(3 + keys.size() + args.size());
@@ -231,11 +231,15 @@ Result<RedisReply> SessionStore::Eval(std::string_view script,
   argv.push_back(key_count);
   argv.insert(argv.end(), keys.begin(), keys.end());
   argv.insert(argv.end(), args.begin(), args.end());
+  return RedisCommand(argv);
+}
+
+Result<RedisReply> SessionStore::RedisCommand(std::span<const std::string_view> argv) {
   Error last;
   for (int attempt = 0; attempt < 2; ++attempt) {
     Result<RedisPool::Lease> lease = redis_->Borrow();
     if (!lease) return std::move(lease).error();
-    Result<RedisReply> reply = (*lease)->Command(std::span<const std::string_view>(argv));
+    Result<RedisReply> reply = (*lease)->Command(argv);
     if (reply.ok() || reply.error().code != ErrorCode::kUnavailable) return reply;
     last = std::move(reply).error();
   }
@@ -313,8 +317,7 @@ Result<std::vector<wf::v1::ChatMessage>> SessionStore::LoadHistory(const std::st
       intact = messages[i].ParseFromString(reply->elements[1].elements[i].str);
     }
     if (intact) return messages;
-    spdlog::warn("session store: hot copy of session {} does not decode; reloading it",
-                 session_id);
+    spdlog::warn("session store: hot copy of session {} does not decode; reloading it", session_id);
     Result<RedisReply> dropped = Eval(kDropScript, {keys.history, keys.runs, keys.version},
                                       {std::to_string(options_.ttl.count())});
     if (!dropped) WarnRedis("dropping a session failed", dropped.error());
@@ -366,7 +369,8 @@ Status SessionStore::AppendTurn(const wf::v1::TurnRecord& record) {
             " prompt_tokens, completion_tokens, started_at, finished_at) VALUES"
             " ($1, $2, $3, $4, NULLIF($5, ''), $6, $7, $8,"
             " CASE WHEN $9::bigint > 0 THEN timestamptz 'epoch' + $9::bigint * interval '1 ms' END,"
-            " CASE WHEN $10::bigint > 0 THEN timestamptz 'epoch' + $10::bigint * interval '1 ms' END)"
+            " CASE WHEN $10::bigint > 0 THEN timestamptz 'epoch' + $10::bigint * interval '1 ms' "
+            "END)"
             " ON CONFLICT (run_id) DO NOTHING",
             turn.run_id(), turn.session_id(), turn.request_id(), turn.route(), turn.flow_id(),
             turn.status(), static_cast<std::int64_t>(turn.usage().prompt_tokens()),
@@ -380,17 +384,17 @@ Status SessionStore::AppendTurn(const wf::v1::TurnRecord& record) {
             return Error{ErrorCode::kBadRequest,
                          "run_id " + turn.run_id() + " is stored for another session"};
           }
-          const pqxx::result rows = tx.exec_params(
-              std::string(kSelectMessages) + " AND run_id = $2 ORDER BY seq", turn.session_id(),
-              turn.run_id());
+          const pqxx::result rows =
+              tx.exec_params(std::string(kSelectMessages) + " AND run_id = $2 ORDER BY seq",
+                             turn.session_id(), turn.run_id());
           if (Status status = ReadMessages(rows, out.messages); !status.ok()) {
             return status.error();
           }
-          out.first_seq =
-              tx.exec_params1("SELECT COALESCE(MIN(seq), 0) FROM messages"
-                              " WHERE session_id = $1 AND run_id = $2",
-                              turn.session_id(), turn.run_id())[0]
-                  .as<std::int64_t>();
+          out.first_seq = tx.exec_params1(
+                                "SELECT COALESCE(MIN(seq), 0) FROM messages"
+                                " WHERE session_id = $1 AND run_id = $2",
+                                turn.session_id(), turn.run_id())[0]
+                              .as<std::int64_t>();
           tx.commit();
           return out;
         }
@@ -518,12 +522,8 @@ Status SessionStore::Unlock(const std::string& session_id, const std::string& ow
 }
 
 bool SessionStore::Healthy() {
-  bool redis_ok = false;
-  if (Result<RedisPool::Lease> lease = redis_->Borrow(); lease) {
-    Result<RedisReply> pong = (*lease)->Command({"PING"});
-    redis_ok = pong.ok();
-  }
-  return redis_ok && pg_->Ping();
+  const std::array<std::string_view, 1> ping = {"PING"};
+  return RedisCommand(ping).ok() && pg_->Ping();
 }
 
 }  // namespace wf

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -18,12 +19,12 @@ namespace wf {
 
 /// Tuning of a SessionStore.
 struct SessionStoreOptions {
-  std::chrono::milliseconds ttl{86400000};  ///< Life of an idle session's hot copy in Redis.
-  std::string key_prefix = "wf:";           ///< Prefix of every Redis key.
-  std::size_t redis_pool = 8;               ///< Redis connections.
-  std::size_t pg_pool = 4;                  ///< PostgreSQL connections.
-  std::chrono::milliseconds redis_timeout{500};         ///< Redis connect and command timeout.
-  std::chrono::milliseconds pg_connect_timeout{5000};   ///< PostgreSQL connect timeout.
+  std::chrono::milliseconds ttl{86400000};       ///< Life of an idle session's hot copy in Redis.
+  std::string key_prefix = "wf:";                ///< Prefix of every Redis key.
+  std::size_t redis_pool = 8;                    ///< Redis connections.
+  std::size_t pg_pool = 4;                       ///< PostgreSQL connections.
+  std::chrono::milliseconds redis_timeout{500};  ///< Redis connect and command timeout.
+  std::chrono::milliseconds pg_connect_timeout{5000};     ///< PostgreSQL connect timeout.
   std::chrono::milliseconds pg_statement_timeout{10000};  ///< PostgreSQL statement timeout.
 };
 
@@ -101,8 +102,10 @@ class SessionStore {
   struct StoredTurn;
   struct PgHistory;
 
-  /// Runs a Lua script on a pooled connection, once more on a fresh one after a failure (every
-  /// script of this class is safe to repeat).
+  /// Runs a command on a pooled connection, once more on another after kUnavailable (a stale
+  /// connection after a Redis restart); every command this class sends is safe to repeat.
+  Result<RedisReply> RedisCommand(std::span<const std::string_view> argv);
+  /// RedisCommand of EVAL `script` with `keys` and `args`.
   Result<RedisReply> Eval(std::string_view script, const std::vector<std::string>& keys,
                           const std::vector<std::string>& args);
   Result<PgHistory> LoadFromPostgres(const std::string& session_id, bool with_runs);

@@ -1,4 +1,6 @@
 // PgPool and ApplyMigrations against a real PostgreSQL 15.
+#include "pg/pg_pool.h"
+
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -9,7 +11,6 @@
 #include <vector>
 
 #include "pg/migrations.h"
-#include "pg/pg_pool.h"
 #include "support/test_support.h"
 
 namespace wf {
@@ -159,8 +160,8 @@ TEST_F(PgPoolTest, AfterAllBackendsDieOneRetrySucceeds) {
 
 TEST_F(PgPoolTest, UnreachableServerIsUnavailableAndHidesThePassword) {
   const int port = testing::FreePort();
-  auto pool = PgPool::Connect(
-      "postgresql://app:Sup3rS3cret@127.0.0.1:" + std::to_string(port) + "/db", {});
+  auto pool =
+      PgPool::Connect("postgresql://app:Sup3rS3cret@127.0.0.1:" + std::to_string(port) + "/db", {});
   ASSERT_FALSE(pool.ok());
   EXPECT_EQ(pool.error().code, ErrorCode::kUnavailable);
   EXPECT_EQ(pool.error().message.find("Sup3rS3cret"), std::string::npos) << pool.error().message;

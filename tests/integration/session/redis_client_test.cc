@@ -24,8 +24,8 @@ RedisEndpoint Endpoint(int port) {
 
 /// redis-server with extra arguments on a fixed port (for restarts and requirepass).
 std::unique_ptr<testing::Process> StartRedis(int port, std::vector<std::string> extra = {}) {
-  std::vector<std::string> args = {"--port", std::to_string(port), "--bind", "127.0.0.1",
-                                   "--save", "", "--appendonly", "no"};
+  std::vector<std::string> args = {"--port", std::to_string(port), "--bind", "127.0.0.1", "--save",
+                                   "",       "--appendonly",       "no"};
   args.insert(args.end(), extra.begin(), extra.end());
   auto process = std::make_unique<testing::Process>("redis-server", args);
   EXPECT_TRUE(testing::WaitForTcpPort(port, milliseconds(15000))) << process->Log();
@@ -217,8 +217,8 @@ TEST(RedisPoolTest, ConnectFailsFastOnBadUrlOrDeadServer) {
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(bad.error().code, ErrorCode::kBadRequest);
   EXPECT_EQ(bad.error().message.find("s3cr3t"), std::string::npos);
-  auto dead = RedisPool::Connect(
-      "redis://:s3cr3t@127.0.0.1:" + std::to_string(testing::FreePort()), {});
+  auto dead =
+      RedisPool::Connect("redis://:s3cr3t@127.0.0.1:" + std::to_string(testing::FreePort()), {});
   ASSERT_FALSE(dead.ok());
   EXPECT_EQ(dead.error().code, ErrorCode::kUnavailable);
   EXPECT_EQ(dead.error().message.find("s3cr3t"), std::string::npos) << dead.error().message;

@@ -108,7 +108,8 @@ TEST_F(SessionStoreTest, AppendThenLoadKeepsEveryField) {
   tool->set_created_unix_ms(1700000000999);
   ASSERT_TRUE(store_->AppendTurn(first).ok());
   ASSERT_TRUE(
-      store_->AppendTurn(MakeTurn("append-load", "run-2", {{"user", "thanks"}, {"assistant", "np"}}))
+      store_
+          ->AppendTurn(MakeTurn("append-load", "run-2", {{"user", "thanks"}, {"assistant", "np"}}))
           .ok());
 
   auto history = store_->LoadHistory("append-load");
@@ -151,8 +152,7 @@ TEST_F(SessionStoreTest, InvalidInputIsBadRequest) {
   EXPECT_EQ(store_->LoadHistory("bad id!").error().code, ErrorCode::kBadRequest);
   EXPECT_EQ(store_->GetSession("").error().code, ErrorCode::kBadRequest);
   EXPECT_EQ(store_->DeleteSession(std::string(200, 'x')).error().code, ErrorCode::kBadRequest);
-  EXPECT_EQ(store_->AppendTurn(MakeTurn("bad id", "r", {})).error().code,
-            ErrorCode::kBadRequest);
+  EXPECT_EQ(store_->AppendTurn(MakeTurn("bad id", "r", {})).error().code, ErrorCode::kBadRequest);
   EXPECT_EQ(store_->AppendTurn(MakeTurn("ok-id", "", {})).error().code, ErrorCode::kBadRequest);
   EXPECT_EQ(store_->TryLock("s", "", milliseconds(100)).error().code, ErrorCode::kBadRequest);
   EXPECT_EQ(store_->TryLock("s", "o", milliseconds(0)).error().code, ErrorCode::kBadRequest);
@@ -226,11 +226,12 @@ TEST_F(SessionStoreTest, ExpiredHotCopyIsReloaded) {
   options.key_prefix = "short:";
   auto store = Connect(options);
   ASSERT_TRUE(store);
-  ASSERT_TRUE(store->AppendTurn(MakeTurn("expiring", "e-1", {{"user", "a"}, {"assistant", "b"}}))
-                  .ok());
+  ASSERT_TRUE(
+      store->AppendTurn(MakeTurn("expiring", "e-1", {{"user", "a"}, {"assistant", "b"}})).ok());
   auto redis = RawRedis(redis_->port());
-  ASSERT_TRUE(testing::Eventually(
-      [&] { return Integer(redis, {"EXISTS", "short:hist:expiring"}) == 0; }));
+  ASSERT_TRUE(testing::Eventually([&] {
+    return Integer(redis, {"EXISTS", "short:hist:expiring"}) == 0;
+  }));
   auto history = store->LoadHistory("expiring");
   ASSERT_TRUE(history.ok());
   EXPECT_EQ(Contents(*history), (std::vector<std::string>{"a", "b"}));
@@ -255,8 +256,7 @@ TEST_F(SessionStoreTest, DeleteThenGetIsNotFound) {
   EXPECT_FALSE(*again);
   // The id can start over.
   ASSERT_TRUE(store_->AppendTurn(MakeTurn("doomed", "d-2", {{"user", "hello again"}})).ok());
-  EXPECT_EQ(Contents(*store_->LoadHistory("doomed")),
-            (std::vector<std::string>{"hello again"}));
+  EXPECT_EQ(Contents(*store_->LoadHistory("doomed")), (std::vector<std::string>{"hello again"}));
   EXPECT_EQ(store_->GetSession("doomed")->turn_count(), 1u);
 }
 
@@ -429,8 +429,8 @@ TEST_F(SessionStoreTest, SchemaAppliesOnceWhenStoresStartTogether) {
     pqxx::nontransaction tx(admin);
     tx.exec("CREATE DATABASE fresh_schema");
   }
-  const std::string fresh_url = "postgresql://postgres@127.0.0.1:" +
-                                std::to_string(postgres_->port()) + "/fresh_schema";
+  const std::string fresh_url =
+      "postgresql://postgres@127.0.0.1:" + std::to_string(postgres_->port()) + "/fresh_schema";
   std::atomic<int> failures{0};
   std::vector<std::unique_ptr<SessionStore>> stores(4);
   std::vector<std::thread> threads;

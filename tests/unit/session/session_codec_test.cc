@@ -31,7 +31,10 @@ TEST(SanitizeTextTest, KeepsValidUtf8) {
 
 TEST(SanitizeTextTest, DropsNulAndReplacesInvalidSequences) {
   EXPECT_EQ(SanitizeText(std::string("a\0b", 3)), "ab");
-  EXPECT_EQ(SanitizeText("a\xFF" "b"), "a\xEF\xBF\xBD" "b");
+  EXPECT_EQ(SanitizeText("a\xFF"
+                         "b"),
+            "a\xEF\xBF\xBD"
+            "b");
   // A multi-byte character cut in half (as a token boundary may do).
   EXPECT_EQ(SanitizeText("x\xE8\xAE"), "x\xEF\xBF\xBD\xEF\xBF\xBD");
   // Overlong encoding of '/', and a UTF-16 surrogate.
