@@ -132,6 +132,14 @@ class BinaryInfo:
                 pass
 
 
+def help_default(info, env_name):
+    """The default --help states for the flag whose env var is env_name (None if none)."""
+    if info.help is None:
+        return None
+    m = re.search(r"\(env " + re.escape(env_name) + r"\)\s*\[default: ([^\]]*)\]", info.help)
+    return m.group(1) if m else None
+
+
 _binaries = {}
 
 
@@ -381,6 +389,12 @@ def check_compose_files():
             secs = int(re.sub(r"\D", "", grace) or 0) * (60 if grace.endswith("m") else 1)
             R.check(secs >= turn_timeout_s(), f"compose: {name} stop_grace_period {grace} covers an agent turn "
                     f"({turn_timeout_s()} s)")
+        if bin_name == "wf-gateway":
+            drain = env.get("WF_DRAIN_MS") or help_default(binary(bin_name), "WF_DRAIN_MS")
+            if R.check(drain is not None and str(drain).isdigit(), f"compose: {name} drain time is known ({drain} ms)"):
+                d = (int(drain) + 999) // 1000
+                R.check(d >= turn_timeout_s() and secs > d,
+                        f"compose: {name} drains for an agent turn ({d} s) within stop_grace_period ({secs} s)")
 
     lw = services.get("lightweight", {})
     R.check((lw.get("deploy") or {}).get("replicas") == 2, "compose: lightweight runs 2 replicas")
@@ -706,6 +720,16 @@ def check_k8s_refs(objs):
                 grace = spec.get("terminationGracePeriodSeconds", 30)
                 R.check(grace >= turn_timeout_s(), f"k8s: {wname} terminationGracePeriodSeconds {grace} "
                         f"covers an agent turn ({turn_timeout_s()} s)")
+            if bin_name == "wf-gateway":
+                drain = env.get("WF_DRAIN_MS") or help_default(binary(bin_name), "WF_DRAIN_MS")
+                pre = ((c.get("lifecycle") or {}).get("preStop") or {}).get("exec", {}).get("command", [])
+                pre_s = int(pre[1]) if len(pre) == 2 and pre[0] == "sleep" and pre[1].isdigit() else 0
+                grace = spec.get("terminationGracePeriodSeconds", 30)
+                if R.check(drain is not None and str(drain).isdigit(), f"k8s: {where} drain time is known ({drain} ms)"):
+                    d = (int(drain) + 999) // 1000
+                    R.check(d >= turn_timeout_s() and grace >= pre_s + d,
+                            f"k8s: {where} drains for an agent turn ({d} s >= {turn_timeout_s()} s) within "
+                            f"its grace period ({pre_s} s preStop + {d} s <= {grace} s)")
 
     # The design's scaling.
     lw = by_kind.get("Deployment", {}).get("lightweight")
