@@ -15,6 +15,16 @@ endfunction()
 # run alone: ctest -L unit.
 function(wf_add_test)
   cmake_parse_arguments(T "" "NAME;TIMEOUT" "SOURCES;LIBS;LABELS" ${ARGN})
+  # Developer convenience while several people edit one tree: skip a test whose sources are not
+  # written yet instead of failing the whole configure. Off by default (and in CI).
+  if(WF_SKIP_INCOMPLETE_TESTS)
+    foreach(src ${T_SOURCES})
+      if(NOT EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/${src})
+        message(WARNING "skipping ${T_NAME}: ${src} does not exist yet")
+        return()
+      endif()
+    endforeach()
+  endif()
   add_executable(${T_NAME} ${T_SOURCES})
   target_link_libraries(${T_NAME} PRIVATE ${T_LIBS} GTest::gtest GTest::gtest_main GTest::gmock)
   set_target_properties(${T_NAME} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/tests)

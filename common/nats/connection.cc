@@ -105,6 +105,7 @@ Result<std::unique_ptr<NatsConnection>> NatsConnection::Connect(NatsOptions opti
     s = natsOptions_SetReconnectedCB(opts, &NatsConnection::OnReconnected, self.get());
   }
   if (s == NATS_OK) s = natsOptions_SetErrorHandler(opts, &NatsConnection::OnError, self.get());
+  if (s == NATS_OK) s = natsOptions_SetClosedCB(opts, &NatsConnection::OnClosed, self.get());
   if (s == NATS_OK) s = natsConnection_Connect(&self->conn_, opts);
   natsOptions_Destroy(opts);
   if (s != NATS_OK) {
@@ -115,15 +116,30 @@ Result<std::unique_ptr<NatsConnection>> NatsConnection::Connect(NatsOptions opti
 }
 
 NatsConnection::~NatsConnection() {
-  if (conn_) {
+  if (!conn_) return;
+  closing_ = true;
+  if (natsConnection_Status(conn_) == NATS_CONN_STATUS_CONNECTED) {
     natsConnection_FlushTimeout(conn_, 1000);
-    natsConnection_Close(conn_);
-    natsConnection_Destroy(conn_);
   }
+  natsConnection_Close(conn_);
+  {
+    // Callbacks run on nats.c's own thread; `this` must outlive the last one.
+    std::unique_lock lock(closed_mu_);
+    closed_cv_.wait_for(lock, std::chrono::seconds(5), [this] { return closed_; });
+  }
+  natsConnection_Destroy(conn_);
+}
+
+void NatsConnection::OnClosed(natsConnection*, void* closure) {
+  auto* self = static_cast<NatsConnection*>(closure);
+  std::lock_guard lock(self->closed_mu_);
+  self->closed_ = true;
+  self->closed_cv_.notify_all();
 }
 
 void NatsConnection::OnDisconnected(natsConnection*, void* closure) {
   auto* self = static_cast<NatsConnection*>(closure);
+  if (self->closing_) return;
   spdlog::warn("NATS connection to {} lost; reconnecting", self->options_.url);
   if (self->options_.on_disconnected) self->options_.on_disconnected();
 }

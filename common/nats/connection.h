@@ -3,6 +3,7 @@
 #include <nats/nats.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -123,9 +124,16 @@ class NatsConnection {
   static void OnDisconnected(natsConnection* nc, void* closure);
   static void OnReconnected(natsConnection* nc, void* closure);
   static void OnError(natsConnection* nc, natsSubscription* sub, natsStatus err, void* closure);
+  static void OnClosed(natsConnection* nc, void* closure);
 
   NatsOptions options_;
   natsConnection* conn_ = nullptr;
+  // Set when the destructor starts: a disconnect then is ours, not news.
+  std::atomic<bool> closing_{false};
+  // The closed callback is nats.c's last call into this object; the destructor waits for it.
+  std::mutex closed_mu_;
+  std::condition_variable closed_cv_;
+  bool closed_ = false;
 };
 
 /// The text of a nats.c status plus its last error detail, for messages.

@@ -200,9 +200,9 @@ void LightweightWorker::OnQuery(const NatsMsgView& msg) {
           event.mutable_error()->set_message(outcome.error().message);
           errors_.fetch_add(1, std::memory_order_relaxed);
         }
+        query_stats_->Record(Since(started), outcome.ok() ? "" : outcome.error().message);
         (void)conn_.Publish(reply_to, Serialize(event), {},
                             {{kRequestIdHeader, request.request_id()}});
-        query_stats_->Record(Since(started), outcome.ok() ? "" : outcome.error().message);
         // Off the critical path: the client already has its answer.
         if (outcome.ok()) RecordFlowTurn(request, outcome.value(), flow_id, started_ms);
         in_flight_.fetch_sub(1);
@@ -289,7 +289,7 @@ void LightweightWorker::OnMatch(const NatsMsgView& msg) {
   } else {
     match_stats_->Record(Since(started), "bad message");
   }
-  (void)conn_.Publish(msg.reply(), Serialize(result));
+  (void)conn_.Publish(msg.reply(), Serialize(result));  // after Record: the reply implies it
 }
 
 void LightweightWorker::OnFlowExecute(const NatsMsgView& msg) {
@@ -329,8 +329,8 @@ void LightweightWorker::OnFlowExecute(const NatsMsgView& msg) {
           event.mutable_error()->set_code(std::string(WireName(outcome.error().code)));
           event.mutable_error()->set_message(outcome.error().message);
         }
-        (void)conn_.Publish(reply, Serialize(event));
         flow_stats_->Record(Since(started), outcome.ok() ? "" : outcome.error().message);
+        (void)conn_.Publish(reply, Serialize(event));
         in_flight_.fetch_sub(1);
       });
 }
@@ -347,8 +347,8 @@ void LightweightWorker::OnToolExecute(const NatsMsgView& msg) {
     result.set_ok(false);
     result.mutable_error()->set_code(std::string(WireName(e.code)));
     result.mutable_error()->set_message(e.message);
-    (void)conn_.Publish(reply, Serialize(result));
     tool_stats_->Record(Since(started), e.message);
+    (void)conn_.Publish(reply, Serialize(result));
   };
   if (!request.ParseFromArray(msg.data().data(), static_cast<int>(msg.data().size()))) {
     fail("", "", {ErrorCode::kBadMessage, "payload is not a wf.v1.ExecuteToolRequest"});
@@ -382,9 +382,9 @@ void LightweightWorker::OnToolExecute(const NatsMsgView& msg) {
                             std::string(WireName(outcome.error().code)));
                         result.mutable_error()->set_message(outcome.error().message);
                       }
-                      (void)conn_.Publish(reply, Serialize(result));
                       tool_stats_->Record(Since(started),
                                           outcome.ok() ? "" : outcome.error().message);
+                      (void)conn_.Publish(reply, Serialize(result));
                       in_flight_.fetch_sub(1);
                     });
 }

@@ -110,7 +110,9 @@ class LightweightTest : public ::testing::Test {
     auto reply = conn_->Request(subject, bytes, milliseconds(10000));
     EXPECT_TRUE(reply.ok()) << (reply.ok() ? "" : reply.error().message);
     wf::v1::QueryEvent event;
-    if (reply.ok()) EXPECT_TRUE(event.ParseFromString(*reply));
+    if (reply.ok()) {
+      EXPECT_TRUE(event.ParseFromString(*reply));
+    }
     return event;
   }
 
