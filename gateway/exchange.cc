@@ -1,0 +1,177 @@
+#include "gateway/exchange.h"
+
+#include <algorithm>
+
+#include "gateway/event_format.h"
+#include "gateway/http_response.h"
+
+namespace wf {
+namespace {
+
+constexpr int kClientClosedRequest = 499;  // nginx's convention, for metrics only
+
+using Clock = std::chrono::steady_clock;
+
+}  // namespace
+
+Exchange::Exchange(Params params, std::unique_ptr<ClientChannel> channel)
+    : params_(std::move(params)), channel_(std::move(channel)), last_write_(params_.start) {}
+
+bool Exchange::finished() const {
+  std::lock_guard lock(mu_);
+  return finished_;
+}
+
+void Exchange::Send(std::string bytes, Clock::time_point now) {
+  if (client_gone_ || bytes.empty()) return;
+  channel_->Send(std::move(bytes));
+  last_write_ = now;
+}
+
+void Exchange::StartStream() {
+  std::lock_guard lock(mu_);
+  if (params_.kind != ExchangeKind::kStream || stream_started_ || finished_) return;
+  stream_started_ = true;
+  Send(FormatSseHead(params_.request_id), Clock::now());
+}
+
+ExchangeOutcome Exchange::FinishWithResponse(int status, std::string body) {
+  finished_ = true;
+  Send(FormatHttpResponse(status, kJsonType, body, params_.request_id, params_.keep_alive),
+       Clock::now());
+  return ExchangeOutcome{true, status, false};
+}
+
+ExchangeOutcome Exchange::FinishWithError(const Error& error, bool cancel) {
+  if (params_.kind == ExchangeKind::kStream && stream_started_) {
+    finished_ = true;
+    std::string frame;
+    AppendSseEvent(&frame, "error", ErrorJson(error));
+    std::string bytes;
+    AppendChunk(&bytes, frame);
+    bytes.append(kLastChunk);
+    Send(std::move(bytes), Clock::now());
+    return ExchangeOutcome{true, 200, cancel};
+  }
+  ExchangeOutcome outcome = FinishWithResponse(HttpStatus(error.code), ErrorJson(error));
+  outcome.cancel = cancel;
+  return outcome;
+}
+
+ExchangeOutcome Exchange::OnEvent(const v1::QueryEvent& event) {
+  std::lock_guard lock(mu_);
+  if (finished_) return {};
+  const auto kind = event.kind_case();
+  if (params_.kind == ExchangeKind::kQuery) {
+    if (kind == v1::QueryEvent::kFinal) {
+      return FinishWithResponse(200,
+                                AnswerJson(event.final(), params_.request_id, params_.session_id));
+    }
+    if (kind == v1::QueryEvent::kError) {
+      return FinishWithError(ErrorFromWire(event.error()), false);
+    }
+    return {};  // tokens and tool events are for streams
+  }
+  if (params_.kind == ExchangeKind::kStream) {
+    std::string frame;
+    if (!AppendSseForEvent(&frame, event, params_.request_id, params_.session_id)) return {};
+    std::string bytes;
+    bytes.reserve(frame.size() + 16);
+    AppendChunk(&bytes, frame);
+    const bool last = kind == v1::QueryEvent::kFinal || kind == v1::QueryEvent::kError;
+    if (last) {
+      bytes.append(kLastChunk);
+      finished_ = true;
+    }
+    wrote_since_head_ = true;
+    Send(std::move(bytes), Clock::now());
+    return last ? ExchangeOutcome{true, 200, false} : ExchangeOutcome{};
+  }
+  // A session request answered with a QueryEvent: a worker bug.
+  return FinishWithError(Error{ErrorCode::kInternal, "unexpected reply to a session request"},
+                         false);
+}
+
+ExchangeOutcome Exchange::OnSessionReply(const v1::SessionReply& reply) {
+  std::lock_guard lock(mu_);
+  if (finished_) return {};
+  if (!(params_.kind == ExchangeKind::kSessionGet ||
+        params_.kind == ExchangeKind::kSessionDelete)) {
+    return {};
+  }
+  switch (reply.kind_case()) {
+    case v1::SessionReply::kHistory:
+      if (params_.kind == ExchangeKind::kSessionGet) {
+        return FinishWithResponse(200, SessionHistoryJson(reply.history(), params_.session_id));
+      }
+      break;
+    case v1::SessionReply::kAck:
+      if (params_.kind == ExchangeKind::kSessionDelete) {
+        if (!reply.ack().deleted()) {
+          return FinishWithError(
+              Error{ErrorCode::kSessionNotFound, "session '" + params_.session_id + "' not found"},
+              false);
+        }
+        return FinishWithResponse(200, SessionDeletedJson(reply.ack().session_id().empty()
+                                                              ? params_.session_id
+                                                              : reply.ack().session_id()));
+      }
+      break;
+    case v1::SessionReply::kError:
+      return FinishWithError(ErrorFromWire(reply.error()), false);
+    default: break;
+  }
+  return FinishWithError(Error{ErrorCode::kInternal, "unexpected reply from the session service"},
+                         false);
+}
+
+ExchangeOutcome Exchange::OnNoResponders() {
+  std::lock_guard lock(mu_);
+  if (finished_) return {};
+  if (IsQueryLike()) {
+    return FinishWithError(Error{ErrorCode::kNoWorker, "no lightweight worker is running"}, false);
+  }
+  return FinishWithError(Error{ErrorCode::kNoAgentWorker, "no heavy worker serves sessions"},
+                         false);
+}
+
+ExchangeOutcome Exchange::OnTick(Clock::time_point now) {
+  std::lock_guard lock(mu_);
+  if (finished_) return {};
+  if (now >= params_.deadline) {
+    if (IsQueryLike()) {
+      return FinishWithError(
+          Error{ErrorCode::kDeadlineExceeded, "no answer before the request's deadline"}, true);
+    }
+    return FinishWithError(
+        Error{ErrorCode::kNoAgentWorker, "no heavy worker answered the session request in time"},
+        false);
+  }
+  if (params_.kind == ExchangeKind::kStream && stream_started_ && !client_gone_) {
+    auto interval = params_.heartbeat;
+    if (!wrote_since_head_) interval = std::min<std::chrono::milliseconds>(interval, std::chrono::seconds(1));
+    if (now - last_write_ >= interval) {
+      std::string bytes;
+      AppendChunk(&bytes, kSseHeartbeat);
+      wrote_since_head_ = true;
+      Send(std::move(bytes), now);
+    }
+  }
+  return {};
+}
+
+ExchangeOutcome Exchange::OnClientGone() {
+  std::lock_guard lock(mu_);
+  client_gone_ = true;
+  if (finished_) return {};
+  finished_ = true;
+  return ExchangeOutcome{true, kClientClosedRequest, IsQueryLike()};
+}
+
+ExchangeOutcome Exchange::Fail(const Error& error) {
+  std::lock_guard lock(mu_);
+  if (finished_) return {};
+  return FinishWithError(error, IsQueryLike());
+}
+
+}  // namespace wf

@@ -1,0 +1,737 @@
+#include "gateway/gateway_server.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pistache/endpoint.h>
+#include <pistache/http.h>
+#include <pistache/net.h>
+#include <pistache/peer.h>
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <string_view>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "cli/command_line.h"
+#include "gateway/event_format.h"
+#include "gateway/exchange.h"
+#include "gateway/exchange_table.h"
+#include "gateway/http_response.h"
+#include "gateway/ids.h"
+#include "gateway/json_text.h"
+#include "gateway/metrics.h"
+#include "gateway/query_body.h"
+#include "nats/connection.h"
+#include "nats/micro_service.h"
+#include "wf/v1/query.pb.h"
+#include "wf/v1/session.pb.h"
+
+namespace wf {
+namespace {
+
+namespace Http = Pistache::Http;
+namespace Tcp = Pistache::Tcp;
+using Clock = std::chrono::steady_clock;
+
+/// Room for the request line and headers on top of the largest accepted body.
+constexpr std::size_t kHeaderAllowance = 64 * 1024;
+/// A connection's first request must arrive within this (later ones: keep-alive timeout).
+constexpr auto kHeaderTimeout = std::chrono::seconds(60);
+/// Pistache's idle timeout never fires before this; it is also raised above the longest
+/// possible exchange (see Start), because Pistache closes such connections without telling the
+/// handler.
+constexpr auto kMinKeepAlive = std::chrono::seconds(300);
+constexpr std::string_view kSessionPath = "/api/v1/session/";
+const std::string kConnKey = "wf.gw.conn";  // fits the inline buffer: no allocation per lookup
+const std::string kTraceparentName = "traceparent";
+
+Route RouteOf(ExchangeKind kind) {
+  switch (kind) {
+    case ExchangeKind::kQuery: return Route::kQuery;
+    case ExchangeKind::kStream: return Route::kQueryStream;
+    case ExchangeKind::kSessionGet: return Route::kSessionGet;
+    case ExchangeKind::kSessionDelete: return Route::kSessionDelete;
+  }
+  return Route::kOther;
+}
+
+/// Per-connection state, kept in the Tcp::Peer's data map; only its Pistache thread touches it.
+struct ConnState {
+  /// The exchange answering the connection's current request (weak: the exchange holds the
+  /// peer, the peer holds this).
+  std::weak_ptr<Exchange> active;
+  /// Ignore all further input: after an unparsable or oversized request the byte stream cannot
+  /// be trusted, so the gateway answers once with `Connection: close` and reads until the
+  /// client closes (closing first could reset the connection before the answer is read).
+  bool discard = false;
+  /// The body-stage checks (Content-Length limit, Expect: 100-continue) ran for this request.
+  bool body_checked = false;
+};
+
+/// Queues bytes on a Pistache connection from any thread. Tcp::Peer::send only pushes onto the
+/// owning transport's lock-free MPSC write queue and signals its eventfd; the transport thread
+/// does the socket write. (ResponseWriter/ResponseStream::flush would instead run the transport's
+/// single-consumer drain on the calling thread, which is what aborts when done from another
+/// thread.)
+class PeerChannel final : public ClientChannel {
+ public:
+  explicit PeerChannel(std::shared_ptr<Tcp::Peer> peer) : peer_(std::move(peer)) {}
+  void Send(std::string bytes) override {
+    try {
+      const std::size_t n = bytes.size();
+      (void)peer_->send(Pistache::RawBuffer(std::move(bytes), n));
+    } catch (const std::exception& e) {
+      spdlog::debug("queueing a response failed: {}", e.what());
+    } catch (...) {
+    }
+  }
+
+ private:
+  std::shared_ptr<Tcp::Peer> peer_;
+};
+
+/// Sends bytes on the connection's own thread (same mechanism, no ordering concerns).
+void SendRaw(const std::shared_ptr<Tcp::Peer>& peer, std::string bytes) {
+  PeerChannel(peer).Send(std::move(bytes));
+}
+
+bool WantsKeepAlive(const Http::Request& request) {
+  auto connection = request.headers().tryGet<Http::Header::Connection>();
+  if (request.version() == Http::Version::Http11) {
+    return !(connection && connection->control() == Http::ConnectionControl::Close);
+  }
+  return connection && connection->control() == Http::ConnectionControl::KeepAlive;
+}
+
+std::string Escaped(std::string_view text, std::size_t max_bytes) {
+  std::string out;
+  AppendJsonString(&out, Utf8Prefix(text, max_bytes));
+  return out;
+}
+
+}  // namespace
+
+/// State shared by every Pistache worker's handler clone, the NATS thread and the ticker.
+struct GatewayCore {
+  GatewayOptions options;
+  std::shared_ptr<const Config> config;
+  QueryBodyLimits limits;
+  std::size_t max_body_bytes = 0;
+  std::chrono::milliseconds turn_timeout{120000};
+
+  std::unique_ptr<NatsConnection> nats;
+  std::unique_ptr<PoolMonitor> pools;
+  NatsSubscription inbox_sub;
+  std::string inbox;  // "_INBOX.<nuid>"
+  std::string query_subject, session_get_subject, session_delete_subject, cancel_prefix;
+
+  ExchangeTable table;
+  GatewayMetrics metrics;
+  RequestIdGenerator ids;
+  std::atomic<bool> draining{false};
+
+  // --- Called on Pistache worker threads -------------------------------------------------
+
+  /// Routes one complete request. Never throws.
+  void Dispatch(const Http::Request& request, const std::shared_ptr<Tcp::Peer>& peer,
+                ConnState& conn);
+
+  /// Answers with a complete response now and records it.
+  void Reply(const std::shared_ptr<Tcp::Peer>& peer, Route route, Clock::time_point start,
+             int status, std::string_view content_type, std::string_view body, bool keep_alive,
+             std::string_view extra_headers = {}) {
+    SendRaw(peer, FormatHttpResponse(status, content_type, body, {}, keep_alive, extra_headers));
+    metrics.RecordRequest(route, status, Clock::now() - start);
+  }
+  void ReplyError(const std::shared_ptr<Tcp::Peer>& peer, Route route, Clock::time_point start,
+                  const Error& error, bool keep_alive, std::string_view extra_headers = {}) {
+    Reply(peer, route, start, HttpStatus(error.code), kJsonType, ErrorJson(error), keep_alive,
+          extra_headers);
+  }
+
+  void StartQuery(ExchangeKind kind, const Http::Request& request,
+                  const std::shared_ptr<Tcp::Peer>& peer, ConnState& conn, bool keep_alive,
+                  Clock::time_point start);
+  void StartSession(ExchangeKind kind, std::string_view session_id,
+                    const std::shared_ptr<Tcp::Peer>& peer, ConnState& conn, bool keep_alive,
+                    Clock::time_point start);
+  void ServeReady(const std::shared_ptr<Tcp::Peer>& peer, Clock::time_point start,
+                  bool keep_alive);
+
+  /// Registers a started exchange and publishes its request; on publish failure ends it.
+  void Launch(const std::shared_ptr<Exchange>& exchange, ConnState& conn,
+              const std::string& subject, const std::string& payload,
+              const std::string& traceparent);
+
+  // --- Any thread ----------------------------------------------------------------------------
+
+  /// Applies an exchange's outcome: on finish removes it and records metrics; publishes the
+  /// cancel if asked.
+  void Settle(const std::shared_ptr<Exchange>& exchange, const ExchangeOutcome& outcome) {
+    if (outcome.cancel) PublishCancel(exchange->request_id());
+    if (!outcome.finished) return;
+    table.Erase(exchange->request_id(), exchange.get());
+    metrics.RecordRequest(RouteOf(exchange->kind()), outcome.status,
+                          Clock::now() - exchange->start());
+    metrics.AddInFlight(-1);
+    if (exchange->kind() == ExchangeKind::kStream) metrics.AddOpenStreams(-1);
+  }
+
+  void PublishCancel(const std::string& request_id) {
+    metrics.CountCancel();
+    auto status = nats->Publish(cancel_prefix + request_id, "");
+    if (!status.ok()) spdlog::warn("cancel of {} not sent: {}", request_id, status.error().message);
+  }
+
+  // --- NATS delivery thread -----------------------------------------------------------------
+
+  void OnInbox(const NatsMsgView& msg);
+
+  // --- Ticker thread ------------------------------------------------------------------------
+
+  void Tick() {
+    const auto now = Clock::now();
+    for (const auto& exchange : table.Snapshot()) Settle(exchange, exchange->OnTick(now));
+  }
+
+  GatewayMetrics::Gauges Gauges() const {
+    GatewayMetrics::Gauges g;
+    g.nats_connected = nats->Connected();
+    g.lightweight_workers = pools->Live("lightweight");
+    g.heavy_workers = pools->Live("heavy");
+    g.draining = draining.load(std::memory_order_relaxed);
+    return g;
+  }
+};
+
+namespace {
+
+/// The Pistache handler. Pistache clones it per worker thread (HTTP_PROTOTYPE); the clones share
+/// the Core. It replaces Http::Handler's input processing (same parser, public API only) so
+/// that it can: answer oversized or malformed requests with JSON and stop reading them, answer
+/// `Expect: 100-continue`, reject a declared Content-Length above the limit before the body
+/// arrives, and decide keep-alive by HTTP/1.1 rules.
+class GatewayHttpHandler final : public Http::Handler {
+ public:
+  HTTP_PROTOTYPE(GatewayHttpHandler)
+
+  explicit GatewayHttpHandler(std::shared_ptr<GatewayCore> core) : core_(std::move(core)) {}
+
+  /// Unused: onInput dispatches itself.
+  void onRequest(const Http::Request& /*request*/, Http::ResponseWriter /*response*/) override {}
+
+  /// Pistache worker thread. Nothing escapes: an exception here would terminate the process.
+  void onInput(const char* buffer, size_t len, const std::shared_ptr<Tcp::Peer>& peer) override {
+    ConnState* conn = nullptr;
+    std::shared_ptr<Http::RequestParser> parser;
+    try {
+      conn = &ConnOf(peer);
+      if (conn->discard) return;
+      parser = Http::Handler::getParser(peer);
+      if (!parser->feed(buffer, len)) {
+        parser->reset();
+        RejectAndDiscard(peer, *conn,
+                         Error{ErrorCode::kTooLarge, "request larger than " +
+                                                         std::to_string(getMaxRequestSize()) +
+                                                         " bytes"});
+        return;
+      }
+      const auto state = parser->parse();
+      if (state == Http::Private::State::Again) {
+        if (!conn->body_checked && parser->step()->id() == Http::Private::BodyStep::Id) {
+          conn->body_checked = true;
+          CheckBeforeBody(peer, *conn, *parser);
+        }
+        return;
+      }
+      if (state == Http::Private::State::Done) {
+        conn->body_checked = false;
+        core_->Dispatch(parser->request, peer, *conn);
+        parser->reset();
+      }
+    } catch (const Http::HttpError& e) {
+      Recover(peer, conn, parser,
+              Error{e.code() == 413 ? ErrorCode::kTooLarge : ErrorCode::kBadRequest,
+                    "malformed HTTP request: " + std::string(e.what())});
+    } catch (const std::exception& e) {
+      Recover(peer, conn, parser,
+              Error{ErrorCode::kBadRequest, "malformed HTTP request: " + std::string(e.what())});
+    } catch (...) {
+      Recover(peer, conn, parser, Error{ErrorCode::kBadRequest, "malformed HTTP request"});
+    }
+  }
+
+  /// Pistache worker thread, before the connection's descriptor is closed: ends the
+  /// connection's exchange (no byte is queued for this descriptor afterwards) and cancels it.
+  void onDisconnection(const std::shared_ptr<Tcp::Peer>& peer) override {
+    try {
+      auto data = peer->tryGetData(kConnKey);
+      if (!data) return;
+      auto* conn = static_cast<ConnState*>(data.get());
+      if (auto exchange = conn->active.lock()) core_->Settle(exchange, exchange->OnClientGone());
+    } catch (...) {
+      // Never let an exception reach Pistache's event loop.
+    }
+  }
+
+ private:
+  static ConnState& ConnOf(const std::shared_ptr<Tcp::Peer>& peer) {
+    if (auto data = peer->tryGetData(kConnKey)) return *static_cast<ConnState*>(data.get());
+    auto conn = std::make_shared<ConnState>();
+    peer->putData(kConnKey, conn);
+    // Each SSE event is its own small write: never let Nagle hold one back.
+    int one = 1;
+    (void)::setsockopt(peer->fd(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return *conn;
+  }
+
+  void CheckBeforeBody(const std::shared_ptr<Tcp::Peer>& peer, ConnState& conn,
+                       Http::RequestParser& parser) {
+    const auto& headers = parser.request.headers();
+    if (auto length = headers.tryGet<Http::Header::ContentLength>()) {
+      if (length->value() > core_->max_body_bytes) {
+        parser.reset();
+        RejectAndDiscard(peer, conn,
+                         Error{ErrorCode::kTooLarge, "body larger than " +
+                                                         std::to_string(core_->max_body_bytes) +
+                                                         " bytes"});
+        return;
+      }
+    }
+    if (auto expect = headers.tryGet<Http::Header::Expect>()) {
+      if (expect->expectation() == Http::Expectation::Continue) {
+        SendRaw(peer, std::string(kContinueResponse));
+      }
+    }
+  }
+
+  void RejectAndDiscard(const std::shared_ptr<Tcp::Peer>& peer, ConnState& conn,
+                        const Error& error) {
+    conn.discard = true;
+    peer->setIdle(true);
+    core_->ReplyError(peer, Route::kOther, Clock::now(), error, /*keep_alive=*/false);
+  }
+
+  void Recover(const std::shared_ptr<Tcp::Peer>& peer, ConnState* conn,
+               const std::shared_ptr<Http::RequestParser>& parser, const Error& error) {
+    try {
+      if (parser) parser->reset();
+      if (conn != nullptr && !conn->discard) RejectAndDiscard(peer, *conn, error);
+    } catch (...) {
+    }
+  }
+
+  std::shared_ptr<GatewayCore> core_;
+};
+
+}  // namespace
+
+void GatewayCore::Dispatch(const Http::Request& request,
+                                   const std::shared_ptr<Tcp::Peer>& peer, ConnState& conn) {
+  const auto start = Clock::now();
+  bool keep_alive = true;
+  try {
+    keep_alive = WantsKeepAlive(request);
+    // Idle in Pistache's sense: only its keep-alive timeout (set above the longest exchange)
+    // applies from now on, never the header timeout that would write a 408 into a stream.
+    peer->setIdle(true);
+    if (auto active = conn.active.lock(); active && !active->finished()) {
+      // Another request while one is still being answered (HTTP pipelining): answers could
+      // not be kept in order, so stop reading this connection; the first answer still goes out.
+      conn.discard = true;
+      return;
+    }
+
+    const std::string& path = request.resource();
+    const auto method = request.method();
+    auto method_not_allowed = [&](std::string_view allow) {
+      std::string header = "Allow: ";
+      header.append(allow).append("\r\n");
+      ReplyError(peer, Route::kOther, start,
+                 Error{ErrorCode::kMethodNotAllowed, "use " + std::string(allow) + " on " + path},
+                 keep_alive, header);
+    };
+
+    if (path == "/api/v1/query" || path == "/api/v1/query/stream") {
+      if (method != Http::Method::Post) return method_not_allowed("POST");
+      StartQuery(path == "/api/v1/query" ? ExchangeKind::kQuery : ExchangeKind::kStream, request,
+                 peer, conn, keep_alive, start);
+      return;
+    }
+    if (path.size() > kSessionPath.size() && path.compare(0, kSessionPath.size(), kSessionPath) == 0) {
+      if (method != Http::Method::Get && method != Http::Method::Delete) {
+        return method_not_allowed("GET, DELETE");
+      }
+      const std::string_view id = std::string_view(path).substr(kSessionPath.size());
+      const Route route = method == Http::Method::Get ? Route::kSessionGet : Route::kSessionDelete;
+      if (!IsValidSessionId(id)) {
+        return ReplyError(peer, route, start,
+                          Error{ErrorCode::kBadRequest,
+                                "session id " + Escaped(id, 160) +
+                                    " must be 1-128 characters of A-Z a-z 0-9 . _ : -"},
+                          keep_alive);
+      }
+      StartSession(
+          method == Http::Method::Get ? ExchangeKind::kSessionGet : ExchangeKind::kSessionDelete,
+          id, peer, conn, keep_alive, start);
+      return;
+    }
+    if (path == "/health") {
+      if (method != Http::Method::Get) return method_not_allowed("GET");
+      return Reply(peer, Route::kHealth, start, 200, kJsonType, R"({"status":"ok"})", keep_alive);
+    }
+    if (path == "/ready") {
+      if (method != Http::Method::Get) return method_not_allowed("GET");
+      return ServeReady(peer, start, keep_alive);
+    }
+    if (path == "/metrics") {
+      if (method != Http::Method::Get) return method_not_allowed("GET");
+      return Reply(peer, Route::kMetrics, start, 200, kPrometheusType, metrics.Render(Gauges()),
+                   keep_alive);
+    }
+    ReplyError(peer, Route::kOther, start,
+               Error{ErrorCode::kNotFound, "no such path: " + Escaped(path, 200)}, keep_alive);
+  } catch (const std::exception& e) {
+    spdlog::error("request handling failed: {}", e.what());
+    ReplyError(peer, Route::kOther, start, Error{ErrorCode::kInternal, "internal error"},
+               keep_alive);
+  }
+}
+
+void GatewayCore::ServeReady(const std::shared_ptr<Tcp::Peer>& peer,
+                                     Clock::time_point start, bool keep_alive) {
+  const auto g = Gauges();
+  const bool ready = g.nats_connected && g.lightweight_workers >= 1 && !g.draining;
+  std::string body = "{\"ready\":";
+  body.append(ready ? "true" : "false");
+  body.append(",\"nats\":").append(g.nats_connected ? "\"connected\"" : "\"disconnected\"");
+  body.append(",\"workers\":{\"lightweight\":").append(std::to_string(g.lightweight_workers));
+  body.append(",\"heavy\":").append(std::to_string(g.heavy_workers)).append("}");
+  if (g.draining) body.append(",\"draining\":true");
+  body.push_back('}');
+  Reply(peer, Route::kReady, start, ready ? 200 : 503, kJsonType, body, keep_alive);
+}
+
+void GatewayCore::StartQuery(ExchangeKind kind, const Http::Request& request,
+                                     const std::shared_ptr<Tcp::Peer>& peer, ConnState& conn,
+                                     bool keep_alive, Clock::time_point start) {
+  const Route route = RouteOf(kind);
+  const std::string& body = request.body();
+  if (body.size() > max_body_bytes) {
+    return ReplyError(
+        peer, route, start,
+        Error{ErrorCode::kTooLarge, "body larger than " + std::to_string(max_body_bytes) + " bytes"},
+        keep_alive);
+  }
+  v1::QueryRequest query;
+  if (auto status = ParseQueryBody(body, limits, &query); !status.ok()) {
+    return ReplyError(peer, route, start, status.error(), keep_alive);
+  }
+  if (draining.load(std::memory_order_relaxed)) {
+    return ReplyError(peer, route, start,
+                      Error{ErrorCode::kUnavailable, "the gateway is shutting down"}, false);
+  }
+  if (!nats->Connected()) {
+    return ReplyError(peer, route, start,
+                      Error{ErrorCode::kUnavailable, "not connected to NATS"}, keep_alive);
+  }
+  if (pools->Live("lightweight") == 0) {
+    return ReplyError(peer, route, start,
+                      Error{ErrorCode::kNoWorker, "no lightweight worker is running"}, keep_alive);
+  }
+
+  std::string request_id = ids.Next();
+  std::string traceparent;
+  if (auto raw = request.headers().tryGetRaw(kTraceparentName)) {
+    traceparent = TraceparentFor(raw->value());
+  } else {
+    traceparent = NewTraceparent();
+  }
+  query.set_request_id(request_id);
+  query.set_deadline_unix_ms(UnixMillisNow() + turn_timeout.count());
+  query.set_stream(kind == ExchangeKind::kStream);
+  query.set_traceparent(traceparent);
+  std::string payload;
+  query.SerializeToString(&payload);
+
+  Exchange::Params params;
+  params.kind = kind;
+  params.request_id = std::move(request_id);
+  params.session_id = query.session_id();
+  params.keep_alive = keep_alive;
+  params.start = start;
+  params.deadline = start + turn_timeout;
+  params.heartbeat = options.heartbeat;
+  auto exchange = std::make_shared<Exchange>(std::move(params), std::make_unique<PeerChannel>(peer));
+  if (kind == ExchangeKind::kStream) {
+    exchange->StartStream();
+    metrics.AddOpenStreams(1);
+  }
+  Launch(exchange, conn, query_subject, payload, traceparent);
+}
+
+void GatewayCore::StartSession(ExchangeKind kind, std::string_view session_id,
+                                       const std::shared_ptr<Tcp::Peer>& peer, ConnState& conn,
+                                       bool keep_alive, Clock::time_point start) {
+  const Route route = RouteOf(kind);
+  if (draining.load(std::memory_order_relaxed)) {
+    return ReplyError(peer, route, start,
+                      Error{ErrorCode::kUnavailable, "the gateway is shutting down"}, false);
+  }
+  if (!nats->Connected()) {
+    return ReplyError(peer, route, start,
+                      Error{ErrorCode::kUnavailable, "not connected to NATS"}, keep_alive);
+  }
+  std::string request_id = ids.Next();
+  v1::SessionRequest session;
+  session.set_session_id(std::string(session_id));
+  session.set_request_id(request_id);
+  std::string payload;
+  session.SerializeToString(&payload);
+
+  Exchange::Params params;
+  params.kind = kind;
+  params.request_id = std::move(request_id);
+  params.session_id = std::string(session_id);
+  params.keep_alive = keep_alive;
+  params.start = start;
+  params.deadline = start + options.session_timeout;
+  auto exchange = std::make_shared<Exchange>(std::move(params), std::make_unique<PeerChannel>(peer));
+  Launch(exchange, conn,
+         kind == ExchangeKind::kSessionGet ? session_get_subject : session_delete_subject, payload,
+         NewTraceparent());
+}
+
+void GatewayCore::Launch(const std::shared_ptr<Exchange>& exchange, ConnState& conn,
+                                 const std::string& subject, const std::string& payload,
+                                 const std::string& traceparent) {
+  const std::string& request_id = exchange->request_id();
+  metrics.AddInFlight(1);
+  if (!table.Insert(request_id, exchange)) {
+    // Cannot happen with RequestIdGenerator; fail loudly rather than cross answers.
+    Settle(exchange, exchange->Fail(Error{ErrorCode::kInternal, "duplicate request id"}));
+    return;
+  }
+  conn.active = exchange;
+  std::string reply;
+  reply.reserve(inbox.size() + 1 + request_id.size());
+  reply.append(inbox).append(".").append(request_id);
+  auto status = nats->Publish(subject, payload, reply,
+                              {{kRequestIdHeader, request_id}, {kTraceparentHeader, traceparent}});
+  if (!status.ok()) {
+    Settle(exchange, exchange->Fail(Error{ErrorCode::kUnavailable, "could not publish: " +
+                                                                       status.error().message}));
+  }
+}
+
+void GatewayCore::OnInbox(const NatsMsgView& msg) {
+  const std::string_view subject = msg.subject();
+  const std::string_view request_id = subject.substr(subject.rfind('.') + 1);
+  auto exchange = table.Find(request_id);
+  metrics.CountInboxMessage(exchange != nullptr);
+  if (!exchange) return;  // late event of a finished request
+  ExchangeOutcome outcome;
+  if (natsMsg_IsNoResponders(msg.raw())) {
+    outcome = exchange->OnNoResponders();
+  } else if (exchange->kind() == ExchangeKind::kSessionGet ||
+             exchange->kind() == ExchangeKind::kSessionDelete) {
+    thread_local v1::SessionReply reply;
+    const auto data = msg.data();
+    if (reply.ParseFromArray(data.data(), static_cast<int>(data.size()))) {
+      outcome = exchange->OnSessionReply(reply);
+    } else {
+      outcome = exchange->Fail(Error{ErrorCode::kInternal, "undecodable session reply"});
+    }
+  } else {
+    thread_local v1::QueryEvent event;
+    const auto data = msg.data();
+    if (event.ParseFromArray(data.data(), static_cast<int>(data.size()))) {
+      outcome = exchange->OnEvent(event);
+    } else {
+      outcome = exchange->Fail(Error{ErrorCode::kInternal, "undecodable event from a worker"});
+    }
+  }
+  Settle(exchange, outcome);
+}
+
+/// Owns everything; destruction order matters (see Stop).
+struct GatewayServer::Impl {
+  std::shared_ptr<GatewayCore> core;
+  std::unique_ptr<Http::Endpoint> endpoint;
+  int port = 0;
+
+  std::thread ticker;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool stop_ticker = false;
+  bool stopped = false;
+
+  void RunTicker(std::chrono::milliseconds period) {
+    std::unique_lock lock(mu);
+    while (!stop_ticker) {
+      cv.wait_for(lock, period, [this] { return stop_ticker; });
+      if (stop_ticker) break;
+      lock.unlock();
+      try {
+        core->Tick();
+      } catch (const std::exception& e) {
+        spdlog::error("ticker: {}", e.what());
+      }
+      lock.lock();
+    }
+  }
+};
+
+GatewayServer::GatewayServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+GatewayServer::~GatewayServer() { Stop(); }
+
+int GatewayServer::port() const { return impl_->port; }
+
+std::size_t GatewayServer::InFlight() const { return impl_->core->table.size(); }
+
+Result<std::unique_ptr<GatewayServer>> GatewayServer::Start(GatewayOptions options) {
+  if (!options.config) return Error{ErrorCode::kBadRequest, "no configuration given"};
+  auto listen = ParseHostPort(options.listen);
+  if (!listen.ok()) return Error{ErrorCode::kBadRequest, "--listen: " + listen.error().message};
+  if (options.threads < 1) options.threads = 1;
+
+  auto core = std::make_shared<GatewayCore>();
+  core->options = options;
+  core->config = options.config;
+  const Config& config = *options.config;
+  core->limits.max_message_chars = config.gateway.max_message_chars;
+  core->max_body_bytes = config.gateway.max_body_bytes;
+  core->turn_timeout = config.agent.turn_timeout;
+  const std::string& prefix = config.subject_prefix;
+  core->query_subject = prefix + ".query";
+  core->session_get_subject = prefix + ".session.get";
+  core->session_delete_subject = prefix + ".session.delete";
+  core->cancel_prefix = prefix + ".cancel.";
+
+  NatsOptions nats_options;
+  nats_options.url = options.nats_url;
+  nats_options.name = "wf-gateway";
+  auto nats = NatsConnection::Connect(std::move(nats_options));
+  if (!nats.ok()) return nats.error();
+  core->nats = std::move(nats).value();
+
+  core->inbox = NatsConnection::NewInbox();
+  GatewayCore* raw_core = core.get();
+  auto sub = core->nats->Subscribe(core->inbox + ".*",
+                                   [raw_core](const NatsMsgView& msg) { raw_core->OnInbox(msg); });
+  if (!sub.ok()) return sub.error();
+  core->inbox_sub = std::move(sub).value();
+
+  core->pools = std::make_unique<PoolMonitor>(
+      *core->nats, std::vector<std::string>{"lightweight", "heavy"}, options.pool_ping_interval);
+  if (auto status = core->pools->Start(); !status.ok()) return status.error();
+  (void)core->nats->Flush(std::chrono::milliseconds(2000));
+
+  auto impl = std::make_unique<Impl>();
+  impl->core = core;
+
+  // The longest an exchange can wait; Pistache's idle timeout must stay above it, since it
+  // closes idle connections without notifying the handler (see README.md).
+  const auto longest = std::max<std::chrono::milliseconds>(core->turn_timeout,
+                                                           options.session_timeout) +
+                       std::chrono::seconds(60);
+  const auto keep_alive = std::max<std::chrono::milliseconds>(kMinKeepAlive, longest);
+  try {
+    impl->endpoint = std::make_unique<Http::Endpoint>(Pistache::Address(options.listen));
+    auto flags = Pistache::Flags<Tcp::Options>(Tcp::Options::ReuseAddr) | Tcp::Options::NoDelay;
+    auto opts = Http::Endpoint::options()
+                    .threads(options.threads)
+                    .flags(flags)
+                    .backlog(1024)
+                    .maxRequestSize(core->max_body_bytes + kHeaderAllowance)
+                    .headerTimeout(kHeaderTimeout)
+                    .bodyTimeout(kHeaderTimeout)
+                    .keepaliveTimeout(keep_alive);
+    impl->endpoint->init(opts);
+    impl->endpoint->setHandler(std::make_shared<GatewayHttpHandler>(core));
+    impl->endpoint->serveThreaded();
+    impl->port = static_cast<int>(static_cast<uint16_t>(impl->endpoint->getPort()));
+  } catch (const std::exception& e) {
+    if (impl->endpoint) {
+      try {
+        impl->endpoint->shutdown();
+      } catch (...) {
+      }
+      impl->endpoint.reset();
+    }
+    core->pools->Stop();
+    core->inbox_sub.Unsubscribe();
+    return Error{ErrorCode::kUnavailable, "cannot listen on " + options.listen + ": " + e.what()};
+  }
+
+  const auto period = std::clamp<std::chrono::milliseconds>(options.heartbeat / 4,
+                                                            std::chrono::milliseconds(5),
+                                                            std::chrono::milliseconds(100));
+  Impl* raw_impl = impl.get();
+  impl->ticker = std::thread([raw_impl, period] { raw_impl->RunTicker(period); });
+  spdlog::info("wf-gateway listening on {} (port {}), {} threads, inbox {}.*, subjects {}.*",
+               options.listen, impl->port, options.threads, core->inbox, prefix);
+  return std::unique_ptr<GatewayServer>(new GatewayServer(std::move(impl)));
+}
+
+void GatewayServer::Drain(std::chrono::milliseconds grace) {
+  GatewayCore& core = *impl_->core;
+  core.draining.store(true);
+  const auto until = Clock::now() + grace;
+  spdlog::info("draining: {} request(s) in flight, waiting up to {} ms", core.table.size(),
+               grace.count());
+  while (core.table.size() > 0 && Clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  if (core.table.size() > 0) {
+    spdlog::warn("drain period over: ending {} request(s)", core.table.size());
+  }
+  Stop();
+}
+
+void GatewayServer::Stop() {
+  if (!impl_) return;
+  {
+    std::lock_guard lock(impl_->mu);
+    if (impl_->stopped) return;
+    impl_->stopped = true;
+    impl_->stop_ticker = true;
+  }
+  impl_->cv.notify_all();
+  if (impl_->ticker.joinable()) impl_->ticker.join();
+  GatewayCore& core = *impl_->core;
+  core.draining.store(true);
+
+  // End what is left, while the HTTP threads still run to write it out.
+  const Error shutting_down{ErrorCode::kUnavailable, "the gateway is shutting down"};
+  for (const auto& exchange : core.table.Snapshot()) {
+    core.Settle(exchange, exchange->Fail(shutting_down));
+  }
+  // No more events: after this no thread but Pistache's own touches a connection.
+  core.inbox_sub.Unsubscribe();
+  core.pools->Stop();
+  (void)core.nats->Flush(std::chrono::milliseconds(1000));
+  // Give the transports a moment to write the last answers before their loops stop.
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  if (impl_->endpoint) {
+    try {
+      impl_->endpoint->shutdown();
+    } catch (...) {
+    }
+    // Exchanges created by a request that raced with shutdown must not outlive the transports.
+    for (const auto& exchange : core.table.Snapshot()) {
+      core.Settle(exchange, exchange->OnClientGone());
+    }
+    impl_->endpoint.reset();
+  }
+  spdlog::info("wf-gateway stopped");
+}
+
+}  // namespace wf

@@ -1,0 +1,40 @@
+#pragma once
+
+#include <string>
+#include <string_view>
+
+namespace wf {
+
+/// Content types the gateway answers with.
+inline constexpr std::string_view kJsonType = "application/json";
+inline constexpr std::string_view kPrometheusType = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The interim answer to `Expect: 100-continue`.
+inline constexpr std::string_view kContinueResponse = "HTTP/1.1 100 Continue\r\n\r\n";
+
+/// The chunk that ends a chunked body.
+inline constexpr std::string_view kLastChunk = "0\r\n\r\n";
+
+/// "OK", "Not Found", ...; "Unknown" for codes the gateway never sends.
+std::string_view ReasonPhrase(int status);
+
+/// A complete HTTP/1.1 response with Content-Length. The gateway writes responses itself (not
+/// through Pistache's ResponseWriter) so that any thread can produce them and so that
+/// `Connection` follows HTTP/1.1 (keep-alive unless the client asked to close).
+///   `request_id`: non-empty adds `X-Request-Id`.
+///   `extra_headers`: complete header lines, each ending in "\r\n" (e.g. "Allow: GET\r\n").
+/// Pure; any thread.
+std::string FormatHttpResponse(int status, std::string_view content_type, std::string_view body,
+                               std::string_view request_id, bool keep_alive,
+                               std::string_view extra_headers = {});
+
+/// The head of a Server-Sent Events answer: 200, `text/event-stream`, chunked, no caching or
+/// proxy buffering, `X-Request-Id`, and `Connection: close` so that the client closes the
+/// connection when the stream ends (the gateway never closes sockets from other threads).
+std::string FormatSseHead(std::string_view request_id);
+
+/// Appends `data` as one HTTP/1.1 chunk (hex size, CRLF, data, CRLF). Empty data appends nothing
+/// (an empty chunk would end the body).
+void AppendChunk(std::string* out, std::string_view data);
+
+}  // namespace wf

@@ -1,0 +1,26 @@
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+namespace wf {
+
+/// Appends `text` as a JSON string literal (with quotes) to `out`. Escapes `"`, `\` and control
+/// characters; invalid UTF-8 bytes become U+FFFD, so the output is always valid JSON whatever the
+/// input. Pure, any thread; allocates only by growing `out`.
+void AppendJsonString(std::string* out, std::string_view text);
+
+/// Number of Unicode code points in `text`, which must be valid UTF-8 (counts lead bytes).
+std::size_t Utf8CodePoints(std::string_view text);
+
+/// `text` cut to at most `max_bytes` bytes without splitting a UTF-8 sequence, for quoting
+/// client input in error messages.
+std::string_view Utf8Prefix(std::string_view text, std::size_t max_bytes);
+
+/// The deepest nesting of JSON arrays and objects in `text` (brackets inside strings are
+/// skipped), or `cap + 1` as soon as it exceeds `cap`. Linear, no allocation; `text` need not be
+/// valid JSON.
+int JsonNestingDepth(std::string_view text, int cap);
+
+}  // namespace wf

@@ -1,0 +1,83 @@
+// wf-gateway: HTTP + SSE in, NATS out. Parses flags, loads the config, runs GatewayServer until
+// SIGTERM/SIGINT, then drains.
+#include <spdlog/spdlog.h>
+
+#include <csignal>
+#include <cstdio>
+#include <pthread.h>
+#include <thread>
+
+#include "cli/command_line.h"
+#include "config/config.h"
+#include "gateway/gateway_server.h"
+
+namespace {
+
+std::vector<wf::FlagSpec> GatewayFlags() {
+  std::vector<wf::FlagSpec> flags = wf::CommonFlags();
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  flags.push_back({"listen", "WF_LISTEN", "0.0.0.0:8000", "HOST:PORT to serve HTTP on"});
+  flags.push_back({"threads", "WF_THREADS", std::to_string(cores), "HTTP worker threads"});
+  flags.push_back({"heartbeat-ms", "WF_HEARTBEAT_MS", "15000",
+                   "SSE heartbeat comment after this many ms of silence"});
+  flags.push_back({"drain-ms", "WF_DRAIN_MS", "30000",
+                   "on SIGTERM, wait this long for open requests and streams to finish"});
+  return flags;
+}
+
+int Fail(const std::string& line, int code = 1) {
+  std::fprintf(stderr, "wf-gateway: %s\n", line.c_str());
+  return code;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Block the termination signals before any thread exists, so only sigwait below sees them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  wf::CommandLine command_line("wf-gateway",
+                               "HTTP/SSE front end: publishes queries on NATS and streams the "
+                               "answers back.",
+                               GatewayFlags());
+  auto parsed = command_line.Parse(argc, argv);
+  if (parsed.exit_code) return *parsed.exit_code;
+  if (!parsed.flags) return Fail(parsed.error, 2);
+  const wf::Flags& flags = *parsed.flags;
+  wf::InitLogging("wf-gateway", flags.Get("log-level"));
+
+  auto threads = flags.GetInt("threads", 1, 1024);
+  if (!threads.ok()) return Fail(threads.error().message, 2);
+  auto heartbeat = flags.GetInt("heartbeat-ms", 10, 3600000);
+  if (!heartbeat.ok()) return Fail(heartbeat.error().message, 2);
+  auto drain = flags.GetInt("drain-ms", 0, 3600000);
+  if (!drain.ok()) return Fail(drain.error().message, 2);
+  if (auto listen = wf::ParseHostPort(flags.Get("listen")); !listen.ok()) {
+    return Fail("--listen: " + listen.error().message, 2);
+  }
+
+  auto config = wf::LoadConfigFile(flags.Get("config"));
+  if (!config.ok()) return Fail("invalid config: " + config.error().message);
+
+  wf::GatewayOptions options;
+  options.listen = flags.Get("listen");
+  options.threads = static_cast<int>(*threads);
+  options.heartbeat = std::chrono::milliseconds(*heartbeat);
+  options.nats_url = flags.Get("nats-url");
+  options.config = *config;
+  auto server = wf::GatewayServer::Start(std::move(options));
+  if (!server.ok()) return Fail(server.error().message);
+
+  int sig = 0;
+  while (sigwait(&signals, &sig) != 0) {
+  }
+  spdlog::info("signal {}: draining for up to {} ms", sig, *drain);
+  (*server)->Drain(std::chrono::milliseconds(*drain));
+  server->reset();
+  return 0;
+}

@@ -1,0 +1,133 @@
+#include "gateway/query_body.h"
+
+#include <nlohmann/json.hpp>
+
+#include <string>
+
+#include "codec/json_struct.h"
+#include "gateway/ids.h"
+#include "gateway/json_text.h"
+
+namespace wf {
+namespace {
+
+using nlohmann::json;
+
+constexpr std::string_view kAllowedFields = "message, session_id, user_id, parameters";
+
+Status FieldError(std::string_view field, std::string_view problem) {
+  std::string message;
+  message.reserve(field.size() + problem.size() + 2);
+  message.append(field).append(": ").append(problem);
+  return Status(ErrorCode::kBadRequest, std::move(message));
+}
+
+const char* TypeName(const json& value) {
+  switch (value.type()) {
+    case json::value_t::null: return "null";
+    case json::value_t::object: return "an object";
+    case json::value_t::array: return "an array";
+    case json::value_t::string: return "a string";
+    case json::value_t::boolean: return "a boolean";
+    case json::value_t::number_integer:
+    case json::value_t::number_unsigned:
+    case json::value_t::number_float: return "a number";
+    default: return "not a JSON value";
+  }
+}
+
+}  // namespace
+
+Status ParseQueryBody(std::string_view body, const QueryBodyLimits& limits,
+                      v1::QueryRequest* out) {
+  if (JsonNestingDepth(body, limits.max_nesting) > limits.max_nesting) {
+    return Status(ErrorCode::kBadRequest, "body: JSON nested deeper than " +
+                                              std::to_string(limits.max_nesting) + " levels");
+  }
+  json doc = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (doc.is_discarded()) {
+    // Parse again with exceptions only on this (rare) path, for a message with the position.
+    std::string reason = "malformed";
+    try {
+      json ignored = json::parse(body);
+      (void)ignored;
+    } catch (const json::exception& e) {
+      reason = e.what();
+    }
+    return Status(ErrorCode::kInvalidJson, "body is not valid JSON: " + reason);
+  }
+  if (!doc.is_object()) {
+    return Status(ErrorCode::kBadRequest,
+                  std::string("body must be a JSON object, not ") + TypeName(doc));
+  }
+
+  json* message = nullptr;
+  json* session_id = nullptr;
+  json* user_id = nullptr;
+  json* parameters = nullptr;
+  for (auto it = doc.begin(); it != doc.end(); ++it) {
+    const std::string& key = it.key();
+    if (key == "message") {
+      message = &it.value();
+    } else if (key == "session_id") {
+      session_id = &it.value();
+    } else if (key == "user_id") {
+      user_id = &it.value();
+    } else if (key == "parameters") {
+      parameters = &it.value();
+    } else {
+      std::string text = "unknown field ";
+      AppendJsonString(&text, Utf8Prefix(key, 64));
+      text.append(" (allowed: ").append(kAllowedFields).append(")");
+      return Status(ErrorCode::kBadRequest, std::move(text));
+    }
+  }
+
+  if (message == nullptr) return FieldError("message", "required");
+  if (!message->is_string()) {
+    return FieldError("message", std::string("must be a string, not ") + TypeName(*message));
+  }
+  const auto& message_text = message->get_ref<const std::string&>();
+  if (message_text.empty()) return FieldError("message", "must not be empty");
+  if (Utf8CodePoints(message_text) > limits.max_message_chars) {
+    return FieldError("message", "longer than " + std::to_string(limits.max_message_chars) +
+                                     " characters");
+  }
+
+  if (session_id == nullptr) return FieldError("session_id", "required");
+  if (!session_id->is_string()) {
+    return FieldError("session_id",
+                      std::string("must be a string, not ") + TypeName(*session_id));
+  }
+  const auto& session_text = session_id->get_ref<const std::string&>();
+  if (!IsValidSessionId(session_text)) {
+    return FieldError("session_id", "must be 1-128 characters of A-Z a-z 0-9 . _ : -");
+  }
+
+  if (user_id != nullptr && !user_id->is_null()) {
+    if (!user_id->is_string()) {
+      return FieldError("user_id", std::string("must be a string, not ") + TypeName(*user_id));
+    }
+    if (Utf8CodePoints(user_id->get_ref<const std::string&>()) > limits.max_user_id_chars) {
+      return FieldError("user_id", "longer than " + std::to_string(limits.max_user_id_chars) +
+                                       " characters");
+    }
+  }
+
+  if (parameters != nullptr && !parameters->is_null() && !parameters->is_object()) {
+    return FieldError("parameters",
+                      std::string("must be a JSON object, not ") + TypeName(*parameters));
+  }
+
+  out->set_message(std::move(message->get_ref<std::string&>()));
+  out->set_session_id(std::move(session_id->get_ref<std::string&>()));
+  if (user_id != nullptr && user_id->is_string()) {
+    out->set_user_id(std::move(user_id->get_ref<std::string&>()));
+  }
+  if (parameters != nullptr && parameters->is_object() && !parameters->empty()) {
+    *out->mutable_parameters() = JsonToStruct(*parameters);
+  }
+  return Status::Ok();
+}
+
+}  // namespace wf

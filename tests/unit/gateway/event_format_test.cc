@@ -1,0 +1,233 @@
+#include "gateway/event_format.h"
+
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "gateway/http_response.h"
+#include "gateway/json_text.h"
+
+namespace wf {
+namespace {
+
+using nlohmann::json;
+
+v1::Final FlowFinal() {
+  v1::Final f;
+  f.set_answer("订单 42: shipped");
+  f.set_route("flow");
+  f.set_flow_id("order_status");
+  f.set_run_id("run-1");
+  f.set_session_id("s1");
+  (*f.mutable_parameters()->mutable_fields())["order_id"].set_string_value("42");
+  (*f.mutable_parameters()->mutable_fields())["days"].set_number_value(3);
+  return f;
+}
+
+v1::Final AgentFinal() {
+  v1::Final f;
+  f.set_answer("Hello \"there\"\n");
+  f.set_route("agent");
+  f.set_run_id("run-2");
+  f.mutable_usage()->set_prompt_tokens(10);
+  f.mutable_usage()->set_completion_tokens(5);
+  f.mutable_usage()->set_total_tokens(15);
+  return f;
+}
+
+TEST(AnswerJson, FlowShape) {
+  json j = json::parse(AnswerJson(FlowFinal(), "req-1", "fallback"));
+  EXPECT_EQ(j["session_id"], "s1");
+  EXPECT_EQ(j["message"], "订单 42: shipped");
+  EXPECT_EQ(j["status"], "success");
+  EXPECT_EQ(j["routed_to"], "lightweight");
+  EXPECT_EQ(j["flow_id"], "order_status");
+  EXPECT_EQ(j["request_id"], "req-1");
+  EXPECT_EQ(j["run_id"], "run-1");
+  EXPECT_EQ(j["parameters"], (json{{"order_id", "42"}, {"days", 3}}));
+  EXPECT_FALSE(j.contains("usage"));
+}
+
+TEST(AnswerJson, AgentShape) {
+  json j = json::parse(AnswerJson(AgentFinal(), "req-2", "fallback"));
+  EXPECT_EQ(j["session_id"], "fallback");
+  EXPECT_EQ(j["message"], "Hello \"there\"\n");
+  EXPECT_EQ(j["routed_to"], "heavy");
+  EXPECT_EQ(j["run_id"], "run-2");
+  EXPECT_EQ(j["usage"], (json{{"prompt_tokens", 10}, {"completion_tokens", 5}, {"total_tokens", 15}}));
+  EXPECT_FALSE(j.contains("flow_id"));
+  EXPECT_FALSE(j.contains("parameters"));
+}
+
+TEST(AnswerJson, RunIdDefaultsToRequestIdAndCancelledIsReported) {
+  v1::Final f = FlowFinal();
+  f.clear_run_id();
+  f.set_cancelled(true);
+  json j = json::parse(AnswerJson(f, "req-3", "s"));
+  EXPECT_EQ(j["run_id"], "req-3");
+  EXPECT_EQ(j["status"], "cancelled");
+}
+
+TEST(JsonText, EscapesAndRepairsUtf8) {
+  std::string out;
+  static const char kInput[] = "a\"b\\c\n\t\x01 é 中 \xff\xc3(";
+  AppendJsonString(&out, std::string_view(kInput, sizeof kInput - 1));
+  json j = json::parse(out);  // must be valid JSON
+  EXPECT_EQ(j.get<std::string>(), "a\"b\\c\n\t\x01 é 中 \xEF\xBF\xBD\xEF\xBF\xBD(");
+  // Overlong and surrogate encodings are replaced too.
+  out.clear();
+  AppendJsonString(&out, "\xc0\xaf \xed\xa0\x80 \xf4\x90\x80\x80");
+  EXPECT_FALSE(json::parse(out, nullptr, false).is_discarded());
+  EXPECT_EQ(Utf8CodePoints("请假 ok"), 5u);
+  EXPECT_EQ(Utf8Prefix("中文", 4), "中");
+}
+
+TEST(JsonText, NestingDepth) {
+  EXPECT_EQ(JsonNestingDepth(R"({"a":[1,{"b":[]}]})", 10), 4);
+  EXPECT_EQ(JsonNestingDepth(R"({"a":"[[[[\"[["})", 10), 1);
+  EXPECT_EQ(JsonNestingDepth("[[[[[[", 3), 4);
+  EXPECT_EQ(JsonNestingDepth("", 3), 0);
+}
+
+/// Splits "event: x\ndata: y\n\n" into (x, parsed y).
+std::pair<std::string, json> ParseSse(const std::string& frame) {
+  EXPECT_EQ(frame.rfind("event: ", 0), 0u) << frame;
+  auto nl = frame.find('\n');
+  std::string name = frame.substr(7, nl - 7);
+  EXPECT_EQ(frame.compare(nl + 1, 6, "data: "), 0) << frame;
+  auto end = frame.find('\n', nl + 1);
+  EXPECT_EQ(frame.substr(end), "\n\n");
+  return {name, json::parse(frame.substr(nl + 7, end - nl - 7))};
+}
+
+TEST(Sse, FramesEveryEventKind) {
+  v1::QueryEvent e;
+  std::string out;
+
+  e.set_token("Hel\nlo");
+  ASSERT_TRUE(AppendSseForEvent(&out, e, "r", "s"));
+  auto [name, data] = ParseSse(out);
+  EXPECT_EQ(name, "token");
+  EXPECT_EQ(data, (json{{"token", "Hel\nlo"}}));
+
+  out.clear();
+  e.mutable_tool_call()->set_id("call_1");
+  e.mutable_tool_call()->set_name("weather");
+  e.mutable_tool_call()->set_arguments_json(R"({"city":"Paris"})");
+  e.mutable_tool_call()->set_kind("tool");
+  ASSERT_TRUE(AppendSseForEvent(&out, e, "r", "s"));
+  std::tie(name, data) = ParseSse(out);
+  EXPECT_EQ(name, "tool_call");
+  EXPECT_EQ(data, (json{{"id", "call_1"}, {"name", "weather"}, {"arguments", R"({"city":"Paris"})"},
+                        {"kind", "tool"}}));
+
+  out.clear();
+  auto* result = e.mutable_tool_result();
+  result->set_call_id("call_1");
+  result->set_name("weather");
+  result->set_ok(false);
+  result->set_content("");
+  result->mutable_error()->set_code("upstream_timeout");
+  result->mutable_error()->set_message("slow");
+  ASSERT_TRUE(AppendSseForEvent(&out, e, "r", "s"));
+  std::tie(name, data) = ParseSse(out);
+  EXPECT_EQ(name, "tool_result");
+  EXPECT_EQ(data["ok"], false);
+  EXPECT_EQ(data["error"], (json{{"code", "upstream_timeout"}, {"message", "slow"}}));
+
+  out.clear();
+  result->set_ok(true);
+  result->set_content("sunny");
+  result->clear_error();
+  ASSERT_TRUE(AppendSseForEvent(&out, e, "r", "s"));
+  std::tie(name, data) = ParseSse(out);
+  EXPECT_FALSE(data.contains("error"));
+  EXPECT_EQ(data["content"], "sunny");
+
+  out.clear();
+  *e.mutable_final() = AgentFinal();
+  ASSERT_TRUE(AppendSseForEvent(&out, e, "req-9", "s"));
+  std::tie(name, data) = ParseSse(out);
+  EXPECT_EQ(name, "done");
+  EXPECT_EQ(data["request_id"], "req-9");
+  EXPECT_EQ(data["run_id"], "run-2");
+
+  out.clear();
+  e.mutable_error()->set_code("no_agent_worker");
+  e.mutable_error()->set_message("none");
+  ASSERT_TRUE(AppendSseForEvent(&out, e, "r", "s"));
+  std::tie(name, data) = ParseSse(out);
+  EXPECT_EQ(name, "error");
+  EXPECT_EQ(data, (json{{"error", {{"code", "no_agent_worker"}, {"message", "none"}}}}));
+
+  out.clear();
+  EXPECT_FALSE(AppendSseForEvent(&out, v1::QueryEvent(), "r", "s"));
+  EXPECT_TRUE(out.empty());
+}
+
+TEST(ErrorFromWire, MapsThroughTheErrorTable) {
+  v1::Error e;
+  e.set_code("upstream_timeout");
+  EXPECT_EQ(HttpStatus(ErrorFromWire(e).code), 504);
+  EXPECT_EQ(ErrorFromWire(e).message, "upstream_timeout");
+  e.set_code("something_new");
+  EXPECT_EQ(HttpStatus(ErrorFromWire(e).code), 500);
+}
+
+TEST(SessionJson, HistoryAndDelete) {
+  v1::SessionHistory h;
+  h.set_turn_count(1);
+  h.set_created_unix_ms(1000);
+  h.set_updated_unix_ms(2000);
+  auto* user = h.add_messages();
+  user->set_role("user");
+  user->set_content("weather?");
+  user->set_created_unix_ms(1000);
+  user->set_run_id("run-1");
+  auto* assistant = h.add_messages();
+  assistant->set_role("assistant");
+  auto* call = assistant->add_tool_calls();
+  call->set_id("c1");
+  call->set_name("weather");
+  call->set_arguments_json("{}");
+  call->set_kind("tool");
+  auto* tool = h.add_messages();
+  tool->set_role("tool");
+  tool->set_name("weather");
+  tool->set_tool_call_id("c1");
+  tool->set_content("sunny");
+  json j = json::parse(SessionHistoryJson(h, "sess"));
+  EXPECT_EQ(j["session_id"], "sess");
+  EXPECT_EQ(j["turn_count"], 1);
+  EXPECT_EQ(j["created_unix_ms"], 1000);
+  EXPECT_EQ(j["updated_unix_ms"], 2000);
+  ASSERT_EQ(j["messages"].size(), 3u);
+  EXPECT_EQ(j["messages"][0], (json{{"role", "user"}, {"content", "weather?"},
+                                    {"created_unix_ms", 1000}, {"run_id", "run-1"}}));
+  EXPECT_EQ(j["messages"][1]["tool_calls"][0]["name"], "weather");
+  EXPECT_EQ(j["messages"][2]["tool_call_id"], "c1");
+  EXPECT_EQ(j["messages"][2]["name"], "weather");
+  EXPECT_EQ(json::parse(SessionDeletedJson("sess")), (json{{"session_id", "sess"}, {"deleted", true}}));
+}
+
+TEST(HttpResponse, FormatsHeadersAndChunks) {
+  std::string r = FormatHttpResponse(404, kJsonType, "{}", "rid", true, "Allow: GET\r\n");
+  EXPECT_EQ(r,
+            "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 2\r\n"
+            "X-Request-Id: rid\r\nAllow: GET\r\nConnection: keep-alive\r\n\r\n{}");
+  EXPECT_NE(FormatHttpResponse(200, kJsonType, "", "", false).find("Connection: close\r\n\r\n"),
+            std::string::npos);
+  std::string head = FormatSseHead("rid");
+  EXPECT_NE(head.find("Content-Type: text/event-stream"), std::string::npos);
+  EXPECT_NE(head.find("Transfer-Encoding: chunked\r\n"), std::string::npos);
+  EXPECT_NE(head.find("X-Request-Id: rid\r\n"), std::string::npos);
+  std::string chunk;
+  AppendChunk(&chunk, std::string(26, 'x'));
+  EXPECT_EQ(chunk, "1a\r\n" + std::string(26, 'x') + "\r\n");
+  chunk.clear();
+  AppendChunk(&chunk, "");
+  EXPECT_TRUE(chunk.empty());
+}
+
+}  // namespace
+}  // namespace wf

@@ -1,0 +1,351 @@
+#include "gateway/exchange.h"
+
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+#include <thread>
+#include <vector>
+
+#include "gateway/exchange_table.h"
+
+namespace wf {
+namespace {
+
+using nlohmann::json;
+using std::chrono::milliseconds;
+using Clock = std::chrono::steady_clock;
+
+/// Records what the exchange sends.
+struct Capture {
+  std::mutex mu;
+  std::vector<std::string> sends;
+  std::string All() {
+    std::lock_guard lock(mu);
+    std::string all;
+    for (const auto& s : sends) all += s;
+    return all;
+  }
+  std::size_t Count() {
+    std::lock_guard lock(mu);
+    return sends.size();
+  }
+};
+
+class CaptureChannel : public ClientChannel {
+ public:
+  explicit CaptureChannel(std::shared_ptr<Capture> capture) : capture_(std::move(capture)) {}
+  void Send(std::string bytes) override {
+    std::lock_guard lock(capture_->mu);
+    capture_->sends.push_back(std::move(bytes));
+  }
+
+ private:
+  std::shared_ptr<Capture> capture_;
+};
+
+struct Fixture {
+  std::shared_ptr<Capture> capture = std::make_shared<Capture>();
+  Clock::time_point start = Clock::now();
+  std::unique_ptr<Exchange> exchange;
+
+  explicit Fixture(ExchangeKind kind, bool keep_alive = true, milliseconds deadline = milliseconds(1000),
+                   milliseconds heartbeat = milliseconds(200)) {
+    Exchange::Params p;
+    p.kind = kind;
+    p.request_id = "REQ123";
+    p.session_id = "sess";
+    p.keep_alive = keep_alive;
+    p.start = start;
+    p.deadline = start + deadline;
+    p.heartbeat = heartbeat;
+    exchange = std::make_unique<Exchange>(p, std::make_unique<CaptureChannel>(capture));
+  }
+};
+
+struct HttpParts {
+  int status = 0;
+  std::string head;
+  std::string body;
+};
+
+HttpParts SplitHttp(const std::string& bytes) {
+  HttpParts parts;
+  auto end = bytes.find("\r\n\r\n");
+  EXPECT_NE(end, std::string::npos) << bytes;
+  parts.head = bytes.substr(0, end + 2);
+  parts.body = bytes.substr(end + 4);
+  parts.status = std::stoi(bytes.substr(9, 3));
+  return parts;
+}
+
+/// Decodes a chunked body; `complete` tells whether the last chunk was seen.
+std::string Dechunk(const std::string& body, bool* complete) {
+  std::string out;
+  std::size_t pos = 0;
+  *complete = false;
+  while (pos < body.size()) {
+    auto nl = body.find("\r\n", pos);
+    std::size_t n = std::stoul(body.substr(pos, nl - pos), nullptr, 16);
+    if (n == 0) {
+      *complete = body.substr(nl) == "\r\n\r\n";
+      break;
+    }
+    out += body.substr(nl + 2, n);
+    EXPECT_EQ(body.substr(nl + 2 + n, 2), "\r\n");
+    pos = nl + 2 + n + 2;
+  }
+  return out;
+}
+
+v1::QueryEvent Token(const std::string& text) {
+  v1::QueryEvent e;
+  e.set_request_id("REQ123");
+  e.set_token(text);
+  return e;
+}
+
+v1::QueryEvent FinalEvent() {
+  v1::QueryEvent e;
+  e.set_request_id("REQ123");
+  e.mutable_final()->set_answer("done!");
+  e.mutable_final()->set_route("agent");
+  e.mutable_final()->set_run_id("run-7");
+  return e;
+}
+
+v1::QueryEvent ErrorEvent(const std::string& code) {
+  v1::QueryEvent e;
+  e.mutable_error()->set_code(code);
+  e.mutable_error()->set_message("it failed");
+  return e;
+}
+
+TEST(Exchange, QueryAnswersOnFinalOnly) {
+  Fixture f(ExchangeKind::kQuery);
+  EXPECT_FALSE(f.exchange->OnEvent(Token("ignored")).finished);
+  EXPECT_EQ(f.capture->Count(), 0u);
+  auto outcome = f.exchange->OnEvent(FinalEvent());
+  EXPECT_TRUE(outcome.finished);
+  EXPECT_EQ(outcome.status, 200);
+  EXPECT_FALSE(outcome.cancel);
+  auto http = SplitHttp(f.capture->All());
+  EXPECT_EQ(http.status, 200);
+  EXPECT_NE(http.head.find("X-Request-Id: REQ123\r\n"), std::string::npos);
+  EXPECT_NE(http.head.find("Connection: keep-alive\r\n"), std::string::npos);
+  json body = json::parse(http.body);
+  EXPECT_EQ(body["message"], "done!");
+  EXPECT_EQ(body["request_id"], "REQ123");
+  EXPECT_EQ(body["run_id"], "run-7");
+  EXPECT_EQ(body["session_id"], "sess");
+  // Exactly once: later events, ticks and disconnects change nothing.
+  EXPECT_FALSE(f.exchange->OnEvent(FinalEvent()).finished);
+  EXPECT_FALSE(f.exchange->OnTick(f.start + milliseconds(5000)).finished);
+  EXPECT_FALSE(f.exchange->OnClientGone().finished);
+  EXPECT_EQ(f.capture->Count(), 1u);
+}
+
+TEST(Exchange, ErrorEventsMapThroughTheErrorTable) {
+  const std::pair<const char*, int> cases[] = {{"upstream_timeout", 504},
+                                               {"no_agent_worker", 503},
+                                               {"session_busy", 409},
+                                               {"flow_not_found", 404},
+                                               {"llm_error", 502},
+                                               {"who_knows", 500}};
+  for (const auto& [code, status] : cases) {
+    Fixture f(ExchangeKind::kQuery, /*keep_alive=*/false);
+    auto outcome = f.exchange->OnEvent(ErrorEvent(code));
+    EXPECT_TRUE(outcome.finished);
+    EXPECT_EQ(outcome.status, status) << code;
+    auto http = SplitHttp(f.capture->All());
+    EXPECT_EQ(http.status, status) << code;
+    EXPECT_NE(http.head.find("Connection: close\r\n"), std::string::npos);
+    json body = json::parse(http.body);
+    EXPECT_EQ(body["error"]["message"], "it failed");
+  }
+}
+
+TEST(Exchange, DeadlineGives504AndCancels) {
+  Fixture f(ExchangeKind::kQuery, true, milliseconds(100));
+  EXPECT_FALSE(f.exchange->OnTick(f.start + milliseconds(50)).finished);
+  auto outcome = f.exchange->OnTick(f.start + milliseconds(100));
+  EXPECT_TRUE(outcome.finished);
+  EXPECT_TRUE(outcome.cancel);
+  EXPECT_EQ(outcome.status, 504);
+  auto http = SplitHttp(f.capture->All());
+  EXPECT_EQ(http.status, 504);
+  EXPECT_EQ(json::parse(http.body)["error"]["code"], "deadline_exceeded");
+}
+
+TEST(Exchange, NoRespondersIs503NoWorker) {
+  Fixture f(ExchangeKind::kQuery);
+  auto outcome = f.exchange->OnNoResponders();
+  EXPECT_EQ(outcome.status, 503);
+  EXPECT_EQ(json::parse(SplitHttp(f.capture->All()).body)["error"]["code"], "no_worker");
+}
+
+TEST(Exchange, StreamForwardsEventsInOrderAndEndsWithDone) {
+  Fixture f(ExchangeKind::kStream);
+  f.exchange->StartStream();
+  f.exchange->OnEvent(Token("Hel"));
+  f.exchange->OnEvent(Token("lo"));
+  auto outcome = f.exchange->OnEvent(FinalEvent());
+  EXPECT_TRUE(outcome.finished);
+  EXPECT_EQ(outcome.status, 200);
+  EXPECT_EQ(f.capture->Count(), 4u);  // head + one write per event
+  auto http = SplitHttp(f.capture->All());
+  EXPECT_EQ(http.status, 200);
+  EXPECT_NE(http.head.find("text/event-stream"), std::string::npos);
+  bool complete = false;
+  std::string sse = Dechunk(http.body, &complete);
+  EXPECT_TRUE(complete);
+  EXPECT_EQ(sse.substr(0, sse.find("event: done")),
+            "event: token\ndata: {\"token\":\"Hel\"}\n\n"
+            "event: token\ndata: {\"token\":\"lo\"}\n\n");
+  auto done_data = sse.substr(sse.find("data: ", sse.find("event: done")) + 6);
+  json done = json::parse(done_data.substr(0, done_data.find('\n')));
+  EXPECT_EQ(done["request_id"], "REQ123");
+  EXPECT_EQ(done["run_id"], "run-7");
+}
+
+TEST(Exchange, StreamErrorEventEndsTheStream) {
+  Fixture f(ExchangeKind::kStream);
+  f.exchange->StartStream();
+  auto outcome = f.exchange->OnEvent(ErrorEvent("llm_error"));
+  EXPECT_TRUE(outcome.finished);
+  bool complete = false;
+  std::string sse = Dechunk(SplitHttp(f.capture->All()).body, &complete);
+  EXPECT_TRUE(complete);
+  EXPECT_EQ(sse, "event: error\ndata: {\"error\":{\"code\":\"llm_error\",\"message\":\"it failed\"}}\n\n");
+}
+
+TEST(Exchange, StreamHeartbeatsWhenSilent) {
+  Fixture f(ExchangeKind::kStream, true, milliseconds(100000), milliseconds(200));
+  f.exchange->StartStream();
+  // Not yet silent long enough.
+  f.exchange->OnTick(Clock::now() + milliseconds(100));
+  EXPECT_EQ(f.capture->Count(), 1u);
+  f.exchange->OnTick(Clock::now() + milliseconds(250));
+  EXPECT_EQ(f.capture->Count(), 2u);
+  bool complete = false;
+  EXPECT_EQ(Dechunk(SplitHttp(f.capture->All()).body, &complete), ": heartbeat\n\n");
+}
+
+TEST(Exchange, FirstHeartbeatComesWithinTheFirstSecond) {
+  Fixture f(ExchangeKind::kStream, true, milliseconds(100000), milliseconds(15000));
+  f.exchange->StartStream();
+  f.exchange->OnTick(Clock::now() + milliseconds(1001));
+  EXPECT_EQ(f.capture->Count(), 2u);
+  // Afterwards the configured interval applies.
+  f.exchange->OnTick(Clock::now() + milliseconds(5000));
+  EXPECT_EQ(f.capture->Count(), 2u);
+}
+
+TEST(Exchange, StreamDeadlineSendsErrorEventAndCancels) {
+  Fixture f(ExchangeKind::kStream, true, milliseconds(100));
+  f.exchange->StartStream();
+  auto outcome = f.exchange->OnTick(f.start + milliseconds(150));
+  EXPECT_TRUE(outcome.finished);
+  EXPECT_TRUE(outcome.cancel);
+  bool complete = false;
+  std::string sse = Dechunk(SplitHttp(f.capture->All()).body, &complete);
+  EXPECT_TRUE(complete);
+  EXPECT_NE(sse.find("deadline_exceeded"), std::string::npos);
+}
+
+TEST(Exchange, ClientGoneStopsAllWritesAndCancels) {
+  Fixture f(ExchangeKind::kStream);
+  f.exchange->StartStream();
+  f.exchange->OnEvent(Token("a"));
+  auto outcome = f.exchange->OnClientGone();
+  EXPECT_TRUE(outcome.finished);
+  EXPECT_TRUE(outcome.cancel);
+  EXPECT_EQ(outcome.status, 499);
+  const auto before = f.capture->Count();
+  f.exchange->OnEvent(Token("b"));
+  f.exchange->OnEvent(FinalEvent());
+  f.exchange->OnTick(Clock::now() + milliseconds(100000));
+  EXPECT_FALSE(f.exchange->Fail(Error{ErrorCode::kUnavailable, "x"}).finished);
+  EXPECT_EQ(f.capture->Count(), before);
+}
+
+TEST(Exchange, SessionRepliesMapToHttp) {
+  {
+    Fixture f(ExchangeKind::kSessionGet);
+    v1::SessionReply reply;
+    reply.mutable_history()->set_turn_count(2);
+    EXPECT_EQ(f.exchange->OnSessionReply(reply).status, 200);
+    json body = json::parse(SplitHttp(f.capture->All()).body);
+    EXPECT_EQ(body["session_id"], "sess");
+    EXPECT_EQ(body["turn_count"], 2);
+  }
+  {
+    Fixture f(ExchangeKind::kSessionGet);
+    v1::SessionReply reply;
+    reply.mutable_error()->set_code("session_not_found");
+    reply.mutable_error()->set_message("no such session");
+    EXPECT_EQ(f.exchange->OnSessionReply(reply).status, 404);
+    EXPECT_EQ(SplitHttp(f.capture->All()).status, 404);
+  }
+  {
+    Fixture f(ExchangeKind::kSessionDelete);
+    v1::SessionReply reply;
+    reply.mutable_ack()->set_deleted(true);
+    EXPECT_EQ(f.exchange->OnSessionReply(reply).status, 200);
+    EXPECT_EQ(json::parse(SplitHttp(f.capture->All()).body),
+              (json{{"session_id", "sess"}, {"deleted", true}}));
+  }
+  {
+    Fixture f(ExchangeKind::kSessionDelete);
+    v1::SessionReply reply;
+    reply.mutable_ack()->set_deleted(false);
+    EXPECT_EQ(f.exchange->OnSessionReply(reply).status, 404);
+  }
+  {
+    Fixture f(ExchangeKind::kSessionGet, true, milliseconds(5000));
+    auto outcome = f.exchange->OnTick(f.start + milliseconds(5000));
+    EXPECT_EQ(outcome.status, 503);
+    EXPECT_FALSE(outcome.cancel);
+    EXPECT_EQ(json::parse(SplitHttp(f.capture->All()).body)["error"]["code"], "no_agent_worker");
+  }
+  {
+    Fixture f(ExchangeKind::kSessionDelete);
+    EXPECT_EQ(f.exchange->OnNoResponders().status, 503);
+    EXPECT_EQ(json::parse(SplitHttp(f.capture->All()).body)["error"]["code"], "no_agent_worker");
+  }
+}
+
+// Many threads race to end the same exchange: exactly one wins, one response is sent.
+TEST(Exchange, ExactlyOnceUnderRaces) {
+  for (int round = 0; round < 200; ++round) {
+    Fixture f(round % 2 ? ExchangeKind::kStream : ExchangeKind::kQuery);
+    f.exchange->StartStream();
+    std::atomic<int> finished{0};
+    std::vector<std::thread> threads;
+    threads.emplace_back([&] { finished += f.exchange->OnEvent(FinalEvent()).finished; });
+    threads.emplace_back([&] { finished += f.exchange->OnTick(f.start + milliseconds(5000)).finished; });
+    threads.emplace_back([&] { finished += f.exchange->OnClientGone().finished; });
+    threads.emplace_back([&] { finished += f.exchange->Fail(Error{ErrorCode::kUnavailable, "x"}).finished; });
+    for (auto& t : threads) t.join();
+    EXPECT_EQ(finished.load(), 1);
+  }
+}
+
+TEST(ExchangeTable, InsertFindEraseSnapshot) {
+  ExchangeTable table;
+  Fixture a(ExchangeKind::kQuery), b(ExchangeKind::kQuery);
+  std::shared_ptr<Exchange> ea(std::move(a.exchange)), eb(std::move(b.exchange));
+  EXPECT_TRUE(table.Insert("a", ea));
+  EXPECT_FALSE(table.Insert("a", eb));
+  EXPECT_TRUE(table.Insert("b", eb));
+  EXPECT_EQ(table.size(), 2u);
+  EXPECT_EQ(table.Find("a"), ea);
+  EXPECT_EQ(table.Find("zzz"), nullptr);
+  table.Erase("a", eb.get());  // not the same exchange: kept
+  EXPECT_EQ(table.size(), 2u);
+  table.Erase("a", ea.get());
+  EXPECT_EQ(table.size(), 1u);
+  EXPECT_EQ(table.Snapshot().size(), 1u);
+}
+
+}  // namespace
+}  // namespace wf

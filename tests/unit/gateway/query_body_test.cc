@@ -1,0 +1,200 @@
+#include "gateway/query_body.h"
+
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+
+namespace wf {
+namespace {
+
+using nlohmann::json;
+
+Status Parse(const std::string& body, v1::QueryRequest* out = nullptr,
+             QueryBodyLimits limits = {}) {
+  v1::QueryRequest scratch;
+  return ParseQueryBody(body, limits, out ? out : &scratch);
+}
+
+/// Expects a 400 whose message names `field`.
+void ExpectFieldError(const std::string& body, const std::string& field) {
+  Status s = Parse(body);
+  ASSERT_FALSE(s.ok()) << body;
+  EXPECT_EQ(HttpStatus(s.error().code), 400) << body;
+  EXPECT_NE(s.error().message.find(field), std::string::npos)
+      << "message '" << s.error().message << "' does not name " << field;
+}
+
+TEST(QueryBody, AcceptsAFullBody) {
+  v1::QueryRequest q;
+  Status s = Parse(
+      R"({"message":"查询订单 42","session_id":"user-1:chat.2_x","user_id":"u7",)"
+      R"("parameters":{"days":3,"verbose":true,"tags":["a"],"nested":{"x":1.5}}})",
+      &q);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  EXPECT_EQ(q.message(), "查询订单 42");
+  EXPECT_EQ(q.session_id(), "user-1:chat.2_x");
+  EXPECT_EQ(q.user_id(), "u7");
+  ASSERT_TRUE(q.has_parameters());
+  EXPECT_EQ(q.parameters().fields().at("days").number_value(), 3);
+  EXPECT_TRUE(q.parameters().fields().at("verbose").bool_value());
+  EXPECT_EQ(q.parameters().fields().at("nested").struct_value().fields().at("x").number_value(),
+            1.5);
+}
+
+TEST(QueryBody, OptionalFieldsMayBeAbsentOrNull) {
+  v1::QueryRequest q;
+  ASSERT_TRUE(Parse(R"({"message":"hi","session_id":"s"})", &q).ok());
+  EXPECT_TRUE(q.user_id().empty());
+  EXPECT_FALSE(q.has_parameters());
+  ASSERT_TRUE(Parse(R"({"message":"hi","session_id":"s","user_id":null,"parameters":null})").ok());
+  ASSERT_TRUE(Parse(R"({"message":"hi","session_id":"s","parameters":{}})").ok());
+}
+
+TEST(QueryBody, RejectsBadJsonWithInvalidJson) {
+  for (const char* body : {"", "{", "{\"message\":", "not json", "{\"a\":1,}", "\xff\xfe",
+                           "{\"message\":\"\xc3\x28\",\"session_id\":\"s\"}"}) {
+    Status s = Parse(body);
+    ASSERT_FALSE(s.ok()) << body;
+    EXPECT_EQ(s.error().code, ErrorCode::kInvalidJson) << body;
+    EXPECT_EQ(HttpStatus(s.error().code), 400);
+  }
+}
+
+TEST(QueryBody, RejectsNonObjects) {
+  for (const char* body : {"[]", "\"text\"", "42", "null", "true"}) {
+    Status s = Parse(body);
+    ASSERT_FALSE(s.ok()) << body;
+    EXPECT_EQ(s.error().code, ErrorCode::kBadRequest);
+    EXPECT_NE(s.error().message.find("JSON object"), std::string::npos) << s.error().message;
+  }
+}
+
+TEST(QueryBody, RejectsUnknownFieldsByName) {
+  Status s = Parse(R"({"message":"hi","session_id":"s","sesion":"typo"})");
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().code, ErrorCode::kBadRequest);
+  EXPECT_NE(s.error().message.find("unknown field \"sesion\""), std::string::npos)
+      << s.error().message;
+  // A hostile field name is quoted safely and cut short.
+  std::string long_name(5000, 'k');
+  s = Parse("{\"" + long_name + "\":1,\"message\":\"hi\",\"session_id\":\"s\"}");
+  ASSERT_FALSE(s.ok());
+  EXPECT_LT(s.error().message.size(), 300u);
+}
+
+TEST(QueryBody, NamesTheBadField) {
+  ExpectFieldError(R"({"session_id":"s"})", "message");
+  ExpectFieldError(R"({"message":"","session_id":"s"})", "message");
+  ExpectFieldError(R"({"message":42,"session_id":"s"})", "message");
+  ExpectFieldError(R"({"message":null,"session_id":"s"})", "message");
+  ExpectFieldError(R"({"message":["a"],"session_id":"s"})", "message");
+  ExpectFieldError(R"({"message":"hi"})", "session_id");
+  ExpectFieldError(R"({"message":"hi","session_id":""})", "session_id");
+  ExpectFieldError(R"({"message":"hi","session_id":7})", "session_id");
+  ExpectFieldError(R"({"message":"hi","session_id":"has space"})", "session_id");
+  ExpectFieldError(R"({"message":"hi","session_id":"slash/no"})", "session_id");
+  ExpectFieldError(R"({"message":"hi","session_id":"ümlaut"})", "session_id");
+  ExpectFieldError(R"({"message":"hi","session_id":")" + std::string(129, 'a') + "\"}",
+                   "session_id");
+  ExpectFieldError(R"({"message":"hi","session_id":"s","user_id":5})", "user_id");
+  ExpectFieldError(R"({"message":"hi","session_id":"s","user_id":")" + std::string(129, 'u') +
+                       "\"}",
+                   "user_id");
+  ExpectFieldError(R"({"message":"hi","session_id":"s","parameters":[1]})", "parameters");
+  ExpectFieldError(R"({"message":"hi","session_id":"s","parameters":"x"})", "parameters");
+  ExpectFieldError(R"({"message":"hi","session_id":"s","parameters":3})", "parameters");
+}
+
+TEST(QueryBody, SessionIdOf128CharactersIsFine) {
+  EXPECT_TRUE(Parse(R"({"message":"hi","session_id":")" + std::string(128, 'a') + "\"}").ok());
+}
+
+TEST(QueryBody, MessageLengthCountsCodePoints) {
+  QueryBodyLimits limits;
+  limits.max_message_chars = 5;
+  v1::QueryRequest q;
+  // Five Chinese characters are 15 bytes but 5 code points.
+  EXPECT_TRUE(Parse(R"({"message":"请假五天了","session_id":"s"})", &q, limits).ok());
+  Status s = Parse(R"({"message":"请假五天了吗","session_id":"s"})", &q, limits);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.error().message.find("message"), std::string::npos);
+  EXPECT_NE(s.error().message.find("5"), std::string::npos);
+  // The default limit is 8000.
+  EXPECT_TRUE(Parse(json{{"message", std::string(8000, 'x')}, {"session_id", "s"}}.dump()).ok());
+  EXPECT_FALSE(Parse(json{{"message", std::string(8001, 'x')}, {"session_id", "s"}}.dump()).ok());
+}
+
+TEST(QueryBody, RejectsDeepNestingBeforeConverting) {
+  std::string deep = std::string(100, '[') + std::string(100, ']');
+  Status s = Parse(R"({"message":"hi","session_id":"s","parameters":{"x":)" + deep + "}}");
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().code, ErrorCode::kBadRequest);
+  EXPECT_NE(s.error().message.find("nested"), std::string::npos);
+  // Brackets inside strings do not count.
+  EXPECT_TRUE(Parse(R"({"message":")" + std::string(500, '[') + R"(","session_id":"s"})").ok());
+  // A million levels is rejected quickly too.
+  std::string huge = std::string(1000000, '[') + std::string(1000000, ']');
+  EXPECT_FALSE(Parse(huge).ok());
+}
+
+TEST(QueryBody, KeepsIntegersIntegral) {
+  v1::QueryRequest q;
+  ASSERT_TRUE(Parse(R"({"message":"hi","session_id":"s","parameters":{"n":9007199254740991}})", &q)
+                  .ok());
+  EXPECT_EQ(q.parameters().fields().at("n").number_value(), 9007199254740991.0);
+}
+
+// A few hundred random and mutated bodies: every one is either accepted or rejected with a 400,
+// never a crash, a hang or an exception.
+TEST(QueryBody, FuzzedBodiesNeverCrash) {
+  std::mt19937 rng(12345);
+  const std::string seeds[] = {
+      R"({"message":"hi","session_id":"s"})",
+      R"({"message":"查询订单 42","session_id":"a:b.c","user_id":"u","parameters":{"a":[1,{"b":null}]}})",
+      R"({"message":"x","session_id":"s","parameters":{"k":"v","n":-1.5e300}})",
+  };
+  const std::string alphabet = "{}[]\":,\\ abc019-.eE+nulltruefalse\x01\x7f\xc3\xa9\xff";
+  int accepted = 0;
+  for (int i = 0; i < 600; ++i) {
+    std::string body;
+    if (i % 3 == 0) {
+      std::uniform_int_distribution<int> len(0, 200);
+      std::uniform_int_distribution<std::size_t> pick(0, alphabet.size() - 1);
+      for (int n = len(rng); n > 0; --n) body.push_back(alphabet[pick(rng)]);
+    } else {
+      body = seeds[i % 3];
+      std::uniform_int_distribution<int> edits(1, 6);
+      for (int e = edits(rng); e > 0; --e) {
+        std::uniform_int_distribution<std::size_t> pos(0, body.size());
+        std::uniform_int_distribution<int> op(0, 2);
+        std::uniform_int_distribution<int> byte(0, 255);
+        std::size_t p = pos(rng);
+        switch (op(rng)) {
+          case 0: body.insert(p, 1, static_cast<char>(byte(rng))); break;
+          case 1:
+            if (p < body.size()) body.erase(p, 1);
+            break;
+          default:
+            if (p < body.size()) body[p] = static_cast<char>(byte(rng));
+        }
+      }
+    }
+    v1::QueryRequest q;
+    Status s = Status::Ok();
+    ASSERT_NO_THROW(s = ParseQueryBody(body, QueryBodyLimits{}, &q)) << body;
+    if (s.ok()) {
+      ++accepted;
+      EXPECT_FALSE(q.message().empty());
+    } else {
+      EXPECT_EQ(HttpStatus(s.error().code), 400) << body;
+      // The error body is valid JSON whatever the input was.
+      EXPECT_FALSE(json::parse(ErrorJson(s.error()), nullptr, false).is_discarded());
+    }
+  }
+  EXPECT_GT(accepted, 0);
+}
+
+}  // namespace
+}  // namespace wf
