@@ -95,7 +95,7 @@ std::string RedactPostgresUri(const std::string& uri) {
   return out;
 }
 
-PgPool::PgPool(std::string uri, PgPoolOptions options)
+PgPool::PgPool(const std::string& uri, PgPoolOptions options)
     : uri_(WithConnectTimeout(uri, options.connect_timeout)),
       redacted_uri_(RedactPostgresUri(uri)),
       password_(ExtractPassword(uri)),
@@ -121,9 +121,10 @@ Result<std::unique_ptr<pqxx::connection>> PgPool::Open() {
   bool broken = false;
   try {
     auto connection = std::make_unique<pqxx::connection>(uri_);
-    pqxx::nontransaction tx(*connection);
-    tx.exec("SET statement_timeout = " + std::to_string(options_.statement_timeout.count()));
-    tx.commit();
+    // set_variable (not a plain SET) so that libpqxx re-applies it if it ever reconnects this
+    // connection by itself.
+    connection->set_variable("statement_timeout",
+                             std::to_string(options_.statement_timeout.count()));
     return connection;
   } catch (...) {
     Error error = TranslateCurrentException(broken);
@@ -198,7 +199,7 @@ Error PgPool::TranslateCurrentException(bool& broken) const {
     broken = true;
     error = {ErrorCode::kUnavailable, std::string("postgres commit outcome unknown: ") + e.what()};
   } catch (const pqxx::sql_error& e) {
-    const std::string state = e.sqlstate();
+    const std::string& state = e.sqlstate();
     if (state == "57014") {
       error = {ErrorCode::kUnavailable, "postgres statement timeout"};
     } else if (StartsWith(state, "08") || StartsWith(state, "57P") || StartsWith(state, "53")) {

@@ -99,7 +99,7 @@ class PgPool {
   const std::string& Describe() const { return redacted_uri_; }
 
  private:
-  PgPool(std::string uri, PgPoolOptions options);
+  PgPool(const std::string& uri, PgPoolOptions options);
   Result<std::unique_ptr<pqxx::connection>> Open();
   void Return(std::unique_ptr<pqxx::connection> connection, bool broken);
 
