@@ -1,0 +1,747 @@
+// The real wf-gateway binary against a real nats-server and a stand-in lightweight worker.
+#include <curl/curl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <fstream>
+#include <optional>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "http_probe.h"
+#include "nats/connection.h"
+#include "stand_in_worker.h"
+#include "support/test_support.h"
+
+namespace wf::testing {
+namespace {
+
+using nlohmann::json;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+/// One wf-gateway process on a free port.
+class Gateway {
+ public:
+  Gateway(const std::string& nats_url, const std::string& config_json,
+          std::vector<std::string> extra_args = {})
+      : port_(FreePort()) {
+    const std::string config = dir_.path() + "/config.json";
+    std::ofstream(config) << config_json;
+    std::vector<std::string> args = {"--listen", "127.0.0.1:" + std::to_string(port_),
+                                     "--nats-url", nats_url, "--config", config,
+                                     "--heartbeat-ms", "200", "--threads", "2",
+                                     "--log-level", "debug"};
+    args.insert(args.end(), extra_args.begin(), extra_args.end());
+    process_ = std::make_unique<Process>(BinPath("wf-gateway"), args);
+    if (!WaitForTcpPort(port_, milliseconds(15000))) {
+      throw std::runtime_error("wf-gateway did not listen: " + process_->Log());
+    }
+  }
+  int port() const { return port_; }
+  std::string Url(const std::string& path) const {
+    return "http://127.0.0.1:" + std::to_string(port_) + path;
+  }
+  Process& process() { return *process_; }
+  bool WaitReady(milliseconds timeout = milliseconds(15000)) {
+    return Eventually([&] { return HttpCall("GET", Url("/ready")).status == 200; }, timeout);
+  }
+
+ private:
+  TempDir dir_;
+  int port_;
+  std::unique_ptr<Process> process_;
+};
+
+/// Records every subject published under wf.cancel.>.
+class CancelListener {
+ public:
+  explicit CancelListener(const std::string& url) {
+    NatsOptions options;
+    options.url = url;
+    conn_ = std::move(NatsConnection::Connect(options)).value();
+    sub_ = std::move(conn_->Subscribe("wf.cancel.*", [this](const NatsMsgView& msg) {
+                       std::lock_guard lock(mu_);
+                       subjects_.insert(std::string(msg.subject()));
+                     }))
+               .value();
+    (void)conn_->Flush(milliseconds(2000));
+  }
+  bool Seen(const std::string& request_id) {
+    std::lock_guard lock(mu_);
+    return subjects_.count("wf.cancel." + request_id) > 0;
+  }
+
+ private:
+  std::unique_ptr<NatsConnection> conn_;
+  NatsSubscription sub_;
+  std::mutex mu_;
+  std::set<std::string> subjects_;
+};
+
+constexpr const char* kConfig = R"({"agent": {"turn_timeout_ms": 30000}})";
+
+json Body(const HttpReply& r) { return json::parse(r.body, nullptr, false); }
+
+HttpReply Post(const Gateway& gw, const std::string& body, std::vector<std::string> headers = {}) {
+  headers.push_back("Content-Type: application/json");
+  return HttpCall("POST", gw.Url("/api/v1/query"), body, headers);
+}
+
+std::string QueryBody(const std::string& message, const std::string& session = "s1") {
+  return json{{"message", message}, {"session_id", session}}.dump();
+}
+
+class GatewayTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    curl_global_init(CURL_GLOBAL_ALL);
+    nats_ = std::make_unique<NatsServer>();
+    worker_ = std::make_unique<StandInWorker>(nats_->url());
+    cancels_ = std::make_unique<CancelListener>(nats_->url());
+    gateway_ = std::make_unique<Gateway>(nats_->url(), kConfig);
+    ASSERT_TRUE(gateway_->WaitReady()) << gateway_->process().Log();
+  }
+  static void TearDownTestSuite() {
+    gateway_.reset();
+    cancels_.reset();
+    worker_.reset();
+    nats_.reset();
+  }
+  void TearDown() override {
+    ASSERT_TRUE(gateway_->process().Running()) << gateway_->process().Log();
+  }
+
+  static std::unique_ptr<NatsServer> nats_;
+  static std::unique_ptr<StandInWorker> worker_;
+  static std::unique_ptr<CancelListener> cancels_;
+  static std::unique_ptr<Gateway> gateway_;
+};
+std::unique_ptr<NatsServer> GatewayTest::nats_;
+std::unique_ptr<StandInWorker> GatewayTest::worker_;
+std::unique_ptr<CancelListener> GatewayTest::cancels_;
+std::unique_ptr<Gateway> GatewayTest::gateway_;
+
+/// What the worker received for `request_id` (a copy), if anything.
+std::optional<Received> FindReceived(const std::vector<Received>& all,
+                                     const std::string& request_id) {
+  for (const auto& r : all) {
+    if (r.request.request_id() == request_id) return r;
+  }
+  return std::nullopt;
+}
+
+TEST_F(GatewayTest, SuccessShapeHeadersAndWireRequest) {
+  const std::string trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+  const auto before = UnixMillisNow();
+  HttpReply r = Post(*gateway_,
+                     R"({"message":"hello there","session_id":"sess-1","user_id":"u1",)"
+                     R"("parameters":{"days":3,"who":"me"}})",
+                     {"traceparent: " + trace});
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.headers["content-type"], "application/json");
+  json body = Body(r);
+  EXPECT_EQ(body["session_id"], "sess-1");
+  EXPECT_EQ(body["message"], "echo: hello there");
+  EXPECT_EQ(body["status"], "success");
+  EXPECT_EQ(body["routed_to"], "lightweight");
+  EXPECT_EQ(body["flow_id"], "echo");
+  EXPECT_EQ(body["parameters"], (json{{"days", 3}, {"who", "me"}}));
+  const std::string request_id = body["request_id"];
+  EXPECT_EQ(r.headers["x-request-id"], request_id);
+  EXPECT_EQ(body["run_id"], "run-" + request_id);
+
+  auto seen = FindReceived(worker_->received(), request_id);
+  ASSERT_TRUE(seen.has_value());
+  EXPECT_EQ(seen->request_id_header, request_id);
+  EXPECT_EQ(seen->traceparent_header, trace);
+  EXPECT_EQ(seen->request.traceparent(), trace);
+  EXPECT_EQ(seen->request.message(), "hello there");
+  EXPECT_EQ(seen->request.user_id(), "u1");
+  EXPECT_FALSE(seen->request.stream());
+  EXPECT_TRUE(seen->request.reply_to().empty());
+  EXPECT_NE(seen->reply.find(".") , std::string::npos);
+  EXPECT_EQ(seen->reply.substr(seen->reply.rfind('.') + 1), request_id);
+  // deadline = now + agent.turn_timeout (30 s in this config).
+  EXPECT_GE(seen->request.deadline_unix_ms(), before + 30000);
+  EXPECT_LE(seen->request.deadline_unix_ms(), UnixMillisNow() + 30000);
+}
+
+TEST_F(GatewayTest, InvalidTraceparentIsReplaced) {
+  HttpReply r = Post(*gateway_, QueryBody("trace me"), {"traceparent: garbage"});
+  ASSERT_EQ(r.status, 200);
+  auto seen = FindReceived(worker_->received(), Body(r)["request_id"]);
+  ASSERT_TRUE(seen.has_value());
+  EXPECT_NE(seen->traceparent_header, "garbage");
+  EXPECT_EQ(seen->traceparent_header.size(), 55u);
+  EXPECT_EQ(seen->traceparent_header.substr(0, 3), "00-");
+  // Different requests get different ids.
+  HttpReply r2 = Post(*gateway_, QueryBody("trace me"));
+  EXPECT_NE(Body(r2)["request_id"], Body(r)["request_id"]);
+}
+
+TEST_F(GatewayTest, BadInputsGetTheRightStatusAndJson) {
+  struct Case {
+    std::string body;
+    int status;
+    std::string code;
+    std::string names;  // part of the message
+  };
+  const std::vector<Case> cases = {
+      {"{not json", 400, "invalid_json", "JSON"},
+      {"[1,2]", 400, "bad_request", "object"},
+      {R"({"session_id":"s"})", 400, "bad_request", "message"},
+      {R"({"message":"","session_id":"s"})", 400, "bad_request", "message"},
+      {json{{"message", std::string(8001, 'x')}, {"session_id", "s"}}.dump(), 400, "bad_request",
+       "message"},
+      {R"({"message":"hi","session_id":"bad id!"})", 400, "bad_request", "session_id"},
+      {R"({"message":"hi"})", 400, "bad_request", "session_id"},
+      {R"({"message":"hi","session_id":"s","parameters":[1]})", 400, "bad_request", "parameters"},
+      {R"({"message":"hi","session_id":"s","user_id":7})", 400, "bad_request", "user_id"},
+      {R"({"message":"hi","session_id":"s","extra":true})", 400, "bad_request", "extra"},
+      {json{{"message", std::string(1100000, 'x')}, {"session_id", "s"}}.dump(), 413, "too_large",
+       "bytes"},
+  };
+  for (const auto& c : cases) {
+    for (const char* path : {"/api/v1/query", "/api/v1/query/stream"}) {
+      HttpReply r = HttpCall("POST", gateway_->Url(path), c.body,
+                             {"Content-Type: application/json", "Expect:"});
+      EXPECT_EQ(r.status, c.status) << path << " " << c.body.substr(0, 80) << " -> " << r.body;
+      json body = Body(r);
+      ASSERT_TRUE(body.is_object()) << r.body;
+      EXPECT_EQ(body["error"]["code"], c.code) << r.body;
+      EXPECT_NE(body["error"]["message"].get<std::string>().find(c.names), std::string::npos)
+          << r.body;
+      EXPECT_EQ(r.headers["content-type"], "application/json");
+    }
+  }
+}
+
+TEST_F(GatewayTest, UnknownPathsAndMethodsAreJson) {
+  HttpReply r = HttpCall("GET", gateway_->Url("/nope"));
+  EXPECT_EQ(r.status, 404);
+  EXPECT_EQ(Body(r)["error"]["code"], "not_found");
+  r = HttpCall("GET", gateway_->Url("/api/v1/query"));
+  EXPECT_EQ(r.status, 405);
+  EXPECT_EQ(Body(r)["error"]["code"], "method_not_allowed");
+  EXPECT_EQ(r.headers["allow"], "POST");
+  r = HttpCall("PUT", gateway_->Url("/api/v1/session/known"), "{}");
+  EXPECT_EQ(r.status, 405);
+  EXPECT_EQ(r.headers["allow"], "GET, DELETE");
+  r = HttpCall("POST", gateway_->Url("/health"), "{}");
+  EXPECT_EQ(r.status, 405);
+}
+
+TEST_F(GatewayTest, OversizedUploadsGetJson413) {
+  // Declared too large (curl sends Expect: 100-continue): refused before the body is sent.
+  HttpReply r = HttpCall("POST", gateway_->Url("/api/v1/query"), std::string(3 << 20, 'x'),
+                         {"Content-Type: application/json"});
+  EXPECT_EQ(r.status, 413);
+  EXPECT_EQ(Body(r)["error"]["code"], "too_large");
+  EXPECT_EQ(r.headers["connection"], "close");
+
+  // Chunked, no length: Pistache's buffer limit trips; still one JSON 413, then the connection
+  // is closed by the client (the gateway reads and drops the rest).
+  RawConnection conn(gateway_->port());
+  conn.Send(
+      "POST /api/v1/query HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+      "Transfer-Encoding: chunked\r\n\r\n");
+  const std::string chunk(64 * 1024, 'y');
+  char size[16];
+  std::snprintf(size, sizeof size, "%zx\r\n", chunk.size());
+  for (int i = 0; i < 40; ++i) {
+    if (!conn.Send(size + chunk + "\r\n")) break;  // the server may stop reading; that is fine
+  }
+  ASSERT_TRUE(conn.WaitFor([](const std::string& d) { return ParseResponse(d).consumed > 0; }));
+  auto parsed = ParseResponse(conn.Data());
+  EXPECT_EQ(parsed.status, 413);
+  EXPECT_EQ(json::parse(parsed.body)["error"]["code"], "too_large");
+  EXPECT_EQ(parsed.headers["connection"], "close");
+  // Nothing else (no garbage answers to the rest of the upload) comes after it.
+  conn.Send("0\r\n\r\n");
+  EXPECT_EQ(conn.Data().size(), parsed.consumed);
+}
+
+TEST_F(GatewayTest, MalformedHttpGetsJson400AndTheServerSurvives) {
+  RawConnection conn(gateway_->port());
+  conn.Send("BREW /pot HTCPCP/1.0\r\n\r\n");
+  ASSERT_TRUE(conn.WaitFor([](const std::string& d) { return ParseResponse(d).consumed > 0; }));
+  auto parsed = ParseResponse(conn.Data());
+  EXPECT_EQ(parsed.status, 400);
+  EXPECT_EQ(json::parse(parsed.body)["error"]["code"], "bad_request");
+  EXPECT_EQ(HttpCall("GET", gateway_->Url("/health")).status, 200);
+}
+
+TEST_F(GatewayTest, ErrorEventsMapToStatuses) {
+  const std::pair<const char*, int> cases[] = {
+      {"upstream_timeout", 504}, {"no_agent_worker", 503}, {"session_busy", 409},
+      {"flow_not_found", 404},   {"upstream_error", 502},  {"rate_limited", 429}};
+  for (const auto& [code, status] : cases) {
+    HttpReply r = Post(*gateway_, QueryBody(std::string("error:") + code));
+    EXPECT_EQ(r.status, status) << code << " " << r.body;
+    EXPECT_EQ(Body(r)["error"]["code"], code);
+    EXPECT_EQ(Body(r)["error"]["message"], "scripted failure");
+    EXPECT_FALSE(r.headers["x-request-id"].empty());
+  }
+  // On a stream the same error is an `error` event.
+  SseStream stream(gateway_->port(), QueryBody("error:upstream_timeout"));
+  ASSERT_TRUE(stream.WaitComplete());
+  auto events = stream.Events();
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].name, "error");
+  EXPECT_EQ(json::parse(events[0].data)["error"]["code"], "upstream_timeout");
+}
+
+TEST_F(GatewayTest, StreamDeliversEventsInOrder) {
+  SseStream stream(gateway_->port(), QueryBody("stream-order"));
+  ASSERT_TRUE(stream.WaitComplete()) << stream.connection().Data();
+  auto response = stream.Response();
+  EXPECT_EQ(response.status, 200);
+  EXPECT_EQ(response.headers["content-type"], "text/event-stream; charset=utf-8");
+  EXPECT_EQ(response.headers["transfer-encoding"], "chunked");
+  const std::string request_id = response.headers["x-request-id"];
+  ASSERT_FALSE(request_id.empty());
+
+  std::vector<SseEvent> events;
+  for (const auto& e : stream.Events()) {
+    if (!e.name.empty()) events.push_back(e);  // heartbeats may interleave
+  }
+  ASSERT_EQ(events.size(), 5u);
+  EXPECT_EQ(events[0].name, "token");
+  EXPECT_EQ(json::parse(events[0].data), (json{{"token", "Hel"}}));
+  EXPECT_EQ(events[1].name, "tool_call");
+  EXPECT_EQ(json::parse(events[1].data),
+            (json{{"id", "call_1"}, {"name", "weather"}, {"arguments", R"({"city":"Paris"})"},
+                  {"kind", "tool"}}));
+  EXPECT_EQ(events[2].name, "tool_result");
+  EXPECT_EQ(json::parse(events[2].data),
+            (json{{"call_id", "call_1"}, {"name", "weather"}, {"ok", true}, {"content", "sunny"}}));
+  EXPECT_EQ(events[3].name, "token");
+  EXPECT_EQ(events[4].name, "done");
+  json done = json::parse(events[4].data);
+  EXPECT_EQ(done["request_id"], request_id);
+  EXPECT_EQ(done["run_id"], "run-" + request_id);
+  EXPECT_EQ(done["routed_to"], "heavy");
+  EXPECT_EQ(done["message"], "Hello");
+  EXPECT_EQ(done["usage"]["total_tokens"], 18);
+  EXPECT_TRUE(FindReceived(worker_->received(), request_id)->request.stream());
+
+  // Flows answer on the stream too, with one `done`.
+  SseStream flow(gateway_->port(), QueryBody("a flow question"));
+  ASSERT_TRUE(flow.WaitComplete());
+  auto flow_events = flow.Events();
+  ASSERT_FALSE(flow_events.empty());
+  EXPECT_EQ(flow_events.back().name, "done");
+  EXPECT_EQ(json::parse(flow_events.back().data)["routed_to"], "lightweight");
+}
+
+TEST_F(GatewayTest, FirstTokenArrivesBeforeTheLastIsSent) {
+  SseStream stream(gateway_->port(), QueryBody("gate:first-token"));
+  // The worker sent "first" and now waits for this test: the token must already be here.
+  ASSERT_TRUE(stream.WaitEvents([](const auto& ev) { return HasEvent(ev, "token", "first"); }))
+      << stream.connection().Data();
+  EXPECT_FALSE(HasEvent(stream.Events(), "token", "second"));
+  EXPECT_FALSE(stream.Complete());
+  worker_->gates.Open("first-token");
+  ASSERT_TRUE(stream.WaitComplete());
+  auto events = stream.Events();
+  EXPECT_TRUE(HasEvent(events, "token", "second"));
+  EXPECT_EQ(events.back().name, "done");
+}
+
+TEST_F(GatewayTest, HeartbeatWhenSilent) {
+  SseStream stream(gateway_->port(), QueryBody("gate:heartbeat"));
+  ASSERT_TRUE(stream.WaitEvents([](const auto& ev) { return HasEvent(ev, "token", "first"); }));
+  // The worker is silent now; with --heartbeat-ms 200 a comment arrives.
+  ASSERT_TRUE(stream.WaitEvents([](const auto& ev) {
+    // a heartbeat after the first token
+    bool token = false;
+    for (const auto& e : ev) {
+      if (e.name == "token") token = true;
+      if (token && e.name.empty() && e.comment == " heartbeat") return true;
+    }
+    return false;
+  })) << stream.connection().Data();
+  worker_->gates.Open("heartbeat");
+  ASSERT_TRUE(stream.WaitComplete());
+  EXPECT_EQ(stream.Events().back().name, "done");
+}
+
+TEST_F(GatewayTest, ClientDisconnectCancelsTheRun) {
+  SseStream stream(gateway_->port(), QueryBody("gate:disconnect"));
+  ASSERT_TRUE(stream.WaitEvents([](const auto& ev) { return HasEvent(ev, "token", "first"); }));
+  const std::string request_id = stream.Response().headers["x-request-id"];
+  ASSERT_FALSE(request_id.empty());
+  EXPECT_FALSE(cancels_->Seen(request_id));
+  stream.connection().Close();
+  EXPECT_TRUE(Eventually([&] { return cancels_->Seen(request_id); }))
+      << "no cancel for " << request_id;
+  // The worker carries on regardless; its late events are dropped without harm.
+  worker_->gates.Open("disconnect");
+  EXPECT_EQ(HttpCall("GET", gateway_->Url("/health")).status, 200);
+}
+
+TEST_F(GatewayTest, SessionGetAndDelete) {
+  HttpReply r = HttpCall("GET", gateway_->Url("/api/v1/session/known"));
+  ASSERT_EQ(r.status, 200) << r.body;
+  json body = Body(r);
+  EXPECT_EQ(body["session_id"], "known");
+  EXPECT_EQ(body["turn_count"], 1);
+  EXPECT_EQ(body["created_unix_ms"], 1000);
+  EXPECT_EQ(body["updated_unix_ms"], 2000);
+  ASSERT_EQ(body["messages"].size(), 2u);
+  EXPECT_EQ(body["messages"][0],
+            (json{{"role", "user"}, {"content", "hello"}, {"created_unix_ms", 1000},
+                  {"run_id", "run-a"}}));
+
+  r = HttpCall("GET", gateway_->Url("/api/v1/session/unknown-1"));
+  EXPECT_EQ(r.status, 404);
+  EXPECT_EQ(Body(r)["error"]["code"], "session_not_found");
+  r = HttpCall("GET", gateway_->Url("/api/v1/session/busy"));
+  EXPECT_EQ(r.status, 409);
+
+  r = HttpCall("DELETE", gateway_->Url("/api/v1/session/known"));
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(Body(r), (json{{"session_id", "known"}, {"deleted", true}}));
+  r = HttpCall("DELETE", gateway_->Url("/api/v1/session/unknown-2"));
+  EXPECT_EQ(r.status, 404);
+
+  for (const char* bad : {"/api/v1/session/bad%20id", "/api/v1/session/a*b"}) {
+    r = HttpCall("GET", gateway_->Url(bad));
+    EXPECT_EQ(r.status, 400) << bad;
+    EXPECT_EQ(Body(r)["error"]["code"], "bad_request");
+  }
+  r = HttpCall("GET", gateway_->Url("/api/v1/session/" + std::string(129, 'a')));
+  EXPECT_EQ(r.status, 400);
+}
+
+TEST_F(GatewayTest, KeepAliveReusesTheConnection) {
+  CURL* curl = curl_easy_init();
+  std::string sink;
+  auto write = +[](char* p, size_t s, size_t n, void* out) {
+    static_cast<std::string*>(out)->append(p, s * n);
+    return s * n;
+  };
+  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, write);
+  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &sink);
+  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 10000L);
+  const std::string body = QueryBody("keep me alive");
+  curl_slist* headers = curl_slist_append(nullptr, "Content-Type: application/json");
+  curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+  for (int i = 0; i < 4; ++i) {
+    const bool post = i % 2 == 1;
+    curl_easy_setopt(curl, CURLOPT_URL,
+                     gateway_->Url(post ? "/api/v1/query" : "/health").c_str());
+    if (post) {
+      curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body.c_str());
+    } else {
+      curl_easy_setopt(curl, CURLOPT_HTTPGET, 1L);
+    }
+    ASSERT_EQ(curl_easy_perform(curl), CURLE_OK);
+    long status = 0, connects = -1;
+    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_getinfo(curl, CURLINFO_NUM_CONNECTS, &connects);
+    EXPECT_EQ(status, 200);
+    if (i > 0) {
+      EXPECT_EQ(connects, 0) << "request " << i << " opened a new connection";
+    }
+  }
+  curl_slist_free_all(headers);
+  curl_easy_cleanup(curl);
+
+  // HTTP/1.1 without a Connection header: keep-alive. HTTP/1.0 without: close.
+  RawConnection conn(gateway_->port());
+  conn.Send("GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+  ASSERT_TRUE(conn.WaitFor([](const std::string& d) { return ParseResponse(d).consumed > 0; }));
+  EXPECT_EQ(ParseResponse(conn.Data()).headers["connection"], "keep-alive");
+  RawConnection old(gateway_->port());
+  old.Send("GET /health HTTP/1.0\r\n\r\n");
+  ASSERT_TRUE(old.WaitFor([](const std::string& d) { return ParseResponse(d).consumed > 0; }));
+  EXPECT_EQ(ParseResponse(old.Data()).headers["connection"], "close");
+}
+
+TEST_F(GatewayTest, TwoHundredParallelRequests) {
+  constexpr int kN = 200;
+  std::vector<HttpReply> replies(kN);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kN; ++i) {
+    threads.emplace_back([&, i] {
+      replies[i] = Post(*gateway_, QueryBody("parallel " + std::to_string(i),
+                                             "session-" + std::to_string(i)));
+    });
+  }
+  for (auto& t : threads) t.join();
+  std::set<std::string> ids;
+  for (int i = 0; i < kN; ++i) {
+    ASSERT_EQ(replies[i].status, 200) << i << " " << replies[i].body;
+    json body = Body(replies[i]);
+    EXPECT_EQ(body["message"], "echo: parallel " + std::to_string(i));
+    EXPECT_EQ(body["session_id"], "session-" + std::to_string(i));
+    ids.insert(body["request_id"].get<std::string>());
+  }
+  EXPECT_EQ(ids.size(), static_cast<std::size_t>(kN));
+}
+
+// The proof for the threading design: many streams receive many events written from the NATS
+// thread while other connections come and go (so descriptors are reused) and some streams are
+// abandoned mid-flight. Nothing aborts, every finished stream is complete and in order, and no
+// byte lands on the wrong connection.
+TEST_F(GatewayTest, StressManyStreamsManyEventsWithChurn) {
+  constexpr int kStreams = 24;
+  constexpr int kTokens = 400;
+  constexpr int kAbandoned = 8;
+  for (int round = 0; round < 3; ++round) {
+    std::atomic<bool> stop{false};
+    std::atomic<int> churned{0};
+    std::vector<std::thread> churn;
+    std::atomic<int> churn_failures{0};
+    for (int c = 0; c < 3; ++c) {
+      churn.emplace_back([&] {
+        while (!stop) {
+          RawConnection conn(gateway_->port());
+          conn.Send("GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+          if (!conn.WaitFor([](const std::string& d) { return ParseResponse(d).consumed > 0; })) {
+            ++churn_failures;
+          } else {
+            auto parsed = ParseResponse(conn.Data());
+            if (parsed.status != 200 || parsed.body != R"({"status":"ok"})" ||
+                conn.Data().size() != parsed.consumed) {
+              ++churn_failures;
+            }
+          }
+          ++churned;
+        }
+      });
+    }
+    std::vector<std::unique_ptr<SseStream>> streams;
+    for (int i = 0; i < kStreams + kAbandoned; ++i) {
+      streams.push_back(std::make_unique<SseStream>(
+          gateway_->port(), QueryBody("flood:" + std::to_string(kTokens), "stress")));
+    }
+    for (int i = kStreams; i < kStreams + kAbandoned; ++i) {
+      streams[i]->WaitEvents([](const auto& ev) { return ev.size() >= 3; });
+      streams[i]->connection().Close();
+    }
+    for (int i = 0; i < kStreams; ++i) {
+      ASSERT_TRUE(streams[i]->WaitComplete(milliseconds(60000))) << "stream " << i;
+      int next = 0;
+      bool done = false;
+      for (const auto& e : streams[i]->Events()) {
+        if (e.name == "token") {
+          ASSERT_EQ(json::parse(e.data)["token"], "t" + std::to_string(next)) << "stream " << i;
+          ++next;
+        } else if (e.name == "done") {
+          done = true;
+        } else {
+          ASSERT_TRUE(e.name.empty()) << e.name;  // only heartbeats besides
+        }
+      }
+      EXPECT_EQ(next, kTokens);
+      EXPECT_TRUE(done);
+    }
+    stop = true;
+    for (auto& t : churn) t.join();
+    EXPECT_EQ(churn_failures.load(), 0);
+    EXPECT_GT(churned.load(), 0);
+    ASSERT_TRUE(gateway_->process().Running()) << gateway_->process().Log();
+  }
+  EXPECT_EQ(HttpCall("GET", gateway_->Url("/health")).status, 200);
+  EXPECT_EQ(gateway_->process().Log().find("terminate"), std::string::npos);
+}
+
+// A few hundred random bodies and raw byte sequences: every answer is JSON with a sane status,
+// and the gateway keeps running.
+TEST_F(GatewayTest, FuzzedRequestsNeverCrash) {
+  std::mt19937 rng(7);
+  const std::string alphabet = "{}[]\":,\\ abcms_-019.eEnulltrue\x01\xc3\xa9\xff";
+  for (int i = 0; i < 300; ++i) {
+    std::string body;
+    if (i % 2 == 0) {
+      std::uniform_int_distribution<int> len(0, 120);
+      std::uniform_int_distribution<std::size_t> pick(0, alphabet.size() - 1);
+      for (int n = len(rng); n > 0; --n) body.push_back(alphabet[pick(rng)]);
+    } else {
+      body = R"({"message":"fuzz","session_id":"f","parameters":{"a":[1,2,{"b":null}]}})";
+      std::uniform_int_distribution<std::size_t> pos(0, body.size() - 1);
+      std::uniform_int_distribution<int> byte(0, 255);
+      for (int e = 0; e < 3; ++e) body[pos(rng)] = static_cast<char>(byte(rng));
+    }
+    HttpReply r = Post(*gateway_, body);
+    ASSERT_TRUE(r.status == 200 || r.status == 400) << r.status << " " << body;
+    ASSERT_TRUE(Body(r).is_object()) << r.body;
+  }
+  for (int i = 0; i < 100; ++i) {
+    RawConnection conn(gateway_->port());
+    std::uniform_int_distribution<int> len(1, 600);
+    std::uniform_int_distribution<int> byte(0, 255);
+    std::string junk;
+    if (i % 2) junk = "POST /api/v1/query HTTP/1.1\r\nContent-Length: 5\r\n";
+    for (int n = len(rng); n > 0; --n) junk.push_back(static_cast<char>(byte(rng)));
+    conn.Send(junk);
+  }
+  EXPECT_EQ(HttpCall("GET", gateway_->Url("/health")).status, 200);
+}
+
+TEST_F(GatewayTest, MetricsAndHealth) {
+  HttpReply r = HttpCall("GET", gateway_->Url("/health"));
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(Body(r), (json{{"status", "ok"}}));
+  r = HttpCall("GET", gateway_->Url("/ready"));
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(Body(r)["ready"], true);
+  EXPECT_EQ(Body(r)["nats"], "connected");
+  EXPECT_GE(Body(r)["workers"]["lightweight"], 1);
+  EXPECT_EQ(Body(r)["workers"]["heavy"], 0);
+  ASSERT_EQ(Post(*gateway_, QueryBody("for metrics")).status, 200);
+  r = HttpCall("GET", gateway_->Url("/metrics"));
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.headers["content-type"], "text/plain; version=0.0.4; charset=utf-8");
+  for (const char* part : {"wf_gateway_requests_total{route=\"query\",status=\"200\"}",
+                           "wf_gateway_request_duration_seconds_bucket{route=\"query\"",
+                           "wf_gateway_in_flight_requests", "wf_gateway_open_streams",
+                           "wf_gateway_nats_connected 1", "wf_gateway_events_received_total"}) {
+    EXPECT_NE(r.body.find(part), std::string::npos) << part;
+  }
+}
+
+// --- Gateways of their own ----------------------------------------------------------------
+
+TEST(GatewayAlone, NoWorkerMeans503AndNotReadyUntilOneStarts) {
+  NatsServer nats;
+  Gateway gw(nats.url(), kConfig);
+  ASSERT_TRUE(Eventually([&] { return HttpCall("GET", gw.Url("/health")).status == 200; }));
+  HttpReply ready = HttpCall("GET", gw.Url("/ready"));
+  EXPECT_EQ(ready.status, 503);
+  EXPECT_EQ(Body(ready), (json{{"ready", false}, {"nats", "connected"},
+                               {"workers", {{"lightweight", 0}, {"heavy", 0}}}}));
+  // No waiting for the 30 s deadline: 503 right away (the call's own timeout is 5 s).
+  HttpReply r = HttpCall("POST", gw.Url("/api/v1/query"), QueryBody("anyone?"),
+                         {"Content-Type: application/json"}, 5000);
+  EXPECT_EQ(r.status, 503);
+  EXPECT_EQ(Body(r)["error"]["code"], "no_worker");
+  r = HttpCall("POST", gw.Url("/api/v1/query/stream"), QueryBody("anyone?"),
+               {"Content-Type: application/json"}, 5000);
+  EXPECT_EQ(r.status, 503);
+  // Sessions: nobody serves them -> 503 no_agent_worker (NATS reports no responders).
+  r = HttpCall("GET", gw.Url("/api/v1/session/known"), "", {}, 5000);
+  EXPECT_EQ(r.status, 503);
+  EXPECT_EQ(Body(r)["error"]["code"], "no_agent_worker");
+
+  auto worker = std::make_unique<StandInWorker>(nats.url(), /*sessions=*/false);
+  ASSERT_TRUE(gw.WaitReady());
+  EXPECT_EQ(Body(HttpCall("GET", gw.Url("/ready")))["workers"]["lightweight"], 1);
+  EXPECT_EQ(HttpCall("POST", gw.Url("/api/v1/query"), QueryBody("now?"),
+                     {"Content-Type: application/json"})
+                .status,
+            200);
+  // The worker dies: answers are 503 again, quickly (NATS no-responders, then the monitor).
+  worker->Stop();
+  worker.reset();
+  r = HttpCall("POST", gw.Url("/api/v1/query"), QueryBody("gone?"),
+               {"Content-Type: application/json"}, 5000);
+  EXPECT_EQ(r.status, 503) << r.body;
+  EXPECT_EQ(Body(r)["error"]["code"], "no_worker");
+}
+
+TEST(GatewayAlone, DeadlineGives504AndPublishesCancel) {
+  NatsServer nats;
+  StandInWorker worker(nats.url());
+  CancelListener cancels(nats.url());
+  Gateway gw(nats.url(), R"({"agent": {"turn_timeout_ms": 1000}})");
+  ASSERT_TRUE(gw.WaitReady());
+  HttpReply r = HttpCall("POST", gw.Url("/api/v1/query"), QueryBody("silent"),
+                         {"Content-Type: application/json"});
+  EXPECT_EQ(r.status, 504);
+  EXPECT_EQ(Body(r)["error"]["code"], "deadline_exceeded");
+  const std::string request_id = r.headers["x-request-id"];
+  ASSERT_FALSE(request_id.empty());
+  EXPECT_TRUE(Eventually([&] { return cancels.Seen(request_id); }));
+
+  // A silent stream ends with an `error` event.
+  SseStream stream(gw.port(), QueryBody("silent"));
+  ASSERT_TRUE(stream.WaitComplete());
+  EXPECT_TRUE(HasEvent(stream.Events(), "error", "deadline_exceeded"));
+  EXPECT_TRUE(Eventually(
+      [&] { return cancels.Seen(stream.Response().headers["x-request-id"]); }));
+}
+
+TEST(GatewayAlone, SigtermDrainsAnOpenStreamThenExitsZero) {
+  NatsServer nats;
+  StandInWorker worker(nats.url());
+  Gateway gw(nats.url(), kConfig, {"--drain-ms", "20000"});
+  ASSERT_TRUE(gw.WaitReady());
+  SseStream stream(gw.port(), QueryBody("gate:drain"));
+  ASSERT_TRUE(stream.WaitEvents([](const auto& ev) { return HasEvent(ev, "token", "first"); }));
+  gw.process().Signal(SIGTERM);
+  // New requests are refused while the stream drains; readiness goes down.
+  ASSERT_TRUE(Eventually([&] {
+    return HttpCall("POST", gw.Url("/api/v1/query"), QueryBody("late"),
+                    {"Content-Type: application/json"})
+               .status == 503;
+  }));
+  EXPECT_EQ(HttpCall("GET", gw.Url("/ready")).status, 503);
+  EXPECT_TRUE(gw.process().Running());
+  worker.gates.Open("drain");
+  ASSERT_TRUE(stream.WaitComplete());
+  EXPECT_EQ(stream.Events().back().name, "done");
+  auto code = gw.process().Wait(milliseconds(15000));
+  ASSERT_TRUE(code.has_value()) << gw.process().Log();
+  EXPECT_EQ(*code, 0) << gw.process().Log();
+}
+
+TEST(GatewayAlone, DrainPeriodOverEndsOpenStreams) {
+  NatsServer nats;
+  StandInWorker worker(nats.url());
+  CancelListener cancels(nats.url());
+  Gateway gw(nats.url(), kConfig, {"--drain-ms", "300"});
+  ASSERT_TRUE(gw.WaitReady());
+  SseStream stream(gw.port(), QueryBody("gate:never"));
+  ASSERT_TRUE(stream.WaitEvents([](const auto& ev) { return HasEvent(ev, "token", "first"); }));
+  const std::string request_id = stream.Response().headers["x-request-id"];
+  gw.process().Signal(SIGTERM);
+  ASSERT_TRUE(stream.WaitComplete());
+  EXPECT_TRUE(HasEvent(stream.Events(), "error", "unavailable"));
+  EXPECT_TRUE(Eventually([&] { return cancels.Seen(request_id); }));
+  auto code = gw.process().Wait(milliseconds(15000));
+  ASSERT_TRUE(code.has_value());
+  EXPECT_EQ(*code, 0);
+}
+
+TEST(GatewayCommandLine, HelpInvalidConfigAndUnreachableNats) {
+  TempDir dir;
+  {
+    Process help(BinPath("wf-gateway"), {"--help"});
+    auto code = help.Wait(milliseconds(10000));
+    ASSERT_TRUE(code.has_value());
+    EXPECT_EQ(*code, 0);
+    for (const char* env : {"WF_CONFIG", "NATS_URL", "WF_LOG_LEVEL", "WF_LISTEN", "WF_THREADS",
+                            "WF_HEARTBEAT_MS", "WF_DRAIN_MS"}) {
+      EXPECT_NE(help.Log().find(env), std::string::npos) << env;
+    }
+  }
+  {
+    const std::string bad = dir.path() + "/bad.json";
+    std::ofstream(bad) << R"({"gateway": {"max_body_bytes": "big"}})";
+    Process p(BinPath("wf-gateway"), {"--config", bad, "--listen", "127.0.0.1:0"});
+    auto code = p.Wait(milliseconds(10000));
+    ASSERT_TRUE(code.has_value());
+    EXPECT_NE(*code, 0);
+    EXPECT_NE(p.Log().find("invalid config"), std::string::npos) << p.Log();
+  }
+  {
+    const std::string good = dir.path() + "/good.json";
+    std::ofstream(good) << "{}";
+    Process p(BinPath("wf-gateway"),
+              {"--config", good, "--listen", "127.0.0.1:0", "--nats-url",
+               "nats://127.0.0.1:" + std::to_string(FreePort())});
+    auto code = p.Wait(milliseconds(15000));
+    ASSERT_TRUE(code.has_value());
+    EXPECT_NE(*code, 0);
+    EXPECT_NE(p.Log().find("cannot connect to NATS"), std::string::npos) << p.Log();
+  }
+}
+
+}  // namespace
+}  // namespace wf::testing
