@@ -864,6 +864,131 @@ def check_live_probes():
 
 
 # ---------------------------------------------------------------------------------------------
+# Health checks, run for real: in a private network namespace (so the real ports 8000, 9090,
+# 8081, 8090 are free and nothing else answers there) each wf service's binary starts as its
+# compose service would, and the Dockerfile's HEALTHCHECK and the service's compose healthcheck
+# must pass while it runs and fail once it is gone.
+
+def interpolate(value):
+    """docker-compose's ${VAR:-default} with an empty environment."""
+    return re.sub(r"\$\{[A-Z_][A-Z0-9_]*(?::?-([^}]*))?[^}]*\}", lambda m: m.group(1) or "", str(value))
+
+
+def dockerfile_healthcheck():
+    with open(src("Dockerfile")) as f:
+        text = f.read().replace("\\\n", " ")
+    m = re.search(r"^HEALTHCHECK .*?CMD (\[.*\])\s*$", text, re.M)
+    return json.loads(m.group(1)) if m else None
+
+
+def healthcheck_cases():
+    services = load_yaml_all(src("docker-compose.yml"))[0]["services"]
+    cases = []
+    for name, svc in services.items():
+        if "WF_IMAGE" not in svc.get("image", "") and "wf-pipeline" not in svc.get("image", ""):
+            continue  # nats, redis, postgres: their images bring their own checks
+        bin_name, args = binary_of_command(svc.get("command"))
+        if bin_name is None or bin_name == "wf-heavy":  # heavy needs Redis and PostgreSQL too
+            continue
+        env = {k: interpolate(v) for k, v in compose_env_dict(svc.get("environment")).items()}
+        env["NATS_URL"] = "nats://127.0.0.1:4222"
+        if "WF_CONFIG" in env or bin_name in ("wf-gateway", "wf-lightweight"):
+            env["WF_CONFIG"] = src("config", "workflow_config.json")
+        fixed = []
+        skip = False
+        for a in args:
+            if skip:
+                skip = False
+                continue
+            if a in ("--config", "--rules"):
+                skip = True  # container paths; the defaults/env above stand in
+                continue
+            fixed.append(a)
+        test = (svc.get("healthcheck") or {}).get("test") or []
+        if test and test[0] == "CMD":
+            test = test[1:]
+        port = listen_port(bin_name, env, args)
+        cases.append((name, bin_name, fixed, env, test, port))
+    return cases
+
+
+def port_open(port):
+    import socket
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+def netns_healthchecks():
+    """Runs inside `unshare -n`: prints ok/FAIL lines like the rest."""
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    hc = dockerfile_healthcheck()
+    if not R.check(hc is not None, "netns: the Dockerfile HEALTHCHECK is an exec-form CMD"):
+        return
+    out = run(hc, timeout=30)
+    R.check(out.returncode != 0, "netns: the Dockerfile HEALTHCHECK fails when nothing serves /health")
+    procs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            procs.append(subprocess.Popen([shutil.which("nats-server"), "-a", "127.0.0.1", "-p", "4222",
+                                           "-js", "-sd", tmp], stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL))
+            if not R.check(wait_for(lambda: port_open(4222)), "netns: nats-server started on 4222"):
+                return
+            for name, bin_name, args, env, test, port in healthcheck_cases():
+                log_path = os.path.join(tmp, name + ".log")
+                with open(log_path, "w") as log:
+                    p = subprocess.Popen([os.path.join(BIN, bin_name)] + args,
+                                         env={**os.environ, **env}, stdout=log, stderr=log)
+                try:
+                    up = wait_for(lambda: port_open(port) and http_status(port, "/health") == 200, 20)
+                    if not R.check(up, f"netns: {name} ({bin_name}) serves /health on {port}",
+                                   open(log_path).read()[-400:]):
+                        continue
+                    out = run(hc, timeout=30)
+                    R.check(out.returncode == 0, f"netns: the Dockerfile HEALTHCHECK passes for {name}",
+                            out.stderr.strip())
+                    out = run(test, timeout=30)
+                    R.check(out.returncode == 0, f"netns: the compose healthcheck of {name} passes",
+                            out.stderr.strip())
+                finally:
+                    p.send_signal(signal.SIGTERM)
+                    try:
+                        p.wait(timeout=20)
+                    except subprocess.TimeoutExpired:
+                        p.kill()
+                        p.wait()
+                out = run(test, timeout=30)
+                R.check(out.returncode != 0, f"netns: the compose healthcheck of {name} fails once it is gone")
+        finally:
+            for p in procs:
+                p.send_signal(signal.SIGTERM)
+                p.wait(timeout=10)
+
+
+def check_healthchecks_live():
+    if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"):
+        R.skip("health checks in a network namespace", "needs root, unshare and ip")
+        return
+    if not shutil.which("nats-server") or any(binary(b).help is None for b in
+                                              ("wf-gateway", "wf-lightweight", "wf-demo-api",
+                                               "wf-scripted-llm")):
+        R.skip("health checks in a network namespace", "needs nats-server and the binaries")
+        return
+    out = run(["unshare", "-n", sys.executable, os.path.abspath(__file__), "--netns-healthchecks"],
+              timeout=300)
+    for line in out.stdout.splitlines():
+        if line.startswith("ok:"):
+            R.ok(line[4:].strip())
+        elif line.startswith("FAIL:"):
+            R.fail(line[5:].strip())
+    R.check(out.returncode == 0 or "FAIL" in out.stdout, "netns: the namespace run completed",
+            out.stderr.strip()[-500:])
+
+
+# ---------------------------------------------------------------------------------------------
 # The Dockerfile.
 
 def check_image():
@@ -888,6 +1013,9 @@ def check_image():
 
 
 def main():
+    if sys.argv[1:] == ["--netns-healthchecks"]:
+        netns_healthchecks()
+        return 1 if R.failed else 0
     print(f"deploy checks: source {SRC}, binaries {BIN}")
     check_binaries_built()
     check_files_parse()
@@ -901,6 +1029,7 @@ def main():
             R.skip("kubectl apply --dry-run=client", "kubectl is not installed")
         check_k8s_refs(objs)
     check_live_probes()
+    check_healthchecks_live()
     check_image()
     print(f"deploy_static: {R.passed} passed, {R.failed} failed, {R.skipped} skipped")
     return 1 if R.failed else 0
