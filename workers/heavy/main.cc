@@ -1,0 +1,119 @@
+// wf-heavy: the agent worker. Parses flags, loads the config, connects NATS, Redis and
+// PostgreSQL, wires the LLM client and the worker, then waits for SIGTERM and drains.
+#include <spdlog/spdlog.h>
+
+#include <iostream>
+
+#include "admin_http/admin_server.h"
+#include "cli/command_line.h"
+#include "config/config.h"
+#include "http_client/http_client.h"
+#include "llm/http_llm_client.h"
+#include "llm/timer.h"
+#include "nats/connection.h"
+#include "session/session_store.h"
+#include "worker/heavy_worker.h"
+
+int main(int argc, char** argv) {
+  wf::BlockTerminationSignals();
+  auto spec = wf::CommonFlags();
+  spec.push_back({"redis-url", "REDIS_URL", "redis://127.0.0.1:6379", "Redis (hot sessions)"});
+  spec.push_back({"database-url", "DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres",
+                  "PostgreSQL libpq URI (durable sessions)", false, true});
+  spec.push_back({"llm-base-url", "LLM_BASE_URL", "http://127.0.0.1:8090/v1",
+                  "OpenAI-compatible base URL, e.g. https://api.openai.com/v1"});
+  spec.push_back({"llm-api-key", "LLM_API_KEY", "", "API key (sent as Bearer; never logged)", false,
+                  true});
+  spec.push_back({"llm-model", "LLM_MODEL", "gpt-4o-mini", "model when the config names none"});
+  spec.push_back({"concurrency", "WF_CONCURRENCY", "64", "agent turns in flight in this process"});
+  spec.push_back({"admin-listen", "WF_ADMIN_LISTEN", "",
+                  "HOST:PORT for /health, /ready and /metrics (off when empty)"});
+  spec.push_back({"drain-ms", "WF_DRAIN_MS", "60000",
+                  "on SIGTERM, how long turns in flight may finish before being handed back"});
+  spec.push_back({"check-config", "", "", "validate the config and exit", true});
+  wf::CommandLine cli("wf-heavy",
+                      "Agent worker: consumes WF_HEAVY (consumer \"heavy\"), runs the LLM agent "
+                      "loop with tools, flows and skills, stores sessions in Redis and PostgreSQL.",
+                      spec);
+  auto parsed = cli.Parse(argc, argv);
+  if (parsed.exit_code) return *parsed.exit_code;
+  if (!parsed.flags) {
+    std::cerr << "wf-heavy: " << parsed.error << "\n";
+    return 2;
+  }
+  const wf::Flags& flags = *parsed.flags;
+  wf::InitLogging("wf-heavy", flags.Get("log-level"));
+  auto config = wf::LoadConfigFile(flags.Get("config"));
+  if (!config.ok()) {
+    std::cerr << "wf-heavy: invalid config: " << config.error().message << "\n";
+    return 2;
+  }
+  if (flags.IsSet("check-config")) {
+    std::cout << "config OK\n";
+    return 0;
+  }
+  auto concurrency = flags.GetInt("concurrency", 1, 100000);
+  auto drain = flags.GetInt("drain-ms", 0, 3600000);
+  for (const auto* r : {&concurrency, &drain}) {
+    if (!r->ok()) {
+      std::cerr << "wf-heavy: " << r->error().message << "\n";
+      return 2;
+    }
+  }
+
+  wf::NatsOptions nats_options;
+  nats_options.url = flags.Get("nats-url");
+  nats_options.name = "wf-heavy";
+  auto conn = wf::NatsConnection::Connect(nats_options);
+  if (!conn.ok()) {
+    std::cerr << "wf-heavy: " << conn.error().message << "\n";
+    return 1;
+  }
+  wf::SessionStoreOptions store_options;
+  store_options.ttl = (*config)->agent.session_ttl;
+  auto store = wf::SessionStore::Connect(flags.Get("redis-url"), flags.Get("database-url"),
+                                         store_options);
+  if (!store.ok()) {
+    std::cerr << "wf-heavy: " << store.error().message << "\n";
+    return 1;
+  }
+
+  wf::TimerThread timer;
+  wf::HttpClient http;
+  wf::LlmClientOptions llm_options;
+  llm_options.base_url = flags.Get("llm-base-url");
+  llm_options.api_key = flags.Get("llm-api-key");
+  llm_options.default_model =
+      (*config)->agent.model.empty() ? flags.Get("llm-model") : (*config)->agent.model;
+  wf::HttpLlmClient llm(llm_options, http, timer);
+
+  wf::HeavyWorker::Options options;
+  options.concurrency = static_cast<int>(*concurrency);
+  auto worker = wf::HeavyWorker::Start(*config, **conn, **store, llm, timer, options);
+  if (!worker.ok()) {
+    std::cerr << "wf-heavy: " << worker.error().message << "\n";
+    return 1;
+  }
+
+  std::unique_ptr<wf::AdminServer> admin;
+  if (!flags.Get("admin-listen").empty()) {
+    wf::HeavyWorker* w = worker->get();
+    auto started = wf::AdminServer::Start({flags.Get("admin-listen"),
+                                           [w](std::string* why) { return w->Ready(why); },
+                                           [w] { return w->MetricsText(); },
+                                           {}});
+    if (!started.ok()) {
+      std::cerr << "wf-heavy: admin port: " << started.error().message << "\n";
+      return 1;
+    }
+    admin = std::move(started).value();
+  }
+
+  int sig = wf::WaitForTerminationSignal();
+  spdlog::info("signal {}: draining ({} turns in flight)", sig, (*worker)->active_turns());
+  (*worker)->Shutdown(std::chrono::milliseconds(*drain));
+  worker->reset();
+  if (admin) admin->Stop();
+  spdlog::info("stopped");
+  return 0;
+}

@@ -1,0 +1,670 @@
+#include "worker/heavy_worker.h"
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+
+#include "wf/v1/session.pb.h"
+
+namespace wf {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr const char* kHeavyStream = "WF_HEAVY";
+constexpr const char* kHistoryStream = "WF_HISTORY";
+constexpr const char* kHeavyConsumer = "heavy";
+constexpr const char* kHistoryConsumer = "history";
+
+std::string Serialize(const google::protobuf::MessageLite& m) {
+  std::string out;
+  m.SerializeToString(&out);
+  return out;
+}
+
+/// Owns one JetStream message (natsMsg*); acks/naks are idempotent through `settled`.
+struct JsMessage {
+  explicit JsMessage(natsMsg* m) : msg(m) {}
+  ~JsMessage() { natsMsg_Destroy(msg); }
+  JsMessage(const JsMessage&) = delete;
+  JsMessage& operator=(const JsMessage&) = delete;
+  void Ack() { Settle([&] { return natsMsg_Ack(msg, nullptr); }); }
+  void Nak() { Settle([&] { return natsMsg_Nak(msg, nullptr); }); }
+  void NakWithDelay(std::chrono::milliseconds d) {
+    Settle([&] { return natsMsg_NakWithDelay(msg, d.count(), nullptr); });
+  }
+  void Term() { Settle([&] { return natsMsg_Term(msg, nullptr); }); }
+  void InProgress() {
+    std::lock_guard lock(mu);
+    if (!settled) natsMsg_InProgress(msg, nullptr);
+  }
+  uint64_t Delivered() const {
+    jsMsgMetaData* meta = nullptr;
+    uint64_t n = 1;
+    if (natsMsg_GetMetaData(&meta, msg) == NATS_OK) {
+      n = meta->NumDelivered;
+      jsMsgMetaData_Destroy(meta);
+    }
+    return n;
+  }
+  template <typename F>
+  void Settle(F f) {
+    std::lock_guard lock(mu);
+    if (settled) return;
+    settled = true;
+    natsStatus s = f();
+    if (s != NATS_OK) spdlog::warn("JetStream ack failed: {}", NatsStatusText(s));
+  }
+  natsMsg* msg;
+  std::mutex mu;
+  bool settled = false;
+};
+
+Status EnsureConsumer(jsCtx* js, const char* stream, const char* durable, const char* subject,
+                      std::chrono::milliseconds ack_wait, int max_deliver, int64_t max_ack_pending) {
+  jsConsumerConfig cfg;
+  jsConsumerConfig_Init(&cfg);
+  cfg.Durable = durable;
+  cfg.AckPolicy = js_AckExplicit;
+  cfg.AckWait = std::chrono::duration_cast<std::chrono::nanoseconds>(ack_wait).count();
+  cfg.MaxDeliver = max_deliver;
+  cfg.MaxAckPending = max_ack_pending;
+  cfg.FilterSubject = subject;
+  cfg.DeliverPolicy = js_DeliverAll;
+  jsConsumerInfo* ci = nullptr;
+  jsErrCode jerr = static_cast<jsErrCode>(0);
+  natsStatus s = js_AddConsumer(&ci, js, stream, &cfg, nullptr, &jerr);
+  if (s != NATS_OK) {
+    jerr = static_cast<jsErrCode>(0);
+    s = js_UpdateConsumer(&ci, js, stream, &cfg, nullptr, &jerr);
+  }
+  if (ci) jsConsumerInfo_Destroy(ci);
+  if (s != NATS_OK) {
+    return Status(ErrorCode::kUnavailable, std::string("cannot create consumer ") + durable +
+                                               " on " + stream + ": " + JsErrorText(s, jerr));
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+/// One agent turn in flight.
+struct HeavyWorker::Turn {
+  explicit Turn(natsMsg* m) : msg(m) {}
+  JsMessage msg;
+  wf::v1::QueryRequest request;
+  std::string reply_to;
+  std::string traceparent;
+  std::shared_ptr<AgentTurn> agent;
+  std::unique_ptr<EventSink> sink;
+  bool locked = false;
+  std::atomic<bool> cancelled{false};
+  std::atomic<bool> handed_back{false};
+  std::atomic<bool> released{false};
+  std::atomic<uint64_t> seq{0};
+};
+
+/// Publishes a turn's events on its reply subject, with the request id header.
+class HeavyWorker::TurnEvents final : public EventSink {
+ public:
+  TurnEvents(NatsConnection& conn, std::shared_ptr<Turn> turn)
+      : conn_(conn), turn_(std::move(turn)) {}
+  void Emit(wf::v1::QueryEvent event) override {
+    if (turn_->handed_back) return;  // another worker owns the answer now
+    turn_->seq = event.seq();
+    auto status = conn_.Publish(turn_->reply_to, Serialize(event), {},
+                                {{kRequestIdHeader, turn_->request.request_id()},
+                                 {kTraceparentHeader, turn_->traceparent}});
+    if (!status.ok()) spdlog::warn("event not published: {}", status.error().message);
+  }
+
+ private:
+  NatsConnection& conn_;
+  std::shared_ptr<Turn> turn_;
+};
+
+HeavyWorker::HeavyWorker(std::shared_ptr<const Config> config, NatsConnection& conn,
+                         SessionStore& store, LlmClient& llm, Timer& timer, Options options)
+    : config_(std::move(config)),
+      conn_(conn),
+      store_(store),
+      llm_(llm),
+      timer_(timer),
+      options_(options),
+      prefix_(config_->subject_prefix) {}
+
+HeavyWorker::~HeavyWorker() { Shutdown(std::chrono::milliseconds(0)); }
+
+Result<std::unique_ptr<HeavyWorker>> HeavyWorker::Start(std::shared_ptr<const Config> config,
+                                                        NatsConnection& conn, SessionStore& store,
+                                                        LlmClient& llm, Timer& timer,
+                                                        Options options) {
+  std::unique_ptr<HeavyWorker> self(
+      new HeavyWorker(std::move(config), conn, store, llm, timer, options));
+  if (auto s = self->Setup(); !s.ok()) {
+    self->Shutdown(std::chrono::milliseconds(0));
+    return s.error();
+  }
+  return self;
+}
+
+Status HeavyWorker::Setup() {
+  executor_ = std::make_unique<ThreadPoolExecutor>(std::max(1, options_.executor_threads));
+  tools_ = std::make_unique<NatsToolRunner>(conn_, timer_, prefix_);
+  if (auto s = tools_->Start(); !s.ok()) return s;
+
+  auto js = JetStream::Create(conn_);
+  if (!js.ok()) return js.error();
+  js_ = std::move(js).value();
+  const std::string query_subject = prefix_ + ".heavy.query";
+  const std::string history_subject = prefix_ + ".history.append";
+  StreamSpec heavy{kHeavyStream, {query_subject}};
+  heavy.max_age = std::chrono::hours(1);
+  if (auto s = js_->EnsureStream(heavy); !s.ok()) return s;
+  StreamSpec history{kHistoryStream, {history_subject}};
+  history.max_age = std::chrono::hours(24 * 7);
+  if (auto s = js_->EnsureStream(history); !s.ok()) return s;
+  // Many workers share one consumer: the pool-wide cap is generous, each process limits itself
+  // by fetching only as many messages as it has free slots.
+  if (auto s = EnsureConsumer(js_->raw(), kHeavyStream, kHeavyConsumer, query_subject.c_str(),
+                              options_.ack_wait, options_.max_deliver, 100000);
+      !s.ok()) {
+    return s;
+  }
+  if (auto s = EnsureConsumer(js_->raw(), kHistoryStream, kHistoryConsumer,
+                              history_subject.c_str(), std::chrono::seconds(30), -1, 10000);
+      !s.ok()) {
+    return s;
+  }
+  for (auto [stream, consumer, subject, sub] :
+       {std::tuple{kHeavyStream, kHeavyConsumer, query_subject, &query_sub_},
+        std::tuple{kHistoryStream, kHistoryConsumer, history_subject, &history_sub_}}) {
+    jsSubOptions so;
+    jsSubOptions_Init(&so);
+    so.Stream = stream;
+    so.Consumer = consumer;
+    so.ManualAck = true;
+    jsErrCode jerr = static_cast<jsErrCode>(0);
+    natsStatus s = js_PullSubscribe(sub, js_->raw(), subject.c_str(), consumer, nullptr, &so, &jerr);
+    if (s != NATS_OK) {
+      return Status(ErrorCode::kUnavailable,
+                    std::string("pull subscribe ") + consumer + ": " + JsErrorText(s, jerr));
+    }
+  }
+
+  service_ = std::make_unique<MicroService>(conn_, "heavy", options_.version,
+                                            "agent turns, sessions");
+  query_stats_ = service_->AddEndpoint("query", query_subject, kHeavyConsumer);
+  session_stats_ = service_->AddEndpoint("session", prefix_ + ".session.*", "heavy");
+  for (auto [subject, del] :
+       {std::pair{prefix_ + ".session.get", false}, std::pair{prefix_ + ".session.delete", true}}) {
+    auto sub = conn_.Subscribe(
+        subject, [this, del = del](const NatsMsgView& m) { OnSessionRequest(m, del); }, "heavy");
+    if (!sub.ok()) return sub.error();
+    subs_.push_back(std::move(sub).value());
+  }
+  auto cancel = conn_.Subscribe(prefix_ + ".cancel.*", [this](const NatsMsgView& m) { OnCancel(m); });
+  if (!cancel.ok()) return cancel.error();
+  subs_.push_back(std::move(cancel).value());
+  if (auto s = service_->Start(); !s.ok()) return s;
+
+  query_fetcher_ = std::thread([this] { FetchLoop(query_sub_, false); });
+  history_fetcher_ = std::thread([this] { FetchLoop(history_sub_, true); });
+  tick_task_ = timer_.After(options_.in_progress_every, [this] { TickInProgress(); });
+  spdlog::info("heavy worker {} ready: concurrency {}, {} tools, {} flows, {} skills",
+               service_->id(), options_.concurrency, config_->tools.size(),
+               config_->flows.size(), config_->skills.size());
+  return Status::Ok();
+}
+
+void HeavyWorker::FetchLoop(natsSubscription* sub, bool history) {
+  while (fetching_) {
+    int batch = 16;
+    if (!history) {
+      std::unique_lock lock(mu_);
+      slots_cv_.wait_for(lock, std::chrono::milliseconds(200), [this] {
+        return !fetching_ || active_count_.load() < options_.concurrency;
+      });
+      if (!fetching_) break;
+      batch = std::min(16, options_.concurrency - active_count_.load());
+      if (batch <= 0) continue;
+    }
+    natsMsgList list{nullptr, 0};
+    jsErrCode jerr = static_cast<jsErrCode>(0);
+    natsStatus s = natsSubscription_Fetch(&list, sub, batch, 500, &jerr);
+    if (s == NATS_TIMEOUT) continue;
+    if (s != NATS_OK) {
+      if (fetching_) {
+        spdlog::warn("fetch from {}: {}", history ? "history" : "heavy", JsErrorText(s, jerr));
+        std::this_thread::sleep_for(std::chrono::milliseconds(250));
+      }
+      continue;
+    }
+    for (int i = 0; i < list.Count; ++i) {
+      natsMsg* msg = list.Msgs[i];
+      list.Msgs[i] = nullptr;  // ownership moves on
+      if (history) {
+        OnHistoryMessage(msg);
+      } else {
+        OnQueryMessage(msg);
+      }
+    }
+    natsMsgList_Destroy(&list);
+  }
+}
+
+void HeavyWorker::OnQueryMessage(natsMsg* msg) {
+  auto turn = std::make_shared<Turn>(msg);
+  if (!turn->request.ParseFromArray(natsMsg_GetData(msg), natsMsg_GetDataLength(msg))) {
+    // No reply subject can be trusted: drop it for good.
+    spdlog::warn("undecodable message on {}: terminated", natsMsg_GetSubject(msg));
+    turn->msg.Term();
+    query_stats_->Record(std::chrono::nanoseconds(0), "bad message");
+    return;
+  }
+  turn->reply_to = turn->request.reply_to();
+  turn->traceparent = turn->request.traceparent();
+  if (turn->request.request_id().empty()) {
+    std::string inbox = NatsConnection::NewInbox();
+    turn->request.set_request_id(inbox.substr(inbox.rfind('.') + 1));
+  }
+  {
+    std::lock_guard lock(mu_);
+    auto [it, inserted] = active_.emplace(turn->request.request_id(), turn);
+    if (!inserted) {
+      // A redelivery of a turn this process still runs (e.g. a long stall): keep the first.
+      turn->msg.InProgress();
+      return;
+    }
+  }
+  active_count_.fetch_add(1);
+  turns_started_.fetch_add(1, std::memory_order_relaxed);
+  executor_->Post([this, turn] { BeginTurn(turn); });
+}
+
+void HeavyWorker::EmitTerminalError(const std::shared_ptr<Turn>& turn, ErrorCode code,
+                                    const std::string& message) {
+  wf::v1::QueryEvent event;
+  event.set_request_id(turn->request.request_id());
+  event.set_seq(turn->seq + 1);
+  event.mutable_error()->set_code(std::string(WireName(code)));
+  event.mutable_error()->set_message(message);
+  if (!turn->reply_to.empty()) {
+    (void)conn_.Publish(turn->reply_to, Serialize(event), {},
+                        {{kRequestIdHeader, turn->request.request_id()}});
+  }
+}
+
+void HeavyWorker::BeginTurn(const std::shared_ptr<Turn>& turn) {
+  const auto& req = turn->request;
+  uint64_t delivered = turn->msg.Delivered();
+  if (delivered > 1) redeliveries_.fetch_add(1, std::memory_order_relaxed);
+  if (req.deadline_unix_ms() > 0 && req.deadline_unix_ms() <= UnixMillisNow()) {
+    EmitTerminalError(turn, ErrorCode::kDeadlineExceeded, "the turn's deadline passed before it ran");
+    turn->msg.Ack();
+    turns_failed_.fetch_add(1, std::memory_order_relaxed);
+    ReleaseTurn(turn);
+    return;
+  }
+  if (req.message().empty() || req.session_id().empty()) {
+    EmitTerminalError(turn, ErrorCode::kBadRequest, "message and session_id are required");
+    turn->msg.Ack();
+    turns_failed_.fetch_add(1, std::memory_order_relaxed);
+    ReleaseTurn(turn);
+    return;
+  }
+  if (delivered > 1) {
+    // Redelivered: the previous worker may have stored the turn and died before acking.
+    auto history = store_.LoadHistory(req.session_id());
+    if (history.ok()) {
+      const wf::v1::ChatMessage* answer = nullptr;
+      for (const auto& m : *history) {
+        if (m.run_id() == req.request_id() && m.role() == "assistant" && m.tool_calls_size() == 0) {
+          answer = &m;
+        }
+      }
+      if (answer) {
+        wf::v1::QueryEvent event;
+        event.set_request_id(req.request_id());
+        event.set_seq(1);
+        auto* final = event.mutable_final();
+        final->set_answer(answer->content());
+        final->set_route("agent");
+        final->set_run_id(req.request_id());
+        final->set_session_id(req.session_id());
+        (void)conn_.Publish(turn->reply_to, Serialize(event), {},
+                            {{kRequestIdHeader, req.request_id()}});
+        turn->msg.Ack();
+        turns_ok_.fetch_add(1, std::memory_order_relaxed);
+        ReleaseTurn(turn);
+        return;
+      }
+    }
+  }
+  AcquireLockThenRun(turn);
+}
+
+void HeavyWorker::AcquireLockThenRun(const std::shared_ptr<Turn>& turn) {
+  const auto& req = turn->request;
+  if (turn->cancelled) {
+    EmitTerminalError(turn, ErrorCode::kCancelled, "cancelled while waiting for the session");
+    turn->msg.Ack();
+    turns_cancelled_.fetch_add(1, std::memory_order_relaxed);
+    ReleaseTurn(turn);
+    return;
+  }
+  if (turn->handed_back) {
+    ReleaseTurn(turn);
+    return;
+  }
+  auto lease = options_.ack_wait + options_.in_progress_every;
+  auto locked = store_.TryLock(req.session_id(), req.request_id(), lease);
+  if (!locked.ok()) {
+    // Redis down: the lock cannot be taken, so hand the turn back for a later attempt.
+    spdlog::warn("session lock for {}: {}", req.session_id(), locked.error().message);
+    if (turn->msg.Delivered() >= static_cast<uint64_t>(options_.max_deliver)) {
+      EmitTerminalError(turn, ErrorCode::kUnavailable, "session store unavailable");
+      turn->msg.Term();
+    } else {
+      turn->msg.NakWithDelay(std::chrono::seconds(1));
+    }
+    ReleaseTurn(turn);
+    return;
+  }
+  if (!*locked) {
+    bool enqueue = config_->agent.on_busy == "enqueue";
+    int64_t left = req.deadline_unix_ms() - UnixMillisNow();
+    if (!enqueue || left <= 0) {
+      EmitTerminalError(turn, enqueue ? ErrorCode::kDeadlineExceeded : ErrorCode::kSessionBusy,
+                        enqueue ? "the turn's deadline passed while queued behind another turn"
+                                : "session " + req.session_id() + " is busy with another turn");
+      turn->msg.Ack();
+      turns_failed_.fetch_add(1, std::memory_order_relaxed);
+      ReleaseTurn(turn);
+      return;
+    }
+    // Queued behind the running turn: try again shortly, without holding a thread.
+    timer_.After(std::chrono::milliseconds(std::min<int64_t>(100, left)),
+                 [this, turn] { executor_->Post([this, turn] { AcquireLockThenRun(turn); }); });
+    return;
+  }
+  turn->locked = true;
+  RunAgent(turn);
+}
+
+void HeavyWorker::RunAgent(const std::shared_ptr<Turn>& turn) {
+  const auto& req = turn->request;
+  auto history = store_.LoadHistory(req.session_id());
+  if (!history.ok()) {
+    spdlog::warn("history of {}: {}", req.session_id(), history.error().message);
+    (void)store_.Unlock(req.session_id(), req.request_id());
+    turn->locked = false;
+    if (turn->msg.Delivered() >= static_cast<uint64_t>(options_.max_deliver)) {
+      EmitTerminalError(turn, ErrorCode::kUnavailable, "session history unavailable");
+      turn->msg.Term();
+    } else {
+      turn->msg.NakWithDelay(std::chrono::seconds(1));
+    }
+    ReleaseTurn(turn);
+    return;
+  }
+  turn->sink = std::make_unique<TurnEvents>(conn_, turn);
+  TurnParams params;
+  params.config = config_;
+  params.history = std::move(history).value();
+  params.user_message = req.message();
+  params.session_id = req.session_id();
+  params.request_id = req.request_id();
+  params.run_id = req.request_id();
+  params.user_id = req.user_id();
+  params.deadline_unix_ms = req.deadline_unix_ms() > 0
+                                ? req.deadline_unix_ms()
+                                : UnixMillisNow() + config_->agent.turn_timeout.count();
+  params.stream_tokens = req.stream();
+  AgentDeps deps{llm_, *tools_, *turn->sink, *executor_, timer_};
+  std::weak_ptr<Turn> weak = turn;
+  auto agent = AgentTurn::Start(deps, std::move(params), [this, weak](wf::v1::TurnRecord record) {
+    if (auto t = weak.lock()) {
+      executor_->Post([this, t, record = std::move(record)]() mutable {
+        FinishTurn(t, std::move(record));
+      });
+    }
+  });
+  std::lock_guard lock(mu_);
+  turn->agent = std::move(agent);
+  if (turn->cancelled) turn->agent->Cancel();
+}
+
+void HeavyWorker::FinishTurn(const std::shared_ptr<Turn>& turn, wf::v1::TurnRecord record) {
+  const auto& req = turn->request;
+  if (turn->handed_back) {
+    ReleaseTurn(turn);
+    return;
+  }
+  if (record.status() == "ok") {
+    turns_ok_.fetch_add(1, std::memory_order_relaxed);
+  } else if (record.status() == "cancelled") {
+    turns_cancelled_.fetch_add(1, std::memory_order_relaxed);
+  } else {
+    turns_failed_.fetch_add(1, std::memory_order_relaxed);
+  }
+  Status stored = Status(ErrorCode::kInternal, "not attempted");
+  for (int attempt = 0; attempt < 3 && !stored.ok(); ++attempt) {
+    if (attempt > 0) std::this_thread::sleep_for(std::chrono::milliseconds(100 << attempt));
+    stored = store_.AppendTurn(record);
+  }
+  if (turn->locked) (void)store_.Unlock(req.session_id(), req.request_id());
+  if (stored.ok()) {
+    turn->msg.Ack();
+  } else {
+    // The client has its answer, but the turn is not durable: let JetStream redeliver it so a
+    // worker stores it (a redelivery re-runs the turn from the stored history).
+    store_failures_.fetch_add(1, std::memory_order_relaxed);
+    spdlog::error("turn {} of {} not stored: {}", req.request_id(), req.session_id(),
+                  stored.error().message);
+    turn->msg.NakWithDelay(std::chrono::seconds(2));
+  }
+  query_stats_->Record(std::chrono::nanoseconds(0), record.status() == "error" ? "turn failed" : "");
+  ReleaseTurn(turn);
+}
+
+void HeavyWorker::ReleaseTurn(const std::shared_ptr<Turn>& turn) {
+  if (turn->released.exchange(true)) return;
+  {
+    std::lock_guard lock(mu_);
+    auto it = active_.find(turn->request.request_id());
+    if (it != active_.end() && it->second == turn) active_.erase(it);
+  }
+  active_count_.fetch_sub(1);
+  slots_cv_.notify_all();
+}
+
+void HeavyWorker::OnHistoryMessage(natsMsg* raw) {
+  auto msg = std::make_shared<JsMessage>(raw);
+  executor_->Post([this, msg] {
+    wf::v1::TurnRecord record;
+    if (!record.ParseFromArray(natsMsg_GetData(msg->msg), natsMsg_GetDataLength(msg->msg)) ||
+        record.session_id().empty() || record.run_id().empty()) {
+      spdlog::warn("undecodable turn record on {}: terminated", natsMsg_GetSubject(msg->msg));
+      msg->Term();
+      return;
+    }
+    auto stored = store_.AppendTurn(record);
+    if (stored.ok()) {
+      history_stored_.fetch_add(1, std::memory_order_relaxed);
+      msg->Ack();
+    } else {
+      store_failures_.fetch_add(1, std::memory_order_relaxed);
+      spdlog::warn("flow turn {} not stored yet: {}", record.run_id(), stored.error().message);
+      msg->NakWithDelay(std::chrono::seconds(2));
+    }
+  });
+}
+
+void HeavyWorker::OnCancel(const NatsMsgView& msg) {
+  std::string_view subject = msg.subject();
+  std::string request_id(subject.substr(subject.rfind('.') + 1));
+  std::shared_ptr<Turn> turn;
+  {
+    std::lock_guard lock(mu_);
+    auto it = active_.find(request_id);
+    if (it == active_.end()) return;
+    turn = it->second;
+    turn->cancelled = true;
+    if (turn->agent) turn->agent->Cancel();
+  }
+  spdlog::info("turn {} cancelled", request_id);
+}
+
+void HeavyWorker::OnSessionRequest(const NatsMsgView& msg, bool del) {
+  std::string reply(msg.reply());
+  if (reply.empty()) return;
+  std::string data(msg.data());
+  executor_->Post([this, reply, data, del] {
+    auto started = Clock::now();
+    wf::v1::SessionRequest request;
+    wf::v1::SessionReply out;
+    auto fail = [&](ErrorCode code, const std::string& message) {
+      out.mutable_error()->set_code(std::string(WireName(code)));
+      out.mutable_error()->set_message(message);
+    };
+    if (!request.ParseFromString(data) || request.session_id().empty()) {
+      fail(ErrorCode::kBadMessage, "payload is not a wf.v1.SessionRequest with a session_id");
+    } else if (del) {
+      // Stop turns of that session that run here before forgetting it.
+      {
+        std::lock_guard lock(mu_);
+        for (auto& [id, turn] : active_) {
+          if (turn->request.session_id() == request.session_id()) {
+            turn->cancelled = true;
+            if (turn->agent) turn->agent->Cancel();
+          }
+        }
+      }
+      auto deleted = store_.DeleteSession(request.session_id());
+      if (!deleted.ok()) {
+        fail(deleted.error().code, deleted.error().message);
+      } else if (!*deleted) {
+        fail(ErrorCode::kSessionNotFound, "no session " + request.session_id());
+      } else {
+        out.mutable_ack()->set_session_id(request.session_id());
+        out.mutable_ack()->set_deleted(true);
+      }
+    } else {
+      auto history = store_.GetSession(request.session_id());
+      if (!history.ok()) {
+        fail(history.error().code, history.error().message);
+      } else {
+        *out.mutable_history() = std::move(history).value();
+      }
+    }
+    session_stats_->Record(Clock::now() - started,
+                           out.has_error() && out.error().code() != "session_not_found"
+                               ? out.error().message()
+                               : "");
+    (void)conn_.Publish(reply, Serialize(out));
+  });
+}
+
+void HeavyWorker::TickInProgress() {
+  if (shutting_down_ && active_count_.load() == 0) return;
+  std::vector<std::shared_ptr<Turn>> turns;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [id, turn] : active_) turns.push_back(turn);
+  }
+  for (auto& turn : turns) turn->msg.InProgress();
+  executor_->Post([this, turns] {
+    auto lease = options_.ack_wait + options_.in_progress_every;
+    for (const auto& turn : turns) {
+      if (turn->locked && !turn->released) {
+        (void)store_.RenewLock(turn->request.session_id(), turn->request.request_id(), lease);
+      }
+    }
+  });
+  tick_task_ = timer_.After(options_.in_progress_every, [this] { TickInProgress(); });
+}
+
+void HeavyWorker::Shutdown(std::chrono::milliseconds grace) {
+  if (shutting_down_.exchange(true)) return;
+  fetching_ = false;
+  slots_cv_.notify_all();
+  if (query_fetcher_.joinable()) query_fetcher_.join();
+  if (history_fetcher_.joinable()) history_fetcher_.join();
+  auto until = Clock::now() + grace;
+  while (active_count_.load() > 0 && Clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  // Whatever still runs goes back to JetStream for another worker, unstored and unanswered here.
+  std::vector<std::shared_ptr<Turn>> left;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [id, turn] : active_) left.push_back(turn);
+  }
+  for (auto& turn : left) {
+    turn->handed_back = true;
+    turn->msg.Nak();
+    handed_back_.fetch_add(1, std::memory_order_relaxed);
+    if (turn->agent) turn->agent->Cancel();
+    if (turn->locked) (void)store_.Unlock(turn->request.session_id(), turn->request.request_id());
+    spdlog::info("turn {} handed back for redelivery", turn->request.request_id());
+  }
+  // Cancelled agents end within ~100 ms; wait for them so no callback outlives the executor.
+  auto cancel_until = Clock::now() + std::chrono::seconds(2);
+  for (auto& turn : left) {
+    while (turn->agent && !turn->agent->finished() && Clock::now() < cancel_until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+  timer_.Cancel(tick_task_);
+  subs_.clear();
+  if (service_) service_->Stop();
+  executor_.reset();  // runs what was queued, then joins
+  for (natsSubscription** sub : {&query_sub_, &history_sub_}) {
+    if (*sub) {
+      natsSubscription_Destroy(*sub);
+      *sub = nullptr;
+    }
+  }
+  tools_.reset();
+  (void)conn_.Flush(std::chrono::milliseconds(1000));
+}
+
+bool HeavyWorker::Ready(std::string* why) {
+  if (!conn_.Connected()) {
+    *why = "NATS disconnected";
+    return false;
+  }
+  if (!store_.Healthy()) {
+    *why = "Redis or PostgreSQL unreachable";
+    return false;
+  }
+  return true;
+}
+
+std::string HeavyWorker::MetricsText() const {
+  std::string out;
+  auto metric = [&out](const char* name, const char* type, const char* help, uint64_t value) {
+    out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n" +
+           name + " " + std::to_string(value) + "\n";
+  };
+  metric("wf_heavy_turns_started_total", "counter", "Agent turns taken from JetStream.",
+         turns_started_.load());
+  metric("wf_heavy_turns_ok_total", "counter", "Turns answered.", turns_ok_.load());
+  metric("wf_heavy_turns_failed_total", "counter", "Turns ended by an error.", turns_failed_.load());
+  metric("wf_heavy_turns_cancelled_total", "counter", "Turns cancelled.", turns_cancelled_.load());
+  metric("wf_heavy_redeliveries_total", "counter", "Turns received again after a failure.",
+         redeliveries_.load());
+  metric("wf_heavy_handed_back_total", "counter", "Turns handed back on shutdown.",
+         handed_back_.load());
+  metric("wf_heavy_history_stored_total", "counter", "Flow turns stored from WF_HISTORY.",
+         history_stored_.load());
+  metric("wf_heavy_store_failures_total", "counter", "Turns that could not be stored.",
+         store_failures_.load());
+  metric("wf_heavy_active_turns", "gauge", "Turns in flight.",
+         static_cast<uint64_t>(active_count_.load()));
+  metric("wf_nats_connected", "gauge", "1 while the NATS connection is up.",
+         conn_.Connected() ? 1 : 0);
+  return out;
+}
+
+}  // namespace wf

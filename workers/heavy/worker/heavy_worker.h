@@ -1,0 +1,112 @@
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+
+#include "agent/agent_turn.h"
+#include "agent/executor.h"
+#include "config/config.h"
+#include "llm/llm_client.h"
+#include "llm/timer.h"
+#include "nats/connection.h"
+#include "nats/jetstream.h"
+#include "nats/micro_service.h"
+#include "session/session_store.h"
+#include "worker/nats_tool_runner.h"
+#include "wf/v1/query.pb.h"
+
+namespace wf {
+
+/// The agent worker: a durable pull consumer "heavy" on JetStream stream WF_HEAVY
+/// (`<prefix>.heavy.query`), taking only as many turns as `concurrency`; each turn runs as an
+/// asynchronous AgentTurn (no thread per turn). Acks a message only after its turn is stored
+/// (PostgreSQL, then Redis); sends in-progress acks while a turn runs so a live worker keeps it and
+/// a dead one hands it back after ack_wait. Also: consumer "history" on WF_HISTORY (flow turns
+/// recorded by the lightweight pool), `<prefix>.session.get|delete` (queue "heavy"),
+/// `<prefix>.cancel.<request_id>`, and `$SRV.*` discovery as service "heavy".
+///
+/// Threads: one fetch thread per consumer (blocking JetStream fetch), an executor pool for
+/// everything that blocks on Redis/PostgreSQL, NATS delivery threads for cancel/session requests
+/// (which only post work), curl and timer threads driving the agent loop.
+class HeavyWorker {
+ public:
+  struct Options {
+    int concurrency = 64;            ///< Turns in flight in this process.
+    int executor_threads = 4;        ///< Threads for Redis/PostgreSQL work.
+    std::chrono::milliseconds ack_wait{30000};
+    int max_deliver = 3;
+    std::chrono::milliseconds in_progress_every{10000};
+    std::string version = "0.1.0";
+  };
+
+  static Result<std::unique_ptr<HeavyWorker>> Start(std::shared_ptr<const Config> config,
+                                                    NatsConnection& conn, SessionStore& store,
+                                                    LlmClient& llm, Timer& timer, Options options);
+  ~HeavyWorker();
+
+  /// Stops fetching, lets turns in flight finish for up to `grace`, then hands the rest back to
+  /// JetStream (NAK: redelivered to another worker at once) and returns.
+  void Shutdown(std::chrono::milliseconds grace);
+
+  /// /ready: NATS connected, Redis and PostgreSQL reachable.
+  bool Ready(std::string* why);
+  std::string MetricsText() const;
+  int active_turns() const { return active_count_.load(); }
+
+ private:
+  struct Turn;
+  class TurnEvents;
+
+  HeavyWorker(std::shared_ptr<const Config> config, NatsConnection& conn, SessionStore& store,
+              LlmClient& llm, Timer& timer, Options options);
+  Status Setup();
+  void FetchLoop(natsSubscription* sub, bool history);
+  void OnQueryMessage(natsMsg* msg);
+  void BeginTurn(const std::shared_ptr<Turn>& turn);
+  void AcquireLockThenRun(const std::shared_ptr<Turn>& turn);
+  void RunAgent(const std::shared_ptr<Turn>& turn);
+  void FinishTurn(const std::shared_ptr<Turn>& turn, wf::v1::TurnRecord record);
+  void ReleaseTurn(const std::shared_ptr<Turn>& turn);
+  void EmitTerminalError(const std::shared_ptr<Turn>& turn, ErrorCode code,
+                         const std::string& message);
+  void OnHistoryMessage(natsMsg* msg);
+  void OnCancel(const NatsMsgView& msg);
+  void OnSessionRequest(const NatsMsgView& msg, bool del);
+  void TickInProgress();
+
+  std::shared_ptr<const Config> config_;
+  NatsConnection& conn_;
+  SessionStore& store_;
+  LlmClient& llm_;
+  Timer& timer_;
+  Options options_;
+  std::string prefix_;
+  std::unique_ptr<JetStream> js_;
+  std::unique_ptr<ThreadPoolExecutor> executor_;
+  std::unique_ptr<NatsToolRunner> tools_;
+  std::unique_ptr<MicroService> service_;
+  EndpointStats* query_stats_ = nullptr;
+  EndpointStats* session_stats_ = nullptr;
+  natsSubscription* query_sub_ = nullptr;
+  natsSubscription* history_sub_ = nullptr;
+  std::vector<NatsSubscription> subs_;
+  std::thread query_fetcher_, history_fetcher_;
+  std::atomic<bool> fetching_{true};
+  Timer::TaskId tick_task_ = 0;
+
+  mutable std::mutex mu_;
+  std::condition_variable slots_cv_;
+  std::unordered_map<std::string, std::shared_ptr<Turn>> active_;  // by request id
+  std::atomic<int> active_count_{0};
+  std::atomic<bool> shutting_down_{false};
+
+  std::atomic<uint64_t> turns_started_{0}, turns_ok_{0}, turns_failed_{0}, turns_cancelled_{0},
+      redeliveries_{0}, handed_back_{0}, history_stored_{0}, store_failures_{0};
+};
+
+}  // namespace wf
