@@ -1,0 +1,224 @@
+#include "llm/chat_stream_assembler.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "llm/utf8.h"
+
+namespace wf {
+namespace {
+
+/// A JSON value as a string: strings as is, numbers in their text form, anything else "".
+std::string AsString(const nlohmann::json& v) {
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_number_integer()) return std::to_string(v.get<long long>());
+  return {};
+}
+
+std::uint32_t AsCount(const nlohmann::json& obj, const char* key) {
+  auto it = obj.find(key);
+  if (it == obj.end() || !it->is_number()) return 0;
+  const double v = it->get<double>();
+  if (v <= 0) return 0;
+  if (v >= 4294967295.0) return 4294967295u;
+  return static_cast<std::uint32_t>(v);
+}
+
+}  // namespace
+
+Status ChatStreamAssembler::ApplyData(std::string_view data, const TokenFn& on_token) {
+  nlohmann::json chunk = nlohmann::json::parse(data, nullptr, /*allow_exceptions=*/false);
+  if (chunk.is_discarded() || !chunk.is_object()) {
+    return Status(ErrorCode::kLlmError,
+                  "LLM stream carried a malformed chunk: " + TruncateUtf8(SanitizeUtf8(data), 120));
+  }
+  return ApplyChunk(chunk, on_token);
+}
+
+Status ChatStreamAssembler::ApplyChunk(const nlohmann::json& chunk, const TokenFn& on_token) {
+  if (!chunk.is_object()) return Status(ErrorCode::kLlmError, "LLM chunk is not an object");
+  if (auto err = chunk.find("error"); err != chunk.end() && !err->is_null()) {
+    return Status(ErrorCode::kLlmError, "LLM stream error: " + UpstreamErrorMessage(chunk.dump()));
+  }
+  if (auto usage = chunk.find("usage"); usage != chunk.end() && usage->is_object()) {
+    ApplyUsage(*usage);
+  }
+  auto choices = chunk.find("choices");
+  if (choices == chunk.end() || !choices->is_array()) return Status::Ok();
+  for (const auto& choice : *choices) {
+    if (!choice.is_object()) continue;
+    if (auto idx = choice.find("index");
+        idx != choice.end() && idx->is_number_integer() && idx->get<long long>() != 0) {
+      continue;  // we ask for n=1; anything else is not ours
+    }
+    if (auto delta = choice.find("delta"); delta != choice.end() && delta->is_object()) {
+      if (Status st = ApplyDelta(*delta, on_token); !st.ok()) return st;
+    }
+    if (auto fr = choice.find("finish_reason"); fr != choice.end() && fr->is_string()) {
+      finish_reason_ = fr->get<std::string>();
+    }
+  }
+  return Status::Ok();
+}
+
+Status ChatStreamAssembler::ApplyCompletion(const nlohmann::json& completion,
+                                            const TokenFn& on_token) {
+  if (!completion.is_object()) return Status(ErrorCode::kLlmError, "LLM reply is not an object");
+  // Rewrite choices[].message as choices[].delta and reuse the streaming path.
+  nlohmann::json chunk = completion;
+  if (auto choices = chunk.find("choices"); choices != chunk.end() && choices->is_array()) {
+    for (auto& choice : *choices) {
+      if (!choice.is_object()) continue;
+      auto message = choice.find("message");
+      if (message == choice.end() || !message->is_object()) continue;
+      nlohmann::json delta = *message;
+      if (auto calls = delta.find("tool_calls"); calls != delta.end() && calls->is_array()) {
+        for (std::size_t i = 0; i < calls->size(); ++i) {
+          if ((*calls)[i].is_object() && !(*calls)[i].contains("index")) (*calls)[i]["index"] = i;
+        }
+      }
+      choice["delta"] = std::move(delta);
+      choice.erase("message");
+    }
+  }
+  return ApplyChunk(chunk, on_token);
+}
+
+Status ChatStreamAssembler::ApplyDelta(const nlohmann::json& delta, const TokenFn& on_token) {
+  for (const char* key : {"content", "refusal"}) {
+    auto it = delta.find(key);
+    if (it != delta.end() && it->is_string()) {
+      if (Status st = AppendContent(it->get_ref<const std::string&>(), on_token); !st.ok()) {
+        return st;
+      }
+    }
+  }
+  auto calls = delta.find("tool_calls");
+  if (calls != delta.end() && calls->is_array()) {
+    for (const auto& call : *calls) {
+      if (!call.is_object()) continue;
+      if (Status st = ApplyToolCallDelta(call); !st.ok()) return st;
+    }
+  }
+  return Status::Ok();
+}
+
+Status ChatStreamAssembler::ApplyToolCallDelta(const nlohmann::json& delta) {
+  const std::string id = delta.contains("id") ? AsString(delta["id"]) : std::string();
+  std::size_t pos = calls_.size();
+  auto idx = delta.find("index");
+  if (idx != delta.end() && idx->is_number_integer()) {
+    const long long index = idx->get<long long>();
+    if (index < 0 || index > 1024) return Status(ErrorCode::kLlmError, "LLM tool call index out of range");
+    for (std::size_t i = 0; i < calls_.size(); ++i) {
+      if (calls_[i].index == index) pos = i;
+    }
+    if (pos == calls_.size()) calls_.push_back(PendingCall{static_cast<int>(index), "", "", ""});
+  } else if (!calls_.empty() && (id.empty() || id == calls_[last_call_].id)) {
+    pos = last_call_;
+  } else {
+    int next = 0;
+    for (const auto& c : calls_) next = std::max(next, c.index + 1);
+    calls_.push_back(PendingCall{next, "", "", ""});
+  }
+  last_call_ = pos;
+  PendingCall& call = calls_[pos];
+  produced_output_ = true;
+  if (call.id.empty() && !id.empty()) call.id = id;
+  auto fn = delta.find("function");
+  if (fn == delta.end() || !fn->is_object()) return Status::Ok();
+  if (auto name = fn->find("name"); name != fn->end() && name->is_string() && call.name.empty()) {
+    call.name = name->get<std::string>();
+  }
+  auto args = fn->find("arguments");
+  if (args != fn->end()) {
+    std::string piece;
+    if (args->is_string()) {
+      piece = args->get<std::string>();
+    } else if (args->is_object()) {
+      piece = args->dump();  // some servers send the arguments as an object
+    }
+    tool_bytes_ += piece.size();
+    if (tool_bytes_ > max_bytes_) {
+      return Status(ErrorCode::kTooLarge, "LLM tool call arguments exceed the size limit");
+    }
+    call.arguments += piece;
+  }
+  return Status::Ok();
+}
+
+Status ChatStreamAssembler::AppendContent(std::string_view text, const TokenFn& on_token) {
+  if (text.empty()) return Status::Ok();
+  if (content_.size() + text.size() > max_bytes_) {
+    return Status(ErrorCode::kTooLarge, "LLM answer exceeds the size limit");
+  }
+  content_.append(text);
+  const std::size_t complete = Utf8CompletePrefixLength(content_);
+  if (complete > emitted_) {
+    const std::string_view piece = std::string_view(content_).substr(emitted_, complete - emitted_);
+    emitted_ = complete;
+    produced_output_ = true;
+    if (on_token) on_token(piece);
+  }
+  return Status::Ok();
+}
+
+void ChatStreamAssembler::ApplyUsage(const nlohmann::json& usage) {
+  usage_.set_prompt_tokens(AsCount(usage, "prompt_tokens"));
+  usage_.set_completion_tokens(AsCount(usage, "completion_tokens"));
+  std::uint32_t total = AsCount(usage, "total_tokens");
+  if (total == 0) total = usage_.prompt_tokens() + usage_.completion_tokens();
+  usage_.set_total_tokens(total);
+  has_usage_ = true;
+}
+
+ChatOutcome ChatStreamAssembler::Finish(const TokenFn& on_token) {
+  ChatOutcome out;
+  if (emitted_ < content_.size()) {
+    // An incomplete character at the very end: pass it on sanitised rather than drop it.
+    const std::string tail = SanitizeUtf8(std::string_view(content_).substr(emitted_));
+    content_.resize(emitted_);
+    content_ += tail;
+    emitted_ = content_.size();
+    produced_output_ = true;
+    if (on_token) on_token(tail);
+  }
+  out.content = SanitizeUtf8(content_);
+  std::vector<PendingCall> calls = calls_;
+  std::stable_sort(calls.begin(), calls.end(),
+                   [](const PendingCall& a, const PendingCall& b) { return a.index < b.index; });
+  for (const auto& c : calls) {
+    wf::v1::ToolCall tc;
+    tc.set_id(SanitizeUtf8(c.id));
+    tc.set_name(SanitizeUtf8(c.name));
+    tc.set_arguments_json(SanitizeUtf8(c.arguments));
+    out.tool_calls.push_back(std::move(tc));
+  }
+  out.finish_reason = finish_reason_;
+  out.usage = usage_;
+  return out;
+}
+
+std::string UpstreamErrorMessage(std::string_view body, std::size_t max_bytes) {
+  std::string text(body);
+  nlohmann::json j = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_discarded() && j.is_object()) {
+    const nlohmann::json* holder = &j;
+    if (auto err = j.find("error"); err != j.end()) {
+      if (err->is_string()) {
+        text = err->get<std::string>();
+        holder = nullptr;
+      } else if (err->is_object()) {
+        holder = &*err;
+      }
+    }
+    if (holder != nullptr) {
+      if (auto msg = holder->find("message"); msg != holder->end() && msg->is_string()) {
+        text = msg->get<std::string>();
+      }
+    }
+  }
+  return TruncateUtf8(SanitizeUtf8(text), max_bytes);
+}
+
+}  // namespace wf

@@ -1,0 +1,83 @@
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "error/error.h"
+#include "llm/chat_types.h"
+
+namespace wf {
+
+/// Builds one ChatOutcome from the `chat.completion.chunk` objects of a streamed response:
+/// content deltas are concatenated and handed to `on_token` as they come (held back only while a
+/// UTF-8 character is incomplete), tool calls are assembled by `index` (id and name from the first
+/// delta that has them, argument fragments concatenated byte for byte, so a fragment may end inside
+/// a UTF-8 character), finish_reason and usage are kept. Only choice 0 is read. A delta without an
+/// `index` continues the last call unless it brings a new id. `refusal` deltas count as content.
+///
+/// Pure, no I/O; not thread-safe (one per response).
+class ChatStreamAssembler {
+ public:
+  using TokenFn = std::function<void(std::string_view)>;
+
+  /// Applies one chunk object. Errors: kLlmError when the chunk is an `{"error": ...}` object,
+  /// kTooLarge when content or arguments grow beyond `max_bytes` (constructor).
+  Status ApplyChunk(const nlohmann::json& chunk, const TokenFn& on_token);
+
+  /// Parses one SSE `data` payload (a JSON chunk) and applies it. Errors: kLlmError for text that
+  /// is not a JSON object, plus ApplyChunk's.
+  Status ApplyData(std::string_view data, const TokenFn& on_token);
+
+  /// Applies a whole non-streamed `chat.completion` object (a server that ignored
+  /// `stream: true`), as if its message had arrived as one delta. Errors as ApplyChunk.
+  Status ApplyCompletion(const nlohmann::json& completion, const TokenFn& on_token);
+
+  /// Flushes any held-back bytes of an incomplete character to `on_token` and returns the
+  /// outcome. Call once, at the end.
+  ChatOutcome Finish(const TokenFn& on_token);
+
+  /// True once any content was passed to on_token or any tool call delta arrived (after which a
+  /// failed call cannot be retried without the user seeing a repeat).
+  bool produced_output() const { return produced_output_; }
+  /// True once a finish_reason arrived.
+  bool finished() const { return !finish_reason_.empty(); }
+  /// True once a usage object arrived.
+  bool has_usage() const { return has_usage_; }
+
+  explicit ChatStreamAssembler(std::size_t max_bytes = 8u << 20) : max_bytes_(max_bytes) {}
+
+ private:
+  struct PendingCall {
+    int index = 0;
+    std::string id;
+    std::string name;
+    std::string arguments;
+  };
+
+  Status ApplyDelta(const nlohmann::json& delta, const TokenFn& on_token);
+  Status ApplyToolCallDelta(const nlohmann::json& delta);
+  Status AppendContent(std::string_view text, const TokenFn& on_token);
+  void ApplyUsage(const nlohmann::json& usage);
+
+  std::size_t max_bytes_;
+  std::string content_;
+  std::size_t emitted_ = 0;  ///< Bytes of content_ already passed to on_token.
+  std::vector<PendingCall> calls_;
+  std::size_t last_call_ = 0;  ///< Position in calls_ of the call a delta without index continues.
+  std::size_t tool_bytes_ = 0;
+  std::string finish_reason_;
+  wf::v1::Usage usage_;
+  bool has_usage_ = false;
+  bool produced_output_ = false;
+};
+
+/// The human-readable message of an OpenAI-style error body (`{"error":{"message":...}}` or
+/// `{"message":...}`), else the body itself; made valid UTF-8 and cut to `max_bytes`. Pure.
+std::string UpstreamErrorMessage(std::string_view body, std::size_t max_bytes = 300);
+
+}  // namespace wf

@@ -1,0 +1,69 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "error/error.h"
+#include "wf/v1/query.pb.h"
+#include "wf/v1/session.pb.h"
+
+namespace wf {
+
+/// A function the model may call (`tools[].function` of a chat completions request).
+struct ChatToolSpec {
+  std::string name;           ///< [A-Za-z0-9_-]{1,64}, as validated by the config.
+  std::string description;
+  nlohmann::json parameters;  ///< JSON Schema of the arguments; null = an empty object schema.
+};
+
+/// Everything one chat completions call needs. Plain data.
+struct ChatRequestOptions {
+  /// The model; "" = the client's default model.
+  std::string model;
+  /// The conversation, oldest first (system prompt first when there is one).
+  std::vector<wf::v1::ChatMessage> messages;
+  /// Functions offered; empty = no `tools` field (and no tool_choice).
+  std::vector<ChatToolSpec> tools;
+  /// Sampling temperature; absent = the server's default.
+  std::optional<double> temperature;
+  /// When set: `response_format: {type: json_schema, json_schema: {name, schema}}`.
+  std::optional<nlohmann::json> output_schema;
+  /// Name given to output_schema ([A-Za-z0-9_-]{1,64}; sanitised by the builder).
+  std::string output_schema_name = "output";
+  /// When true and no output_schema: `response_format: {type: json_object}`.
+  bool json_object = false;
+  /// The call, including retries and backoff, must be over by then.
+  std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
+  /// For log lines only (never the prompt, never a key).
+  std::string request_id;
+};
+
+/// What one finished chat completions call produced.
+struct ChatOutcome {
+  std::string content;                          ///< The assistant text (all content deltas).
+  std::vector<wf::v1::ToolCall> tool_calls;     ///< In index order; `kind` left empty.
+  std::string finish_reason;                    ///< "stop", "tool_calls", "length", ... or "".
+  wf::v1::Usage usage;                          ///< As reported (zeros when the server did not).
+  int attempts = 1;                             ///< HTTP attempts made (1 = no retry).
+};
+
+/// Callbacks of one chat call. Both run on the HTTP client's I/O thread (or the client's timer
+/// thread) and must not block.
+struct ChatCallbacks {
+  /// A piece of the assistant text, always whole UTF-8 characters. May be empty (not set).
+  std::function<void(std::string_view token)> on_token;
+  /// Exactly once per StartChat: the outcome, or kCancelled / kDeadlineExceeded / kLlmError.
+  std::function<void(Result<ChatOutcome>)> on_done;
+};
+
+/// Identifies a chat call for Cancel. 0 is never a valid handle.
+using ChatHandle = std::uint64_t;
+
+}  // namespace wf

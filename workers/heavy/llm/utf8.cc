@@ -1,0 +1,82 @@
+#include "llm/utf8.h"
+
+namespace wf {
+namespace {
+
+/// Number of bytes of the sequence introduced by `lead`, or 0 when `lead` cannot start one.
+std::size_t SequenceLength(unsigned char lead) {
+  if (lead < 0x80) return 1;
+  if (lead >= 0xC2 && lead <= 0xDF) return 2;
+  if (lead >= 0xE0 && lead <= 0xEF) return 3;
+  if (lead >= 0xF0 && lead <= 0xF4) return 4;
+  return 0;
+}
+
+bool IsContinuation(unsigned char c) { return (c & 0xC0) == 0x80; }
+
+/// Length of the valid sequence at the start of `s` (which is non-empty), 0 when invalid or
+/// incomplete. Checks overlong forms, surrogates and the upper bound.
+std::size_t ValidSequenceAt(std::string_view s) {
+  const auto lead = static_cast<unsigned char>(s[0]);
+  const std::size_t len = SequenceLength(lead);
+  if (len == 0 || s.size() < len) return 0;
+  for (std::size_t i = 1; i < len; ++i) {
+    if (!IsContinuation(static_cast<unsigned char>(s[i]))) return 0;
+  }
+  const auto second = static_cast<unsigned char>(len > 1 ? s[1] : 0);
+  if (lead == 0xE0 && second < 0xA0) return 0;  // overlong
+  if (lead == 0xED && second > 0x9F) return 0;  // surrogate
+  if (lead == 0xF0 && second < 0x90) return 0;  // overlong
+  if (lead == 0xF4 && second > 0x8F) return 0;  // above U+10FFFF
+  return len;
+}
+
+}  // namespace
+
+std::size_t Utf8CompletePrefixLength(std::string_view bytes) {
+  // Only the last three bytes can belong to an unfinished sequence.
+  const std::size_t n = bytes.size();
+  const std::size_t start = n > 3 ? n - 3 : 0;
+  for (std::size_t i = n; i > start; --i) {
+    const auto c = static_cast<unsigned char>(bytes[i - 1]);
+    if (IsContinuation(c)) continue;
+    const std::size_t len = SequenceLength(c);
+    if (len > 1 && n - (i - 1) < len) {
+      // A lead byte whose sequence is cut short; hold it back only if what did arrive fits.
+      for (std::size_t k = i; k < n; ++k) {
+        if (!IsContinuation(static_cast<unsigned char>(bytes[k]))) return n;
+      }
+      return i - 1;
+    }
+    return n;
+  }
+  return n;
+}
+
+std::string TruncateUtf8(std::string_view text, std::size_t max_bytes) {
+  if (text.size() <= max_bytes) return std::string(text);
+  std::size_t cut = max_bytes;
+  while (cut > 0 && IsContinuation(static_cast<unsigned char>(text[cut]))) --cut;
+  std::string out(text.substr(0, cut));
+  out += "...";
+  return out;
+}
+
+std::string SanitizeUtf8(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  std::size_t i = 0;
+  while (i < text.size()) {
+    const std::size_t len = ValidSequenceAt(text.substr(i));
+    if (len == 0) {
+      out += "\xEF\xBF\xBD";
+      ++i;
+    } else {
+      out.append(text.substr(i, len));
+      i += len;
+    }
+  }
+  return out;
+}
+
+}  // namespace wf
