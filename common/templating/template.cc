@@ -1,0 +1,356 @@
+#include "templating/template.h"
+
+#include <optional>
+
+#include "config/json_path.h"
+
+namespace wf {
+namespace {
+
+using Json = nlohmann::json;
+
+std::string Dump(const Json& value) {
+  return value.dump(-1, ' ', false, Json::error_handler_t::replace);
+}
+
+bool IsDecimal(std::string_view s) {
+  if (s.empty() || s.size() > 18) return false;
+  for (char c : s) {
+    if (c < '0' || c > '9') return false;
+  }
+  return true;
+}
+
+/// Walks `path[start..]` from `root`: object members by key, array elements by decimal index.
+const Json* LookupPath(const Json& root, const std::vector<std::string>& path, std::size_t start) {
+  const Json* node = &root;
+  for (std::size_t i = start; i < path.size(); ++i) {
+    const std::string& part = path[i];
+    if (node->is_object()) {
+      auto it = node->find(part);
+      if (it == node->end()) return nullptr;
+      node = &*it;
+    } else if (node->is_array() && IsDecimal(part)) {
+      std::size_t index = std::stoull(part);
+      if (index >= node->size()) return nullptr;
+      node = &(*node)[index];
+    } else {
+      return nullptr;
+    }
+  }
+  return node;
+}
+
+/// The value of a placeholder among `values`: the whole name as a key first, then as a path.
+const Json* LookupValue(const Json& values, const TemplateSegment& placeholder) {
+  if (!values.is_object()) return nullptr;
+  auto it = values.find(placeholder.text);
+  if (it != values.end()) return &*it;
+  if (placeholder.path.size() < 2) return nullptr;
+  return LookupPath(values, placeholder.path, 0);
+}
+
+/// The text a value is substituted as: a string raw, anything else as compact JSON.
+void AppendValueText(const Json& value, std::string* out) {
+  if (value.is_string()) {
+    out->append(value.get_ref<const std::string&>());
+  } else {
+    out->append(Dump(value));
+  }
+}
+
+Error Missing(const TemplateSegment& placeholder) {
+  return Error{ErrorCode::kMissingParameter, "missing parameter: " + placeholder.text};
+}
+
+/// A value that a placeholder may take: present and not null.
+const Json* Required(const Json& values, const TemplateSegment& placeholder) {
+  const Json* v = LookupValue(values, placeholder);
+  return v == nullptr || v->is_null() ? nullptr : v;
+}
+
+bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    char x = a[i], y = b[i];
+    if (x >= 'A' && x <= 'Z') x = static_cast<char>(x - 'A' + 'a');
+    if (y >= 'A' && y <= 'Z') y = static_cast<char>(y - 'A' + 'a');
+    if (x != y) return false;
+  }
+  return true;
+}
+
+/// A body template compiled into a tree; subtrees without placeholders are kept as constants.
+struct BodyNode {
+  enum class Kind { kLiteral, kWhole, kText, kObject, kArray };
+  Kind kind = Kind::kLiteral;
+  Json literal;                                           // kLiteral
+  std::vector<TemplateSegment> segments;                  // kWhole (one), kText
+  std::vector<std::pair<std::string, BodyNode>> members;  // kObject
+  std::vector<BodyNode> elements;                         // kArray
+};
+
+Result<BodyNode> CompileBody(const Json& value, const std::string& path) {
+  BodyNode node;
+  if (value.is_string()) {
+    auto segments = ParseTemplate(value.get_ref<const std::string&>());
+    if (!segments.ok()) {
+      return Error{ErrorCode::kBadRequest,
+                   path + ": invalid template: " + segments.error().message};
+    }
+    bool has_placeholder = false;
+    for (const auto& s : *segments) has_placeholder = has_placeholder || s.is_placeholder;
+    if (!has_placeholder) {
+      node.literal = segments->empty() ? std::string() : segments->front().text;
+      return node;
+    }
+    node.kind = IsWholePlaceholder(*segments) ? BodyNode::Kind::kWhole : BodyNode::Kind::kText;
+    node.segments = std::move(segments).value();
+    return node;
+  }
+  if (value.is_object() || value.is_array()) {
+    bool object = value.is_object();
+    bool all_literal = true;
+    std::vector<std::pair<std::string, BodyNode>> members;
+    std::vector<BodyNode> elements;
+    std::size_t index = 0;
+    for (auto it = value.begin(); it != value.end(); ++it, ++index) {
+      std::string child_path = object ? JsonPathMember(path, it.key()) : JsonPathIndex(path, index);
+      auto child = CompileBody(*it, child_path);
+      if (!child.ok()) return std::move(child).error();
+      all_literal = all_literal && child->kind == BodyNode::Kind::kLiteral;
+      if (object) {
+        members.emplace_back(it.key(), std::move(child).value());
+      } else {
+        elements.push_back(std::move(child).value());
+      }
+    }
+    if (all_literal) {
+      // Literal strings may have had {{ }} unescaped: rebuild from the children.
+      node.literal = object ? Json::object() : Json::array();
+      for (auto& [key, child] : members) node.literal[key] = std::move(child.literal);
+      for (auto& child : elements) node.literal.push_back(std::move(child.literal));
+      return node;
+    }
+    node.kind = object ? BodyNode::Kind::kObject : BodyNode::Kind::kArray;
+    node.members = std::move(members);
+    node.elements = std::move(elements);
+    return node;
+  }
+  node.literal = value;
+  return node;
+}
+
+Result<Json> RenderBody(const BodyNode& node, const Json& values) {
+  switch (node.kind) {
+    case BodyNode::Kind::kLiteral:
+      return node.literal;
+    case BodyNode::Kind::kWhole: {
+      const Json* v = Required(values, node.segments.front());
+      if (v == nullptr) return Missing(node.segments.front());
+      return *v;
+    }
+    case BodyNode::Kind::kText: {
+      std::string text;
+      for (const auto& s : node.segments) {
+        if (!s.is_placeholder) {
+          text += s.text;
+          continue;
+        }
+        const Json* v = Required(values, s);
+        if (v == nullptr) return Missing(s);
+        AppendValueText(*v, &text);
+      }
+      return Json(std::move(text));
+    }
+    case BodyNode::Kind::kObject: {
+      Json out = Json::object();
+      for (const auto& [key, child] : node.members) {
+        auto rendered = RenderBody(child, values);
+        if (!rendered.ok()) return rendered;
+        out[key] = std::move(rendered).value();
+      }
+      return out;
+    }
+    case BodyNode::Kind::kArray: {
+      Json out = Json::array();
+      for (const auto& child : node.elements) {
+        auto rendered = RenderBody(child, values);
+        if (!rendered.ok()) return rendered;
+        out.push_back(std::move(rendered).value());
+      }
+      return out;
+    }
+  }
+  return Error{ErrorCode::kInternal, "unknown body node"};
+}
+
+}  // namespace
+
+void AppendPercentEncoded(std::string_view text, std::string* out) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  for (char ch : text) {
+    auto c = static_cast<unsigned char>(ch);
+    bool unreserved = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                      c == '-' || c == '.' || c == '_' || c == '~';
+    if (unreserved) {
+      out->push_back(ch);
+    } else {
+      out->push_back('%');
+      out->push_back(kHex[c >> 4]);
+      out->push_back(kHex[c & 0x0F]);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// EndpointTemplate
+
+struct EndpointTemplate::Impl {
+  std::string method;
+  std::vector<TemplateSegment> url;
+  std::vector<std::pair<std::string, std::vector<TemplateSegment>>> headers;
+  std::optional<BodyNode> body;
+  bool add_content_type = false;
+  std::chrono::milliseconds timeout{5000};
+  std::size_t max_response_bytes = 1 << 20;
+};
+
+Result<EndpointTemplate> EndpointTemplate::Compile(const EndpointConfig& endpoint) {
+  auto impl = std::make_shared<Impl>();
+  impl->method = endpoint.method;
+  impl->timeout = endpoint.timeout;
+  impl->max_response_bytes = endpoint.max_response_bytes;
+  auto url = ParseTemplate(endpoint.url);
+  if (!url.ok())
+    return Error{ErrorCode::kBadRequest, "url: invalid template: " + url.error().message};
+  impl->url = std::move(url).value();
+  bool has_content_type = false;
+  for (const auto& [name, value] : endpoint.headers) {
+    std::string path = JsonPathMember("headers", name);
+    if (value.find_first_of(std::string_view("\r\n\0", 3)) != std::string::npos) {
+      return Error{ErrorCode::kBadRequest, path + ": header value contains CR, LF or NUL"};
+    }
+    auto segments = ParseTemplate(value);
+    if (!segments.ok()) {
+      return Error{ErrorCode::kBadRequest,
+                   path + ": invalid template: " + segments.error().message};
+    }
+    has_content_type = has_content_type || EqualsIgnoreCase(name, "Content-Type");
+    impl->headers.emplace_back(name, std::move(segments).value());
+  }
+  if (endpoint.body) {
+    auto body = CompileBody(*endpoint.body, "body");
+    if (!body.ok()) return std::move(body).error();
+    impl->body = std::move(body).value();
+    impl->add_content_type = !has_content_type;
+  }
+  return EndpointTemplate(std::move(impl));
+}
+
+Result<PreparedRequest> EndpointTemplate::Render(const nlohmann::json& values) const {
+  try {
+    PreparedRequest request;
+    request.method = impl_->method;
+    request.timeout = impl_->timeout;
+    request.max_response_bytes = impl_->max_response_bytes;
+    std::string scratch;
+    for (const auto& s : impl_->url) {
+      if (!s.is_placeholder) {
+        request.url += s.text;
+        continue;
+      }
+      const Json* v = Required(values, s);
+      if (v == nullptr) return Missing(s);
+      if (v->is_string()) {
+        AppendPercentEncoded(v->get_ref<const std::string&>(), &request.url);
+      } else {
+        AppendPercentEncoded(Dump(*v), &request.url);
+      }
+    }
+    request.headers.reserve(impl_->headers.size() + 1);
+    for (const auto& [name, segments] : impl_->headers) {
+      std::string value;
+      for (const auto& s : segments) {
+        if (!s.is_placeholder) {
+          value += s.text;
+          continue;
+        }
+        const Json* v = Required(values, s);
+        if (v == nullptr) return Missing(s);
+        scratch.clear();
+        AppendValueText(*v, &scratch);
+        if (scratch.find_first_of(std::string_view("\r\n\0", 3)) != std::string::npos) {
+          return Error{ErrorCode::kBadRequest,
+                       "header " + name + ": value of {" + s.text + "} contains CR, LF or NUL"};
+        }
+        value += scratch;
+      }
+      request.headers.emplace_back(name, std::move(value));
+    }
+    if (impl_->body) {
+      auto body = RenderBody(*impl_->body, values);
+      if (!body.ok()) return std::move(body).error();
+      request.body = Dump(*body);
+      if (impl_->add_content_type) request.headers.emplace_back("Content-Type", "application/json");
+    }
+    return request;
+  } catch (const std::exception& e) {
+    return Error{ErrorCode::kInternal, std::string("rendering the request failed: ") + e.what()};
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// ResponseTemplate
+
+ResponseTemplate::ResponseTemplate(std::vector<TemplateSegment> segments)
+    : segments_(std::move(segments)) {
+  for (const auto& s : segments_) {
+    if (s.is_placeholder) {
+      uses_result_fields_ = uses_result_fields_ || (s.path.size() > 1 && s.path[0] == "result");
+    } else {
+      literal_size_ += s.text.size();
+    }
+  }
+}
+
+Result<ResponseTemplate> ResponseTemplate::Compile(std::string_view text) {
+  auto segments = ParseTemplate(text);
+  if (!segments.ok()) {
+    return Error{ErrorCode::kBadRequest, "invalid template: " + segments.error().message};
+  }
+  return ResponseTemplate(std::move(segments).value());
+}
+
+std::string ResponseTemplate::Render(const nlohmann::json& values,
+                                     std::string_view response_body) const {
+  std::string out;
+  out.reserve(literal_size_ + response_body.size());
+  std::optional<Json> parsed;  // the response body as JSON, parsed on first use
+  for (const auto& s : segments_) {
+    if (!s.is_placeholder) {
+      out += s.text;
+      continue;
+    }
+    try {
+      if (s.path[0] == "result") {
+        if (s.path.size() == 1) {
+          out.append(response_body);
+          continue;
+        }
+        if (!parsed) {
+          parsed = Json::parse(response_body.begin(), response_body.end(), nullptr,
+                               /*allow_exceptions=*/false);
+        }
+        if (const Json* v = LookupPath(*parsed, s.path, 1)) AppendValueText(*v, &out);
+        continue;
+      }
+      if (const Json* v = LookupValue(values, s)) AppendValueText(*v, &out);
+    } catch (const std::exception&) {
+      // A value that cannot be rendered renders as nothing; the turn goes on.
+    }
+  }
+  return out;
+}
+
+}  // namespace wf
