@@ -389,7 +389,7 @@ def check_compose_files():
             secs = int(re.sub(r"\D", "", grace) or 0) * (60 if grace.endswith("m") else 1)
             R.check(secs >= turn_timeout_s(), f"compose: {name} stop_grace_period {grace} covers an agent turn "
                     f"({turn_timeout_s()} s)")
-        if bin_name == "wf-gateway":
+        if bin_name in ("wf-gateway", "wf-heavy"):
             drain = env.get("WF_DRAIN_MS") or help_default(binary(bin_name), "WF_DRAIN_MS")
             if R.check(drain is not None and str(drain).isdigit(), f"compose: {name} drain time is known ({drain} ms)"):
                 d = (int(drain) + 999) // 1000
@@ -720,7 +720,7 @@ def check_k8s_refs(objs):
                 grace = spec.get("terminationGracePeriodSeconds", 30)
                 R.check(grace >= turn_timeout_s(), f"k8s: {wname} terminationGracePeriodSeconds {grace} "
                         f"covers an agent turn ({turn_timeout_s()} s)")
-            if bin_name == "wf-gateway":
+            if bin_name in ("wf-gateway", "wf-heavy"):
                 drain = env.get("WF_DRAIN_MS") or help_default(binary(bin_name), "WF_DRAIN_MS")
                 pre = ((c.get("lifecycle") or {}).get("preStop") or {}).get("exec", {}).get("command", [])
                 pre_s = int(pre[1]) if len(pre) == 2 and pre[0] == "sleep" and pre[1].isdigit() else 0
