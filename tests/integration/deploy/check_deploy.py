@@ -398,6 +398,7 @@ def check_compose_files():
 
     lw = services.get("lightweight", {})
     R.check((lw.get("deploy") or {}).get("replicas") == 2, "compose: lightweight runs 2 replicas")
+    check_compose_config_rewrite(lw)
     gw_ports = [str(p) for p in services.get("gateway", {}).get("ports", [])]
     R.check(any(p.endswith(":8000") for p in gw_ports), "compose: gateway published on :8000")
     nats_cmd = services["nats"].get("command") or []
@@ -425,6 +426,31 @@ def check_compose_files():
             ".env.example holds no real-looking key")
     tracked = run(["git", "-C", SRC, "ls-files", "--", ".env", "k8s/secrets.env"]).stdout.split()
     R.check(not tracked, "no .env or k8s/secrets.env is committed", f"tracked: {tracked}")
+
+
+def check_compose_config_rewrite(svc):
+    """lightweight's command rewrites the demo API address in a copy of the config: run that
+    rewrite on the repository's config and check the result points at demo-api and still loads."""
+    command = svc.get("command")
+    if not (isinstance(command, list) and command[:2] == ["bash", "-c"]):
+        return
+    prepare = command[2].split("&& exec")[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        script = prepare.replace("/etc/wf/", src("config") + "/").replace("/tmp/", tmp + "/")
+        out = run(["bash", "-c", script], timeout=30)
+        path = os.path.join(tmp, "workflow_config.json")
+        if not R.check(out.returncode == 0 and os.path.exists(path),
+                       "compose: lightweight's config rewrite runs", out.stderr.strip()):
+            return
+        text = open(path).read()
+        R.check("127.0.0.1:8081" not in text and ("demo-api:8081" in text or
+                                                   "8081" not in open(src("config", "workflow_config.json")).read()),
+                "compose: lightweight's config copy calls the demo API at demo-api:8081")
+        lw = binary("wf-lightweight")
+        if lw.help is not None:
+            out = run([lw.path, "--check-config", "--config", path], timeout=30)
+            R.check(out.returncode == 0, "compose: lightweight's rewritten config passes --check-config",
+                    (out.stdout + out.stderr).strip()[:300])
 
 
 _turn_timeout = None
