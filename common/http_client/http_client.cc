@@ -362,10 +362,13 @@ class HttpClient::Impl {
     set(CURLOPT_PRIVATE, static_cast<void*>(&t));
     set(CURLOPT_ERRORBUFFER, t.error_buffer);
     set(CURLOPT_MAXFILESIZE_LARGE, max_file);
-    if (rq.method == "GET" && rq.body.empty()) {
-      set(CURLOPT_HTTPGET, 1L);
-    } else if (rq.method == "HEAD") {
+    const bool sends_body =
+        !rq.body.empty() || rq.method == "POST" || rq.method == "PUT" || rq.method == "PATCH";
+    if (rq.method == "HEAD") {
       set(CURLOPT_NOBODY, 1L);
+    } else if (!sends_body) {
+      set(CURLOPT_HTTPGET, 1L);
+      if (rq.method != "GET") set(CURLOPT_CUSTOMREQUEST, rq.method.c_str());
     } else {
       set(CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(rq.body.size()));
       set(CURLOPT_POSTFIELDS, rq.body.data());

@@ -27,7 +27,8 @@ struct HttpRequest {
   /// round trip). Bodies sent without a Content-Type get libcurl's default for POST,
   /// `application/x-www-form-urlencoded`: set `Content-Type: application/json` for JSON.
   std::vector<std::pair<std::string, std::string>> headers;
-  /// Request body; sent for every method except HEAD (GET only when non-empty).
+  /// Request body, with a Content-Length. POST, PUT and PATCH always send one (maybe empty); other
+  /// methods only when it is non-empty; HEAD never.
   std::string body;
   /// Whole transfer, queueing for a connection included. The connect phase alone is limited to
   /// min(timeout, 3 s).

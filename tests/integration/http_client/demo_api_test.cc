@@ -142,6 +142,7 @@ TEST_F(DemoApiTest, RoomsWeatherFxHolidays) {
 
   Json fx = CallJson("GET", "/api/fx?from=USD&to=EUR", 200);
   EXPECT_DOUBLE_EQ(fx["rate"].get<double>(), 0.92);
+  EXPECT_EQ(CallJson("GET", "/api/fx?from=eur&to=usd", 200)["from"], "EUR");
   CallJson("GET", "/api/fx?from=USD&to=XXX", 400);
 
   Json holidays = CallJson("GET", "/api/holidays?year=2026", 200);
