@@ -1017,7 +1017,24 @@ def check_healthchecks_live():
 # ---------------------------------------------------------------------------------------------
 # The Dockerfile.
 
+def check_image_configure():
+    """The build stage's `cmake -S . -B build ...` configures this source tree (configure only:
+    building all five binaries again would double the test's cost)."""
+    with open(src("Dockerfile")) as f:
+        text = f.read().replace("\\\n", " ")
+    m = re.search(r"cmake -S \. -B build((?: -D\S+)*)", text)
+    if not R.check(bool(m), "the Dockerfile's build stage runs `cmake -S . -B build -D...`"):
+        return
+    flags = m.group(1).split()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = run(["cmake", "-S", SRC, "-B", tmp] + flags, timeout=300)
+        errors = [l for l in (out.stdout + out.stderr).splitlines() if "Error" in l][:3]
+        R.check(out.returncode == 0, f"the build stage's CMake configure succeeds ({' '.join(flags)})",
+                " | ".join(errors))
+
+
 def check_image():
+    check_image_configure()
     build_dir = os.path.dirname(BIN)
     script = src("scripts", "check_runtime_deps.sh")
     out = run(["bash", script, build_dir], timeout=300)
