@@ -180,12 +180,15 @@ TEST_F(DemoApiTest, OversizedRequestIsRejected) {
   EXPECT_EQ(CallJson("GET", "/health", 200)["status"], "ok");  // Still serving.
 }
 
-TEST_F(DemoApiTest, KeepAliveWithoutTheHeaderOnlyWhenAsked) {
-  // Pistache closes connections whose request lacks "Connection: keep-alive"; our client sends it.
-  testing::HttpReply reply =
-      testing::HttpCall("GET", server_->Url("/health"), "", {"Connection: keep-alive"});
-  EXPECT_EQ(reply.status, 200);
-  EXPECT_EQ(reply.headers["connection"], "Keep-Alive");
+TEST_F(DemoApiTest, Http11ConnectionsPersistUnlessTheClientCloses) {
+  // Pistache alone answers "Connection: close" to HTTP/1.1 requests without a Connection header.
+  testing::HttpReply plain = testing::HttpCall("GET", server_->Url("/health"));
+  EXPECT_EQ(plain.status, 200);
+  EXPECT_EQ(plain.headers["connection"], "Keep-Alive");
+  testing::HttpReply closing =
+      testing::HttpCall("GET", server_->Url("/health"), "", {"Connection: close"});
+  EXPECT_EQ(closing.status, 200);
+  EXPECT_EQ(closing.headers["connection"], "Close");
 }
 
 TEST(DemoApiCommandLineTest, HelpAndBadFlags) {
