@@ -15,7 +15,15 @@ using Clock = std::chrono::steady_clock;
 }  // namespace
 
 Exchange::Exchange(Params params, std::unique_ptr<ClientChannel> channel)
-    : params_(std::move(params)), channel_(std::move(channel)), last_write_(params_.start) {}
+    : params_(std::move(params)),
+      keep_alive_(params_.keep_alive),
+      channel_(std::move(channel)),
+      last_write_(params_.start) {}
+
+void Exchange::DisableKeepAlive() {
+  std::lock_guard lock(mu_);
+  keep_alive_ = false;
+}
 
 bool Exchange::finished() const {
   std::lock_guard lock(mu_);
@@ -37,7 +45,7 @@ void Exchange::StartStream() {
 
 ExchangeOutcome Exchange::FinishWithResponse(int status, std::string body) {
   finished_ = true;
-  Send(FormatHttpResponse(status, kJsonType, body, params_.request_id, params_.keep_alive),
+  Send(FormatHttpResponse(status, kJsonType, body, params_.request_id, keep_alive_),
        Clock::now());
   return ExchangeOutcome{true, status, false};
 }

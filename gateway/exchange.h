@@ -90,6 +90,9 @@ class Exchange {
   /// for queries and streams.
   ExchangeOutcome Fail(const Error& error);
 
+  /// The answer (if not sent yet) will say `Connection: close` instead of keep-alive.
+  void DisableKeepAlive();
+
   ExchangeKind kind() const { return params_.kind; }
   const std::string& request_id() const { return params_.request_id; }
   std::chrono::steady_clock::time_point start() const { return params_.start; }
@@ -108,6 +111,7 @@ class Exchange {
   }
 
   const Params params_;
+  bool keep_alive_;
   std::unique_ptr<ClientChannel> channel_;
   mutable std::mutex mu_;
   bool finished_ = false;

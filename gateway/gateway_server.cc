@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <condition_variable>
 #include <mutex>
 #include <string_view>
@@ -61,10 +62,90 @@ Route RouteOf(ExchangeKind kind) {
   return Route::kOther;
 }
 
-/// Per-connection state, kept in the Tcp::Peer's data map; only its Pistache thread touches it.
+/// Writes one connection's response bytes, from any thread.
+///
+/// The fast path is a non-blocking ::send on the connection's descriptor by the calling thread
+/// (the NATS delivery thread for answers): no hop through the Pistache worker. When the socket
+/// takes only part of the bytes (or none), the rest goes through Tcp::Peer::send, which pushes
+/// onto the owning transport's lock-free MPSC write queue and signals its eventfd; the transport
+/// thread writes it when the socket is writable. While anything of this connection sits in that
+/// queue (`queued_` > 0, decremented when Pistache reports the write done), later writes queue
+/// behind it, so bytes never overtake each other.
+///
+/// Why the descriptor is still this connection's when a foreign thread writes: every foreign
+/// write happens inside an Exchange, under its mutex, only while the exchange has not seen
+/// OnClientGone; the connection's onDisconnection calls OnClientGone (taking that mutex) before
+/// Pistache closes the descriptor, and Pistache's only other closing path, its idle/header
+/// timeouts, is configured to fire only after every exchange has ended. (ResponseWriter and
+/// ResponseStream::flush are never used off the worker thread: flush runs the transport's
+/// single-consumer drain on the calling thread and aborts the process.)
+///
+/// Callers never write concurrently to the same connection: the HTTP exchange is sequential
+/// (one request, one response at a time; input during an open exchange is dropped) and an
+/// exchange's writes are serialised by its mutex.
+class ConnectionWriter : public std::enable_shared_from_this<ConnectionWriter> {
+ public:
+  explicit ConnectionWriter(const std::shared_ptr<Tcp::Peer>& peer)
+      : peer_(peer), fd_(peer->fd()) {}
+
+  void Write(std::string bytes) {
+    if (bytes.empty()) return;
+    std::size_t offset = 0;
+    if (queued_.load(std::memory_order_acquire) == 0) {
+      const ssize_t n = ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n == static_cast<ssize_t>(bytes.size())) return;
+      if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        return;  // the connection is broken; Pistache reports the disconnect on its thread
+      }
+      if (n > 0) offset = static_cast<std::size_t>(n);
+    }
+    Queue(offset == 0 ? std::move(bytes) : bytes.substr(offset));
+  }
+
+ private:
+  void Queue(std::string bytes) {
+    auto peer = peer_.lock();
+    if (!peer) return;
+    try {
+      if (queued_.fetch_add(1, std::memory_order_acq_rel) == 0) {
+        spdlog::debug("connection fd {} backed up: queueing writes behind Pistache", fd_);
+      }
+      const std::size_t n = bytes.size();
+      auto self = shared_from_this();
+      peer->send(Pistache::RawBuffer(std::move(bytes), n))
+          .then([self](ssize_t) { self->queued_.fetch_sub(1, std::memory_order_acq_rel); },
+                [self](std::exception_ptr) {
+                  self->queued_.fetch_sub(1, std::memory_order_acq_rel);
+                });
+    } catch (const std::exception& e) {
+      spdlog::debug("queueing a response failed: {}", e.what());
+    } catch (...) {
+    }
+  }
+
+  std::weak_ptr<Tcp::Peer> peer_;  // weak: the peer owns the ConnState that owns this
+  const int fd_;
+  std::atomic<int> queued_{0};
+};
+
+/// An Exchange's view of its connection.
+class WriterChannel final : public ClientChannel {
+ public:
+  explicit WriterChannel(std::shared_ptr<ConnectionWriter> writer) : writer_(std::move(writer)) {}
+  void Send(std::string bytes) override { writer_->Write(std::move(bytes)); }
+
+ private:
+  std::shared_ptr<ConnectionWriter> writer_;
+};
+
+/// Per-connection state, kept in the Tcp::Peer's data map; only its Pistache thread touches it
+/// (the writer is shared with the connection's exchanges).
 struct ConnState {
+  explicit ConnState(const std::shared_ptr<Tcp::Peer>& peer)
+      : writer(std::make_shared<ConnectionWriter>(peer)) {}
+  std::shared_ptr<ConnectionWriter> writer;
   /// The exchange answering the connection's current request (weak: the exchange holds the
-  /// peer, the peer holds this).
+  /// writer, the peer holds this).
   std::weak_ptr<Exchange> active;
   /// Ignore all further input: after an unparsable or oversized request the byte stream cannot
   /// be trusted, so the gateway answers once with `Connection: close` and reads until the
@@ -73,33 +154,6 @@ struct ConnState {
   /// The body-stage checks (Content-Length limit, Expect: 100-continue) ran for this request.
   bool body_checked = false;
 };
-
-/// Queues bytes on a Pistache connection from any thread. Tcp::Peer::send only pushes onto the
-/// owning transport's lock-free MPSC write queue and signals its eventfd; the transport thread
-/// does the socket write. (ResponseWriter/ResponseStream::flush would instead run the transport's
-/// single-consumer drain on the calling thread, which is what aborts when done from another
-/// thread.)
-class PeerChannel final : public ClientChannel {
- public:
-  explicit PeerChannel(std::shared_ptr<Tcp::Peer> peer) : peer_(std::move(peer)) {}
-  void Send(std::string bytes) override {
-    try {
-      const std::size_t n = bytes.size();
-      (void)peer_->send(Pistache::RawBuffer(std::move(bytes), n));
-    } catch (const std::exception& e) {
-      spdlog::debug("queueing a response failed: {}", e.what());
-    } catch (...) {
-    }
-  }
-
- private:
-  std::shared_ptr<Tcp::Peer> peer_;
-};
-
-/// Sends bytes on the connection's own thread (same mechanism, no ordering concerns).
-void SendRaw(const std::shared_ptr<Tcp::Peer>& peer, std::string bytes) {
-  PeerChannel(peer).Send(std::move(bytes));
-}
 
 bool WantsKeepAlive(const Http::Request& request) {
   auto connection = request.headers().tryGet<Http::Header::Connection>();
@@ -143,26 +197,24 @@ struct GatewayCore {
                 ConnState& conn);
 
   /// Answers with a complete response now and records it.
-  void Reply(const std::shared_ptr<Tcp::Peer>& peer, Route route, Clock::time_point start,
+  void Reply(ConnState& conn, Route route, Clock::time_point start,
              int status, std::string_view content_type, std::string_view body, bool keep_alive,
              std::string_view extra_headers = {}) {
-    SendRaw(peer, FormatHttpResponse(status, content_type, body, {}, keep_alive, extra_headers));
+    conn.writer->Write(
+        FormatHttpResponse(status, content_type, body, {}, keep_alive, extra_headers));
     metrics.RecordRequest(route, status, Clock::now() - start);
   }
-  void ReplyError(const std::shared_ptr<Tcp::Peer>& peer, Route route, Clock::time_point start,
+  void ReplyError(ConnState& conn, Route route, Clock::time_point start,
                   const Error& error, bool keep_alive, std::string_view extra_headers = {}) {
-    Reply(peer, route, start, HttpStatus(error.code), kJsonType, ErrorJson(error), keep_alive,
+    Reply(conn, route, start, HttpStatus(error.code), kJsonType, ErrorJson(error), keep_alive,
           extra_headers);
   }
 
-  void StartQuery(ExchangeKind kind, const Http::Request& request,
-                  const std::shared_ptr<Tcp::Peer>& peer, ConnState& conn, bool keep_alive,
-                  Clock::time_point start);
-  void StartSession(ExchangeKind kind, std::string_view session_id,
-                    const std::shared_ptr<Tcp::Peer>& peer, ConnState& conn, bool keep_alive,
-                    Clock::time_point start);
-  void ServeReady(const std::shared_ptr<Tcp::Peer>& peer, Clock::time_point start,
-                  bool keep_alive);
+  void StartQuery(ExchangeKind kind, const Http::Request& request, ConnState& conn,
+                  bool keep_alive, Clock::time_point start);
+  void StartSession(ExchangeKind kind, std::string_view session_id, ConnState& conn,
+                    bool keep_alive, Clock::time_point start);
+  void ServeReady(ConnState& conn, Clock::time_point start, bool keep_alive);
 
   /// Registers a started exchange and publishes its request; on publish failure ends it.
   void Launch(const std::shared_ptr<Exchange>& exchange, ConnState& conn,
@@ -233,6 +285,14 @@ class GatewayHttpHandler final : public Http::Handler {
     try {
       conn = &ConnOf(peer);
       if (conn->discard) return;
+      if (auto active = conn->active.lock(); active && !active->finished()) {
+        // Bytes while a request is still being answered: a pipelined request (answers could not
+        // be kept in order) or garbage. Drop them and everything after; the pending answer says
+        // `Connection: close`, so an HTTP/1.1 client retries what was not answered.
+        active->DisableKeepAlive();
+        conn->discard = true;
+        return;
+      }
       parser = Http::Handler::getParser(peer);
       if (!parser->feed(buffer, len)) {
         parser->reset();
@@ -283,7 +343,7 @@ class GatewayHttpHandler final : public Http::Handler {
  private:
   static ConnState& ConnOf(const std::shared_ptr<Tcp::Peer>& peer) {
     if (auto data = peer->tryGetData(kConnKey)) return *static_cast<ConnState*>(data.get());
-    auto conn = std::make_shared<ConnState>();
+    auto conn = std::make_shared<ConnState>(peer);
     peer->putData(kConnKey, conn);
     // Each SSE event is its own small write: never let Nagle hold one back.
     int one = 1;
@@ -306,7 +366,7 @@ class GatewayHttpHandler final : public Http::Handler {
     }
     if (auto expect = headers.tryGet<Http::Header::Expect>()) {
       if (expect->expectation() == Http::Expectation::Continue) {
-        SendRaw(peer, std::string(kContinueResponse));
+        conn.writer->Write(std::string(kContinueResponse));
       }
     }
   }
@@ -315,7 +375,7 @@ class GatewayHttpHandler final : public Http::Handler {
                         const Error& error) {
     conn.discard = true;
     peer->setIdle(true);
-    core_->ReplyError(peer, Route::kOther, Clock::now(), error, /*keep_alive=*/false);
+    core_->ReplyError(conn, Route::kOther, Clock::now(), error, /*keep_alive=*/false);
   }
 
   void Recover(const std::shared_ptr<Tcp::Peer>& peer, ConnState* conn,
@@ -342,8 +402,8 @@ void GatewayCore::Dispatch(const Http::Request& request,
     // applies from now on, never the header timeout that would write a 408 into a stream.
     peer->setIdle(true);
     if (auto active = conn.active.lock(); active && !active->finished()) {
-      // Another request while one is still being answered (HTTP pipelining): answers could
-      // not be kept in order, so stop reading this connection; the first answer still goes out.
+      // Another request while one is still being answered (see onInput).
+      active->DisableKeepAlive();
       conn.discard = true;
       return;
     }
@@ -353,7 +413,7 @@ void GatewayCore::Dispatch(const Http::Request& request,
     auto method_not_allowed = [&](std::string_view allow) {
       std::string header = "Allow: ";
       header.append(allow).append("\r\n");
-      ReplyError(peer, Route::kOther, start,
+      ReplyError(conn, Route::kOther, start,
                  Error{ErrorCode::kMethodNotAllowed, "use " + std::string(allow) + " on " + path},
                  keep_alive, header);
     };
@@ -361,7 +421,7 @@ void GatewayCore::Dispatch(const Http::Request& request,
     if (path == "/api/v1/query" || path == "/api/v1/query/stream") {
       if (method != Http::Method::Post) return method_not_allowed("POST");
       StartQuery(path == "/api/v1/query" ? ExchangeKind::kQuery : ExchangeKind::kStream, request,
-                 peer, conn, keep_alive, start);
+                 conn, keep_alive, start);
       return;
     }
     if (path.size() > kSessionPath.size() && path.compare(0, kSessionPath.size(), kSessionPath) == 0) {
@@ -371,7 +431,7 @@ void GatewayCore::Dispatch(const Http::Request& request,
       const std::string_view id = std::string_view(path).substr(kSessionPath.size());
       const Route route = method == Http::Method::Get ? Route::kSessionGet : Route::kSessionDelete;
       if (!IsValidSessionId(id)) {
-        return ReplyError(peer, route, start,
+        return ReplyError(conn, route, start,
                           Error{ErrorCode::kBadRequest,
                                 "session id " + Escaped(id, 160) +
                                     " must be 1-128 characters of A-Z a-z 0-9 . _ : -"},
@@ -379,33 +439,32 @@ void GatewayCore::Dispatch(const Http::Request& request,
       }
       StartSession(
           method == Http::Method::Get ? ExchangeKind::kSessionGet : ExchangeKind::kSessionDelete,
-          id, peer, conn, keep_alive, start);
+          id, conn, keep_alive, start);
       return;
     }
     if (path == "/health") {
       if (method != Http::Method::Get) return method_not_allowed("GET");
-      return Reply(peer, Route::kHealth, start, 200, kJsonType, R"({"status":"ok"})", keep_alive);
+      return Reply(conn, Route::kHealth, start, 200, kJsonType, R"({"status":"ok"})", keep_alive);
     }
     if (path == "/ready") {
       if (method != Http::Method::Get) return method_not_allowed("GET");
-      return ServeReady(peer, start, keep_alive);
+      return ServeReady(conn, start, keep_alive);
     }
     if (path == "/metrics") {
       if (method != Http::Method::Get) return method_not_allowed("GET");
-      return Reply(peer, Route::kMetrics, start, 200, kPrometheusType, metrics.Render(Gauges()),
+      return Reply(conn, Route::kMetrics, start, 200, kPrometheusType, metrics.Render(Gauges()),
                    keep_alive);
     }
-    ReplyError(peer, Route::kOther, start,
+    ReplyError(conn, Route::kOther, start,
                Error{ErrorCode::kNotFound, "no such path: " + Escaped(path, 200)}, keep_alive);
   } catch (const std::exception& e) {
     spdlog::error("request handling failed: {}", e.what());
-    ReplyError(peer, Route::kOther, start, Error{ErrorCode::kInternal, "internal error"},
+    ReplyError(conn, Route::kOther, start, Error{ErrorCode::kInternal, "internal error"},
                keep_alive);
   }
 }
 
-void GatewayCore::ServeReady(const std::shared_ptr<Tcp::Peer>& peer,
-                                     Clock::time_point start, bool keep_alive) {
+void GatewayCore::ServeReady(ConnState& conn, Clock::time_point start, bool keep_alive) {
   const auto g = Gauges();
   const bool ready = g.nats_connected && g.lightweight_workers >= 1 && !g.draining;
   std::string body = "{\"ready\":";
@@ -415,34 +474,33 @@ void GatewayCore::ServeReady(const std::shared_ptr<Tcp::Peer>& peer,
   body.append(",\"heavy\":").append(std::to_string(g.heavy_workers)).append("}");
   if (g.draining) body.append(",\"draining\":true");
   body.push_back('}');
-  Reply(peer, Route::kReady, start, ready ? 200 : 503, kJsonType, body, keep_alive);
+  Reply(conn, Route::kReady, start, ready ? 200 : 503, kJsonType, body, keep_alive);
 }
 
-void GatewayCore::StartQuery(ExchangeKind kind, const Http::Request& request,
-                                     const std::shared_ptr<Tcp::Peer>& peer, ConnState& conn,
-                                     bool keep_alive, Clock::time_point start) {
+void GatewayCore::StartQuery(ExchangeKind kind, const Http::Request& request, ConnState& conn,
+                             bool keep_alive, Clock::time_point start) {
   const Route route = RouteOf(kind);
   const std::string& body = request.body();
   if (body.size() > max_body_bytes) {
     return ReplyError(
-        peer, route, start,
+        conn, route, start,
         Error{ErrorCode::kTooLarge, "body larger than " + std::to_string(max_body_bytes) + " bytes"},
         keep_alive);
   }
   v1::QueryRequest query;
   if (auto status = ParseQueryBody(body, limits, &query); !status.ok()) {
-    return ReplyError(peer, route, start, status.error(), keep_alive);
+    return ReplyError(conn, route, start, status.error(), keep_alive);
   }
   if (draining.load(std::memory_order_relaxed)) {
-    return ReplyError(peer, route, start,
+    return ReplyError(conn, route, start,
                       Error{ErrorCode::kUnavailable, "the gateway is shutting down"}, false);
   }
   if (!nats->Connected()) {
-    return ReplyError(peer, route, start,
+    return ReplyError(conn, route, start,
                       Error{ErrorCode::kUnavailable, "not connected to NATS"}, keep_alive);
   }
   if (pools->Live("lightweight") == 0) {
-    return ReplyError(peer, route, start,
+    return ReplyError(conn, route, start,
                       Error{ErrorCode::kNoWorker, "no lightweight worker is running"}, keep_alive);
   }
 
@@ -468,7 +526,7 @@ void GatewayCore::StartQuery(ExchangeKind kind, const Http::Request& request,
   params.start = start;
   params.deadline = start + turn_timeout;
   params.heartbeat = options.heartbeat;
-  auto exchange = std::make_shared<Exchange>(std::move(params), std::make_unique<PeerChannel>(peer));
+  auto exchange = std::make_shared<Exchange>(std::move(params), std::make_unique<WriterChannel>(conn.writer));
   if (kind == ExchangeKind::kStream) {
     exchange->StartStream();
     metrics.AddOpenStreams(1);
@@ -476,16 +534,15 @@ void GatewayCore::StartQuery(ExchangeKind kind, const Http::Request& request,
   Launch(exchange, conn, query_subject, payload, traceparent);
 }
 
-void GatewayCore::StartSession(ExchangeKind kind, std::string_view session_id,
-                                       const std::shared_ptr<Tcp::Peer>& peer, ConnState& conn,
-                                       bool keep_alive, Clock::time_point start) {
+void GatewayCore::StartSession(ExchangeKind kind, std::string_view session_id, ConnState& conn,
+                               bool keep_alive, Clock::time_point start) {
   const Route route = RouteOf(kind);
   if (draining.load(std::memory_order_relaxed)) {
-    return ReplyError(peer, route, start,
+    return ReplyError(conn, route, start,
                       Error{ErrorCode::kUnavailable, "the gateway is shutting down"}, false);
   }
   if (!nats->Connected()) {
-    return ReplyError(peer, route, start,
+    return ReplyError(conn, route, start,
                       Error{ErrorCode::kUnavailable, "not connected to NATS"}, keep_alive);
   }
   std::string request_id = ids.Next();
@@ -502,7 +559,7 @@ void GatewayCore::StartSession(ExchangeKind kind, std::string_view session_id,
   params.keep_alive = keep_alive;
   params.start = start;
   params.deadline = start + options.session_timeout;
-  auto exchange = std::make_shared<Exchange>(std::move(params), std::make_unique<PeerChannel>(peer));
+  auto exchange = std::make_shared<Exchange>(std::move(params), std::make_unique<WriterChannel>(conn.writer));
   Launch(exchange, conn,
          kind == ExchangeKind::kSessionGet ? session_get_subject : session_delete_subject, payload,
          NewTraceparent());

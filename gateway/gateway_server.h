@@ -33,9 +33,9 @@ struct GatewayOptions {
 ///
 /// Threads: Pistache worker threads parse requests and publish; one NATS delivery thread turns
 /// inbox messages into response bytes; one ticker thread enforces deadlines and sends
-/// heartbeats. Response bytes from the latter two are queued on the connection with
-/// Tcp::Peer::send (Pistache's thread-safe write queue) and never touch a ResponseWriter; see
-/// gateway/README.md for why this is safe.
+/// heartbeats. Those two write to the client socket themselves (a non-blocking send, or
+/// Tcp::Peer::send, Pistache's thread-safe write queue, when the socket is full) and never touch
+/// a ResponseWriter; gateway/README.md explains why this is safe and how it was tested.
 ///
 /// Start, Drain, Stop and the destructor are for one controlling thread (main); port() may be
 /// called from any thread.

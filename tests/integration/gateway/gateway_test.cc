@@ -551,6 +551,48 @@ TEST_F(GatewayTest, StressManyStreamsManyEventsWithChurn) {
   EXPECT_EQ(gateway_->process().Log().find("terminate"), std::string::npos);
 }
 
+/// wf_gateway_events_received_total{matched="true"} from /metrics.
+long long MatchedEvents(const Gateway& gw) {
+  const std::string text = HttpCall("GET", gw.Url("/metrics")).body;
+  const std::string key = "wf_gateway_events_received_total{matched=\"true\"} ";
+  auto pos = text.find(key);
+  return pos == std::string::npos ? -1 : std::stoll(text.substr(pos + key.size()));
+}
+
+// A client that stops reading: its socket fills up, the gateway's writes fall back from direct
+// sends to Pistache's write queue, and when the client reads again every byte arrives once and
+// in order.
+TEST_F(GatewayTest, SlowReaderGetsEverythingInOrder) {
+  // 10 MB: more than the kernel buffers (tcp_wmem max 4 MB) can absorb.
+  constexpr int kTokens = 20000;
+  constexpr std::size_t kSize = 500;
+  const int floods_before = worker_->floods_done();
+  const long long events_before = MatchedEvents(*gateway_);
+  SseStream stream(gateway_->port(),
+                   QueryBody("bigflood:" + std::to_string(kTokens) + ":" + std::to_string(kSize)),
+                   {}, /*paused=*/true, /*rcvbuf=*/4096);
+  ASSERT_TRUE(Eventually([&] { return worker_->floods_done() > floods_before; }, seconds(30)));
+  // Every event reached the exchange (and was written or queued) while the client was not
+  // reading.
+  ASSERT_TRUE(Eventually([&] { return MatchedEvents(*gateway_) >= events_before + kTokens + 1; },
+                         seconds(30)));
+  EXPECT_FALSE(stream.Complete());
+  stream.connection().Resume();
+  ASSERT_TRUE(stream.WaitComplete(milliseconds(60000)));
+  int next = 0;
+  for (const auto& e : stream.Events()) {
+    if (e.name != "token") continue;
+    const std::string token = json::parse(e.data)["token"];
+    ASSERT_EQ(token.substr(0, token.find(':')), "t" + std::to_string(next));
+    ASSERT_EQ(token.size(), kSize);
+    ++next;
+  }
+  EXPECT_EQ(next, kTokens);
+  EXPECT_EQ(stream.Events().back().name, "done");
+  // The queueing path really was taken (the gateway runs with --log-level debug).
+  EXPECT_NE(gateway_->process().Log().find("backed up"), std::string::npos);
+}
+
 // A few hundred random bodies and raw byte sequences: every answer is JSON with a sane status,
 // and the gateway keeps running.
 TEST_F(GatewayTest, FuzzedRequestsNeverCrash) {

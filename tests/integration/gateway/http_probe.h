@@ -27,9 +27,12 @@ namespace wf::testing {
 /// One TCP connection to 127.0.0.1:port with a reader thread collecting everything received.
 class RawConnection {
  public:
-  explicit RawConnection(int port) {
+  /// `paused`: do not read until Resume() (the server's writes back up); `rcvbuf` > 0 shrinks
+  /// the receive buffer so that happens sooner.
+  explicit RawConnection(int port, bool paused = false, int rcvbuf = 0) : paused_(paused) {
     fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
     if (fd_ < 0) throw std::runtime_error("socket");
+    if (rcvbuf > 0) ::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
     addr.sin_port = htons(static_cast<uint16_t>(port));
@@ -72,10 +75,20 @@ class RawConnection {
     return data_;
   }
 
+  /// Starts reading (see the constructor's `paused`).
+  void Resume() {
+    {
+      std::lock_guard lock(mu_);
+      paused_ = false;
+    }
+    cv_.notify_all();
+  }
+
   /// The client goes away: closes the socket (idempotent).
   void Close() {
     if (closed_.exchange(true)) return;
     stop_ = true;
+    Resume();
     ::shutdown(fd_, SHUT_RDWR);
     if (reader_.joinable()) reader_.join();
     ::close(fd_);
@@ -83,6 +96,10 @@ class RawConnection {
 
  private:
   void Read() {
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait(lock, [&] { return !paused_; });
+    }
     char buf[65536];
     while (!stop_) {
       pollfd p{fd_, POLLIN, 0};
@@ -106,6 +123,7 @@ class RawConnection {
   std::condition_variable cv_;
   std::string data_;
   bool eof_ = false;
+  bool paused_ = false;
   std::atomic<bool> stop_{false};
   std::atomic<bool> closed_{false};
 };
@@ -219,8 +237,9 @@ inline std::string RequestText(const std::string& method, const std::string& pat
 /// A streaming POST /api/v1/query/stream on its own connection.
 class SseStream {
  public:
-  SseStream(int port, const std::string& body, const std::vector<std::string>& headers = {})
-      : conn_(port) {
+  SseStream(int port, const std::string& body, const std::vector<std::string>& headers = {},
+            bool paused = false, int rcvbuf = 0)
+      : conn_(port, paused, rcvbuf) {
     conn_.Send(RequestText("POST", "/api/v1/query/stream", body, headers));
   }
   /// Waits until the decoded events satisfy `pred`.
@@ -235,13 +254,13 @@ class SseStream {
         },
         timeout);
   }
+  /// Waits for the last chunk. (Checks only the tail: SSE chunks end in "\n\n\r\n", so only
+  /// the terminating chunk ends in "0\r\n\r\n".)
   bool WaitComplete(std::chrono::milliseconds timeout = std::chrono::milliseconds(10000)) {
     return conn_.WaitFor(
         [&](const std::string& data) {
-          auto r = ParseResponse(data);
-          bool complete = false;
-          if (r.head_complete) Dechunk(r.body, &complete);
-          return complete;
+          return data.size() >= 5 && data.compare(data.size() - 5, 5, "0\r\n\r\n") == 0 &&
+                 data.find("\r\n\r\n") != data.size() - 4;
         },
         timeout);
   }

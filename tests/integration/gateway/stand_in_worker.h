@@ -11,6 +11,8 @@
 //   "stream-order"      -> token "Hel", tool_call, tool_result, token "lo", final (agent)
 //   "gate:<name>"       -> token "first", waits (up to 20 s) for gate <name>, token "second", final
 //   "flood:<n>"         -> n token events "t0".."t<n-1>", then final
+//   "bigflood:<n>:<b>"  -> n token events of b bytes ("t<i>:" then padding), then final;
+//                          floods_done() counts the finished ones
 //   anything else       -> final: answer "echo: <message>", route flow, flow_id "echo",
 //                          run_id "run-<request_id>", parameters echoed
 
@@ -118,6 +120,8 @@ class StandInWorker {
     std::lock_guard lock(mu_);
     return received_;
   }
+  /// bigflood scripts that have published everything.
+  int floods_done() const { return floods_done_.load(); }
   std::size_t received_count() {
     std::lock_guard lock(mu_);
     return received_.size();
@@ -192,7 +196,8 @@ class StandInWorker {
       received_.push_back(r);
     }
     const std::string& message = r.request.message();
-    const bool slow = message.rfind("gate:", 0) == 0 || message.rfind("flood:", 0) == 0;
+    const bool slow = message.rfind("gate:", 0) == 0 || message.rfind("flood:", 0) == 0 ||
+                      message.rfind("bigflood:", 0) == 0;
     if (!slow) {
       Run(r);
       return;
@@ -234,6 +239,19 @@ class StandInWorker {
       if (stopped_) return;
       out.Token("second");
       out.Final("first second", "agent");
+      return;
+    }
+    if (message.rfind("bigflood:", 0) == 0) {
+      const std::size_t colon = message.find(':', 9);
+      const int n = std::stoi(message.substr(9, colon - 9));
+      const std::size_t size = std::stoul(message.substr(colon + 1));
+      for (int i = 0; i < n && !stopped_; ++i) {
+        std::string token = "t" + std::to_string(i) + ":";
+        token.resize(std::max(size, token.size()), 'p');
+        out.Token(token);
+      }
+      out.Final("flooded", "agent");
+      ++floods_done_;
       return;
     }
     if (message.rfind("flood:", 0) == 0) {
@@ -291,6 +309,7 @@ class StandInWorker {
   std::vector<Received> received_;
   std::list<std::thread> threads_;
   std::atomic<bool> stopped_{false};
+  std::atomic<int> floods_done_{0};
 };
 
 }  // namespace wf::testing
