@@ -9,6 +9,7 @@
 #include <fstream>
 #include <future>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <regex>
 #include <string>
 #include <vector>
@@ -158,6 +159,162 @@ TEST_F(GatewayShutdownTest, SigtermWithNothingOpenExitsPromptly) {
   auto code = gateway.Wait(30s);
   ASSERT_TRUE(code.has_value()) << gateway.Log();
   EXPECT_EQ(*code, 0) << gateway.Log();
+}
+
+/// The agent path: nats, redis, PostgreSQL, the scripted LLM (answering "slow" messages one
+/// piece at a time), lightweight (which forwards unmatched queries to WF_HEAVY) and a gateway.
+/// Heavy workers are started by the tests.
+class HeavyShutdownTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    for (const char* bin : {"wf-gateway", "wf-lightweight", "wf-heavy", "wf-scripted-llm"}) {
+      if (!Exists(BinPath(bin))) GTEST_SKIP() << BinPath(bin) << " is not built";
+    }
+    nats_.emplace();
+    redis_.emplace();
+    postgres_.emplace();
+    rules_path_ = dir_.path() + "/rules.json";
+    std::ofstream(rules_path_) << R"({"rules": [
+      {"when": {"last_user_contains": "slow"},
+       "then": {"reply": "one two three four five six seven eight nine ten", "delay_ms": 300}}]})";
+    llm_port_ = FreePort();
+    llm_.emplace(BinPath("wf-scripted-llm"),
+                 std::vector<std::string>{"--listen", "127.0.0.1:" + std::to_string(llm_port_),
+                                          "--rules", rules_path_});
+    ASSERT_TRUE(testing::WaitForTcpPort(llm_port_, 10s)) << llm_->Log();
+
+    config_path_ = dir_.path() + "/workflow_config.json";
+    std::ofstream(config_path_) << R"({"flows": [], "agent": {"turn_timeout_ms": 60000}})";
+    lightweight_.emplace(BinPath("wf-lightweight"), std::vector<std::string>{}, CommonEnv());
+    port_ = FreePort();
+    auto gw_env = CommonEnv();
+    gw_env.push_back("WF_LISTEN=127.0.0.1:" + std::to_string(port_));
+    gateway_.emplace(BinPath("wf-gateway"), std::vector<std::string>{}, gw_env);
+  }
+
+  std::vector<std::string> CommonEnv() const {
+    return {"NATS_URL=" + nats_->url(), "WF_CONFIG=" + config_path_};
+  }
+
+  std::vector<std::string> HeavyEnv(const std::string& drain_ms, int admin_port) const {
+    auto env = CommonEnv();
+    env.push_back("WF_ADMIN_LISTEN=127.0.0.1:" + std::to_string(admin_port));
+    env.push_back("REDIS_URL=" + redis_->url());
+    env.push_back("DATABASE_URL=" + postgres_->url());
+    env.push_back("LLM_BASE_URL=http://127.0.0.1:" + std::to_string(llm_port_) + "/v1");
+    env.push_back("LLM_MODEL=scripted");
+    env.push_back("WF_DRAIN_MS=" + drain_ms);
+    return env;
+  }
+
+  long long LlmStat(const std::string& key) const {
+    auto reply = HttpCall("GET", Base(llm_port_) + "/_stats");
+    auto j = nlohmann::json::parse(reply.body, nullptr, false);
+    return j.is_object() && j.contains(key) ? j[key].get<long long>() : -1;
+  }
+
+  bool GatewayReady() const {
+    auto reply = HttpCall("GET", Base(port_) + "/ready");
+    auto j = nlohmann::json::parse(reply.body, nullptr, false);
+    return reply.status == 200 && j.is_object() && j["workers"]["heavy"].get<int>() >= 1;
+  }
+
+  /// Polls with a quick turn until the whole path (gateway, lightweight's view of the agent pool,
+  /// a heavy worker, the LLM) answers; each pool learns of the others within a ping interval.
+  bool AgentPathAnswers() const {
+    return Eventually(
+        [&] {
+          auto reply = HttpCall("POST", Base(port_) + "/api/v1/query",
+                                R"({"message":"hello","session_id":"warm-up"})",
+                                {"Content-Type: application/json"}, 30000);
+          return reply.status == 200;
+        },
+        30s);
+  }
+
+  std::future<HttpReply> AskSlow(const std::string& session) const {
+    const int port = port_;
+    return std::async(std::launch::async, [port, session] {
+      return HttpCall("POST", Base(port) + "/api/v1/query/stream",
+                      R"({"message":"tell me something slow","session_id":")" + session + R"("})",
+                      {"Content-Type: application/json"}, 90000);
+    });
+  }
+
+  /// Everything that helps when a turn never reached the LLM.
+  std::string Diagnose(std::future<HttpReply>& answer, Process& heavy) const {
+    std::string out = "--- answer: ";
+    if (answer.wait_for(5s) == std::future_status::ready) {
+      auto reply = answer.get();
+      out += std::to_string(reply.status) + " " + reply.body;
+    } else {
+      out += "(still waiting)";
+    }
+    out += "\n--- llm /_stats: " + HttpCall("GET", Base(llm_port_) + "/_stats").body;
+    out += "\n--- heavy:\n" + heavy.Log() + "\n--- lightweight:\n" + lightweight_->Log() +
+           "\n--- gateway:\n" + gateway_->Log() + "\n--- llm:\n" + llm_->Log();
+    return out;
+  }
+
+  TempDir dir_;
+  std::optional<testing::NatsServer> nats_;
+  std::optional<testing::RedisServer> redis_;
+  std::optional<testing::PostgresServer> postgres_;
+  std::string rules_path_, config_path_;
+  int llm_port_ = 0, port_ = 0;
+  std::optional<Process> llm_, lightweight_, gateway_;
+};
+
+TEST_F(HeavyShutdownTest, SigtermMidTurnFinishesTheTurn) {
+  Process heavy(BinPath("wf-heavy"), {}, HeavyEnv("60000", FreePort()));
+  ASSERT_TRUE(Eventually([&] { return GatewayReady(); }, 30s)) << heavy.Log() << gateway_->Log();
+  ASSERT_TRUE(AgentPathAnswers()) << heavy.Log() << lightweight_->Log();
+  const long long warm_up_requests = LlmStat("requests");
+
+  auto answer = AskSlow("sigterm-finish");
+  // The LLM is streaming this turn's answer: the worker is mid-turn.
+  ASSERT_TRUE(Eventually([&] { return LlmStat("active") == 1; }, 30s)) << Diagnose(answer, heavy);
+  heavy.Signal(SIGTERM);
+
+  HttpReply reply = answer.get();
+  EXPECT_EQ(reply.status, 200);
+  EXPECT_NE(reply.body.find("event: done"), std::string::npos) << reply.body << heavy.Log();
+  EXPECT_NE(reply.body.find("ten"), std::string::npos) << reply.body;
+  EXPECT_EQ(reply.body.find("event: error"), std::string::npos) << reply.body;
+  EXPECT_EQ(LlmStat("requests"), warm_up_requests + 1)
+      << "the turn ran once, on the worker that had it";
+  auto code = heavy.Wait(60s);
+  ASSERT_TRUE(code.has_value()) << "wf-heavy did not exit after its turn\n" << heavy.Log();
+  EXPECT_EQ(*code, 0) << heavy.Log();
+}
+
+TEST_F(HeavyShutdownTest, SigtermPastTheDrainHandsTheTurnToAnotherWorker) {
+  Process first(BinPath("wf-heavy"), {}, HeavyEnv("0", FreePort()));
+  ASSERT_TRUE(Eventually([&] { return GatewayReady(); }, 30s)) << first.Log() << gateway_->Log();
+  ASSERT_TRUE(AgentPathAnswers()) << first.Log() << lightweight_->Log();
+  const long long warm_up_requests = LlmStat("requests");
+
+  auto answer = AskSlow("sigterm-handback");
+  ASSERT_TRUE(Eventually([&] { return LlmStat("active") == 1; }, 30s)) << Diagnose(answer, first);
+  // A second worker joins while the first holds the turn; then the first is told to stop at
+  // once (drain 0): the turn must go back to JetStream and on to the second.
+  const int second_admin = FreePort();
+  Process second(BinPath("wf-heavy"), {}, HeavyEnv("60000", second_admin));
+  ASSERT_TRUE(
+      Eventually([&] { return HttpCall("GET", Base(second_admin) + "/ready").status == 200; }, 30s))
+      << second.Log();
+  first.Signal(SIGTERM);
+  auto code = first.Wait(60s);
+  ASSERT_TRUE(code.has_value()) << first.Log();
+  EXPECT_EQ(*code, 0) << first.Log();
+
+  HttpReply reply = answer.get();
+  EXPECT_EQ(reply.status, 200);
+  EXPECT_NE(reply.body.find("event: done"), std::string::npos) << reply.body << "\n--- first\n"
+                                                               << first.Log() << "\n--- second\n"
+                                                               << second.Log();
+  EXPECT_NE(reply.body.find("ten"), std::string::npos) << reply.body;
+  EXPECT_GE(LlmStat("requests"), warm_up_requests + 2) << "the second worker re-ran the turn";
 }
 
 }  // namespace
