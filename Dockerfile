@@ -72,7 +72,6 @@ RUN apt-get update \
       libfmt9 \
       libnats3.4 \
       libpistache0 \
-      libpq5 \
       libpqxx-6.4 \
       libprotobuf32 \
       libre2-9 \
