@@ -78,8 +78,8 @@ RUN apt-get update \
       libspdlog1.10 \
       libstdc++6 \
  && rm -rf /var/lib/apt/lists/* \
- && groupadd --system --gid 10001 wf \
- && useradd --system --uid 10001 --gid wf --home-dir /nonexistent --no-create-home \
+ && groupadd --gid 10001 wf \
+ && useradd --uid 10001 --gid wf --home-dir /nonexistent --no-create-home \
       --shell /usr/sbin/nologin wf
 
 COPY --from=build /src/build/bin/wf-gateway /src/build/bin/wf-lightweight \
