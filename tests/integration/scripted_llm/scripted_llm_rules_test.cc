@@ -216,6 +216,16 @@ TEST(RulesTest, ToolArgumentsOmittedAreSynthesisedFromTheToolSchema) {
             json({{"text", "sum it"}, {"tags", {"sum it"}}}));
 }
 
+TEST(RulesTest, MaxTokensCutsTheReplyWithFinishReasonLength) {
+  const auto rules = RuleSet::Default();
+  const Plan cut = rules->Decide(Conv(Chat({{"user", "hi"}}, {{"max_tokens", 3}})));
+  EXPECT_EQ(cut.content.value_or(""), "You said: hi. ");
+  EXPECT_EQ(cut.finish_reason, "length");
+  const Plan whole = rules->Decide(Conv(Chat({{"user", "hi"}}, {{"max_completion_tokens", 100}})));
+  EXPECT_EQ(whole.finish_reason, "stop");
+  EXPECT_FALSE(ParseConversation(Chat({{"user", "hi"}}, {{"max_tokens", 0}})).ok());
+}
+
 TEST(WireTest, StreamFramesFollowTheOpenAiOrder) {
   Plan plan;
   plan.content = "hi there";

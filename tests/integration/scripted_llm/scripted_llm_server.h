@@ -32,7 +32,16 @@ class ScriptedLlmServer {
       std::vector<std::string> args = {"--listen", "127.0.0.1:" + std::to_string(port_)};
       args.insert(args.end(), base.begin(), base.end());
       process_ = std::make_unique<Process>(BinPath("wf-scripted-llm"), args, extra_env);
-      ready_ = WaitForTcpPort(port_, std::chrono::seconds(10)) && process_->Running();
+      // Our own log line proves that this process (not another test's server that happens to
+      // hold the port) bound it.
+      const std::string banner = "listening on 127.0.0.1:" + std::to_string(port_);
+      ready_ =
+          Eventually(
+              [&] {
+                return !process_->Running() || process_->Log().find(banner) != std::string::npos;
+              },
+              std::chrono::seconds(10)) &&
+          process_->Running() && WaitForTcpPort(port_, std::chrono::seconds(10));
     }
   }
 
