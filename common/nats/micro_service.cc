@@ -154,15 +154,59 @@ void PoolMonitor::Stop() {
 
 void PoolMonitor::Run() {
   std::unique_lock lock(mu_);
+  auto next_ping = std::chrono::steady_clock::now();
   while (!stop_) {
-    lock.unlock();
-    for (const auto& pool : pools_) {
-      // Errors (NATS down) are fine here: nobody answers, the pool reads as not live.
-      (void)conn_.Publish("$SRV.PING." + pool, "", inbox_ + "." + pool);
+    auto now = std::chrono::steady_clock::now();
+    if (now >= next_ping) {
+      lock.unlock();
+      for (const auto& pool : pools_) {
+        // Errors (NATS down) are fine here: nobody answers, the pool reads as not live.
+        (void)conn_.Publish("$SRV.PING." + pool, "", inbox_ + "." + pool);
+      }
+      lock.lock();
+      next_ping = now + interval_;
     }
-    lock.lock();
-    cv_.wait_for(lock, interval_, [this] { return stop_; });
+    // Waiters whose time is up learn that nobody answered.
+    std::vector<std::function<void(bool)>> expired;
+    for (auto it = waiters_.begin(); it != waiters_.end();) {
+      if (it->deadline <= now) {
+        expired.push_back(std::move(it->done));
+        it = waiters_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    if (!expired.empty()) {
+      lock.unlock();
+      for (auto& done : expired) done(false);
+      lock.lock();
+    }
+    auto wake = next_ping;
+    for (const auto& w : waiters_) wake = std::min(wake, w.deadline);
+    cv_.wait_until(lock, wake, [this] { return stop_; });
   }
+  std::vector<Waiter> left;
+  left.swap(waiters_);
+  lock.unlock();
+  for (auto& w : left) w.done(false);
+}
+
+void PoolMonitor::WhenLive(const std::string& pool, std::chrono::milliseconds timeout,
+                           std::function<void(bool)> done) {
+  if (Live(pool) > 0) {
+    done(true);
+    return;
+  }
+  {
+    std::lock_guard lock(mu_);
+    if (stop_) {
+      done(false);
+      return;
+    }
+    waiters_.push_back({pool, std::chrono::steady_clock::now() + timeout, std::move(done)});
+  }
+  cv_.notify_all();
+  (void)conn_.Publish("$SRV.PING." + pool, "", inbox_ + "." + pool);
 }
 
 void PoolMonitor::OnPong(const NatsMsgView& msg) {
@@ -170,8 +214,20 @@ void PoolMonitor::OnPong(const NatsMsgView& msg) {
   std::string pool(subject.substr(subject.rfind('.') + 1));
   auto doc = json::parse(msg.data(), nullptr, false);
   if (!doc.is_object() || !doc.contains("id") || !doc["id"].is_string()) return;
-  std::lock_guard lock(mu_);
-  seen_[pool][doc["id"].get<std::string>()] = std::chrono::steady_clock::now();
+  std::vector<std::function<void(bool)>> ready;
+  {
+    std::lock_guard lock(mu_);
+    seen_[pool][doc["id"].get<std::string>()] = std::chrono::steady_clock::now();
+    for (auto it = waiters_.begin(); it != waiters_.end();) {
+      if (it->pool == pool) {
+        ready.push_back(std::move(it->done));
+        it = waiters_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (auto& done : ready) done(true);
 }
 
 int PoolMonitor::Live(const std::string& pool) const {

@@ -6,6 +6,7 @@
 #include <unordered_map>
 #include <chrono>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -78,6 +79,11 @@ class PoolMonitor {
   void Stop();
   /// Instances of `pool` that answered within the last 2.5 intervals.
   int Live(const std::string& pool) const;
+  /// Calls `done(true)` at once when `pool` is live; otherwise pings it now and calls
+  /// `done(true)` on the first answer or `done(false)` after `timeout`. Never blocks; `done` runs
+  /// on the caller's thread, a NATS delivery thread or the monitor's thread.
+  void WhenLive(const std::string& pool, std::chrono::milliseconds timeout,
+                std::function<void(bool)> done);
 
  private:
   void Run();
@@ -92,6 +98,12 @@ class PoolMonitor {
   std::condition_variable cv_;
   bool stop_ = false;
   std::thread thread_;
+  struct Waiter {
+    std::string pool;
+    std::chrono::steady_clock::time_point deadline;
+    std::function<void(bool)> done;
+  };
+  std::vector<Waiter> waiters_;
   // pool -> (instance id -> last seen)
   std::unordered_map<std::string,
                      std::unordered_map<std::string, std::chrono::steady_clock::time_point>>

@@ -30,6 +30,9 @@ int main(int argc, char** argv) {
                   "HOST:PORT for /health, /ready and /metrics (off when empty)"});
   spec.push_back({"drain-ms", "WF_DRAIN_MS", "60000",
                   "on SIGTERM, how long turns in flight may finish before being handed back"});
+  spec.push_back({"ack-wait-ms", "WF_ACK_WAIT_MS", "30000",
+                  "JetStream ack wait of consumer \"heavy\": a dead worker's turn is redelivered "
+                  "after this (in-progress acks every third of it)"});
   spec.push_back({"check-config", "", "", "validate the config and exit", true});
   wf::CommandLine cli("wf-heavy",
                       "Agent worker: consumes WF_HEAVY (consumer \"heavy\"), runs the LLM agent "
@@ -54,7 +57,8 @@ int main(int argc, char** argv) {
   }
   auto concurrency = flags.GetInt("concurrency", 1, 100000);
   auto drain = flags.GetInt("drain-ms", 0, 3600000);
-  for (const auto* r : {&concurrency, &drain}) {
+  auto ack_wait = flags.GetInt("ack-wait-ms", 1000, 3600000);
+  for (const auto* r : {&concurrency, &drain, &ack_wait}) {
     if (!r->ok()) {
       std::cerr << "wf-heavy: " << r->error().message << "\n";
       return 2;
@@ -89,6 +93,8 @@ int main(int argc, char** argv) {
 
   wf::HeavyWorker::Options options;
   options.concurrency = static_cast<int>(*concurrency);
+  options.ack_wait = std::chrono::milliseconds(*ack_wait);
+  options.in_progress_every = options.ack_wait / 3;
   auto worker = wf::HeavyWorker::Start(*config, **conn, **store, llm, timer, options);
   if (!worker.ok()) {
     std::cerr << "wf-heavy: " << worker.error().message << "\n";

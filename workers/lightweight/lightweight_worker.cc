@@ -106,9 +106,14 @@ Result<std::unique_ptr<LightweightWorker>> LightweightWorker::Start(
 
 void LightweightWorker::Shutdown(std::chrono::milliseconds grace) {
   if (subs_.empty() && !service_) return;
-  for (auto& sub : subs_) sub.Drain(grace);
-  subs_.clear();
+  // One deadline for everything; without a server a drain cannot complete, so do not wait on it.
   auto until = Clock::now() + grace;
+  for (auto& sub : subs_) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now());
+    if (!conn_.Connected()) left = std::chrono::milliseconds(50);
+    sub.Drain(std::max(left, std::chrono::milliseconds(1)));
+  }
+  subs_.clear();
   while (in_flight_.load() > 0 && Clock::now() < until) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
@@ -211,16 +216,28 @@ void LightweightWorker::OnQuery(const NatsMsgView& msg) {
 
 void LightweightWorker::ForwardToAgents(wf::v1::QueryRequest request, const std::string& reply,
                                         const std::string& traceparent) {
-  if (pools_->Live("heavy") == 0) {
-    no_agent_.fetch_add(1, std::memory_order_relaxed);
-    ReplyError(reply, request.request_id(),
-               {ErrorCode::kNoAgentWorker,
-                "no flow matched and no agent worker is running to answer it"});
-    return;
-  }
   request.set_reply_to(reply);
   if (!traceparent.empty() && request.traceparent().empty()) request.set_traceparent(traceparent);
+  in_flight_.fetch_add(1);
+  // Queue the turn only when an agent worker is alive (asking it right away if the last ping
+  // round saw none), so a client never waits for its deadline on an empty pool.
+  pools_->WhenLive("heavy", std::chrono::milliseconds(250),
+                   [this, request = std::move(request), traceparent](bool live) mutable {
+                     if (live) {
+                       Enqueue(std::move(request), traceparent);
+                     } else {
+                       no_agent_.fetch_add(1, std::memory_order_relaxed);
+                       ReplyError(request.reply_to(), request.request_id(),
+                                  {ErrorCode::kNoAgentWorker,
+                                   "no flow matched and no agent worker is running to answer it"});
+                     }
+                     in_flight_.fetch_sub(1);
+                   });
+}
+
+void LightweightWorker::Enqueue(wf::v1::QueryRequest request, const std::string& traceparent) {
   std::string request_id = request.request_id();
+  std::string reply = request.reply_to();
   in_flight_.fetch_add(1);
   js_->PublishAsync(subjects_.heavy_query, Serialize(request), request_id,
                     {{kRequestIdHeader, request_id}, {kTraceparentHeader, traceparent}},

@@ -70,6 +70,7 @@ class LightweightWorker {
   void ReplyError(const std::string& reply, const std::string& request_id, const Error& error);
   void ForwardToAgents(wf::v1::QueryRequest request, const std::string& reply,
                        const std::string& traceparent);
+  void Enqueue(wf::v1::QueryRequest request, const std::string& traceparent);
   void RecordFlowTurn(const wf::v1::QueryRequest& request, const CallOutcome& outcome,
                       const std::string& flow_id, int64_t started_ms);
 

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
+#include <optional>
 
 #include "wf/v1/session.pb.h"
 
@@ -101,6 +102,10 @@ struct HeavyWorker::Turn {
   std::atomic<bool> handed_back{false};
   std::atomic<bool> released{false};
   std::atomic<uint64_t> seq{0};
+  // The final/error event, held back until the turn is stored and the session unlocked, so a
+  // client that has its answer can send the next message at once and the answer is durable.
+  std::mutex terminal_mu;
+  std::optional<wf::v1::QueryEvent> terminal;
 };
 
 /// Publishes a turn's events on its reply subject, with the request id header.
@@ -111,6 +116,14 @@ class HeavyWorker::TurnEvents final : public EventSink {
   void Emit(wf::v1::QueryEvent event) override {
     if (turn_->handed_back) return;  // another worker owns the answer now
     turn_->seq = event.seq();
+    if (event.has_final() || event.has_error()) {
+      std::lock_guard lock(turn_->terminal_mu);
+      turn_->terminal = std::move(event);
+      return;
+    }
+    Publish(event);
+  }
+  void Publish(const wf::v1::QueryEvent& event) {
     auto status = conn_.Publish(turn_->reply_to, Serialize(event), {},
                                 {{kRequestIdHeader, turn_->request.request_id()},
                                  {kTraceparentHeader, turn_->traceparent}});
@@ -453,6 +466,12 @@ void HeavyWorker::FinishTurn(const std::shared_ptr<Turn>& turn, wf::v1::TurnReco
     stored = store_.AppendTurn(record);
   }
   if (turn->locked) (void)store_.Unlock(req.session_id(), req.request_id());
+  std::optional<wf::v1::QueryEvent> terminal;
+  {
+    std::lock_guard lock(turn->terminal_mu);
+    terminal.swap(turn->terminal);
+  }
+  if (terminal && turn->sink) static_cast<TurnEvents*>(turn->sink.get())->Publish(*terminal);
   if (stored.ok()) {
     turn->msg.Ack();
   } else {

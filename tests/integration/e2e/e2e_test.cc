@@ -1,0 +1,290 @@
+// The whole pipeline, as a client sees it: HTTP and SSE through wf-gateway, flows through
+// wf-lightweight, agent turns through JetStream and wf-heavy against the scripted LLM, sessions in
+// Redis and PostgreSQL. Every server and binary is real and on free ports.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include "codec/json_struct.h"
+#include "nats/connection.h"
+#include "stack.h"
+#include "wf/v1/query.pb.h"
+
+namespace wf::testing {
+namespace {
+
+using nlohmann::json;
+using std::chrono::milliseconds;
+
+json LlmStats(Stack& s) { return json::parse(HttpCall("GET", s.LlmUrl("/_stats")).body); }
+
+/// Waits until the stored history of `session` has at least `n` messages.
+json WaitForHistory(Stack& s, const std::string& session, size_t n) {
+  json history;
+  Eventually([&] {
+    auto r = HttpCall("GET", s.Url("/api/v1/session/" + session));
+    history = json::parse(r.body, nullptr, false);
+    return r.status == 200 && history["messages"].size() >= n;
+  });
+  return history;
+}
+
+TEST(FlowPathTest, FlowAnswersThroughTheGatewayAndDirectNatsPublishersGetTheSame) {
+  Stack s({.heavy_workers = 0});
+  auto r = HttpCall("POST", s.Url("/api/v1/query"),
+                    R"({"message":"check order 1234","session_id":"flow-1"})",
+                    {"Content-Type: application/json"});
+  ASSERT_EQ(r.status, 200) << r.body << s.Logs();
+  auto body = json::parse(r.body);
+  EXPECT_EQ(body["routed_to"], "lightweight");
+  EXPECT_EQ(body["flow_id"], "order_status");
+  EXPECT_EQ(body["session_id"], "flow-1");
+  EXPECT_EQ(body["status"], "success");
+  EXPECT_EQ(body["message"].get<std::string>().rfind("Order 1234: ", 0), 0u) << body;
+  EXPECT_FALSE(body["request_id"].get<std::string>().empty());
+  EXPECT_EQ(r.headers["x-request-id"], body["request_id"]);
+
+  // An outside service publishing protobuf on wf.query gets the same answer.
+  NatsOptions options;
+  options.url = s.nats_.url();
+  auto conn = NatsConnection::Connect(options);
+  ASSERT_TRUE(conn.ok());
+  wf::v1::QueryRequest request;
+  request.set_message("check order 1234");
+  request.set_session_id("flow-2");
+  auto reply = (*conn)->Request("wf.query", request.SerializeAsString(), milliseconds(10000));
+  ASSERT_TRUE(reply.ok());
+  wf::v1::QueryEvent event;
+  ASSERT_TRUE(event.ParseFromString(*reply));
+  ASSERT_TRUE(event.has_final()) << event.DebugString();
+  EXPECT_EQ(event.final().answer(), body["message"]);
+  EXPECT_FALSE(event.request_id().empty());  // assigned for the publisher
+}
+
+TEST(FlowPathTest, UnmatchedWithoutAgentWorkersIs503QuicklyAndFlowsStreamAsOneDone) {
+  Stack s({.heavy_workers = 0});
+  auto [status, body] = s.Query("write me a poem", "nomatch-1");
+  EXPECT_EQ(status, 503) << body;
+  EXPECT_EQ(body["error"]["code"], "no_agent_worker");
+
+  SseReader sse(s.Url("/api/v1/query/stream"),
+                R"({"message":"查订单 1077","session_id":"flow-sse"})");
+  sse.Join();
+  auto events = sse.Events();
+  std::vector<std::string> kinds;
+  for (auto& e : events) {
+    if (e.event != "comment") kinds.push_back(e.event);
+  }
+  ASSERT_EQ(kinds, std::vector<std::string>{"done"}) << sse.Raw();
+  auto done = json::parse(events.back().data);
+  EXPECT_EQ(done["flow_id"], "order_status");
+  EXPECT_FALSE(done["run_id"].get<std::string>().empty());
+}
+
+TEST(FlowPathTest, ReadyIsFalseWithoutLightweightWorkers) {
+  Stack s({.heavy_workers = 0, .start_gateway = false, .start_lightweight = false});
+  int port = FreePort();
+  Process gw(BinPath("wf-gateway"), {"--config", s.config_path_, "--nats-url", s.nats_.url(),
+                                     "--listen", "127.0.0.1:" + std::to_string(port)});
+  ASSERT_TRUE(WaitForTcpPort(port, milliseconds(10000)));
+  std::string base = "http://127.0.0.1:" + std::to_string(port);
+  auto ready = HttpCall("GET", base + "/ready");
+  EXPECT_EQ(ready.status, 503) << ready.body;
+  EXPECT_EQ(json::parse(ready.body)["ready"], false);
+  EXPECT_EQ(HttpCall("GET", base + "/health").status, 200);
+  auto q = HttpCall("POST", base + "/api/v1/query", R"({"message":"check order 1","session_id":"x"})",
+                    {"Content-Type: application/json"});
+  EXPECT_EQ(q.status, 503) << q.body;
+  EXPECT_EQ(json::parse(q.body)["error"]["code"], "no_worker");
+}
+
+TEST(AgentPathTest, MultiTurnMemoryIncludesFlowTurns) {
+  Stack s;
+  auto [st1, t1] = s.Query("hello there, I am Ada", "mem-1");
+  ASSERT_EQ(st1, 200) << t1 << s.Logs();
+  EXPECT_EQ(t1["routed_to"], "heavy");
+  EXPECT_FALSE(t1["run_id"].get<std::string>().empty());
+  EXPECT_TRUE(t1.contains("usage"));
+  EXPECT_NE(t1["message"].get<std::string>().find("I have seen 1 user messages"), std::string::npos)
+      << t1;
+
+  auto [st2, t2] = s.Query("check order 1234", "mem-1");
+  ASSERT_EQ(st2, 200) << t2;
+  EXPECT_EQ(t2["routed_to"], "lightweight");
+  // The flow turn reaches the history through JetStream; wait until it is stored.
+  WaitForHistory(s, "mem-1", 4);
+
+  auto [st3, t3] = s.Query("please recall", "mem-1");
+  ASSERT_EQ(st3, 200) << t3;
+  EXPECT_EQ(t3["message"], "history: hello there, I am Ada | check order 1234 | please recall");
+  // And the model really received the earlier turns, flow answer included.
+  auto last = LlmStats(s)["last_requests"].back();
+  bool saw_flow_answer = false;
+  for (auto& m : last["messages"]) {
+    if (m["role"] == "assistant" && m["content"].is_string() &&
+        m["content"].get<std::string>().rfind("Order 1234: ", 0) == 0) {
+      saw_flow_answer = true;
+    }
+  }
+  EXPECT_TRUE(saw_flow_answer) << last.dump();
+}
+
+TEST(AgentPathTest, ToolCallRunsOnTheLightweightPoolAndFlowsAreTools) {
+  Stack s;
+  auto [st, body] = s.Query("what is the weather in Paris?", "tool-1");
+  ASSERT_EQ(st, 200) << body << s.Logs();
+  std::string answer = body["message"];
+  EXPECT_EQ(answer.rfind("Tool said: ", 0), 0u) << answer;
+  EXPECT_NE(answer.find("\"city\":\"Paris\""), std::string::npos) << answer;
+
+  auto [st2, body2] = s.Query("please use the order flow", "tool-2");
+  ASSERT_EQ(st2, 200) << body2;
+  EXPECT_EQ(body2["message"].get<std::string>().rfind("Tool said: Order 4242: ", 0), 0u) << body2;
+
+  // The stored history keeps the tool call and its result.
+  auto history = WaitForHistory(s, "tool-1", 4);
+  bool call = false, result = false;
+  for (auto& m : history["messages"]) {
+    if (m["role"] == "assistant" && m.contains("tool_calls") && !m["tool_calls"].empty()) call = true;
+    if (m["role"] == "tool") result = true;
+  }
+  EXPECT_TRUE(call && result) << history.dump();
+}
+
+TEST(AgentPathTest, SseStreamsTokensInOrderWithoutBufferingAndHeartbeats) {
+  Stack s;
+  SseReader sse(s.Url("/api/v1/query/stream"),
+                R"({"message":"slow answer please","session_id":"sse-1"})");
+  sse.Join();
+  auto events = sse.Events();
+  std::vector<SseEvent> tokens;
+  const SseEvent* done = nullptr;
+  int heartbeats = 0;
+  for (auto& e : events) {
+    if (e.event == "token") tokens.push_back(e);
+    if (e.event == "done") done = &e;
+    if (e.event == "comment") ++heartbeats;
+  }
+  ASSERT_NE(done, nullptr) << sse.Raw();
+  ASSERT_EQ(tokens.size(), 6u) << sse.Raw();
+  std::string text;
+  for (auto& t : tokens) text += json::parse(t.data)["token"].get<std::string>();
+  EXPECT_EQ(text, "one two three four five six");
+  EXPECT_EQ(json::parse(done->data)["message"], "one two three four five six");
+  EXPECT_FALSE(json::parse(done->data)["request_id"].get<std::string>().empty());
+  EXPECT_FALSE(json::parse(done->data)["run_id"].get<std::string>().empty());
+  // The LLM spaces its tokens 300 ms apart: the first one reached the client while the last
+  // was not produced yet (no buffering anywhere on the way).
+  EXPECT_GT(tokens.back().at - tokens.front().at, milliseconds(1000));
+  EXPECT_GE(heartbeats, 1) << sse.Raw();  // the gateway runs with --heartbeat-ms 100
+}
+
+TEST(AgentPathTest, ClientDisconnectCancelsTheTurnAndTheLlmSeesItsConnectionClosed) {
+  Stack s;
+  SseReader sse(s.Url("/api/v1/query/stream"),
+                R"({"message":"hang on forever","session_id":"cancel-1"})");
+  ASSERT_TRUE(Eventually([&] { return LlmStats(s)["active"].get<int>() >= 1; })) << s.Logs();
+  sse.Close();
+  sse.Join();
+  ASSERT_TRUE(Eventually([&] { return LlmStats(s)["client_disconnects"].get<int>() >= 1; }))
+      << LlmStats(s).dump() << s.Logs();
+  // The partial turn is stored, marked as cancelled; the session is free again.
+  auto history = WaitForHistory(s, "cancel-1", 1);
+  EXPECT_EQ(history["messages"][0]["content"], "hang on forever");
+  auto [st, body] = s.Query("are you there", "cancel-1");
+  EXPECT_EQ(st, 200) << body;
+}
+
+TEST(AgentPathTest, BusySessionIsRejectedWith409) {
+  Stack s;
+  SseReader first(s.Url("/api/v1/query/stream"),
+                  R"({"message":"slow one","session_id":"busy-1"})");
+  ASSERT_TRUE(Eventually([&] { return LlmStats(s)["active"].get<int>() >= 1; }));
+  auto [st, body] = s.Query("another", "busy-1");
+  EXPECT_EQ(st, 409) << body;
+  EXPECT_EQ(body["error"]["code"], "session_busy");
+  first.Join();
+  auto [st2, body2] = s.Query("now it is free", "busy-1");
+  EXPECT_EQ(st2, 200) << body2;
+}
+
+TEST(AgentPathTest, EnqueueWaitsBehindTheRunningTurn) {
+  Stack s({.agent = {{"on_busy", "enqueue"}}});
+  SseReader first(s.Url("/api/v1/query/stream"),
+                  R"({"message":"slow one","session_id":"queue-1"})");
+  ASSERT_TRUE(Eventually([&] { return LlmStats(s)["active"].get<int>() >= 1; }));
+  auto [st, body] = s.Query("please recall", "queue-1");
+  ASSERT_EQ(st, 200) << body;
+  // It ran after the first turn and saw it.
+  EXPECT_EQ(body["message"], "history: slow one | please recall");
+}
+
+TEST(AgentPathTest, Llm429IsRetriedThenSucceeds) {
+  Stack s;
+  auto [st, body] = s.Query("a flaky question", "flaky-1");
+  ASSERT_EQ(st, 200) << body << s.Logs();
+  EXPECT_NE(body["message"].get<std::string>().find("You said: a flaky question"),
+            std::string::npos);
+  EXPECT_EQ(LlmStats(s)["requests"].get<int>(), 2);
+}
+
+TEST(AgentPathTest, HangingLlmEndsWith504AtTheDeadline) {
+  Stack s({.agent = {{"turn_timeout_ms", 2000}}});
+  auto start = std::chrono::steady_clock::now();
+  auto [st, body] = s.Query("hang please", "deadline-1");
+  EXPECT_EQ(st, 504) << body;
+  EXPECT_EQ(body["error"]["code"], "deadline_exceeded");
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(15));
+}
+
+TEST(AgentPathTest, DeleteThenGetIs404) {
+  Stack s;
+  ASSERT_EQ(s.Query("remember me", "del-1").first, 200);
+  auto del = HttpCall("DELETE", s.Url("/api/v1/session/del-1"));
+  ASSERT_EQ(del.status, 200) << del.body;
+  EXPECT_EQ(json::parse(del.body)["deleted"], true);
+  EXPECT_EQ(HttpCall("GET", s.Url("/api/v1/session/del-1")).status, 404);
+  EXPECT_EQ(HttpCall("DELETE", s.Url("/api/v1/session/del-1")).status, 404);
+  EXPECT_EQ(HttpCall("GET", s.Url("/api/v1/session/never-seen")).status, 404);
+}
+
+TEST(AgentPathTest, RedisFlushedMidSessionHistoryComesBackFromPostgres) {
+  Stack s;
+  ASSERT_EQ(s.Query("first words", "flush-1").first, 200);
+  Process flush("redis-cli", {"-p", std::to_string(s.redis_.port()), "FLUSHALL"});
+  ASSERT_EQ(flush.Wait(milliseconds(10000)).value_or(-1), 0);
+  auto [st, body] = s.Query("please recall", "flush-1");
+  ASSERT_EQ(st, 200) << body;
+  EXPECT_EQ(body["message"], "history: first words | please recall");
+}
+
+TEST(AgentPathTest, KilledWorkerMidTurnHandsTheTurnToAnother) {
+  Stack s({.heavy_workers = 2, .ack_wait_ms = 3000});
+  SseReader sse(s.Url("/api/v1/query/stream"),
+                R"({"message":"slow turn that survives","session_id":"kill-1"})");
+  // Find the worker running the turn and kill it without warning.
+  int victim = -1;
+  ASSERT_TRUE(Eventually([&] {
+    for (size_t i = 0; i < s.heavy_admin_ports_.size(); ++i) {
+      auto m = HttpCall("GET", "http://127.0.0.1:" + std::to_string(s.heavy_admin_ports_[i]) +
+                                   "/metrics");
+      if (m.body.find("wf_heavy_active_turns 1") != std::string::npos) {
+        victim = static_cast<int>(i);
+        return true;
+      }
+    }
+    return false;
+  })) << s.Logs();
+  s.heavy_[victim]->Signal(SIGKILL);
+  sse.Join();
+  auto events = sse.Events();
+  ASSERT_FALSE(events.empty());
+  // The turn completed on the other worker (or, at worst, ended in a clean error): never silence.
+  std::string last = events.back().event;
+  ASSERT_TRUE(last == "done" || last == "error") << sse.Raw();
+  if (last == "done") {
+    EXPECT_EQ(json::parse(events.back().data)["message"], "one two three four five six");
+  }
+}
+
+}  // namespace
+}  // namespace wf::testing
