@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Flow-path benchmark: wrk (keep-alive) on POST /api/v1/query through
+# wf-gateway -> NATS -> wf-lightweight -> wf-demo-api, at c = 1, 16, 64 for DURATION each.
+# Prints req/s, p50, p99 and the RSS of every process before and after. Starts and stops its own
+# servers on free ports from build/bin. Usage: bench/flow_path.sh [DURATION, default 10s]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+BIN=$ROOT/build/bin
+DURATION=${1:-10s}
+WORK=$(mktemp -d /tmp/wf-bench-XXXXXX)
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+rss() { awk '/VmRSS/ {print $2/1024 " MB"}' "/proc/$1/status"; }
+
+NATS_PORT=$(free_port); API_PORT=$(free_port); GW_PORT=$(free_port)
+nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$WORK/js" >"$WORK/nats.log" 2>&1 & PIDS+=($!); NATS_PID=$!
+"$BIN/wf-demo-api" --listen "127.0.0.1:$API_PORT" --threads 1 >"$WORK/api.log" 2>&1 & PIDS+=($!); API_PID=$!
+wait_port "$NATS_PORT"; wait_port "$API_PORT"
+sed "s#http://127.0.0.1:8081#http://127.0.0.1:$API_PORT#g" config/workflow_config.json >"$WORK/config.json"
+"$BIN/wf-lightweight" --config "$WORK/config.json" --nats-url "nats://127.0.0.1:$NATS_PORT" --threads 1 \
+  --log-level warn >"$WORK/lw.log" 2>&1 & PIDS+=($!); LW_PID=$!
+"$BIN/wf-gateway" --config "$WORK/config.json" --nats-url "nats://127.0.0.1:$NATS_PORT" \
+  --listen "127.0.0.1:$GW_PORT" --threads 2 --log-level warn >"$WORK/gw.log" 2>&1 & PIDS+=($!); GW_PID=$!
+wait_port "$GW_PORT"
+for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$GW_PORT/ready" >/dev/null && break; sleep 0.1; done
+
+cat >"$WORK/post.lua" <<'LUA'
+wrk.method = "POST"
+wrk.body = '{"message":"check order 1234","session_id":"bench-1"}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Connection"] = "keep-alive"
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT rps=%.0f p50_ms=%.3f p99_ms=%.3f errors=%d non2xx=%d\n",
+    summary.requests / (summary.duration / 1e6), latency:percentile(50) / 1000,
+    latency:percentile(99) / 1000, summary.errors.connect + summary.errors.read +
+    summary.errors.write + summary.errors.timeout, summary.errors.status))
+end
+LUA
+echo "sample answer: $(curl -s "http://127.0.0.1:$GW_PORT/api/v1/query" -H 'Content-Type: application/json' \
+  -d '{"message":"check order 1234","session_id":"bench-1"}')"
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "RSS before: gateway $(rss $GW_PID), lightweight $(rss $LW_PID), demo-api $(rss $API_PID), nats $(rss $NATS_PID)"
+for c in 1 16 64; do
+  threads=$((c < 2 ? 1 : 2))
+  out=$(wrk -t"$threads" -c"$c" -d"$DURATION" --latency -s "$WORK/post.lua" "http://127.0.0.1:$GW_PORT/api/v1/query" | grep RESULT)
+  echo "c=$c ${out#RESULT }"
+done
+echo "RSS after:  gateway $(rss $GW_PID), lightweight $(rss $LW_PID), demo-api $(rss $API_PID), nats $(rss $NATS_PID)"
+sleep 5
+echo "RSS idle:   gateway $(rss $GW_PID), lightweight $(rss $LW_PID), demo-api $(rss $API_PID), nats $(rss $NATS_PID)"
+echo "command: bench/flow_path.sh $DURATION"
