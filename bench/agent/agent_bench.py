@@ -1,0 +1,402 @@
+#!/usr/bin/env python3
+"""Agent-path benchmarks (stdlib only). Started by bench/agent_path.sh against a stack it runs.
+
+Subcommands:
+  ttft    --gw PORT --llm PORT [--n 200]          time to first token, direct vs through the gateway
+  turns   --gw PORT [--k 16] [--seconds 10] --pids name=PID,...   agent turns/s (non-stream)
+  streams --gw PORT --llm PORT --count N --gw-pid PID [--heavy-pid PID]  N concurrent hanging SSE streams
+"""
+import argparse
+import http.client
+import json
+import os
+import selectors
+import socket
+import threading
+import time
+
+
+def pct(values, p):
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    i = min(len(s) - 1, max(0, int(round(p / 100.0 * len(s) + 0.5)) - 1))
+    return s[i]
+
+
+def rss_kib(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return -1
+
+
+def fmt_ms(x):
+    return f"{x * 1000:.3f} ms"
+
+
+# ---------------------------------------------------------------- 1. TTFT
+def ttft_direct(port, n):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    body = json.dumps({"model": "scripted", "stream": True,
+                       "messages": [{"role": "user", "content": "hi"}]})
+    times, errors = [], 0
+    for _ in range(n):
+        try:
+            t0 = time.perf_counter()
+            conn.request("POST", "/v1/chat/completions", body,
+                         {"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            t_first = None
+            while True:
+                line = resp.readline()
+                if not line:
+                    break
+                if t_first is None and line.startswith(b"data:"):
+                    payload = line[5:].strip()
+                    if payload and payload != b"[DONE]":
+                        ch = json.loads(payload).get("choices") or []
+                        if ch and (ch[0].get("delta") or {}).get("content"):
+                            t_first = time.perf_counter() - t0
+            resp.read()
+            if resp.status != 200 or t_first is None:
+                errors += 1
+            else:
+                times.append(t_first)
+        except Exception:  # noqa: BLE001 - count and reconnect
+            errors += 1
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.close()
+    return times, errors
+
+
+def ttft_gateway(port, n, prefix):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    times, errors = [], 0
+    for i in range(n):
+        body = json.dumps({"message": "hi there", "session_id": f"{prefix}-{i}"})
+        try:
+            t0 = time.perf_counter()
+            conn.request("POST", "/api/v1/query/stream", body,
+                         {"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            t_first = None
+            while True:
+                line = resp.readline()
+                if not line:
+                    break
+                if t_first is None and line.startswith(b"event: token"):
+                    t_first = time.perf_counter() - t0
+            resp.read()
+            if resp.status != 200 or t_first is None:
+                errors += 1
+            else:
+                times.append(t_first)
+            if resp.will_close:
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        except Exception:  # noqa: BLE001
+            errors += 1
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.close()
+    return times, errors
+
+
+def cmd_ttft(a):
+    # Warm both paths (connections, JIT-free but caches, NATS subscriptions).
+    ttft_direct(a.llm, 10)
+    ttft_gateway(a.gw, 10, f"bench-warm-{os.getpid()}")
+    d, de = ttft_direct(a.llm, a.n)
+    g, ge = ttft_gateway(a.gw, a.n, "bench")
+    print(f"== 1. TTFT, N={a.n} sequential requests each (keep-alive)")
+    print(f"direct LLM   : p50 {fmt_ms(pct(d, 50))}  p99 {fmt_ms(pct(d, 99))}  "
+          f"ok {len(d)} errors {de}")
+    print(f"via gateway  : p50 {fmt_ms(pct(g, 50))}  p99 {fmt_ms(pct(g, 99))}  "
+          f"ok {len(g)} errors {ge}")
+    print(f"added        : p50 {fmt_ms(pct(g, 50) - pct(d, 50))}  "
+          f"p99 {fmt_ms(pct(g, 99) - pct(d, 99))}  (target <= 1 ms added at p50)")
+
+
+# ---------------------------------------------------------------- 2. turns/s
+def cmd_turns(a):
+    pids = dict(kv.split("=") for kv in a.pids.split(",") if kv)
+    before = {k: rss_kib(v) for k, v in pids.items()}
+    stop_at = time.perf_counter() + a.seconds
+    lat = [[] for _ in range(a.k)]
+    errs = [0] * a.k
+    status_seen = {}
+    lock = threading.Lock()
+
+    def worker(t):
+        conn = http.client.HTTPConnection("127.0.0.1", a.gw, timeout=30)
+        i = 0
+        while time.perf_counter() < stop_at:
+            body = json.dumps({"message": "hi there", "session_id": f"turns-{os.getpid()}-{t}-{i}"})
+            i += 1
+            t0 = time.perf_counter()
+            try:
+                conn.request("POST", "/api/v1/query", body, {"Content-Type": "application/json"})
+                resp = conn.getresponse()
+                data = resp.read()
+                dt = time.perf_counter() - t0
+                ok = resp.status == 200 and b'"routed_to":"heavy"' in data.replace(b' ', b'')
+                if ok:
+                    lat[t].append(dt)
+                else:
+                    errs[t] += 1
+                    with lock:
+                        status_seen[resp.status] = status_seen.get(resp.status, 0) + 1
+                if resp.will_close:
+                    conn.close()
+                    conn = http.client.HTTPConnection("127.0.0.1", a.gw, timeout=30)
+            except Exception as e:  # noqa: BLE001
+                errs[t] += 1
+                with lock:
+                    status_seen[type(e).__name__] = status_seen.get(type(e).__name__, 0) + 1
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", a.gw, timeout=30)
+        conn.close()
+
+    t_start = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(a.k)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    elapsed = time.perf_counter() - t_start
+    after = {k: rss_kib(v) for k, v in pids.items()}
+    all_lat = [x for l in lat for x in l]
+    print(f"== 2. Agent turns/s, POST /api/v1/query, K={a.k} threads, {a.seconds:.0f} s, "
+          f"new session per request, zero-delay scripted LLM")
+    print(f"turns        : {len(all_lat)} in {elapsed:.2f} s = {len(all_lat) / elapsed:.1f} turns/s")
+    print(f"latency      : p50 {fmt_ms(pct(all_lat, 50))}  p99 {fmt_ms(pct(all_lat, 99))}")
+    print(f"errors       : {sum(errs)} {status_seen if status_seen else ''}")
+    for k in pids:
+        print(f"RSS {k:<10}: before {before[k] / 1024:.1f} MiB, after {after[k] / 1024:.1f} MiB")
+
+
+# ---------------------------------------------------------------- 3. concurrent streams
+class Stream:
+    __slots__ = ("sock", "out", "buf", "status", "headers_done", "heartbeat", "other_event",
+                 "closed", "error")
+
+    def __init__(self):
+        self.sock = None
+        self.out = b""
+        self.buf = b""
+        self.status = 0
+        self.headers_done = False
+        self.heartbeat = False
+        self.other_event = None
+        self.closed = False
+        self.error = None
+
+
+def llm_stats(port):
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        c.request("GET", "/_stats")
+        r = c.getresponse()
+        d = json.loads(r.read())
+        c.close()
+        return d
+    except Exception:  # noqa: BLE001
+        return {}
+
+
+def heavy_metrics(port):
+    if not port:
+        return ""
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        c.request("GET", "/metrics")
+        text = c.getresponse().read().decode()
+        c.close()
+    except Exception as e:  # noqa: BLE001
+        return f"({e})"
+    keep = ("wf_heavy_active_turns", "wf_heavy_turns_started_total", "wf_heavy_turns_ok_total",
+            "wf_heavy_turns_cancelled_total", "wf_heavy_turns_failed_total")
+    out = []
+    for line in text.splitlines():
+        if line.startswith(keep):
+            name, _, val = line.rpartition(" ")
+            out.append(f"{name.replace('wf_heavy_', '')}={val}")
+    return " ".join(out)
+
+
+def cmd_streams(a):
+    sel = selectors.DefaultSelector()
+    streams = []
+    pending = list(range(a.count))
+    inflight = 0  # connecting or waiting for headers
+    max_inflight = 200
+    t_start = time.perf_counter()
+    deadline = t_start + a.timeout
+    gw_before = rss_kib(a.gw_pid)
+
+    def open_one(i):
+        s = Stream()
+        body = json.dumps({"message": "please hang on", "session_id": f"hang-{os.getpid()}-{a.count}-{i}"})
+        s.out = (f"POST /api/v1/query/stream HTTP/1.1\r\nHost: 127.0.0.1:{a.gw}\r\n"
+                 f"Content-Type: application/json\r\nAccept: text/event-stream\r\n"
+                 f"Content-Length: {len(body)}\r\n\r\n{body}").encode()
+        sk = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sk.setblocking(False)
+        err = sk.connect_ex(("127.0.0.1", a.gw))
+        if err not in (0, 115):  # EINPROGRESS
+            s.error = f"connect {os.strerror(err)}"
+            sk.close()
+            s.closed = True
+            return s
+        s.sock = sk
+        sel.register(sk, selectors.EVENT_WRITE, s)
+        return s
+
+    def done(s):
+        return s.closed or (s.headers_done and (s.heartbeat or s.status != 200))
+
+    while time.perf_counter() < deadline:
+        while pending and inflight < max_inflight:
+            i = pending.pop(0)
+            s = open_one(i)
+            streams.append(s)
+            if not s.closed:
+                inflight += 1
+        if not pending and all(done(s) for s in streams):
+            break
+        for key, ev in sel.select(timeout=0.2):
+            s = key.data
+            sk = s.sock
+            try:
+                if ev & selectors.EVENT_WRITE:
+                    err = sk.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                    if err:
+                        raise OSError(err, os.strerror(err))
+                    n = sk.send(s.out)
+                    s.out = s.out[n:]
+                    if not s.out:
+                        sel.modify(sk, selectors.EVENT_READ, s)
+                    continue
+                data = sk.recv(65536)
+                if not data:
+                    raise OSError("closed by gateway")
+                s.buf += data
+                if not s.headers_done:
+                    end = s.buf.find(b"\r\n\r\n")
+                    if end < 0:
+                        continue
+                    head = s.buf[:end].decode("latin-1")
+                    s.status = int(head.split(" ", 2)[1])
+                    s.headers_done = True
+                    s.buf = s.buf[end + 4:]
+                    inflight -= 1
+                if b": heartbeat" in s.buf or b":heartbeat" in s.buf:
+                    s.heartbeat = True
+                if b"event: " in s.buf and s.other_event is None:
+                    idx = s.buf.find(b"event: ")
+                    s.other_event = s.buf[idx:idx + 200].split(b"\n")[0].decode("latin-1", "replace")
+                s.buf = s.buf[-64:]  # keep only a tail for the heartbeat search
+            except OSError as e:
+                if not s.headers_done:
+                    inflight -= 1
+                s.error = str(e)
+                s.closed = True
+                sel.unregister(sk)
+                sk.close()
+    t_open = time.perf_counter() - t_start
+    got200 = sum(1 for s in streams if s.headers_done and s.status == 200)
+    got_hb = sum(1 for s in streams if s.status == 200 and s.heartbeat)
+    non200 = {}
+    for s in streams:
+        if s.headers_done and s.status != 200:
+            non200[s.status] = non200.get(s.status, 0) + 1
+    errors = {}
+    for s in streams:
+        if s.error:
+            errors[s.error] = errors.get(s.error, 0) + 1
+    early_events = {}
+    for s in streams:
+        if s.other_event:
+            early_events[s.other_event[:60]] = early_events.get(s.other_event[:60], 0) + 1
+    never = a.count - len(streams) + sum(1 for s in streams if not s.closed and not s.headers_done)
+    gw_open = rss_kib(a.gw_pid)
+    heavy_open = rss_kib(a.heavy_pid) if a.heavy_pid else -1
+    st_open = llm_stats(a.llm)
+    print(f"== 3. {a.count} concurrent SSE streams (hanging LLM answer, heartbeat 1 s), one selectors process")
+    print(f"opened       : {len(streams)} in {t_open:.2f} s; HTTP 200 headers {got200}; "
+          f"200 + >=1 heartbeat {got_hb}; no headers yet {never}")
+    print(f"non-200      : {non200 if non200 else 0}")
+    print(f"errors       : {sum(errors.values())} {errors if errors else ''}")
+    if early_events:
+        print(f"events seen  : {early_events}")
+    print(f"LLM active   : {st_open.get('active')} hanging completions at the scripted LLM "
+          f"(requests so far {st_open.get('requests')})")
+    print(f"heavy        : {heavy_metrics(a.heavy_admin)}")
+    print(f"RSS gateway  : {gw_before / 1024:.1f} MiB before, {gw_open / 1024:.1f} MiB with streams open "
+          f"(+{(gw_open - gw_before) / max(1, got200):.1f} KiB per stream)")
+    if a.heavy_pid:
+        print(f"RSS heavy    : {heavy_open / 1024:.1f} MiB with streams open")
+    # Close every stream; the gateway must cancel every turn -> the LLM connections drop.
+    t_close = time.perf_counter()
+    for s in streams:
+        if not s.closed:
+            try:
+                sel.unregister(s.sock)
+            except (KeyError, ValueError):
+                pass
+            s.sock.close()
+            s.closed = True
+    sel.close()
+    active = None
+    cancel_deadline = time.perf_counter() + 30
+    while time.perf_counter() < cancel_deadline:
+        active = llm_stats(a.llm).get("active")
+        if active == 0:
+            break
+        time.sleep(0.1)
+    print(f"after close  : scripted-LLM active completions {active} after "
+          f"{time.perf_counter() - t_close:.2f} s (0 = every turn cancelled); "
+          f"gateway RSS {rss_kib(a.gw_pid) / 1024:.1f} MiB")
+    t_hv = time.perf_counter() + 30
+    hv = heavy_metrics(a.heavy_admin)
+    while a.heavy_admin and "active_turns=0" not in hv and time.perf_counter() < t_hv:
+        time.sleep(0.2)
+        hv = heavy_metrics(a.heavy_admin)
+    print(f"heavy after  : {hv} ({time.perf_counter() - t_close:.2f} s after close)")
+    ok = got_hb == a.count and active == 0 and (not a.heavy_admin or "active_turns=0" in hv)
+    print(f"result       : {'OK' if ok else 'INCOMPLETE'}")
+    raise SystemExit(0 if ok else 1)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("ttft")
+    t.add_argument("--gw", type=int, required=True)
+    t.add_argument("--llm", type=int, required=True)
+    t.add_argument("--n", type=int, default=200)
+    u = sub.add_parser("turns")
+    u.add_argument("--gw", type=int, required=True)
+    u.add_argument("--k", type=int, default=16)
+    u.add_argument("--seconds", type=float, default=10)
+    u.add_argument("--pids", default="")
+    s = sub.add_parser("streams")
+    s.add_argument("--gw", type=int, required=True)
+    s.add_argument("--llm", type=int, required=True)
+    s.add_argument("--count", type=int, required=True)
+    s.add_argument("--gw-pid", type=int, required=True)
+    s.add_argument("--heavy-pid", type=int, default=0)
+    s.add_argument("--timeout", type=float, default=40)
+    s.add_argument("--heavy-admin", type=int, default=0)
+    a = p.parse_args()
+    {"ttft": cmd_ttft, "turns": cmd_turns, "streams": cmd_streams}[a.cmd](a)
+
+
+if __name__ == "__main__":
+    main()
