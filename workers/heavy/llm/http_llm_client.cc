@@ -289,7 +289,10 @@ void HttpLlmClient::OnHttpDone(const std::shared_ptr<Call>& call, int attempt,
                     std::nullopt);
         return;
       case ErrorCode::kUpstreamUnavailable:
-        RetryOrFail(call, Error{ErrorCode::kLlmError, "LLM unreachable: " + err.message},
+        RetryOrFail(call,
+                    Error{ErrorCode::kLlmError, (call->produced_output ? "LLM connection lost: "
+                                                                       : "LLM unreachable: ") +
+                                                    err.message},
                     std::nullopt);
         return;
       default:
