@@ -83,7 +83,12 @@ int main(int argc, char** argv) {
   }
 
   wf::TimerThread timer;
-  wf::HttpClient http;
+  // One LLM connection per turn in flight: the client's default cap (64 per host) would queue
+  // turns inside the HTTP client instead of streaming them.
+  wf::HttpClientOptions http_options;
+  http_options.max_connections_per_host = static_cast<long>(*concurrency);
+  http_options.max_total_connections = static_cast<long>(*concurrency) + 64;
+  wf::HttpClient http(http_options);
   wf::LlmClientOptions llm_options;
   llm_options.base_url = flags.Get("llm-base-url");
   llm_options.api_key = flags.Get("llm-api-key");
