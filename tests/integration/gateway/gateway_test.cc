@@ -687,6 +687,33 @@ TEST(GatewayAlone, NoWorkerMeans503AndNotReadyUntilOneStarts) {
   EXPECT_EQ(Body(r)["error"]["code"], "no_worker");
 }
 
+TEST(GatewayAlone, NatsOutageGives503AndRecovers) {
+  NatsServer nats;
+  StandInWorker worker(nats.url());
+  Gateway gw(nats.url(), kConfig);
+  ASSERT_TRUE(gw.WaitReady());
+  nats.process().Stop();
+  ASSERT_TRUE(Eventually([&] {
+    return Body(HttpCall("GET", gw.Url("/ready")))["nats"] == "disconnected";
+  })) << gw.process().Log();
+  HttpReply r = HttpCall("POST", gw.Url("/api/v1/query"), QueryBody("during outage"),
+                         {"Content-Type: application/json"}, 5000);
+  EXPECT_EQ(r.status, 503);
+  EXPECT_EQ(Body(r)["error"]["code"], "unavailable");
+  EXPECT_EQ(HttpCall("GET", gw.Url("/ready")).status, 503);
+  EXPECT_EQ(HttpCall("GET", gw.Url("/health")).status, 200);
+  // The server comes back on the same port: the gateway (and the worker) reconnect by
+  // themselves and answers flow again.
+  nats.Restart();
+  ASSERT_TRUE(gw.WaitReady(milliseconds(30000))) << gw.process().Log();
+  ASSERT_TRUE(Eventually([&] {
+    return HttpCall("POST", gw.Url("/api/v1/query"), QueryBody("after outage"),
+                    {"Content-Type: application/json"})
+               .status == 200;
+  }));
+  EXPECT_TRUE(gw.process().Running());
+}
+
 TEST(GatewayAlone, DeadlineGives504AndPublishesCancel) {
   NatsServer nats;
   StandInWorker worker(nats.url());

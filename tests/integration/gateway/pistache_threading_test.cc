@@ -80,12 +80,14 @@ class ForeignThreads {
 struct Stream {
   std::mutex mu;
   bool closed = false;
-  std::shared_ptr<Tcp::Peer> peer;
+  std::weak_ptr<Tcp::Peer> peer;  // weak: the peer's data map owns this
   void Send(std::string bytes) {
     std::lock_guard lock(mu);
     if (closed) return;
-    const std::size_t n = bytes.size();
-    (void)peer->send(RawBuffer(std::move(bytes), n));
+    if (auto p = peer.lock()) {
+      const std::size_t n = bytes.size();
+      (void)p->send(RawBuffer(std::move(bytes), n));
+    }
   }
 };
 
