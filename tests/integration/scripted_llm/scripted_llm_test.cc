@@ -421,7 +421,7 @@ TEST(ScriptedLlmTest, PerTokenDelayStreamsTheFirstChunkBeforeTheLastIsProduced) 
   EXPECT_TRUE(Eventually([&] { return llm.Stats()["completed"] == 1; }));
 
   // The connection is kept alive for the next request.
-  ASSERT_TRUE(client.Send("GET", "/health", ""));
+  ASSERT_TRUE(client.Send("GET", "/health", "")) << llm.process().Log();
   EXPECT_EQ(client.status(), 200);
   EXPECT_EQ(client.ReadBody().value_or(""), R"({"status":"ok"})");
 }
