@@ -1,8 +1,7 @@
 #include "gateway/event_format.h"
 
-#include <nlohmann/json.hpp>
-
 #include <charconv>
+#include <nlohmann/json.hpp>
 
 #include "codec/json_struct.h"
 #include "gateway/json_text.h"
@@ -146,7 +145,8 @@ bool AppendSseForEvent(std::string* out, const v1::QueryEvent& event, std::strin
       name = "error";
       data = ErrorJson(ErrorFromWire(event.error()));
       break;
-    default: return false;
+    default:
+      return false;
   }
   AppendSseEvent(out, name, data);
   return true;

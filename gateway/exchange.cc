@@ -45,8 +45,7 @@ void Exchange::StartStream() {
 
 ExchangeOutcome Exchange::FinishWithResponse(int status, std::string body) {
   finished_ = true;
-  Send(FormatHttpResponse(status, kJsonType, body, params_.request_id, keep_alive_),
-       Clock::now());
+  Send(FormatHttpResponse(status, kJsonType, body, params_.request_id, keep_alive_), Clock::now());
   return ExchangeOutcome{true, status, false};
 }
 
@@ -120,14 +119,15 @@ ExchangeOutcome Exchange::OnSessionReply(const v1::SessionReply& reply) {
               Error{ErrorCode::kSessionNotFound, "session '" + params_.session_id + "' not found"},
               false);
         }
-        return FinishWithResponse(200, SessionDeletedJson(reply.ack().session_id().empty()
-                                                              ? params_.session_id
-                                                              : reply.ack().session_id()));
+        return FinishWithResponse(
+            200, SessionDeletedJson(reply.ack().session_id().empty() ? params_.session_id
+                                                                     : reply.ack().session_id()));
       }
       break;
     case v1::SessionReply::kError:
       return FinishWithError(ErrorFromWire(reply.error()), false);
-    default: break;
+    default:
+      break;
   }
   return FinishWithError(Error{ErrorCode::kInternal, "unexpected reply from the session service"},
                          false);
@@ -157,7 +157,8 @@ ExchangeOutcome Exchange::OnTick(Clock::time_point now) {
   }
   if (params_.kind == ExchangeKind::kStream && stream_started_ && !client_gone_) {
     auto interval = params_.heartbeat;
-    if (!wrote_since_head_) interval = std::min<std::chrono::milliseconds>(interval, std::chrono::seconds(1));
+    if (!wrote_since_head_)
+      interval = std::min<std::chrono::milliseconds>(interval, std::chrono::seconds(1));
     if (now - last_write_ >= interval) {
       std::string bytes;
       AppendChunk(&bytes, kSseHeartbeat);

@@ -54,10 +54,14 @@ const std::string kTraceparentName = "traceparent";
 
 Route RouteOf(ExchangeKind kind) {
   switch (kind) {
-    case ExchangeKind::kQuery: return Route::kQuery;
-    case ExchangeKind::kStream: return Route::kQueryStream;
-    case ExchangeKind::kSessionGet: return Route::kSessionGet;
-    case ExchangeKind::kSessionDelete: return Route::kSessionDelete;
+    case ExchangeKind::kQuery:
+      return Route::kQuery;
+    case ExchangeKind::kStream:
+      return Route::kQueryStream;
+    case ExchangeKind::kSessionGet:
+      return Route::kSessionGet;
+    case ExchangeKind::kSessionDelete:
+      return Route::kSessionDelete;
   }
   return Route::kOther;
 }
@@ -197,21 +201,21 @@ struct GatewayCore {
                 ConnState& conn);
 
   /// Answers with a complete response now and records it.
-  void Reply(ConnState& conn, Route route, Clock::time_point start,
-             int status, std::string_view content_type, std::string_view body, bool keep_alive,
+  void Reply(ConnState& conn, Route route, Clock::time_point start, int status,
+             std::string_view content_type, std::string_view body, bool keep_alive,
              std::string_view extra_headers = {}) {
     conn.writer->Write(
         FormatHttpResponse(status, content_type, body, {}, keep_alive, extra_headers));
     metrics.RecordRequest(route, status, Clock::now() - start);
   }
-  void ReplyError(ConnState& conn, Route route, Clock::time_point start,
-                  const Error& error, bool keep_alive, std::string_view extra_headers = {}) {
+  void ReplyError(ConnState& conn, Route route, Clock::time_point start, const Error& error,
+                  bool keep_alive, std::string_view extra_headers = {}) {
     Reply(conn, route, start, HttpStatus(error.code), kJsonType, ErrorJson(error), keep_alive,
           extra_headers);
   }
 
-  void StartQuery(ExchangeKind kind, const Http::Request& request, ConnState& conn,
-                  bool keep_alive, Clock::time_point start);
+  void StartQuery(ExchangeKind kind, const Http::Request& request, ConnState& conn, bool keep_alive,
+                  Clock::time_point start);
   void StartSession(ExchangeKind kind, std::string_view session_id, ConnState& conn,
                     bool keep_alive, Clock::time_point start);
   void ServeReady(ConnState& conn, Clock::time_point start, bool keep_alive);
@@ -296,10 +300,10 @@ class GatewayHttpHandler final : public Http::Handler {
       parser = Http::Handler::getParser(peer);
       if (!parser->feed(buffer, len)) {
         parser->reset();
-        RejectAndDiscard(peer, *conn,
-                         Error{ErrorCode::kTooLarge, "request larger than " +
-                                                         std::to_string(getMaxRequestSize()) +
-                                                         " bytes"});
+        RejectAndDiscard(
+            peer, *conn,
+            Error{ErrorCode::kTooLarge,
+                  "request larger than " + std::to_string(getMaxRequestSize()) + " bytes"});
         return;
       }
       const auto state = parser->parse();
@@ -357,10 +361,10 @@ class GatewayHttpHandler final : public Http::Handler {
     if (auto length = headers.tryGet<Http::Header::ContentLength>()) {
       if (length->value() > core_->max_body_bytes) {
         parser.reset();
-        RejectAndDiscard(peer, conn,
-                         Error{ErrorCode::kTooLarge, "body larger than " +
-                                                         std::to_string(core_->max_body_bytes) +
-                                                         " bytes"});
+        RejectAndDiscard(
+            peer, conn,
+            Error{ErrorCode::kTooLarge,
+                  "body larger than " + std::to_string(core_->max_body_bytes) + " bytes"});
         return;
       }
     }
@@ -392,8 +396,8 @@ class GatewayHttpHandler final : public Http::Handler {
 
 }  // namespace
 
-void GatewayCore::Dispatch(const Http::Request& request,
-                                   const std::shared_ptr<Tcp::Peer>& peer, ConnState& conn) {
+void GatewayCore::Dispatch(const Http::Request& request, const std::shared_ptr<Tcp::Peer>& peer,
+                           ConnState& conn) {
   const auto start = Clock::now();
   bool keep_alive = true;
   try {
@@ -424,18 +428,19 @@ void GatewayCore::Dispatch(const Http::Request& request,
                  conn, keep_alive, start);
       return;
     }
-    if (path.size() > kSessionPath.size() && path.compare(0, kSessionPath.size(), kSessionPath) == 0) {
+    if (path.size() > kSessionPath.size() &&
+        path.compare(0, kSessionPath.size(), kSessionPath) == 0) {
       if (method != Http::Method::Get && method != Http::Method::Delete) {
         return method_not_allowed("GET, DELETE");
       }
       const std::string_view id = std::string_view(path).substr(kSessionPath.size());
       const Route route = method == Http::Method::Get ? Route::kSessionGet : Route::kSessionDelete;
       if (!IsValidSessionId(id)) {
-        return ReplyError(conn, route, start,
-                          Error{ErrorCode::kBadRequest,
-                                "session id " + Escaped(id, 160) +
-                                    " must be 1-128 characters of A-Z a-z 0-9 . _ : -"},
-                          keep_alive);
+        return ReplyError(
+            conn, route, start,
+            Error{ErrorCode::kBadRequest, "session id " + Escaped(id, 160) +
+                                              " must be 1-128 characters of A-Z a-z 0-9 . _ : -"},
+            keep_alive);
       }
       StartSession(
           method == Http::Method::Get ? ExchangeKind::kSessionGet : ExchangeKind::kSessionDelete,
@@ -482,10 +487,10 @@ void GatewayCore::StartQuery(ExchangeKind kind, const Http::Request& request, Co
   const Route route = RouteOf(kind);
   const std::string& body = request.body();
   if (body.size() > max_body_bytes) {
-    return ReplyError(
-        conn, route, start,
-        Error{ErrorCode::kTooLarge, "body larger than " + std::to_string(max_body_bytes) + " bytes"},
-        keep_alive);
+    return ReplyError(conn, route, start,
+                      Error{ErrorCode::kTooLarge,
+                            "body larger than " + std::to_string(max_body_bytes) + " bytes"},
+                      keep_alive);
   }
   v1::QueryRequest query;
   if (auto status = ParseQueryBody(body, limits, &query); !status.ok()) {
@@ -496,8 +501,8 @@ void GatewayCore::StartQuery(ExchangeKind kind, const Http::Request& request, Co
                       Error{ErrorCode::kUnavailable, "the gateway is shutting down"}, false);
   }
   if (!nats->Connected()) {
-    return ReplyError(conn, route, start,
-                      Error{ErrorCode::kUnavailable, "not connected to NATS"}, keep_alive);
+    return ReplyError(conn, route, start, Error{ErrorCode::kUnavailable, "not connected to NATS"},
+                      keep_alive);
   }
   if (pools->Live("lightweight") == 0) {
     return ReplyError(conn, route, start,
@@ -526,7 +531,8 @@ void GatewayCore::StartQuery(ExchangeKind kind, const Http::Request& request, Co
   params.start = start;
   params.deadline = start + turn_timeout;
   params.heartbeat = options.heartbeat;
-  auto exchange = std::make_shared<Exchange>(std::move(params), std::make_unique<WriterChannel>(conn.writer));
+  auto exchange =
+      std::make_shared<Exchange>(std::move(params), std::make_unique<WriterChannel>(conn.writer));
   if (kind == ExchangeKind::kStream) {
     exchange->StartStream();
     metrics.AddOpenStreams(1);
@@ -542,8 +548,8 @@ void GatewayCore::StartSession(ExchangeKind kind, std::string_view session_id, C
                       Error{ErrorCode::kUnavailable, "the gateway is shutting down"}, false);
   }
   if (!nats->Connected()) {
-    return ReplyError(conn, route, start,
-                      Error{ErrorCode::kUnavailable, "not connected to NATS"}, keep_alive);
+    return ReplyError(conn, route, start, Error{ErrorCode::kUnavailable, "not connected to NATS"},
+                      keep_alive);
   }
   std::string request_id = ids.Next();
   v1::SessionRequest session;
@@ -559,15 +565,16 @@ void GatewayCore::StartSession(ExchangeKind kind, std::string_view session_id, C
   params.keep_alive = keep_alive;
   params.start = start;
   params.deadline = start + options.session_timeout;
-  auto exchange = std::make_shared<Exchange>(std::move(params), std::make_unique<WriterChannel>(conn.writer));
+  auto exchange =
+      std::make_shared<Exchange>(std::move(params), std::make_unique<WriterChannel>(conn.writer));
   Launch(exchange, conn,
          kind == ExchangeKind::kSessionGet ? session_get_subject : session_delete_subject, payload,
          NewTraceparent());
 }
 
 void GatewayCore::Launch(const std::shared_ptr<Exchange>& exchange, ConnState& conn,
-                                 const std::string& subject, const std::string& payload,
-                                 const std::string& traceparent) {
+                         const std::string& subject, const std::string& payload,
+                         const std::string& traceparent) {
   const std::string& request_id = exchange->request_id();
   metrics.AddInFlight(1);
   if (!table.Insert(request_id, exchange)) {
@@ -582,8 +589,8 @@ void GatewayCore::Launch(const std::shared_ptr<Exchange>& exchange, ConnState& c
   auto status = nats->Publish(subject, payload, reply,
                               {{kRequestIdHeader, request_id}, {kTraceparentHeader, traceparent}});
   if (!status.ok()) {
-    Settle(exchange, exchange->Fail(Error{ErrorCode::kUnavailable, "could not publish: " +
-                                                                       status.error().message}));
+    Settle(exchange, exchange->Fail(Error{ErrorCode::kUnavailable,
+                                          "could not publish: " + status.error().message}));
   }
 }
 
@@ -696,9 +703,9 @@ Result<std::unique_ptr<GatewayServer>> GatewayServer::Start(GatewayOptions optio
 
   // The longest an exchange can wait; Pistache's idle timeout must stay above it, since it
   // closes idle connections without notifying the handler (see README.md).
-  const auto longest = std::max<std::chrono::milliseconds>(core->turn_timeout,
-                                                           options.session_timeout) +
-                       std::chrono::seconds(60);
+  const auto longest =
+      std::max<std::chrono::milliseconds>(core->turn_timeout, options.session_timeout) +
+      std::chrono::seconds(60);
   const auto keep_alive = std::max<std::chrono::milliseconds>(kMinKeepAlive, longest);
   try {
     impl->endpoint = std::make_unique<Http::Endpoint>(Pistache::Address(options.listen));
@@ -728,9 +735,8 @@ Result<std::unique_ptr<GatewayServer>> GatewayServer::Start(GatewayOptions optio
     return Error{ErrorCode::kUnavailable, "cannot listen on " + options.listen + ": " + e.what()};
   }
 
-  const auto period = std::clamp<std::chrono::milliseconds>(options.heartbeat / 4,
-                                                            std::chrono::milliseconds(5),
-                                                            std::chrono::milliseconds(100));
+  const auto period = std::clamp<std::chrono::milliseconds>(
+      options.heartbeat / 4, std::chrono::milliseconds(5), std::chrono::milliseconds(100));
   Impl* raw_impl = impl.get();
   impl->ticker = std::thread([raw_impl, period] { raw_impl->RunTicker(period); });
   spdlog::info("wf-gateway listening on {} (port {}), {} threads, inbox {}.*, subjects {}.*",

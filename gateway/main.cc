@@ -1,10 +1,10 @@
 // wf-gateway: HTTP + SSE in, NATS out. Parses flags, loads the config, runs GatewayServer until
 // SIGTERM/SIGINT, then drains.
+#include <pthread.h>
 #include <spdlog/spdlog.h>
 
 #include <csignal>
 #include <cstdio>
-#include <pthread.h>
 #include <thread>
 
 #include "cli/command_line.h"

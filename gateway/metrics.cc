@@ -7,14 +7,22 @@ namespace wf {
 
 std::string_view RouteLabel(Route route) {
   switch (route) {
-    case Route::kQuery: return "query";
-    case Route::kQueryStream: return "query_stream";
-    case Route::kSessionGet: return "session_get";
-    case Route::kSessionDelete: return "session_delete";
-    case Route::kHealth: return "health";
-    case Route::kReady: return "ready";
-    case Route::kMetrics: return "metrics";
-    default: return "other";
+    case Route::kQuery:
+      return "query";
+    case Route::kQueryStream:
+      return "query_stream";
+    case Route::kSessionGet:
+      return "session_get";
+    case Route::kSessionDelete:
+      return "session_delete";
+    case Route::kHealth:
+      return "health";
+    case Route::kReady:
+      return "ready";
+    case Route::kMetrics:
+      return "metrics";
+    default:
+      return "other";
   }
 }
 

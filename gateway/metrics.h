@@ -58,15 +58,14 @@ class GatewayMetrics {
                                                     409, 413, 429, 499, 500, 502, 503};
   // 504 and anything else: the last two slots.
   static constexpr int kStatusSlots = static_cast<int>(kStatuses.size()) + 2;
-  static constexpr std::array<double, 17> kBuckets = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-                                                      0.05,   0.1,   0.25,   0.5,   1,    2.5,
-                                                      5,      10,    30,     60,    120};
+  static constexpr std::array<double, 17> kBuckets = {
+      0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120};
   static constexpr int kRoutes = static_cast<int>(Route::kCount);
   static int StatusSlot(int status);
   static int SlotStatus(int slot);
 
   std::array<std::atomic<uint64_t>, kRoutes * kStatusSlots> requests_{};
-  std::array<std::atomic<uint64_t>, kRoutes *(kBuckets.size() + 1)> buckets_{};
+  std::array<std::atomic<uint64_t>, kRoutes*(kBuckets.size() + 1)> buckets_{};
   std::array<std::atomic<uint64_t>, kRoutes> latency_ns_sum_{};
   std::atomic<int64_t> in_flight_{0};
   std::atomic<int64_t> open_streams_{0};

@@ -1,7 +1,6 @@
 #include "gateway/query_body.h"
 
 #include <nlohmann/json.hpp>
-
 #include <string>
 
 #include "codec/json_struct.h"
@@ -24,22 +23,28 @@ Status FieldError(std::string_view field, std::string_view problem) {
 
 const char* TypeName(const json& value) {
   switch (value.type()) {
-    case json::value_t::null: return "null";
-    case json::value_t::object: return "an object";
-    case json::value_t::array: return "an array";
-    case json::value_t::string: return "a string";
-    case json::value_t::boolean: return "a boolean";
+    case json::value_t::null:
+      return "null";
+    case json::value_t::object:
+      return "an object";
+    case json::value_t::array:
+      return "an array";
+    case json::value_t::string:
+      return "a string";
+    case json::value_t::boolean:
+      return "a boolean";
     case json::value_t::number_integer:
     case json::value_t::number_unsigned:
-    case json::value_t::number_float: return "a number";
-    default: return "not a JSON value";
+    case json::value_t::number_float:
+      return "a number";
+    default:
+      return "not a JSON value";
   }
 }
 
 }  // namespace
 
-Status ParseQueryBody(std::string_view body, const QueryBodyLimits& limits,
-                      v1::QueryRequest* out) {
+Status ParseQueryBody(std::string_view body, const QueryBodyLimits& limits, v1::QueryRequest* out) {
   if (JsonNestingDepth(body, limits.max_nesting) > limits.max_nesting) {
     return Status(ErrorCode::kBadRequest, "body: JSON nested deeper than " +
                                               std::to_string(limits.max_nesting) + " levels");
@@ -90,14 +95,13 @@ Status ParseQueryBody(std::string_view body, const QueryBodyLimits& limits,
   const auto& message_text = message->get_ref<const std::string&>();
   if (message_text.empty()) return FieldError("message", "must not be empty");
   if (Utf8CodePoints(message_text) > limits.max_message_chars) {
-    return FieldError("message", "longer than " + std::to_string(limits.max_message_chars) +
-                                     " characters");
+    return FieldError("message",
+                      "longer than " + std::to_string(limits.max_message_chars) + " characters");
   }
 
   if (session_id == nullptr) return FieldError("session_id", "required");
   if (!session_id->is_string()) {
-    return FieldError("session_id",
-                      std::string("must be a string, not ") + TypeName(*session_id));
+    return FieldError("session_id", std::string("must be a string, not ") + TypeName(*session_id));
   }
   const auto& session_text = session_id->get_ref<const std::string&>();
   if (!IsValidSessionId(session_text)) {
@@ -109,8 +113,8 @@ Status ParseQueryBody(std::string_view body, const QueryBodyLimits& limits,
       return FieldError("user_id", std::string("must be a string, not ") + TypeName(*user_id));
     }
     if (Utf8CodePoints(user_id->get_ref<const std::string&>()) > limits.max_user_id_chars) {
-      return FieldError("user_id", "longer than " + std::to_string(limits.max_user_id_chars) +
-                                       " characters");
+      return FieldError("user_id",
+                        "longer than " + std::to_string(limits.max_user_id_chars) + " characters");
     }
   }
 

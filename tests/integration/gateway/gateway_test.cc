@@ -4,8 +4,8 @@
 #include <signal.h>
 
 #include <fstream>
-#include <optional>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 #include <set>
 #include <thread>
@@ -30,10 +30,12 @@ class Gateway {
       : port_(FreePort()) {
     const std::string config = dir_.path() + "/config.json";
     std::ofstream(config) << config_json;
-    std::vector<std::string> args = {"--listen", "127.0.0.1:" + std::to_string(port_),
-                                     "--nats-url", nats_url, "--config", config,
-                                     "--heartbeat-ms", "200", "--threads", "2",
-                                     "--log-level", "debug"};
+    std::vector<std::string> args = {"--listen",       "127.0.0.1:" + std::to_string(port_),
+                                     "--nats-url",     nats_url,
+                                     "--config",       config,
+                                     "--heartbeat-ms", "200",
+                                     "--threads",      "2",
+                                     "--log-level",    "debug"};
     args.insert(args.end(), extra_args.begin(), extra_args.end());
     process_ = std::make_unique<Process>(BinPath("wf-gateway"), args);
     if (!WaitForTcpPort(port_, milliseconds(15000))) {
@@ -63,10 +65,9 @@ class CancelListener {
     options.url = url;
     conn_ = std::move(NatsConnection::Connect(options)).value();
     sub_ = std::move(conn_->Subscribe("wf.cancel.*", [this](const NatsMsgView& msg) {
-                       std::lock_guard lock(mu_);
-                       subjects_.insert(std::string(msg.subject()));
-                     }))
-               .value();
+             std::lock_guard lock(mu_);
+             subjects_.insert(std::string(msg.subject()));
+           })).value();
     (void)conn_->Flush(milliseconds(2000));
   }
   bool Seen(const std::string& request_id) {
@@ -162,7 +163,7 @@ TEST_F(GatewayTest, SuccessShapeHeadersAndWireRequest) {
   EXPECT_EQ(seen->request.user_id(), "u1");
   EXPECT_FALSE(seen->request.stream());
   EXPECT_TRUE(seen->request.reply_to().empty());
-  EXPECT_NE(seen->reply.find(".") , std::string::npos);
+  EXPECT_NE(seen->reply.find("."), std::string::npos);
   EXPECT_EQ(seen->reply.substr(seen->reply.rfind('.') + 1), request_id);
   // deadline = now + agent.turn_timeout (30 s in this config).
   EXPECT_GE(seen->request.deadline_unix_ms(), before + 30000);
@@ -275,9 +276,9 @@ TEST_F(GatewayTest, MalformedHttpGetsJson400AndTheServerSurvives) {
 }
 
 TEST_F(GatewayTest, ErrorEventsMapToStatuses) {
-  const std::pair<const char*, int> cases[] = {
-      {"upstream_timeout", 504}, {"no_agent_worker", 503}, {"session_busy", 409},
-      {"flow_not_found", 404},   {"upstream_error", 502},  {"rate_limited", 429}};
+  const std::pair<const char*, int> cases[] = {{"upstream_timeout", 504}, {"no_agent_worker", 503},
+                                               {"session_busy", 409},     {"flow_not_found", 404},
+                                               {"upstream_error", 502},   {"rate_limited", 429}};
   for (const auto& [code, status] : cases) {
     HttpReply r = Post(*gateway_, QueryBody(std::string("error:") + code));
     EXPECT_EQ(r.status, status) << code << " " << r.body;
@@ -312,9 +313,10 @@ TEST_F(GatewayTest, StreamDeliversEventsInOrder) {
   EXPECT_EQ(events[0].name, "token");
   EXPECT_EQ(json::parse(events[0].data), (json{{"token", "Hel"}}));
   EXPECT_EQ(events[1].name, "tool_call");
-  EXPECT_EQ(json::parse(events[1].data),
-            (json{{"id", "call_1"}, {"name", "weather"}, {"arguments", R"({"city":"Paris"})"},
-                  {"kind", "tool"}}));
+  EXPECT_EQ(json::parse(events[1].data), (json{{"id", "call_1"},
+                                               {"name", "weather"},
+                                               {"arguments", R"({"city":"Paris"})"},
+                                               {"kind", "tool"}}));
   EXPECT_EQ(events[2].name, "tool_result");
   EXPECT_EQ(json::parse(events[2].data),
             (json{{"call_id", "call_1"}, {"name", "weather"}, {"ok", true}, {"content", "sunny"}}));
@@ -392,9 +394,10 @@ TEST_F(GatewayTest, SessionGetAndDelete) {
   EXPECT_EQ(body["created_unix_ms"], 1000);
   EXPECT_EQ(body["updated_unix_ms"], 2000);
   ASSERT_EQ(body["messages"].size(), 2u);
-  EXPECT_EQ(body["messages"][0],
-            (json{{"role", "user"}, {"content", "hello"}, {"created_unix_ms", 1000},
-                  {"run_id", "run-a"}}));
+  EXPECT_EQ(
+      body["messages"][0],
+      (json{
+          {"role", "user"}, {"content", "hello"}, {"created_unix_ms", 1000}, {"run_id", "run-a"}}));
 
   r = HttpCall("GET", gateway_->Url("/api/v1/session/unknown-1"));
   EXPECT_EQ(r.status, 404);
@@ -432,8 +435,7 @@ TEST_F(GatewayTest, KeepAliveReusesTheConnection) {
   curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
   for (int i = 0; i < 4; ++i) {
     const bool post = i % 2 == 1;
-    curl_easy_setopt(curl, CURLOPT_URL,
-                     gateway_->Url(post ? "/api/v1/query" : "/health").c_str());
+    curl_easy_setopt(curl, CURLOPT_URL, gateway_->Url(post ? "/api/v1/query" : "/health").c_str());
     if (post) {
       curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body.c_str());
     } else {
@@ -468,8 +470,8 @@ TEST_F(GatewayTest, TwoHundredParallelRequests) {
   std::vector<std::thread> threads;
   for (int i = 0; i < kN; ++i) {
     threads.emplace_back([&, i] {
-      replies[i] = Post(*gateway_, QueryBody("parallel " + std::to_string(i),
-                                             "session-" + std::to_string(i)));
+      replies[i] = Post(*gateway_,
+                        QueryBody("parallel " + std::to_string(i), "session-" + std::to_string(i)));
     });
   }
   for (auto& t : threads) t.join();
@@ -656,7 +658,8 @@ TEST(GatewayAlone, NoWorkerMeans503AndNotReadyUntilOneStarts) {
   ASSERT_TRUE(Eventually([&] { return HttpCall("GET", gw.Url("/health")).status == 200; }));
   HttpReply ready = HttpCall("GET", gw.Url("/ready"));
   EXPECT_EQ(ready.status, 503);
-  EXPECT_EQ(Body(ready), (json{{"ready", false}, {"nats", "connected"},
+  EXPECT_EQ(Body(ready), (json{{"ready", false},
+                               {"nats", "connected"},
                                {"workers", {{"lightweight", 0}, {"heavy", 0}}}}));
   // No waiting for the 30 s deadline: 503 right away (the call's own timeout is 5 s).
   HttpReply r = HttpCall("POST", gw.Url("/api/v1/query"), QueryBody("anyone?"),
@@ -732,8 +735,7 @@ TEST(GatewayAlone, DeadlineGives504AndPublishesCancel) {
   SseStream stream(gw.port(), QueryBody("silent"));
   ASSERT_TRUE(stream.WaitComplete());
   EXPECT_TRUE(HasEvent(stream.Events(), "error", "deadline_exceeded"));
-  EXPECT_TRUE(Eventually(
-      [&] { return cancels.Seen(stream.Response().headers["x-request-id"]); }));
+  EXPECT_TRUE(Eventually([&] { return cancels.Seen(stream.Response().headers["x-request-id"]); }));
 }
 
 TEST(GatewayAlone, SigtermDrainsAnOpenStreamThenExitsZero) {
@@ -802,9 +804,8 @@ TEST(GatewayCommandLine, HelpInvalidConfigAndUnreachableNats) {
   {
     const std::string good = dir.path() + "/good.json";
     std::ofstream(good) << "{}";
-    Process p(BinPath("wf-gateway"),
-              {"--config", good, "--listen", "127.0.0.1:0", "--nats-url",
-               "nats://127.0.0.1:" + std::to_string(FreePort())});
+    Process p(BinPath("wf-gateway"), {"--config", good, "--listen", "127.0.0.1:0", "--nats-url",
+                                      "nats://127.0.0.1:" + std::to_string(FreePort())});
     auto code = p.Wait(milliseconds(15000));
     ASSERT_TRUE(code.has_value());
     EXPECT_NE(*code, 0);

@@ -133,7 +133,7 @@ struct ParsedResponse {
   bool head_complete = false;
   int status = 0;
   std::map<std::string, std::string> headers;  // lower-case names
-  std::string body;        // raw body bytes after the head (chunked framing included)
+  std::string body;          // raw body bytes after the head (chunked framing included)
   std::size_t consumed = 0;  // bytes of the whole response when complete (Content-Length)
 };
 
@@ -191,7 +191,7 @@ inline std::string Dechunk(const std::string& body, bool* complete) {
 
 /// One Server-Sent Event (or comment).
 struct SseEvent {
-  std::string name;     // empty for a comment
+  std::string name;  // empty for a comment
   std::string data;
   std::string comment;  // text after ':' for comments
 };
@@ -208,9 +208,12 @@ inline std::vector<SseEvent> ParseSse(const std::string& text) {
     while (lp <= block.size()) {
       auto nl = block.find('\n', lp);
       std::string line = block.substr(lp, nl == std::string::npos ? std::string::npos : nl - lp);
-      if (line.rfind("event: ", 0) == 0) e.name = line.substr(7);
-      else if (line.rfind("data: ", 0) == 0) e.data = line.substr(6);
-      else if (line.rfind(":", 0) == 0) e.comment = line.substr(1);
+      if (line.rfind("event: ", 0) == 0)
+        e.name = line.substr(7);
+      else if (line.rfind("data: ", 0) == 0)
+        e.data = line.substr(6);
+      else if (line.rfind(":", 0) == 0)
+        e.comment = line.substr(1);
       if (nl == std::string::npos) break;
       lp = nl + 1;
     }
@@ -227,8 +230,8 @@ inline std::string RequestText(const std::string& method, const std::string& pat
   std::string r = method + " " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\n";
   for (const auto& h : headers) r += h + "\r\n";
   if (!body.empty() || method == "POST") {
-    r += "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
-         "\r\n";
+    r +=
+        "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
   }
   r += "\r\n" + body;
   return r;

@@ -1,9 +1,10 @@
 // Runs the gateway tests' stand-in lightweight worker on its own, for benchmarks:
 //   gateway_stand_in_worker nats://127.0.0.1:4222
 // It answers every query with a flow-style `final` (see stand_in_worker.h) until SIGINT/SIGTERM.
+#include <pthread.h>
+
 #include <csignal>
 #include <cstdio>
-#include <pthread.h>
 
 #include "stand_in_worker.h"
 

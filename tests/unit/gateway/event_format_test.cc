@@ -54,7 +54,8 @@ TEST(AnswerJson, AgentShape) {
   EXPECT_EQ(j["message"], "Hello \"there\"\n");
   EXPECT_EQ(j["routed_to"], "heavy");
   EXPECT_EQ(j["run_id"], "run-2");
-  EXPECT_EQ(j["usage"], (json{{"prompt_tokens", 10}, {"completion_tokens", 5}, {"total_tokens", 15}}));
+  EXPECT_EQ(j["usage"],
+            (json{{"prompt_tokens", 10}, {"completion_tokens", 5}, {"total_tokens", 15}}));
   EXPECT_FALSE(j.contains("flow_id"));
   EXPECT_FALSE(j.contains("parameters"));
 }
@@ -118,7 +119,9 @@ TEST(Sse, FramesEveryEventKind) {
   ASSERT_TRUE(AppendSseForEvent(&out, e, "r", "s"));
   std::tie(name, data) = ParseSse(out);
   EXPECT_EQ(name, "tool_call");
-  EXPECT_EQ(data, (json{{"id", "call_1"}, {"name", "weather"}, {"arguments", R"({"city":"Paris"})"},
+  EXPECT_EQ(data, (json{{"id", "call_1"},
+                        {"name", "weather"},
+                        {"arguments", R"({"city":"Paris"})"},
                         {"kind", "tool"}}));
 
   out.clear();
@@ -202,12 +205,15 @@ TEST(SessionJson, HistoryAndDelete) {
   EXPECT_EQ(j["created_unix_ms"], 1000);
   EXPECT_EQ(j["updated_unix_ms"], 2000);
   ASSERT_EQ(j["messages"].size(), 3u);
-  EXPECT_EQ(j["messages"][0], (json{{"role", "user"}, {"content", "weather?"},
-                                    {"created_unix_ms", 1000}, {"run_id", "run-1"}}));
+  EXPECT_EQ(j["messages"][0], (json{{"role", "user"},
+                                    {"content", "weather?"},
+                                    {"created_unix_ms", 1000},
+                                    {"run_id", "run-1"}}));
   EXPECT_EQ(j["messages"][1]["tool_calls"][0]["name"], "weather");
   EXPECT_EQ(j["messages"][2]["tool_call_id"], "c1");
   EXPECT_EQ(j["messages"][2]["name"], "weather");
-  EXPECT_EQ(json::parse(SessionDeletedJson("sess")), (json{{"session_id", "sess"}, {"deleted", true}}));
+  EXPECT_EQ(json::parse(SessionDeletedJson("sess")),
+            (json{{"session_id", "sess"}, {"deleted", true}}));
 }
 
 TEST(HttpResponse, FormatsHeadersAndChunks) {

@@ -48,7 +48,8 @@ struct Fixture {
   Clock::time_point start = Clock::now();
   std::unique_ptr<Exchange> exchange;
 
-  explicit Fixture(ExchangeKind kind, bool keep_alive = true, milliseconds deadline = milliseconds(1000),
+  explicit Fixture(ExchangeKind kind, bool keep_alive = true,
+                   milliseconds deadline = milliseconds(1000),
                    milliseconds heartbeat = milliseconds(200)) {
     Exchange::Params p;
     p.kind = kind;
@@ -145,12 +146,9 @@ TEST(Exchange, QueryAnswersOnFinalOnly) {
 }
 
 TEST(Exchange, ErrorEventsMapThroughTheErrorTable) {
-  const std::pair<const char*, int> cases[] = {{"upstream_timeout", 504},
-                                               {"no_agent_worker", 503},
-                                               {"session_busy", 409},
-                                               {"flow_not_found", 404},
-                                               {"llm_error", 502},
-                                               {"who_knows", 500}};
+  const std::pair<const char*, int> cases[] = {{"upstream_timeout", 504}, {"no_agent_worker", 503},
+                                               {"session_busy", 409},     {"flow_not_found", 404},
+                                               {"llm_error", 502},        {"who_knows", 500}};
   for (const auto& [code, status] : cases) {
     Fixture f(ExchangeKind::kQuery, /*keep_alive=*/false);
     auto outcome = f.exchange->OnEvent(ErrorEvent(code));
@@ -215,7 +213,9 @@ TEST(Exchange, StreamErrorEventEndsTheStream) {
   bool complete = false;
   std::string sse = Dechunk(SplitHttp(f.capture->All()).body, &complete);
   EXPECT_TRUE(complete);
-  EXPECT_EQ(sse, "event: error\ndata: {\"error\":{\"code\":\"llm_error\",\"message\":\"it failed\"}}\n\n");
+  EXPECT_EQ(
+      sse,
+      "event: error\ndata: {\"error\":{\"code\":\"llm_error\",\"message\":\"it failed\"}}\n\n");
 }
 
 TEST(Exchange, StreamHeartbeatsWhenSilent) {
@@ -322,9 +322,12 @@ TEST(Exchange, ExactlyOnceUnderRaces) {
     std::atomic<int> finished{0};
     std::vector<std::thread> threads;
     threads.emplace_back([&] { finished += f.exchange->OnEvent(FinalEvent()).finished; });
-    threads.emplace_back([&] { finished += f.exchange->OnTick(f.start + milliseconds(5000)).finished; });
+    threads.emplace_back(
+        [&] { finished += f.exchange->OnTick(f.start + milliseconds(5000)).finished; });
     threads.emplace_back([&] { finished += f.exchange->OnClientGone().finished; });
-    threads.emplace_back([&] { finished += f.exchange->Fail(Error{ErrorCode::kUnavailable, "x"}).finished; });
+    threads.emplace_back([&] {
+      finished += f.exchange->Fail(Error{ErrorCode::kUnavailable, "x"}).finished;
+    });
     for (auto& t : threads) t.join();
     EXPECT_EQ(finished.load(), 1);
   }

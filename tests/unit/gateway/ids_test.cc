@@ -59,14 +59,14 @@ TEST(Traceparent, ParsesTheSpecExample) {
 TEST(Traceparent, RejectsMalformed) {
   for (const char* bad : {
            "",
-           "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",            // no flags
-           "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",         // upper case
-           "00-00000000000000000000000000000000-00f067aa0ba902b7-01",         // zero trace id
-           "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",         // zero parent id
-           "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",         // version ff
-           "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",   // v00 + extra
-           "00_4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7_01",         // separators
-           "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",         // not hex
+           "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",           // no flags
+           "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",        // upper case
+           "00-00000000000000000000000000000000-00f067aa0ba902b7-01",        // zero trace id
+           "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",        // zero parent id
+           "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",        // version ff
+           "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",  // v00 + extra
+           "00_4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7_01",        // separators
+           "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",        // not hex
            "0x-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
        }) {
     EXPECT_FALSE(ParseTraceparent(bad)) << bad;
@@ -76,13 +76,13 @@ TEST(Traceparent, RejectsMalformed) {
 TEST(Traceparent, AcceptsHigherVersionsWithExtraFields) {
   auto context = ParseTraceparent("cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what");
   ASSERT_TRUE(context);
-  EXPECT_EQ(TraceparentFor("cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what"),
-            kValid);
+  EXPECT_EQ(TraceparentFor("cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what"), kValid);
 }
 
 TEST(Traceparent, PropagatesValidAndReplacesInvalid) {
   EXPECT_EQ(TraceparentFor(kValid), kValid);
-  for (const char* client : {"", "garbage", "00-00000000000000000000000000000000-00f067aa0ba902b7-01"}) {
+  for (const char* client :
+       {"", "garbage", "00-00000000000000000000000000000000-00f067aa0ba902b7-01"}) {
     std::string generated = TraceparentFor(client);
     auto context = ParseTraceparent(generated);
     ASSERT_TRUE(context) << generated;

@@ -28,10 +28,9 @@ void ExpectFieldError(const std::string& body, const std::string& field) {
 
 TEST(QueryBody, AcceptsAFullBody) {
   v1::QueryRequest q;
-  Status s = Parse(
-      R"({"message":"查询订单 42","session_id":"user-1:chat.2_x","user_id":"u7",)"
-      R"("parameters":{"days":3,"verbose":true,"tags":["a"],"nested":{"x":1.5}}})",
-      &q);
+  Status s = Parse(R"({"message":"查询订单 42","session_id":"user-1:chat.2_x","user_id":"u7",)"
+                   R"("parameters":{"days":3,"verbose":true,"tags":["a"],"nested":{"x":1.5}}})",
+                   &q);
   ASSERT_TRUE(s.ok()) << s.error().message;
   EXPECT_EQ(q.message(), "查询订单 42");
   EXPECT_EQ(q.session_id(), "user-1:chat.2_x");
@@ -99,9 +98,8 @@ TEST(QueryBody, NamesTheBadField) {
   ExpectFieldError(R"({"message":"hi","session_id":")" + std::string(129, 'a') + "\"}",
                    "session_id");
   ExpectFieldError(R"({"message":"hi","session_id":"s","user_id":5})", "user_id");
-  ExpectFieldError(R"({"message":"hi","session_id":"s","user_id":")" + std::string(129, 'u') +
-                       "\"}",
-                   "user_id");
+  ExpectFieldError(
+      R"({"message":"hi","session_id":"s","user_id":")" + std::string(129, 'u') + "\"}", "user_id");
   ExpectFieldError(R"({"message":"hi","session_id":"s","parameters":[1]})", "parameters");
   ExpectFieldError(R"({"message":"hi","session_id":"s","parameters":"x"})", "parameters");
   ExpectFieldError(R"({"message":"hi","session_id":"s","parameters":3})", "parameters");
@@ -141,8 +139,8 @@ TEST(QueryBody, RejectsDeepNestingBeforeConverting) {
 
 TEST(QueryBody, KeepsIntegersIntegral) {
   v1::QueryRequest q;
-  ASSERT_TRUE(Parse(R"({"message":"hi","session_id":"s","parameters":{"n":9007199254740991}})", &q)
-                  .ok());
+  ASSERT_TRUE(
+      Parse(R"({"message":"hi","session_id":"s","parameters":{"n":9007199254740991}})", &q).ok());
   EXPECT_EQ(q.parameters().fields().at("n").number_value(), 9007199254740991.0);
 }
 
@@ -172,7 +170,9 @@ TEST(QueryBody, FuzzedBodiesNeverCrash) {
         std::uniform_int_distribution<int> byte(0, 255);
         std::size_t p = pos(rng);
         switch (op(rng)) {
-          case 0: body.insert(p, 1, static_cast<char>(byte(rng))); break;
+          case 0:
+            body.insert(p, 1, static_cast<char>(byte(rng)));
+            break;
           case 1:
             if (p < body.size()) body.erase(p, 1);
             break;
