@@ -116,11 +116,12 @@ TEST(AgentTurnStress, OneTerminalEventPerTurnWhateverTheInterleaving) {
   }
   PerRequestSink sink;
   auto timer = std::make_unique<TimerThread>();
-  auto llm_io = std::make_unique<ThreadPoolExecutor>(2);
-  auto tool_io = std::make_unique<ThreadPoolExecutor>(2);
-  auto executor = std::make_unique<ThreadPoolExecutor>(3);
-  AutoLlm llm(*llm_io);
-  AutoTools tools(*tool_io);
+  // One pool plays the LLM's and the tools' I/O threads and the agent's executor: then a single
+  // reset drains everything in order at the end (separate pools would post into each other
+  // while being destroyed).
+  auto pool = std::make_unique<ThreadPoolExecutor>(4);
+  AutoLlm llm(*pool);
+  AutoTools tools(*pool);
 
   std::mutex mu;
   std::map<std::string, int> done_counts;
@@ -140,7 +141,7 @@ TEST(AgentTurnStress, OneTerminalEventPerTurnWhateverTheInterleaving) {
     p.session_id = "s" + std::to_string(i);
     // A third of the turns get a deadline of a few ms that races everything else.
     p.deadline_unix_ms = (i % 3 == 0) ? now_ms + static_cast<int>(rng() % 5) : 0;
-    turns.push_back(AgentTurn::Start(AgentDeps{llm, tools, sink, *executor, *timer}, std::move(p),
+    turns.push_back(AgentTurn::Start(AgentDeps{llm, tools, sink, *pool, *timer}, std::move(p),
                                      [&, id = "r" + std::to_string(i)](wf::v1::TurnRecord r) {
                                        std::lock_guard<std::mutex> lock(mu);
                                        ++done_counts[id];
@@ -159,10 +160,7 @@ TEST(AgentTurnStress, OneTerminalEventPerTurnWhateverTheInterleaving) {
   }
   ASSERT_EQ(finished.load(), kTurns);
   // Let stragglers (late callbacks of finished turns) run, then stop the threads.
-  executor.reset();
-  llm_io.reset();
-  tool_io.reset();
-  executor.reset();
+  pool.reset();
   timer.reset();
 
   auto all = sink.events();
