@@ -436,7 +436,8 @@ def check_compose_config_rewrite(svc):
         return
     prepare = command[2].split("&& exec")[0]
     with tempfile.TemporaryDirectory() as tmp:
-        script = prepare.replace("/etc/wf/", src("config") + "/").replace("/tmp/", tmp + "/")
+        # /tmp/ first: the checkout itself may live under /tmp (CI clones do).
+        script = prepare.replace("/tmp/", tmp + "/").replace("/etc/wf/", src("config") + "/")
         out = run(["bash", "-c", script], timeout=30)
         path = os.path.join(tmp, "workflow_config.json")
         if not R.check(out.returncode == 0 and os.path.exists(path),
