@@ -94,6 +94,9 @@ if [[ ! -s "$RUN_DIR/pg/PG_VERSION" ]]; then
 fi
 mkdir -p "$RUN_DIR/pgsock"
 chown postgres:postgres "$RUN_DIR/pgsock"
+# pg_ctl writes its log as user postgres.
+touch "$RUN_DIR/logs/postgres.log"
+chown postgres:postgres "$RUN_DIR/logs/postgres.log"
 runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$RUN_DIR/pg" -l "$RUN_DIR/logs/postgres.log" \
   -o "-p $PG_PORT -k $RUN_DIR/pgsock -c listen_addresses=127.0.0.1" start >/dev/null
 PG_STARTED=1
