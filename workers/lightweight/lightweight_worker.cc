@@ -26,11 +26,6 @@ bool ValidRequestId(const std::string& id) {
   return true;
 }
 
-std::string Serialize(const google::protobuf::MessageLite& m) {
-  std::string out;
-  m.SerializeToString(&out);
-  return out;
-}
 
 }  // namespace
 
@@ -131,7 +126,7 @@ void LightweightWorker::ReplyError(const std::string& reply, const std::string& 
   event.set_seq(1);
   event.mutable_error()->set_code(std::string(WireName(error.code)));
   event.mutable_error()->set_message(error.message);
-  (void)conn_.Publish(reply, Serialize(event), {}, {{kRequestIdHeader, request_id}});
+  (void)conn_.Publish(reply, event.SerializeAsString(), {}, {{kRequestIdHeader, request_id}});
 }
 
 void LightweightWorker::OnQuery(const NatsMsgView& msg) {
@@ -206,7 +201,7 @@ void LightweightWorker::OnQuery(const NatsMsgView& msg) {
           errors_.fetch_add(1, std::memory_order_relaxed);
         }
         query_stats_->Record(Since(started), outcome.ok() ? "" : outcome.error().message);
-        (void)conn_.Publish(reply_to, Serialize(event), {},
+        (void)conn_.Publish(reply_to, event.SerializeAsString(), {},
                             {{kRequestIdHeader, request.request_id()}});
         // Off the critical path: the client already has its answer.
         if (outcome.ok()) RecordFlowTurn(request, outcome.value(), flow_id, started_ms);
@@ -239,7 +234,7 @@ void LightweightWorker::Enqueue(wf::v1::QueryRequest request, const std::string&
   std::string request_id = request.request_id();
   std::string reply = request.reply_to();
   in_flight_.fetch_add(1);
-  js_->PublishAsync(subjects_.heavy_query, Serialize(request), request_id,
+  js_->PublishAsync(subjects_.heavy_query, request.SerializeAsString(), request_id,
                     {{kRequestIdHeader, request_id}, {kTraceparentHeader, traceparent}},
                     [this, reply, request_id](Status stored) {
                       if (stored.ok()) {
@@ -280,7 +275,7 @@ void LightweightWorker::RecordFlowTurn(const wf::v1::QueryRequest& request,
   answer->set_created_unix_ms(now);
   answer->set_run_id(request.request_id());
   in_flight_.fetch_add(1);
-  js_->PublishAsync(subjects_.history_append, Serialize(turn), "turn-" + request.request_id(),
+  js_->PublishAsync(subjects_.history_append, turn.SerializeAsString(), "turn-" + request.request_id(),
                     {{kRequestIdHeader, request.request_id()}}, [this, id = request.request_id()](
                                                                     Status stored) {
                       if (!stored.ok()) {
@@ -306,7 +301,7 @@ void LightweightWorker::OnMatch(const NatsMsgView& msg) {
   } else {
     match_stats_->Record(Since(started), "bad message");
   }
-  (void)conn_.Publish(msg.reply(), Serialize(result));  // after Record: the reply implies it
+  (void)conn_.Publish(msg.reply(), result.SerializeAsString());  // after Record: the reply implies it
 }
 
 void LightweightWorker::OnFlowExecute(const NatsMsgView& msg) {
@@ -347,7 +342,7 @@ void LightweightWorker::OnFlowExecute(const NatsMsgView& msg) {
           event.mutable_error()->set_message(outcome.error().message);
         }
         flow_stats_->Record(Since(started), outcome.ok() ? "" : outcome.error().message);
-        (void)conn_.Publish(reply, Serialize(event));
+        (void)conn_.Publish(reply, event.SerializeAsString());
         in_flight_.fetch_sub(1);
       });
 }
@@ -365,7 +360,7 @@ void LightweightWorker::OnToolExecute(const NatsMsgView& msg) {
     result.mutable_error()->set_code(std::string(WireName(e.code)));
     result.mutable_error()->set_message(e.message);
     tool_stats_->Record(Since(started), e.message);
-    (void)conn_.Publish(reply, Serialize(result));
+    (void)conn_.Publish(reply, result.SerializeAsString());
   };
   if (!request.ParseFromArray(msg.data().data(), static_cast<int>(msg.data().size()))) {
     fail("", "", {ErrorCode::kBadMessage, "payload is not a wf.v1.ExecuteToolRequest"});
@@ -401,7 +396,7 @@ void LightweightWorker::OnToolExecute(const NatsMsgView& msg) {
                       }
                       tool_stats_->Record(Since(started),
                                           outcome.ok() ? "" : outcome.error().message);
-                      (void)conn_.Publish(reply, Serialize(result));
+                      (void)conn_.Publish(reply, result.SerializeAsString());
                       in_flight_.fetch_sub(1);
                     });
 }

@@ -16,11 +16,6 @@ constexpr const char* kHistoryStream = "WF_HISTORY";
 constexpr const char* kHeavyConsumer = "heavy";
 constexpr const char* kHistoryConsumer = "history";
 
-std::string Serialize(const google::protobuf::MessageLite& m) {
-  std::string out;
-  m.SerializeToString(&out);
-  return out;
-}
 
 /// Owns one JetStream message (natsMsg*); acks/naks are idempotent through `settled`.
 struct JsMessage {
@@ -124,7 +119,7 @@ class HeavyWorker::TurnEvents final : public EventSink {
     Publish(event);
   }
   void Publish(const wf::v1::QueryEvent& event) {
-    auto status = conn_.Publish(turn_->reply_to, Serialize(event), {},
+    auto status = conn_.Publish(turn_->reply_to, event.SerializeAsString(), {},
                                 {{kRequestIdHeader, turn_->request.request_id()},
                                  {kTraceparentHeader, turn_->traceparent}});
     if (!status.ok()) spdlog::warn("event not published: {}", status.error().message);
@@ -302,7 +297,7 @@ void HeavyWorker::EmitTerminalError(const std::shared_ptr<Turn>& turn, ErrorCode
   event.mutable_error()->set_code(std::string(WireName(code)));
   event.mutable_error()->set_message(message);
   if (!turn->reply_to.empty()) {
-    (void)conn_.Publish(turn->reply_to, Serialize(event), {},
+    (void)conn_.Publish(turn->reply_to, event.SerializeAsString(), {},
                         {{kRequestIdHeader, turn->request.request_id()}});
   }
 }
@@ -344,7 +339,7 @@ void HeavyWorker::BeginTurn(const std::shared_ptr<Turn>& turn) {
         final->set_route("agent");
         final->set_run_id(req.request_id());
         final->set_session_id(req.session_id());
-        (void)conn_.Publish(turn->reply_to, Serialize(event), {},
+        (void)conn_.Publish(turn->reply_to, event.SerializeAsString(), {},
                             {{kRequestIdHeader, req.request_id()}});
         turn->msg.Ack();
         turns_ok_.fetch_add(1, std::memory_order_relaxed);
@@ -580,7 +575,7 @@ void HeavyWorker::OnSessionRequest(const NatsMsgView& msg, bool del) {
                            out.has_error() && out.error().code() != "session_not_found"
                                ? out.error().message()
                                : "");
-    (void)conn_.Publish(reply, Serialize(out));
+    (void)conn_.Publish(reply, out.SerializeAsString());
   });
 }
 
