@@ -20,6 +20,8 @@ namespace wf {
 /// NATS header names of the wire contract.
 inline constexpr const char* kRequestIdHeader = "Wf-Request-Id";
 inline constexpr const char* kTraceparentHeader = "traceparent";
+/// Names the protobuf type of a payload where one subject carries several (`wf.history.append`).
+inline constexpr const char* kPayloadTypeHeader = "Wf-Payload";
 
 /// Header name/value pairs attached to a published message.
 using NatsHeaders = std::vector<std::pair<std::string, std::string>>;

@@ -58,6 +58,10 @@ Result<std::unique_ptr<LightweightWorker>> LightweightWorker::Start(
   StreamSpec history{kHistoryStream, {self->subjects_.history_append}};
   history.max_age = std::chrono::hours(24 * 7);
   if (auto s = self->js_->EnsureStream(history); !s.ok()) return s.error();
+  LightweightWorker* owner = self.get();
+  self->history_ = std::make_unique<TurnBatcher>(
+      options.history,
+      [owner](std::string payload, std::size_t turns) { owner->PublishTurns(std::move(payload), turns); });
 
   self->service_ = std::make_unique<MicroService>(conn, "lightweight", options.version,
                                                   "flow matching and execution, tools");
@@ -109,12 +113,20 @@ void LightweightWorker::Shutdown(std::chrono::milliseconds grace) {
     sub.Drain(std::max(left, std::chrono::milliseconds(1)));
   }
   subs_.clear();
-  while (in_flight_.load() > 0 && Clock::now() < until) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
+  // Flows still running record their turns as they finish: wait for them, then send the last
+  // batch and wait for its acknowledgement.
+  WaitIdle(until);
+  if (history_) history_->Flush();
+  WaitIdle(until);
   if (service_) service_->Stop();
   if (pools_) pools_->Stop();
   (void)conn_.Flush(std::chrono::milliseconds(1000));
+}
+
+void LightweightWorker::WaitIdle(Clock::time_point until) const {
+  while (in_flight_.load() > 0 && Clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
 }
 
 void LightweightWorker::ReplyError(const std::string& reply, const std::string& request_id,
@@ -274,12 +286,22 @@ void LightweightWorker::RecordFlowTurn(const wf::v1::QueryRequest& request,
   answer->set_content(outcome.answer);
   answer->set_created_unix_ms(now);
   answer->set_run_id(request.request_id());
+  history_->Add(std::move(turn));
+}
+
+void LightweightWorker::PublishTurns(std::string payload, std::size_t turns) {
   in_flight_.fetch_add(1);
-  js_->PublishAsync(subjects_.history_append, turn.SerializeAsString(), "turn-" + request.request_id(),
-                    {{kRequestIdHeader, request.request_id()}}, [this, id = request.request_id()](
-                                                                    Status stored) {
-                      if (!stored.ok()) {
-                        spdlog::warn("flow turn {} not recorded: {}", id, stored.error().message);
+  history_batches_.fetch_add(1, std::memory_order_relaxed);
+  // The message id lets JetStream drop a duplicate if nats.c ever republishes the batch.
+  js_->PublishAsync(subjects_.history_append, payload, "turns-" + NewRequestId(),
+                    {{kPayloadTypeHeader, "wf.v1.TurnRecordBatch"}},
+                    [this, turns](Status stored) {
+                      if (stored.ok()) {
+                        turns_recorded_.fetch_add(turns, std::memory_order_relaxed);
+                      } else {
+                        turns_unrecorded_.fetch_add(turns, std::memory_order_relaxed);
+                        spdlog::warn("{} flow turns not recorded: {}", turns,
+                                     stored.error().message);
                       }
                       in_flight_.fetch_sub(1);
                     });
@@ -415,6 +437,13 @@ std::string LightweightWorker::MetricsText() const {
           no_agent_.load());
   counter("wf_lightweight_errors_total", "Queries and calls that ended in an error.",
           errors_.load());
+  counter("wf_lightweight_turns_recorded_total",
+          "Flow turns stored in the history stream (acknowledged by JetStream).",
+          turns_recorded_.load());
+  counter("wf_lightweight_turns_unrecorded_total",
+          "Flow turns whose history publish failed (logged).", turns_unrecorded_.load());
+  counter("wf_lightweight_history_batches_total", "TurnRecordBatch messages published.",
+          history_batches_.load());
   out += "# HELP wf_lightweight_in_flight Calls in flight.\n# TYPE wf_lightweight_in_flight gauge\n";
   out += "wf_lightweight_in_flight " + std::to_string(in_flight_.load()) + "\n";
   out += "# HELP wf_nats_connected 1 while the NATS connection is up.\n"

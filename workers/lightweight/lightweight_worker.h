@@ -7,6 +7,7 @@
 
 #include "config/config.h"
 #include "lightweight/flow_runtime.h"
+#include "lightweight/turn_batcher.h"
 #include "matching/flow_matcher.h"
 #include "nats/connection.h"
 #include "nats/jetstream.h"
@@ -45,6 +46,8 @@ class LightweightWorker {
     /// HttpClients (one I/O thread each).
     int http_threads = 1;
     std::string version = "0.1.0";
+    /// How flow turns are batched onto `wf.history.append`.
+    TurnBatcherOptions history;
   };
 
   static Result<std::unique_ptr<LightweightWorker>> Start(std::shared_ptr<const Config> config,
@@ -73,6 +76,10 @@ class LightweightWorker {
   void Enqueue(wf::v1::QueryRequest request, const std::string& traceparent);
   void RecordFlowTurn(const wf::v1::QueryRequest& request, const CallOutcome& outcome,
                       const std::string& flow_id, int64_t started_ms);
+  /// Publishes one TurnRecordBatch (TurnBatcher's send callback).
+  void PublishTurns(std::string payload, std::size_t turns);
+  /// Waits until no call or publish is in flight, or `until`.
+  void WaitIdle(std::chrono::steady_clock::time_point until) const;
 
   std::shared_ptr<const Config> config_;
   NatsConnection& conn_;
@@ -80,6 +87,7 @@ class LightweightWorker {
   std::shared_ptr<const FlowMatcher> matcher_;
   std::unique_ptr<FlowRuntime> runtime_;
   std::unique_ptr<JetStream> js_;
+  std::unique_ptr<TurnBatcher> history_;  // After js_: its destructor may still publish.
   std::unique_ptr<MicroService> service_;
   std::unique_ptr<PoolMonitor> pools_;
   EndpointStats* query_stats_ = nullptr;
@@ -88,6 +96,7 @@ class LightweightWorker {
   EndpointStats* tool_stats_ = nullptr;
   std::vector<NatsSubscription> subs_;
   std::atomic<uint64_t> flows_answered_{0}, forwarded_{0}, no_agent_{0}, errors_{0};
+  std::atomic<uint64_t> turns_recorded_{0}, turns_unrecorded_{0}, history_batches_{0};
   std::atomic<int64_t> in_flight_{0};
 };
 

@@ -4,7 +4,10 @@
 
 #include <fstream>
 #include <mutex>
+#include <atomic>
 #include <set>
+#include <thread>
+#include <vector>
 #include <nlohmann/json.hpp>
 
 #include "codec/json_struct.h"
@@ -254,26 +257,84 @@ TEST_F(LightweightTest, DiscoveryAnswersPingInfoStats) {
   EXPECT_GE(stats["endpoints"][0]["num_requests"].get<int>(), 1);
 }
 
+// Every stored message of WF_HISTORY, decoded: the lightweight worker sends TurnRecordBatch
+// messages marked with the Wf-Payload header.
+std::vector<wf::v1::TurnRecord> StoredTurns(jsCtx* js, int* messages) {
+  std::vector<wf::v1::TurnRecord> turns;
+  *messages = 0;
+  jsStreamInfo* info = nullptr;
+  if (js_GetStreamInfo(&info, js, "WF_HISTORY", nullptr, nullptr) != NATS_OK) return turns;
+  uint64_t last = info->State.LastSeq;
+  jsStreamInfo_Destroy(info);
+  for (uint64_t seq = 1; seq <= last; ++seq) {
+    natsMsg* msg = nullptr;
+    if (js_GetMsg(&msg, js, "WF_HISTORY", seq, nullptr, nullptr) != NATS_OK) continue;
+    ++*messages;
+    const char* type = nullptr;
+    EXPECT_EQ(natsMsgHeader_Get(msg, "Wf-Payload", &type), NATS_OK);
+    EXPECT_STREQ(type, "wf.v1.TurnRecordBatch");
+    wf::v1::TurnRecordBatch batch;
+    EXPECT_TRUE(batch.ParseFromArray(natsMsg_GetData(msg), natsMsg_GetDataLength(msg)));
+    EXPECT_GT(batch.turns_size(), 0);
+    for (auto& turn : *batch.mutable_turns()) turns.push_back(std::move(turn));
+    natsMsg_Destroy(msg);
+  }
+  return turns;
+}
+
 TEST_F(LightweightTest, FlowTurnIsRecordedOnTheHistoryStream) {
   auto event = Query("order 1002", nullptr, "hist-1");
   ASSERT_TRUE(event.has_final());
   jsCtx* js = nullptr;
   ASSERT_EQ(natsConnection_JetStream(&js, conn_->raw(), nullptr), NATS_OK);
-  natsMsg* last = nullptr;
-  bool found = testing::Eventually([&] {
-    return js_GetLastMsg(&last, js, "WF_HISTORY", "wf.history.append", nullptr, nullptr) ==
-           NATS_OK;
-  });
-  ASSERT_TRUE(found);
-  wf::v1::TurnRecord turn;
-  ASSERT_TRUE(turn.ParseFromArray(natsMsg_GetData(last), natsMsg_GetDataLength(last)));
+  std::vector<wf::v1::TurnRecord> turns;
+  int messages = 0;
+  ASSERT_TRUE(testing::Eventually([&] {
+    turns = StoredTurns(js, &messages);
+    return !turns.empty();
+  }));
+  ASSERT_EQ(turns.size(), 1u);
+  const wf::v1::TurnRecord& turn = turns[0];
   EXPECT_EQ(turn.run_id(), "hist-1");
   EXPECT_EQ(turn.route(), "flow");
   EXPECT_EQ(turn.flow_id(), "order_status");
   ASSERT_EQ(turn.messages_size(), 2);
   EXPECT_EQ(turn.messages(0).content(), "order 1002");
   EXPECT_EQ(turn.messages(1).content(), event.final().answer());
-  natsMsg_Destroy(last);
+  jsCtx_Destroy(js);
+}
+
+TEST_F(LightweightTest, ManyFlowTurnsAreEachRecordedExactlyOnce) {
+  // Concurrent queries finish close together, so the worker batches their turns; whatever the
+  // batching, every turn must be stored once and only once.
+  constexpr int kTurns = 40;
+  std::vector<std::thread> clients;
+  std::atomic<int> answered{0};
+  for (int c = 0; c < 4; ++c) {
+    clients.emplace_back([&, c] {
+      for (int i = c; i < kTurns; i += 4) {
+        if (Query("order " + std::to_string(1000 + i), nullptr, "many-" + std::to_string(i))
+                .has_final()) {
+          answered.fetch_add(1);
+        }
+      }
+    });
+  }
+  for (auto& t : clients) t.join();
+  ASSERT_EQ(answered.load(), kTurns);
+  jsCtx* js = nullptr;
+  ASSERT_EQ(natsConnection_JetStream(&js, conn_->raw(), nullptr), NATS_OK);
+  std::vector<wf::v1::TurnRecord> turns;
+  int messages = 0;
+  ASSERT_TRUE(testing::Eventually([&] {
+    turns = StoredTurns(js, &messages);
+    return turns.size() >= static_cast<std::size_t>(kTurns);
+  }));
+  std::multiset<std::string> ids;
+  for (const auto& turn : turns) ids.insert(turn.run_id());
+  for (int i = 0; i < kTurns; ++i) EXPECT_EQ(ids.count("many-" + std::to_string(i)), 1u) << i;
+  EXPECT_EQ(turns.size(), static_cast<std::size_t>(kTurns));
+  EXPECT_LE(messages, kTurns);
   jsCtx_Destroy(js);
 }
 

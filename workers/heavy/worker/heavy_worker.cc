@@ -495,22 +495,35 @@ void HeavyWorker::ReleaseTurn(const std::shared_ptr<Turn>& turn) {
 void HeavyWorker::OnHistoryMessage(natsMsg* raw) {
   auto msg = std::make_shared<JsMessage>(raw);
   executor_->Post([this, msg] {
-    wf::v1::TurnRecord record;
-    if (!record.ParseFromArray(natsMsg_GetData(msg->msg), natsMsg_GetDataLength(msg->msg)) ||
-        record.session_id().empty() || record.run_id().empty()) {
+    // A TurnRecordBatch (lightweight workers batch their flow turns) or one TurnRecord.
+    const char* type = nullptr;
+    bool batch = natsMsgHeader_Get(msg->msg, kPayloadTypeHeader, &type) == NATS_OK && type &&
+                 std::string_view(type) == "wf.v1.TurnRecordBatch";
+    wf::v1::TurnRecordBatch records;
+    bool parsed = batch ? records.ParseFromArray(natsMsg_GetData(msg->msg),
+                                                 natsMsg_GetDataLength(msg->msg))
+                        : records.add_turns()->ParseFromArray(natsMsg_GetData(msg->msg),
+                                                              natsMsg_GetDataLength(msg->msg));
+    for (const auto& record : records.turns()) {
+      parsed = parsed && !record.session_id().empty() && !record.run_id().empty();
+    }
+    if (!parsed) {
       spdlog::warn("undecodable turn record on {}: terminated", natsMsg_GetSubject(msg->msg));
       msg->Term();
       return;
     }
-    auto stored = store_.AppendTurn(record);
-    if (stored.ok()) {
+    // Each append is idempotent by run_id: after a partial failure the whole message is retried.
+    for (const auto& record : records.turns()) {
+      auto stored = store_.AppendTurn(record);
+      if (!stored.ok()) {
+        store_failures_.fetch_add(1, std::memory_order_relaxed);
+        spdlog::warn("flow turn {} not stored yet: {}", record.run_id(), stored.error().message);
+        msg->NakWithDelay(std::chrono::seconds(2));
+        return;
+      }
       history_stored_.fetch_add(1, std::memory_order_relaxed);
-      msg->Ack();
-    } else {
-      store_failures_.fetch_add(1, std::memory_order_relaxed);
-      spdlog::warn("flow turn {} not stored yet: {}", record.run_id(), stored.error().message);
-      msg->NakWithDelay(std::chrono::seconds(2));
     }
+    msg->Ack();
   });
 }
 
