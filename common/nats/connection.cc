@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 
 namespace wf {
@@ -55,33 +56,63 @@ void NatsSubscription::HandlerBox::OnMessage(natsConnection*, natsSubscription*,
   natsMsg_Destroy(msg);
 }
 
-NatsSubscription::~NatsSubscription() { Unsubscribe(); }
+void NatsSubscription::HandlerBox::OnComplete(void* closure) {
+  auto* box = static_cast<HandlerBox*>(closure);
+  std::lock_guard lock(box->mu);
+  box->complete = true;
+  box->cv.notify_all();
+}
+
+bool NatsSubscription::HandlerBox::WaitComplete(std::chrono::milliseconds timeout) {
+  if (!armed) return false;
+  std::unique_lock lock(mu);
+  return cv.wait_for(lock, timeout, [this] { return complete; });
+}
+
+NatsSubscription::~NatsSubscription() { Drain(std::chrono::milliseconds(2000)); }
 
 NatsSubscription::NatsSubscription(NatsSubscription&& other) noexcept
-    : sub_(std::exchange(other.sub_, nullptr)), box_(std::move(other.box_)) {}
+    : conn_(std::exchange(other.conn_, nullptr)),
+      sub_(std::exchange(other.sub_, nullptr)),
+      box_(std::move(other.box_)) {}
 
 NatsSubscription& NatsSubscription::operator=(NatsSubscription&& other) noexcept {
   if (this != &other) {
     Unsubscribe();
+    conn_ = std::exchange(other.conn_, nullptr);
     sub_ = std::exchange(other.sub_, nullptr);
     box_ = std::move(other.box_);
   }
   return *this;
 }
 
-void NatsSubscription::Unsubscribe() { Drain(std::chrono::milliseconds(2000)); }
+void NatsSubscription::Unsubscribe() { Drain(std::chrono::milliseconds(0)); }
 
 void NatsSubscription::Drain(std::chrono::milliseconds timeout) {
   if (!sub_) return;
-  // Draining waits for an in-flight callback to return before the handler box is freed.
-  if (natsSubscription_Drain(sub_) == NATS_OK) {
-    natsSubscription_WaitForDrainCompletion(sub_, timeout.count());
-  } else {
-    natsSubscription_Unsubscribe(sub_);
+  using Clock = std::chrono::steady_clock;
+  auto until = Clock::now() + timeout;
+  bool connected = conn_ && natsConnection_Status(conn_) == NATS_CONN_STATUS_CONNECTED;
+  bool drained = false;
+  if (connected && timeout.count() > 0 && natsSubscription_Drain(sub_) == NATS_OK) {
+    drained = natsSubscription_WaitForDrainCompletion(sub_, timeout.count()) == NATS_OK;
   }
+  // Not drained (no server, no time, or the wait ran out): stop delivery now.
+  if (!drained) natsSubscription_Unsubscribe(sub_);
+  // A handler may be running its last message right now: free it only once nats.c says it
+  // returned. Handlers are short; a little time is allowed even when the budget is spent.
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now());
+  bool complete = box_->WaitComplete(std::max(left, std::chrono::milliseconds(2000)));
   natsSubscription_Destroy(sub_);
   sub_ = nullptr;
-  box_.reset();
+  conn_ = nullptr;
+  if (complete) {
+    box_.reset();
+  } else {
+    spdlog::warn("handler for {} still running at unsubscribe; leaving it allocated",
+                 box_->subject);
+    (void)box_.release();
+  }
 }
 
 Result<std::unique_ptr<NatsConnection>> NatsConnection::Connect(NatsOptions options) {
@@ -199,7 +230,13 @@ Result<NatsSubscription> NatsConnection::Subscribe(const std::string& subject, N
     s = natsConnection_QueueSubscribe(&sub.sub_, conn_, subject.c_str(), queue.c_str(),
                                       &NatsSubscription::HandlerBox::OnMessage, sub.box_.get());
   }
+  if (s == NATS_OK) {
+    s = natsSubscription_SetOnCompleteCB(sub.sub_, &NatsSubscription::HandlerBox::OnComplete,
+                                         sub.box_.get());
+    sub.box_->armed = s == NATS_OK;
+  }
   if (s == NATS_OK) s = natsSubscription_SetPendingLimits(sub.sub_, 1 << 20, 1 << 30);
+  sub.conn_ = conn_;
   if (s != NATS_OK) {
     return Error{ErrorCode::kUnavailable, "NATS subscribe " + subject + ": " + NatsStatusText(s)};
   }

@@ -51,15 +51,21 @@ using NatsHandler = std::function<void(const NatsMsgView&)>;
 class NatsSubscription {
  public:
   NatsSubscription() = default;
+  /// Drains (up to 2 s; at once when disconnected), as Drain.
   ~NatsSubscription();
   NatsSubscription(NatsSubscription&& other) noexcept;
   NatsSubscription& operator=(NatsSubscription&& other) noexcept;
   NatsSubscription(const NatsSubscription&) = delete;
   NatsSubscription& operator=(const NatsSubscription&) = delete;
 
-  /// Stops delivery now (pending messages are dropped).
+  /// Stops delivery now (pending messages are dropped) and waits (up to 2 s) for a running
+  /// handler to return.
   void Unsubscribe();
-  /// Stops taking new messages and waits (up to timeout) for queued ones to be handled.
+  /// Stops taking new messages and waits (up to timeout) for queued ones to be handled. When the
+  /// connection is down (a drain cannot complete without the server) it unsubscribes at once
+  /// instead of waiting. Either way the handler is released only after nats.c reports that it
+  /// returned for the last time; a handler still running after the wait is leaked, never freed
+  /// under it.
   void Drain(std::chrono::milliseconds timeout);
   bool valid() const { return sub_ != nullptr; }
   natsSubscription* raw() const { return sub_; }
@@ -70,8 +76,16 @@ class NatsSubscription {
   struct HandlerBox {
     NatsHandler handler;
     std::string subject;
+    std::mutex mu;
+    std::condition_variable cv;
+    bool armed = false;     // the completion callback is registered
+    bool complete = false;  // Guarded by mu: nats.c will not call the handler again
     static void OnMessage(natsConnection*, natsSubscription*, natsMsg* msg, void* closure);
+    static void OnComplete(void* closure);
+    /// Waits until OnComplete ran; false on timeout or when it was never registered.
+    bool WaitComplete(std::chrono::milliseconds timeout);
   };
+  natsConnection* conn_ = nullptr;
   natsSubscription* sub_ = nullptr;
   std::unique_ptr<HandlerBox> box_;
 };
