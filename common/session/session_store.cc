@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <array>
 #include <pqxx/pqxx>
 
@@ -350,83 +351,134 @@ void SessionStore::AppendToRedis(
   }
 }
 
+Result<SessionStore::StoredTurn> SessionStore::StoreTurn(pqxx::work& tx,
+                                                       const wf::v1::TurnRecord& turn) {
+  StoredTurn out;
+  // Creates the session or locks its row: appends to one session are serialized here,
+  // which makes the seq numbers below gap-free and ordered.
+  tx.exec_params(
+      "INSERT INTO sessions (session_id, user_id) VALUES ($1, $2)"
+      " ON CONFLICT (session_id) DO UPDATE SET updated_at = sessions.updated_at",
+      turn.session_id(), turn.user_id());
+  const pqxx::result run = tx.exec_params(
+      "INSERT INTO runs (run_id, session_id, request_id, route, flow_id, status,"
+      " prompt_tokens, completion_tokens, started_at, finished_at) VALUES"
+      " ($1, $2, $3, $4, NULLIF($5, ''), $6, $7, $8,"
+      " CASE WHEN $9::bigint > 0 THEN timestamptz 'epoch' + $9::bigint * interval '1 ms' END,"
+      " CASE WHEN $10::bigint > 0 THEN timestamptz 'epoch' + $10::bigint * interval '1 ms' "
+      "END)"
+      " ON CONFLICT (run_id) DO NOTHING",
+      turn.run_id(), turn.session_id(), turn.request_id(), turn.route(), turn.flow_id(),
+      turn.status(), static_cast<std::int64_t>(turn.usage().prompt_tokens()),
+      static_cast<std::int64_t>(turn.usage().completion_tokens()), turn.started_unix_ms(),
+      turn.finished_unix_ms());
+  if (run.affected_rows() == 0) {
+    // Stored before (a redelivery): report what is stored so the hot copy can be repaired.
+    const pqxx::row owner =
+        tx.exec_params1("SELECT session_id FROM runs WHERE run_id = $1", turn.run_id());
+    if (owner[0].as<std::string>() != turn.session_id()) {
+      return Error{ErrorCode::kBadRequest,
+                   "run_id " + turn.run_id() + " is stored for another session"};
+    }
+    const pqxx::result rows =
+        tx.exec_params(std::string(kSelectMessages) + " AND run_id = $2 ORDER BY seq",
+                       turn.session_id(), turn.run_id());
+    if (Status status = ReadMessages(rows, out.messages); !status.ok()) {
+      return status.error();
+    }
+    out.first_seq = tx.exec_params1(
+                          "SELECT COALESCE(MIN(seq), 0) FROM messages"
+                          " WHERE session_id = $1 AND run_id = $2",
+                          turn.session_id(), turn.run_id())[0]
+                        .as<std::int64_t>();
+    return out;
+  }
+  out.inserted = true;
+  out.first_seq = tx.exec_params1(
+                        "SELECT COALESCE(MAX(seq) + 1, 0) FROM messages"
+                        " WHERE session_id = $1",
+                        turn.session_id())[0]
+                      .as<std::int64_t>();
+  std::int64_t seq = out.first_seq;
+  for (const wf::v1::ChatMessage& message : turn.messages()) {
+    tx.exec_params(
+        "INSERT INTO messages (session_id, run_id, seq, role, content, name,"
+        " tool_call_id, tool_calls, created_at) VALUES ($1, $2, $3, $4, $5,"
+        " NULLIF($6, ''), NULLIF($7, ''), NULLIF($8, '')::jsonb,"
+        " timestamptz 'epoch' + $9::bigint * interval '1 ms')",
+        turn.session_id(), turn.run_id(), seq++, message.role(), message.content(),
+        message.name(), message.tool_call_id(), ToolCallsToJson(message),
+        message.created_unix_ms());
+  }
+  tx.exec_params(
+      "UPDATE sessions SET turn_count = turn_count + 1, updated_at = now(),"
+      " user_id = CASE WHEN $2 <> '' THEN $2 ELSE user_id END WHERE session_id = $1",
+      turn.session_id(), turn.user_id());
+  out.messages = turn.messages();
+  return out;
+}
+
 Status SessionStore::AppendTurn(const wf::v1::TurnRecord& record) {
   wf::v1::TurnRecord turn = record;
   if (Status status = NormalizeTurn(turn, NowUnixMs()); !status.ok()) return status;
 
   Result<StoredTurn> stored = pg_->Run(
       [&](pqxx::connection& connection) -> Result<StoredTurn> {
-        StoredTurn out;
         pqxx::work tx(connection);
-        // Creates the session or locks its row: appends to one session are serialized here,
-        // which makes the seq numbers below gap-free and ordered.
-        tx.exec_params(
-            "INSERT INTO sessions (session_id, user_id) VALUES ($1, $2)"
-            " ON CONFLICT (session_id) DO UPDATE SET updated_at = sessions.updated_at",
-            turn.session_id(), turn.user_id());
-        const pqxx::result run = tx.exec_params(
-            "INSERT INTO runs (run_id, session_id, request_id, route, flow_id, status,"
-            " prompt_tokens, completion_tokens, started_at, finished_at) VALUES"
-            " ($1, $2, $3, $4, NULLIF($5, ''), $6, $7, $8,"
-            " CASE WHEN $9::bigint > 0 THEN timestamptz 'epoch' + $9::bigint * interval '1 ms' END,"
-            " CASE WHEN $10::bigint > 0 THEN timestamptz 'epoch' + $10::bigint * interval '1 ms' "
-            "END)"
-            " ON CONFLICT (run_id) DO NOTHING",
-            turn.run_id(), turn.session_id(), turn.request_id(), turn.route(), turn.flow_id(),
-            turn.status(), static_cast<std::int64_t>(turn.usage().prompt_tokens()),
-            static_cast<std::int64_t>(turn.usage().completion_tokens()), turn.started_unix_ms(),
-            turn.finished_unix_ms());
-        if (run.affected_rows() == 0) {
-          // Stored before (a redelivery): report what is stored so the hot copy can be repaired.
-          const pqxx::row owner =
-              tx.exec_params1("SELECT session_id FROM runs WHERE run_id = $1", turn.run_id());
-          if (owner[0].as<std::string>() != turn.session_id()) {
-            return Error{ErrorCode::kBadRequest,
-                         "run_id " + turn.run_id() + " is stored for another session"};
-          }
-          const pqxx::result rows =
-              tx.exec_params(std::string(kSelectMessages) + " AND run_id = $2 ORDER BY seq",
-                             turn.session_id(), turn.run_id());
-          if (Status status = ReadMessages(rows, out.messages); !status.ok()) {
-            return status.error();
-          }
-          out.first_seq = tx.exec_params1(
-                                "SELECT COALESCE(MIN(seq), 0) FROM messages"
-                                " WHERE session_id = $1 AND run_id = $2",
-                                turn.session_id(), turn.run_id())[0]
-                              .as<std::int64_t>();
-          tx.commit();
-          return out;
-        }
-        out.inserted = true;
-        out.first_seq = tx.exec_params1(
-                              "SELECT COALESCE(MAX(seq) + 1, 0) FROM messages"
-                              " WHERE session_id = $1",
-                              turn.session_id())[0]
-                            .as<std::int64_t>();
-        std::int64_t seq = out.first_seq;
-        for (const wf::v1::ChatMessage& message : turn.messages()) {
-          tx.exec_params(
-              "INSERT INTO messages (session_id, run_id, seq, role, content, name,"
-              " tool_call_id, tool_calls, created_at) VALUES ($1, $2, $3, $4, $5,"
-              " NULLIF($6, ''), NULLIF($7, ''), NULLIF($8, '')::jsonb,"
-              " timestamptz 'epoch' + $9::bigint * interval '1 ms')",
-              turn.session_id(), turn.run_id(), seq++, message.role(), message.content(),
-              message.name(), message.tool_call_id(), ToolCallsToJson(message),
-              message.created_unix_ms());
-        }
-        tx.exec_params(
-            "UPDATE sessions SET turn_count = turn_count + 1, updated_at = now(),"
-            " user_id = CASE WHEN $2 <> '' THEN $2 ELSE user_id END WHERE session_id = $1",
-            turn.session_id(), turn.user_id());
-        tx.commit();
-        out.messages = turn.messages();
+        Result<StoredTurn> out = StoreTurn(tx, turn);
+        if (out.ok()) tx.commit();
         return out;
       },
       PgRetry::kIdempotent);
   if (!stored) return stored.error();
   if (!stored->inserted && stored->messages.empty()) return Status::Ok();
   AppendToRedis(turn.session_id(), turn.run_id(), stored->first_seq, stored->messages);
+  return Status::Ok();
+}
+
+Status SessionStore::AppendTurns(const std::vector<wf::v1::TurnRecord>& records) {
+  if (records.empty()) return Status::Ok();
+  if (records.size() == 1) return AppendTurn(records[0]);
+  std::vector<wf::v1::TurnRecord> turns(records.begin(), records.end());
+  const std::int64_t now = NowUnixMs();
+  for (auto& turn : turns) {
+    if (Status status = NormalizeTurn(turn, now); !status.ok()) return status;
+  }
+  // Sessions are locked in one order (by id) by every batch, so two batches never deadlock;
+  // the stable sort keeps each session's turns in the order they finished.
+  std::stable_sort(turns.begin(), turns.end(), [](const auto& a, const auto& b) {
+    return a.session_id() < b.session_id();
+  });
+  Result<std::vector<StoredTurn>> stored = pg_->Run(
+      [&](pqxx::connection& connection) -> Result<std::vector<StoredTurn>> {
+        pqxx::work tx(connection);
+        std::vector<StoredTurn> out;
+        out.reserve(turns.size());
+        for (const auto& turn : turns) {
+          Result<StoredTurn> one = StoreTurn(tx, turn);
+          if (!one.ok()) return one.error();  // rolls the whole batch back
+          out.push_back(std::move(one).value());
+        }
+        tx.commit();
+        return out;
+      },
+      PgRetry::kIdempotent);
+  if (!stored) {
+    if (stored.error().code != ErrorCode::kBadRequest) return stored.error();
+    // One record the database refuses (e.g. a run id stored for another session) must not hold
+    // back the others: store them one by one, and report the first refusal.
+    Status first = Status::Ok();
+    for (const auto& turn : turns) {
+      Status one = AppendTurn(turn);
+      if (!one.ok() && first.ok()) first = one;
+    }
+    return first;
+  }
+  for (std::size_t i = 0; i < turns.size(); ++i) {
+    const StoredTurn& one = (*stored)[i];
+    if (!one.inserted && one.messages.empty()) continue;
+    AppendToRedis(turns[i].session_id(), turns[i].run_id(), one.first_seq, one.messages);
+  }
   return Status::Ok();
 }
 

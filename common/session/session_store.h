@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <pqxx/transaction>
 #include <span>
 #include <string>
 #include <string_view>
@@ -67,6 +68,13 @@ class SessionStore {
   /// session), kUnavailable (PostgreSQL failed: nothing stored), kInternal.
   Status AppendTurn(const wf::v1::TurnRecord& turn);
 
+  /// Stores several finished turns (a TurnRecordBatch of flow turns) in ONE PostgreSQL
+  /// transaction, each exactly as AppendTurn would (idempotent by run_id, per-session order
+  /// kept), then Redis. All or nothing in PostgreSQL, except that when the database refuses one
+  /// record (kBadRequest) the others are stored one by one and the first refusal is returned.
+  /// Errors: as AppendTurn (an invalid record fails the call before anything is stored).
+  Status AppendTurns(const std::vector<wf::v1::TurnRecord>& turns);
+
   /// The stored history from PostgreSQL (for GET /api/v1/session/{id}).
   /// Errors: kBadRequest, kSessionNotFound (no record), kUnavailable.
   Result<wf::v1::SessionHistory> GetSession(const std::string& session_id);
@@ -101,6 +109,10 @@ class SessionStore {
 
   struct StoredTurn;
   struct PgHistory;
+
+  /// The PostgreSQL part of storing one normalized turn, inside the caller's transaction
+  /// (which the caller commits).
+  Result<StoredTurn> StoreTurn(pqxx::work& tx, const wf::v1::TurnRecord& turn);
 
   /// Runs a command on a pooled connection, once more on another after kUnavailable (a stale
   /// connection after a Redis restart); every command this class sends is safe to repeat.

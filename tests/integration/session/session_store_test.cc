@@ -184,6 +184,47 @@ TEST_F(SessionStoreTest, RunIdOfAnotherSessionIsRefused) {
   EXPECT_TRUE(store_->LoadHistory("owner-b")->empty());
 }
 
+TEST_F(SessionStoreTest, ABatchStoresEveryTurnInSessionOrder) {
+  // Already stored: the batch's copy of it must change nothing.
+  ASSERT_TRUE(store_->AppendTurn(MakeTurn("batch-b", "b-0", {{"user", "b0"}})).ok());
+  std::vector<wf::v1::TurnRecord> batch = {
+      MakeTurn("batch-b", "b-1", {{"user", "b1"}, {"assistant", "B1"}}),
+      MakeTurn("batch-a", "a-1", {{"user", "a1"}, {"assistant", "A1"}}),
+      MakeTurn("batch-b", "b-0", {{"user", "b0"}}),
+      MakeTurn("batch-a", "a-2", {{"user", "a2"}, {"assistant", "A2"}}),
+      MakeTurn("batch-b", "b-2", {{"user", "b2"}, {"assistant", "B2"}}),
+  };
+  ASSERT_TRUE(store_->AppendTurns(batch).ok());
+  ASSERT_TRUE(store_->AppendTurns(batch).ok());  // a redelivered batch stores nothing twice
+  EXPECT_EQ(Contents(*store_->LoadHistory("batch-a")),
+            (std::vector<std::string>{"a1", "A1", "a2", "A2"}));
+  EXPECT_EQ(Contents(*store_->LoadHistory("batch-b")),
+            (std::vector<std::string>{"b0", "b1", "B1", "b2", "B2"}));
+  EXPECT_EQ(store_->GetSession("batch-a")->turn_count(), 2u);
+  EXPECT_EQ(store_->GetSession("batch-b")->turn_count(), 3u);
+  auto redis = RawRedis(redis_->port());
+  EXPECT_EQ(Integer(redis, {"LLEN", "wf:hist:batch-b"}), 5);
+}
+
+TEST_F(SessionStoreTest, ARefusedTurnDoesNotHoldBackTheRestOfItsBatch) {
+  ASSERT_TRUE(store_->AppendTurn(MakeTurn("batch-owner", "taken", {{"user", "x"}})).ok());
+  std::vector<wf::v1::TurnRecord> batch = {
+      MakeTurn("batch-ok", "ok-1", {{"user", "one"}}),
+      MakeTurn("batch-thief", "taken", {{"user", "y"}}),
+      MakeTurn("batch-ok", "ok-2", {{"user", "two"}}),
+  };
+  Status status = store_->AppendTurns(batch);
+  ASSERT_FALSE(status.ok());
+  EXPECT_EQ(status.error().code, ErrorCode::kBadRequest);
+  EXPECT_EQ(Contents(*store_->LoadHistory("batch-ok")), (std::vector<std::string>{"one", "two"}));
+  EXPECT_TRUE(store_->LoadHistory("batch-thief")->empty());
+  // An invalid record fails the whole call before anything is stored.
+  std::vector<wf::v1::TurnRecord> invalid = {MakeTurn("batch-new", "n-1", {{"user", "z"}}),
+                                             MakeTurn("bad id", "n-2", {})};
+  EXPECT_EQ(store_->AppendTurns(invalid).error().code, ErrorCode::kBadRequest);
+  EXPECT_TRUE(store_->LoadHistory("batch-new")->empty());
+}
+
 TEST_F(SessionStoreTest, FlushAllReloadsFromPostgresAndRewarms) {
   ASSERT_TRUE(store_->AppendTurn(MakeTurn("flushed", "f-1", {{"user", "one"}})).ok());
   ASSERT_TRUE(store_->AppendTurn(MakeTurn("flushed", "f-2", {{"user", "two"}})).ok());

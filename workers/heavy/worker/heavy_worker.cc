@@ -15,6 +15,8 @@ constexpr const char* kHeavyStream = "WF_HEAVY";
 constexpr const char* kHistoryStream = "WF_HISTORY";
 constexpr const char* kHeavyConsumer = "heavy";
 constexpr const char* kHistoryConsumer = "history";
+/// History messages (each a batch of up to a few hundred flow turns) stored at once.
+constexpr int kHistoryInFlight = 2;
 
 
 /// Owns one JetStream message (natsMsg*); acks/naks are idempotent through `settled`.
@@ -234,6 +236,16 @@ void HeavyWorker::FetchLoop(natsSubscription* sub, bool history) {
       });
       if (!fetching_) break;
       batch = std::min(16, options_.concurrency - active_count_.load());
+      if (batch <= 0) continue;
+    } else {
+      // Storing history blocks executor threads that agent turns share: only a few batches at
+      // a time, and the rest stays in JetStream (not in this process's memory, not past ack_wait).
+      std::unique_lock lock(mu_);
+      slots_cv_.wait_for(lock, std::chrono::milliseconds(200), [this] {
+        return !fetching_ || history_in_flight_.load() < kHistoryInFlight;
+      });
+      if (!fetching_) break;
+      batch = kHistoryInFlight - history_in_flight_.load();
       if (batch <= 0) continue;
     }
     natsMsgList list{nullptr, 0};
@@ -494,6 +506,7 @@ void HeavyWorker::ReleaseTurn(const std::shared_ptr<Turn>& turn) {
 
 void HeavyWorker::OnHistoryMessage(natsMsg* raw) {
   auto msg = std::make_shared<JsMessage>(raw);
+  history_in_flight_.fetch_add(1);
   executor_->Post([this, msg] {
     // A TurnRecordBatch (lightweight workers batch their flow turns) or one TurnRecord.
     const char* type = nullptr;
@@ -510,20 +523,24 @@ void HeavyWorker::OnHistoryMessage(natsMsg* raw) {
     if (!parsed) {
       spdlog::warn("undecodable turn record on {}: terminated", natsMsg_GetSubject(msg->msg));
       msg->Term();
+      history_in_flight_.fetch_sub(1);
+      slots_cv_.notify_all();
       return;
     }
-    // Each append is idempotent by run_id: after a partial failure the whole message is retried.
-    for (const auto& record : records.turns()) {
-      auto stored = store_.AppendTurn(record);
-      if (!stored.ok()) {
-        store_failures_.fetch_add(1, std::memory_order_relaxed);
-        spdlog::warn("flow turn {} not stored yet: {}", record.run_id(), stored.error().message);
-        msg->NakWithDelay(std::chrono::seconds(2));
-        return;
-      }
-      history_stored_.fetch_add(1, std::memory_order_relaxed);
+    // One PostgreSQL transaction for the whole batch; idempotent by run_id, so a message that
+    // is retried after a failure stores nothing twice.
+    std::vector<wf::v1::TurnRecord> turns(records.turns().begin(), records.turns().end());
+    Status stored = store_.AppendTurns(turns);
+    if (stored.ok()) {
+      history_stored_.fetch_add(turns.size(), std::memory_order_relaxed);
+      msg->Ack();
+    } else {
+      store_failures_.fetch_add(1, std::memory_order_relaxed);
+      spdlog::warn("{} flow turns not stored yet: {}", turns.size(), stored.error().message);
+      msg->NakWithDelay(std::chrono::seconds(2));
     }
-    msg->Ack();
+    history_in_flight_.fetch_sub(1);
+    slots_cv_.notify_all();
   });
 }
 
