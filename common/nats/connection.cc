@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <mutex>
 
 namespace wf {
 
@@ -116,6 +117,11 @@ void NatsSubscription::Drain(std::chrono::milliseconds timeout) {
 }
 
 Result<std::unique_ptr<NatsConnection>> NatsConnection::Connect(NatsOptions options) {
+  // nats.c spins up to 2,000 times on a contended lock before sleeping by default; with a few
+  // cores and more busy threads than cores the holder is often not running, so spinning only
+  // burns the core it needs. Must precede every other nats.c call of the process.
+  static std::once_flag opened;
+  std::call_once(opened, [] { (void)nats_Open(0); });
   std::unique_ptr<NatsConnection> self(new NatsConnection(std::move(options)));
   natsOptions* opts = nullptr;
   natsStatus s = natsOptions_Create(&opts);
