@@ -204,7 +204,8 @@ TEST(FlowMatcherTest, PatternWithoutGroupsHasNoCaptures) {
 
 TEST(FlowMatcherTest, MoreNamedGroupsThanStoredInline) {
   auto m = MustBuild({Flow(
-      "a", {"(?P<a>\\d)-(?P<b>\\d)-(?P<c>\\d)-(?:(?P<skip>x)|(?P<d>\\d))-(?P<e>\\d)-(?P<f>\\w+)"})});
+      "a",
+      {"(?P<a>\\d)-(?P<b>\\d)-(?P<c>\\d)-(?:(?P<skip>x)|(?P<d>\\d))-(?P<e>\\d)-(?P<f>\\w+)"})});
   auto match = m->FindMatch("code 1-2-3-4-5-a_very_long_capture_value_over_sso done");
   ASSERT_TRUE(match);
   EXPECT_EQ(match->captures.ToJson(), json({{"a", "1"},
@@ -322,7 +323,8 @@ TEST(FlowMatcherTest, CapturesAreThoseOfRe2LeftmostFirstSearch) {
       "abc1 ABC2",
       "Bx2 a1 bx3",
       "STRASSE 1 straße 2",
-      "KELVIN \xE2\x84\xAA" "elvin",
+      "KELVIN \xE2\x84\xAA"
+      "elvin",
       "begin one end begin two end",
       "zzz9 yy x12",
       "an empty-start here",
