@@ -7,6 +7,51 @@
 #include "config/pattern.h"
 
 namespace wf {
+namespace {
+
+/// Failed anchored attempts before Extract falls back to one unanchored search from the next
+/// candidate position. A failed attempt costs ~20 ns (the one-pass matcher stops at the first
+/// byte that cannot continue), an unanchored search with submatches 400-800 ns on 200 bytes.
+constexpr int kMaxAnchoredAttempts = 4;
+
+/// Bytes of RE2::PossibleMatchRange asked for when bounding a pattern's first byte.
+constexpr int kFirstBytesProbe = 4;
+
+/// Whether a pattern's first-byte range from RE2::PossibleMatchRange holds at every position of
+/// a message. PossibleMatchRange describes matches at the beginning of a text; a match in the
+/// middle sees a different context only through \b and \B (after a word character), since ^
+/// and \A at the beginning of a text only allow more. So: usable unless the pattern contains
+/// \b or \B anywhere (conservative: also inside \Q...\E or a character class).
+bool FirstRangeHoldsMidText(std::string_view pattern) {
+  for (std::size_t i = 0; i + 1 < pattern.size(); ++i) {
+    if (pattern[i] == '\\') {
+      if (pattern[i + 1] == 'b' || pattern[i + 1] == 'B') return false;
+      ++i;  // skip the escaped character
+    }
+  }
+  return true;
+}
+
+/// Whether the pattern matches case-insensitively throughout: compiled without case
+/// sensitivity and no inline flag group turns it off ("(?-i)", "(?s-i:"). Then the strings it
+/// matches are closed under swapping the case of an ASCII letter (RE2 folds every literal and
+/// class, and negates classes after folding). Conservative: any flag negation counts.
+bool FoldsCaseThroughout(const RE2& re, std::string_view pattern) {
+  if (re.options().case_sensitive()) return false;
+  for (std::size_t i = 0; i + 1 < pattern.size(); ++i) {
+    if (pattern[i] != '(' || pattern[i + 1] != '?') continue;
+    for (std::size_t j = i + 2; j < pattern.size(); ++j) {
+      char c = pattern[j];
+      if (c == '-') return false;
+      if (c != 'i' && c != 'm' && c != 's' && c != 'U') break;  // end of the flags
+    }
+  }
+  return true;
+}
+
+bool IsAsciiLetter(unsigned b) { return (b | 0x20) >= 'a' && (b | 0x20) <= 'z'; }
+
+}  // namespace
 
 Result<std::shared_ptr<const FlowMatcher>> FlowMatcher::Build(
     const std::vector<FlowConfig>& flows) {
@@ -44,6 +89,23 @@ Result<std::shared_ptr<const FlowMatcher>> FlowMatcher::Build(
       for (const auto& [group_index, name] : (*re)->CapturingGroupNames()) {
         pattern.named.emplace_back(group_index, name);
       }
+      // The bytes a match can start with, when RE2 can bound them: the first bytes of min
+      // (non-empty, so no match is empty) and max give a range (max is rounded up in its last
+      // byte, hence more than one byte of it); for a pattern that folds case,
+      // an ASCII letter is only possible if its other case is in the range too.
+      std::string min, max;
+      if (FirstRangeHoldsMidText(text) && (*re)->PossibleMatchRange(&min, &max, kFirstBytesProbe) &&
+          !min.empty() && !max.empty()) {
+        unsigned lo = static_cast<unsigned char>(min[0]);
+        unsigned hi = static_cast<unsigned char>(max[0]);
+        bool folds = FoldsCaseThroughout(**re, text);
+        for (unsigned b = lo; b <= hi; ++b) {
+          unsigned other = b ^ 0x20;  // the other case of an ASCII letter
+          if (folds && IsAsciiLetter(b) && (other < lo || other > hi)) continue;
+          pattern.first_bytes[b / 64] |= uint64_t{1} << (b % 64);
+        }
+        pattern.has_first_bytes = true;
+      }
       pattern.re = std::move(re).value();
       matcher->patterns_.push_back(std::move(pattern));
     }
@@ -69,7 +131,7 @@ std::optional<FlowMatcher::Match> FlowMatcher::FindMatch(std::string_view messag
     return std::nullopt;
   }
   if (hits.empty()) return std::nullopt;
-  int winner = *std::min_element(hits.begin(), hits.end());
+  int winner = hits.size() == 1 ? hits[0] : *std::min_element(hits.begin(), hits.end());
   return MakeMatch(patterns_[static_cast<std::size_t>(winner)], message);
 }
 
@@ -82,8 +144,7 @@ std::optional<FlowMatcher::Match> FlowMatcher::FindMatchOneByOne(std::string_vie
 }
 
 FlowMatcher::Match FlowMatcher::MakeMatch(const Pattern& pattern, std::string_view message) const {
-  Match match{pattern.flow_index, pattern.pattern_index, &flows_[pattern.flow_index],
-              nlohmann::json::object()};
+  Match match{pattern.flow_index, pattern.pattern_index, &flows_[pattern.flow_index], {}};
   if (pattern.named.empty()) return match;
   // Only as many submatches as the highest named group needs; on the stack for common sizes.
   int needed = pattern.named.back().first + 1;
@@ -96,15 +157,41 @@ FlowMatcher::Match FlowMatcher::MakeMatch(const Pattern& pattern, std::string_vi
     groups = heap_groups.data();
   }
   re2::StringPiece text(message.data(), message.size());
-  if (!pattern.re->Match(text, 0, text.size(), RE2::UNANCHORED, groups, needed)) {
+  if (!Extract(pattern, text, groups, needed)) {
     return match;  // cannot happen: the set said this pattern matches
   }
   for (const auto& [index, name] : pattern.named) {
     const re2::StringPiece& group = groups[index];
-    if (group.data() == nullptr || match.captures.contains(name)) continue;
-    match.captures[name] = std::string(group.data(), group.size());
+    if (group.data() == nullptr || match.captures.Find(name)) continue;
+    match.captures.Add(name, std::string_view(group.data(), group.size()));
   }
   return match;
+}
+
+bool FlowMatcher::Extract(const Pattern& pattern, const re2::StringPiece& text,
+                          re2::StringPiece* groups, int n) {
+  const RE2& re = *pattern.re;
+  std::size_t from = 0;
+  if (pattern.has_first_bytes) {
+    // The leftmost match starts at the first position where an anchored match exists, and
+    // only positions holding a possible first byte can be one. RE2::Match keeps the whole
+    // text as context for ^, $ and \b at any startpos, so an anchored match at i is exactly
+    // the leftmost-first match when no earlier position has one.
+    const auto* bytes = reinterpret_cast<const unsigned char*>(text.data());
+    const std::size_t size = text.size();
+    int attempts = 0;
+    std::size_t i = 0;
+    for (; i < size; ++i) {
+      if (((pattern.first_bytes[bytes[i] >> 6] >> (bytes[i] & 63)) & 1) == 0) continue;
+      if (attempts == kMaxAnchoredAttempts) break;
+      if (re.Match(text, i, size, RE2::ANCHOR_START, groups, n)) return true;
+      ++attempts;
+    }
+    // Either no match starts before i, so the unanchored search can begin there, or no
+    // candidate matched at all (only if RE2 disagreed with itself): search everything.
+    from = i < size ? i : 0;
+  }
+  return re.Match(text, from, text.size(), RE2::UNANCHORED, groups, n);
 }
 
 }  // namespace wf

@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 
 namespace wf {
 namespace {
@@ -147,21 +148,12 @@ bool Coerce(Json& value, const std::string& type) {
   return false;  // unknown type: config validation never lets one through
 }
 
-}  // namespace
-
-Result<nlohmann::json> ResolveParameters(const std::vector<ParameterSpec>& specs,
-                                         const nlohmann::json& captures,
-                                         const nlohmann::json& request_parameters) {
-  if (!captures.is_null() && !captures.is_object()) {
-    return Error{ErrorCode::kBadRequest, "captures must be a JSON object"};
-  }
-  if (!request_parameters.is_null() && !request_parameters.is_object()) {
-    return Error{ErrorCode::kBadRequest, "parameters must be a JSON object"};
-  }
-  Json out = Json::object();
-  for (const Json* source : {&captures, &request_parameters}) {
-    if (!source->is_object()) continue;
-    for (const auto& [name, value] : source->items()) {
+/// Merges `request_parameters` (an object or null, checked by the callers) over `out` (the
+/// captures), then applies defaults, coercion and enums.
+Result<nlohmann::json> Resolve(const std::vector<ParameterSpec>& specs, Json out,
+                               const Json& request_parameters) {
+  if (request_parameters.is_object()) {
+    for (const auto& [name, value] : request_parameters.items()) {
       if (!value.is_null()) out[name] = value;
     }
   }
@@ -189,6 +181,39 @@ Result<nlohmann::json> ResolveParameters(const std::vector<ParameterSpec>& specs
     }
   }
   return out;
+}
+
+}  // namespace
+
+Result<nlohmann::json> ResolveParameters(const std::vector<ParameterSpec>& specs,
+                                         const nlohmann::json& captures,
+                                         const nlohmann::json& request_parameters) {
+  if (!captures.is_null() && !captures.is_object()) {
+    return Error{ErrorCode::kBadRequest, "captures must be a JSON object"};
+  }
+  if (!request_parameters.is_null() && !request_parameters.is_object()) {
+    return Error{ErrorCode::kBadRequest, "parameters must be a JSON object"};
+  }
+  Json out = Json::object();
+  if (captures.is_object()) {
+    for (const auto& [name, value] : captures.items()) {
+      if (!value.is_null()) out[name] = value;
+    }
+  }
+  return Resolve(specs, std::move(out), request_parameters);
+}
+
+Result<nlohmann::json> ResolveParameters(const std::vector<ParameterSpec>& specs,
+                                         const CaptureList& captures,
+                                         const nlohmann::json& request_parameters) {
+  if (!request_parameters.is_null() && !request_parameters.is_object()) {
+    return Error{ErrorCode::kBadRequest, "parameters must be a JSON object"};
+  }
+  Json out = Json::object();
+  for (std::size_t i = 0; i < captures.size(); ++i) {
+    out[std::string(captures.name(i))] = std::string(captures.value(i));
+  }
+  return Resolve(specs, std::move(out), request_parameters);
 }
 
 }  // namespace wf

@@ -5,6 +5,7 @@
 
 #include "config/config.h"
 #include "error/error.h"
+#include "matching/capture_list.h"
 
 namespace wf {
 
@@ -27,6 +28,12 @@ namespace wf {
 /// when an argument is neither an object nor null.
 Result<nlohmann::json> ResolveParameters(const std::vector<ParameterSpec>& specs,
                                          const nlohmann::json& captures,
+                                         const nlohmann::json& request_parameters);
+
+/// The same with the captures of a FlowMatcher match, each a string (so never "not given"):
+/// identical to passing captures.ToJson(), without building that object.
+Result<nlohmann::json> ResolveParameters(const std::vector<ParameterSpec>& specs,
+                                         const CaptureList& captures,
                                          const nlohmann::json& request_parameters);
 
 }  // namespace wf

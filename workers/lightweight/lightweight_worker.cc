@@ -183,7 +183,7 @@ void LightweightWorker::OnQuery(const NatsMsgView& msg) {
   }
 
   CallInput input;
-  input.captures = std::move(match->captures);
+  input.captures = match->captures.ToJson();  // owned: the call outlives this callback
   if (request.has_parameters()) input.parameters = StructToJson(request.parameters());
   input.user_message = request.message();
   input.session_id = request.session_id();
@@ -317,7 +317,11 @@ void LightweightWorker::OnMatch(const NatsMsgView& msg) {
       result.set_matched(true);
       result.set_flow_id(match->flow->flow_id);
       result.set_pattern_index(static_cast<uint32_t>(match->pattern_index));
-      *result.mutable_parameters() = JsonToStruct(match->captures);
+      auto& fields = *result.mutable_parameters()->mutable_fields();
+      for (std::size_t i = 0; i < match->captures.size(); ++i) {
+        fields[std::string(match->captures.name(i))].set_string_value(
+            std::string(match->captures.value(i)));
+      }
     }
     match_stats_->Record(Since(started));
   } else {

@@ -177,6 +177,18 @@ TEST(ResolveParametersTest, EndToEndFromConfigAndMatcher) {
   params = ResolveParameters(match->flow->parameters, match->captures, {{"reason", "sick"}});
   ASSERT_TRUE(params.ok());
   EXPECT_EQ(*params, json({{"days", 3}, {"reason", "sick"}}));
+  // The CaptureList overload is the JSON one without the intermediate object.
+  auto via_json =
+      ResolveParameters(match->flow->parameters, match->captures.ToJson(), {{"reason", "sick"}});
+  ASSERT_TRUE(via_json.ok());
+  EXPECT_EQ(*params, *via_json);
+  auto bad = (*matcher)->FindMatch("leave for x days");
+  EXPECT_FALSE(bad);
+  bad = (*matcher)->FindMatch("请假abc天");
+  EXPECT_FALSE(bad);
+  params = ResolveParameters(match->flow->parameters, match->captures, json::array());
+  ASSERT_FALSE(params.ok());
+  EXPECT_EQ(params.error().message, "parameters must be a JSON object");
   // Called explicitly (by the agent) without the required parameter.
   params = ResolveParameters(match->flow->parameters, json(), json::object());
   ASSERT_FALSE(params.ok());
