@@ -186,8 +186,7 @@ Status ReadMessage(const pqxx::row& row, int first, wf::v1::ChatMessage& message
   message.set_content(row[first + 2].as<std::string>());
   message.set_name(row[first + 3].as<std::string>());
   message.set_tool_call_id(row[first + 4].as<std::string>());
-  if (Status status = ToolCallsFromJson(row[first + 5].as<std::string>(), message);
-      !status.ok()) {
+  if (Status status = ToolCallsFromJson(row[first + 5].as<std::string>(), message); !status.ok()) {
     return status;
   }
   message.set_created_unix_ms(row[first + 6].as<std::int64_t>());
@@ -312,8 +311,7 @@ Result<SessionStore::PgHistory> SessionStore::LoadFromPostgres(const std::string
         for (const pqxx::row& row : rows) {
           if (row[0].as<bool>()) {
             history.run_ids.push_back(row[2].as<std::string>());
-          } else if (Status status = ReadMessage(row, 2, *history.messages.Add());
-                     !status.ok()) {
+          } else if (Status status = ReadMessage(row, 2, *history.messages.Add()); !status.ok()) {
             return status.error();
           }
         }
