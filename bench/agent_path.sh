@@ -4,7 +4,8 @@
 #   2. agent turns/s, POST /api/v1/query, K concurrent clients for a fixed time
 #   3. concurrent hanging SSE streams (1,000, then 5,000 if the first succeeds)
 # Starts its own stack on free ports from build/bin, prints every figure, stops everything on exit.
-# Env: WF_BIN_DIR (default build/bin), N (200), K (16), SECONDS_TURNS (10), STREAMS ("1000 5000").
+# Env: WF_BIN_DIR (default build/bin), N (200), K (16), SECONDS_TURNS (10), STREAMS ("1000 5000"),
+#      PARTS (parts to run, default "1 2 3"; e.g. PARTS=1 for TTFT alone).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -13,6 +14,8 @@ N=${N:-200}
 K=${K:-16}
 SECONDS_TURNS=${SECONDS_TURNS:-10}
 STREAMS=${STREAMS:-"1000 5000"}
+PARTS=${PARTS:-"1 2 3"}
+want() { [[ " $PARTS " == *" $1 "* ]]; }
 PG_BIN=/usr/lib/postgresql/15/bin
 BENCH=$ROOT/bench/agent/agent_bench.py
 
@@ -128,14 +131,19 @@ echo "# git: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), o
 echo "# stack: nats :$NATS_PORT, redis :$REDIS_PORT, postgres :$PG_PORT, scripted LLM :$LLM_PORT, gateway :$GW_PORT (2 threads, heartbeat 1 s), 1 lightweight, 1 heavy"
 echo
 
-echo "\$ python3 bench/agent/agent_bench.py ttft --gw $GW_PORT --llm $LLM_PORT --n $N"
-python3 "$BENCH" ttft --gw "$GW_PORT" --llm "$LLM_PORT" --n "$N"
-echo
+if want 1; then
+  echo "\$ python3 bench/agent/agent_bench.py ttft --gw $GW_PORT --llm $LLM_PORT --n $N"
+  python3 "$BENCH" ttft --gw "$GW_PORT" --llm "$LLM_PORT" --n "$N"
+  echo
+fi
 
-echo "\$ python3 bench/agent/agent_bench.py turns --gw $GW_PORT --k $K --seconds $SECONDS_TURNS (heavy --concurrency 64)"
-python3 "$BENCH" turns --gw "$GW_PORT" --k "$K" --seconds "$SECONDS_TURNS" \
-  --pids "wf-heavy=$HEAVY_PID,wf-gateway=$GW_PID"
-echo
+if want 2; then
+  echo "\$ python3 bench/agent/agent_bench.py turns --gw $GW_PORT --k $K --seconds $SECONDS_TURNS (heavy --concurrency 64)"
+  python3 "$BENCH" turns --gw "$GW_PORT" --k "$K" --seconds "$SECONDS_TURNS" \
+    --pids "wf-heavy=$HEAVY_PID,wf-gateway=$GW_PID"
+  echo
+fi
+want 3 || exit 0
 
 # Part 3: a heavy worker that takes 6000 turns at once.
 kill -TERM "$HEAVY_PID"; wait "$HEAVY_PID" 2>/dev/null || true

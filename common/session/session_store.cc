@@ -121,6 +121,30 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 )lua";
 
+/// KEYS: lock, hist, runs, ver. ARGV: owner, lease, ttl. kTryLockScript, then (only when the
+/// lock is held by owner now) kLoadScript, in one round trip: {0} = held by another owner
+/// (nothing read); {1, 1, {msg...}} = locked, hot copy hit; {1, 0, version or ""} = locked, miss.
+constexpr std::string_view kTryLockLoadScript = R"lua(
+local v = redis.call('GET', KEYS[1])
+if v == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+elseif v then
+  return {0}
+else
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
+local h = redis.call('LRANGE', KEYS[2], 0, -1)
+if #h > 0 then
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+  redis.call('PEXPIRE', KEYS[3], ARGV[3])
+  redis.call('PEXPIRE', KEYS[4], ARGV[3])
+  return {1, 1, h}
+end
+local ver = redis.call('GET', KEYS[4])
+if not ver then ver = '' end
+return {1, 0, ver}
+)lua";
+
 /// KEYS: lock. ARGV: owner, lease. 1 = extended, 0 = not the owner.
 constexpr std::string_view kRenewScript = R"lua(
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -143,21 +167,39 @@ constexpr std::string_view kSelectMessages =
     " COALESCE(tool_calls::text, ''), (extract(epoch FROM created_at) * 1000)::bigint"
     " FROM messages WHERE session_id = $1";
 
+/// A session's whole history for LoadHistory in ONE statement, so it needs no transaction (one
+/// statement sees one snapshot) and costs one round trip: the messages (kind false, in seq
+/// order, the columns of kSelectMessages from column 2 on), then, when $2 is true, the session's
+/// run ids (kind true, in column 2). Prepared once per connection as kLoadHistoryName.
+constexpr const char* kLoadHistoryName = "wf_load_history";
+constexpr std::string_view kLoadHistory =
+    "SELECT false, seq, run_id, role, content, COALESCE(name, ''), COALESCE(tool_call_id, ''),"
+    " COALESCE(tool_calls::text, ''), (extract(epoch FROM created_at) * 1000)::bigint"
+    " FROM messages WHERE session_id = $1"
+    " UNION ALL SELECT true, 0, run_id, '', '', '', '', '', 0::bigint FROM runs"
+    " WHERE session_id = $1 AND $2::boolean"
+    " ORDER BY 1, 2";
+
+/// Reads one message from the columns of kSelectMessages starting at `first`.
+Status ReadMessage(const pqxx::row& row, int first, wf::v1::ChatMessage& message) {
+  message.set_run_id(row[first].as<std::string>());
+  message.set_role(row[first + 1].as<std::string>());
+  message.set_content(row[first + 2].as<std::string>());
+  message.set_name(row[first + 3].as<std::string>());
+  message.set_tool_call_id(row[first + 4].as<std::string>());
+  if (Status status = ToolCallsFromJson(row[first + 5].as<std::string>(), message); !status.ok()) {
+    return status;
+  }
+  message.set_created_unix_ms(row[first + 6].as<std::int64_t>());
+  return Status::Ok();
+}
+
 /// Reads rows of kSelectMessages into messages.
 Status ReadMessages(const pqxx::result& rows,
                     google::protobuf::RepeatedPtrField<wf::v1::ChatMessage>& out) {
   out.Reserve(static_cast<int>(rows.size()));
   for (const pqxx::row& row : rows) {
-    wf::v1::ChatMessage* message = out.Add();
-    message->set_run_id(row[0].as<std::string>());
-    message->set_role(row[1].as<std::string>());
-    message->set_content(row[2].as<std::string>());
-    message->set_name(row[3].as<std::string>());
-    message->set_tool_call_id(row[4].as<std::string>());
-    if (Status status = ToolCallsFromJson(row[5].as<std::string>(), *message); !status.ok()) {
-      return status;
-    }
-    message->set_created_unix_ms(row[6].as<std::int64_t>());
+    if (Status status = ReadMessage(row, 0, *out.Add()); !status.ok()) return status;
   }
   return Status::Ok();
 }
@@ -264,19 +306,16 @@ Result<SessionStore::PgHistory> SessionStore::LoadFromPostgres(const std::string
   return pg_->Run(
       [&](pqxx::connection& connection) -> Result<PgHistory> {
         PgHistory history;
-        pqxx::transaction<pqxx::repeatable_read, pqxx::read_only> tx(connection);
-        const pqxx::result rows =
-            tx.exec_params(std::string(kSelectMessages) + " ORDER BY seq", session_id);
-        if (Status status = ReadMessages(rows, history.messages); !status.ok()) {
-          return status.error();
-        }
-        if (with_runs && !history.messages.empty()) {
-          for (const pqxx::row& row :
-               tx.exec_params("SELECT run_id FROM runs WHERE session_id = $1", session_id)) {
-            history.run_ids.push_back(row[0].as<std::string>());
+        connection.prepare(kLoadHistoryName, std::string(kLoadHistory));  // no-op once done
+        pqxx::nontransaction tx(connection);
+        const pqxx::result rows = tx.exec_prepared(kLoadHistoryName, session_id, with_runs);
+        for (const pqxx::row& row : rows) {
+          if (row[0].as<bool>()) {
+            history.run_ids.push_back(row[2].as<std::string>());
+          } else if (Status status = ReadMessage(row, 2, *history.messages.Add()); !status.ok()) {
+            return status.error();
           }
         }
-        tx.commit();
         return history;
       },
       PgRetry::kIdempotent);
@@ -301,13 +340,47 @@ void SessionStore::WarmRedis(const std::string& session_id, const std::string& e
 Result<std::vector<wf::v1::ChatMessage>> SessionStore::LoadHistory(const std::string& session_id) {
   if (Status status = CheckSessionId(session_id); !status.ok()) return status.error();
   const SessionKeys keys = SessionKeys::For(options_.key_prefix, session_id);
-
-  bool may_warm = false;
-  std::string version;
   Result<RedisReply> reply = Eval(kLoadScript, {keys.history, keys.runs, keys.version},
                                   {std::to_string(options_.ttl.count())});
   if (!reply) {
     WarnRedis("reading a session failed", reply.error());
+    return LoadAfterHotCopy(session_id, keys, nullptr);
+  }
+  return LoadAfterHotCopy(session_id, keys, &*reply);
+}
+
+Result<SessionStore::LockedHistory> SessionStore::TryLockAndLoadHistory(
+    const std::string& session_id, const std::string& owner, std::chrono::milliseconds lease) {
+  if (Status status = CheckLockArgs(session_id, owner, lease); !status.ok()) {
+    return status.error();
+  }
+  const SessionKeys keys = SessionKeys::For(options_.key_prefix, session_id);
+  Result<RedisReply> reply =
+      Eval(kTryLockLoadScript, {keys.lock, keys.history, keys.runs, keys.version},
+           {owner, std::to_string(lease.count()), std::to_string(options_.ttl.count())});
+  if (!reply) return std::move(reply).error();
+  if (reply->type != RedisReply::Type::kArray || reply->elements.empty() ||
+      (reply->elements[0].integer == 1 && reply->elements.size() != 3)) {
+    return Error{ErrorCode::kInternal, "unexpected reply of the lock-and-load script"};
+  }
+  LockedHistory out;
+  if (reply->elements[0].integer != 1) return out;  // another owner holds the lock
+  out.locked = true;
+  // The hot copy part, shaped as the load script's answer.
+  RedisReply hot;
+  hot.type = RedisReply::Type::kArray;
+  hot.elements.assign(std::make_move_iterator(reply->elements.begin() + 1),
+                      std::make_move_iterator(reply->elements.end()));
+  out.history = LoadAfterHotCopy(session_id, keys, &hot);
+  return out;
+}
+
+Result<std::vector<wf::v1::ChatMessage>> SessionStore::LoadAfterHotCopy(
+    const std::string& session_id, const SessionKeys& keys, const RedisReply* reply) {
+  bool may_warm = false;
+  std::string version;
+  if (reply == nullptr) {
+    // Redis failed (already logged): PostgreSQL alone.
   } else if (reply->type != RedisReply::Type::kArray || reply->elements.size() != 2) {
     WarnRedis("reading a session failed",
               Error{ErrorCode::kInternal, "unexpected reply of the load script"});

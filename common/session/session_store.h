@@ -18,6 +18,8 @@
 
 namespace wf {
 
+struct SessionKeys;
+
 /// Tuning of a SessionStore.
 struct SessionStoreOptions {
   std::chrono::milliseconds ttl{86400000};       ///< Life of an idle session's hot copy in Redis.
@@ -91,6 +93,24 @@ class SessionStore {
   Result<bool> TryLock(const std::string& session_id, const std::string& owner,
                        std::chrono::milliseconds lease);
 
+  /// What TryLockAndLoadHistory found.
+  struct LockedHistory {
+    /// False: another owner holds the lock; nothing was read and `history` is empty.
+    bool locked = false;
+    /// When `locked`: the history as LoadHistory returns it, or its error (the lock is held
+    /// all the same: Unlock it).
+    Result<std::vector<wf::v1::ChatMessage>> history = std::vector<wf::v1::ChatMessage>{};
+  };
+
+  /// TryLock, then, only when the lock is held by `owner`, LoadHistory, with the lock and the
+  /// hot-copy read in one Redis round trip (one script: the history is read after the lock is
+  /// taken, so it holds every turn stored by the lock's previous owners). On a hot-copy miss
+  /// PostgreSQL is read and Redis re-warmed as in LoadHistory. Errors (lock not attempted or its
+  /// outcome unknown): kBadRequest (id, owner or lease <= 0), kUnavailable (Redis), kInternal.
+  Result<LockedHistory> TryLockAndLoadHistory(const std::string& session_id,
+                                              const std::string& owner,
+                                              std::chrono::milliseconds lease);
+
   /// Extends the lock to `lease` from now if `owner` still holds it.
   /// Errors: kSessionBusy (not held by `owner`: expired or taken over), kBadRequest, kUnavailable.
   Status RenewLock(const std::string& session_id, const std::string& owner,
@@ -120,6 +140,13 @@ class SessionStore {
   /// RedisCommand of EVAL `script` with `keys` and `args`.
   Result<RedisReply> Eval(std::string_view script, const std::vector<std::string>& keys,
                           const std::vector<std::string>& args);
+  /// The rest of LoadHistory after the hot-copy read: `reply` is the load script's answer, or
+  /// null when Redis failed. A hit is decoded; a miss (or an undecodable or missing copy) reads
+  /// PostgreSQL and re-warms Redis when nothing changed since the miss.
+  Result<std::vector<wf::v1::ChatMessage>> LoadAfterHotCopy(const std::string& session_id,
+                                                            const SessionKeys& keys,
+                                                            const RedisReply* reply);
+  /// The history from PostgreSQL in one statement (and the session's run ids when `with_runs`).
   Result<PgHistory> LoadFromPostgres(const std::string& session_id, bool with_runs);
   void WarmRedis(const std::string& session_id, const std::string& expected_version,
                  const PgHistory& history);

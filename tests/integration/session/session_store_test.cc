@@ -320,6 +320,64 @@ TEST_F(SessionStoreTest, LockIsExclusiveBetweenOwners) {
   EXPECT_TRUE(store_->Unlock("locked", "owner-b").ok());
 }
 
+TEST_F(SessionStoreTest, LockAndLoadReadsTheHistoryOnlyForTheOwner) {
+  const milliseconds lease(60000);
+  ASSERT_TRUE(store_->AppendTurn(MakeTurn("lock-load", "ll-1", {{"user", "one"}})).ok());
+
+  auto first = store_->TryLockAndLoadHistory("lock-load", "owner-a", lease);
+  ASSERT_TRUE(first.ok()) << first.error().message;
+  ASSERT_TRUE(first->locked);
+  ASSERT_TRUE(first->history.ok()) << first->history.error().message;
+  EXPECT_EQ(Contents(*first->history), (std::vector<std::string>{"one"}));
+
+  // Another owner gets neither the lock nor the history; the owner again gets both.
+  auto other = store_->TryLockAndLoadHistory("lock-load", "owner-b", lease);
+  ASSERT_TRUE(other.ok()) << other.error().message;
+  EXPECT_FALSE(other->locked);
+  ASSERT_TRUE(other->history.ok());
+  EXPECT_TRUE(other->history->empty());
+  auto again = store_->TryLockAndLoadHistory("lock-load", "owner-a", lease);
+  ASSERT_TRUE(again.ok() && again->locked);
+
+  // The owner's turn is stored before the unlock: the next owner's history has it.
+  ASSERT_TRUE(store_->AppendTurn(MakeTurn("lock-load", "ll-2", {{"user", "two"}})).ok());
+  ASSERT_TRUE(store_->Unlock("lock-load", "owner-a").ok());
+  auto next = store_->TryLockAndLoadHistory("lock-load", "owner-b", lease);
+  ASSERT_TRUE(next.ok() && next->locked);
+  ASSERT_TRUE(next->history.ok());
+  EXPECT_EQ(Contents(*next->history), (std::vector<std::string>{"one", "two"}));
+  EXPECT_TRUE(store_->Unlock("lock-load", "owner-b").ok());
+
+  EXPECT_EQ(store_->TryLockAndLoadHistory("bad id!", "o", lease).error().code,
+            ErrorCode::kBadRequest);
+  EXPECT_EQ(store_->TryLockAndLoadHistory("s", "", lease).error().code, ErrorCode::kBadRequest);
+}
+
+TEST_F(SessionStoreTest, LockAndLoadAfterFlushAllReadsPostgresAndRewarms) {
+  ASSERT_TRUE(store_->AppendTurn(MakeTurn("lock-flushed", "lf-1", {{"user", "one"}})).ok());
+  ASSERT_TRUE(store_->AppendTurn(MakeTurn("lock-flushed", "lf-2", {{"user", "two"}})).ok());
+  auto redis = RawRedis(redis_->port());
+  ASSERT_TRUE(redis.Command({"FLUSHALL"}).ok());
+
+  // Absent from Redis but stored in PostgreSQL: not mistaken for a new session.
+  auto locked = store_->TryLockAndLoadHistory("lock-flushed", "owner", milliseconds(60000));
+  ASSERT_TRUE(locked.ok()) << locked.error().message;
+  ASSERT_TRUE(locked->locked);
+  ASSERT_TRUE(locked->history.ok()) << locked->history.error().message;
+  EXPECT_EQ(Contents(*locked->history), (std::vector<std::string>{"one", "two"}));
+  EXPECT_EQ(Integer(redis, {"LLEN", "wf:hist:lock-flushed"}), 2);
+  EXPECT_EQ(Integer(redis, {"SCARD", "wf:runs:lock-flushed"}), 2);
+  EXPECT_GT(Integer(redis, {"PTTL", "wf:lock:lock-flushed"}), 1000);
+  EXPECT_TRUE(store_->Unlock("lock-flushed", "owner").ok());
+
+  // A session that exists nowhere is empty, and nothing is warmed for it.
+  auto fresh = store_->TryLockAndLoadHistory("lock-new", "owner", milliseconds(60000));
+  ASSERT_TRUE(fresh.ok() && fresh->locked && fresh->history.ok());
+  EXPECT_TRUE(fresh->history->empty());
+  EXPECT_EQ(Integer(redis, {"EXISTS", "wf:hist:lock-new"}), 0);
+  EXPECT_TRUE(store_->Unlock("lock-new", "owner").ok());
+}
+
 TEST_F(SessionStoreTest, ExpiredLeaseLetsAnotherOwnerIn) {
   ASSERT_TRUE(store_->TryLock("leased", "crashed-worker", milliseconds(150)).value());
   EXPECT_FALSE(store_->TryLock("leased", "next-worker", milliseconds(60000)).value());

@@ -517,6 +517,29 @@ TEST_F(AgentTurnTest, CancelBeforeTheFirstCallStarts) {
   EXPECT_EQ(record_->messages_size(), 1);
 }
 
+TEST_F(AgentTurnTest, FirstCallOnCallerStartsTheLlmCallInsideStart) {
+  TurnParams p;
+  p.config = config_;
+  p.user_message = "hi";
+  p.request_id = "r1";
+  p.first_call_on_caller = true;
+  auto turn = AgentTurn::Start(AgentDeps{llm_, tools_, sink_, exec_, timer_}, std::move(p),
+                               [this](wf::v1::TurnRecord r) {
+                                 ++done_count_;
+                                 record_ = std::move(r);
+                               });
+  // Sent before Start returned, with nothing posted to the executor.
+  ASSERT_EQ(llm_.size(), 1u);
+  EXPECT_EQ(exec_.Pending(), 0u);
+  EXPECT_EQ(llm_.at(0)->options.messages.back().content(), "hi");
+  llm_.Answer(0, "Hello");
+  Run();
+  const auto ev = Terminal();
+  ASSERT_TRUE(ev.has_final());
+  EXPECT_EQ(ev.final().answer(), "Hello");
+  EXPECT_EQ(done_count_, 1);
+}
+
 TEST_F(AgentTurnTest, DeadlineEndsTheTurnWithAnError) {
   const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                           std::chrono::system_clock::now().time_since_epoch())

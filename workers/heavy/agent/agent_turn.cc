@@ -182,9 +182,13 @@ void AgentTurn::Begin() {
             if (auto self = weak.lock()) self->OnDeadline();
           });
       auto self = shared_from_this();
-      act.later.push_back([this, self, loop] {
-        deps_.executor.Post([self, loop] { self->StartCall(loop); });
-      });
+      if (params_.first_call_on_caller) {
+        act.later.push_back([self, loop] { self->StartCall(loop); });
+      } else {
+        act.later.push_back([this, self, loop] {
+          deps_.executor.Post([self, loop] { self->StartCall(loop); });
+        });
+      }
     }
   }
   act.Run();

@@ -42,6 +42,10 @@ struct TurnParams {
   std::int64_t deadline_unix_ms = 0;
   /// False: no `token` events (a non-streaming client); everything else is the same.
   bool stream_tokens = true;
+  /// True: Start sends the first LLM request from the calling thread (which must be allowed to
+  /// build the request: an executor thread, say, not a NATS or curl callback) instead of posting
+  /// it to the executor, saving a thread hand-off before the first token.
+  bool first_call_on_caller = false;
 };
 
 /// Called once per turn, after its terminal event was emitted, with what to store. Runs on any
@@ -96,7 +100,8 @@ class AgentTurn : public std::enable_shared_from_this<AgentTurn> {
   /// A tool result longer than this (bytes) is cut before it goes back to the model.
   static constexpr std::size_t kMaxToolResultBytes = 32 * 1024;
 
-  /// Starts a turn and returns at once; the first LLM call is posted to the executor. `on_done`
+  /// Starts a turn and returns at once; the first LLM call is posted to the executor (or sent
+  /// from the calling thread, see TurnParams::first_call_on_caller). `on_done`
   /// runs exactly once. Keep the returned pointer to Cancel; the turn keeps itself alive while
   /// callbacks are pending.
   static std::shared_ptr<AgentTurn> Start(AgentDeps deps, TurnParams params,

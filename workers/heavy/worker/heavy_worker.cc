@@ -377,7 +377,9 @@ void HeavyWorker::AcquireLockThenRun(const std::shared_ptr<Turn>& turn) {
     return;
   }
   auto lease = options_.ack_wait + options_.in_progress_every;
-  auto locked = store_.TryLock(req.session_id(), req.request_id(), lease);
+  // The lock and the history in one Redis round trip (PostgreSQL only on a hot-copy miss): the
+  // history is read after the lock is taken, on the path to the first token.
+  auto locked = store_.TryLockAndLoadHistory(req.session_id(), req.request_id(), lease);
   if (!locked.ok()) {
     // Redis down: the lock cannot be taken, so hand the turn back for a later attempt.
     spdlog::warn("session lock for {}: {}", req.session_id(), locked.error().message);
@@ -390,7 +392,7 @@ void HeavyWorker::AcquireLockThenRun(const std::shared_ptr<Turn>& turn) {
     ReleaseTurn(turn);
     return;
   }
-  if (!*locked) {
+  if (!locked->locked) {
     bool enqueue = config_->agent.on_busy == "enqueue";
     int64_t left = req.deadline_unix_ms() - UnixMillisNow();
     if (!enqueue || left <= 0) {
@@ -408,12 +410,12 @@ void HeavyWorker::AcquireLockThenRun(const std::shared_ptr<Turn>& turn) {
     return;
   }
   turn->locked = true;
-  RunAgent(turn);
+  RunAgent(turn, std::move(locked->history));
 }
 
-void HeavyWorker::RunAgent(const std::shared_ptr<Turn>& turn) {
+void HeavyWorker::RunAgent(const std::shared_ptr<Turn>& turn,
+                           Result<std::vector<wf::v1::ChatMessage>> history) {
   const auto& req = turn->request;
-  auto history = store_.LoadHistory(req.session_id());
   if (!history.ok()) {
     spdlog::warn("history of {}: {}", req.session_id(), history.error().message);
     (void)store_.Unlock(req.session_id(), req.request_id());
@@ -440,6 +442,7 @@ void HeavyWorker::RunAgent(const std::shared_ptr<Turn>& turn) {
                                 ? req.deadline_unix_ms()
                                 : UnixMillisNow() + config_->agent.turn_timeout.count();
   params.stream_tokens = req.stream();
+  params.first_call_on_caller = true;  // this is an executor thread: no hand-off before the LLM
   AgentDeps deps{llm_, *tools_, *turn->sink, *executor_, timer_};
   std::weak_ptr<Turn> weak = turn;
   auto agent = AgentTurn::Start(deps, std::move(params), [this, weak](wf::v1::TurnRecord record) {

@@ -69,7 +69,10 @@ class HeavyWorker {
   void OnQueryMessage(natsMsg* msg);
   void BeginTurn(const std::shared_ptr<Turn>& turn);
   void AcquireLockThenRun(const std::shared_ptr<Turn>& turn);
-  void RunAgent(const std::shared_ptr<Turn>& turn);
+  /// Runs the turn with the session lock held and its history loaded (or unlocks and hands the
+  /// turn back when the history could not be read).
+  void RunAgent(const std::shared_ptr<Turn>& turn,
+                Result<std::vector<wf::v1::ChatMessage>> history);
   void FinishTurn(const std::shared_ptr<Turn>& turn, wf::v1::TurnRecord record);
   void ReleaseTurn(const std::shared_ptr<Turn>& turn);
   void EmitTerminalError(const std::shared_ptr<Turn>& turn, ErrorCode code,
