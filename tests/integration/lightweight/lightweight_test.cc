@@ -282,17 +282,25 @@ std::vector<wf::v1::TurnRecord> StoredTurns(jsCtx* js, int* messages) {
   return turns;
 }
 
+/// Polls WF_HISTORY until it holds at least `count` turns (or the poll's deadline passes).
+std::vector<wf::v1::TurnRecord> WaitForStoredTurns(natsConnection* conn, std::size_t count,
+                                                   int* messages) {
+  jsCtx* js = nullptr;
+  EXPECT_EQ(natsConnection_JetStream(&js, conn, nullptr), NATS_OK);
+  std::vector<wf::v1::TurnRecord> turns;
+  EXPECT_TRUE(testing::Eventually([&] {
+    turns = StoredTurns(js, messages);
+    return turns.size() >= count;
+  }));
+  jsCtx_Destroy(js);
+  return turns;
+}
+
 TEST_F(LightweightTest, FlowTurnIsRecordedOnTheHistoryStream) {
   auto event = Query("order 1002", nullptr, "hist-1");
   ASSERT_TRUE(event.has_final());
-  jsCtx* js = nullptr;
-  ASSERT_EQ(natsConnection_JetStream(&js, conn_->raw(), nullptr), NATS_OK);
-  std::vector<wf::v1::TurnRecord> turns;
   int messages = 0;
-  ASSERT_TRUE(testing::Eventually([&] {
-    turns = StoredTurns(js, &messages);
-    return !turns.empty();
-  }));
+  std::vector<wf::v1::TurnRecord> turns = WaitForStoredTurns(conn_->raw(), 1, &messages);
   ASSERT_EQ(turns.size(), 1u);
   const wf::v1::TurnRecord& turn = turns[0];
   EXPECT_EQ(turn.run_id(), "hist-1");
@@ -301,7 +309,6 @@ TEST_F(LightweightTest, FlowTurnIsRecordedOnTheHistoryStream) {
   ASSERT_EQ(turn.messages_size(), 2);
   EXPECT_EQ(turn.messages(0).content(), "order 1002");
   EXPECT_EQ(turn.messages(1).content(), event.final().answer());
-  jsCtx_Destroy(js);
 }
 
 TEST_F(LightweightTest, ManyFlowTurnsAreEachRecordedExactlyOnce) {
@@ -322,20 +329,13 @@ TEST_F(LightweightTest, ManyFlowTurnsAreEachRecordedExactlyOnce) {
   }
   for (auto& t : clients) t.join();
   ASSERT_EQ(answered.load(), kTurns);
-  jsCtx* js = nullptr;
-  ASSERT_EQ(natsConnection_JetStream(&js, conn_->raw(), nullptr), NATS_OK);
-  std::vector<wf::v1::TurnRecord> turns;
   int messages = 0;
-  ASSERT_TRUE(testing::Eventually([&] {
-    turns = StoredTurns(js, &messages);
-    return turns.size() >= static_cast<std::size_t>(kTurns);
-  }));
+  std::vector<wf::v1::TurnRecord> turns = WaitForStoredTurns(conn_->raw(), kTurns, &messages);
   std::multiset<std::string> ids;
   for (const auto& turn : turns) ids.insert(turn.run_id());
   for (int i = 0; i < kTurns; ++i) EXPECT_EQ(ids.count("many-" + std::to_string(i)), 1u) << i;
   EXPECT_EQ(turns.size(), static_cast<std::size_t>(kTurns));
   EXPECT_LE(messages, kTurns);
-  jsCtx_Destroy(js);
 }
 
 TEST_F(LightweightTest, TwoReplicasShareTheQueueGroup) {
