@@ -344,7 +344,8 @@ def heavy_metrics(port):
     except Exception as e:  # noqa: BLE001
         return f"({e})"
     keep = ("wf_heavy_active_turns", "wf_heavy_turns_started_total", "wf_heavy_turns_ok_total",
-            "wf_heavy_turns_cancelled_total", "wf_heavy_turns_failed_total")
+            "wf_heavy_turns_cancelled_total", "wf_heavy_turns_failed_total",
+            "wf_heavy_turn_objects")
     out = []
     for line in text.splitlines():
         if line.startswith(keep):
@@ -547,7 +548,8 @@ def cmd_streams(a):
           f"gateway RSS {mib(rss_kib(a.gw_pid))}, {fd_count(a.gw_pid)} fds")
     t_hv = time.perf_counter() + 60
     hv = heavy_metrics(a.heavy_admin)
-    while a.heavy_admin and "active_turns=0" not in hv and time.perf_counter() < t_hv:
+    while (a.heavy_admin and ("active_turns=0" not in hv or "turn_objects=0" not in hv)
+           and time.perf_counter() < t_hv):
         time.sleep(0.2)
         hv = heavy_metrics(a.heavy_admin)
     print(f"heavy after  : {hv} ({time.perf_counter() - t_close:.2f} s after close); "

@@ -55,5 +55,18 @@ TEST(HeavyTurnLifetimeTest, EveryTurnIsFreedOnceDone) {
       << HeavyMetric(s, "wf_heavy_turn_objects").value_or(-1);
 }
 
+TEST(HeavyTurnLifetimeTest, ATurnPastItsDeadlineWithTheLlmHangingIsFreed) {
+  Stack s({.agent = {{"turn_timeout_ms", 1500}}});
+  auto [status, body] = s.Query("please hang", "lifetime-deadline", 20000);
+  EXPECT_EQ(status, 504) << body << s.Logs();
+  EXPECT_TRUE(Eventually([&] {
+    return HeavyMetric(s, "wf_heavy_turns_started_total") == 1 &&
+           HeavyMetric(s, "wf_heavy_active_turns") == 0;
+  })) << s.Logs();
+  EXPECT_TRUE(Eventually([&] { return HeavyMetric(s, "wf_heavy_turn_objects") == 0; }))
+      << "turn objects still allocated: "
+      << HeavyMetric(s, "wf_heavy_turn_objects").value_or(-1);
+}
+
 }  // namespace
 }  // namespace wf::testing
