@@ -1,26 +1,48 @@
 #!/usr/bin/env bash
 # Benchmarks the agent path (gateway -> NATS -> lightweight -> JetStream -> heavy -> scripted LLM):
-#   1. TTFT through the gateway vs directly from the scripted LLM (N sequential requests each)
-#   2. agent turns/s, POST /api/v1/query, K concurrent clients for a fixed time
-#   3. concurrent hanging SSE streams (1,000, then 5,000 if the first succeeds)
+#   ttft    TTFT through the gateway vs directly from the scripted LLM (N sequential requests each)
+#   turns   agent turns/s, POST /api/v1/query, K concurrent clients for SECONDS_TURNS seconds
+#   soak    TURNS agent turns (K clients) through one heavy worker; turns/s and the RSS of wf-heavy
+#           and wf-gateway at the start, every REPORT_EVERY turns, at the end and after a pause
+#   streams concurrent hanging SSE streams, each size of STREAMS in turn (stops at the first that
+#           fails); every stream must get 200 + a heartbeat, its turn must hang at the scripted LLM
+#           and survive HOLD_S seconds, and closing them must cancel every turn
 # Starts its own stack on free ports from build/bin, prints every figure, stops everything on exit.
-# Env: WF_BIN_DIR (default build/bin), N (200), K (16), SECONDS_TURNS (10), STREAMS ("1000 5000"),
-#      PARTS (parts to run, default "1 2 3"; e.g. PARTS=1 for TTFT alone).
+# Env: WF_BIN_DIR (default build/bin), PARTS ("ttft turns soak streams"), N (200), K (16),
+#      SECONDS_TURNS (10), TURNS (100000), REPORT_EVERY (20000), STREAMS ("1000 5000 10000"),
+#      HOLD_S (5), STREAMS_CONCURRENCY (wf-heavy --concurrency for the streams; default the
+#      largest of STREAMS), HEAVY_WRAP (command prefix for wf-heavy, e.g. "heaptrack -o FILE";
+#      the RSS figures are then the wrapper's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 BIN=${WF_BIN_DIR:-$ROOT/build/bin}
+PARTS=${PARTS:-"ttft turns soak streams"}
 N=${N:-200}
 K=${K:-16}
 SECONDS_TURNS=${SECONDS_TURNS:-10}
-STREAMS=${STREAMS:-"1000 5000"}
-PARTS=${PARTS:-"1 2 3"}
-want() { [[ " $PARTS " == *" $1 "* ]]; }
+TURNS=${TURNS:-100000}
+REPORT_EVERY=${REPORT_EVERY:-20000}
+STREAMS=${STREAMS:-"1000 5000 10000"}
+HOLD_S=${HOLD_S:-5}
+MAX_STREAMS=0
+for c in $STREAMS; do ((c > MAX_STREAMS)) && MAX_STREAMS=$c; done
+STREAMS_CONCURRENCY=${STREAMS_CONCURRENCY:-$MAX_STREAMS}
+# The scripted LLM serves a thread per connection up to --max-connections: every hanging turn
+# holds one, plus room for the benchmark's /_stats probes.
+LLM_MAX_CONNECTIONS=$((STREAMS_CONCURRENCY > 448 ? STREAMS_CONCURRENCY + 64 : 512))
+has_part() { [[ " $PARTS " == *" $1 "* ]]; }
 PG_BIN=/usr/lib/postgresql/15/bin
 BENCH=$ROOT/bench/agent/agent_bench.py
 
-# Many sockets in part 3: raise the descriptor limit as far as we are allowed.
+# Many sockets in the streams part: raise the descriptor limit as far as we are allowed. Each
+# process has its own limit; a hanging stream holds one descriptor in the client, the gateway,
+# wf-heavy (its LLM connection) and the scripted LLM each.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+if has_part streams && ((MAX_STREAMS + 512 > $(ulimit -n))); then
+  echo "agent_path.sh: $MAX_STREAMS streams need more than the open-files limit $(ulimit -n) allows" >&2
+  exit 1
+fi
 
 for b in wf-gateway wf-lightweight wf-heavy wf-demo-api wf-scripted-llm; do
   [[ -x "$BIN/$b" ]] || { echo "agent_path.sh: $BIN/$b missing (cmake --build build --target $b)" >&2; exit 1; }
@@ -84,7 +106,8 @@ cat >"$RUN/rules.json" <<'JSON'
  ]}
 JSON
 start scripted-llm "$BIN/wf-scripted-llm" --listen "127.0.0.1:$LLM_PORT" --rules "$RUN/rules.json" \
-  --log-level warn --max-hang-s 600
+  --log-level warn --max-hang-s 600 --max-connections "$LLM_MAX_CONNECTIONS"
+LLM_PID=$LAST_PID
 wait_port "$LLM_PORT" scripted-llm
 
 cat >"$RUN/config.json" <<JSON
@@ -110,8 +133,10 @@ export WF_LOG_LEVEL=warn
 start lightweight "$BIN/wf-lightweight" --threads 1
 start_heavy() {  # start_heavy CONCURRENCY
   HEAVY_ADMIN=$(free_port)
-  start "heavy-$1" "$BIN/wf-heavy" --concurrency "$1" --drain-ms 2000 --admin-listen "127.0.0.1:$HEAVY_ADMIN"
+  # shellcheck disable=SC2086  # HEAVY_WRAP is a command prefix, e.g. "heaptrack -o /tmp/heavy"
+  start "heavy-$1" ${HEAVY_WRAP:-} "$BIN/wf-heavy" --concurrency "$1" --drain-ms 2000 --admin-listen "127.0.0.1:$HEAVY_ADMIN"
   HEAVY_PID=$LAST_PID
+  wait_port "$HEAVY_ADMIN" "heavy-$1"
 }
 start_heavy 64
 start gateway "$BIN/wf-gateway" --listen "127.0.0.1:$GW_PORT" --heartbeat-ms 1000 --drain-ms 1000
@@ -127,38 +152,49 @@ wait_ready() {
 wait_ready
 
 echo "# machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(uname -r)"
-echo "# git: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), open-files limit $(ulimit -n)"
-echo "# stack: nats :$NATS_PORT, redis :$REDIS_PORT, postgres :$PG_PORT, scripted LLM :$LLM_PORT, gateway :$GW_PORT (2 threads, heartbeat 1 s), 1 lightweight, 1 heavy"
+echo "# git: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- . 2>/dev/null || echo ' (+ local changes)'), binaries $BIN, open-files limit $(ulimit -n)"
+echo "# load: $(uptime | sed 's/.*load average/load average/')"
+echo "# stack: nats :$NATS_PORT, redis :$REDIS_PORT, postgres :$PG_PORT, scripted LLM :$LLM_PORT (--max-connections $LLM_MAX_CONNECTIONS), gateway :$GW_PORT (2 threads, heartbeat 1 s), 1 lightweight, 1 heavy"
 echo
 
-if want 1; then
+if has_part ttft; then
   echo "\$ python3 bench/agent/agent_bench.py ttft --gw $GW_PORT --llm $LLM_PORT --n $N"
   python3 "$BENCH" ttft --gw "$GW_PORT" --llm "$LLM_PORT" --n "$N"
   echo
 fi
 
-if want 2; then
+if has_part turns; then
   echo "\$ python3 bench/agent/agent_bench.py turns --gw $GW_PORT --k $K --seconds $SECONDS_TURNS (heavy --concurrency 64)"
   python3 "$BENCH" turns --gw "$GW_PORT" --k "$K" --seconds "$SECONDS_TURNS" \
     --pids "wf-heavy=$HEAVY_PID,wf-gateway=$GW_PID"
   echo
 fi
-want 3 || exit 0
 
-# Part 3: a heavy worker that takes 6000 turns at once.
-kill -TERM "$HEAVY_PID"; wait "$HEAVY_PID" 2>/dev/null || true
-start_heavy 6000
-sleep 1
-wait_ready
-for count in $STREAMS; do
-  echo "\$ python3 bench/agent/agent_bench.py streams --gw $GW_PORT --llm $LLM_PORT --count $count (heavy --concurrency 6000)"
-  if ! python3 "$BENCH" streams --gw "$GW_PORT" --llm "$LLM_PORT" --count "$count" \
-      --gw-pid "$GW_PID" --heavy-pid "$HEAVY_PID" --heavy-admin "$HEAVY_ADMIN"; then
-    echo "(stopping: $count streams did not all succeed)"
-    break
-  fi
+if has_part soak; then
+  echo "\$ python3 bench/agent/agent_bench.py soak --gw $GW_PORT --k $K --turns $TURNS --report-every $REPORT_EVERY (heavy --concurrency 64)"
+  echo "# load: $(uptime | sed 's/.*load average/load average/')"
+  python3 "$BENCH" soak --gw "$GW_PORT" --k "$K" --turns "$TURNS" --report-every "$REPORT_EVERY" \
+    --pids "wf-heavy=$HEAVY_PID,wf-gateway=$GW_PID"
+  echo "# load: $(uptime | sed 's/.*load average/load average/')"
   echo
-done
-for p in "$GW_PID" "$HEAVY_PID"; do
+fi
+
+if has_part streams; then
+  # A heavy worker that takes every stream's turn at once.
+  kill -TERM "$HEAVY_PID"; wait "$HEAVY_PID" 2>/dev/null || true
+  start_heavy "$STREAMS_CONCURRENCY"
+  wait_ready
+  for count in $STREAMS; do
+    echo "\$ python3 bench/agent/agent_bench.py streams --gw $GW_PORT --llm $LLM_PORT --count $count --hold $HOLD_S (heavy --concurrency $STREAMS_CONCURRENCY)"
+    echo "# load: $(uptime | sed 's/.*load average/load average/')"
+    if ! python3 "$BENCH" streams --gw "$GW_PORT" --llm "$LLM_PORT" --count "$count" --hold "$HOLD_S" \
+        --gw-pid "$GW_PID" --heavy-pid "$HEAVY_PID" --heavy-admin "$HEAVY_ADMIN" --llm-pid "$LLM_PID"; then
+      echo "(stopping: $count streams did not all succeed)"
+      break
+    fi
+    echo
+  done
+fi
+for p in "$GW_PID" "$HEAVY_PID" "$LLM_PID"; do
   kill -0 "$p" 2>/dev/null || echo "agent_path.sh: process $p died; logs in $RUN" >&2
 done

@@ -4,12 +4,17 @@
 Subcommands:
   ttft    --gw PORT --llm PORT [--n 200]          time to first token, direct vs through the gateway
   turns   --gw PORT [--k 16] [--seconds 10] --pids name=PID,...   agent turns/s (non-stream)
-  streams --gw PORT --llm PORT --count N --gw-pid PID [--heavy-pid PID]  N concurrent hanging SSE streams
+  soak    --gw PORT [--k 16] --turns 100000 [--report-every 20000] --pids name=PID,...
+          a fixed number of agent turns; turns/s and RSS at the start, every report-every turns,
+          at the end and after a pause (leak check)
+  streams --gw PORT --llm PORT --count N --gw-pid PID [--heavy-pid PID --heavy-admin PORT
+          --llm-pid PID --hold S]   N concurrent hanging SSE streams held for S seconds
 """
 import argparse
 import http.client
 import json
 import os
+import resource
 import selectors
 import socket
 import threading
@@ -33,6 +38,28 @@ def rss_kib(pid):
     except OSError:
         pass
     return -1
+
+
+def fd_count(pid):
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return -1
+
+
+def thread_count(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("Threads:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return -1
+
+
+def mib(kib):
+    return f"{kib / 1024:.1f} MiB" if kib >= 0 else "?"
 
 
 def fmt_ms(x):
@@ -181,6 +208,102 @@ def cmd_turns(a):
         print(f"RSS {k:<10}: before {before[k] / 1024:.1f} MiB, after {after[k] / 1024:.1f} MiB")
 
 
+# ---------------------------------------------------------------- 2b. soak: fixed number of turns
+def cmd_soak(a):
+    pids = dict(kv.split("=") for kv in a.pids.split(",") if kv)
+    lock = threading.Lock()
+    state = {"issued": 0, "ok": 0, "errors": 0, "next_report": a.report_every}
+    status_seen = {}
+    lat_window = []
+    reports = []
+    t_start = time.perf_counter()
+    last = {"t": t_start, "ok": 0}
+
+    def rss_line():
+        return "  ".join(f"RSS {k} {mib(rss_kib(v))}" for k, v in pids.items())
+
+    def report(label):
+        now = time.perf_counter()
+        with lock:
+            ok, errors = state["ok"], state["errors"]
+            window = list(lat_window)
+            lat_window.clear()
+            done_since = ok - last["ok"]
+            dt = now - last["t"]
+            last["t"], last["ok"] = now, ok
+        rate = done_since / dt if dt > 0 else 0.0
+        rss = {k: rss_kib(v) for k, v in pids.items()}
+        reports.append((label, ok, rss))
+        lat = (f"p50 {fmt_ms(pct(window, 50))} p99 {fmt_ms(pct(window, 99))}"
+               if window else "")
+        print(f"{label:<14}: turns {ok:>7}  errors {errors}  {rate:7.1f} turns/s (interval)  {lat}  "
+              + "  ".join(f"RSS {k} {mib(v)}" for k, v in rss.items()), flush=True)
+
+    print(f"== 2b. Soak: {a.turns} agent turns, POST /api/v1/query, K={a.k} threads, new session per "
+          f"request, zero-delay scripted LLM", flush=True)
+    report("start")
+
+    def worker(t):
+        conn = http.client.HTTPConnection("127.0.0.1", a.gw, timeout=30)
+        while True:
+            with lock:
+                if state["issued"] >= a.turns:
+                    break
+                i = state["issued"]
+                state["issued"] += 1
+            body = json.dumps({"message": "hi there", "session_id": f"soak-{os.getpid()}-{i}"})
+            t0 = time.perf_counter()
+            ok = False
+            try:
+                conn.request("POST", "/api/v1/query", body, {"Content-Type": "application/json"})
+                resp = conn.getresponse()
+                data = resp.read()
+                ok = resp.status == 200 and b'"routed_to":"heavy"' in data.replace(b' ', b'')
+                if not ok:
+                    key = resp.status
+                if resp.will_close:
+                    conn.close()
+                    conn = http.client.HTTPConnection("127.0.0.1", a.gw, timeout=30)
+            except Exception as e:  # noqa: BLE001
+                key = type(e).__name__
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", a.gw, timeout=30)
+            dt = time.perf_counter() - t0
+            due = False
+            with lock:
+                if ok:
+                    state["ok"] += 1
+                    lat_window.append(dt)
+                else:
+                    state["errors"] += 1
+                    status_seen[key] = status_seen.get(key, 0) + 1
+                if state["ok"] + state["errors"] >= state["next_report"]:
+                    due = state["next_report"]
+                    state["next_report"] += a.report_every
+            if due:
+                report(f"after {due}")
+        conn.close()
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(a.k)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    elapsed = time.perf_counter() - t_start
+    report("end")
+    time.sleep(a.settle)
+    last["t"] = time.perf_counter()
+    report(f"idle {a.settle:.0f} s later")
+    print(f"total         : {state['ok']} ok turns in {elapsed:.1f} s = {state['ok'] / elapsed:.1f} turns/s; "
+          f"errors {state['errors']} {status_seen if status_seen else ''}")
+    first_report = next((r for r in reports if r[0].startswith("after")), reports[0])
+    for k in pids:
+        start, plateau, end = reports[0][2][k], first_report[2][k], reports[-1][2][k]
+        print(f"RSS {k:<10}: start {mib(start)}, after the first {first_report[1]} turns {mib(plateau)}, "
+              f"end {mib(end)} (end - first report: {(end - plateau) / 1024:+.1f} MiB)")
+    raise SystemExit(0 if state["errors"] == 0 else 1)
+
+
 # ---------------------------------------------------------------- 3. concurrent streams
 class Stream:
     __slots__ = ("sock", "out", "buf", "status", "headers_done", "heartbeat", "other_event",
@@ -221,7 +344,8 @@ def heavy_metrics(port):
     except Exception as e:  # noqa: BLE001
         return f"({e})"
     keep = ("wf_heavy_active_turns", "wf_heavy_turns_started_total", "wf_heavy_turns_ok_total",
-            "wf_heavy_turns_cancelled_total", "wf_heavy_turns_failed_total")
+            "wf_heavy_turns_cancelled_total", "wf_heavy_turns_failed_total",
+            "wf_heavy_turn_objects")
     out = []
     for line in text.splitlines():
         if line.startswith(keep):
@@ -230,15 +354,31 @@ def heavy_metrics(port):
     return " ".join(out)
 
 
+def raise_fd_limit(need):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < need and soft != resource.RLIM_INFINITY:
+        target = hard if hard == resource.RLIM_INFINITY else min(hard, max(need, soft))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return soft
+
+
 def cmd_streams(a):
+    limit = raise_fd_limit(a.count + 256)
+    if limit < a.count + 256:
+        print(f"streams: {a.count} sockets do not fit the open-files limit {limit} of one process")
+        raise SystemExit(1)
     sel = selectors.DefaultSelector()
     streams = []
     pending = list(range(a.count))
+    pending.reverse()
     inflight = 0  # connecting or waiting for headers
     max_inflight = 200
     t_start = time.perf_counter()
     deadline = t_start + a.timeout
     gw_before = rss_kib(a.gw_pid)
+    heavy_before = rss_kib(a.heavy_pid) if a.heavy_pid else -1
+    llm_before = rss_kib(a.llm_pid) if a.llm_pid else -1
 
     def open_one(i):
         s = Stream()
@@ -258,19 +398,10 @@ def cmd_streams(a):
         sel.register(sk, selectors.EVENT_WRITE, s)
         return s
 
-    def done(s):
-        return s.closed or (s.headers_done and (s.heartbeat or s.status != 200))
-
-    while time.perf_counter() < deadline:
-        while pending and inflight < max_inflight:
-            i = pending.pop(0)
-            s = open_one(i)
-            streams.append(s)
-            if not s.closed:
-                inflight += 1
-        if not pending and all(done(s) for s in streams):
-            break
-        for key, ev in sel.select(timeout=0.2):
+    def pump(timeout):
+        """Handles socket events for up to `timeout` seconds."""
+        nonlocal inflight
+        for key, ev in sel.select(timeout=timeout):
             s = key.data
             sk = s.sock
             try:
@@ -309,9 +440,55 @@ def cmd_streams(a):
                 s.closed = True
                 sel.unregister(sk)
                 sk.close()
+
+    def done(s):
+        return s.closed or (s.headers_done and (s.heartbeat or s.status != 200))
+
+    # Phase 1: open every stream (at most max_inflight waiting for their headers at a time);
+    # each must answer 200 and send a heartbeat.
+    while time.perf_counter() < deadline:
+        while pending and inflight < max_inflight:
+            s = open_one(pending.pop())
+            streams.append(s)
+            if not s.closed:
+                inflight += 1
+        if not pending and all(done(s) for s in streams):
+            break
+        pump(0.2)
     t_open = time.perf_counter() - t_start
+
+    # Phase 2: every turn must reach the scripted LLM and hang there (heavy holds them all).
+    t_llm = time.perf_counter()
+    st = {}
+    hv = ""
+    while time.perf_counter() < deadline:
+        st = llm_stats(a.llm)
+        hv = heavy_metrics(a.heavy_admin)
+        if st.get("active") == a.count and (not a.heavy_admin or f"active_turns={a.count}" in hv):
+            break
+        pump(0.5)
+    all_at_llm = st.get("active") == a.count
+    t_llm = time.perf_counter() - t_llm
+
+    # Phase 3: hold them open; nothing may fail meanwhile (heartbeats keep flowing).
+    for s in streams:
+        s.heartbeat = False
+        s.buf = b""
+    hold_end = time.perf_counter() + a.hold
+    while time.perf_counter() < hold_end:
+        pump(0.2)
+    held = sum(1 for s in streams if not s.closed and s.status == 200 and s.heartbeat
+               and s.other_event is None)
+
+    gw_open, gw_fds = rss_kib(a.gw_pid), fd_count(a.gw_pid)
+    heavy_open = rss_kib(a.heavy_pid) if a.heavy_pid else -1
+    heavy_fds = fd_count(a.heavy_pid) if a.heavy_pid else -1
+    llm_open = rss_kib(a.llm_pid) if a.llm_pid else -1
+    llm_threads = thread_count(a.llm_pid) if a.llm_pid else -1
+    st_open = llm_stats(a.llm)
+    hv_open = heavy_metrics(a.heavy_admin)
+
     got200 = sum(1 for s in streams if s.headers_done and s.status == 200)
-    got_hb = sum(1 for s in streams if s.status == 200 and s.heartbeat)
     non200 = {}
     for s in streams:
         if s.headers_done and s.status != 200:
@@ -325,23 +502,29 @@ def cmd_streams(a):
         if s.other_event:
             early_events[s.other_event[:60]] = early_events.get(s.other_event[:60], 0) + 1
     never = a.count - len(streams) + sum(1 for s in streams if not s.closed and not s.headers_done)
-    gw_open = rss_kib(a.gw_pid)
-    heavy_open = rss_kib(a.heavy_pid) if a.heavy_pid else -1
-    st_open = llm_stats(a.llm)
-    print(f"== 3. {a.count} concurrent SSE streams (hanging LLM answer, heartbeat 1 s), one selectors process")
+    print(f"== 3. {a.count} concurrent SSE streams (hanging LLM answer, heartbeat 1 s), "
+          f"one selectors process (open-files limit {limit})")
     print(f"opened       : {len(streams)} in {t_open:.2f} s; HTTP 200 headers {got200}; "
-          f"200 + >=1 heartbeat {got_hb}; no headers yet {never}")
+          f"no headers {never}")
+    print(f"at the LLM   : {st.get('active')} hanging completions {t_llm:.2f} s after the last "
+          f"stream opened (requests so far {st.get('requests')})")
+    print(f"held {a.hold:.0f} s    : {held} streams still open, each with a heartbeat during the hold "
+          f"and no other event")
     print(f"non-200      : {non200 if non200 else 0}")
     print(f"errors       : {sum(errors.values())} {errors if errors else ''}")
-    if early_events:
-        print(f"events seen  : {early_events}")
-    print(f"LLM active   : {st_open.get('active')} hanging completions at the scripted LLM "
-          f"(requests so far {st_open.get('requests')})")
-    print(f"heavy        : {heavy_metrics(a.heavy_admin)}")
-    print(f"RSS gateway  : {gw_before / 1024:.1f} MiB before, {gw_open / 1024:.1f} MiB with streams open "
-          f"(+{(gw_open - gw_before) / max(1, got200):.1f} KiB per stream)")
+    print(f"events seen  : {early_events if early_events else 'none (only heartbeats)'}")
+    print(f"LLM stats    : active {st_open.get('active')}, requests {st_open.get('requests')}, "
+          f"client_disconnects {st_open.get('client_disconnects')}")
+    print(f"heavy        : {hv_open}")
+    print(f"gateway      : RSS {mib(gw_before)} before, {mib(gw_open)} with streams open "
+          f"(+{(gw_open - gw_before) / max(1, got200):.1f} KiB per stream), {gw_fds} fds")
     if a.heavy_pid:
-        print(f"RSS heavy    : {heavy_open / 1024:.1f} MiB with streams open")
+        print(f"wf-heavy     : RSS {mib(heavy_before)} before, {mib(heavy_open)} with streams open, "
+              f"{heavy_fds} fds")
+    if a.llm_pid:
+        print(f"scripted LLM : RSS {mib(llm_before)} before, {mib(llm_open)} with streams open, "
+              f"{llm_threads} threads")
+
     # Close every stream; the gateway must cancel every turn -> the LLM connections drop.
     t_close = time.perf_counter()
     for s in streams:
@@ -354,7 +537,7 @@ def cmd_streams(a):
             s.closed = True
     sel.close()
     active = None
-    cancel_deadline = time.perf_counter() + 30
+    cancel_deadline = time.perf_counter() + 60
     while time.perf_counter() < cancel_deadline:
         active = llm_stats(a.llm).get("active")
         if active == 0:
@@ -362,14 +545,17 @@ def cmd_streams(a):
         time.sleep(0.1)
     print(f"after close  : scripted-LLM active completions {active} after "
           f"{time.perf_counter() - t_close:.2f} s (0 = every turn cancelled); "
-          f"gateway RSS {rss_kib(a.gw_pid) / 1024:.1f} MiB")
-    t_hv = time.perf_counter() + 30
+          f"gateway RSS {mib(rss_kib(a.gw_pid))}, {fd_count(a.gw_pid)} fds")
+    t_hv = time.perf_counter() + 60
     hv = heavy_metrics(a.heavy_admin)
-    while a.heavy_admin and "active_turns=0" not in hv and time.perf_counter() < t_hv:
+    while (a.heavy_admin and ("active_turns=0" not in hv or "turn_objects=0" not in hv)
+           and time.perf_counter() < t_hv):
         time.sleep(0.2)
         hv = heavy_metrics(a.heavy_admin)
-    print(f"heavy after  : {hv} ({time.perf_counter() - t_close:.2f} s after close)")
-    ok = got_hb == a.count and active == 0 and (not a.heavy_admin or "active_turns=0" in hv)
+    print(f"heavy after  : {hv} ({time.perf_counter() - t_close:.2f} s after close); "
+          f"RSS {mib(rss_kib(a.heavy_pid) if a.heavy_pid else -1)}")
+    ok = (got200 == a.count and held == a.count and all_at_llm and not errors and not non200
+          and not early_events and active == 0 and (not a.heavy_admin or "active_turns=0" in hv))
     print(f"result       : {'OK' if ok else 'INCOMPLETE'}")
     raise SystemExit(0 if ok else 1)
 
@@ -386,16 +572,25 @@ def main():
     u.add_argument("--k", type=int, default=16)
     u.add_argument("--seconds", type=float, default=10)
     u.add_argument("--pids", default="")
+    k = sub.add_parser("soak")
+    k.add_argument("--gw", type=int, required=True)
+    k.add_argument("--k", type=int, default=16)
+    k.add_argument("--turns", type=int, default=100000)
+    k.add_argument("--report-every", type=int, default=20000)
+    k.add_argument("--settle", type=float, default=10)
+    k.add_argument("--pids", default="")
     s = sub.add_parser("streams")
     s.add_argument("--gw", type=int, required=True)
     s.add_argument("--llm", type=int, required=True)
     s.add_argument("--count", type=int, required=True)
     s.add_argument("--gw-pid", type=int, required=True)
     s.add_argument("--heavy-pid", type=int, default=0)
-    s.add_argument("--timeout", type=float, default=40)
+    s.add_argument("--llm-pid", type=int, default=0)
+    s.add_argument("--hold", type=float, default=5)
+    s.add_argument("--timeout", type=float, default=120)
     s.add_argument("--heavy-admin", type=int, default=0)
     a = p.parse_args()
-    {"ttft": cmd_ttft, "turns": cmd_turns, "streams": cmd_streams}[a.cmd](a)
+    {"ttft": cmd_ttft, "turns": cmd_turns, "soak": cmd_soak, "streams": cmd_streams}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
 
 #include <csignal>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -624,6 +625,56 @@ TEST(ScriptedLlmTest, DemoRulesDriveTheDemoAgent) {
   const json echo = json::parse(llm.Chat(UserChat("hello")).body);
   EXPECT_EQ(
       echo["choices"][0]["message"]["content"].get<std::string>().rfind("You said: hello.", 0), 0u);
+}
+
+// wf-heavy opens as many LLM connections as its --concurrency; the server used to stop at a
+// fixed 512 (the 513th hanging turn got 503), which broke hanging-stream benchmarks above that.
+TEST(ScriptedLlmTest, MaxConnectionsBoundsHangingConnectionsAndRefusesTheNext) {
+  constexpr int kHanging = 600;  // above the old fixed cap of 512
+  // One more than kHanging, for the /_stats probes.
+  ScriptedLlmServer llm(R"([{"then":{"hang":true}}])",
+                        {"--max-connections", std::to_string(kHanging + 1)});
+  ASSERT_TRUE(llm.ready()) << llm.process().Log();
+  std::vector<std::unique_ptr<StreamClient>> clients;
+  for (int i = 0; i < kHanging; ++i) {
+    clients.push_back(std::make_unique<StreamClient>(llm.port()));
+    ASSERT_TRUE(clients.back()->connected()) << i;
+    ASSERT_TRUE(
+        clients.back()->Write("POST", "/v1/chat/completions", UserChat("x", true).dump()))
+        << i;
+  }
+  ASSERT_TRUE(Eventually([&] {
+    const json stats = llm.Stats();
+    return stats.is_object() && stats["active"] == kHanging;
+  })) << llm.Stats().dump();
+
+  // Take the last slot with an idle connection (the /_stats probe may still hold it for a
+  // moment, then this one is refused: try again): the next one is refused with 503.
+  std::unique_ptr<StreamClient> idle;
+  ASSERT_TRUE(Eventually([&] {
+    idle = std::make_unique<StreamClient>(llm.port());
+    return idle->connected() && !idle->ServerClosed(milliseconds(200));
+  }));
+  const HttpReply refused = HttpCall("GET", llm.Url("/health"));
+  EXPECT_EQ(refused.status, 503);
+  EXPECT_NE(refused.body.find("Too many connections"), std::string::npos) << refused.body;
+
+  // A hanging client leaves: its slot is served again, the other hangs go on.
+  clients.front()->Close();
+  EXPECT_TRUE(Eventually([&] {
+    const json stats = llm.Stats();
+    return stats.is_object() && stats["active"] == kHanging - 1;
+  })) << llm.Stats().dump();
+}
+
+TEST(ScriptedLlmTest, MaxConnectionsFlagIsValidated) {
+  for (const char* bad : {"0", "-3", "many", ""}) {
+    Process llm(BinPath("wf-scripted-llm"), {"--listen", "127.0.0.1:0", "--max-connections", bad});
+    const std::optional<int> code = llm.Wait(std::chrono::seconds(5));
+    ASSERT_TRUE(code.has_value()) << bad;
+    EXPECT_EQ(*code, 2) << bad;
+    EXPECT_NE(llm.Log().find("--max-connections"), std::string::npos) << llm.Log();
+  }
 }
 
 TEST(ScriptedLlmTest, StopsOnSigtermEvenWithAHangingClient) {

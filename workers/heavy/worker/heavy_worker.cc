@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 #include <optional>
 
@@ -86,8 +87,17 @@ Status EnsureConsumer(jsCtx* js, const char* stream, const char* durable, const 
 }  // namespace
 
 /// One agent turn in flight.
+namespace {
+/// Turn objects alive in this process (all workers): once turns are done it must come back to the
+/// number in flight; anything above that is a leaked turn (see wf_heavy_turn_objects).
+std::atomic<int64_t> g_turn_objects{0};
+}  // namespace
+
 struct HeavyWorker::Turn {
-  explicit Turn(natsMsg* m) : msg(m) {}
+  explicit Turn(natsMsg* m) : msg(m) { g_turn_objects.fetch_add(1, std::memory_order_relaxed); }
+  ~Turn() { g_turn_objects.fetch_sub(1, std::memory_order_relaxed); }
+  Turn(const Turn&) = delete;
+  Turn& operator=(const Turn&) = delete;
   JsMessage msg;
   wf::v1::QueryRequest request;
   std::string reply_to;
@@ -105,31 +115,33 @@ struct HeavyWorker::Turn {
   std::optional<wf::v1::QueryEvent> terminal;
 };
 
-/// Publishes a turn's events on its reply subject, with the request id header.
+/// Publishes a turn's events on its reply subject, with the request id header. Owned by its
+/// Turn (Turn::sink) and so refers to it without owning it: a shared_ptr here made a cycle
+/// (Turn -> sink -> Turn) that leaked every turn, its AgentTurn and its JetStream message.
+/// The AgentTurn emits only until it finishes, which is before the Turn is released.
 class HeavyWorker::TurnEvents final : public EventSink {
  public:
-  TurnEvents(NatsConnection& conn, std::shared_ptr<Turn> turn)
-      : conn_(conn), turn_(std::move(turn)) {}
+  TurnEvents(NatsConnection& conn, Turn& turn) : conn_(conn), turn_(turn) {}
   void Emit(wf::v1::QueryEvent event) override {
-    if (turn_->handed_back) return;  // another worker owns the answer now
-    turn_->seq = event.seq();
+    if (turn_.handed_back) return;  // another worker owns the answer now
+    turn_.seq = event.seq();
     if (event.has_final() || event.has_error()) {
-      std::lock_guard lock(turn_->terminal_mu);
-      turn_->terminal = std::move(event);
+      std::lock_guard lock(turn_.terminal_mu);
+      turn_.terminal = std::move(event);
       return;
     }
     Publish(event);
   }
   void Publish(const wf::v1::QueryEvent& event) {
-    auto status = conn_.Publish(turn_->reply_to, event.SerializeAsString(), {},
-                                {{kRequestIdHeader, turn_->request.request_id()},
-                                 {kTraceparentHeader, turn_->traceparent}});
+    auto status = conn_.Publish(turn_.reply_to, event.SerializeAsString(), {},
+                                {{kRequestIdHeader, turn_.request.request_id()},
+                                 {kTraceparentHeader, turn_.traceparent}});
     if (!status.ok()) spdlog::warn("event not published: {}", status.error().message);
   }
 
  private:
   NatsConnection& conn_;
-  std::shared_ptr<Turn> turn_;
+  Turn& turn_;
 };
 
 HeavyWorker::HeavyWorker(std::shared_ptr<const Config> config, NatsConnection& conn,
@@ -429,7 +441,7 @@ void HeavyWorker::RunAgent(const std::shared_ptr<Turn>& turn,
     ReleaseTurn(turn);
     return;
   }
-  turn->sink = std::make_unique<TurnEvents>(conn_, turn);
+  turn->sink = std::make_unique<TurnEvents>(conn_, *turn);
   TurnParams params;
   params.config = config_;
   params.history = std::move(history).value();
@@ -709,6 +721,9 @@ std::string HeavyWorker::MetricsText() const {
          store_failures_.load());
   metric("wf_heavy_active_turns", "gauge", "Turns in flight.",
          static_cast<uint64_t>(active_count_.load()));
+  metric("wf_heavy_turn_objects", "gauge",
+         "Turn objects allocated in this process; above active_turns once idle means a leak.",
+         static_cast<uint64_t>(std::max<int64_t>(0, g_turn_objects.load())));
   metric("wf_nats_connected", "gauge", "1 while the NATS connection is up.",
          conn_.Connected() ? 1 : 0);
   return out;
