@@ -425,7 +425,7 @@ void SessionStore::AppendToRedis(
 }
 
 Result<SessionStore::StoredTurn> SessionStore::StoreTurn(pqxx::work& tx,
-                                                       const wf::v1::TurnRecord& turn) {
+                                                         const wf::v1::TurnRecord& turn) {
   StoredTurn out;
   // Creates the session or locks its row: appends to one session are serialized here,
   // which makes the seq numbers below gap-free and ordered.
@@ -479,9 +479,8 @@ Result<SessionStore::StoredTurn> SessionStore::StoreTurn(pqxx::work& tx,
         " tool_call_id, tool_calls, created_at) VALUES ($1, $2, $3, $4, $5,"
         " NULLIF($6, ''), NULLIF($7, ''), NULLIF($8, '')::jsonb,"
         " timestamptz 'epoch' + $9::bigint * interval '1 ms')",
-        turn.session_id(), turn.run_id(), seq++, message.role(), message.content(),
-        message.name(), message.tool_call_id(), ToolCallsToJson(message),
-        message.created_unix_ms());
+        turn.session_id(), turn.run_id(), seq++, message.role(), message.content(), message.name(),
+        message.tool_call_id(), ToolCallsToJson(message), message.created_unix_ms());
   }
   tx.exec_params(
       "UPDATE sessions SET turn_count = turn_count + 1, updated_at = now(),"
@@ -519,9 +518,8 @@ Status SessionStore::AppendTurns(const std::vector<wf::v1::TurnRecord>& records)
   }
   // Sessions are locked in one order (by id) by every batch, so two batches never deadlock;
   // the stable sort keeps each session's turns in the order they finished.
-  std::stable_sort(turns.begin(), turns.end(), [](const auto& a, const auto& b) {
-    return a.session_id() < b.session_id();
-  });
+  std::stable_sort(turns.begin(), turns.end(),
+                   [](const auto& a, const auto& b) { return a.session_id() < b.session_id(); });
   Result<std::vector<StoredTurn>> stored = pg_->Run(
       [&](pqxx::connection& connection) -> Result<std::vector<StoredTurn>> {
         pqxx::work tx(connection);

@@ -26,7 +26,6 @@ bool ValidRequestId(const std::string& id) {
   return true;
 }
 
-
 }  // namespace
 
 std::string NewRequestId() {
@@ -59,9 +58,10 @@ Result<std::unique_ptr<LightweightWorker>> LightweightWorker::Start(
   history.max_age = std::chrono::hours(24 * 7);
   if (auto s = self->js_->EnsureStream(history); !s.ok()) return s.error();
   LightweightWorker* owner = self.get();
-  self->history_ = std::make_unique<TurnBatcher>(
-      options.history,
-      [owner](std::string payload, std::size_t turns) { owner->PublishTurns(std::move(payload), turns); });
+  self->history_ = std::make_unique<TurnBatcher>(options.history,
+                                                 [owner](std::string payload, std::size_t turns) {
+                                                   owner->PublishTurns(std::move(payload), turns);
+                                                 });
 
   self->service_ = std::make_unique<MicroService>(conn, "lightweight", options.version,
                                                   "flow matching and execution, tools");
@@ -77,10 +77,10 @@ Result<std::unique_ptr<LightweightWorker>> LightweightWorker::Start(
   if (auto s = self->pools_->Start(); !s.ok()) return s.error();
 
   LightweightWorker* w = self.get();
-  auto subscribe = [&](const std::string& subject, void (LightweightWorker::*handler)(
-                                                       const NatsMsgView&)) -> Status {
-    auto sub = conn.Subscribe(subject, [w, handler](const NatsMsgView& m) { (w->*handler)(m); },
-                              queue);
+  auto subscribe = [&](const std::string& subject,
+                       void (LightweightWorker::*handler)(const NatsMsgView&)) -> Status {
+    auto sub = conn.Subscribe(
+        subject, [w, handler](const NatsMsgView& m) { (w->*handler)(m); }, queue);
     if (!sub.ok()) return sub.error();
     w->subs_.push_back(std::move(sub).value());
     return Status::Ok();
@@ -252,10 +252,10 @@ void LightweightWorker::Enqueue(wf::v1::QueryRequest request, const std::string&
                       if (stored.ok()) {
                         forwarded_.fetch_add(1, std::memory_order_relaxed);
                       } else {
-                        ReplyError(reply, request_id,
-                                   {ErrorCode::kUnavailable,
-                                    "could not queue the query for an agent: " +
-                                        stored.error().message});
+                        ReplyError(
+                            reply, request_id,
+                            {ErrorCode::kUnavailable,
+                             "could not queue the query for an agent: " + stored.error().message});
                       }
                       in_flight_.fetch_sub(1);
                     });
@@ -294,8 +294,7 @@ void LightweightWorker::PublishTurns(std::string payload, std::size_t turns) {
   history_batches_.fetch_add(1, std::memory_order_relaxed);
   // The message id lets JetStream drop a duplicate if nats.c ever republishes the batch.
   js_->PublishAsync(subjects_.history_append, payload, "turns-" + NewRequestId(),
-                    {{kPayloadTypeHeader, "wf.v1.TurnRecordBatch"}},
-                    [this, turns](Status stored) {
+                    {{kPayloadTypeHeader, "wf.v1.TurnRecordBatch"}}, [this, turns](Status stored) {
                       if (stored.ok()) {
                         turns_recorded_.fetch_add(turns, std::memory_order_relaxed);
                       } else {
@@ -327,7 +326,8 @@ void LightweightWorker::OnMatch(const NatsMsgView& msg) {
   } else {
     match_stats_->Record(Since(started), "bad message");
   }
-  (void)conn_.Publish(msg.reply(), result.SerializeAsString());  // after Record: the reply implies it
+  (void)conn_.Publish(msg.reply(),
+                      result.SerializeAsString());  // after Record: the reply implies it
 }
 
 void LightweightWorker::OnFlowExecute(const NatsMsgView& msg) {
@@ -405,26 +405,25 @@ void LightweightWorker::OnToolExecute(const NatsMsgView& msg) {
   input.session_id = request.session_id();
   input.deadline_unix_ms = request.deadline_unix_ms();
   in_flight_.fetch_add(1);
-  runtime_->RunTool(request.name(), std::move(input),
-                    [this, reply, call_id = request.call_id(), name = request.name(),
-                     started](Result<CallOutcome> outcome) {
-                      wf::v1::ToolResult result;
-                      result.set_call_id(call_id);
-                      result.set_name(name);
-                      result.set_ok(outcome.ok());
-                      if (outcome.ok()) {
-                        result.set_content(outcome->answer);
-                        result.set_upstream_status(outcome->upstream_status);
-                      } else {
-                        result.mutable_error()->set_code(
-                            std::string(WireName(outcome.error().code)));
-                        result.mutable_error()->set_message(outcome.error().message);
-                      }
-                      tool_stats_->Record(Since(started),
-                                          outcome.ok() ? "" : outcome.error().message);
-                      (void)conn_.Publish(reply, result.SerializeAsString());
-                      in_flight_.fetch_sub(1);
-                    });
+  runtime_->RunTool(
+      request.name(), std::move(input),
+      [this, reply, call_id = request.call_id(), name = request.name(),
+       started](Result<CallOutcome> outcome) {
+        wf::v1::ToolResult result;
+        result.set_call_id(call_id);
+        result.set_name(name);
+        result.set_ok(outcome.ok());
+        if (outcome.ok()) {
+          result.set_content(outcome->answer);
+          result.set_upstream_status(outcome->upstream_status);
+        } else {
+          result.mutable_error()->set_code(std::string(WireName(outcome.error().code)));
+          result.mutable_error()->set_message(outcome.error().message);
+        }
+        tool_stats_->Record(Since(started), outcome.ok() ? "" : outcome.error().message);
+        (void)conn_.Publish(reply, result.SerializeAsString());
+        in_flight_.fetch_sub(1);
+      });
 }
 
 std::string LightweightWorker::MetricsText() const {
@@ -448,10 +447,12 @@ std::string LightweightWorker::MetricsText() const {
           "Flow turns whose history publish failed (logged).", turns_unrecorded_.load());
   counter("wf_lightweight_history_batches_total", "TurnRecordBatch messages published.",
           history_batches_.load());
-  out += "# HELP wf_lightweight_in_flight Calls in flight.\n# TYPE wf_lightweight_in_flight gauge\n";
+  out +=
+      "# HELP wf_lightweight_in_flight Calls in flight.\n# TYPE wf_lightweight_in_flight gauge\n";
   out += "wf_lightweight_in_flight " + std::to_string(in_flight_.load()) + "\n";
-  out += "# HELP wf_nats_connected 1 while the NATS connection is up.\n"
-         "# TYPE wf_nats_connected gauge\n";
+  out +=
+      "# HELP wf_nats_connected 1 while the NATS connection is up.\n"
+      "# TYPE wf_nats_connected gauge\n";
   out += std::string("wf_nats_connected ") + (conn_.Connected() ? "1" : "0") + "\n";
   return out;
 }

@@ -19,19 +19,24 @@ constexpr const char* kHistoryConsumer = "history";
 /// History messages (each a batch of up to a few hundred flow turns) stored at once.
 constexpr int kHistoryInFlight = 2;
 
-
 /// Owns one JetStream message (natsMsg*); acks/naks are idempotent through `settled`.
 struct JsMessage {
   explicit JsMessage(natsMsg* m) : msg(m) {}
   ~JsMessage() { natsMsg_Destroy(msg); }
   JsMessage(const JsMessage&) = delete;
   JsMessage& operator=(const JsMessage&) = delete;
-  void Ack() { Settle([&] { return natsMsg_Ack(msg, nullptr); }); }
-  void Nak() { Settle([&] { return natsMsg_Nak(msg, nullptr); }); }
+  void Ack() {
+    Settle([&] { return natsMsg_Ack(msg, nullptr); });
+  }
+  void Nak() {
+    Settle([&] { return natsMsg_Nak(msg, nullptr); });
+  }
   void NakWithDelay(std::chrono::milliseconds d) {
     Settle([&] { return natsMsg_NakWithDelay(msg, d.count(), nullptr); });
   }
-  void Term() { Settle([&] { return natsMsg_Term(msg, nullptr); }); }
+  void Term() {
+    Settle([&] { return natsMsg_Term(msg, nullptr); });
+  }
   void InProgress() {
     std::lock_guard lock(mu);
     if (!settled) natsMsg_InProgress(msg, nullptr);
@@ -59,7 +64,8 @@ struct JsMessage {
 };
 
 Status EnsureConsumer(jsCtx* js, const char* stream, const char* durable, const char* subject,
-                      std::chrono::milliseconds ack_wait, int max_deliver, int64_t max_ack_pending) {
+                      std::chrono::milliseconds ack_wait, int max_deliver,
+                      int64_t max_ack_pending) {
   jsConsumerConfig cfg;
   jsConsumerConfig_Init(&cfg);
   cfg.Durable = durable;
@@ -133,9 +139,9 @@ class HeavyWorker::TurnEvents final : public EventSink {
     Publish(event);
   }
   void Publish(const wf::v1::QueryEvent& event) {
-    auto status = conn_.Publish(turn_.reply_to, event.SerializeAsString(), {},
-                                {{kRequestIdHeader, turn_.request.request_id()},
-                                 {kTraceparentHeader, turn_.traceparent}});
+    auto status = conn_.Publish(
+        turn_.reply_to, event.SerializeAsString(), {},
+        {{kRequestIdHeader, turn_.request.request_id()}, {kTraceparentHeader, turn_.traceparent}});
     if (!status.ok()) spdlog::warn("event not published: {}", status.error().message);
   }
 
@@ -192,8 +198,8 @@ Status HeavyWorker::Setup() {
       !s.ok()) {
     return s;
   }
-  if (auto s = EnsureConsumer(js_->raw(), kHistoryStream, kHistoryConsumer,
-                              history_subject.c_str(), std::chrono::seconds(30), -1, 10000);
+  if (auto s = EnsureConsumer(js_->raw(), kHistoryStream, kHistoryConsumer, history_subject.c_str(),
+                              std::chrono::seconds(30), -1, 10000);
       !s.ok()) {
     return s;
   }
@@ -206,15 +212,16 @@ Status HeavyWorker::Setup() {
     so.Consumer = consumer;
     so.ManualAck = true;
     jsErrCode jerr = static_cast<jsErrCode>(0);
-    natsStatus s = js_PullSubscribe(sub, js_->raw(), subject.c_str(), consumer, nullptr, &so, &jerr);
+    natsStatus s =
+        js_PullSubscribe(sub, js_->raw(), subject.c_str(), consumer, nullptr, &so, &jerr);
     if (s != NATS_OK) {
       return Status(ErrorCode::kUnavailable,
                     std::string("pull subscribe ") + consumer + ": " + JsErrorText(s, jerr));
     }
   }
 
-  service_ = std::make_unique<MicroService>(conn_, "heavy", options_.version,
-                                            "agent turns, sessions");
+  service_ =
+      std::make_unique<MicroService>(conn_, "heavy", options_.version, "agent turns, sessions");
   query_stats_ = service_->AddEndpoint("query", query_subject, kHeavyConsumer);
   session_stats_ = service_->AddEndpoint("session", prefix_ + ".session.*", "heavy");
   for (auto [subject, del] :
@@ -224,7 +231,8 @@ Status HeavyWorker::Setup() {
     if (!sub.ok()) return sub.error();
     subs_.push_back(std::move(sub).value());
   }
-  auto cancel = conn_.Subscribe(prefix_ + ".cancel.*", [this](const NatsMsgView& m) { OnCancel(m); });
+  auto cancel =
+      conn_.Subscribe(prefix_ + ".cancel.*", [this](const NatsMsgView& m) { OnCancel(m); });
   if (!cancel.ok()) return cancel.error();
   subs_.push_back(std::move(cancel).value());
   if (auto s = service_->Start(); !s.ok()) return s;
@@ -233,8 +241,8 @@ Status HeavyWorker::Setup() {
   history_fetcher_ = std::thread([this] { FetchLoop(history_sub_, true); });
   tick_task_ = timer_.After(options_.in_progress_every, [this] { TickInProgress(); });
   spdlog::info("heavy worker {} ready: concurrency {}, {} tools, {} flows, {} skills",
-               service_->id(), options_.concurrency, config_->tools.size(),
-               config_->flows.size(), config_->skills.size());
+               service_->id(), options_.concurrency, config_->tools.size(), config_->flows.size(),
+               config_->skills.size());
   return Status::Ok();
 }
 
@@ -331,7 +339,8 @@ void HeavyWorker::BeginTurn(const std::shared_ptr<Turn>& turn) {
   uint64_t delivered = turn->msg.Delivered();
   if (delivered > 1) redeliveries_.fetch_add(1, std::memory_order_relaxed);
   if (req.deadline_unix_ms() > 0 && req.deadline_unix_ms() <= UnixMillisNow()) {
-    EmitTerminalError(turn, ErrorCode::kDeadlineExceeded, "the turn's deadline passed before it ran");
+    EmitTerminalError(turn, ErrorCode::kDeadlineExceeded,
+                      "the turn's deadline passed before it ran");
     turn->msg.Ack();
     turns_failed_.fetch_add(1, std::memory_order_relaxed);
     ReleaseTurn(turn);
@@ -459,9 +468,8 @@ void HeavyWorker::RunAgent(const std::shared_ptr<Turn>& turn,
   std::weak_ptr<Turn> weak = turn;
   auto agent = AgentTurn::Start(deps, std::move(params), [this, weak](wf::v1::TurnRecord record) {
     if (auto t = weak.lock()) {
-      executor_->Post([this, t, record = std::move(record)]() mutable {
-        FinishTurn(t, std::move(record));
-      });
+      executor_->Post(
+          [this, t, record = std::move(record)]() mutable { FinishTurn(t, std::move(record)); });
     }
   });
   std::lock_guard lock(mu_);
@@ -504,7 +512,8 @@ void HeavyWorker::FinishTurn(const std::shared_ptr<Turn>& turn, wf::v1::TurnReco
                   stored.error().message);
     turn->msg.NakWithDelay(std::chrono::seconds(2));
   }
-  query_stats_->Record(std::chrono::nanoseconds(0), record.status() == "error" ? "turn failed" : "");
+  query_stats_->Record(std::chrono::nanoseconds(0),
+                       record.status() == "error" ? "turn failed" : "");
   ReleaseTurn(turn);
 }
 
@@ -528,10 +537,10 @@ void HeavyWorker::OnHistoryMessage(natsMsg* raw) {
     bool batch = natsMsgHeader_Get(msg->msg, kPayloadTypeHeader, &type) == NATS_OK && type &&
                  std::string_view(type) == "wf.v1.TurnRecordBatch";
     wf::v1::TurnRecordBatch records;
-    bool parsed = batch ? records.ParseFromArray(natsMsg_GetData(msg->msg),
-                                                 natsMsg_GetDataLength(msg->msg))
-                        : records.add_turns()->ParseFromArray(natsMsg_GetData(msg->msg),
-                                                              natsMsg_GetDataLength(msg->msg));
+    bool parsed =
+        batch ? records.ParseFromArray(natsMsg_GetData(msg->msg), natsMsg_GetDataLength(msg->msg))
+              : records.add_turns()->ParseFromArray(natsMsg_GetData(msg->msg),
+                                                    natsMsg_GetDataLength(msg->msg));
     for (const auto& record : records.turns()) {
       parsed = parsed && !record.session_id().empty() && !record.run_id().empty();
     }
@@ -616,10 +625,9 @@ void HeavyWorker::OnSessionRequest(const NatsMsgView& msg, bool del) {
         *out.mutable_history() = std::move(history).value();
       }
     }
-    session_stats_->Record(Clock::now() - started,
-                           out.has_error() && out.error().code() != "session_not_found"
-                               ? out.error().message()
-                               : "");
+    session_stats_->Record(
+        Clock::now() - started,
+        out.has_error() && out.error().code() != "session_not_found" ? out.error().message() : "");
     (void)conn_.Publish(reply, out.SerializeAsString());
   });
 }
@@ -709,7 +717,8 @@ std::string HeavyWorker::MetricsText() const {
   metric("wf_heavy_turns_started_total", "counter", "Agent turns taken from JetStream.",
          turns_started_.load());
   metric("wf_heavy_turns_ok_total", "counter", "Turns answered.", turns_ok_.load());
-  metric("wf_heavy_turns_failed_total", "counter", "Turns ended by an error.", turns_failed_.load());
+  metric("wf_heavy_turns_failed_total", "counter", "Turns ended by an error.",
+         turns_failed_.load());
   metric("wf_heavy_turns_cancelled_total", "counter", "Turns cancelled.", turns_cancelled_.load());
   metric("wf_heavy_redeliveries_total", "counter", "Turns received again after a failure.",
          redeliveries_.load());
