@@ -12,7 +12,8 @@
 #      SECONDS_TURNS (10), TURNS (100000), REPORT_EVERY (20000), STREAMS ("1000 5000 10000"),
 #      HOLD_S (5), STREAMS_CONCURRENCY (wf-heavy --concurrency for the streams; default the
 #      largest of STREAMS), HEAVY_WRAP (command prefix for wf-heavy, e.g. "heaptrack -o FILE";
-#      the RSS figures are then the wrapper's).
+#      the RSS figures are then the wrapper's), ROUND_HOOK (command run after each streams round
+#      with HEAVY_PID exported, e.g. bench/agent/malloc_trim_hook.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -192,6 +193,8 @@ if has_part streams; then
       echo "(stopping: $count streams did not all succeed)"
       break
     fi
+    # shellcheck disable=SC2086  # ROUND_HOOK is a command line
+    [[ -n "${ROUND_HOOK:-}" ]] && HEAVY_PID=$HEAVY_PID ${ROUND_HOOK}
     echo
   done
 fi
