@@ -12,7 +12,8 @@
 #      SECONDS_TURNS (10), TURNS (100000), REPORT_EVERY (20000), STREAMS ("1000 5000 10000"),
 #      HOLD_S (5), STREAMS_CONCURRENCY (wf-heavy --concurrency for the streams; default the
 #      largest of STREAMS), HEAVY_WRAP (command prefix for wf-heavy, e.g. "heaptrack -o FILE";
-#      the RSS figures are then the wrapper's).
+#      wf-heavy itself, the wrapper's child, is signalled and measured), ROUND_HOOK (command
+#      run after each streams round with HEAVY_PID exported, e.g. bench/agent/malloc_trim_hook.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -136,7 +137,15 @@ start_heavy() {  # start_heavy CONCURRENCY
   # shellcheck disable=SC2086  # HEAVY_WRAP is a command prefix, e.g. "heaptrack -o /tmp/heavy"
   start "heavy-$1" ${HEAVY_WRAP:-} "$BIN/wf-heavy" --concurrency "$1" --drain-ms 2000 --admin-listen "127.0.0.1:$HEAVY_ADMIN"
   HEAVY_PID=$LAST_PID
+  HEAVY_WRAPPER_PID=$LAST_PID
   wait_port "$HEAVY_ADMIN" "heavy-$1"
+  # A wrapper that does not exec (heaptrack's shell) would take the TERM meant for wf-heavy and
+  # leave it running: signal and measure wf-heavy itself.
+  if [[ -n "${HEAVY_WRAP:-}" ]]; then
+    local child
+    child=$(pgrep -n -P "$LAST_PID" -x wf-heavy || true)
+    if [[ -n "$child" ]]; then HEAVY_PID=$child; PIDS+=("$child"); fi
+  fi
 }
 start_heavy 64
 start gateway "$BIN/wf-gateway" --listen "127.0.0.1:$GW_PORT" --heartbeat-ms 1000 --drain-ms 1000
@@ -181,7 +190,7 @@ fi
 
 if has_part streams; then
   # A heavy worker that takes every stream's turn at once.
-  kill -TERM "$HEAVY_PID"; wait "$HEAVY_PID" 2>/dev/null || true
+  kill -TERM "$HEAVY_PID"; wait "$HEAVY_WRAPPER_PID" 2>/dev/null || true
   start_heavy "$STREAMS_CONCURRENCY"
   wait_ready
   for count in $STREAMS; do
@@ -192,6 +201,8 @@ if has_part streams; then
       echo "(stopping: $count streams did not all succeed)"
       break
     fi
+    # shellcheck disable=SC2086  # ROUND_HOOK is a command line
+    [[ -n "${ROUND_HOOK:-}" ]] && HEAVY_PID=$HEAVY_PID ${ROUND_HOOK}
     echo
   done
 fi
