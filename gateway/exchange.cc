@@ -55,8 +55,8 @@ ExchangeOutcome Exchange::FinishWithError(const Error& error, bool cancel) {
     std::string frame;
     AppendSseEvent(&frame, "error", ErrorJson(error));
     std::string bytes;
-    AppendChunk(&bytes, frame);
-    bytes.append(kLastChunk);
+    AppendHttpChunk(&bytes, frame);
+    bytes.append(kHttpLastChunk);
     Send(std::move(bytes), Clock::now());
     return ExchangeOutcome{true, 200, cancel};
   }
@@ -84,10 +84,10 @@ ExchangeOutcome Exchange::OnEvent(const v1::QueryEvent& event) {
     if (!AppendSseForEvent(&frame, event, params_.request_id, params_.session_id)) return {};
     std::string bytes;
     bytes.reserve(frame.size() + 16);
-    AppendChunk(&bytes, frame);
+    AppendHttpChunk(&bytes, frame);
     const bool last = kind == v1::QueryEvent::kFinal || kind == v1::QueryEvent::kError;
     if (last) {
-      bytes.append(kLastChunk);
+      bytes.append(kHttpLastChunk);
       finished_ = true;
     }
     wrote_since_head_ = true;
@@ -161,7 +161,7 @@ ExchangeOutcome Exchange::OnTick(Clock::time_point now) {
       interval = std::min<std::chrono::milliseconds>(interval, std::chrono::seconds(1));
     if (now - last_write_ >= interval) {
       std::string bytes;
-      AppendChunk(&bytes, kSseHeartbeat);
+      AppendHttpChunk(&bytes, kSseHeartbeat);
       wrote_since_head_ = true;
       Send(std::move(bytes), now);
     }

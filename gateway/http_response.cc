@@ -4,47 +4,6 @@
 
 namespace wf {
 
-std::string_view ReasonPhrase(int status) {
-  switch (status) {
-    case 100:
-      return "Continue";
-    case 200:
-      return "OK";
-    case 400:
-      return "Bad Request";
-    case 401:
-      return "Unauthorized";
-    case 403:
-      return "Forbidden";
-    case 404:
-      return "Not Found";
-    case 405:
-      return "Method Not Allowed";
-    case 408:
-      return "Request Timeout";
-    case 409:
-      return "Conflict";
-    case 413:
-      return "Payload Too Large";
-    case 429:
-      return "Too Many Requests";
-    case 500:
-      return "Internal Server Error";
-    case 501:
-      return "Not Implemented";
-    case 502:
-      return "Bad Gateway";
-    case 503:
-      return "Service Unavailable";
-    case 504:
-      return "Gateway Timeout";
-    case 505:
-      return "HTTP Version Not Supported";
-    default:
-      return "Unknown";
-  }
-}
-
 namespace {
 
 void AppendNumber(std::string* out, std::size_t n) {
@@ -58,7 +17,7 @@ void AppendStatusLine(std::string* out, int status) {
   out->append("HTTP/1.1 ");
   AppendNumber(out, static_cast<std::size_t>(status));
   out->push_back(' ');
-  out->append(ReasonPhrase(status));
+  out->append(HttpReasonPhrase(status));
   out->append("\r\n");
 }
 
@@ -93,17 +52,6 @@ std::string FormatSseHead(std::string_view request_id) {
   if (!request_id.empty()) out.append("X-Request-Id: ").append(request_id).append("\r\n");
   out.append("Connection: close\r\n\r\n");
   return out;
-}
-
-void AppendChunk(std::string* out, std::string_view data) {
-  if (data.empty()) return;
-  char buf[16];
-  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, data.size(), 16);
-  (void)ec;
-  out->append(buf, end);
-  out->append("\r\n");
-  out->append(data);
-  out->append("\r\n");
 }
 
 }  // namespace wf

@@ -3,6 +3,8 @@
 #include <string>
 #include <string_view>
 
+#include "http_wire/http_wire.h"
+
 namespace wf {
 
 /// Content types the gateway answers with.
@@ -11,12 +13,6 @@ inline constexpr std::string_view kPrometheusType = "text/plain; version=0.0.4; 
 
 /// The interim answer to `Expect: 100-continue`.
 inline constexpr std::string_view kContinueResponse = "HTTP/1.1 100 Continue\r\n\r\n";
-
-/// The chunk that ends a chunked body.
-inline constexpr std::string_view kLastChunk = "0\r\n\r\n";
-
-/// "OK", "Not Found", ...; "Unknown" for codes the gateway never sends.
-std::string_view ReasonPhrase(int status);
 
 /// A complete HTTP/1.1 response with Content-Length. The gateway writes responses itself (not
 /// through Pistache's ResponseWriter) so that any thread can produce them and so that
@@ -32,9 +28,5 @@ std::string FormatHttpResponse(int status, std::string_view content_type, std::s
 /// proxy buffering, `X-Request-Id`, and `Connection: close` so that the client closes the
 /// connection when the stream ends (the gateway never closes sockets from other threads).
 std::string FormatSseHead(std::string_view request_id);
-
-/// Appends `data` as one HTTP/1.1 chunk (hex size, CRLF, data, CRLF). Empty data appends nothing
-/// (an empty chunk would end the body).
-void AppendChunk(std::string* out, std::string_view data);
 
 }  // namespace wf

@@ -228,10 +228,10 @@ TEST(HttpResponse, FormatsHeadersAndChunks) {
   EXPECT_NE(head.find("Transfer-Encoding: chunked\r\n"), std::string::npos);
   EXPECT_NE(head.find("X-Request-Id: rid\r\n"), std::string::npos);
   std::string chunk;
-  AppendChunk(&chunk, std::string(26, 'x'));
+  AppendHttpChunk(&chunk, std::string(26, 'x'));
   EXPECT_EQ(chunk, "1a\r\n" + std::string(26, 'x') + "\r\n");
   chunk.clear();
-  AppendChunk(&chunk, "");
+  AppendHttpChunk(&chunk, "");
   EXPECT_TRUE(chunk.empty());
 }
 
