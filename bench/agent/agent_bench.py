@@ -29,15 +29,20 @@ def pct(values, p):
     return s[i]
 
 
-def rss_kib(pid):
+def proc_status_value(pid, field):
+    """The integer after `field:` in /proc/PID/status (VmRSS is in KiB), or -1."""
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1])
     except OSError:
         pass
     return -1
+
+
+def rss_kib(pid):
+    return proc_status_value(pid, "VmRSS")
 
 
 def fd_count(pid):
@@ -48,14 +53,7 @@ def fd_count(pid):
 
 
 def thread_count(pid):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("Threads:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return -1
+    return proc_status_value(pid, "Threads")
 
 
 def mib(kib):
