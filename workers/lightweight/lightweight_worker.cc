@@ -26,6 +26,33 @@ bool ValidRequestId(const std::string& id) {
   return true;
 }
 
+/// Copies `error` into a wire `Error`.
+void SetWireError(const Error& error, wf::v1::Error* out) {
+  out->set_code(std::string(WireName(error.code)));
+  out->set_message(error.message);
+}
+
+/// The one event that answers a flow call (wf.query or wf.flow.execute): `final` or `error`.
+wf::v1::QueryEvent FlowEvent(const std::string& request_id, const std::string& session_id,
+                             const std::string& flow_id, const Result<CallOutcome>& outcome) {
+  wf::v1::QueryEvent event;
+  event.set_request_id(request_id);
+  event.set_seq(1);
+  if (!outcome.ok()) {
+    SetWireError(outcome.error(), event.mutable_error());
+    return event;
+  }
+  auto* final = event.mutable_final();
+  final->set_answer(outcome->answer);
+  final->set_route("flow");
+  final->set_flow_id(flow_id);
+  final->set_run_id(request_id);
+  final->set_session_id(session_id);
+  final->set_upstream_status(outcome->upstream_status);
+  *final->mutable_parameters() = JsonToStruct(outcome->parameters);
+  return event;
+}
+
 }  // namespace
 
 std::string NewRequestId() {
@@ -136,8 +163,7 @@ void LightweightWorker::ReplyError(const std::string& reply, const std::string& 
   wf::v1::QueryEvent event;
   event.set_request_id(request_id);
   event.set_seq(1);
-  event.mutable_error()->set_code(std::string(WireName(error.code)));
-  event.mutable_error()->set_message(error.message);
+  SetWireError(error, event.mutable_error());
   (void)conn_.Publish(reply, event.SerializeAsString(), {}, {{kRequestIdHeader, request_id}});
 }
 
@@ -190,35 +216,26 @@ void LightweightWorker::OnQuery(const NatsMsgView& msg) {
   input.deadline_unix_ms = request.deadline_unix_ms();
   std::string flow_id = match->flow->flow_id;
   in_flight_.fetch_add(1);
-  runtime_->RunFlow(
-      match->flow_index, std::move(input),
-      [this, request = std::move(request), reply_to, flow_id, started,
-       started_ms](Result<CallOutcome> outcome) {
-        wf::v1::QueryEvent event;
-        event.set_request_id(request.request_id());
-        event.set_seq(1);
-        if (outcome.ok()) {
-          auto* final = event.mutable_final();
-          final->set_answer(outcome->answer);
-          final->set_route("flow");
-          final->set_flow_id(flow_id);
-          final->set_run_id(request.request_id());
-          final->set_session_id(request.session_id());
-          final->set_upstream_status(outcome->upstream_status);
-          *final->mutable_parameters() = JsonToStruct(outcome->parameters);
-          flows_answered_.fetch_add(1, std::memory_order_relaxed);
-        } else {
-          event.mutable_error()->set_code(std::string(WireName(outcome.error().code)));
-          event.mutable_error()->set_message(outcome.error().message);
-          errors_.fetch_add(1, std::memory_order_relaxed);
-        }
-        query_stats_->Record(Since(started), outcome.ok() ? "" : outcome.error().message);
-        (void)conn_.Publish(reply_to, event.SerializeAsString(), {},
-                            {{kRequestIdHeader, request.request_id()}});
-        // Off the critical path: the client already has its answer.
-        if (outcome.ok()) RecordFlowTurn(request, outcome.value(), flow_id, started_ms);
-        in_flight_.fetch_sub(1);
-      });
+  runtime_->RunFlow(match->flow_index, std::move(input),
+                    [this, request = std::move(request), reply_to, flow_id, started,
+                     started_ms](Result<CallOutcome> outcome) {
+                      wf::v1::QueryEvent event =
+                          FlowEvent(request.request_id(), request.session_id(), flow_id, outcome);
+                      if (outcome.ok()) {
+                        flows_answered_.fetch_add(1, std::memory_order_relaxed);
+                      } else {
+                        errors_.fetch_add(1, std::memory_order_relaxed);
+                      }
+                      query_stats_->Record(Since(started),
+                                           outcome.ok() ? "" : outcome.error().message);
+                      (void)conn_.Publish(reply_to, event.SerializeAsString(), {},
+                                          {{kRequestIdHeader, request.request_id()}});
+                      // Off the critical path: the client already has its answer.
+                      if (outcome.ok()) {
+                        RecordFlowTurn(request, outcome.value(), flow_id, started_ms);
+                      }
+                      in_flight_.fetch_sub(1);
+                    });
 }
 
 void LightweightWorker::ForwardToAgents(wf::v1::QueryRequest request, const std::string& reply,
@@ -351,22 +368,7 @@ void LightweightWorker::OnFlowExecute(const NatsMsgView& msg) {
       request.flow_id(), std::move(input),
       [this, reply, request_id = request.request_id(), flow_id = request.flow_id(),
        session_id = request.session_id(), started](Result<CallOutcome> outcome) {
-        wf::v1::QueryEvent event;
-        event.set_request_id(request_id);
-        event.set_seq(1);
-        if (outcome.ok()) {
-          auto* final = event.mutable_final();
-          final->set_answer(outcome->answer);
-          final->set_route("flow");
-          final->set_flow_id(flow_id);
-          final->set_run_id(request_id);
-          final->set_session_id(session_id);
-          final->set_upstream_status(outcome->upstream_status);
-          *final->mutable_parameters() = JsonToStruct(outcome->parameters);
-        } else {
-          event.mutable_error()->set_code(std::string(WireName(outcome.error().code)));
-          event.mutable_error()->set_message(outcome.error().message);
-        }
+        wf::v1::QueryEvent event = FlowEvent(request_id, session_id, flow_id, outcome);
         flow_stats_->Record(Since(started), outcome.ok() ? "" : outcome.error().message);
         (void)conn_.Publish(reply, event.SerializeAsString());
         in_flight_.fetch_sub(1);
@@ -383,8 +385,7 @@ void LightweightWorker::OnToolExecute(const NatsMsgView& msg) {
     result.set_call_id(call_id);
     result.set_name(name);
     result.set_ok(false);
-    result.mutable_error()->set_code(std::string(WireName(e.code)));
-    result.mutable_error()->set_message(e.message);
+    SetWireError(e, result.mutable_error());
     tool_stats_->Record(Since(started), e.message);
     (void)conn_.Publish(reply, result.SerializeAsString());
   };
@@ -405,25 +406,24 @@ void LightweightWorker::OnToolExecute(const NatsMsgView& msg) {
   input.session_id = request.session_id();
   input.deadline_unix_ms = request.deadline_unix_ms();
   in_flight_.fetch_add(1);
-  runtime_->RunTool(
-      request.name(), std::move(input),
-      [this, reply, call_id = request.call_id(), name = request.name(),
-       started](Result<CallOutcome> outcome) {
-        wf::v1::ToolResult result;
-        result.set_call_id(call_id);
-        result.set_name(name);
-        result.set_ok(outcome.ok());
-        if (outcome.ok()) {
-          result.set_content(outcome->answer);
-          result.set_upstream_status(outcome->upstream_status);
-        } else {
-          result.mutable_error()->set_code(std::string(WireName(outcome.error().code)));
-          result.mutable_error()->set_message(outcome.error().message);
-        }
-        tool_stats_->Record(Since(started), outcome.ok() ? "" : outcome.error().message);
-        (void)conn_.Publish(reply, result.SerializeAsString());
-        in_flight_.fetch_sub(1);
-      });
+  runtime_->RunTool(request.name(), std::move(input),
+                    [this, reply, call_id = request.call_id(), name = request.name(),
+                     started](Result<CallOutcome> outcome) {
+                      wf::v1::ToolResult result;
+                      result.set_call_id(call_id);
+                      result.set_name(name);
+                      result.set_ok(outcome.ok());
+                      if (outcome.ok()) {
+                        result.set_content(outcome->answer);
+                        result.set_upstream_status(outcome->upstream_status);
+                      } else {
+                        SetWireError(outcome.error(), result.mutable_error());
+                      }
+                      tool_stats_->Record(Since(started),
+                                          outcome.ok() ? "" : outcome.error().message);
+                      (void)conn_.Publish(reply, result.SerializeAsString());
+                      in_flight_.fetch_sub(1);
+                    });
 }
 
 std::string LightweightWorker::MetricsText() const {
