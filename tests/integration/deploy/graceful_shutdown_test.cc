@@ -70,7 +70,7 @@ class GatewayShutdownTest : public ::testing::Test {
  protected:
   void SetUp() override {
     for (const char* bin : {"wf-gateway", "wf-lightweight", "wf-demo-api"}) {
-      if (!Exists(BinPath(bin))) GTEST_SKIP() << BinPath(bin) << " is not built";
+      ASSERT_TRUE(Exists(BinPath(bin))) << BinPath(bin) << " is not built";
     }
   }
 };
@@ -168,7 +168,7 @@ class HeavyShutdownTest : public ::testing::Test {
  protected:
   void SetUp() override {
     for (const char* bin : {"wf-gateway", "wf-lightweight", "wf-heavy", "wf-scripted-llm"}) {
-      if (!Exists(BinPath(bin))) GTEST_SKIP() << BinPath(bin) << " is not built";
+      ASSERT_TRUE(Exists(BinPath(bin))) << BinPath(bin) << " is not built";
     }
     nats_.emplace();
     redis_.emplace();
