@@ -508,10 +508,9 @@ Status SessionStore::AppendTurn(const wf::v1::TurnRecord& record) {
   return Status::Ok();
 }
 
-Status SessionStore::AppendTurns(const std::vector<wf::v1::TurnRecord>& records) {
-  if (records.empty()) return Status::Ok();
-  if (records.size() == 1) return AppendTurn(records[0]);
-  std::vector<wf::v1::TurnRecord> turns(records.begin(), records.end());
+Status SessionStore::AppendTurns(std::vector<wf::v1::TurnRecord> turns) {
+  if (turns.empty()) return Status::Ok();
+  if (turns.size() == 1) return AppendTurn(turns[0]);
   const std::int64_t now = NowUnixMs();
   for (auto& turn : turns) {
     if (Status status = NormalizeTurn(turn, now); !status.ok()) return status;

@@ -75,7 +75,8 @@ class SessionStore {
   /// kept), then Redis. All or nothing in PostgreSQL, except that when the database refuses one
   /// record (kBadRequest) the others are stored one by one and the first refusal is returned.
   /// Errors: as AppendTurn (an invalid record fails the call before anything is stored).
-  Status AppendTurns(const std::vector<wf::v1::TurnRecord>& turns);
+  /// Takes the records by value: they are normalized and sorted in place.
+  Status AppendTurns(std::vector<wf::v1::TurnRecord> turns);
 
   /// The stored history from PostgreSQL (for GET /api/v1/session/{id}).
   /// Errors: kBadRequest, kSessionNotFound (no record), kUnavailable.

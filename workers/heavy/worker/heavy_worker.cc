@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <iterator>
 #include <optional>
 
 #include "wf/v1/session.pb.h"
@@ -553,14 +554,15 @@ void HeavyWorker::OnHistoryMessage(natsMsg* raw) {
     }
     // One PostgreSQL transaction for the whole batch; idempotent by run_id, so a message that
     // is retried after a failure stores nothing twice.
-    std::vector<wf::v1::TurnRecord> turns(records.turns().begin(), records.turns().end());
-    Status stored = store_.AppendTurns(turns);
+    const std::size_t count = static_cast<std::size_t>(records.turns_size());
+    Status stored = store_.AppendTurns({std::make_move_iterator(records.mutable_turns()->begin()),
+                                        std::make_move_iterator(records.mutable_turns()->end())});
     if (stored.ok()) {
-      history_stored_.fetch_add(turns.size(), std::memory_order_relaxed);
+      history_stored_.fetch_add(count, std::memory_order_relaxed);
       msg->Ack();
     } else {
       store_failures_.fetch_add(1, std::memory_order_relaxed);
-      spdlog::warn("{} flow turns not stored yet: {}", turns.size(), stored.error().message);
+      spdlog::warn("{} flow turns not stored yet: {}", count, stored.error().message);
       msg->NakWithDelay(std::chrono::seconds(2));
     }
     history_in_flight_.fetch_sub(1);
