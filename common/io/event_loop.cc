@@ -1,0 +1,235 @@
+#include "io/event_loop.h"
+
+#include <pthread.h>
+#include <spdlog/spdlog.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <cstring>
+#include <exception>
+#include <stdexcept>
+
+namespace wf {
+namespace {
+
+constexpr int kMaxEventsPerWait = 128;
+
+uint64_t PackEventData(int fd, uint32_t token) {
+  return (static_cast<uint64_t>(token) << 32) | static_cast<uint32_t>(fd);
+}
+
+template <typename F>
+void RunGuarded(const char* what, F&& f) noexcept {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    spdlog::error("event loop: {} threw: {}", what, e.what());
+  } catch (...) {
+    spdlog::error("event loop: {} threw a non-std exception", what);
+  }
+}
+
+}  // namespace
+
+EventLoop::EventLoop() {
+  epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
+  if (epoll_fd_ < 0) throw std::runtime_error(std::string("epoll_create1: ") + strerror(errno));
+  wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (wake_fd_ < 0) {
+    close(epoll_fd_);
+    throw std::runtime_error(std::string("eventfd: ") + strerror(errno));
+  }
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = PackEventData(wake_fd_, 0);
+  if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &ev) != 0) {
+    close(wake_fd_);
+    close(epoll_fd_);
+    throw std::runtime_error(std::string("epoll_ctl: ") + strerror(errno));
+  }
+}
+
+EventLoop::~EventLoop() {
+  close(wake_fd_);
+  close(epoll_fd_);
+}
+
+void EventLoop::Run() {
+  loop_thread_.store(std::this_thread::get_id(), std::memory_order_relaxed);
+  std::array<epoll_event, kMaxEventsPerWait> events;
+  for (;;) {
+    RunPosted();
+    for (Task& hook : prepare_hooks_) RunGuarded("prepare hook", hook);
+    int timeout = NextTimeoutMs();
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (stop_ && posted_.empty()) break;
+      if (!posted_.empty()) timeout = 0;
+      sleeping_ = timeout != 0;
+    }
+    int n = epoll_wait(epoll_fd_, events.data(), kMaxEventsPerWait, timeout);
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      sleeping_ = false;
+    }
+    if (n < 0) {
+      if (errno != EINTR) spdlog::error("event loop: epoll_wait: {}", strerror(errno));
+      continue;
+    }
+    for (int i = 0; i < n; ++i) {
+      const int fd = static_cast<int>(static_cast<uint32_t>(events[i].data.u64));
+      const uint32_t token = static_cast<uint32_t>(events[i].data.u64 >> 32);
+      if (fd == wake_fd_ && token == 0) {
+        uint64_t drained;
+        while (read(wake_fd_, &drained, sizeof drained) > 0) {
+        }
+        continue;
+      }
+      auto it = watchers_.find(fd);
+      if (it == watchers_.end() || it->second.token != token) continue;  // Unwatched meanwhile
+      // A copy: the callback may Unwatch its own fd, destroying the stored one.
+      FdCallback callback = it->second.callback;
+      RunGuarded("fd callback", [&] { callback(events[i].events); });
+    }
+    RunTimers();
+  }
+  loop_thread_.store(std::thread::id(), std::memory_order_relaxed);
+}
+
+void EventLoop::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stop_ = true;
+  }
+  Wake();
+}
+
+void EventLoop::Post(Task task) {
+  bool wake = false;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    posted_.push_back(std::move(task));
+    wake = sleeping_;
+  }
+  if (wake) Wake();
+}
+
+void EventLoop::Wake() {
+  if (InLoopThread()) return;
+  const uint64_t one = 1;
+  // EAGAIN means the counter is already non-zero: the loop will wake anyway.
+  [[maybe_unused]] ssize_t ignored = write(wake_fd_, &one, sizeof one);
+}
+
+void EventLoop::RunPosted() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (posted_.empty()) return;
+    running_.swap(posted_);
+  }
+  for (Task& task : running_) RunGuarded("posted task", task);
+  running_.clear();
+}
+
+Status EventLoop::Watch(int fd, uint32_t events, FdCallback callback) {
+  if (watchers_.count(fd) != 0) return Status(ErrorCode::kInternal, "fd already watched");
+  uint32_t token = next_token_++;
+  if (token == 0) token = next_token_++;  // 0 marks the wake-up eventfd
+  epoll_event ev{};
+  ev.events = events & (EPOLLIN | EPOLLOUT);
+  ev.data.u64 = PackEventData(fd, token);
+  if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
+    return Status(ErrorCode::kInternal, std::string("epoll_ctl add: ") + strerror(errno));
+  }
+  watchers_.emplace(fd, Watcher{fd, token, std::move(callback)});
+  return Status();
+}
+
+Status EventLoop::Modify(int fd, uint32_t events) {
+  auto it = watchers_.find(fd);
+  if (it == watchers_.end()) return Status(ErrorCode::kInternal, "fd not watched");
+  epoll_event ev{};
+  ev.events = events & (EPOLLIN | EPOLLOUT);
+  ev.data.u64 = PackEventData(fd, it->second.token);
+  if (epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, fd, &ev) != 0) {
+    return Status(ErrorCode::kInternal, std::string("epoll_ctl mod: ") + strerror(errno));
+  }
+  return Status();
+}
+
+void EventLoop::Unwatch(int fd) {
+  auto it = watchers_.find(fd);
+  if (it == watchers_.end()) return;
+  // ENOENT/EBADF when the fd was already closed (which removes it from epoll): fine.
+  epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+  watchers_.erase(it);
+}
+
+EventLoop::TimerId EventLoop::AddTimer(std::chrono::milliseconds delay, Task task) {
+  const TimerId id = next_timer_++;
+  const auto when = std::chrono::steady_clock::now() + delay;
+  timers_.emplace(when, id);
+  timer_tasks_.emplace(id, std::make_pair(when, std::move(task)));
+  return id;
+}
+
+void EventLoop::CancelTimer(TimerId id) {
+  auto it = timer_tasks_.find(id);
+  if (it == timer_tasks_.end()) return;
+  auto [first, last] = timers_.equal_range(it->second.first);
+  for (auto t = first; t != last; ++t) {
+    if (t->second == id) {
+      timers_.erase(t);
+      break;
+    }
+  }
+  timer_tasks_.erase(it);
+}
+
+void EventLoop::AddPrepareHook(Task hook) { prepare_hooks_.push_back(std::move(hook)); }
+
+int EventLoop::NextTimeoutMs() {
+  if (timers_.empty()) return -1;
+  const auto now = std::chrono::steady_clock::now();
+  const auto when = timers_.begin()->first;
+  if (when <= now) return 0;
+  // Round up: waking a little late is fine, waking early only spins.
+  auto ms = std::chrono::ceil<std::chrono::milliseconds>(when - now).count();
+  return ms > 60'000 ? 60'000 : static_cast<int>(ms);
+}
+
+void EventLoop::RunTimers() {
+  if (timers_.empty()) return;
+  const auto now = std::chrono::steady_clock::now();
+  // Only timers due now: ones a timer task adds with delay 0 wait for the next iteration.
+  std::vector<TimerId> due;
+  for (auto it = timers_.begin(); it != timers_.end() && it->first <= now;) {
+    due.push_back(it->second);
+    it = timers_.erase(it);
+  }
+  for (TimerId id : due) {
+    auto it = timer_tasks_.find(id);
+    if (it == timer_tasks_.end()) continue;  // Cancelled by an earlier timer task
+    Task task = std::move(it->second.second);
+    timer_tasks_.erase(it);
+    RunGuarded("timer", task);
+  }
+}
+
+EventLoopThread::EventLoopThread(const std::string& name) {
+  thread_ = std::thread([this] { loop_.Run(); });
+  pthread_setname_np(thread_.native_handle(), name.substr(0, 15).c_str());
+}
+
+EventLoopThread::~EventLoopThread() { Join(); }
+
+void EventLoopThread::Join() {
+  if (!thread_.joinable()) return;
+  loop_.Stop();
+  thread_.join();
+}
+
+}  // namespace wf
