@@ -4,7 +4,11 @@
 
 #include <algorithm>
 #include <chrono>
+#include <future>
 #include <mutex>
+#include <thread>
+
+#include "io/event_loop.h"
 
 namespace wf {
 
@@ -70,12 +74,230 @@ bool NatsSubscription::HandlerBox::WaitComplete(std::chrono::milliseconds timeou
   return cv.wait_for(lock, timeout, [this] { return complete; });
 }
 
+
+/// A subscription whose messages the loop thread takes out of nats.c's queue itself (a nats.c
+/// synchronous subscription), right after reading them.
+struct NatsSubscription::PolledSub {
+  natsSubscription* sub = nullptr;
+  HandlerBox* box = nullptr;
+  std::weak_ptr<NatsConnection::LoopBinding> binding;
+  std::recursive_mutex mu;  // Held while delivering; Unsubscribe takes it to wait for a handler.
+  bool closed = false;      // Guarded by mu.
+
+  /// Loop thread: hands every queued message to the handler. False when some are left (the
+  /// caller schedules another pass so one busy subscription cannot starve the loop).
+  bool Deliver() {
+    constexpr int kMaxPerPass = 1024;
+    std::lock_guard lock(mu);
+    if (closed) return true;
+    for (int i = 0; i < kMaxPerPass; ++i) {
+      int pending = 0;
+      if (natsSubscription_GetPending(sub, &pending, nullptr) != NATS_OK || pending <= 0) {
+        return true;
+      }
+      natsMsg* msg = nullptr;
+      natsStatus s = natsSubscription_NextMsg(&msg, sub, 0);
+      if (s == NATS_SLOW_CONSUMER) continue;  // Reported once; messages are still queued.
+      if (s != NATS_OK) return true;
+      HandlerBox::OnMessage(nullptr, sub, msg, box);
+    }
+    return false;
+  }
+};
+
+/// The state shared by nats.c's event-loop callbacks, the EventLoop and the connection. nats.c
+/// calls the callbacks from any thread (connect, reconnect, publishers) with its connection lock
+/// held; everything touching the EventLoop itself runs on the loop thread.
+struct NatsConnection::LoopBinding : std::enable_shared_from_this<LoopBinding> {
+  explicit LoopBinding(EventLoop* l) : loop(l) {}
+
+  EventLoop* loop;
+  std::mutex mu;  // Guards the fields up to `subs`.
+  natsConnection* nc = nullptr;
+  int fd = -1;
+  uint64_t attach_generation = 0;
+  bool attached = false;
+  bool want_read = false;
+  bool want_write = false;  // nats.c holds buffered bytes for the socket.
+  std::vector<std::shared_ptr<NatsSubscription::PolledSub>> subs;
+  // Loop thread only: what the EventLoop watches now.
+  int watched_fd = -1;
+  uint64_t watched_generation = 0;
+  uint32_t watched_events = 0;
+  bool redeliver_posted = false;
+
+  /// Loop thread: makes the EventLoop watch what nats.c asked for.
+  void Sync() {
+    int target_fd;
+    uint64_t generation;
+    uint32_t events;
+    {
+      std::lock_guard lock(mu);
+      target_fd = attached ? fd : -1;
+      generation = attach_generation;
+      events = (want_read ? kIoRead : 0u) | (want_write ? kIoWrite : 0u);
+    }
+    if (target_fd != watched_fd || generation != watched_generation) {
+      if (watched_fd >= 0) loop->Unwatch(watched_fd);
+      watched_fd = -1;
+      watched_events = 0;
+      watched_generation = generation;
+      if (target_fd < 0) return;
+      std::weak_ptr<LoopBinding> weak = weak_from_this();
+      Status st = loop->Watch(target_fd, events, [weak](uint32_t ready) {
+        if (auto self = weak.lock()) self->OnFd(ready);
+      });
+      if (!st.ok()) {
+        spdlog::error("NATS event loop: watching fd {}: {}", target_fd, st.error().message);
+        return;
+      }
+      watched_fd = target_fd;
+      watched_events = events;
+    } else if (watched_fd >= 0 && events != watched_events) {
+      if (loop->Modify(watched_fd, events).ok()) watched_events = events;
+    }
+  }
+
+  /// Runs Sync on the loop thread: now when already there, else posted.
+  void SyncSoon() {
+    if (loop->InLoopThread()) {
+      Sync();
+      return;
+    }
+    loop->Post([self = shared_from_this()] { self->Sync(); });
+  }
+
+  natsConnection* AttachedConnection() {
+    std::lock_guard lock(mu);
+    return attached ? nc : nullptr;
+  }
+
+  void OnFd(uint32_t ready) {
+    natsConnection* conn = AttachedConnection();
+    if (!conn) return;
+    if (ready & (kIoRead | kIoError | kIoHangup)) natsConnection_ProcessReadEvent(conn);
+    if ((ready & kIoWrite) && AttachedConnection()) natsConnection_ProcessWriteEvent(conn);
+    DeliverPolled();
+  }
+
+  /// Prepare hook: writes what publishes on the loop thread buffered in this iteration.
+  void BeforeSleep() {
+    natsConnection* conn = nullptr;
+    {
+      std::lock_guard lock(mu);
+      if (attached && want_write) conn = nc;
+    }
+    if (conn) natsConnection_ProcessWriteEvent(conn);
+    Sync();  // Still bytes left (socket full): watch for writability.
+  }
+
+  void DeliverPolled() {
+    std::vector<std::shared_ptr<NatsSubscription::PolledSub>> snapshot;
+    {
+      std::lock_guard lock(mu);
+      snapshot = subs;
+    }
+    bool all = true;
+    for (auto& ps : snapshot) all = ps->Deliver() && all;
+    if (!all && !redeliver_posted) {
+      redeliver_posted = true;
+      loop->Post([self = shared_from_this()] {
+        self->redeliver_posted = false;
+        self->DeliverPolled();
+      });
+    }
+  }
+
+  void Remove(const std::shared_ptr<NatsSubscription::PolledSub>& ps) {
+    std::lock_guard lock(mu);
+    subs.erase(std::remove(subs.begin(), subs.end(), ps), subs.end());
+  }
+};
+
+natsStatus NatsConnection::LoopAttach(void** user_data, void* loop, natsConnection* nc,
+                                      natsSock fd) {
+  auto* binding = static_cast<LoopBinding*>(loop);
+  {
+    std::lock_guard lock(binding->mu);
+    binding->nc = nc;
+    binding->fd = static_cast<int>(fd);
+    binding->attached = true;
+    binding->want_read = true;  // Attaching means "poll for reads" (as nats.c's adapters do).
+    ++binding->attach_generation;
+  }
+  *user_data = binding;
+  binding->SyncSoon();
+  return NATS_OK;
+}
+
+natsStatus NatsConnection::LoopRead(void* user_data, bool add) {
+  auto* binding = static_cast<LoopBinding*>(user_data);
+  {
+    std::lock_guard lock(binding->mu);
+    binding->want_read = add;
+  }
+  binding->SyncSoon();
+  return NATS_OK;
+}
+
+natsStatus NatsConnection::LoopWrite(void* user_data, bool add) {
+  auto* binding = static_cast<LoopBinding*>(user_data);
+  {
+    std::lock_guard lock(binding->mu);
+    binding->want_write = add;
+  }
+  if (binding->loop->InLoopThread()) {
+    // Bytes buffered on the loop thread are written by the prepare hook, all at once; a removal
+    // (everything written) drops write interest if it was on.
+    if (!add) binding->Sync();
+    return NATS_OK;
+  }
+  // Only the loop thread writes: natsConnection_ProcessWriteEvent on an empty buffer is taken
+  // for a closed connection, so two writers racing for one buffer would break it. Another
+  // thread's publish (a PING from nats.c's timer, a rare publish) wakes the loop instead.
+  if (add) {
+    binding->loop->Post([] {});
+  } else {
+    binding->SyncSoon();
+  }
+  return NATS_OK;
+}
+
+natsStatus NatsConnection::LoopDetach(void* user_data) {
+  auto* binding = static_cast<LoopBinding*>(user_data);
+  {
+    std::lock_guard lock(binding->mu);
+    binding->attached = false;
+    binding->want_read = false;
+    binding->want_write = false;
+  }
+  binding->SyncSoon();
+  return NATS_OK;
+}
+
+namespace {
+
+/// Runs `task` on `loop` and waits for it (up to `timeout`); false when it did not run in time.
+bool RunOnLoopAndWait(EventLoop& loop, std::function<void()> task,
+                      std::chrono::milliseconds timeout) {
+  auto done = std::make_shared<std::promise<void>>();
+  auto future = done->get_future();
+  loop.Post([task = std::move(task), done] {
+    task();
+    done->set_value();
+  });
+  return future.wait_for(timeout) == std::future_status::ready;
+}
+
+}  // namespace
+
 NatsSubscription::~NatsSubscription() { Drain(std::chrono::milliseconds(2000)); }
 
 NatsSubscription::NatsSubscription(NatsSubscription&& other) noexcept
     : conn_(std::exchange(other.conn_, nullptr)),
       sub_(std::exchange(other.sub_, nullptr)),
-      box_(std::move(other.box_)) {}
+      box_(std::move(other.box_)),
+      polled_(std::move(other.polled_)) {}
 
 NatsSubscription& NatsSubscription::operator=(NatsSubscription&& other) noexcept {
   if (this != &other) {
@@ -83,6 +305,7 @@ NatsSubscription& NatsSubscription::operator=(NatsSubscription&& other) noexcept
     conn_ = std::exchange(other.conn_, nullptr);
     sub_ = std::exchange(other.sub_, nullptr);
     box_ = std::move(other.box_);
+    polled_ = std::move(other.polled_);
   }
   return *this;
 }
@@ -91,6 +314,10 @@ void NatsSubscription::Unsubscribe() { Drain(std::chrono::milliseconds(0)); }
 
 void NatsSubscription::Drain(std::chrono::milliseconds timeout) {
   if (!sub_) return;
+  if (polled_) {
+    DrainPolled(timeout);
+    return;
+  }
   using Clock = std::chrono::steady_clock;
   auto until = Clock::now() + timeout;
   bool connected = conn_ && natsConnection_Status(conn_) == NATS_CONN_STATUS_CONNECTED;
@@ -114,6 +341,46 @@ void NatsSubscription::Drain(std::chrono::milliseconds timeout) {
                  box_->subject);
     (void)box_.release();
   }
+}
+
+void NatsSubscription::DrainPolled(std::chrono::milliseconds timeout) {
+  using Clock = std::chrono::steady_clock;
+  const auto until = Clock::now() + timeout;
+  auto binding = polled_->binding.lock();
+  bool connected = conn_ && natsConnection_Status(conn_) == NATS_CONN_STATUS_CONNECTED;
+  bool drained = false;
+  if (binding && connected && timeout.count() > 0 && natsSubscription_Drain(sub_) == NATS_OK) {
+    // The loop thread delivers what is queued; a synchronous subscription's drain completes
+    // when a read finds its queue empty, so the loop is asked to look until it does.
+    auto ps = polled_;
+    while (!drained && Clock::now() < until) {
+      RunOnLoopAndWait(
+          *binding->loop,
+          [ps] {
+            std::lock_guard lock(ps->mu);
+            if (ps->closed) return;
+            ps->Deliver();
+            natsMsg* msg = nullptr;
+            if (natsSubscription_NextMsg(&msg, ps->sub, 0) == NATS_OK) {
+              HandlerBox::OnMessage(nullptr, ps->sub, msg, ps->box);
+            }
+          },
+          std::chrono::milliseconds(200));
+      drained = natsSubscription_WaitForDrainCompletion(sub_, 10) == NATS_OK;
+    }
+  }
+  {
+    // Waits for a handler running on the loop thread; none runs for this subscription after.
+    std::lock_guard lock(polled_->mu);
+    polled_->closed = true;
+  }
+  if (binding) binding->Remove(polled_);
+  if (!drained) natsSubscription_Unsubscribe(sub_);
+  natsSubscription_Destroy(sub_);
+  sub_ = nullptr;
+  conn_ = nullptr;
+  polled_.reset();
+  box_.reset();
 }
 
 Result<std::unique_ptr<NatsConnection>> NatsConnection::Connect(NatsOptions options) {
@@ -143,6 +410,18 @@ Result<std::unique_ptr<NatsConnection>> NatsConnection::Connect(NatsOptions opti
   }
   if (s == NATS_OK) s = natsOptions_SetErrorHandler(opts, &NatsConnection::OnError, self.get());
   if (s == NATS_OK) s = natsOptions_SetClosedCB(opts, &NatsConnection::OnClosed, self.get());
+  if (s == NATS_OK && self->options_.loop) {
+    self->binding_ = std::make_shared<LoopBinding>(self->options_.loop);
+    std::weak_ptr<LoopBinding> weak = self->binding_;
+    self->options_.loop->Post([weak, loop = self->options_.loop] {
+      loop->AddPrepareHook([weak] {
+        if (auto binding = weak.lock()) binding->BeforeSleep();
+      });
+    });
+    s = natsOptions_SetEventLoop(opts, self->binding_.get(), &NatsConnection::LoopAttach,
+                                 &NatsConnection::LoopRead, &NatsConnection::LoopWrite,
+                                 &NatsConnection::LoopDetach);
+  }
   if (s == NATS_OK) s = natsConnection_Connect(&self->conn_, opts);
   natsOptions_Destroy(opts);
   if (s != NATS_OK) {
@@ -163,6 +442,13 @@ NatsConnection::~NatsConnection() {
     // Callbacks run on nats.c's own thread; `this` must outlive the last one.
     std::unique_lock lock(closed_mu_);
     closed_cv_.wait_for(lock, std::chrono::seconds(5), [this] { return closed_; });
+  }
+  if (binding_) {
+    // Detached now; once the loop has run one more task it is not inside a callback that holds
+    // the connection, and will not enter one.
+    if (!RunOnLoopAndWait(*binding_->loop, [] {}, std::chrono::seconds(2))) {
+      spdlog::warn("NATS event loop did not answer while closing the connection");
+    }
   }
   natsConnection_Destroy(conn_);
 }
@@ -229,6 +515,26 @@ Result<NatsSubscription> NatsConnection::Subscribe(const std::string& subject, N
   sub.box_->handler = std::move(handler);
   sub.box_->subject = subject;
   natsStatus s;
+  if (binding_) {
+    // Delivered by the loop thread: a synchronous subscription it empties after each read.
+    if (queue.empty()) {
+      s = natsConnection_SubscribeSync(&sub.sub_, conn_, subject.c_str());
+    } else {
+      s = natsConnection_QueueSubscribeSync(&sub.sub_, conn_, subject.c_str(), queue.c_str());
+    }
+    if (s == NATS_OK) s = natsSubscription_SetPendingLimits(sub.sub_, 1 << 20, 1 << 30);
+    sub.conn_ = conn_;
+    if (s != NATS_OK) {
+      return Error{ErrorCode::kUnavailable, "NATS subscribe " + subject + ": " + NatsStatusText(s)};
+    }
+    sub.polled_ = std::make_shared<NatsSubscription::PolledSub>();
+    sub.polled_->sub = sub.sub_;
+    sub.polled_->box = sub.box_.get();
+    sub.polled_->binding = binding_;
+    std::lock_guard lock(binding_->mu);
+    binding_->subs.push_back(sub.polled_);
+    return sub;
+  }
   if (queue.empty()) {
     s = natsConnection_Subscribe(&sub.sub_, conn_, subject.c_str(),
                                  &NatsSubscription::HandlerBox::OnMessage, sub.box_.get());

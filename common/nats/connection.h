@@ -17,6 +17,8 @@
 
 namespace wf {
 
+class EventLoop;
+
 /// NATS header names of the wire contract.
 inline constexpr const char* kRequestIdHeader = "Wf-Request-Id";
 inline constexpr const char* kTraceparentHeader = "traceparent";
@@ -43,8 +45,9 @@ class NatsMsgView {
   natsMsg* msg_;
 };
 
-/// Handler of received messages. Runs on a nats.c delivery thread: must not block; exceptions
-/// are caught at the boundary and logged.
+/// Handler of received messages. Runs on a nats.c delivery thread (or, for a connection on an
+/// EventLoop, on the loop thread): must not block; exceptions are caught at the boundary and
+/// logged.
 using NatsHandler = std::function<void(const NatsMsgView&)>;
 
 /// An active subscription (one `natsSubscription*`); unsubscribes on destruction. Movable.
@@ -65,13 +68,14 @@ class NatsSubscription {
   /// connection is down (a drain cannot complete without the server) it unsubscribes at once
   /// instead of waiting. Either way the handler is released only after nats.c reports that it
   /// returned for the last time; a handler still running after the wait is leaked, never freed
-  /// under it.
+  /// under it. On an EventLoop connection, not from the loop thread (Unsubscribe may be).
   void Drain(std::chrono::milliseconds timeout);
   bool valid() const { return sub_ != nullptr; }
   natsSubscription* raw() const { return sub_; }
 
  private:
   friend class NatsConnection;
+  struct PolledSub;
   /// Owns the handler for the C callback's closure pointer.
   struct HandlerBox {
     NatsHandler handler;
@@ -85,9 +89,12 @@ class NatsSubscription {
     /// Waits until OnComplete ran; false on timeout or when it was never registered.
     bool WaitComplete(std::chrono::milliseconds timeout);
   };
+  /// Drain for a subscription delivered by an EventLoop.
+  void DrainPolled(std::chrono::milliseconds timeout);
   natsConnection* conn_ = nullptr;
   natsSubscription* sub_ = nullptr;
   std::unique_ptr<HandlerBox> box_;
+  std::shared_ptr<PolledSub> polled_;  // Set on an EventLoop connection.
 };
 
 /// Connection settings.
@@ -100,6 +107,16 @@ struct NatsOptions {
   std::chrono::milliseconds connect_timeout{2000};
   /// Reconnect forever after the first successful connect, with this wait between attempts.
   std::chrono::milliseconds reconnect_wait{250};
+  /// When set, the connection's socket I/O runs on this loop (nats.c's event-loop mode) instead
+  /// of nats.c's reader and flusher threads, and every subscription's messages are handed to
+  /// their handlers on the loop thread right after they are read (no delivery thread, no
+  /// hand-off). Publishes are buffered and written by the loop thread once per iteration, before
+  /// it sleeps (replies made in one iteration leave in one write); a publish from another thread
+  /// wakes the loop for that, so publish mostly from the loop thread and keep a plain connection
+  /// for other threads' traffic. The loop must be running while the
+  /// connection exists (Connect, Flush, Request and the destructor wait on it, so none of them
+  /// may be called on the loop thread) and must outlive the connection and its subscriptions.
+  EventLoop* loop = nullptr;
   /// Called (on a nats.c thread) when the connection is lost / restored.
   std::function<void()> on_disconnected;
   std::function<void()> on_reconnected;
@@ -142,8 +159,16 @@ class NatsConnection {
   static void OnError(natsConnection* nc, natsSubscription* sub, natsStatus err, void* closure);
   static void OnClosed(natsConnection* nc, void* closure);
 
+  friend class NatsSubscription;
+  struct LoopBinding;
+  static natsStatus LoopAttach(void** user_data, void* loop, natsConnection* nc, natsSock fd);
+  static natsStatus LoopRead(void* user_data, bool add);
+  static natsStatus LoopWrite(void* user_data, bool add);
+  static natsStatus LoopDetach(void* user_data);
+
   NatsOptions options_;
   natsConnection* conn_ = nullptr;
+  std::shared_ptr<LoopBinding> binding_;  // Set when options_.loop is.
   // Set when the destructor starts: a disconnect then is ours, not news.
   std::atomic<bool> closing_{false};
   // The closed callback is nats.c's last call into this object; the destructor waits for it.
