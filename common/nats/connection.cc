@@ -120,6 +120,11 @@ struct NatsConnection::LoopBinding : std::enable_shared_from_this<LoopBinding> {
   bool want_read = false;
   bool want_write = false;  // nats.c holds buffered bytes for the socket.
   std::vector<std::shared_ptr<NatsSubscription::PolledSub>> subs;
+  // Held by whoever calls natsConnection_ProcessWriteEvent, which must never find the buffer
+  // empty (it takes a zero-byte send for a closed connection): the holder checks want_write
+  // after taking it. The loop thread blocks on it; publishing threads only try it.
+  std::mutex write_mu;
+  std::atomic<bool> write_interest{false};  // The loop watches for writability.
   // Loop thread only: what the EventLoop watches now.
   int watched_fd = -1;
   uint64_t watched_generation = 0;
@@ -156,6 +161,7 @@ struct NatsConnection::LoopBinding : std::enable_shared_from_this<LoopBinding> {
     } else if (watched_fd >= 0 && events != watched_events) {
       if (loop->Modify(watched_fd, events).ok()) watched_events = events;
     }
+    write_interest.store((watched_events & kIoWrite) != 0, std::memory_order_relaxed);
   }
 
   /// Runs Sync on the loop thread: now when already there, else posted.
@@ -172,23 +178,39 @@ struct NatsConnection::LoopBinding : std::enable_shared_from_this<LoopBinding> {
     return attached ? nc : nullptr;
   }
 
-  void OnFd(uint32_t ready) {
-    natsConnection* conn = AttachedConnection();
-    if (!conn) return;
-    if (ready & (kIoRead | kIoError | kIoHangup)) natsConnection_ProcessReadEvent(conn);
-    if ((ready & kIoWrite) && AttachedConnection()) natsConnection_ProcessWriteEvent(conn);
-    DeliverPolled();
-  }
-
-  /// Prepare hook: writes what publishes on the loop thread buffered in this iteration.
-  void BeforeSleep() {
+  /// Writes what nats.c has buffered, if anything. Caller holds write_mu.
+  void WriteBuffered() {
     natsConnection* conn = nullptr;
     {
       std::lock_guard lock(mu);
       if (attached && want_write) conn = nc;
     }
     if (conn) natsConnection_ProcessWriteEvent(conn);
-    Sync();  // Still bytes left (socket full): watch for writability.
+  }
+
+  void OnFd(uint32_t ready) {
+    natsConnection* conn = AttachedConnection();
+    if (!conn) return;
+    if (ready & (kIoRead | kIoError | kIoHangup)) natsConnection_ProcessReadEvent(conn);
+    if (ready & kIoWrite) {
+      {
+        std::lock_guard w(write_mu);
+        WriteBuffered();
+      }
+      Sync();
+    }
+    DeliverPolled();
+  }
+
+  /// Prepare hook: writes what publishes on the loop thread buffered in this iteration, then
+  /// watches for writability if bytes are left (socket full, or a publisher that found the
+  /// loop writing left its bytes to it).
+  void BeforeSleep() {
+    {
+      std::lock_guard w(write_mu);
+      WriteBuffered();
+    }
+    Sync();
   }
 
   void DeliverPolled() {
@@ -249,17 +271,28 @@ natsStatus NatsConnection::LoopWrite(void* user_data, bool add) {
   if (binding->loop->InLoopThread()) {
     // Bytes buffered on the loop thread are written by the prepare hook, all at once; a removal
     // (everything written) drops write interest if it was on.
-    if (!add) binding->Sync();
+    if (!add && binding->write_interest.load(std::memory_order_relaxed)) binding->Sync();
     return NATS_OK;
   }
-  // Only the loop thread writes: natsConnection_ProcessWriteEvent on an empty buffer is taken
-  // for a closed connection, so two writers racing for one buffer would break it. Another
-  // thread's publish (a PING from nats.c's timer, a rare publish) wakes the loop instead.
-  if (add) {
-    binding->loop->Post([] {});
-  } else {
-    binding->SyncSoon();
+  if (!add) {
+    if (binding->write_interest.load(std::memory_order_relaxed)) binding->SyncSoon();
+    return NATS_OK;
   }
+  // Another thread published into an empty buffer: write now, as send_asap would, instead of
+  // waking the loop for it. nats.c holds its (recursive) connection lock around this callback;
+  // ProcessWriteEvent takes it again and, all written, calls LoopWrite(false) itself. When the
+  // loop thread holds write_mu it is about to write (it waits for the lock we hold) or to look
+  // at want_write again in Sync, so the bytes are left to it.
+  std::unique_lock writing(binding->write_mu, std::try_to_lock);
+  if (!writing.owns_lock()) return NATS_OK;
+  binding->WriteBuffered();
+  writing.unlock();
+  bool left;
+  {
+    std::lock_guard lock(binding->mu);
+    left = binding->want_write;
+  }
+  if (left) binding->SyncSoon();  // The socket was full: let the loop wait for writability.
   return NATS_OK;
 }
 

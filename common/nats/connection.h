@@ -110,10 +110,10 @@ struct NatsOptions {
   /// When set, the connection's socket I/O runs on this loop (nats.c's event-loop mode) instead
   /// of nats.c's reader and flusher threads, and every subscription's messages are handed to
   /// their handlers on the loop thread right after they are read (no delivery thread, no
-  /// hand-off). Publishes are buffered and written by the loop thread once per iteration, before
-  /// it sleeps (replies made in one iteration leave in one write); a publish from another thread
-  /// wakes the loop for that, so publish mostly from the loop thread and keep a plain connection
-  /// for other threads' traffic. The loop must be running while the
+  /// hand-off). Publishes on the loop thread are buffered and written once per iteration, before
+  /// the loop sleeps (replies made in one iteration leave in one write); publishes from other
+  /// threads are written at once by the publishing thread, as with send_asap. The loop must be
+  /// running while the
   /// connection exists (Connect, Flush, Request and the destructor wait on it, so none of them
   /// may be called on the loop thread) and must outlive the connection and its subscriptions.
   EventLoop* loop = nullptr;
