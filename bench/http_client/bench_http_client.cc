@@ -122,7 +122,8 @@ int main(int argc, char** argv) {
     } else if (arg == "--concurrency") {
       concurrencies.clear();
       std::stringstream list(value);
-      for (std::string item; std::getline(list, item, ',');) concurrencies.push_back(std::stoi(item));
+      for (std::string item; std::getline(list, item, ',');)
+        concurrencies.push_back(std::stoi(item));
     } else if (arg == "--mode") {
       mode = value;
     } else {
@@ -141,10 +142,10 @@ int main(int argc, char** argv) {
   for (int concurrency : concurrencies) {
     wf::HttpClient client;
     // Warm-up: open the connections, fill the easy-handle pool.
-    (mode == "chained" ? RunChained : RunForeign)(client, request,
-                                                  std::max(concurrency * 4, 200), concurrency);
-    Figures f = (mode == "chained" ? RunChained : RunForeign)(client, request, requests,
-                                                              concurrency);
+    (mode == "chained" ? RunChained : RunForeign)(client, request, std::max(concurrency * 4, 200),
+                                                  concurrency);
+    Figures f =
+        (mode == "chained" ? RunChained : RunForeign)(client, request, requests, concurrency);
     std::printf(
         "mode=%s concurrency=%d requests=%d ok=%d failed=%d wall_s=%.3f req_per_s=%.0f "
         "cpu_us_per_req=%.2f connections=%llu\n",
