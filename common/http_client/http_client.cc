@@ -1,7 +1,6 @@
 #include "http_client/http_client.h"
 
 #include <curl/curl.h>
-#include <pthread.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -12,11 +11,12 @@
 #include <limits>
 #include <mutex>
 #include <stdexcept>
-#include <thread>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "http_client/curl_handles.h"
 #include "http_client/transfer_outcome.h"
+#include "io/event_loop.h"
 
 namespace wf {
 namespace {
@@ -26,9 +26,6 @@ using http_client_internal::HeaderList;
 using http_client_internal::MultiHandle;
 
 constexpr std::chrono::milliseconds kMaxConnectTimeout{3000};
-/// Longest the I/O thread sleeps in curl_multi_poll when nothing happens (libcurl's own timers
-/// and curl_multi_wakeup cut it short).
-constexpr int kIdlePollMs = 1000;
 /// Most idle easy handles kept for reuse.
 constexpr std::size_t kMaxPooledEasyHandles = 1024;
 
@@ -58,7 +55,7 @@ enum class StopReason {
   kErrorBodyFull,        ///< Streaming, non-2xx: error body kept up to its limit, rest dropped.
 };
 
-/// One request from Send to completion. Owned by the command queue, then by the I/O thread.
+/// One request from Send to completion. Owned by the command queue, then by the loop thread.
 struct Transfer {
   HttpRequestId id = 0;
   HttpRequest request;
@@ -75,7 +72,7 @@ struct Transfer {
   char error_buffer[CURL_ERROR_SIZE] = {};
 };
 
-/// A queued instruction for the I/O thread: start `transfer`, or cancel `cancel_id`.
+/// A queued instruction for the loop thread: start `transfer`, or cancel `cancel_id`.
 struct Command {
   HttpRequestId cancel_id = 0;
   std::unique_ptr<Transfer> transfer;
@@ -157,23 +154,40 @@ class HttpClient::Impl {
     InitCurlOnce();
     multi_.reset(curl_multi_init());
     if (!multi_) throw std::runtime_error("curl_multi_init failed");
-    curl_multi_setopt(multi_.get(), CURLMOPT_MAX_HOST_CONNECTIONS,
+    CURLM* m = multi_.get();
+    curl_multi_setopt(m, CURLMOPT_MAX_HOST_CONNECTIONS,
                       std::max(1L, options_.max_connections_per_host));
-    curl_multi_setopt(multi_.get(), CURLMOPT_MAX_TOTAL_CONNECTIONS,
+    curl_multi_setopt(m, CURLMOPT_MAX_TOTAL_CONNECTIONS,
                       std::max(1L, options_.max_total_connections));
-    curl_multi_setopt(multi_.get(), CURLMOPT_MAXCONNECTS,
-                      std::max(1L, options_.max_total_connections));
-    thread_ = std::thread([this] { Run(); });
-    pthread_setname_np(thread_.native_handle(), "wf-http-io");
+    curl_multi_setopt(m, CURLMOPT_MAXCONNECTS, std::max(1L, options_.max_total_connections));
+    curl_multi_setopt(m, CURLMOPT_SOCKETFUNCTION, &Impl::OnCurlSocket);
+    curl_multi_setopt(m, CURLMOPT_SOCKETDATA, static_cast<void*>(this));
+    curl_multi_setopt(m, CURLMOPT_TIMERFUNCTION, &Impl::OnCurlTimer);
+    curl_multi_setopt(m, CURLMOPT_TIMERDATA, static_cast<void*>(this));
+    inbox_->owner = this;
+    if (options_.loop != nullptr) {
+      loop_ = options_.loop;
+    } else {
+      owned_loop_ = std::make_unique<EventLoopThread>("wf-http-io");
+      loop_ = &owned_loop_->loop();
+    }
   }
 
   ~Impl() {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      stopping_ = true;
+    if (owned_loop_) {
+      // Tasks posted before Stop still run: Shutdown is the last one touching this client.
+      loop_->Post([this] { Shutdown(); });
+      owned_loop_->Join();
+    } else if (loop_->InLoopThread()) {
+      Shutdown();
+    } else {
+      std::promise<void> shut_down;
+      loop_->Post([this, &shut_down] {
+        Shutdown();
+        shut_down.set_value();
+      });
+      shut_down.get_future().wait();
     }
-    curl_multi_wakeup(multi_.get());
-    if (thread_.joinable()) thread_.join();
   }
 
   Impl(const Impl&) = delete;
@@ -189,33 +203,17 @@ class HttpClient::Impl {
     transfer->on_done = std::move(on_done);
     transfer->streaming = streaming;
     in_flight_.fetch_add(1, std::memory_order_relaxed);
-    bool wake = false;
-    {
-      std::unique_lock<std::mutex> lock(mutex_);
-      if (stopping_) {
-        lock.unlock();
-        in_flight_.fetch_sub(1, std::memory_order_relaxed);
-        InvokeDone(transfer->on_done, Error{ErrorCode::kUnavailable, "client shutting down"});
-        return id;
-      }
-      wake = queue_.empty();
-      queue_.push_back(Command{0, std::move(transfer)});
+    Command command{0, std::move(transfer)};
+    if (!Push(command)) {  // During destruction only.
+      in_flight_.fetch_sub(1, std::memory_order_relaxed);
+      InvokeDone(command.transfer->on_done, Error{ErrorCode::kUnavailable, "client shutting down"});
     }
-    // The queue went from empty to non-empty: the I/O thread may be asleep in curl_multi_poll.
-    // Later pushes before it drains the queue need no wake-up of their own.
-    if (wake) curl_multi_wakeup(multi_.get());
     return id;
   }
 
   void Cancel(HttpRequestId id) {
-    bool wake = false;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (stopping_) return;
-      wake = queue_.empty();
-      queue_.push_back(Command{id, nullptr});
-    }
-    if (wake) curl_multi_wakeup(multi_.get());
+    Command command{id, nullptr};
+    Push(command);
   }
 
   std::size_t InFlight() const { return in_flight_.load(std::memory_order_relaxed); }
@@ -224,53 +222,161 @@ class HttpClient::Impl {
   }
 
  private:
-  /// The I/O thread: drain commands, let libcurl work, hand out completions, sleep in poll.
-  void Run() {
-    std::vector<Command> batch;
-    for (;;) {
-      bool stop = false;
-      {
-        std::lock_guard<std::mutex> lock(mutex_);
-        batch.swap(queue_);
-        stop = stopping_;
-      }
-      for (Command& command : batch) {
-        try {
-          if (!command.transfer) {
-            CancelTransfer(command.cancel_id);
-          } else if (stop) {
-            Finish(std::move(command.transfer),
-                   Error{ErrorCode::kUnavailable, "client shutting down"});
-          } else {
-            Start(std::move(command.transfer));
-          }
-        } catch (const std::exception& e) {
-          spdlog::error("http client: starting a request failed: {}", e.what());
-        }
-      }
-      batch.clear();
-      if (stop) break;
+  /// Commands handed to the loop thread. Shared with the tasks posted to the loop, so a task that
+  /// runs after the client is gone (destroyed on the loop thread) finds `closed` and does nothing.
+  struct Inbox {
+    std::mutex mutex;
+    std::vector<Command> commands;  // Guarded by mutex.
+    bool closed = false;            // Guarded by mutex; set on the loop thread by Shutdown.
+    Impl* owner = nullptr;          // Dereferenced on the loop thread only, while !closed.
 
-      int running = 0;
-      CURLMcode mc = curl_multi_perform(multi_.get(), &running);
-      if (mc != CURLM_OK)
-        spdlog::error("http client: curl_multi_perform: {}", curl_multi_strerror(mc));
-      try {
-        Reap();
-      } catch (const std::exception& e) {
-        spdlog::error("http client: completing a request failed: {}", e.what());
+    /// Loop thread: runs every queued command.
+    void Drain() {
+      std::vector<Command> batch;
+      {
+        std::lock_guard<std::mutex> lock(mutex);
+        if (closed) return;
+        batch.swap(commands);
       }
-      mc = curl_multi_poll(multi_.get(), nullptr, 0, kIdlePollMs, nullptr);
-      if (mc != CURLM_OK) {
-        spdlog::error("http client: curl_multi_poll: {}", curl_multi_strerror(mc));
-        std::this_thread::sleep_for(std::chrono::milliseconds(1));
-      }
+      for (Command& command : batch) owner->Execute(command);
     }
-    auto remaining = std::move(active_);
+  };
+
+  /// Queues `command` and, when the queue was empty, posts a task that drains it (a task is
+  /// pending whenever the queue is not). Even on the loop thread, nothing starts inside Send.
+  /// False, with `command` untouched, once the client is shutting down.
+  bool Push(Command& command) {
+    {
+      std::lock_guard<std::mutex> lock(inbox_->mutex);
+      if (inbox_->closed) return false;
+      const bool post = inbox_->commands.empty();
+      inbox_->commands.push_back(std::move(command));
+      if (!post) return true;
+    }
+    loop_->Post([inbox = inbox_] { inbox->Drain(); });
+    return true;
+  }
+
+  /// Loop thread: starts or cancels.
+  void Execute(Command& command) noexcept {
+    try {
+      if (command.transfer) {
+        Start(std::move(command.transfer));
+      } else {
+        CancelTransfer(command.cancel_id);
+      }
+    } catch (const std::exception& e) {
+      spdlog::error("http client: starting or cancelling a request failed: {}", e.what());
+    }
+  }
+
+  /// Loop thread, exactly once: completes everything pending with kUnavailable, closes every
+  /// connection and leaves no watcher, timer or task of this client behind.
+  void Shutdown() {
+    const Error down{ErrorCode::kUnavailable, "client shutting down"};
+    std::vector<Command> queued;
+    {
+      std::lock_guard<std::mutex> lock(inbox_->mutex);
+      inbox_->closed = true;  // From here on Send completes at once, Cancel is a no-op.
+      queued.swap(inbox_->commands);
+    }
+    for (Command& command : queued) {
+      if (command.transfer) Finish(std::move(command.transfer), down);
+    }
+    auto active = std::move(active_);
     active_.clear();
-    for (auto& [id, transfer] : remaining) {
+    for (auto& [id, transfer] : active) {
       curl_multi_remove_handle(multi_.get(), transfer->easy.get());
-      Finish(std::move(transfer), Error{ErrorCode::kUnavailable, "client shutting down"});
+      Finish(std::move(transfer), down);
+    }
+    idle_easy_.clear();
+    // Closes the cached connections; libcurl reports each socket's removal to OnCurlSocket.
+    multi_.reset();
+    for (int fd : watched_) loop_->Unwatch(fd);
+    watched_.clear();
+    if (timer_ != 0) loop_->CancelTimer(timer_);
+    timer_ = 0;
+  }
+
+  /// CURLMOPT_SOCKETFUNCTION: mirrors what libcurl wants to know about `fd` into the loop.
+  /// `socketp` is null the first time libcurl reports a socket (curl_multi_assign sets it), which
+  /// tells a new socket that reuses the number of a closed one from a change of interest.
+  static int OnCurlSocket(CURL*, curl_socket_t fd, int what, void* user, void* socketp) noexcept {
+    auto& self = *static_cast<Impl*>(user);
+    try {
+      self.UpdateWatch(fd, what, socketp != nullptr);
+    } catch (const std::exception& e) {
+      spdlog::error("http client: watching socket {} failed: {}", fd, e.what());
+    }
+    return 0;
+  }
+
+  void UpdateWatch(int fd, int what, bool known_to_curl) {
+    if (what == CURL_POLL_REMOVE) {
+      loop_->Unwatch(fd);
+      watched_.erase(fd);
+      return;
+    }
+    uint32_t events = 0;
+    if (what == CURL_POLL_IN || what == CURL_POLL_INOUT) events |= kIoRead;
+    if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT) events |= kIoWrite;
+    if (watched_.count(fd) != 0) {
+      if (known_to_curl && loop_->Modify(fd, events).ok()) return;
+      // A new socket with the number of one closed without a REMOVE (or Modify failed because
+      // the old one left epoll when it was closed): register it afresh.
+      loop_->Unwatch(fd);
+      watched_.erase(fd);
+    }
+    Status watched =
+        loop_->Watch(fd, events, [this, fd](uint32_t ready) { OnSocketReady(fd, ready); });
+    if (!watched.ok()) {
+      // The transfer then ends at its timeout.
+      spdlog::error("http client: cannot watch socket {}: {}", fd, watched.error().message);
+      return;
+    }
+    watched_.insert(fd);
+    curl_multi_assign(multi_.get(), fd, this);
+  }
+
+  /// CURLMOPT_TIMERFUNCTION: (re)arms the client's one loop timer; -1 disarms it. libcurl is
+  /// never re-entered from here: the timer runs in a later loop step (0 ms: this iteration's).
+  static int OnCurlTimer(CURLM*, long timeout_ms, void* user) noexcept {
+    auto& self = *static_cast<Impl*>(user);
+    try {
+      if (self.timer_ != 0) self.loop_->CancelTimer(self.timer_);
+      self.timer_ = 0;
+      if (timeout_ms >= 0) {
+        self.timer_ = self.loop_->AddTimer(std::chrono::milliseconds(timeout_ms), [&self] {
+          self.timer_ = 0;
+          self.Drive(CURL_SOCKET_TIMEOUT, 0);
+        });
+      }
+    } catch (const std::exception& e) {
+      spdlog::error("http client: arming the libcurl timer failed: {}", e.what());
+      return -1;
+    }
+    return 0;
+  }
+
+  void OnSocketReady(int fd, uint32_t ready) {
+    int flags = 0;
+    if (ready & (kIoRead | kIoHangup)) flags |= CURL_CSELECT_IN;  // Hang-up: let curl read EOF.
+    if (ready & kIoWrite) flags |= CURL_CSELECT_OUT;
+    if (ready & kIoError) flags |= CURL_CSELECT_ERR;
+    Drive(fd, flags);
+  }
+
+  /// Lets libcurl act on `fd` (or on its timeouts), then hands out the completions.
+  void Drive(curl_socket_t fd, int flags) {
+    int running = 0;
+    if (CURLMcode mc = curl_multi_socket_action(multi_.get(), fd, flags, &running);
+        mc != CURLM_OK) {
+      spdlog::error("http client: curl_multi_socket_action: {}", curl_multi_strerror(mc));
+    }
+    try {
+      Reap();
+    } catch (const std::exception& e) {
+      spdlog::error("http client: completing a request failed: {}", e.what());
     }
   }
 
@@ -287,6 +393,7 @@ class HttpClient::Impl {
     CURL* easy = transfer->easy.get();
     const HttpRequestId id = transfer->id;
     auto [it, inserted] = active_.emplace(id, std::move(transfer));
+    // Arms the timer at 0 ms: libcurl starts the transfer when it fires, later in this iteration.
     if (CURLMcode mc = curl_multi_add_handle(multi_.get(), easy); mc != CURLM_OK) {
       auto failed = std::move(it->second);
       active_.erase(it);
@@ -505,19 +612,19 @@ class HttpClient::Impl {
   const Options options_;
   MultiHandle multi_;  // Declared first: destroyed after every easy handle.
 
-  std::mutex mutex_;
-  std::vector<Command> queue_;  // Guarded by mutex_.
-  bool stopping_ = false;       // Guarded by mutex_.
-
+  std::shared_ptr<Inbox> inbox_ = std::make_shared<Inbox>();
   std::atomic<HttpRequestId> next_id_{1};
   std::atomic<std::size_t> in_flight_{0};
   std::atomic<std::uint64_t> connections_opened_{0};
 
-  // I/O thread only.
+  // Loop thread only.
   std::unordered_map<HttpRequestId, std::unique_ptr<Transfer>> active_;
   std::vector<EasyHandle> idle_easy_;
+  std::unordered_set<int> watched_;  // Sockets of libcurl's watched in the loop.
+  EventLoop::TimerId timer_ = 0;     // The libcurl timer, 0 when disarmed.
 
-  std::thread thread_;  // Last: starts once everything above exists.
+  EventLoop* loop_ = nullptr;
+  std::unique_ptr<EventLoopThread> owned_loop_;  // Only without Options::loop.
 };
 
 HttpClient::HttpClient(Options options) : impl_(std::make_unique<Impl>(std::move(options))) {}

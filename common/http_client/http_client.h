@@ -14,6 +14,8 @@
 
 namespace wf {
 
+class EventLoop;
+
 /// One outbound HTTP/1.1 request. Plain data: build it, then hand it to HttpClient::Send.
 struct HttpRequest {
   /// An HTTP token ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", ...); anything else is
@@ -52,10 +54,11 @@ struct HttpResponse {
   std::string retry_after;
 };
 
-/// Completion callback: runs on the client's I/O thread, exactly once per request, never inside
-/// Send; must not block (no HttpCallBlocking, no waiting on other requests of the same client).
+/// Completion callback: runs on the client's loop thread, exactly once per request, never inside
+/// Send; must not block (no HttpCallBlocking, no waiting on other requests of the same client),
+/// since it holds up every other transfer and watcher of that loop.
 using HttpCallback = std::function<void(Result<HttpResponse>)>;
-/// Streaming data callback (on the I/O thread): return false to abort the transfer (then the
+/// Streaming data callback (on the loop thread): return false to abort the transfer (then the
 /// completion callback gets kCancelled).
 using HttpDataCallback = std::function<bool(std::string_view chunk)>;
 /// Identifies a request of one HttpClient; never 0.
@@ -68,25 +71,40 @@ struct HttpClientOptions {
   /// Open connections in total; also the number of idle connections kept for reuse.
   long max_total_connections = 256;
   std::string user_agent = "wf/0.1";
+  /// The event loop that drives the client, or null for a loop thread of the client's own
+  /// ("wf-http-io"). The caller runs it (e.g. on the thread that also serves a NATS connection,
+  /// so a request and its answer never change threads) and keeps it, running, until the client
+  /// is destroyed.
+  EventLoop* loop = nullptr;
 };
 
 /// Asynchronous HTTP/1.1 client with connection reuse (a curl share/connection cache: never a new
 /// TCP connection per request when one to the host is idle), per-request timeout and size limit.
-/// Thread-safe: Send/Cancel may be called from any thread.
-///
-/// One dedicated I/O thread per client drives libcurl's multi interface (curl_multi_poll, woken
-/// by curl_multi_wakeup); Send/Cancel cost the caller one queue push and, at most, one wake-up.
-/// Easy handles are pooled and connections kept alive in the multi handle's connection cache.
 /// Environment proxies (http_proxy, no_proxy) are honoured as libcurl does.
+///
+/// Threading: all I/O runs on one EventLoop thread (the "loop thread"): either Options::loop, run
+/// by the caller, or a thread the client starts. libcurl's multi-socket interface puts each
+/// connection's socket and one timer in that loop, so work per event is O(that connection), not
+/// O(all connections). Send, SendStreaming and Cancel may be called from any thread, the loop
+/// thread included (a completion callback may Send the next request); they queue a command and
+/// post one loop task per batch of commands (a system call only when the loop sleeps; none on the
+/// loop thread). Callbacks run on the loop thread. Easy handles are pooled, connections kept in
+/// the multi handle's connection cache.
 class HttpClient {
  public:
   using Options = HttpClientOptions;
 
-  /// Starts the I/O thread. Throws std::runtime_error only when libcurl cannot be initialised.
+  /// Does not touch the loop (any thread may construct). Without Options::loop it starts the
+  /// client's own loop thread. Throws std::runtime_error only when libcurl (or the own loop)
+  /// cannot be initialised.
   explicit HttpClient(Options options = {});
-  /// Stops the thread; pending requests complete (on the I/O thread, before this returns) with
-  /// kUnavailable "client shutting down". Must not be called from a callback of this client, nor
-  /// concurrently with Send/Cancel on it.
+  /// Pending requests complete (on the loop thread, before this returns) with kUnavailable
+  /// "client shutting down"; afterwards no watcher, timer or task of this client runs.
+  /// Own loop: stops and joins its thread; call it from any thread but that one.
+  /// Options::loop: either on the loop thread (shuts down inline; e.g. from a loop task, but not
+  /// from a callback of this client) or on another thread while the loop runs (posts the
+  /// shutdown and waits for it; it blocks forever if nothing runs the loop).
+  /// Never concurrently with Send/Cancel on this client.
   ~HttpClient();
   HttpClient(const HttpClient&) = delete;
   HttpClient& operator=(const HttpClient&) = delete;
@@ -104,7 +122,7 @@ class HttpClient {
   /// called). For SSE/LLM streaming. A 2xx body beyond max_streamed_bytes is kUpstreamError.
   HttpRequestId SendStreaming(HttpRequest request, HttpDataCallback on_data, HttpCallback on_done);
   /// Aborts a pending request within a few ms (closes its connection); its on_done gets kCancelled.
-  /// Unknown/finished ids are ignored. Any thread, including the I/O thread.
+  /// Unknown/finished ids are ignored. Any thread, including the loop thread.
   void Cancel(HttpRequestId id);
   /// Requests in flight (for metrics): sent, and their on_done not yet started.
   std::size_t InFlight() const;
