@@ -3,7 +3,9 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <cstring>
 #include <future>
 #include <mutex>
 #include <thread>
@@ -11,6 +13,44 @@
 #include "io/event_loop.h"
 
 namespace wf {
+namespace {
+
+/// natsMsg is opaque, but nats.c 3.4 lays it out as `natsGCItem gc {next, freeCb}; const char*
+/// subject; const char* reply; char* hdr; natsStrHash* headers; const char* data; int dataLen`
+/// (src/msg.h), and natsMsg_Destroy frees a message on the calling thread when gc.freeCb is
+/// null. The layout is checked against the public accessors on a real message before anything
+/// relies on it.
+constexpr std::size_t kWord = sizeof(void*);
+
+bool MessageLayoutIsKnown() {
+  natsMsg* msg = nullptr;
+  if (natsMsg_Create(&msg, "layout.check", "layout.reply", "12345", 5) != NATS_OK) return false;
+  auto word = [msg](std::size_t i) {
+    const void* value;
+    std::memcpy(&value, reinterpret_cast<const char*>(msg) + i * kWord, kWord);
+    return value;
+  };
+  int data_len = 0;
+  std::memcpy(&data_len, reinterpret_cast<const char*>(msg) + 7 * kWord, sizeof data_len);
+  const bool known = word(0) == nullptr && word(1) != nullptr &&
+                     word(2) == natsMsg_GetSubject(msg) && word(3) == natsMsg_GetReply(msg) &&
+                     word(4) == nullptr && word(5) == nullptr && word(6) == natsMsg_GetData(msg) &&
+                     data_len == natsMsg_GetDataLength(msg);
+  natsMsg_Destroy(msg);
+  return known;
+}
+
+std::atomic<bool> free_inline{false};
+
+}  // namespace
+
+void DestroyNatsMsg(natsMsg* msg) {
+  if (msg == nullptr) return;
+  if (free_inline.load(std::memory_order_relaxed)) {
+    std::memset(reinterpret_cast<char*>(msg) + kWord, 0, kWord);  // gc.freeCb = NULL
+  }
+  natsMsg_Destroy(msg);
+}
 
 std::string NatsStatusText(natsStatus status) {
   std::string text = natsStatus_GetText(status);
@@ -58,7 +98,7 @@ void NatsSubscription::HandlerBox::OnMessage(natsConnection*, natsSubscription*,
   } catch (...) {
     spdlog::error("handler for {} threw a non-exception", box->subject);
   }
-  natsMsg_Destroy(msg);
+  DestroyNatsMsg(msg);
 }
 
 void NatsSubscription::HandlerBox::OnComplete(void* closure) {
@@ -421,7 +461,13 @@ Result<std::unique_ptr<NatsConnection>> NatsConnection::Connect(NatsOptions opti
   // cores and more busy threads than cores the holder is often not running, so spinning only
   // burns the core it needs. Must precede every other nats.c call of the process.
   static std::once_flag opened;
-  std::call_once(opened, [] { (void)nats_Open(0); });
+  std::call_once(opened, [] {
+    (void)nats_Open(0);
+    free_inline.store(MessageLayoutIsKnown());
+    if (!free_inline.load()) {
+      spdlog::warn("nats.c message layout not recognised: messages are freed by its collector");
+    }
+  });
   std::unique_ptr<NatsConnection> self(new NatsConnection(std::move(options)));
   natsOptions* opts = nullptr;
   natsStatus s = natsOptions_Create(&opts);
@@ -533,7 +579,7 @@ Status NatsConnection::Publish(std::string_view subject, std::string_view data,
       if (s == NATS_OK && !value.empty()) s = natsMsgHeader_Set(msg, name.c_str(), value.c_str());
     }
     if (s == NATS_OK) s = natsConnection_PublishMsg(conn_, msg);
-    natsMsg_Destroy(msg);
+    DestroyNatsMsg(msg);
   }
   if (s != NATS_OK) {
     return Status(ErrorCode::kUnavailable, "NATS publish on " + subj + ": " + NatsStatusText(s));
@@ -599,7 +645,7 @@ Result<std::string> NatsConnection::Request(const std::string& subject, std::str
     if (s == NATS_OK && !value.empty()) s = natsMsgHeader_Set(request, name.c_str(), value.c_str());
   }
   if (s == NATS_OK) s = natsConnection_RequestMsg(&reply, conn_, request, timeout.count());
-  natsMsg_Destroy(request);
+  DestroyNatsMsg(request);
   if (s == NATS_TIMEOUT || s == NATS_NO_RESPONDERS) {
     return Error{ErrorCode::kNoWorker, "no answer on " + subject};
   }
@@ -607,7 +653,7 @@ Result<std::string> NatsConnection::Request(const std::string& subject, std::str
     return Error{ErrorCode::kUnavailable, "NATS request " + subject + ": " + NatsStatusText(s)};
   }
   std::string out(natsMsg_GetData(reply), static_cast<size_t>(natsMsg_GetDataLength(reply)));
-  natsMsg_Destroy(reply);
+  DestroyNatsMsg(reply);
   return out;
 }
 

@@ -112,7 +112,9 @@ struct NatsOptions {
   /// their handlers on the loop thread right after they are read (no delivery thread, no
   /// hand-off). Publishes on the loop thread are buffered and written once per iteration, before
   /// the loop sleeps (replies made in one iteration leave in one write); publishes from other
-  /// threads are written at once by the publishing thread, as with send_asap. The loop must be
+  /// threads are written at once by the publishing thread, as with send_asap. Such subscriptions
+  /// are nats.c synchronous ones, which swallow "no responders" status messages: do not use
+  /// them as request inboxes that must see those. The loop must be
   /// running while the
   /// connection exists (Connect, Flush, Request and the destructor wait on it, so none of them
   /// may be called on the loop thread) and must outlive the connection and its subscriptions.
@@ -176,6 +178,13 @@ class NatsConnection {
   std::condition_variable closed_cv_;
   bool closed_ = false;
 };
+
+/// Destroys a message, freeing it on the calling thread. natsMsg_Destroy alone hands every
+/// message to nats.c's garbage-collector thread and wakes it (a futex call and a context switch
+/// per message whenever the collector sleeps, which under load is nearly every time). Use this
+/// instead of natsMsg_Destroy everywhere. Falls back to natsMsg_Destroy when the library's
+/// message layout is not the one checked for (see connection.cc).
+void DestroyNatsMsg(natsMsg* msg);
 
 /// The text of a nats.c status plus its last error detail, for messages.
 std::string NatsStatusText(natsStatus status);

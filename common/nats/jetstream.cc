@@ -101,7 +101,7 @@ void JetStream::PublishAsync(const std::string& subject, std::string_view data,
   jsPubOptions_Init(&opts);
   if (!msg_id.empty()) opts.MsgId = msg_id.c_str();
   if (s == NATS_OK) s = js_PublishMsgAsync(js_, &msg, &opts);
-  if (msg) natsMsg_Destroy(msg);  // still ours only when the publish failed
+  if (msg) DestroyNatsMsg(msg);  // still ours only when the publish failed
   if (s != NATS_OK) {
     JsPublishDone cb;
     {
@@ -129,7 +129,7 @@ void JetStream::OnAck(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void
       self->pending_.erase(it);
     }
   }
-  natsMsg_Destroy(msg);
+  DestroyNatsMsg(msg);
   if (!cb) return;
   try {
     if (pa) {

@@ -23,7 +23,7 @@ constexpr int kHistoryInFlight = 2;
 /// Owns one JetStream message (natsMsg*); acks/naks are idempotent through `settled`.
 struct JsMessage {
   explicit JsMessage(natsMsg* m) : msg(m) {}
-  ~JsMessage() { natsMsg_Destroy(msg); }
+  ~JsMessage() { DestroyNatsMsg(msg); }
   JsMessage(const JsMessage&) = delete;
   JsMessage& operator=(const JsMessage&) = delete;
   void Ack() {
