@@ -41,7 +41,7 @@ Result<CallOutcome> InterpretUpstream(const std::string& label, const ResponseTe
 }
 
 Result<std::unique_ptr<FlowRuntime>> FlowRuntime::Create(std::shared_ptr<const Config> config,
-                                                         int http_threads) {
+                                                         const std::vector<EventLoop*>& loops) {
   std::unique_ptr<FlowRuntime> self(new FlowRuntime());
   self->config_ = std::move(config);
   auto compile = [](const std::vector<ParameterSpec>& params, const EndpointConfig& endpoint,
@@ -64,13 +64,20 @@ Result<std::unique_ptr<FlowRuntime>> FlowRuntime::Create(std::shared_ptr<const C
     if (!c.ok()) return c.error();
     self->tools_.push_back(std::move(c).value());
   }
-  for (int i = 0; i < std::max(1, http_threads); ++i) {
-    self->clients_.push_back(std::make_unique<HttpClient>());
+  self->loops_ = loops;
+  for (EventLoop* loop : loops) {
+    HttpClient::Options options;
+    options.loop = loop;
+    self->clients_.push_back(std::make_unique<HttpClient>(options));
   }
+  if (loops.empty()) self->clients_.push_back(std::make_unique<HttpClient>());
   return self;
 }
 
-HttpClient& FlowRuntime::NextClient() {
+HttpClient& FlowRuntime::ClientForThisThread() {
+  for (std::size_t i = 0; i < loops_.size(); ++i) {
+    if (loops_[i]->InLoopThread()) return *clients_[i];
+  }
   return *clients_[next_client_.fetch_add(1, std::memory_order_relaxed) % clients_.size()];
 }
 
@@ -145,7 +152,7 @@ void FlowRuntime::Run(const Compiled& compiled, CallInput input, CallDone done) 
     request.timeout = std::min(request.timeout, std::chrono::milliseconds(left));
   }
   const Compiled* c = &compiled;
-  NextClient().Send(std::move(request),
+  ClientForThisThread().Send(std::move(request),
                     [c, values = std::move(values), parameters = std::move(parameters),
                      done = std::move(done)](Result<HttpResponse> reply) mutable {
                       auto outcome = InterpretUpstream(c->label, c->response, values,

@@ -12,6 +12,7 @@
 #include "config/config.h"
 #include "error/error.h"
 #include "http_client/http_client.h"
+#include "io/event_loop.h"
 #include "templating/template.h"
 
 namespace wf {
@@ -37,14 +38,16 @@ struct CallInput {
 };
 
 /// Every flow and tool of a config with their templates compiled once at start-up, executing
-/// calls asynchronously over a pool of HttpClients (connection reuse, one I/O thread each).
+/// calls asynchronously over HttpClients (connection reuse), one per event loop.
 /// Thread-safe; Run* never block and call `done` exactly once, on an HTTP I/O thread (or inline
-/// when the call fails before any I/O).
+/// when the call fails before any I/O). Called on one of `loops`' threads, a call runs on that
+/// loop's client, so `done` runs on the calling thread (no hand-off between threads).
 class FlowRuntime {
  public:
-  /// Compiles all templates; errors name the flow/tool. `http_threads` HttpClients are created.
+  /// Compiles all templates; errors name the flow/tool. One HttpClient is created per loop (the
+  /// loops must outlive the runtime); with no loops, one client with its own I/O thread.
   static Result<std::unique_ptr<FlowRuntime>> Create(std::shared_ptr<const Config> config,
-                                                     int http_threads);
+                                                     const std::vector<EventLoop*>& loops);
 
   /// Runs flow `index` (config order). Errors: kMissingParameter / kBadRequest (parameters),
   /// kUpstreamError (non-2xx, status in the message), kUpstreamUnavailable, kUpstreamTimeout,
@@ -68,12 +71,14 @@ class FlowRuntime {
   };
   FlowRuntime() = default;
   void Run(const Compiled& compiled, CallInput input, CallDone done);
-  HttpClient& NextClient();
+  /// The client of the loop running on this thread, else the next one round-robin.
+  HttpClient& ClientForThisThread();
 
   std::shared_ptr<const Config> config_;
   std::vector<Compiled> flows_;
   std::vector<Compiled> tools_;
   std::vector<std::unique_ptr<HttpClient>> clients_;
+  std::vector<EventLoop*> loops_;  // loops_[i] drives clients_[i] (empty: clients own threads)
   std::atomic<std::size_t> next_client_{0};
 };
 

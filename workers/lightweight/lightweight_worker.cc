@@ -71,7 +71,19 @@ Result<std::unique_ptr<LightweightWorker>> LightweightWorker::Start(
   auto matcher = FlowMatcher::Build(self->config_->flows);
   if (!matcher.ok()) return matcher.error();
   self->matcher_ = std::move(matcher).value();
-  auto runtime = FlowRuntime::Create(self->config_, options.http_threads);
+  std::vector<EventLoop*> loops;
+  for (int i = 0; i < std::max(1, options.loops); ++i) {
+    self->loops_.push_back(std::make_unique<EventLoopThread>("wf-lw-loop-" + std::to_string(i)));
+    loops.push_back(&self->loops_.back()->loop());
+    NatsOptions nats_options;
+    nats_options.url = conn.url();
+    nats_options.name = "wf-lightweight-loop";
+    nats_options.loop = loops.back();
+    auto loop_conn = NatsConnection::Connect(nats_options);
+    if (!loop_conn.ok()) return loop_conn.error();
+    self->loop_conns_.push_back(std::move(loop_conn).value());
+  }
+  auto runtime = FlowRuntime::Create(self->config_, loops);
   if (!runtime.ok()) return runtime.error();
   self->runtime_ = std::move(runtime).value();
 
@@ -104,24 +116,18 @@ Result<std::unique_ptr<LightweightWorker>> LightweightWorker::Start(
   if (auto s = self->pools_->Start(); !s.ok()) return s.error();
 
   LightweightWorker* w = self.get();
-  auto subscribe = [&](const std::string& subject,
-                       void (LightweightWorker::*handler)(const NatsMsgView&)) -> Status {
-    auto sub = conn.Subscribe(
-        subject, [w, handler](const NatsMsgView& m) { (w->*handler)(m); }, queue);
-    if (!sub.ok()) return sub.error();
-    w->subs_.push_back(std::move(sub).value());
-    return Status::Ok();
-  };
-  for (int i = 0; i < std::max(1, options.subscriptions); ++i) {
-    if (auto s = subscribe(self->subjects_.query, &LightweightWorker::OnQuery); !s.ok()) {
-      return s.error();
+  for (auto& loop_conn : self->loop_conns_) {
+    for (auto [subject, handler] :
+         {std::pair{self->subjects_.query, &LightweightWorker::OnQuery},
+          std::pair{self->subjects_.flow_match, &LightweightWorker::OnMatch},
+          std::pair{self->subjects_.flow_execute, &LightweightWorker::OnFlowExecute},
+          std::pair{self->subjects_.tool_execute, &LightweightWorker::OnToolExecute}}) {
+      auto sub = loop_conn->Subscribe(
+          subject, [w, handler](const NatsMsgView& m) { (w->*handler)(m); }, queue);
+      if (!sub.ok()) return sub.error();
+      w->subs_.push_back(std::move(sub).value());
     }
-  }
-  for (auto [subject, handler] :
-       {std::pair{self->subjects_.flow_match, &LightweightWorker::OnMatch},
-        std::pair{self->subjects_.flow_execute, &LightweightWorker::OnFlowExecute},
-        std::pair{self->subjects_.tool_execute, &LightweightWorker::OnToolExecute}}) {
-    if (auto s = subscribe(subject, handler); !s.ok()) return s.error();
+    if (auto s = loop_conn->Flush(std::chrono::milliseconds(2000)); !s.ok()) return s.error();
   }
   if (auto s = self->service_->Start(); !s.ok()) return s.error();
   if (auto s = conn.Flush(std::chrono::milliseconds(2000)); !s.ok()) return s.error();
@@ -136,7 +142,7 @@ void LightweightWorker::Shutdown(std::chrono::milliseconds grace) {
   auto until = Clock::now() + grace;
   for (auto& sub : subs_) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now());
-    if (!conn_.Connected()) left = std::chrono::milliseconds(50);
+    if (!conn_.Connected()) left = std::chrono::milliseconds(50);  // The server is gone
     sub.Drain(std::max(left, std::chrono::milliseconds(1)));
   }
   subs_.clear();
@@ -147,7 +153,15 @@ void LightweightWorker::Shutdown(std::chrono::milliseconds grace) {
   WaitIdle(until);
   if (service_) service_->Stop();
   if (pools_) pools_->Stop();
+  for (auto& loop_conn : loop_conns_) (void)loop_conn->Flush(std::chrono::milliseconds(1000));
   (void)conn_.Flush(std::chrono::milliseconds(1000));
+}
+
+NatsConnection& LightweightWorker::ReplyConn() {
+  for (std::size_t i = 0; i < loops_.size(); ++i) {
+    if (loops_[i]->loop().InLoopThread()) return *loop_conns_[i];
+  }
+  return conn_;
 }
 
 void LightweightWorker::WaitIdle(Clock::time_point until) const {
@@ -164,7 +178,8 @@ void LightweightWorker::ReplyError(const std::string& reply, const std::string& 
   event.set_request_id(request_id);
   event.set_seq(1);
   SetWireError(error, event.mutable_error());
-  (void)conn_.Publish(reply, event.SerializeAsString(), {}, {{kRequestIdHeader, request_id}});
+  (void)ReplyConn().Publish(reply, event.SerializeAsString(), {},
+                            {{kRequestIdHeader, request_id}});
 }
 
 void LightweightWorker::OnQuery(const NatsMsgView& msg) {
@@ -228,8 +243,8 @@ void LightweightWorker::OnQuery(const NatsMsgView& msg) {
                       }
                       query_stats_->Record(Since(started),
                                            outcome.ok() ? "" : outcome.error().message);
-                      (void)conn_.Publish(reply_to, event.SerializeAsString(), {},
-                                          {{kRequestIdHeader, request.request_id()}});
+                      (void)ReplyConn().Publish(reply_to, event.SerializeAsString(), {},
+                                                {{kRequestIdHeader, request.request_id()}});
                       // Off the critical path: the client already has its answer.
                       if (outcome.ok()) {
                         RecordFlowTurn(request, outcome.value(), flow_id, started_ms);
@@ -343,8 +358,8 @@ void LightweightWorker::OnMatch(const NatsMsgView& msg) {
   } else {
     match_stats_->Record(Since(started), "bad message");
   }
-  (void)conn_.Publish(msg.reply(),
-                      result.SerializeAsString());  // after Record: the reply implies it
+  (void)ReplyConn().Publish(msg.reply(),
+                            result.SerializeAsString());  // after Record: the reply implies it
 }
 
 void LightweightWorker::OnFlowExecute(const NatsMsgView& msg) {
@@ -370,7 +385,7 @@ void LightweightWorker::OnFlowExecute(const NatsMsgView& msg) {
        session_id = request.session_id(), started](Result<CallOutcome> outcome) {
         wf::v1::QueryEvent event = FlowEvent(request_id, session_id, flow_id, outcome);
         flow_stats_->Record(Since(started), outcome.ok() ? "" : outcome.error().message);
-        (void)conn_.Publish(reply, event.SerializeAsString());
+        (void)ReplyConn().Publish(reply, event.SerializeAsString());
         in_flight_.fetch_sub(1);
       });
 }
@@ -387,7 +402,7 @@ void LightweightWorker::OnToolExecute(const NatsMsgView& msg) {
     result.set_ok(false);
     SetWireError(e, result.mutable_error());
     tool_stats_->Record(Since(started), e.message);
-    (void)conn_.Publish(reply, result.SerializeAsString());
+    (void)ReplyConn().Publish(reply, result.SerializeAsString());
   };
   if (!request.ParseFromArray(msg.data().data(), static_cast<int>(msg.data().size()))) {
     fail("", "", {ErrorCode::kBadMessage, "payload is not a wf.v1.ExecuteToolRequest"});
@@ -421,7 +436,7 @@ void LightweightWorker::OnToolExecute(const NatsMsgView& msg) {
                       }
                       tool_stats_->Record(Since(started),
                                           outcome.ok() ? "" : outcome.error().message);
-                      (void)conn_.Publish(reply, result.SerializeAsString());
+                      (void)ReplyConn().Publish(reply, result.SerializeAsString());
                       in_flight_.fetch_sub(1);
                     });
 }

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "config/config.h"
+#include "io/event_loop.h"
 #include "lightweight/flow_runtime.h"
 #include "lightweight/turn_batcher.h"
 #include "matching/flow_matcher.h"
@@ -36,15 +37,15 @@ inline constexpr const char* kHistoryStream = "WF_HISTORY";
 /// forward unmatched queries to JetStream for the agent pool), plus `wf.flow.match`,
 /// `wf.flow.execute`, `wf.tool.execute` and `$SRV.*` discovery.
 ///
-/// Threads: NATS delivery threads call the handlers (matching and rendering only, no blocking);
-/// HTTP I/O threads complete flows and publish replies. Publishing is thread-safe.
+/// Threads: `loops` event-loop threads, each with its own NATS connection (in the queue group)
+/// and HTTP client. A loop reads a query, matches it, sends the business API call, and publishes
+/// the reply when the answer arrives, all on its own thread: no hand-off between threads on the
+/// flow path. The connection given to Start carries the rest (JetStream, `$SRV`, pool pings).
 class LightweightWorker {
  public:
   struct Options {
-    /// Queue subscriptions on `wf.query`: each has its own delivery thread.
-    int subscriptions = 1;
-    /// HttpClients (one I/O thread each).
-    int http_threads = 1;
+    /// Event-loop threads (each: a NATS connection subscribed to every endpoint, an HTTP client).
+    int loops = 1;
     std::string version = "0.1.0";
     /// How flow turns are batched onto `wf.history.append`.
     TurnBatcherOptions history;
@@ -80,11 +81,16 @@ class LightweightWorker {
   void PublishTurns(std::string payload, std::size_t turns);
   /// Waits until no call or publish is in flight, or `until`.
   void WaitIdle(std::chrono::steady_clock::time_point until) const;
+  /// The connection to answer on: the calling loop's own, else the main one.
+  NatsConnection& ReplyConn();
 
   std::shared_ptr<const Config> config_;
   NatsConnection& conn_;
   Subjects subjects_;
   std::shared_ptr<const FlowMatcher> matcher_;
+  // Declared before everything that runs on them: destroyed after the clients and connections.
+  std::vector<std::unique_ptr<EventLoopThread>> loops_;
+  std::vector<std::unique_ptr<NatsConnection>> loop_conns_;  // loop_conns_[i] runs on loops_[i]
   std::unique_ptr<FlowRuntime> runtime_;
   std::unique_ptr<JetStream> js_;
   std::unique_ptr<TurnBatcher> history_;  // After js_: its destructor may still publish.

@@ -16,7 +16,7 @@ int main(int argc, char** argv) {
   auto flags_spec = wf::CommonFlags();
   unsigned cores = std::max(1u, std::thread::hardware_concurrency());
   flags_spec.push_back({"threads", "WF_THREADS", std::to_string(cores),
-                        "wf.query subscriptions and HTTP client I/O threads"});
+                        "event-loop threads (each: a NATS connection and an HTTP client)"});
   flags_spec.push_back({"admin-listen", "WF_ADMIN_LISTEN", "",
                         "HOST:PORT for /health, /ready and /metrics (off when empty)"});
   flags_spec.push_back({"check-config", "", "", "validate the config and exit", true});
@@ -59,8 +59,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   wf::LightweightWorker::Options options;
-  options.subscriptions = static_cast<int>(*threads);
-  options.http_threads = static_cast<int>(*threads);
+  options.loops = static_cast<int>(*threads);
   auto worker = wf::LightweightWorker::Start(*config, **conn, options);
   if (!worker.ok()) {
     std::cerr << "wf-lightweight: " << worker.error().message << "\n";
