@@ -114,7 +114,8 @@ class HttpClient {
   /// kUpstreamTimeout ("no answer within N ms"), kUpstreamError for a response larger than
   /// max_response_bytes ("response exceeds N bytes") or a malformed answer, kCancelled,
   /// kBadRequest (malformed URL, method or header), kInternal (a callback threw, out of memory).
-  /// Called during destruction, it completes at once (on the caller's thread) with kUnavailable.
+  /// Called during destruction (e.g. by a callback the shutdown runs), it completes at once, on
+  /// the caller's thread, with kUnavailable.
   HttpRequestId Send(HttpRequest request, HttpCallback on_done);
   /// Like Send, but body bytes are handed to on_data as they arrive (not accumulated in
   /// HttpResponse::body, except when the status is not 2xx, in which case the error body IS kept in
@@ -134,8 +135,9 @@ class HttpClient {
   std::unique_ptr<Impl> impl_;
 };
 
-/// Blocking convenience for start-up code and tests only (never on a callback thread): sends
-/// `request` and waits for its completion, which the request's timeout bounds.
+/// Blocking convenience for start-up code and tests only (never on a callback thread, and never on
+/// the client's loop thread, which it would wait for forever): sends `request` and waits for its
+/// completion, which the request's timeout bounds.
 Result<HttpResponse> HttpCallBlocking(HttpClient& client, HttpRequest request);
 
 }  // namespace wf

@@ -10,6 +10,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "demo_api_server.h"
@@ -206,6 +207,44 @@ TEST_F(HttpClientLoopTest, ConnectionsOpenedStaysAtTheConcurrencyAcrossRounds) {
     EXPECT_EQ(client.ConnectionsOpened(), static_cast<std::uint64_t>(kConcurrent))
         << "round " << round;
   }
+}
+
+TEST_F(HttpClientLoopTest, AnIdleConnectionClosedByTheServerDoesNotSpinTheLoop) {
+  HttpClient client(OnLoop());
+  std::atomic<std::uint64_t> iterations{0};
+  RunOnLoop([&] { loop().AddPrepareHook([&] { iterations.fetch_add(1); }); });
+  {
+    testing::DemoApiServer own_server;  // Stopped, closing its connections, at the end of scope.
+    HttpRequest request;
+    request.url = own_server.Url("/health");
+    // Chained from completion callbacks, as a busy worker sends them: libcurl then leaves the
+    // connection's socket registered between transfers.
+    std::promise<void> chain_done;
+    int left = 5;
+    std::function<void(Result<HttpResponse>)> next = [&](Result<HttpResponse> result) {
+      if (!result.ok() || --left == 0) {
+        chain_done.set_value();
+      } else {
+        client.Send(request, next);
+      }
+    };
+    client.Send(request, next);
+    ASSERT_EQ(chain_done.get_future().wait_for(kWaitLimit), std::future_status::ready);
+    ASSERT_EQ(left, 0);
+  }
+  // The kept-alive connection is idle in libcurl's cache and its peer is gone: the socket reads
+  // EOF. The loop must go back to sleep rather than report that readiness forever.
+  // (libcurl unregisters an idle connection's socket; were it left watched, every iteration would
+  // report it readable.) The sleep is an observation window, not a wait for readiness.
+  Completion after_close(loop());
+  RunOnLoop([] {});
+  const std::uint64_t before = iterations.load();
+  std::this_thread::sleep_for(milliseconds(300));
+  const std::uint64_t woken = iterations.load() - before;
+  EXPECT_LT(woken, 50u) << "the loop iterated " << woken << " times in 300 ms while idle";
+  // The client still works (a new connection to the suite's server).
+  client.Send(Get("/health"), after_close.Callback());
+  ASSERT_TRUE(after_close.Wait().ok());
 }
 
 TEST_F(HttpClientLoopTest, TimeoutOnTheCallersLoop) {
