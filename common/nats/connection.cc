@@ -114,7 +114,6 @@ bool NatsSubscription::HandlerBox::WaitComplete(std::chrono::milliseconds timeou
   return cv.wait_for(lock, timeout, [this] { return complete; });
 }
 
-
 /// A subscription whose messages the loop thread takes out of nats.c's queue itself (a nats.c
 /// synchronous subscription), right after reading them.
 struct NatsSubscription::PolledSub {
@@ -160,6 +159,7 @@ struct NatsConnection::LoopBinding : std::enable_shared_from_this<LoopBinding> {
   bool want_read = false;
   bool want_write = false;  // nats.c holds buffered bytes for the socket.
   std::vector<std::shared_ptr<NatsSubscription::PolledSub>> subs;
+  uint64_t subs_version = 0;  // Bumped on every change of `subs`.
   // Held by whoever calls natsConnection_ProcessWriteEvent, which must never find the buffer
   // empty (it takes a zero-byte send for a closed connection): the holder checks want_write
   // after taking it. The loop thread blocks on it; publishing threads only try it.
@@ -170,6 +170,8 @@ struct NatsConnection::LoopBinding : std::enable_shared_from_this<LoopBinding> {
   uint64_t watched_generation = 0;
   uint32_t watched_events = 0;
   bool redeliver_posted = false;
+  std::vector<std::shared_ptr<NatsSubscription::PolledSub>> subs_copy;  // `subs` as of...
+  uint64_t subs_copy_version = 0;                                        // ...this version
 
   /// Loop thread: makes the EventLoop watch what nats.c asked for.
   void Sync() {
@@ -187,6 +189,7 @@ struct NatsConnection::LoopBinding : std::enable_shared_from_this<LoopBinding> {
       watched_fd = -1;
       watched_events = 0;
       watched_generation = generation;
+      write_interest.store(false, std::memory_order_relaxed);
       if (target_fd < 0) return;
       std::weak_ptr<LoopBinding> weak = weak_from_this();
       Status st = loop->Watch(target_fd, events, [weak](uint32_t ready) {
@@ -254,13 +257,20 @@ struct NatsConnection::LoopBinding : std::enable_shared_from_this<LoopBinding> {
   }
 
   void DeliverPolled() {
-    std::vector<std::shared_ptr<NatsSubscription::PolledSub>> snapshot;
     {
       std::lock_guard lock(mu);
-      snapshot = subs;
+      if (subs_copy_version != subs_version) {
+        subs_copy = subs;
+        subs_copy_version = subs_version;
+      }
     }
     bool all = true;
-    for (auto& ps : snapshot) all = ps->Deliver() && all;
+    for (std::size_t i = 0; i < subs_copy.size(); ++i) {
+      // By index and a local reference: a handler may unsubscribe, and the next read of `subs`
+      // (after this pass) replaces subs_copy.
+      std::shared_ptr<NatsSubscription::PolledSub> ps = subs_copy[i];
+      all = ps->Deliver() && all;
+    }
     if (!all && !redeliver_posted) {
       redeliver_posted = true;
       loop->Post([self = shared_from_this()] {
@@ -273,6 +283,7 @@ struct NatsConnection::LoopBinding : std::enable_shared_from_this<LoopBinding> {
   void Remove(const std::shared_ptr<NatsSubscription::PolledSub>& ps) {
     std::lock_guard lock(mu);
     subs.erase(std::remove(subs.begin(), subs.end(), ps), subs.end());
+    ++subs_version;
   }
 };
 
@@ -612,6 +623,7 @@ Result<NatsSubscription> NatsConnection::Subscribe(const std::string& subject, N
     sub.polled_->binding = binding_;
     std::lock_guard lock(binding_->mu);
     binding_->subs.push_back(sub.polled_);
+    ++binding_->subs_version;
     return sub;
   }
   if (queue.empty()) {
