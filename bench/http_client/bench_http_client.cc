@@ -41,6 +41,17 @@ struct Figures {
   double cpu_s = 0;
 };
 
+/// Figures of a run that started at `start` / `cpu_start` and has just finished.
+Figures Collect(std::chrono::steady_clock::time_point start, double cpu_start, int ok,
+                int failed) {
+  Figures f;
+  f.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  f.cpu_s = CpuSeconds() - cpu_start;
+  f.ok = ok;
+  f.failed = failed;
+  return f;
+}
+
 /// Keeps `concurrency` requests in flight until `total` completed; each completion sends the next.
 Figures RunChained(wf::HttpClient& client, const wf::HttpRequest& request, int total,
                    int concurrency) {
@@ -62,12 +73,7 @@ Figures RunChained(wf::HttpClient& client, const wf::HttpRequest& request, int t
   const double cpu_start = CpuSeconds();
   for (int i = 0; i < concurrency; ++i) send_one();
   finished.get_future().wait();
-  Figures f;
-  f.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  f.cpu_s = CpuSeconds() - cpu_start;
-  f.ok = ok.load();
-  f.failed = failed.load();
-  return f;
+  return Collect(start, cpu_start, ok.load(), failed.load());
 }
 
 /// The main thread sends every request; completions hand a slot back through a semaphore.
@@ -89,12 +95,7 @@ Figures RunForeign(wf::HttpClient& client, const wf::HttpRequest& request, int t
     });
   }
   finished.get_future().wait();
-  Figures f;
-  f.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  f.cpu_s = CpuSeconds() - cpu_start;
-  f.ok = ok.load();
-  f.failed = failed.load();
-  return f;
+  return Collect(start, cpu_start, ok.load(), failed.load());
 }
 
 int Usage() {

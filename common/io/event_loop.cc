@@ -83,9 +83,9 @@ void EventLoop::Run() {
       const int fd = static_cast<int>(static_cast<uint32_t>(events[i].data.u64));
       const uint32_t token = static_cast<uint32_t>(events[i].data.u64 >> 32);
       if (fd == wake_fd_ && token == 0) {
+        // One read resets an eventfd's counter, however many writes woke it.
         uint64_t drained;
-        while (read(wake_fd_, &drained, sizeof drained) > 0) {
-        }
+        [[maybe_unused]] ssize_t ignored = read(wake_fd_, &drained, sizeof drained);
         continue;
       }
       auto it = watchers_.find(fd);
