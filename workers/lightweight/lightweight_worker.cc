@@ -63,7 +63,21 @@ std::string NewRequestId() {
 LightweightWorker::LightweightWorker(std::shared_ptr<const Config> config, NatsConnection& conn)
     : config_(std::move(config)), conn_(conn), subjects_(config_->subject_prefix) {}
 
-LightweightWorker::~LightweightWorker() { Shutdown(std::chrono::milliseconds(2000)); }
+LightweightWorker::~LightweightWorker() {
+  Shutdown(std::chrono::milliseconds(2000));
+  // Calls still pending after the grace complete (kUnavailable) while the client is destroyed;
+  // their callbacks use the stats, the batcher and the loop connections, so the runtime goes
+  // first, while all of those still exist.
+  runtime_.reset();
+}
+
+bool LightweightWorker::Connected() const {
+  if (!conn_.Connected()) return false;
+  for (const auto& loop_conn : loop_conns_) {
+    if (!loop_conn->Connected()) return false;
+  }
+  return true;
+}
 
 Result<std::unique_ptr<LightweightWorker>> LightweightWorker::Start(
     std::shared_ptr<const Config> config, NatsConnection& conn, Options options) {
@@ -466,9 +480,9 @@ std::string LightweightWorker::MetricsText() const {
       "# HELP wf_lightweight_in_flight Calls in flight.\n# TYPE wf_lightweight_in_flight gauge\n";
   out += "wf_lightweight_in_flight " + std::to_string(in_flight_.load()) + "\n";
   out +=
-      "# HELP wf_nats_connected 1 while the NATS connection is up.\n"
+      "# HELP wf_nats_connected 1 while every NATS connection of the worker is up.\n"
       "# TYPE wf_nats_connected gauge\n";
-  out += std::string("wf_nats_connected ") + (conn_.Connected() ? "1" : "0") + "\n";
+  out += std::string("wf_nats_connected ") + (Connected() ? "1" : "0") + "\n";
   return out;
 }
 

@@ -58,6 +58,8 @@ class LightweightWorker {
   /// Stops taking messages and waits (up to `grace`) for flows in flight to answer.
   void Shutdown(std::chrono::milliseconds grace);
 
+  /// True while the main connection and every loop's connection are up.
+  bool Connected() const;
   /// Prometheus text for the admin port.
   std::string MetricsText() const;
   const MicroService& service() const { return *service_; }

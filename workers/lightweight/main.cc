@@ -68,12 +68,11 @@ int main(int argc, char** argv) {
 
   std::unique_ptr<wf::AdminServer> admin;
   if (!flags.Get("admin-listen").empty()) {
-    wf::NatsConnection* nc = conn->get();
     wf::LightweightWorker* w = worker->get();
     auto started = wf::AdminServer::Start(
         {flags.Get("admin-listen"),
-         [nc](std::string* why) {
-           if (nc->Connected()) return true;
+         [w](std::string* why) {
+           if (w->Connected()) return true;
            *why = "NATS disconnected";
            return false;
          },

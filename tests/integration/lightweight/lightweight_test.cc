@@ -3,6 +3,7 @@
 #include <nats/nats.h>
 
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <atomic>
 #include <set>
@@ -92,11 +93,11 @@ class LightweightTest : public ::testing::Test {
     })) << workers_.front()->Log();
   }
 
-  void StartWorker() {
+  void StartWorker(int threads = 1) {
     workers_.push_back(std::make_unique<Process>(
         BinPath("wf-lightweight"),
         std::vector<std::string>{"--config", config_path_, "--nats-url", nats_.url(), "--threads",
-                                 "1"}));
+                                 std::to_string(threads)}));
   }
 
   wf::v1::QueryEvent Query(const std::string& message, nlohmann::json parameters = nullptr,
@@ -367,6 +368,58 @@ TEST_F(LightweightTest, TwoReplicasShareTheQueueGroup) {
   EXPECT_EQ(counts[0] + counts[1], 60);
   EXPECT_GT(counts[0], 0);
   EXPECT_GT(counts[1], 0);
+}
+
+TEST_F(LightweightTest, SeveralLoopsAnswerConcurrentQueriesEachExactlyOnce) {
+  // One process with three event loops (three connections in the queue group), queried by many
+  // requests in flight at once: every request gets its own answer, once.
+  workers_.clear();
+  StartWorker(3);
+  ASSERT_TRUE(testing::Eventually([&] {
+    return conn_->Request("$SRV.PING.lightweight", "", milliseconds(200)).ok();
+  })) << workers_.front()->Log();
+  const std::string inbox = NatsConnection::NewInbox();
+  std::mutex mu;
+  std::map<int, int> answers;  // order number -> answers seen
+  int received = 0;
+  std::vector<std::string> wrong;
+  auto sub = conn_->Subscribe(inbox + ".*", [&](const NatsMsgView& m) {
+    wf::v1::QueryEvent event;
+    const bool parsed = event.ParseFromArray(m.data().data(), static_cast<int>(m.data().size()));
+    std::lock_guard lock(mu);
+    ++received;
+    const std::string subject(m.subject());
+    const int order = std::stoi(subject.substr(subject.rfind('.') + 1));
+    ++answers[order];
+    if (!parsed || !event.has_final() ||
+        StructToJson(event.final().parameters())["order_id"] != std::to_string(order) ||
+        event.request_id() != "loops-" + std::to_string(order)) {
+      wrong.push_back(subject + ": " + event.DebugString());
+    }
+  });
+  ASSERT_TRUE(sub.ok());
+  ASSERT_TRUE(conn_->Flush(milliseconds(2000)).ok());
+  constexpr int kQueries = 300, kFirst = 5000;
+  for (int order = kFirst; order < kFirst + kQueries; ++order) {
+    wf::v1::QueryRequest request;
+    request.set_message("order " + std::to_string(order));
+    request.set_session_id("loops");
+    request.set_request_id("loops-" + std::to_string(order));
+    ASSERT_TRUE(conn_
+                    ->Publish("wf.query", request.SerializeAsString(),
+                              inbox + "." + std::to_string(order))
+                    .ok());
+  }
+  ASSERT_TRUE(testing::Eventually([&] {
+    std::lock_guard lock(mu);
+    return answers.size() == static_cast<size_t>(kQueries);
+  })) << received << " answers";
+  // A later query's answer: anything duplicated before it has arrived by then.
+  ASSERT_TRUE(Query("order 4242").has_final());
+  std::lock_guard lock(mu);
+  EXPECT_EQ(received, kQueries);
+  for (const auto& [order, count] : answers) EXPECT_EQ(count, 1) << order;
+  EXPECT_TRUE(wrong.empty()) << wrong.size() << " wrong answers, first: " << wrong.front();
 }
 
 TEST(LightweightConfigTest, InvalidConfigStopsStartWithThePath) {
