@@ -1,10 +1,15 @@
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <chrono>
+#include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <stdexcept>
 #include <string>
 
+#include "http_client/http_client.h"
 #include "support/test_support.h"
 
 namespace wf::testing {
@@ -34,6 +39,46 @@ class DemoApiServer {
  private:
   int port_;
   std::optional<Process> process_;
+};
+
+/// A test suite sharing one DemoApiServer (started once per suite), with the request and
+/// server-counter helpers the HttpClient suites use.
+class DemoApiTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { server_ = new DemoApiServer(); }
+  static void TearDownTestSuite() {
+    delete server_;
+    server_ = nullptr;
+  }
+
+  static std::string Url(const std::string& path) { return server_->Url(path); }
+
+  static HttpRequest Get(const std::string& path) {
+    HttpRequest request;
+    request.url = Url(path);
+    return request;
+  }
+
+  /// Server-side counters from GET /stats.
+  static nlohmann::json Stats() {
+    HttpReply reply = HttpCall("GET", Url("/stats"));
+    return nlohmann::json::parse(reply.body);
+  }
+
+  /// Requests the server has received so far (this /stats call included).
+  static std::uint64_t ServerRequests() { return Stats()["requests"].get<std::uint64_t>(); }
+
+  /// Polls /stats until the server has received `count` requests since ServerRequests() returned
+  /// `base`, besides the polls themselves.
+  static bool WaitUntilServerReceived(std::uint64_t base, std::uint64_t count) {
+    std::uint64_t polls = 0;
+    return Eventually([&] {
+      ++polls;
+      return ServerRequests() >= base + polls + count;
+    });
+  }
+
+  static inline DemoApiServer* server_ = nullptr;
 };
 
 }  // namespace wf::testing

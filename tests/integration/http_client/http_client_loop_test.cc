@@ -27,14 +27,8 @@ using Json = nlohmann::json;
 /// Generous bound for anything that should finish "at once"; only reached when a test fails.
 constexpr milliseconds kWaitLimit{20000};
 
-class HttpClientLoopTest : public ::testing::Test {
+class HttpClientLoopTest : public testing::DemoApiTest {
  protected:
-  static void SetUpTestSuite() { server_ = new testing::DemoApiServer(); }
-  static void TearDownTestSuite() {
-    delete server_;
-    server_ = nullptr;
-  }
-
   HttpClientLoopTest() : loop_thread_("test-loop") {}
 
   EventLoop& loop() { return loop_thread_.loop(); }
@@ -55,32 +49,8 @@ class HttpClientLoopTest : public ::testing::Test {
     ASSERT_EQ(ran.get_future().wait_for(kWaitLimit), std::future_status::ready);
   }
 
-  static HttpRequest Get(const std::string& path) {
-    HttpRequest request;
-    request.url = server_->Url(path);
-    return request;
-  }
-
-  /// Requests the server has received so far (this /stats call included).
-  static std::uint64_t ServerRequests() {
-    testing::HttpReply reply = testing::HttpCall("GET", server_->Url("/stats"));
-    return Json::parse(reply.body)["requests"].get<std::uint64_t>();
-  }
-
-  /// Polls /stats until the server received `count` requests since ServerRequests() was `base`.
-  static bool WaitUntilServerReceived(std::uint64_t base, std::uint64_t count) {
-    std::uint64_t polls = 0;
-    return testing::Eventually([&] {
-      ++polls;
-      return ServerRequests() >= base + polls + count;
-    });
-  }
-
-  static testing::DemoApiServer* server_;
   EventLoopThread loop_thread_;
 };
-
-testing::DemoApiServer* HttpClientLoopTest::server_ = nullptr;
 
 /// A completion that a test can wait for; records whether it ran on the loop thread.
 struct Completion {

@@ -25,45 +25,7 @@ using Json = nlohmann::json;
 /// Generous bound for anything that should finish "at once"; only reached when a test fails.
 constexpr milliseconds kWaitLimit{20000};
 
-class HttpClientTest : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() { server_ = new testing::DemoApiServer(); }
-  static void TearDownTestSuite() {
-    delete server_;
-    server_ = nullptr;
-  }
-
-  static std::string Url(const std::string& path) { return server_->Url(path); }
-
-  static HttpRequest Get(const std::string& path) {
-    HttpRequest request;
-    request.url = Url(path);
-    return request;
-  }
-
-  /// Server-side counters from GET /stats.
-  static Json Stats() {
-    testing::HttpReply reply = testing::HttpCall("GET", Url("/stats"));
-    return Json::parse(reply.body);
-  }
-
-  /// Requests the server has received so far (this /stats call included).
-  static std::uint64_t ServerRequests() { return Stats()["requests"].get<std::uint64_t>(); }
-
-  /// Polls /stats until the server has received `count` requests since ServerRequests() returned
-  /// `base`, besides the polls themselves.
-  static bool WaitUntilServerReceived(std::uint64_t base, std::uint64_t count) {
-    std::uint64_t polls = 0;
-    return testing::Eventually([&] {
-      ++polls;
-      return ServerRequests() >= base + polls + count;
-    });
-  }
-
-  static testing::DemoApiServer* server_;
-};
-
-testing::DemoApiServer* HttpClientTest::server_ = nullptr;
+class HttpClientTest : public testing::DemoApiTest {};
 
 /// A completion that a test can wait for.
 struct Completion {
