@@ -41,6 +41,15 @@ def proc_status_value(pid, field):
     return -1
 
 
+def run_threads(worker, k):
+    """Runs worker(0) .. worker(k-1) on k threads and waits for all of them."""
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(k)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+
+
 def rss_kib(pid):
     return proc_status_value(pid, "VmRSS")
 
@@ -189,11 +198,7 @@ def cmd_turns(a):
         conn.close()
 
     t_start = time.perf_counter()
-    threads = [threading.Thread(target=worker, args=(t,)) for t in range(a.k)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    run_threads(worker, a.k)
     elapsed = time.perf_counter() - t_start
     after = {k: rss_kib(v) for k, v in pids.items()}
     all_lat = [x for l in lat for x in l]
@@ -282,11 +287,7 @@ def cmd_soak(a):
                 report(f"after {due}")
         conn.close()
 
-    threads = [threading.Thread(target=worker, args=(t,)) for t in range(a.k)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    run_threads(worker, a.k)
     elapsed = time.perf_counter() - t_start
     report("end")
     time.sleep(a.settle)
