@@ -181,12 +181,7 @@ class HttpClient::Impl {
     } else if (loop_->InLoopThread()) {
       Shutdown();
     } else {
-      std::promise<void> shut_down;
-      loop_->Post([this, &shut_down] {
-        Shutdown();
-        shut_down.set_value();
-      });
-      shut_down.get_future().wait();
+      loop_->RunAndWait([this] { Shutdown(); });
     }
   }
 

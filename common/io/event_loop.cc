@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstring>
 #include <exception>
+#include <future>
 #include <stdexcept>
 
 namespace wf {
@@ -115,6 +116,20 @@ void EventLoop::Post(Task task) {
     wake = sleeping_;
   }
   if (wake) Wake();
+}
+
+bool EventLoop::RunAndWait(Task task, std::optional<std::chrono::milliseconds> timeout) {
+  auto done = std::make_shared<std::promise<void>>();
+  auto future = done->get_future();
+  Post([task = std::move(task), done] {
+    RunGuarded("waited-for task", task);
+    done->set_value();
+  });
+  if (!timeout) {
+    future.wait();
+    return true;
+  }
+  return future.wait_for(*timeout) == std::future_status::ready;
 }
 
 void EventLoop::Wake() {

@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -50,6 +51,10 @@ class EventLoop {
   /// Any thread: runs `task` on the loop thread soon (FIFO). From the loop thread it runs in the
   /// next iteration, without a system call.
   void Post(Task task);
+  /// Another thread than the loop's: posts `task` and waits until it has returned, at most
+  /// `timeout` when one is given. False when the wait ran out; the task then still runs later, so
+  /// it must not refer to the caller's stack. The loop must be running (or start) to return.
+  bool RunAndWait(Task task, std::optional<std::chrono::milliseconds> timeout = std::nullopt);
   /// Any thread: makes a sleeping epoll_wait return (no-op on the loop thread).
   void Wake();
   /// True on the thread running Run.

@@ -6,7 +6,6 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
-#include <future>
 #include <mutex>
 #include <thread>
 
@@ -359,21 +358,6 @@ natsStatus NatsConnection::LoopDetach(void* user_data) {
   return NATS_OK;
 }
 
-namespace {
-
-/// Runs `task` on `loop` and waits for it (up to `timeout`); false when it did not run in time.
-bool RunOnLoopAndWait(EventLoop& loop, std::function<void()> task,
-                      std::chrono::milliseconds timeout) {
-  auto done = std::make_shared<std::promise<void>>();
-  auto future = done->get_future();
-  loop.Post([task = std::move(task), done] {
-    task();
-    done->set_value();
-  });
-  return future.wait_for(timeout) == std::future_status::ready;
-}
-
-}  // namespace
 
 NatsSubscription::~NatsSubscription() { Drain(std::chrono::milliseconds(2000)); }
 
@@ -438,8 +422,7 @@ void NatsSubscription::DrainPolled(std::chrono::milliseconds timeout) {
     // when a read finds its queue empty, so the loop is asked to look until it does.
     auto ps = polled_;
     while (!drained && Clock::now() < until) {
-      RunOnLoopAndWait(
-          *binding->loop,
+      binding->loop->RunAndWait(
           [ps] {
             std::lock_guard lock(ps->mu);
             if (ps->closed) return;
@@ -536,7 +519,7 @@ NatsConnection::~NatsConnection() {
   if (binding_) {
     // Detached now; once the loop has run one more task it is not inside a callback that holds
     // the connection, and will not enter one.
-    if (!RunOnLoopAndWait(*binding_->loop, [] {}, std::chrono::seconds(2))) {
+    if (!binding_->loop->RunAndWait([] {}, std::chrono::seconds(2))) {
       spdlog::warn("NATS event loop did not answer while closing the connection");
     }
   }

@@ -41,12 +41,7 @@ class HttpClientLoopTest : public testing::DemoApiTest {
 
   /// Runs `task` on the loop thread and waits for it.
   void RunOnLoop(std::function<void()> task) {
-    std::promise<void> ran;
-    loop().Post([&] {
-      task();
-      ran.set_value();
-    });
-    ASSERT_EQ(ran.get_future().wait_for(kWaitLimit), std::future_status::ready);
+    ASSERT_TRUE(loop().RunAndWait(std::move(task), kWaitLimit));
   }
 
   EventLoopThread loop_thread_;

@@ -139,6 +139,20 @@ TEST(EventLoopTest, PrepareHooksRunBeforeEachSleepAndThrowingCallbacksAreContain
   EXPECT_GE(hooks, 2);
 }
 
+TEST(EventLoopTest, RunAndWaitReturnsOnceTheTaskRanOrTheWaitRunsOut) {
+  {
+    EventLoop idle;  // Nothing runs it: a bounded wait gives up, the task stays queued.
+    EXPECT_FALSE(idle.RunAndWait([] {}, std::chrono::milliseconds(20)));
+  }
+  EventLoopThread thread("test-loop");
+  bool on_loop = false;
+  EXPECT_TRUE(thread.loop().RunAndWait([&] { on_loop = thread.loop().InLoopThread(); }));
+  EXPECT_TRUE(on_loop);
+  // A task that throws is contained and still ends the wait.
+  EXPECT_TRUE(thread.loop().RunAndWait([] { throw std::runtime_error("boom"); },
+                                       std::chrono::milliseconds(20000)));
+}
+
 TEST(EventLoopTest, ForeignPostWakesASleepingLoop) {
   EventLoopThread thread("test-loop");
   for (int i = 0; i < 50; ++i) {
