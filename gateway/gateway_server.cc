@@ -28,6 +28,7 @@
 #include "gateway/json_text.h"
 #include "gateway/metrics.h"
 #include "gateway/query_body.h"
+#include "io/event_loop.h"
 #include "nats/connection.h"
 #include "nats/micro_service.h"
 #include "wf/v1/query.pb.h"
@@ -183,10 +184,22 @@ struct GatewayCore {
   std::size_t max_body_bytes = 0;
   std::chrono::milliseconds turn_timeout{120000};
 
+  /// Publishes every request; its inbox (a nats.c asynchronous subscription) gets the replies
+  /// of session requests and the "no responders" statuses of every request.
   std::unique_ptr<NatsConnection> nats;
   std::unique_ptr<PoolMonitor> pools;
   NatsSubscription inbox_sub;
   std::string inbox;  // "_INBOX.<nuid>"
+  /// Events of queries: a second connection, read on its own event loop, where the query's
+  /// `reply_to` points. Its handler runs on the thread that read the message and writes to the
+  /// client at once, without nats.c's reader-to-delivery-thread hand-off (one thread wake-up
+  /// per event). It cannot serve as the inbox above: its subscriptions are nats.c synchronous
+  /// ones, which drop "no responders" statuses. Declared in destruction order: subscription,
+  /// connection, then the loop they run on.
+  std::unique_ptr<EventLoopThread> events_loop;
+  std::unique_ptr<NatsConnection> events;
+  NatsSubscription events_sub;
+  std::string events_inbox;  // "_INBOX.<nuid>"
   std::string query_subject, session_get_subject, session_delete_subject, cancel_prefix;
 
   ExchangeTable table;
@@ -245,9 +258,12 @@ struct GatewayCore {
     if (!status.ok()) spdlog::warn("cancel of {} not sent: {}", request_id, status.error().message);
   }
 
-  // --- NATS delivery thread -----------------------------------------------------------------
+  // --- NATS delivery thread (inbox) or the events loop thread -------------------------------
 
   void OnInbox(const NatsMsgView& msg);
+
+  /// Both connections are up.
+  bool NatsConnected() const { return nats->Connected() && events->Connected(); }
 
   // --- Ticker thread ------------------------------------------------------------------------
 
@@ -258,7 +274,7 @@ struct GatewayCore {
 
   GatewayMetrics::Gauges Gauges() const {
     GatewayMetrics::Gauges g;
-    g.nats_connected = nats->Connected();
+    g.nats_connected = NatsConnected();
     g.lightweight_workers = pools->Live("lightweight");
     g.heavy_workers = pools->Live("heavy");
     g.draining = draining.load(std::memory_order_relaxed);
@@ -500,7 +516,7 @@ void GatewayCore::StartQuery(ExchangeKind kind, const Http::Request& request, Co
     return ReplyError(conn, route, start,
                       Error{ErrorCode::kUnavailable, "the gateway is shutting down"}, false);
   }
-  if (!nats->Connected()) {
+  if (!NatsConnected()) {
     return ReplyError(conn, route, start, Error{ErrorCode::kUnavailable, "not connected to NATS"},
                       keep_alive);
   }
@@ -520,6 +536,12 @@ void GatewayCore::StartQuery(ExchangeKind kind, const Http::Request& request, Co
   query.set_deadline_unix_ms(UnixMillisNow() + turn_timeout.count());
   query.set_stream(kind == ExchangeKind::kStream);
   query.set_traceparent(traceparent);
+  // Events come to the events connection; the NATS reply subject (the inbox, see Launch) then
+  // only ever gets a "no responders" status.
+  std::string reply_to;
+  reply_to.reserve(events_inbox.size() + 1 + request_id.size());
+  reply_to.append(events_inbox).append(".").append(request_id);
+  query.set_reply_to(std::move(reply_to));
   std::string payload;
   query.SerializeToString(&payload);
 
@@ -547,7 +569,7 @@ void GatewayCore::StartSession(ExchangeKind kind, std::string_view session_id, C
     return ReplyError(conn, route, start,
                       Error{ErrorCode::kUnavailable, "the gateway is shutting down"}, false);
   }
-  if (!nats->Connected()) {
+  if (!NatsConnected()) {
     return ReplyError(conn, route, start, Error{ErrorCode::kUnavailable, "not connected to NATS"},
                       keep_alive);
   }
@@ -693,6 +715,25 @@ Result<std::unique_ptr<GatewayServer>> GatewayServer::Start(GatewayOptions optio
   if (!sub.ok()) return sub.error();
   core->inbox_sub = std::move(sub).value();
 
+  core->events_loop = std::make_unique<EventLoopThread>("wf-gw-events");
+  NatsOptions events_options;
+  events_options.url = options.nats_url;
+  events_options.name = "wf-gateway-events";
+  events_options.loop = &core->events_loop->loop();
+  auto events = NatsConnection::Connect(std::move(events_options));
+  if (!events.ok()) return events.error();
+  core->events = std::move(events).value();
+  core->events_inbox = NatsConnection::NewInbox();
+  auto events_sub = core->events->Subscribe(
+      core->events_inbox + ".*", [raw_core](const NatsMsgView& msg) { raw_core->OnInbox(msg); });
+  if (!events_sub.ok()) return events_sub.error();
+  core->events_sub = std::move(events_sub).value();
+  // The subscription must be known to the server before the other connection publishes a query
+  // whose events come here.
+  if (auto status = core->events->Flush(std::chrono::milliseconds(2000)); !status.ok()) {
+    return status.error();
+  }
+
   core->pools = std::make_unique<PoolMonitor>(
       *core->nats, std::vector<std::string>{"lightweight", "heavy"}, options.pool_ping_interval);
   if (auto status = core->pools->Start(); !status.ok()) return status.error();
@@ -732,6 +773,7 @@ Result<std::unique_ptr<GatewayServer>> GatewayServer::Start(GatewayOptions optio
     }
     core->pools->Stop();
     core->inbox_sub.Unsubscribe();
+    core->events_sub.Unsubscribe();
     return Error{ErrorCode::kUnavailable, "cannot listen on " + options.listen + ": " + e.what()};
   }
 
@@ -779,6 +821,7 @@ void GatewayServer::Stop() {
   }
   // No more events: after this no thread but Pistache's own touches a connection.
   core.inbox_sub.Unsubscribe();
+  core.events_sub.Unsubscribe();
   core.pools->Stop();
   (void)core.nats->Flush(std::chrono::milliseconds(1000));
   // Give the transports a moment to write the last answers before their loops stop.

@@ -215,7 +215,9 @@ void LightweightWorker::OnQuery(const NatsMsgView& msg) {
     query_stats_->Record(Since(started), "no reply subject");
     return;  // nobody to answer; nothing to do
   }
-  const std::string& reply_to = reply.empty() ? request.reply_to() : reply;
+  // `reply_to` wins: the gateway points it at a connection of its own for events and keeps the
+  // NATS reply subject for the "no responders" status only.
+  const std::string& reply_to = request.reply_to().empty() ? reply : request.reply_to();
   if (request.message().empty()) {
     ReplyError(reply_to, request_id, {ErrorCode::kBadRequest, "message must not be empty"});
     query_stats_->Record(Since(started), "empty message");

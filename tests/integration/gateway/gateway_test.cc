@@ -162,12 +162,28 @@ TEST_F(GatewayTest, SuccessShapeHeadersAndWireRequest) {
   EXPECT_EQ(seen->request.message(), "hello there");
   EXPECT_EQ(seen->request.user_id(), "u1");
   EXPECT_FALSE(seen->request.stream());
-  EXPECT_TRUE(seen->request.reply_to().empty());
+  // Events are asked on `reply_to`; the reply subject (another inbox) is there for NATS's
+  // "no responders" status. Both end with the request id.
   EXPECT_NE(seen->reply.find("."), std::string::npos);
   EXPECT_EQ(seen->reply.substr(seen->reply.rfind('.') + 1), request_id);
+  const std::string& reply_to = seen->request.reply_to();
+  EXPECT_NE(reply_to.find("."), std::string::npos);
+  EXPECT_EQ(reply_to.substr(reply_to.rfind('.') + 1), request_id);
+  EXPECT_NE(reply_to.substr(0, reply_to.rfind('.')), seen->reply.substr(0, seen->reply.rfind('.')));
   // deadline = now + agent.turn_timeout (30 s in this config).
   EXPECT_GE(seen->request.deadline_unix_ms(), before + 30000);
   EXPECT_LE(seen->request.deadline_unix_ms(), UnixMillisNow() + 30000);
+}
+
+// A worker (or outside service) that answers on the NATS reply subject, ignoring `reply_to`, is
+// still heard: the gateway's inbox takes events too, not only "no responders".
+TEST_F(GatewayTest, EventsOnTheReplySubjectStillArrive) {
+  HttpReply r = Post(*gateway_, QueryBody("reply-subject:hello"));
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(Body(r)["message"], "echo: reply-subject:hello");
+  SseStream stream(gateway_->port(), QueryBody("reply-subject:streamed"));
+  ASSERT_TRUE(stream.WaitComplete());
+  EXPECT_TRUE(HasEvent(stream.Events(), "done", "echo: reply-subject:streamed"));
 }
 
 TEST_F(GatewayTest, InvalidTraceparentIsReplaced) {

@@ -13,8 +13,11 @@
 //   "flood:<n>"         -> n token events "t0".."t<n-1>", then final
 //   "bigflood:<n>:<b>"  -> n token events of b bytes ("t<i>:" then padding), then final;
 //                          floods_done() counts the finished ones
+//   "reply-subject:..." -> like anything else, but answered on the NATS reply subject even when
+//                          `reply_to` is set (a worker or outside service older than reply_to)
 //   anything else       -> final: answer "echo: <message>", route flow, flow_id "echo",
 //                          run_id "run-<request_id>", parameters echoed
+// Events go to the request's `reply_to` when set, else to the NATS reply subject (the contract).
 
 #include <atomic>
 #include <chrono>
@@ -208,7 +211,9 @@ class StandInWorker {
   }
 
   void Run(const Received& r) {
-    Replier out{conn_.get(), r.reply, r.request.request_id()};
+    const bool legacy = r.request.message().rfind("reply-subject:", 0) == 0;
+    const std::string& to = legacy || r.request.reply_to().empty() ? r.reply : r.request.reply_to();
+    Replier out{conn_.get(), to, r.request.request_id()};
     const std::string& message = r.request.message();
     if (message == "silent") return;
     if (message.rfind("error:", 0) == 0) {
