@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # Flow-path benchmark: wrk (keep-alive) on POST /api/v1/query through
 # wf-gateway -> NATS -> wf-lightweight -> wf-demo-api, at c = 1, 16, 64 for DURATION each.
-# Prints req/s, p50, p99 and the RSS of every process before and after. Starts and stops its own
-# servers on free ports from build/bin. Usage: bench/flow_path.sh [DURATION, default 10s]
+# Prints req/s, p50, p99, the CPU time each process spent per request (user + system, from
+# /proc) and the RSS of every process before and after. Starts and stops its own servers on free
+# ports. Usage: bench/flow_path.sh [DURATION, default 10s]
+# Env: WF_BIN_DIR (default build/bin; another build's binaries for an A/B run), CONCS
+#      (connection counts, default "1 16 64"), GW_THREADS (wf-gateway --threads, default 2),
+#      LW_THREADS (wf-lightweight --threads, default 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-BIN=$ROOT/build/bin
+BIN=${WF_BIN_DIR:-$ROOT/build/bin}
+CONCS=${CONCS:-"1 16 64"}
 DURATION=${1:-10s}
+[[ "$DURATION" =~ ^[0-9]+s$ ]] || { echo "flow_path.sh: DURATION must be whole seconds, e.g. 10s" >&2; exit 2; }
 WORK=$(mktemp -d /tmp/wf-bench-XXXXXX)
 PIDS=()
 cleanup() {
@@ -19,16 +25,19 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
 rss() { awk '/VmRSS/ {print $2/1024 " MB"}' "/proc/$1/status"; }
+# CPU time of a process so far, in clock ticks (utime + stime; the name field has no spaces).
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TICK_HZ=$(getconf CLK_TCK)
 
 NATS_PORT=$(free_port); API_PORT=$(free_port); GW_PORT=$(free_port)
 nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$WORK/js" >"$WORK/nats.log" 2>&1 & PIDS+=($!); NATS_PID=$!
 "$BIN/wf-demo-api" --listen "127.0.0.1:$API_PORT" --threads 1 >"$WORK/api.log" 2>&1 & PIDS+=($!); API_PID=$!
 wait_port "$NATS_PORT"; wait_port "$API_PORT"
 sed "s#http://127.0.0.1:8081#http://127.0.0.1:$API_PORT#g" config/workflow_config.json >"$WORK/config.json"
-"$BIN/wf-lightweight" --config "$WORK/config.json" --nats-url "nats://127.0.0.1:$NATS_PORT" --threads 1 \
+"$BIN/wf-lightweight" --config "$WORK/config.json" --nats-url "nats://127.0.0.1:$NATS_PORT" --threads "${LW_THREADS:-1}" \
   --log-level warn >"$WORK/lw.log" 2>&1 & PIDS+=($!); LW_PID=$!
 "$BIN/wf-gateway" --config "$WORK/config.json" --nats-url "nats://127.0.0.1:$NATS_PORT" \
-  --listen "127.0.0.1:$GW_PORT" --threads 2 --log-level warn >"$WORK/gw.log" 2>&1 & PIDS+=($!); GW_PID=$!
+  --listen "127.0.0.1:$GW_PORT" --threads "${GW_THREADS:-2}" --log-level warn >"$WORK/gw.log" 2>&1 & PIDS+=($!); GW_PID=$!
 wait_port "$GW_PORT"
 for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$GW_PORT/ready" >/dev/null && break; sleep 0.1; done
 
@@ -48,10 +57,24 @@ echo "sample answer: $(curl -s "http://127.0.0.1:$GW_PORT/api/v1/query" -H 'Cont
   -d '{"message":"check order 1234","session_id":"bench-1"}')"
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "RSS before: gateway $(rss $GW_PID), lightweight $(rss $LW_PID), demo-api $(rss $API_PID), nats $(rss $NATS_PID)"
-for c in 1 16 64; do
+for c in $CONCS; do
   threads=$((c < 2 ? 1 : 2))
+  declare -A before=()
+  for name in GW LW API NATS; do pid_var=${name}_PID; before[$name]=$(ticks "${!pid_var}"); done
   out=$(wrk -t"$threads" -c"$c" -d"$DURATION" --latency -s "$WORK/post.lua" "http://127.0.0.1:$GW_PORT/api/v1/query" | grep RESULT)
   echo "c=$c ${out#RESULT }"
+  # CPU per request: ticks spent during the run over the requests wrk counted (rps x seconds).
+  rps=$(sed -n 's/.*rps=\([0-9]*\).*/\1/p' <<<"$out")
+  secs=${DURATION%s}
+  line="      CPU per request:"
+  total=0
+  for name in GW LW API NATS; do
+    pid_var=${name}_PID
+    us=$(( ( $(ticks "${!pid_var}") - before[$name] ) * 1000000 / TICK_HZ / (rps * secs > 0 ? rps * secs : 1) ))
+    total=$((total + us))
+    line+=" ${name,,} ${us} us,"
+  done
+  echo "$line sum ${total} us"
 done
 echo "RSS after:  gateway $(rss $GW_PID), lightweight $(rss $LW_PID), demo-api $(rss $API_PID), nats $(rss $NATS_PID)"
 sleep 5

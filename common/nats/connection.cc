@@ -653,6 +653,9 @@ Result<std::string> NatsConnection::Request(const std::string& subject, std::str
 }
 
 Status NatsConnection::Flush(std::chrono::milliseconds timeout) {
+  // Without a server no PONG can come: do not sit out the timeout (shutdowns flush on the way
+  // out, and NATS may be what went away).
+  if (!Connected()) return Status(ErrorCode::kUnavailable, "NATS flush: not connected");
   natsStatus s = natsConnection_FlushTimeout(conn_, timeout.count());
   if (s != NATS_OK) return Status(ErrorCode::kUnavailable, "NATS flush: " + NatsStatusText(s));
   return Status::Ok();

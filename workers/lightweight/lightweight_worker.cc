@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 #include <thread>
 
@@ -151,7 +152,8 @@ Result<std::unique_ptr<LightweightWorker>> LightweightWorker::Start(
 }
 
 void LightweightWorker::Shutdown(std::chrono::milliseconds grace) {
-  if (subs_.empty() && !service_) return;
+  if (shut_down_) return;
+  shut_down_ = true;
   // One deadline for everything; without a server a drain cannot complete, so do not wait on it.
   auto until = Clock::now() + grace;
   for (auto& sub : subs_) {
@@ -167,8 +169,15 @@ void LightweightWorker::Shutdown(std::chrono::milliseconds grace) {
   WaitIdle(until);
   if (service_) service_->Stop();
   if (pools_) pools_->Stop();
-  for (auto& loop_conn : loop_conns_) (void)loop_conn->Flush(std::chrono::milliseconds(1000));
-  (void)conn_.Flush(std::chrono::milliseconds(1000));
+  // Put the last replies on the wire: what is left of the grace, at least 100 ms, at most 1 s
+  // (a flush without a server returns at once).
+  const auto flush_time = [&until] {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now());
+    return std::clamp<std::chrono::milliseconds>(left, std::chrono::milliseconds(100),
+                                                 std::chrono::milliseconds(1000));
+  };
+  for (auto& loop_conn : loop_conns_) (void)loop_conn->Flush(flush_time());
+  (void)conn_.Flush(flush_time());
 }
 
 NatsConnection& LightweightWorker::ReplyConn() {

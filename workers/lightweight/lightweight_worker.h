@@ -55,7 +55,8 @@ class LightweightWorker {
                                                           NatsConnection& conn, Options options);
   ~LightweightWorker();
 
-  /// Stops taking messages and waits (up to `grace`) for flows in flight to answer.
+  /// Stops taking messages and waits (up to `grace`, all told) for flows in flight to answer
+  /// and the last turn batch to be acknowledged. Once: later calls return at once.
   void Shutdown(std::chrono::milliseconds grace);
 
   /// True while the main connection and every loop's connection are up.
@@ -106,6 +107,7 @@ class LightweightWorker {
   std::atomic<uint64_t> flows_answered_{0}, forwarded_{0}, no_agent_{0}, errors_{0};
   std::atomic<uint64_t> turns_recorded_{0}, turns_unrecorded_{0}, history_batches_{0};
   std::atomic<int64_t> in_flight_{0};
+  bool shut_down_ = false;  // Shutdown ran (the owner's thread only)
 };
 
 /// A new request id (NUID-based, URL- and subject-safe).

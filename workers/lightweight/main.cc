@@ -19,6 +19,8 @@ int main(int argc, char** argv) {
                         "event-loop threads (each: a NATS connection and an HTTP client)"});
   flags_spec.push_back({"admin-listen", "WF_ADMIN_LISTEN", "",
                         "HOST:PORT for /health, /ready and /metrics (off when empty)"});
+  flags_spec.push_back({"drain-ms", "WF_DRAIN_MS", "10000",
+                        "on SIGTERM, wait this long for flows in flight to answer"});
   flags_spec.push_back({"check-config", "", "", "validate the config and exit", true});
   wf::CommandLine cli("wf-lightweight",
                       "Matches queries against the configured flows (queue group "
@@ -47,6 +49,11 @@ int main(int argc, char** argv) {
   auto threads = flags.GetInt("threads", 1, 64);
   if (!threads.ok()) {
     std::cerr << "wf-lightweight: " << threads.error().message << "\n";
+    return 2;
+  }
+  auto drain = flags.GetInt("drain-ms", 0, 3600000);
+  if (!drain.ok()) {
+    std::cerr << "wf-lightweight: " << drain.error().message << "\n";
     return 2;
   }
 
@@ -86,8 +93,8 @@ int main(int argc, char** argv) {
   }
 
   int sig = wf::WaitForTerminationSignal();
-  spdlog::info("signal {}: draining", sig);
-  (*worker)->Shutdown(std::chrono::milliseconds(10000));
+  spdlog::info("signal {}: draining for up to {} ms", sig, *drain);
+  (*worker)->Shutdown(std::chrono::milliseconds(*drain));
   if (admin) admin->Stop();
   spdlog::info("stopped");
   return 0;

@@ -1,7 +1,8 @@
 // What Kubernetes and Compose do at every rollout and node drain: SIGTERM to a process that is in
 // the middle of work. Real processes (nats-server, wf-demo-api, wf-lightweight, wf-gateway and,
 // for the agent path, redis, PostgreSQL, wf-scripted-llm and wf-heavy); the tests check that no
-// answer is lost, never how long anything took.
+// answer is lost and that a process leaves within its configured drain period, never how fast
+// anything ran.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -159,6 +160,35 @@ TEST_F(GatewayShutdownTest, SigtermWithNothingOpenExitsPromptly) {
   auto code = gateway.Wait(30s);
   ASSERT_TRUE(code.has_value()) << gateway.Log();
   EXPECT_EQ(*code, 0) << gateway.Log();
+}
+
+// NATS went away first (a node drain takes everything down at once): no reply or batch can be
+// sent, so the worker must be gone within its drain period, not sit out flushes that wait for a
+// PONG (it used to take ~4 s past a zero drain: two shutdowns, each flushing for 1 s per
+// connection). A bound on the configured drain, not a speed measurement.
+TEST(LightweightShutdown, SigtermWithNatsGoneExitsWithinTheDrainPeriod) {
+  ASSERT_TRUE(Exists(BinPath("wf-lightweight"))) << BinPath("wf-lightweight") << " is not built";
+  std::optional<testing::NatsServer> nats;
+  nats.emplace();
+  TempDir dir;
+  const std::string config_path = dir.path() + "/workflow_config.json";
+  std::ofstream(config_path) << SlowFlowConfig(1, 10);
+  const int admin_port = FreePort();
+  Process lightweight(BinPath("wf-lightweight"), {"--threads", "2"},
+                      {"NATS_URL=" + nats->url(), "WF_CONFIG=" + config_path, "WF_DRAIN_MS=0",
+                       "WF_ADMIN_LISTEN=127.0.0.1:" + std::to_string(admin_port)});
+  ASSERT_TRUE(Eventually(
+      [&] { return HttpCall("GET", Base(admin_port) + "/ready").status == 200; }, 20s))
+      << lightweight.Log();
+  nats.reset();
+  ASSERT_TRUE(Eventually(
+      [&] { return HttpCall("GET", Base(admin_port) + "/ready").status == 503; }, 20s))
+      << lightweight.Log();
+  lightweight.Signal(SIGTERM);
+  auto code = lightweight.Wait(3s);
+  ASSERT_TRUE(code.has_value()) << "still running 3 s after SIGTERM with WF_DRAIN_MS=0\n"
+                                << lightweight.Log();
+  EXPECT_EQ(*code, 0) << lightweight.Log();
 }
 
 /// The agent path: nats, redis, PostgreSQL, the scripted LLM (answering "slow" messages one
