@@ -150,22 +150,31 @@ void EventLoop::RunPosted() {
 }
 
 Status EventLoop::Watch(int fd, uint32_t events, FdCallback callback) {
-  if (watchers_.count(fd) != 0) return Status(ErrorCode::kInternal, "fd already watched");
   uint32_t token = next_token_++;
   if (token == 0) token = next_token_++;  // 0 marks the wake-up eventfd
   epoll_event ev{};
   ev.events = events & (EPOLLIN | EPOLLOUT);
   ev.data.u64 = PackEventData(fd, token);
   if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
+    if (errno == EEXIST) return Status(ErrorCode::kInternal, "fd already watched");
     return Status(ErrorCode::kInternal, std::string("epoll_ctl add: ") + strerror(errno));
   }
-  watchers_.emplace(fd, Watcher{fd, token, std::move(callback)});
+  // The kernel took it, so a registration we still hold for this number belongs to a closed
+  // descriptor: replaced (its owner's late Modify/Unwatch with its token will not touch this one).
+  watchers_.insert_or_assign(fd, Watcher{fd, token, std::move(callback)});
   return Status();
 }
 
-Status EventLoop::Modify(int fd, uint32_t events) {
+uint32_t EventLoop::WatchToken(int fd) const {
   auto it = watchers_.find(fd);
-  if (it == watchers_.end()) return Status(ErrorCode::kInternal, "fd not watched");
+  return it == watchers_.end() ? 0 : it->second.token;
+}
+
+Status EventLoop::Modify(int fd, uint32_t events, uint32_t token) {
+  auto it = watchers_.find(fd);
+  if (it == watchers_.end() || (token != 0 && it->second.token != token)) {
+    return Status(ErrorCode::kInternal, "fd not watched");
+  }
   epoll_event ev{};
   ev.events = events & (EPOLLIN | EPOLLOUT);
   ev.data.u64 = PackEventData(fd, it->second.token);
@@ -175,9 +184,9 @@ Status EventLoop::Modify(int fd, uint32_t events) {
   return Status();
 }
 
-void EventLoop::Unwatch(int fd) {
+void EventLoop::Unwatch(int fd, uint32_t token) {
   auto it = watchers_.find(fd);
-  if (it == watchers_.end()) return;
+  if (it == watchers_.end() || (token != 0 && it->second.token != token)) return;
   // ENOENT/EBADF when the fd was already closed (which removes it from epoll): fine.
   epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
   watchers_.erase(it);

@@ -64,12 +64,21 @@ class EventLoop {
 
   /// Watches `fd` for `events` (kIoRead | kIoWrite); errors and hang-ups are always reported.
   /// One watcher per fd. The callback may Unwatch (itself or others) and Modify.
+  ///
+  /// A descriptor may be closed by code that does not own the loop (nats.c closes its socket on
+  /// its own thread before telling us), and its number reused at once by another watcher: when
+  /// the kernel no longer knows `fd` (closing removed it from epoll), an old registration of the
+  /// same number is stale and Watch replaces it. Owners that can be late pass the token of their
+  /// registration (WatchToken) to Modify and Unwatch, which then leave a newer one alone.
   Status Watch(int fd, uint32_t events, FdCallback callback);
-  /// Changes what `fd` is watched for.
-  Status Modify(int fd, uint32_t events);
-  /// Stops watching `fd` (a no-op when not watched); its callback is not called again, even for
-  /// events already collected in this iteration.
-  void Unwatch(int fd);
+  /// The token of `fd`'s current registration; 0 when not watched.
+  uint32_t WatchToken(int fd) const;
+  /// Changes what `fd` is watched for. With a `token`, only that registration.
+  Status Modify(int fd, uint32_t events, uint32_t token = 0);
+  /// Stops watching `fd` (a no-op when not watched, or, with a `token`, when the registration is
+  /// another one); its callback is not called again, even for events already collected in this
+  /// iteration.
+  void Unwatch(int fd, uint32_t token = 0);
 
   /// Calls `task` once, `delay` from now (0: next iteration). Returns an id for CancelTimer.
   TimerId AddTimer(std::chrono::milliseconds delay, Task task);

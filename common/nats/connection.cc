@@ -155,6 +155,7 @@ struct NatsConnection::LoopBinding : std::enable_shared_from_this<LoopBinding> {
   int fd = -1;
   uint64_t attach_generation = 0;
   bool attached = false;
+  bool closing = false;  // The connection is being destroyed: watch nothing any more.
   bool want_read = false;
   bool want_write = false;  // nats.c holds buffered bytes for the socket.
   std::vector<std::shared_ptr<NatsSubscription::PolledSub>> subs;
@@ -166,6 +167,7 @@ struct NatsConnection::LoopBinding : std::enable_shared_from_this<LoopBinding> {
   std::atomic<bool> write_interest{false};  // The loop watches for writability.
   // Loop thread only: what the EventLoop watches now.
   int watched_fd = -1;
+  uint32_t watched_token = 0;  // nats.c closes the fd before detaching: see EventLoop::Watch
   uint64_t watched_generation = 0;
   uint32_t watched_events = 0;
   bool redeliver_posted = false;
@@ -179,13 +181,14 @@ struct NatsConnection::LoopBinding : std::enable_shared_from_this<LoopBinding> {
     uint32_t events;
     {
       std::lock_guard lock(mu);
-      target_fd = attached ? fd : -1;
+      target_fd = attached && !closing ? fd : -1;
       generation = attach_generation;
       events = (want_read ? kIoRead : 0u) | (want_write ? kIoWrite : 0u);
     }
     if (target_fd != watched_fd || generation != watched_generation) {
-      if (watched_fd >= 0) loop->Unwatch(watched_fd);
+      if (watched_fd >= 0) loop->Unwatch(watched_fd, watched_token);
       watched_fd = -1;
+      watched_token = 0;
       watched_events = 0;
       watched_generation = generation;
       write_interest.store(false, std::memory_order_relaxed);
@@ -199,11 +202,22 @@ struct NatsConnection::LoopBinding : std::enable_shared_from_this<LoopBinding> {
         return;
       }
       watched_fd = target_fd;
+      watched_token = loop->WatchToken(target_fd);
       watched_events = events;
     } else if (watched_fd >= 0 && events != watched_events) {
-      if (loop->Modify(watched_fd, events).ok()) watched_events = events;
+      if (loop->Modify(watched_fd, events, watched_token).ok()) watched_events = events;
     }
     write_interest.store((watched_events & kIoWrite) != 0, std::memory_order_relaxed);
+  }
+
+  /// Loop thread: stops watching the socket for good, before nats.c closes it (it closes the
+  /// descriptor on its own thread and detaches only afterwards).
+  void StopWatching() {
+    {
+      std::lock_guard lock(mu);
+      closing = true;
+    }
+    Sync();
   }
 
   /// Runs Sync on the loop thread: now when already there, else posted.
@@ -509,6 +523,15 @@ NatsConnection::~NatsConnection() {
   closing_ = true;
   if (natsConnection_Status(conn_) == NATS_CONN_STATUS_CONNECTED) {
     natsConnection_FlushTimeout(conn_, 1000);
+  }
+  if (binding_) {
+    // The loop lets go of the socket first: nats.c closes it on this thread, and the loop must
+    // not be in epoll_ctl on that number meanwhile (it may already belong to a new socket).
+    auto binding = binding_;
+    if (!binding->loop->RunAndWait([binding] { binding->StopWatching(); },
+                                   std::chrono::seconds(2))) {
+      spdlog::warn("NATS event loop did not answer while closing the connection");
+    }
   }
   natsConnection_Close(conn_);
   {

@@ -77,9 +77,9 @@ class CancelListener {
 
  private:
   std::unique_ptr<NatsConnection> conn_;
-  NatsSubscription sub_;
   std::mutex mu_;
   std::set<std::string> subjects_;
+  NatsSubscription sub_;  // last: gone (its handler finished) before what the handler touches
 };
 
 constexpr const char* kConfig = R"({"agent": {"turn_timeout_ms": 30000}})";

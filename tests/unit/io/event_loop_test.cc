@@ -74,6 +74,49 @@ TEST(EventLoopTest, WatchReportsReadableFdAndUnwatchStopsIt) {
   EXPECT_GE(calls, 1);
 }
 
+// nats.c closes its socket on its own thread and only then tells the loop; meanwhile another
+// watcher on the loop may get the same descriptor number. The new watcher must get its events,
+// and the late owner's Modify/Unwatch (with its token) must not touch the new registration.
+TEST(EventLoopTest, ClosedDescriptorReusedByAnotherWatcher) {
+  EventLoop loop;
+  Pipe a;
+  int stale_calls = 0;
+  ASSERT_TRUE(loop.Watch(a.r, kIoRead, [&](uint32_t) { ++stale_calls; }).ok());
+  const int number = a.r;
+  const uint32_t stale_token = loop.WatchToken(number);
+  ASSERT_NE(stale_token, 0u);
+  // Closed behind the loop's back; a new pipe's read end takes the same number.
+  Pipe b;
+  ASSERT_EQ(dup2(b.r, number), number);
+  close(b.r);
+  b.r = -1;
+  a.r = -1;  // `number` is b's read end now, closed by the test below
+
+  std::string got;
+  ASSERT_TRUE(loop.Watch(number, kIoRead, [&](uint32_t) {
+                    char buf[16];
+                    ssize_t n = read(number, buf, sizeof buf);
+                    got.append(buf, n > 0 ? n : 0);
+                    loop.Stop();
+                  }).ok())
+      << "the kernel no longer knew the old descriptor: its registration was stale";
+  const uint32_t token = loop.WatchToken(number);
+  EXPECT_NE(token, stale_token);
+  // The late owner cleans up with its token: the new registration stays.
+  EXPECT_FALSE(loop.Modify(number, kIoWrite, stale_token).ok());
+  loop.Unwatch(number, stale_token);
+  EXPECT_EQ(loop.WatchToken(number), token);
+  EXPECT_FALSE(loop.Watch(number, kIoRead, [](uint32_t) {}).ok()) << "a live one is not replaced";
+
+  ASSERT_EQ(write(b.w, "new", 3), 3);
+  loop.Run();
+  EXPECT_EQ(got, "new");
+  EXPECT_EQ(stale_calls, 0);
+  loop.Unwatch(number, token);
+  EXPECT_EQ(loop.WatchToken(number), 0u);
+  close(number);
+}
+
 TEST(EventLoopTest, ModifySwitchesToWriteInterest) {
   EventLoop loop;
   Pipe p;
