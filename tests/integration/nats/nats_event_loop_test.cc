@@ -90,11 +90,21 @@ TEST(NatsEventLoopTest, PublishesFromManyThreadsAndBurstsAreAllDelivered) {
     }
   });
   for (auto& th : threads) th.join();
-  ASSERT_TRUE(conn->Flush(milliseconds(10000)).ok());
+  {
+    // The PONG queues behind ~50 MB the loop has to read and hand out first: generous, for
+    // sanitizer builds (a plain build takes well under a second).
+    auto flushed = conn->Flush(milliseconds(60000));
+    ASSERT_TRUE(flushed.ok()) << flushed.error().message << "\nserver log:\n"
+                              << server.process().Log();
+  }
   EXPECT_TRUE(testing::Eventually([&] {
     std::lock_guard lock(mu);
     return seen.size() == static_cast<size_t>((kThreads + 1) * kPerThread);
-  }));
+  }, milliseconds(60000))) << [&] {
+    std::lock_guard lock(mu);
+    return std::to_string(seen.size()) + " of " + std::to_string((kThreads + 1) * kPerThread) +
+           " delivered; server log:\n" + server.process().Log();
+  }();
 }
 
 TEST(NatsEventLoopTest, DrainHandlesQueuedMessagesAndUnsubscribeStopsDelivery) {
