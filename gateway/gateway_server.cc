@@ -168,6 +168,15 @@ bool WantsKeepAlive(const Http::Request& request) {
   return connection && connection->control() == Http::ConnectionControl::KeepAlive;
 }
 
+/// "<inbox>.<request_id>": where a request's answers come back; OnInbox reads the id from the
+/// last token.
+std::string InboxSubject(std::string_view inbox, std::string_view request_id) {
+  std::string subject;
+  subject.reserve(inbox.size() + 1 + request_id.size());
+  subject.append(inbox).append(".").append(request_id);
+  return subject;
+}
+
 std::string Escaped(std::string_view text, std::size_t max_bytes) {
   std::string out;
   AppendJsonString(&out, Utf8Prefix(text, max_bytes));
@@ -538,10 +547,7 @@ void GatewayCore::StartQuery(ExchangeKind kind, const Http::Request& request, Co
   query.set_traceparent(traceparent);
   // Events come to the events connection; the NATS reply subject (the inbox, see Launch) then
   // only ever gets a "no responders" status.
-  std::string reply_to;
-  reply_to.reserve(events_inbox.size() + 1 + request_id.size());
-  reply_to.append(events_inbox).append(".").append(request_id);
-  query.set_reply_to(std::move(reply_to));
+  query.set_reply_to(InboxSubject(events_inbox, request_id));
   std::string payload;
   query.SerializeToString(&payload);
 
@@ -605,10 +611,7 @@ void GatewayCore::Launch(const std::shared_ptr<Exchange>& exchange, ConnState& c
     return;
   }
   conn.active = exchange;
-  std::string reply;
-  reply.reserve(inbox.size() + 1 + request_id.size());
-  reply.append(inbox).append(".").append(request_id);
-  auto status = nats->Publish(subject, payload, reply,
+  auto status = nats->Publish(subject, payload, InboxSubject(inbox, request_id),
                               {{kRequestIdHeader, request_id}, {kTraceparentHeader, traceparent}});
   if (!status.ok()) {
     Settle(exchange, exchange->Fail(Error{ErrorCode::kUnavailable,

@@ -524,14 +524,15 @@ NatsConnection::~NatsConnection() {
   if (natsConnection_Status(conn_) == NATS_CONN_STATUS_CONNECTED) {
     natsConnection_FlushTimeout(conn_, 1000);
   }
+  auto on_loop = [this](EventLoop::Task task) {
+    if (!binding_->loop->RunAndWait(std::move(task), std::chrono::seconds(2))) {
+      spdlog::warn("NATS event loop did not answer while closing the connection");
+    }
+  };
   if (binding_) {
     // The loop lets go of the socket first: nats.c closes it on this thread, and the loop must
     // not be in epoll_ctl on that number meanwhile (it may already belong to a new socket).
-    auto binding = binding_;
-    if (!binding->loop->RunAndWait([binding] { binding->StopWatching(); },
-                                   std::chrono::seconds(2))) {
-      spdlog::warn("NATS event loop did not answer while closing the connection");
-    }
+    on_loop([binding = binding_] { binding->StopWatching(); });
   }
   natsConnection_Close(conn_);
   {
@@ -542,9 +543,7 @@ NatsConnection::~NatsConnection() {
   if (binding_) {
     // Detached now; once the loop has run one more task it is not inside a callback that holds
     // the connection, and will not enter one.
-    if (!binding_->loop->RunAndWait([] {}, std::chrono::seconds(2))) {
-      spdlog::warn("NATS event loop did not answer while closing the connection");
-    }
+    on_loop([] {});
   }
   natsConnection_Destroy(conn_);
 }
