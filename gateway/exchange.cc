@@ -40,7 +40,16 @@ void Exchange::StartStream() {
   std::lock_guard lock(mu_);
   if (params_.kind != ExchangeKind::kStream || stream_started_ || finished_) return;
   stream_started_ = true;
-  Send(FormatSseHead(params_.request_id), Clock::now());
+  head_kept_alive_ = keep_alive_;
+  Send(FormatSseHead(params_.request_id, keep_alive_), Clock::now());
+}
+
+void Exchange::EndStream(std::string bytes) {
+  finished_ = true;
+  Send(std::move(bytes), Clock::now());
+  // Input arrived during the stream (a pipelined request, dropped): the head promised the
+  // connection for another request, but it will read nothing more.
+  if (head_kept_alive_ && !keep_alive_ && !client_gone_) channel_->EndConnection();
 }
 
 ExchangeOutcome Exchange::FinishWithResponse(int status, std::string body) {
@@ -51,13 +60,12 @@ ExchangeOutcome Exchange::FinishWithResponse(int status, std::string body) {
 
 ExchangeOutcome Exchange::FinishWithError(const Error& error, bool cancel) {
   if (params_.kind == ExchangeKind::kStream && stream_started_) {
-    finished_ = true;
     std::string frame;
     AppendSseEvent(&frame, "error", ErrorJson(error));
     std::string bytes;
     AppendHttpChunk(&bytes, frame);
     bytes.append(kHttpLastChunk);
-    Send(std::move(bytes), Clock::now());
+    EndStream(std::move(bytes));
     return ExchangeOutcome{true, 200, cancel};
   }
   ExchangeOutcome outcome = FinishWithResponse(HttpStatus(error.code), ErrorJson(error));
@@ -86,13 +94,14 @@ ExchangeOutcome Exchange::OnEvent(const v1::QueryEvent& event) {
     bytes.reserve(frame.size() + 16);
     AppendHttpChunk(&bytes, frame);
     const bool last = kind == v1::QueryEvent::kFinal || kind == v1::QueryEvent::kError;
-    if (last) {
-      bytes.append(kHttpLastChunk);
-      finished_ = true;
-    }
     wrote_since_head_ = true;
-    Send(std::move(bytes), Clock::now());
-    return last ? ExchangeOutcome{true, 200, false} : ExchangeOutcome{};
+    if (!last) {
+      Send(std::move(bytes), Clock::now());
+      return {};
+    }
+    bytes.append(kHttpLastChunk);
+    EndStream(std::move(bytes));
+    return ExchangeOutcome{true, 200, false};
   }
   // A session request answered with a QueryEvent: a worker bug.
   return FinishWithError(Error{ErrorCode::kInternal, "unexpected reply to a session request"},

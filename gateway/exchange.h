@@ -19,6 +19,10 @@ class ClientChannel {
   /// Queues bytes for the client, in call order. Called by Exchange with its lock held (so calls
   /// never overlap) and never after Exchange::OnClientGone. Must not block and must not throw.
   virtual void Send(std::string bytes) = 0;
+  /// No more requests on this connection: once the bytes sent so far are written, half-close it
+  /// (the client reads them, then end-of-stream). For a stream whose head promised keep-alive
+  /// when the connection cannot be reused after all. Same calling rules as Send.
+  virtual void EndConnection() = 0;
 };
 
 /// What an HTTP request waits for on NATS.
@@ -54,7 +58,8 @@ class Exchange {
     std::string request_id;
     /// The request's session id, used when a reply leaves it empty.
     std::string session_id;
-    /// HTTP keep-alive for the non-stream answer (streams always close).
+    /// HTTP keep-alive: the connection carries the next request after this answer (a JSON
+    /// response or a complete SSE stream).
     bool keep_alive = true;
     std::chrono::steady_clock::time_point start{};
     /// After this, a query/stream ends with 504 deadline_exceeded (and a cancel) and a session
@@ -90,7 +95,9 @@ class Exchange {
   /// for queries and streams.
   ExchangeOutcome Fail(const Error& error);
 
-  /// The answer (if not sent yet) will say `Connection: close` instead of keep-alive.
+  /// The connection will not carry another request: the answer (if not sent yet) says
+  /// `Connection: close`; a stream whose head already said keep-alive half-closes the connection
+  /// after its last chunk, so the client is not left waiting on it.
   void DisableKeepAlive();
 
   ExchangeKind kind() const { return params_.kind; }
@@ -106,6 +113,8 @@ class Exchange {
   ExchangeOutcome FinishWithError(const Error& error, bool cancel);
   /// Sends bytes (if the client is still there) and remembers when. Lock held.
   void Send(std::string bytes, std::chrono::steady_clock::time_point now);
+  /// Sends a stream's last bytes (ending in the last chunk). Lock held.
+  void EndStream(std::string bytes);
   bool IsQueryLike() const {
     return params_.kind == ExchangeKind::kQuery || params_.kind == ExchangeKind::kStream;
   }
@@ -117,6 +126,7 @@ class Exchange {
   bool finished_ = false;
   bool client_gone_ = false;
   bool stream_started_ = false;
+  bool head_kept_alive_ = false;  // the stream's head said `Connection: keep-alive`
   bool wrote_since_head_ = false;
   std::chrono::steady_clock::time_point last_write_;
 };

@@ -107,6 +107,14 @@ class ConnectionWriter : public std::enable_shared_from_this<ConnectionWriter> {
     Queue(offset == 0 ? std::move(bytes) : bytes.substr(offset));
   }
 
+  /// Half-closes the connection (FIN) once every byte written so far is on the socket: by the
+  /// caller when nothing is queued, else by the transport thread after the last queued write.
+  /// Either way the descriptor is still this connection's (see above).
+  void ShutdownWrite() {
+    end_wanted_.store(true);
+    if (queued_.load() == 0) ::shutdown(fd_, SHUT_WR);
+  }
+
  private:
   void Queue(std::string bytes) {
     auto peer = peer_.lock();
@@ -118,10 +126,14 @@ class ConnectionWriter : public std::enable_shared_from_this<ConnectionWriter> {
       const std::size_t n = bytes.size();
       auto self = shared_from_this();
       peer->send(Pistache::RawBuffer(std::move(bytes), n))
-          .then([self](ssize_t) { self->queued_.fetch_sub(1, std::memory_order_acq_rel); },
-                [self](std::exception_ptr) {
-                  self->queued_.fetch_sub(1, std::memory_order_acq_rel);
-                });
+          .then(
+              [self](ssize_t) {
+                // The transport thread, right after writing to the descriptor.
+                if (self->queued_.fetch_sub(1) == 1 && self->end_wanted_.load()) {
+                  ::shutdown(self->fd_, SHUT_WR);
+                }
+              },
+              [self](std::exception_ptr) { self->queued_.fetch_sub(1); });
     } catch (const std::exception& e) {
       spdlog::debug("queueing a response failed: {}", e.what());
     } catch (...) {
@@ -131,6 +143,7 @@ class ConnectionWriter : public std::enable_shared_from_this<ConnectionWriter> {
   std::weak_ptr<Tcp::Peer> peer_;  // weak: the peer owns the ConnState that owns this
   const int fd_;
   std::atomic<int> queued_{0};
+  std::atomic<bool> end_wanted_{false};
 };
 
 /// An Exchange's view of its connection.
@@ -138,6 +151,7 @@ class WriterChannel final : public ClientChannel {
  public:
   explicit WriterChannel(std::shared_ptr<ConnectionWriter> writer) : writer_(std::move(writer)) {}
   void Send(std::string bytes) override { writer_->Write(std::move(bytes)); }
+  void EndConnection() override { writer_->ShutdownWrite(); }
 
  private:
   std::shared_ptr<ConnectionWriter> writer_;

@@ -40,7 +40,7 @@ std::string FormatHttpResponse(int status, std::string_view content_type, std::s
   return out;
 }
 
-std::string FormatSseHead(std::string_view request_id) {
+std::string FormatSseHead(std::string_view request_id, bool keep_alive) {
   std::string out;
   out.reserve(256);
   AppendStatusLine(&out, 200);
@@ -50,7 +50,7 @@ std::string FormatSseHead(std::string_view request_id) {
       "X-Accel-Buffering: no\r\n"
       "Transfer-Encoding: chunked\r\n");
   if (!request_id.empty()) out.append("X-Request-Id: ").append(request_id).append("\r\n");
-  out.append("Connection: close\r\n\r\n");
+  out.append(keep_alive ? "Connection: keep-alive\r\n\r\n" : "Connection: close\r\n\r\n");
   return out;
 }
 

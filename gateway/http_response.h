@@ -25,8 +25,8 @@ std::string FormatHttpResponse(int status, std::string_view content_type, std::s
                                std::string_view extra_headers = {});
 
 /// The head of a Server-Sent Events answer: 200, `text/event-stream`, chunked, no caching or
-/// proxy buffering, `X-Request-Id`, and `Connection: close` so that the client closes the
-/// connection when the stream ends (the gateway never closes sockets from other threads).
-std::string FormatSseHead(std::string_view request_id);
+/// proxy buffering, `X-Request-Id`. The stream ends with the last chunk, so the connection can
+/// carry the client's next request: `Connection: keep-alive` when `keep_alive`, else `close`.
+std::string FormatSseHead(std::string_view request_id, bool keep_alive);
 
 }  // namespace wf

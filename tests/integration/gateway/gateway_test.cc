@@ -369,6 +369,76 @@ TEST_F(GatewayTest, FirstTokenArrivesBeforeTheLastIsSent) {
   EXPECT_EQ(events.back().name, "done");
 }
 
+/// Complete HTTP responses at the start of `data` (chunked or Content-Length).
+std::vector<ParsedResponse> Responses(std::string data) {
+  std::vector<ParsedResponse> out;
+  while (true) {
+    ParsedResponse r = ParseResponse(data);
+    if (r.consumed == 0) break;
+    out.push_back(r);
+    data.erase(0, r.consumed);
+  }
+  return out;
+}
+
+TEST_F(GatewayTest, StreamsKeepTheConnectionForTheNextRequest) {
+  // A chat client sends its next message on the connection its last stream came on.
+  SseStream stream(gateway_->port(), QueryBody("stream-order"));
+  ASSERT_TRUE(stream.WaitComplete()) << stream.connection().Data();
+  EXPECT_EQ(stream.Response().headers["connection"], "keep-alive");
+  RawConnection& conn = stream.connection();
+  ASSERT_TRUE(conn.Send(RequestText("POST", "/api/v1/query/stream", QueryBody("a flow question"))));
+  ASSERT_TRUE(conn.WaitFor([](const std::string& d) { return Responses(d).size() == 2; }))
+      << conn.Data();
+  ASSERT_TRUE(conn.Send(RequestText("POST", "/api/v1/query", QueryBody("keep me alive"))));
+  ASSERT_TRUE(conn.WaitFor([](const std::string& d) { return Responses(d).size() == 3; }))
+      << conn.Data();
+  auto responses = Responses(conn.Data());
+  bool complete = false;
+  auto flow_events = ParseSse(Dechunk(responses[1].body, &complete));
+  EXPECT_TRUE(complete);
+  ASSERT_FALSE(flow_events.empty());
+  EXPECT_EQ(json::parse(flow_events.back().data)["routed_to"], "lightweight");
+  EXPECT_EQ(responses[2].status, 200);
+  EXPECT_EQ(json::parse(responses[2].body)["message"], "echo: keep me alive");
+
+  // HTTP/1.0 or `Connection: close`: the stream says close and the client closes.
+  SseStream closing(gateway_->port(), QueryBody("stream-order"), {"Connection: close"});
+  ASSERT_TRUE(closing.WaitComplete());
+  EXPECT_EQ(closing.Response().headers["connection"], "close");
+}
+
+TEST_F(GatewayTest, RequestPipelinedIntoAStreamEndsTheConnectionAfterIt) {
+  // The head already promised keep-alive; a request that arrives while the stream runs is
+  // dropped (its answer could not come in order), so the end of the stream must end the
+  // connection, not leave the client waiting for that answer. Whether the gateway reads the
+  // request before or after the stream's end is a race (after: it is simply answered), so the
+  // client must never be left waiting either way, and the half-close must be seen at least once.
+  bool half_closed_seen = false;
+  for (int attempt = 0; attempt < 5 && !half_closed_seen; ++attempt) {
+    const std::string gate = "pipelined-" + std::to_string(attempt);
+    SseStream stream(gateway_->port(), QueryBody("gate:" + gate));
+    ASSERT_TRUE(stream.WaitEvents([](const auto& ev) { return HasEvent(ev, "token", "first"); }));
+    EXPECT_EQ(stream.Response().headers["connection"], "keep-alive");
+    ASSERT_TRUE(stream.connection().Send(RequestText("GET", "/health")));
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));  // let the gateway read it
+    worker_->gates.Open(gate);
+    ASSERT_TRUE(stream.WaitComplete()) << stream.connection().Data();
+    RawConnection& conn = stream.connection();
+    ASSERT_TRUE(conn.WaitFor([](const std::string& d) { return Responses(d).size() == 2; },
+                             std::chrono::milliseconds(200)) ||
+                conn.WaitClosed())
+        << "the client was left waiting: " << conn.Data();
+    EXPECT_EQ(stream.Events().back().name, "done");
+    if (Responses(conn.Data()).size() == 1) {
+      half_closed_seen = true;
+      EXPECT_TRUE(conn.WaitClosed());
+    }
+  }
+  EXPECT_TRUE(half_closed_seen) << "the pipelined request was never read during the stream";
+  EXPECT_EQ(HttpCall("GET", gateway_->Url("/health")).status, 200);
+}
+
 TEST_F(GatewayTest, HeartbeatWhenSilent) {
   SseStream stream(gateway_->port(), QueryBody("gate:heartbeat"));
   ASSERT_TRUE(stream.WaitEvents([](const auto& ev) { return HasEvent(ev, "token", "first"); }));

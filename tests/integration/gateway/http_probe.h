@@ -134,7 +134,9 @@ struct ParsedResponse {
   int status = 0;
   std::map<std::string, std::string> headers;  // lower-case names
   std::string body;          // raw body bytes after the head (chunked framing included)
-  std::size_t consumed = 0;  // bytes of the whole response when complete (Content-Length)
+  /// Bytes of the whole response once complete (Content-Length, or chunked up to the last
+  /// chunk; `body` then ends there too); 0 while incomplete.
+  std::size_t consumed = 0;
 };
 
 inline ParsedResponse ParseResponse(const std::string& data) {
@@ -164,6 +166,20 @@ inline ParsedResponse ParseResponse(const std::string& data) {
     if (r.body.size() >= len) {
       r.body.resize(len);
       r.consumed = end + 4 + len;
+    }
+  } else if (r.headers["transfer-encoding"] == "chunked") {
+    std::size_t pos = 0;  // walk the chunks (no trailers)
+    while (true) {
+      auto nl = r.body.find("\r\n", pos);
+      if (nl == std::string::npos) break;
+      std::size_t n = std::stoul(r.body.substr(pos, nl - pos), nullptr, 16);
+      if (r.body.size() < nl + 2 + n + 2) break;
+      pos = nl + 2 + n + 2;
+      if (n == 0) {
+        r.body.resize(pos);
+        r.consumed = end + 4 + pos;
+        break;
+      }
     }
   }
   return r;

@@ -223,8 +223,10 @@ TEST(HttpResponse, FormatsHeadersAndChunks) {
             "X-Request-Id: rid\r\nAllow: GET\r\nConnection: keep-alive\r\n\r\n{}");
   EXPECT_NE(FormatHttpResponse(200, kJsonType, "", "", false).find("Connection: close\r\n\r\n"),
             std::string::npos);
-  std::string head = FormatSseHead("rid");
+  std::string head = FormatSseHead("rid", true);
   EXPECT_NE(head.find("Content-Type: text/event-stream"), std::string::npos);
+  EXPECT_NE(head.find("Connection: keep-alive\r\n\r\n"), std::string::npos);
+  EXPECT_NE(FormatSseHead("rid", false).find("Connection: close\r\n\r\n"), std::string::npos);
   EXPECT_NE(head.find("Transfer-Encoding: chunked\r\n"), std::string::npos);
   EXPECT_NE(head.find("X-Request-Id: rid\r\n"), std::string::npos);
   std::string chunk;

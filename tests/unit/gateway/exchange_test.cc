@@ -19,6 +19,8 @@ using Clock = std::chrono::steady_clock;
 struct Capture {
   std::mutex mu;
   std::vector<std::string> sends;
+  /// EndConnection was called after this many sends (-1: never).
+  long ended_after = -1;
   std::string All() {
     std::lock_guard lock(mu);
     std::string all;
@@ -37,6 +39,10 @@ class CaptureChannel : public ClientChannel {
   void Send(std::string bytes) override {
     std::lock_guard lock(capture_->mu);
     capture_->sends.push_back(std::move(bytes));
+  }
+  void EndConnection() override {
+    std::lock_guard lock(capture_->mu);
+    capture_->ended_after = capture_->sends.size();
   }
 
  private:
@@ -203,6 +209,59 @@ TEST(Exchange, StreamForwardsEventsInOrderAndEndsWithDone) {
   json done = json::parse(done_data.substr(0, done_data.find('\n')));
   EXPECT_EQ(done["request_id"], "REQ123");
   EXPECT_EQ(done["run_id"], "run-7");
+}
+
+TEST(Exchange, StreamKeepsTheConnectionForTheNextRequest) {
+  for (bool keep_alive : {true, false}) {
+    Fixture f(ExchangeKind::kStream, keep_alive);
+    f.exchange->StartStream();
+    EXPECT_TRUE(f.exchange->OnEvent(FinalEvent()).finished);
+    auto http = SplitHttp(f.capture->All());
+    EXPECT_NE(http.head.find(keep_alive ? "Connection: keep-alive\r\n" : "Connection: close\r\n"),
+              std::string::npos)
+        << http.head;
+    // The client closes (close) or sends its next request (keep-alive): no half-close.
+    EXPECT_EQ(f.capture->ended_after, -1);
+  }
+}
+
+TEST(Exchange, StreamPromisedKeepAliveHalfClosesWhenInputWasDropped) {
+  // A pipelined request arrives mid-stream (the connection drops it): the head already said
+  // keep-alive, so the end of the stream must end the connection or the client would wait for
+  // an answer that never comes.
+  for (bool by_error : {false, true}) {
+    Fixture f(ExchangeKind::kStream, true);
+    f.exchange->StartStream();
+    f.exchange->OnEvent(Token("Hel"));
+    f.exchange->DisableKeepAlive();
+    EXPECT_EQ(f.capture->ended_after, -1);
+    auto outcome = by_error ? f.exchange->Fail(Error{ErrorCode::kUnavailable, "stopping"})
+                            : f.exchange->OnEvent(FinalEvent());
+    EXPECT_TRUE(outcome.finished);
+    EXPECT_EQ(f.capture->ended_after, 3) << "after the head, the token and the last chunk";
+    bool complete = false;
+    Dechunk(SplitHttp(f.capture->All()).body, &complete);
+    EXPECT_TRUE(complete);
+  }
+}
+
+TEST(Exchange, StreamDisabledBeforeTheHeadSaysCloseAndNeedsNoHalfClose) {
+  Fixture f(ExchangeKind::kStream, true);
+  f.exchange->DisableKeepAlive();
+  f.exchange->StartStream();
+  f.exchange->OnEvent(FinalEvent());
+  EXPECT_NE(SplitHttp(f.capture->All()).head.find("Connection: close\r\n"), std::string::npos);
+  EXPECT_EQ(f.capture->ended_after, -1);
+}
+
+TEST(Exchange, StreamEndingAfterTheClientLeftSendsNothing) {
+  Fixture f(ExchangeKind::kStream, true);
+  f.exchange->StartStream();
+  f.exchange->DisableKeepAlive();
+  EXPECT_TRUE(f.exchange->OnClientGone().finished);
+  EXPECT_FALSE(f.exchange->OnEvent(FinalEvent()).finished);
+  EXPECT_EQ(f.capture->Count(), 1u);
+  EXPECT_EQ(f.capture->ended_after, -1);
 }
 
 TEST(Exchange, StreamErrorEventEndsTheStream) {
