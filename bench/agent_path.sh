@@ -9,7 +9,7 @@
 #           and survive HOLD_S seconds, and closing them must cancel every turn
 # Starts its own stack on free ports from build/bin, prints every figure, stops everything on exit.
 # Env: WF_BIN_DIR (default build/bin), PARTS ("ttft turns soak streams"), N (200), K (16),
-#      SECONDS_TURNS (10), TURNS (100000), REPORT_EVERY (20000), STREAMS ("1000 5000 10000"),
+#      TTFT_NEW_CONNECTIONS (1: a new connection per gateway turn in ttft), SECONDS_TURNS (10), TURNS (100000), REPORT_EVERY (20000), STREAMS ("1000 5000 10000"),
 #      HOLD_S (5), STREAMS_CONCURRENCY (wf-heavy --concurrency for the streams; default the
 #      largest of STREAMS), HEAVY_WRAP (command prefix for wf-heavy, e.g. "heaptrack -o FILE";
 #      wf-heavy itself, the wrapper's child, is signalled and measured), ROUND_HOOK (command
@@ -82,8 +82,10 @@ NATS_PORT=$(free_port); REDIS_PORT=$(free_port); PG_PORT=$(free_port)
 API_PORT=$(free_port); LLM_PORT=$(free_port); GW_PORT=$(free_port)
 
 start nats nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$RUN/nats"
+NATS_PID=$LAST_PID
 wait_port "$NATS_PORT" nats
 start redis redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$RUN" --save "" --appendonly no --daemonize no
+REDIS_PID=$LAST_PID
 wait_port "$REDIS_PORT" redis
 
 mkdir -p "$RUN/pg" "$RUN/pgsock"
@@ -132,6 +134,7 @@ export LLM_MODEL=scripted
 export WF_LOG_LEVEL=warn
 
 start lightweight "$BIN/wf-lightweight" --threads 1
+LW_PID=$LAST_PID
 start_heavy() {  # start_heavy CONCURRENCY
   HEAVY_ADMIN=$(free_port)
   # shellcheck disable=SC2086  # HEAVY_WRAP is a command prefix, e.g. "heaptrack -o /tmp/heavy"
@@ -166,9 +169,40 @@ echo "# load: $(uptime | sed 's/.*load average/load average/')"
 echo "# stack: nats :$NATS_PORT, redis :$REDIS_PORT, postgres :$PG_PORT, scripted LLM :$LLM_PORT (--max-connections $LLM_MAX_CONNECTIONS), gateway :$GW_PORT (2 threads, heartbeat 1 s), 1 lightweight, 1 heavy"
 echo
 
+# CPU time (user + system, clock ticks) of each process of the stack; PostgreSQL is every
+# process of its cluster (one backend per connection).
+TICK_HZ=$(getconf CLK_TCK)
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+pg_ticks() {
+  local t=0 pid
+  for pid in $(pgrep -f -- "-D $RUN/pg" || true) $(pgrep -f "postgres: " -u postgres || true); do
+    t=$((t + $(ticks "$pid")))
+  done
+  echo "$t"
+}
+cpu_snapshot() {  # prints "name=ticks ..." for the stack's processes
+  echo "gateway=$(ticks "$GW_PID") lightweight=$(ticks "$LW_PID") heavy=$(ticks "$HEAVY_PID")" \
+    "nats=$(ticks "$NATS_PID") redis=$(ticks "$REDIS_PID") postgres=$(pg_ticks) llm=$(ticks "$LLM_PID")"
+}
+cpu_per_turn() {  # cpu_per_turn "BEFORE" "AFTER" TURNS: microseconds of CPU per turn, per process
+  local line="CPU per turn (µs):" total=0 b a name us
+  for b in $1; do
+    name=${b%%=*}
+    a=$(tr ' ' '\n' <<<"$2" | sed -n "s/^$name=//p")
+    us=$(( (a - ${b#*=}) * 1000000 / TICK_HZ / $3 ))
+    total=$((total + us))
+    line+=" $name $us,"
+  done
+  echo "$line sum $total (the LLM's share includes the direct requests)"
+}
+
 if has_part ttft; then
-  echo "\$ python3 bench/agent/agent_bench.py ttft --gw $GW_PORT --llm $LLM_PORT --n $N"
-  python3 "$BENCH" ttft --gw "$GW_PORT" --llm "$LLM_PORT" --n "$N"
+  ttft_args=(--gw "$GW_PORT" --llm "$LLM_PORT" --n "$N")
+  [[ "${TTFT_NEW_CONNECTIONS:-0}" == 1 ]] && ttft_args+=(--new-connections)
+  echo "\$ python3 bench/agent/agent_bench.py ttft ${ttft_args[*]}"
+  before=$(cpu_snapshot)
+  python3 "$BENCH" ttft "${ttft_args[@]}"
+  cpu_per_turn "$before" "$(cpu_snapshot)" $((2 * N))
   echo
 fi
 

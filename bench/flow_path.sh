@@ -6,7 +6,9 @@
 # ports. Usage: bench/flow_path.sh [DURATION, default 10s]
 # Env: WF_BIN_DIR (default build/bin; another build's binaries for an A/B run), CONCS
 #      (connection counts, default "1 16 64"), GW_THREADS (wf-gateway --threads, default 2),
-#      LW_THREADS (wf-lightweight --threads, default 1).
+#      LW_THREADS (wf-lightweight --threads, default 1), PIN (CPU placement, e.g.
+#      "gw=0 lw=0 api=0 nats=0 wrk=1": each named process, all its threads, on that CPU list;
+#      unnamed ones float; default: nothing pinned).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -40,6 +42,17 @@ sed "s#http://127.0.0.1:8081#http://127.0.0.1:$API_PORT#g" config/workflow_confi
   --listen "127.0.0.1:$GW_PORT" --threads "${GW_THREADS:-2}" --log-level warn >"$WORK/gw.log" 2>&1 & PIDS+=($!); GW_PID=$!
 wait_port "$GW_PORT"
 for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$GW_PORT/ready" >/dev/null && break; sleep 0.1; done
+WRK_PIN=()
+for spec in ${PIN:-}; do
+  name=${spec%%=*}; cpus=${spec#*=}
+  case $name in
+    gw) pid=$GW_PID ;; lw) pid=$LW_PID ;; api) pid=$API_PID ;; nats) pid=$NATS_PID ;;
+    wrk) WRK_PIN=(taskset -c "$cpus"); continue ;;
+    *) echo "flow_path.sh: PIN: unknown process '$name' (gw, lw, api, nats, wrk)" >&2; exit 2 ;;
+  esac
+  taskset -a -p -c "$cpus" "$pid" >/dev/null
+done
+[[ -n "${PIN:-}" ]] && echo "pinned: $PIN"
 
 cat >"$WORK/post.lua" <<'LUA'
 wrk.method = "POST"
@@ -61,7 +74,7 @@ for c in $CONCS; do
   threads=$((c < 2 ? 1 : 2))
   declare -A before=()
   for name in GW LW API NATS; do pid_var=${name}_PID; before[$name]=$(ticks "${!pid_var}"); done
-  out=$(wrk -t"$threads" -c"$c" -d"$DURATION" --latency -s "$WORK/post.lua" "http://127.0.0.1:$GW_PORT/api/v1/query" | grep RESULT)
+  out=$("${WRK_PIN[@]}" wrk -t"$threads" -c"$c" -d"$DURATION" --latency -s "$WORK/post.lua" "http://127.0.0.1:$GW_PORT/api/v1/query" | grep RESULT)
   echo "c=$c ${out#RESULT }"
   # CPU per request: ticks spent during the run over the requests wrk counted (rps x seconds).
   rps=$(sed -n 's/.*rps=\([0-9]*\).*/\1/p' <<<"$out")

@@ -113,20 +113,23 @@ def ttft_direct(port, n):
     return times, errors
 
 
-def ttft_gateway(port, n, prefix):
+def ttft_gateway(port, n, prefix, new_connections=False):
     """N new sessions, two turns each: returns (first-turn TTFTs, follow-up TTFTs, errors).
 
     A first turn finds no history in Redis and looks in PostgreSQL; a follow-up finds the
     first turn's history in Redis. Both are measured because a chat has one of the former
-    and many of the latter."""
+    and many of the latter. `new_connections`: every turn on a new TCP connection (the
+    request says `Connection: close`), the connect included in the time."""
+    headers = {"Content-Type": "application/json"}
+    if new_connections:
+        headers["Connection"] = "close"
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     first, follow, errors = [], [], 0
     for i in range(2 * n):
         body = json.dumps({"message": TTFT_MESSAGE, "session_id": f"{prefix}-{i // 2}"})
         try:
             t0 = time.perf_counter()
-            conn.request("POST", "/api/v1/query/stream", body,
-                         {"Content-Type": "application/json"})
+            conn.request("POST", "/api/v1/query/stream", body, headers)
             resp = conn.getresponse()
             t_first = None
             while True:
@@ -156,8 +159,9 @@ def cmd_ttft(a):
     ttft_direct(a.llm, 10)
     ttft_gateway(a.gw, 10, f"bench-warm-{os.getpid()}")
     d, de = ttft_direct(a.llm, a.n)
-    g1, g2, ge = ttft_gateway(a.gw, a.n, f"bench-{os.getpid()}")
-    print(f"== 1. TTFT, N={a.n} sequential requests each (keep-alive)")
+    g1, g2, ge = ttft_gateway(a.gw, a.n, f"bench-{os.getpid()}", a.new_connections)
+    print(f"== 1. TTFT, N={a.n} sequential requests each (direct: keep-alive; gateway: "
+          f"{'a new connection per turn' if a.new_connections else 'keep-alive'})")
     print(f"direct LLM          : p50 {fmt_ms(pct(d, 50))}  p99 {fmt_ms(pct(d, 99))}  "
           f"ok {len(d)} errors {de}")
     for label, g in (("first turn", g1), ("follow-up turn", g2)):
@@ -577,6 +581,8 @@ def main():
     t.add_argument("--gw", type=int, required=True)
     t.add_argument("--llm", type=int, required=True)
     t.add_argument("--n", type=int, default=200)
+    t.add_argument("--new-connections", action="store_true",
+                   help="a new TCP connection per gateway turn (Connection: close)")
     u = sub.add_parser("turns")
     u.add_argument("--gw", type=int, required=True)
     u.add_argument("--k", type=int, default=16)
