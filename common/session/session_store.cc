@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <array>
+#include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
 
 #include "pg/migrations.h"
@@ -179,6 +180,60 @@ constexpr std::string_view kLoadHistory =
     " UNION ALL SELECT true, 0, run_id, '', '', '', '', '', 0::bigint FROM runs"
     " WHERE session_id = $1 AND $2::boolean"
     " ORDER BY 1, 2";
+
+/// Storing a turn, in two prepared statements inside the caller's transaction.
+/// kLockSession creates the session or locks its row: appends to one session are serialized
+/// there, which makes the seq numbers of kInsertTurn gap-free and ordered (its snapshot is taken
+/// after the lock, so MAX(seq) sees every turn committed before).
+constexpr const char* kLockSessionName = "wf_lock_session";
+constexpr std::string_view kLockSession =
+    "INSERT INTO sessions (session_id, user_id) VALUES ($1, $2)"
+    " ON CONFLICT (session_id) DO UPDATE SET updated_at = sessions.updated_at";
+/// The run, its messages ($11: a JSON array of {role, content, name, tool_call_id, tool_calls,
+/// created_ms}, in order) and the session's counters in one round trip, all only if the run is
+/// new. Answers (run inserted, first seq, messages inserted).
+constexpr const char* kInsertTurnName = "wf_insert_turn";
+constexpr std::string_view kInsertTurn =
+    "WITH r AS ("
+    " INSERT INTO runs (run_id, session_id, request_id, route, flow_id, status,"
+    " prompt_tokens, completion_tokens, started_at, finished_at) VALUES"
+    " ($1, $2, $3, $4, NULLIF($5, ''), $6, $7, $8,"
+    " CASE WHEN $9::bigint > 0 THEN timestamptz 'epoch' + $9::bigint * interval '1 ms' END,"
+    " CASE WHEN $10::bigint > 0 THEN timestamptz 'epoch' + $10::bigint * interval '1 ms' END)"
+    " ON CONFLICT (run_id) DO NOTHING RETURNING run_id),"
+    " base AS (SELECT COALESCE(MAX(seq) + 1, 0) AS first_seq FROM messages"
+    " WHERE session_id = $2),"
+    " m AS ("
+    " INSERT INTO messages (session_id, run_id, seq, role, content, name, tool_call_id,"
+    " tool_calls, created_at)"
+    " SELECT $2, $1, base.first_seq + t.ord - 1, t.role, t.content, NULLIF(t.name, ''),"
+    " NULLIF(t.tool_call_id, ''), NULLIF(t.tool_calls, '')::jsonb,"
+    " timestamptz 'epoch' + t.created_ms * interval '1 ms'"
+    " FROM r, base, ROWS FROM (jsonb_to_recordset($11::jsonb) AS (role text, content text,"
+    " name text, tool_call_id text, tool_calls text, created_ms bigint))"
+    " WITH ORDINALITY AS t(role, content, name, tool_call_id, tool_calls, created_ms, ord)"
+    " RETURNING 1),"
+    " u AS ("
+    " UPDATE sessions SET turn_count = turn_count + 1, updated_at = now(),"
+    " user_id = CASE WHEN $12 <> '' THEN $12 ELSE user_id END"
+    " WHERE session_id = $2 AND EXISTS (SELECT 1 FROM r) RETURNING 1)"
+    " SELECT EXISTS (SELECT 1 FROM r), (SELECT first_seq FROM base), (SELECT count(*) FROM m),"
+    " (SELECT count(*) FROM u)";
+
+/// A turn's messages as kInsertTurn's $11.
+std::string MessagesParameter(const wf::v1::TurnRecord& turn) {
+  nlohmann::json rows = nlohmann::json::array();
+  for (const wf::v1::ChatMessage& message : turn.messages()) {
+    rows.push_back({{"role", message.role()},
+                    {"content", message.content()},
+                    {"name", message.name()},
+                    {"tool_call_id", message.tool_call_id()},
+                    {"tool_calls", ToolCallsToJson(message)},
+                    {"created_ms", message.created_unix_ms()}});
+  }
+  // NormalizeTurn made every string valid UTF-8; replace guards the invariant, never throws.
+  return rows.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
 
 /// Reads one message from the columns of kSelectMessages starting at `first`.
 Status ReadMessage(const pqxx::row& row, int first, wf::v1::ChatMessage& message) {
@@ -427,25 +482,15 @@ void SessionStore::AppendToRedis(
 Result<SessionStore::StoredTurn> SessionStore::StoreTurn(pqxx::work& tx,
                                                          const wf::v1::TurnRecord& turn) {
   StoredTurn out;
-  // Creates the session or locks its row: appends to one session are serialized here,
-  // which makes the seq numbers below gap-free and ordered.
-  tx.exec_params(
-      "INSERT INTO sessions (session_id, user_id) VALUES ($1, $2)"
-      " ON CONFLICT (session_id) DO UPDATE SET updated_at = sessions.updated_at",
-      turn.session_id(), turn.user_id());
-  const pqxx::result run = tx.exec_params(
-      "INSERT INTO runs (run_id, session_id, request_id, route, flow_id, status,"
-      " prompt_tokens, completion_tokens, started_at, finished_at) VALUES"
-      " ($1, $2, $3, $4, NULLIF($5, ''), $6, $7, $8,"
-      " CASE WHEN $9::bigint > 0 THEN timestamptz 'epoch' + $9::bigint * interval '1 ms' END,"
-      " CASE WHEN $10::bigint > 0 THEN timestamptz 'epoch' + $10::bigint * interval '1 ms' "
-      "END)"
-      " ON CONFLICT (run_id) DO NOTHING",
-      turn.run_id(), turn.session_id(), turn.request_id(), turn.route(), turn.flow_id(),
-      turn.status(), static_cast<std::int64_t>(turn.usage().prompt_tokens()),
+  tx.conn().prepare(kLockSessionName, std::string(kLockSession));  // no-op once done
+  tx.conn().prepare(kInsertTurnName, std::string(kInsertTurn));
+  tx.exec_prepared(kLockSessionName, turn.session_id(), turn.user_id());
+  const pqxx::row stored = tx.exec_prepared1(
+      kInsertTurnName, turn.run_id(), turn.session_id(), turn.request_id(), turn.route(),
+      turn.flow_id(), turn.status(), static_cast<std::int64_t>(turn.usage().prompt_tokens()),
       static_cast<std::int64_t>(turn.usage().completion_tokens()), turn.started_unix_ms(),
-      turn.finished_unix_ms());
-  if (run.affected_rows() == 0) {
+      turn.finished_unix_ms(), MessagesParameter(turn), turn.user_id());
+  if (!stored[0].as<bool>()) {
     // Stored before (a redelivery): report what is stored so the hot copy can be repaired.
     const pqxx::row owner =
         tx.exec_params1("SELECT session_id FROM runs WHERE run_id = $1", turn.run_id());
@@ -467,25 +512,12 @@ Result<SessionStore::StoredTurn> SessionStore::StoreTurn(pqxx::work& tx,
     return out;
   }
   out.inserted = true;
-  out.first_seq = tx.exec_params1(
-                        "SELECT COALESCE(MAX(seq) + 1, 0) FROM messages"
-                        " WHERE session_id = $1",
-                        turn.session_id())[0]
-                      .as<std::int64_t>();
-  std::int64_t seq = out.first_seq;
-  for (const wf::v1::ChatMessage& message : turn.messages()) {
-    tx.exec_params(
-        "INSERT INTO messages (session_id, run_id, seq, role, content, name,"
-        " tool_call_id, tool_calls, created_at) VALUES ($1, $2, $3, $4, $5,"
-        " NULLIF($6, ''), NULLIF($7, ''), NULLIF($8, '')::jsonb,"
-        " timestamptz 'epoch' + $9::bigint * interval '1 ms')",
-        turn.session_id(), turn.run_id(), seq++, message.role(), message.content(), message.name(),
-        message.tool_call_id(), ToolCallsToJson(message), message.created_unix_ms());
+  out.first_seq = stored[1].as<std::int64_t>();
+  if (stored[2].as<std::int64_t>() != turn.messages_size() || stored[3].as<std::int64_t>() != 1) {
+    return Error{ErrorCode::kInternal, "storing run " + turn.run_id() + " wrote " +
+                                           stored[2].as<std::string>() + " of " +
+                                           std::to_string(turn.messages_size()) + " messages"};
   }
-  tx.exec_params(
-      "UPDATE sessions SET turn_count = turn_count + 1, updated_at = now(),"
-      " user_id = CASE WHEN $2 <> '' THEN $2 ELSE user_id END WHERE session_id = $1",
-      turn.session_id(), turn.user_id());
   out.messages = turn.messages();
   return out;
 }

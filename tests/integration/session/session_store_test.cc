@@ -93,6 +93,10 @@ class SessionStoreTest : public ::testing::Test {
 testing::PostgresServer* SessionStoreTest::postgres_ = nullptr;
 testing::RedisServer* SessionStoreTest::redis_ = nullptr;
 
+/// Text that must arrive byte for byte through every encoding on the way (SQL, JSON, arrays).
+constexpr const char* kTricky =
+    "np \"quoted\" back\\slash {a,b} $1 '; DROP TABLE messages; --\nline\ttab \u00e9 \U0001F642";
+
 TEST_F(SessionStoreTest, AppendThenLoadKeepsEveryField) {
   auto first = MakeTurn("append-load", "run-1", {{"user", "查订单 1234"}, {"assistant", ""}});
   auto* call = first.mutable_messages(1)->add_tool_calls();
@@ -109,13 +113,13 @@ TEST_F(SessionStoreTest, AppendThenLoadKeepsEveryField) {
   ASSERT_TRUE(store_->AppendTurn(first).ok());
   ASSERT_TRUE(
       store_
-          ->AppendTurn(MakeTurn("append-load", "run-2", {{"user", "thanks"}, {"assistant", "np"}}))
+          ->AppendTurn(MakeTurn("append-load", "run-2", {{"user", "thanks"}, {"assistant", kTricky}}))
           .ok());
 
   auto history = store_->LoadHistory("append-load");
   ASSERT_TRUE(history.ok()) << history.error().message;
   EXPECT_EQ(Contents(*history),
-            (std::vector<std::string>{"查订单 1234", "", "shipped", "thanks", "np"}));
+            (std::vector<std::string>{"查订单 1234", "", "shipped", "thanks", kTricky}));
   const auto& assistant = (*history)[1];
   ASSERT_EQ(assistant.tool_calls_size(), 1);
   EXPECT_EQ(assistant.tool_calls(0).arguments_json(), R"({"order_id":"1234"})");
