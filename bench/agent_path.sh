@@ -193,7 +193,7 @@ cpu_per_turn() {  # cpu_per_turn "BEFORE" "AFTER" TURNS: microseconds of CPU per
     total=$((total + us))
     line+=" $name $us,"
   done
-  echo "$line sum $total (the LLM's share includes the direct requests)"
+  echo "$line sum $total"
 }
 
 if has_part ttft; then
@@ -203,13 +203,18 @@ if has_part ttft; then
   before=$(cpu_snapshot)
   python3 "$BENCH" ttft "${ttft_args[@]}"
   cpu_per_turn "$before" "$(cpu_snapshot)" $((2 * N))
+  echo "(the LLM's share includes the $N direct requests)"
   echo
 fi
 
 if has_part turns; then
   echo "\$ python3 bench/agent/agent_bench.py turns --gw $GW_PORT --k $K --seconds $SECONDS_TURNS (heavy --concurrency 64)"
-  python3 "$BENCH" turns --gw "$GW_PORT" --k "$K" --seconds "$SECONDS_TURNS" \
-    --pids "wf-heavy=$HEAVY_PID,wf-gateway=$GW_PID"
+  before=$(cpu_snapshot)
+  out=$(python3 "$BENCH" turns --gw "$GW_PORT" --k "$K" --seconds "$SECONDS_TURNS" \
+    --pids "wf-heavy=$HEAVY_PID,wf-gateway=$GW_PID")
+  echo "$out"
+  turns=$(sed -n 's/^turns *: \([0-9]*\) .*/\1/p' <<<"$out")
+  ((${turns:-0} > 0)) && cpu_per_turn "$before" "$(cpu_snapshot)" "$turns"
   echo
 fi
 
