@@ -20,9 +20,11 @@ Exchange::Exchange(Params params, std::unique_ptr<ClientChannel> channel)
       channel_(std::move(channel)),
       last_write_(params_.start) {}
 
-void Exchange::DisableKeepAlive() {
+bool Exchange::DisableKeepAlive() {
   std::lock_guard lock(mu_);
+  if (finished_) return false;
   keep_alive_ = false;
+  return true;
 }
 
 bool Exchange::finished() const {

@@ -97,8 +97,10 @@ class Exchange {
 
   /// The connection will not carry another request: the answer (if not sent yet) says
   /// `Connection: close`; a stream whose head already said keep-alive half-closes the connection
-  /// after its last chunk, so the client is not left waiting on it.
-  void DisableKeepAlive();
+  /// after its last chunk, so the client is not left waiting on it. Returns false, changing
+  /// nothing, when the exchange had already ended (its answer went out as it was: the caller
+  /// must treat further input as the next request, not drop it).
+  bool DisableKeepAlive();
 
   ExchangeKind kind() const { return params_.kind; }
   const std::string& request_id() const { return params_.request_id; }

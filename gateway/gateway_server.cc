@@ -328,11 +328,12 @@ class GatewayHttpHandler final : public Http::Handler {
     try {
       conn = &ConnOf(peer);
       if (conn->discard) return;
-      if (auto active = conn->active.lock(); active && !active->finished()) {
+      if (auto active = conn->active.lock(); active && active->DisableKeepAlive()) {
         // Bytes while a request is still being answered: a pipelined request (answers could not
         // be kept in order) or garbage. Drop them and everything after; the pending answer says
-        // `Connection: close`, so an HTTP/1.1 client retries what was not answered.
-        active->DisableKeepAlive();
+        // `Connection: close` (or a stream half-closes after its end), so an HTTP/1.1 client
+        // retries what was not answered. (An exchange that ended meanwhile refuses, and the
+        // bytes are the next request.)
         conn->discard = true;
         return;
       }
@@ -444,9 +445,8 @@ void GatewayCore::Dispatch(const Http::Request& request, const std::shared_ptr<T
     // Idle in Pistache's sense: only its keep-alive timeout (set above the longest exchange)
     // applies from now on, never the header timeout that would write a 408 into a stream.
     peer->setIdle(true);
-    if (auto active = conn.active.lock(); active && !active->finished()) {
+    if (auto active = conn.active.lock(); active && active->DisableKeepAlive()) {
       // Another request while one is still being answered (see onInput).
-      active->DisableKeepAlive();
       conn.discard = true;
       return;
     }

@@ -245,6 +245,25 @@ TEST(Exchange, StreamPromisedKeepAliveHalfClosesWhenInputWasDropped) {
   }
 }
 
+TEST(Exchange, DisablingKeepAliveAfterTheEndChangesNothing) {
+  // The connection's thread saw the exchange unfinished, then the answer went out: the input it
+  // holds is the client's next request, which the refusal tells it not to drop.
+  for (auto kind : {ExchangeKind::kQuery, ExchangeKind::kStream}) {
+    Fixture f(kind, true);
+    f.exchange->StartStream();
+    EXPECT_TRUE(f.exchange->OnEvent(FinalEvent()).finished);
+    EXPECT_FALSE(f.exchange->DisableKeepAlive());
+    EXPECT_NE(SplitHttp(f.capture->All()).head.find("Connection: keep-alive\r\n"),
+              std::string::npos);
+    EXPECT_EQ(f.capture->ended_after, -1);
+  }
+  Fixture running(ExchangeKind::kQuery, true);
+  EXPECT_TRUE(running.exchange->DisableKeepAlive());
+  running.exchange->OnEvent(FinalEvent());
+  EXPECT_NE(SplitHttp(running.capture->All()).head.find("Connection: close\r\n"),
+            std::string::npos);
+}
+
 TEST(Exchange, StreamDisabledBeforeTheHeadSaysCloseAndNeedsNoHalfClose) {
   Fixture f(ExchangeKind::kStream, true);
   f.exchange->DisableKeepAlive();
