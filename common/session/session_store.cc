@@ -181,46 +181,15 @@ constexpr std::string_view kLoadHistory =
     " WHERE session_id = $1 AND $2::boolean"
     " ORDER BY 1, 2";
 
-/// Storing a turn, in two prepared statements inside the caller's transaction.
-/// kLockSession creates the session or locks its row: appends to one session are serialized
-/// there, which makes the seq numbers of kInsertTurn gap-free and ordered (its snapshot is taken
-/// after the lock, so MAX(seq) sees every turn committed before).
-constexpr const char* kLockSessionName = "wf_lock_session";
-constexpr std::string_view kLockSession =
-    "INSERT INTO sessions (session_id, user_id) VALUES ($1, $2)"
-    " ON CONFLICT (session_id) DO UPDATE SET updated_at = sessions.updated_at";
-/// The run, its messages ($11: a JSON array of {role, content, name, tool_call_id, tool_calls,
-/// created_ms}, in order) and the session's counters in one round trip, all only if the run is
-/// new. Answers (run inserted, first seq, messages inserted).
-constexpr const char* kInsertTurnName = "wf_insert_turn";
-constexpr std::string_view kInsertTurn =
-    "WITH r AS ("
-    " INSERT INTO runs (run_id, session_id, request_id, route, flow_id, status,"
-    " prompt_tokens, completion_tokens, started_at, finished_at) VALUES"
-    " ($1, $2, $3, $4, NULLIF($5, ''), $6, $7, $8,"
-    " CASE WHEN $9::bigint > 0 THEN timestamptz 'epoch' + $9::bigint * interval '1 ms' END,"
-    " CASE WHEN $10::bigint > 0 THEN timestamptz 'epoch' + $10::bigint * interval '1 ms' END)"
-    " ON CONFLICT (run_id) DO NOTHING RETURNING run_id),"
-    " base AS (SELECT COALESCE(MAX(seq) + 1, 0) AS first_seq FROM messages"
-    " WHERE session_id = $2),"
-    " m AS ("
-    " INSERT INTO messages (session_id, run_id, seq, role, content, name, tool_call_id,"
-    " tool_calls, created_at)"
-    " SELECT $2, $1, base.first_seq + t.ord - 1, t.role, t.content, NULLIF(t.name, ''),"
-    " NULLIF(t.tool_call_id, ''), NULLIF(t.tool_calls, '')::jsonb,"
-    " timestamptz 'epoch' + t.created_ms * interval '1 ms'"
-    " FROM r, base, ROWS FROM (jsonb_to_recordset($11::jsonb) AS (role text, content text,"
-    " name text, tool_call_id text, tool_calls text, created_ms bigint))"
-    " WITH ORDINALITY AS t(role, content, name, tool_call_id, tool_calls, created_ms, ord)"
-    " RETURNING 1),"
-    " u AS ("
-    " UPDATE sessions SET turn_count = turn_count + 1, updated_at = now(),"
-    " user_id = CASE WHEN $12 <> '' THEN $12 ELSE user_id END"
-    " WHERE session_id = $2 AND EXISTS (SELECT 1 FROM r) RETURNING 1)"
-    " SELECT EXISTS (SELECT 1 FROM r), (SELECT first_seq FROM base), (SELECT count(*) FROM m),"
-    " (SELECT count(*) FROM u)";
+/// Storing a turn: one call of wf_append_turn (schemas/sql/002_append_turn.sql), which upserts
+/// and locks the session, inserts the run, its messages and the counters, only if the run is
+/// new, and otherwise names the session the run belongs to. Prepared once per connection.
+constexpr const char* kAppendTurnName = "wf_append_turn";
+constexpr std::string_view kAppendTurn =
+    "SELECT inserted, first_seq, owner FROM wf_append_turn("
+    "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12)";
 
-/// A turn's messages as kInsertTurn's $11.
+/// A turn's messages as wf_append_turn's p_messages.
 std::string MessagesParameter(const wf::v1::TurnRecord& turn) {
   nlohmann::json rows = nlohmann::json::array();
   for (const wf::v1::ChatMessage& message : turn.messages()) {
@@ -479,46 +448,39 @@ void SessionStore::AppendToRedis(
   }
 }
 
-Result<SessionStore::StoredTurn> SessionStore::StoreTurn(pqxx::work& tx,
+Result<SessionStore::StoredTurn> SessionStore::StoreTurn(pqxx::transaction_base& tx,
                                                          const wf::v1::TurnRecord& turn) {
   StoredTurn out;
-  tx.conn().prepare(kLockSessionName, std::string(kLockSession));  // no-op once done
-  tx.conn().prepare(kInsertTurnName, std::string(kInsertTurn));
-  tx.exec_prepared(kLockSessionName, turn.session_id(), turn.user_id());
+  tx.conn().prepare(kAppendTurnName, std::string(kAppendTurn));  // no-op once done
   const pqxx::row stored = tx.exec_prepared1(
-      kInsertTurnName, turn.run_id(), turn.session_id(), turn.request_id(), turn.route(),
+      kAppendTurnName, turn.run_id(), turn.session_id(), turn.request_id(), turn.route(),
       turn.flow_id(), turn.status(), static_cast<std::int64_t>(turn.usage().prompt_tokens()),
       static_cast<std::int64_t>(turn.usage().completion_tokens()), turn.started_unix_ms(),
       turn.finished_unix_ms(), MessagesParameter(turn), turn.user_id());
-  if (!stored[0].as<bool>()) {
-    // Stored before (a redelivery): report what is stored so the hot copy can be repaired.
-    const pqxx::row owner =
-        tx.exec_params1("SELECT session_id FROM runs WHERE run_id = $1", turn.run_id());
-    if (owner[0].as<std::string>() != turn.session_id()) {
-      return Error{ErrorCode::kBadRequest,
-                   "run_id " + turn.run_id() + " is stored for another session"};
-    }
-    const pqxx::result rows =
-        tx.exec_params(std::string(kSelectMessages) + " AND run_id = $2 ORDER BY seq",
-                       turn.session_id(), turn.run_id());
-    if (Status status = ReadMessages(rows, out.messages); !status.ok()) {
-      return status.error();
-    }
-    out.first_seq = tx.exec_params1(
-                          "SELECT COALESCE(MIN(seq), 0) FROM messages"
-                          " WHERE session_id = $1 AND run_id = $2",
-                          turn.session_id(), turn.run_id())[0]
-                        .as<std::int64_t>();
+  if (stored[0].as<bool>()) {
+    out.inserted = true;
+    out.first_seq = stored[1].as<std::int64_t>();
+    out.messages = turn.messages();
     return out;
   }
-  out.inserted = true;
-  out.first_seq = stored[1].as<std::int64_t>();
-  if (stored[2].as<std::int64_t>() != turn.messages_size() || stored[3].as<std::int64_t>() != 1) {
-    return Error{ErrorCode::kInternal, "storing run " + turn.run_id() + " wrote " +
-                                           stored[2].as<std::string>() + " of " +
-                                           std::to_string(turn.messages_size()) + " messages"};
+  if (stored[2].as<std::string>() != turn.session_id()) {
+    return Error{ErrorCode::kBadRequest,
+                 "run_id " + turn.run_id() + " is stored for another session"};
   }
-  out.messages = turn.messages();
+  // Stored before (a redelivery): report what is stored so the hot copy can be repaired. A
+  // stored run's messages were committed with it and never change, so these reads need no
+  // lock or common snapshot.
+  const pqxx::result rows =
+      tx.exec_params(std::string(kSelectMessages) + " AND run_id = $2 ORDER BY seq",
+                     turn.session_id(), turn.run_id());
+  if (Status status = ReadMessages(rows, out.messages); !status.ok()) {
+    return status.error();
+  }
+  out.first_seq = tx.exec_params1(
+                        "SELECT COALESCE(MIN(seq), 0) FROM messages"
+                        " WHERE session_id = $1 AND run_id = $2",
+                        turn.session_id(), turn.run_id())[0]
+                      .as<std::int64_t>();
   return out;
 }
 
@@ -526,12 +488,11 @@ Status SessionStore::AppendTurn(const wf::v1::TurnRecord& record) {
   wf::v1::TurnRecord turn = record;
   if (Status status = NormalizeTurn(turn, NowUnixMs()); !status.ok()) return status;
 
+  // One statement, so autocommit: no BEGIN/COMMIT round trips (wf_append_turn is atomic).
   Result<StoredTurn> stored = pg_->Run(
       [&](pqxx::connection& connection) -> Result<StoredTurn> {
-        pqxx::work tx(connection);
-        Result<StoredTurn> out = StoreTurn(tx, turn);
-        if (out.ok()) tx.commit();
-        return out;
+        pqxx::nontransaction tx(connection);
+        return StoreTurn(tx, turn);
       },
       PgRetry::kIdempotent);
   if (!stored) return stored.error();

@@ -131,9 +131,10 @@ class SessionStore {
   struct StoredTurn;
   struct PgHistory;
 
-  /// The PostgreSQL part of storing one normalized turn, inside the caller's transaction
-  /// (which the caller commits).
-  Result<StoredTurn> StoreTurn(pqxx::work& tx, const wf::v1::TurnRecord& turn);
+  /// The PostgreSQL part of storing one normalized turn: one call of wf_append_turn (atomic on
+  /// its own, so `tx` may be a nontransaction), plus reads of what was stored before when the
+  /// run is a repeat. Inside a batch's transaction, which the caller commits.
+  Result<StoredTurn> StoreTurn(pqxx::transaction_base& tx, const wf::v1::TurnRecord& turn);
 
   /// Runs a command on a pooled connection, once more on another after kUnavailable (a stale
   /// connection after a Redis restart); every command this class sends is safe to repeat.

@@ -454,6 +454,68 @@ TEST_F(SessionStoreTest, ConcurrentAppendsLoseNothingAndKeepRunOrder) {
   EXPECT_EQ(Integer(redis, {"SCARD", "wf:runs:busy"}), kThreads * kRunsPerThread);
 }
 
+TEST_F(SessionStoreTest, TheSameRunStoredByManyAtOnceIsStoredOnce) {
+  // A redelivered turn stored by two workers at the same moment: each sees success, PostgreSQL
+  // and the hot copy hold one copy. Several rounds, each with a fresh run, to vary the timing.
+  constexpr int kWriters = 6;
+  for (int round = 0; round < 5; ++round) {
+    const std::string run = "dup-" + std::to_string(round);
+    const auto turn = MakeTurn("dup", run, {{"user", run + "-q"}, {"assistant", run + "-a"}});
+    std::atomic<int> failures{0};
+    std::vector<std::thread> writers;
+    for (int w = 0; w < kWriters; ++w) {
+      writers.emplace_back([&] {
+        if (!store_->AppendTurn(turn).ok()) ++failures;
+      });
+    }
+    for (auto& writer : writers) writer.join();
+    EXPECT_EQ(failures.load(), 0) << run;
+  }
+  auto session = store_->GetSession("dup");
+  ASSERT_TRUE(session.ok());
+  EXPECT_EQ(session->turn_count(), 5u);
+  std::vector<std::string> expected;
+  for (int round = 0; round < 5; ++round) {
+    expected.push_back("dup-" + std::to_string(round) + "-q");
+    expected.push_back("dup-" + std::to_string(round) + "-a");
+  }
+  std::vector<std::string> stored;
+  for (const auto& m : session->messages()) stored.push_back(m.content());
+  EXPECT_EQ(stored, expected);
+  EXPECT_EQ(Contents(*store_->LoadHistory("dup")), expected);
+}
+
+TEST_F(SessionStoreTest, ARunIdClaimedByTwoSessionsAtOnceGoesToOne) {
+  for (int round = 0; round < 5; ++round) {
+    const std::string run = "claimed-" + std::to_string(round);
+    const std::string a = "claim-a-" + std::to_string(round);
+    const std::string b = "claim-b-" + std::to_string(round);
+    Status sa, sb;
+    std::thread ta([&] { sa = store_->AppendTurn(MakeTurn(a, run, {{"user", "from a"}})); });
+    std::thread tb([&] { sb = store_->AppendTurn(MakeTurn(b, run, {{"user", "from b"}})); });
+    ta.join();
+    tb.join();
+    // A writer that lost the race may see a transient failure (retried by its caller); once
+    // retried, exactly one session has the run and the other is refused without a trace.
+    if (!sa.ok() && sa.error().code == ErrorCode::kUnavailable) {
+      sa = store_->AppendTurn(MakeTurn(a, run, {{"user", "from a"}}));
+    }
+    if (!sb.ok() && sb.error().code == ErrorCode::kUnavailable) {
+      sb = store_->AppendTurn(MakeTurn(b, run, {{"user", "from b"}}));
+    }
+    ASSERT_NE(sa.ok(), sb.ok()) << round;
+    const Status& refused = sa.ok() ? sb : sa;
+    EXPECT_EQ(refused.error().code, ErrorCode::kBadRequest);
+    const std::string& loser = sa.ok() ? b : a;
+    auto gone = store_->GetSession(loser);
+    ASSERT_FALSE(gone.ok()) << loser << " was left behind";
+    EXPECT_EQ(gone.error().code, ErrorCode::kSessionNotFound);
+    auto kept = store_->GetSession(sa.ok() ? a : b);
+    ASSERT_TRUE(kept.ok());
+    EXPECT_EQ(kept->turn_count(), 1u);
+  }
+}
+
 TEST_F(SessionStoreTest, MissedRedisWriteIsHealedByTheNextAppend) {
   ASSERT_TRUE(store_->AppendTurn(MakeTurn("healing", "h-1", {{"user", "a"}})).ok());
   ASSERT_TRUE(store_->AppendTurn(MakeTurn("healing", "h-2", {{"user", "b"}})).ok());
