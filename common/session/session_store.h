@@ -62,12 +62,14 @@ class SessionStore {
   /// missed and PostgreSQL failed).
   Result<std::vector<wf::v1::ChatMessage>> LoadHistory(const std::string& session_id);
 
-  /// Stores a finished turn: PostgreSQL first, one transaction (upsert session, insert run,
-  /// insert messages with the next seq numbers), then Redis (append + TTL). Idempotent by run_id:
-  /// storing a run again changes nothing in PostgreSQL, and only repairs the hot copy if it
-  /// lacks that run. Texts are normalized first (see NormalizeTurn). A Redis failure is logged
-  /// and not returned. Errors: kBadRequest (invalid record, or run id stored for another
-  /// session), kUnavailable (PostgreSQL failed: nothing stored), kInternal.
+  /// Stores a finished turn: PostgreSQL first, in one round trip (wf_append_turn of
+  /// schemas/sql/002_append_turn.sql, atomic: upsert session, insert run, insert messages with
+  /// the next seq numbers), then Redis (append + TTL). Idempotent by run_id: storing a run again
+  /// changes nothing in PostgreSQL, and only repairs the hot copy if it lacks that run. Texts
+  /// are normalized first (see NormalizeTurn). A Redis failure is logged and not returned.
+  /// Errors: kBadRequest (invalid record, or run id stored for another session), kUnavailable
+  /// (PostgreSQL failed, or the same new run was being stored for another session at that
+  /// moment: nothing stored, retry), kInternal.
   Status AppendTurn(const wf::v1::TurnRecord& turn);
 
   /// Stores several finished turns (a TurnRecordBatch of flow turns) in ONE PostgreSQL
