@@ -62,43 +62,52 @@ redis.call('PEXPIRE', KEYS[3], ARGV[1])
 return 1
 )lua";
 
-/// ARGV: ttl, run id, seq of the turn's first message, messages...
+/// KEYS: history, runs, version, lock. ARGV: ttl, run id, seq of the turn's first message, lock
+/// owner ('' = leave the lock alone), messages...
 /// 0 = run already in the copy, 1 = appended, 2 = copy absent or not the history before this
-/// turn: dropped (the next load reloads it). Every change bumps the version.
+/// turn: dropped (the next load reloads it). Every change bumps the version. Then, when ARGV[4]
+/// holds the session's lock, releases it: the next turn's lock-and-load sees this turn.
 constexpr std::string_view kAppendScript = R"lua(
-local ttl = ARGV[1]
-if redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 1 then
+local function append()
+  local ttl = ARGV[1]
+  if redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 1 then
+    redis.call('PEXPIRE', KEYS[1], ttl)
+    redis.call('PEXPIRE', KEYS[2], ttl)
+    redis.call('PEXPIRE', KEYS[3], ttl)
+    return 0
+  end
+  local len = redis.call('LLEN', KEYS[1])
+  local extend = false
+  if len == tonumber(ARGV[3]) then
+    if len > 0 then
+      extend = true
+    else
+      -- A brand-new session: nothing may have happened to it yet within the TTL.
+      extend = redis.call('EXISTS', KEYS[2]) == 0 and redis.call('EXISTS', KEYS[3]) == 0
+    end
+  end
+  redis.call('INCR', KEYS[3])
+  redis.call('PEXPIRE', KEYS[3], ttl)
+  if not extend then
+    redis.call('DEL', KEYS[1], KEYS[2])
+    return 2
+  end
+  local i = 5
+  while i <= #ARGV do
+    local j = math.min(i + 99, #ARGV)
+    redis.call('RPUSH', KEYS[1], unpack(ARGV, i, j))
+    i = j + 1
+  end
+  redis.call('SADD', KEYS[2], ARGV[2])
   redis.call('PEXPIRE', KEYS[1], ttl)
   redis.call('PEXPIRE', KEYS[2], ttl)
-  redis.call('PEXPIRE', KEYS[3], ttl)
-  return 0
+  return 1
 end
-local len = redis.call('LLEN', KEYS[1])
-local extend = false
-if len == tonumber(ARGV[3]) then
-  if len > 0 then
-    extend = true
-  else
-    -- A brand-new session: nothing may have happened to it yet within the TTL.
-    extend = redis.call('EXISTS', KEYS[2]) == 0 and redis.call('EXISTS', KEYS[3]) == 0
-  end
+local result = append()
+if ARGV[4] ~= '' and redis.call('GET', KEYS[4]) == ARGV[4] then
+  redis.call('DEL', KEYS[4])
 end
-redis.call('INCR', KEYS[3])
-redis.call('PEXPIRE', KEYS[3], ttl)
-if not extend then
-  redis.call('DEL', KEYS[1], KEYS[2])
-  return 2
-end
-local i = 4
-while i <= #ARGV do
-  local j = math.min(i + 99, #ARGV)
-  redis.call('RPUSH', KEYS[1], unpack(ARGV, i, j))
-  i = j + 1
-end
-redis.call('SADD', KEYS[2], ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ttl)
-redis.call('PEXPIRE', KEYS[2], ttl)
-return 1
+return result
 )lua";
 
 /// ARGV: ttl. Drops the copy and bumps the version (so no in-flight re-warm resurrects it).
@@ -432,15 +441,18 @@ Result<std::vector<wf::v1::ChatMessage>> SessionStore::LoadAfterHotCopy(
 
 void SessionStore::AppendToRedis(
     const std::string& session_id, const std::string& run_id, std::int64_t first_seq,
-    const google::protobuf::RepeatedPtrField<wf::v1::ChatMessage>& messages) {
+    const google::protobuf::RepeatedPtrField<wf::v1::ChatMessage>& messages,
+    const std::string& unlock_owner) {
   const SessionKeys keys = SessionKeys::For(options_.key_prefix, session_id);
   std::vector<std::string> args;
-  args.reserve(3 + static_cast<std::size_t>(messages.size()));
+  args.reserve(4 + static_cast<std::size_t>(messages.size()));
   args.push_back(std::to_string(options_.ttl.count()));
   args.push_back(run_id);
   args.push_back(std::to_string(first_seq));
+  args.push_back(unlock_owner);
   for (const wf::v1::ChatMessage& message : messages) args.push_back(message.SerializeAsString());
-  Result<RedisReply> reply = Eval(kAppendScript, {keys.history, keys.runs, keys.version}, args);
+  Result<RedisReply> reply =
+      Eval(kAppendScript, {keys.history, keys.runs, keys.version, keys.lock}, args);
   if (!reply) {
     WarnRedis("appending a turn failed", reply.error());
   } else if (reply->integer == 2) {
@@ -484,7 +496,8 @@ Result<SessionStore::StoredTurn> SessionStore::StoreTurn(pqxx::transaction_base&
   return out;
 }
 
-Status SessionStore::AppendTurn(const wf::v1::TurnRecord& record) {
+Status SessionStore::AppendTurn(const wf::v1::TurnRecord& record,
+                                const std::string& unlock_owner) {
   wf::v1::TurnRecord turn = record;
   if (Status status = NormalizeTurn(turn, NowUnixMs()); !status.ok()) return status;
 
@@ -496,8 +509,16 @@ Status SessionStore::AppendTurn(const wf::v1::TurnRecord& record) {
       },
       PgRetry::kIdempotent);
   if (!stored) return stored.error();
-  if (!stored->inserted && stored->messages.empty()) return Status::Ok();
-  AppendToRedis(turn.session_id(), turn.run_id(), stored->first_seq, stored->messages);
+  if (!stored->inserted && stored->messages.empty()) {
+    if (!unlock_owner.empty()) {
+      if (Status unlocked = Unlock(turn.session_id(), unlock_owner); !unlocked.ok()) {
+        WarnRedis("unlocking a session failed", unlocked.error());
+      }
+    }
+    return Status::Ok();
+  }
+  AppendToRedis(turn.session_id(), turn.run_id(), stored->first_seq, stored->messages,
+                unlock_owner);
   return Status::Ok();
 }
 
@@ -540,7 +561,7 @@ Status SessionStore::AppendTurns(std::vector<wf::v1::TurnRecord> turns) {
   for (std::size_t i = 0; i < turns.size(); ++i) {
     const StoredTurn& one = (*stored)[i];
     if (!one.inserted && one.messages.empty()) continue;
-    AppendToRedis(turns[i].session_id(), turns[i].run_id(), one.first_seq, one.messages);
+    AppendToRedis(turns[i].session_id(), turns[i].run_id(), one.first_seq, one.messages, {});
   }
   return Status::Ok();
 }

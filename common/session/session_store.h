@@ -70,7 +70,10 @@ class SessionStore {
   /// Errors: kBadRequest (invalid record, or run id stored for another session), kUnavailable
   /// (PostgreSQL failed, or the same new run was being stored for another session at that
   /// moment: nothing stored, retry), kInternal.
-  Status AppendTurn(const wf::v1::TurnRecord& turn);
+  /// `unlock_owner` not empty: once stored, the session lock that owner holds is released in
+  /// the same Redis round trip as the append (best effort, as the append). Not released when
+  /// an error is returned: the caller retries or unlocks.
+  Status AppendTurn(const wf::v1::TurnRecord& turn, const std::string& unlock_owner = {});
 
   /// Stores several finished turns (a TurnRecordBatch of flow turns) in ONE PostgreSQL
   /// transaction, each exactly as AppendTurn would (idempotent by run_id, per-session order
@@ -154,9 +157,12 @@ class SessionStore {
   Result<PgHistory> LoadFromPostgres(const std::string& session_id, bool with_runs);
   void WarmRedis(const std::string& session_id, const std::string& expected_version,
                  const PgHistory& history);
+  /// Appends to the hot copy and, when `unlock_owner` is not empty, releases the session lock
+  /// it holds, in one round trip. A failure is logged.
   void AppendToRedis(const std::string& session_id, const std::string& run_id,
                      std::int64_t first_seq,
-                     const google::protobuf::RepeatedPtrField<wf::v1::ChatMessage>& messages);
+                     const google::protobuf::RepeatedPtrField<wf::v1::ChatMessage>& messages,
+                     const std::string& unlock_owner);
   /// Logs a Redis problem at warn level, at most about once per 10 s (outages are loud enough).
   void WarnRedis(std::string_view what, const Error& error);
 

@@ -324,6 +324,40 @@ TEST_F(SessionStoreTest, LockIsExclusiveBetweenOwners) {
   EXPECT_TRUE(store_->Unlock("locked", "owner-b").ok());
 }
 
+TEST_F(SessionStoreTest, AppendingWithTheLockOwnerReleasesTheLockAfterTheTurn) {
+  const milliseconds lease(60000);
+  ASSERT_TRUE(store_->TryLock("handover", "ho-1", lease).value());
+  ASSERT_TRUE(
+      store_->AppendTurn(MakeTurn("handover", "ho-1", {{"user", "q1"}, {"assistant", "a1"}}),
+                         "ho-1")
+          .ok());
+  // The next turn gets the lock and, with it, the turn just stored.
+  auto next = store_->TryLockAndLoadHistory("handover", "ho-2", lease);
+  ASSERT_TRUE(next.ok()) << next.error().message;
+  ASSERT_TRUE(next->locked);
+  ASSERT_TRUE(next->history.ok());
+  EXPECT_EQ(Contents(*next->history), (std::vector<std::string>{"q1", "a1"}));
+
+  // Another owner's name releases nothing; neither does an append without one.
+  ASSERT_TRUE(store_->AppendTurn(MakeTurn("handover", "ho-x", {{"user", "x"}}), "ho-1").ok());
+  ASSERT_TRUE(store_->AppendTurn(MakeTurn("handover", "ho-y", {{"user", "y"}})).ok());
+  EXPECT_FALSE(store_->TryLock("handover", "ho-3", lease).value());
+
+  // A repeat of a stored run (nothing to append) still releases its owner's lock.
+  ASSERT_TRUE(
+      store_->AppendTurn(MakeTurn("handover", "ho-1", {{"user", "q1"}, {"assistant", "a1"}}),
+                         "ho-2")
+          .ok());
+  EXPECT_TRUE(store_->TryLock("handover", "ho-3", lease).value());
+
+  // Storing refused: the lock stays with its owner (the caller decides).
+  ASSERT_TRUE(store_->AppendTurn(MakeTurn("elsewhere", "ho-z", {{"user", "z"}})).ok());
+  EXPECT_FALSE(
+      store_->AppendTurn(MakeTurn("handover", "ho-z", {{"user", "z"}}), "ho-3").ok());
+  EXPECT_FALSE(store_->TryLock("handover", "ho-4", lease).value());
+  EXPECT_TRUE(store_->Unlock("handover", "ho-3").ok());
+}
+
 TEST_F(SessionStoreTest, LockAndLoadReadsTheHistoryOnlyForTheOwner) {
   const milliseconds lease(60000);
   ASSERT_TRUE(store_->AppendTurn(MakeTurn("lock-load", "ll-1", {{"user", "one"}})).ok());

@@ -491,12 +491,14 @@ void HeavyWorker::FinishTurn(const std::shared_ptr<Turn>& turn, wf::v1::TurnReco
   } else {
     turns_failed_.fetch_add(1, std::memory_order_relaxed);
   }
+  // Stored, then appended to the hot copy and unlocked in one Redis round trip.
+  const std::string unlock_owner = turn->locked ? req.request_id() : std::string();
   Status stored = Status(ErrorCode::kInternal, "not attempted");
   for (int attempt = 0; attempt < 3 && !stored.ok(); ++attempt) {
     if (attempt > 0) std::this_thread::sleep_for(std::chrono::milliseconds(100 << attempt));
-    stored = store_.AppendTurn(record);
+    stored = store_.AppendTurn(record, unlock_owner);
   }
-  if (turn->locked) (void)store_.Unlock(req.session_id(), req.request_id());
+  if (turn->locked && !stored.ok()) (void)store_.Unlock(req.session_id(), req.request_id());
   std::optional<wf::v1::QueryEvent> terminal;
   {
     std::lock_guard lock(turn->terminal_mu);
