@@ -439,7 +439,7 @@ Result<std::vector<wf::v1::ChatMessage>> SessionStore::LoadAfterHotCopy(
   return std::vector<wf::v1::ChatMessage>(history->messages.begin(), history->messages.end());
 }
 
-void SessionStore::AppendToRedis(
+bool SessionStore::AppendToRedis(
     const std::string& session_id, const std::string& run_id, std::int64_t first_seq,
     const google::protobuf::RepeatedPtrField<wf::v1::ChatMessage>& messages,
     const std::string& unlock_owner) {
@@ -455,9 +455,12 @@ void SessionStore::AppendToRedis(
       Eval(kAppendScript, {keys.history, keys.runs, keys.version, keys.lock}, args);
   if (!reply) {
     WarnRedis("appending a turn failed", reply.error());
-  } else if (reply->integer == 2) {
+    return false;
+  }
+  if (reply->integer == 2) {
     spdlog::debug("session store: hot copy of session {} dropped at run {}", session_id, run_id);
   }
+  return true;
 }
 
 Result<SessionStore::StoredTurn> SessionStore::StoreTurn(pqxx::transaction_base& tx,
@@ -496,8 +499,7 @@ Result<SessionStore::StoredTurn> SessionStore::StoreTurn(pqxx::transaction_base&
   return out;
 }
 
-Status SessionStore::AppendTurn(const wf::v1::TurnRecord& record,
-                                const std::string& unlock_owner) {
+Status SessionStore::AppendTurn(const wf::v1::TurnRecord& record, const std::string& unlock_owner) {
   wf::v1::TurnRecord turn = record;
   if (Status status = NormalizeTurn(turn, NowUnixMs()); !status.ok()) return status;
 
@@ -509,16 +511,16 @@ Status SessionStore::AppendTurn(const wf::v1::TurnRecord& record,
       },
       PgRetry::kIdempotent);
   if (!stored) return stored.error();
-  if (!stored->inserted && stored->messages.empty()) {
-    if (!unlock_owner.empty()) {
-      if (Status unlocked = Unlock(turn.session_id(), unlock_owner); !unlocked.ok()) {
-        WarnRedis("unlocking a session failed", unlocked.error());
-      }
+  const bool nothing_to_append = !stored->inserted && stored->messages.empty();
+  if ((nothing_to_append || !AppendToRedis(turn.session_id(), turn.run_id(), stored->first_seq,
+                                           stored->messages, unlock_owner)) &&
+      !unlock_owner.empty()) {
+    // No append carried the unlock (or it failed, perhaps only for a moment): unlock alone, so a
+    // Redis blip does not keep the session busy until the lease runs out.
+    if (Status unlocked = Unlock(turn.session_id(), unlock_owner); !unlocked.ok()) {
+      WarnRedis("unlocking a session failed", unlocked.error());
     }
-    return Status::Ok();
   }
-  AppendToRedis(turn.session_id(), turn.run_id(), stored->first_seq, stored->messages,
-                unlock_owner);
   return Status::Ok();
 }
 
@@ -561,7 +563,8 @@ Status SessionStore::AppendTurns(std::vector<wf::v1::TurnRecord> turns) {
   for (std::size_t i = 0; i < turns.size(); ++i) {
     const StoredTurn& one = (*stored)[i];
     if (!one.inserted && one.messages.empty()) continue;
-    AppendToRedis(turns[i].session_id(), turns[i].run_id(), one.first_seq, one.messages, {});
+    (void)AppendToRedis(turns[i].session_id(), turns[i].run_id(), one.first_seq, one.messages,
+                        /*unlock_owner=*/{});
   }
   return Status::Ok();
 }

@@ -158,8 +158,8 @@ class SessionStore {
   void WarmRedis(const std::string& session_id, const std::string& expected_version,
                  const PgHistory& history);
   /// Appends to the hot copy and, when `unlock_owner` is not empty, releases the session lock
-  /// it holds, in one round trip. A failure is logged.
-  void AppendToRedis(const std::string& session_id, const std::string& run_id,
+  /// it holds, in one round trip. A failure is logged and returns false.
+  bool AppendToRedis(const std::string& session_id, const std::string& run_id,
                      std::int64_t first_seq,
                      const google::protobuf::RepeatedPtrField<wf::v1::ChatMessage>& messages,
                      const std::string& unlock_owner);

@@ -133,7 +133,7 @@ struct ParsedResponse {
   bool head_complete = false;
   int status = 0;
   std::map<std::string, std::string> headers;  // lower-case names
-  std::string body;          // raw body bytes after the head (chunked framing included)
+  std::string body;  // raw body bytes after the head (chunked framing included)
   /// Bytes of the whole response once complete (Content-Length, or chunked up to the last
   /// chunk; `body` then ends there too); 0 while incomplete.
   std::size_t consumed = 0;

@@ -111,10 +111,10 @@ TEST_F(SessionStoreTest, AppendThenLoadKeepsEveryField) {
   tool->set_content("shipped");
   tool->set_created_unix_ms(1700000000999);
   ASSERT_TRUE(store_->AppendTurn(first).ok());
-  ASSERT_TRUE(
-      store_
-          ->AppendTurn(MakeTurn("append-load", "run-2", {{"user", "thanks"}, {"assistant", kTricky}}))
-          .ok());
+  ASSERT_TRUE(store_
+                  ->AppendTurn(MakeTurn("append-load", "run-2",
+                                        {{"user", "thanks"}, {"assistant", kTricky}}))
+                  .ok());
 
   auto history = store_->LoadHistory("append-load");
   ASSERT_TRUE(history.ok()) << history.error().message;
@@ -328,8 +328,8 @@ TEST_F(SessionStoreTest, AppendingWithTheLockOwnerReleasesTheLockAfterTheTurn) {
   const milliseconds lease(60000);
   ASSERT_TRUE(store_->TryLock("handover", "ho-1", lease).value());
   ASSERT_TRUE(
-      store_->AppendTurn(MakeTurn("handover", "ho-1", {{"user", "q1"}, {"assistant", "a1"}}),
-                         "ho-1")
+      store_
+          ->AppendTurn(MakeTurn("handover", "ho-1", {{"user", "q1"}, {"assistant", "a1"}}), "ho-1")
           .ok());
   // The next turn gets the lock and, with it, the turn just stored.
   auto next = store_->TryLockAndLoadHistory("handover", "ho-2", lease);
@@ -345,17 +345,27 @@ TEST_F(SessionStoreTest, AppendingWithTheLockOwnerReleasesTheLockAfterTheTurn) {
 
   // A repeat of a stored run (nothing to append) still releases its owner's lock.
   ASSERT_TRUE(
-      store_->AppendTurn(MakeTurn("handover", "ho-1", {{"user", "q1"}, {"assistant", "a1"}}),
-                         "ho-2")
+      store_
+          ->AppendTurn(MakeTurn("handover", "ho-1", {{"user", "q1"}, {"assistant", "a1"}}), "ho-2")
           .ok());
   EXPECT_TRUE(store_->TryLock("handover", "ho-3", lease).value());
 
   // Storing refused: the lock stays with its owner (the caller decides).
   ASSERT_TRUE(store_->AppendTurn(MakeTurn("elsewhere", "ho-z", {{"user", "z"}})).ok());
-  EXPECT_FALSE(
-      store_->AppendTurn(MakeTurn("handover", "ho-z", {{"user", "z"}}), "ho-3").ok());
+  EXPECT_FALSE(store_->AppendTurn(MakeTurn("handover", "ho-z", {{"user", "z"}}), "ho-3").ok());
   EXPECT_FALSE(store_->TryLock("handover", "ho-4", lease).value());
   EXPECT_TRUE(store_->Unlock("handover", "ho-3").ok());
+
+  // The append fails (here: the hot copy's key holds the wrong type): the turn is stored in
+  // PostgreSQL, and the lock is still released rather than left to its lease.
+  auto redis = RawRedis(redis_->port());
+  ASSERT_TRUE(redis.Command({"SET", "wf:hist:broken-copy", "not a list"}).ok());
+  ASSERT_TRUE(store_->TryLock("broken-copy", "bc-1", lease).value());
+  ASSERT_TRUE(store_->AppendTurn(MakeTurn("broken-copy", "bc-1", {{"user", "b"}}), "bc-1").ok());
+  EXPECT_TRUE(store_->TryLock("broken-copy", "bc-2", lease).value());
+  auto session = store_->GetSession("broken-copy");
+  ASSERT_TRUE(session.ok());
+  EXPECT_EQ(session->messages_size(), 1);
 }
 
 TEST_F(SessionStoreTest, LockAndLoadReadsTheHistoryOnlyForTheOwner) {
