@@ -425,9 +425,7 @@ TEST_F(GatewayTest, RequestPipelinedIntoAStreamEndsTheConnectionAfterIt) {
     worker_->gates.Open(gate);
     ASSERT_TRUE(stream.WaitComplete()) << stream.connection().Data();
     RawConnection& conn = stream.connection();
-    ASSERT_TRUE(conn.WaitFor([](const std::string& d) { return Responses(d).size() == 2; },
-                             std::chrono::milliseconds(200)) ||
-                conn.WaitClosed())
+    ASSERT_TRUE(conn.WaitForOrClosed([](const std::string& d) { return Responses(d).size() == 2; }))
         << "the client was left waiting: " << conn.Data();
     EXPECT_EQ(stream.Events().back().name, "done");
     if (Responses(conn.Data()).size() == 1) {

@@ -69,6 +69,12 @@ class RawConnection {
     std::unique_lock lock(mu_);
     return cv_.wait_for(lock, timeout, [&] { return eof_; });
   }
+  /// Waits until `pred(received so far)` holds or the server closed the connection.
+  bool WaitForOrClosed(const std::function<bool(const std::string&)>& pred,
+                       std::chrono::milliseconds timeout = std::chrono::milliseconds(10000)) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, timeout, [&] { return eof_ || pred(data_); });
+  }
 
   std::string Data() {
     std::lock_guard lock(mu_);
