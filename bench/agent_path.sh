@@ -64,7 +64,8 @@ cleanup() {
 }
 trap cleanup INT TERM EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 wait_port() {  # wait_port PORT NAME
   for _ in $(seq 1 300); do port_busy "$1" && return 0; sleep 0.1; done
@@ -169,13 +170,12 @@ echo "# load: $(uptime | sed 's/.*load average/load average/')"
 echo "# stack: nats :$NATS_PORT, redis :$REDIS_PORT, postgres :$PG_PORT, scripted LLM :$LLM_PORT (--max-connections $LLM_MAX_CONNECTIONS), gateway :$GW_PORT (2 threads, heartbeat 1 s), 1 lightweight, 1 heavy"
 echo
 
-# CPU time (user + system, clock ticks) of each process of the stack; PostgreSQL is every
-# process of its cluster (one backend per connection).
-TICK_HZ=$(getconf CLK_TCK)
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# CPU time (user + system, clock ticks) of each process of the stack; PostgreSQL is this
+# cluster's postmaster and its children (one backend per connection), no other cluster's.
 pg_ticks() {
-  local t=0 pid
-  for pid in $(pgrep -f -- "-D $RUN/pg" || true) $(pgrep -f "postgres: " -u postgres || true); do
+  local postmaster t=0 pid
+  postmaster=$(head -n 1 "$RUN/pg/postmaster.pid")
+  for pid in "$postmaster" $(pgrep -P "$postmaster" || true); do
     t=$((t + $(ticks "$pid")))
   done
   echo "$t"

@@ -24,12 +24,10 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 wait_port() { for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
 rss() { awk '/VmRSS/ {print $2/1024 " MB"}' "/proc/$1/status"; }
-# CPU time of a process so far, in clock ticks (utime + stime; the name field has no spaces).
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-TICK_HZ=$(getconf CLK_TCK)
 
 NATS_PORT=$(free_port); API_PORT=$(free_port); GW_PORT=$(free_port)
 nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$WORK/js" >"$WORK/nats.log" 2>&1 & PIDS+=($!); NATS_PID=$!
