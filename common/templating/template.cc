@@ -2,6 +2,7 @@
 
 #include <optional>
 
+#include "codec/json_scan.h"
 #include "config/json_path.h"
 
 namespace wf {
@@ -36,6 +37,23 @@ const Json* LookupPath(const Json& root, const std::vector<std::string>& path, s
       node = &(*node)[index];
     } else {
       return nullptr;
+    }
+  }
+  return node;
+}
+
+/// LookupPath over the text of a validated JSON value (json_scan), with the same rules.
+std::optional<std::string_view> ScanPath(std::string_view root,
+                                         const std::vector<std::string>& path, std::size_t start) {
+  std::optional<std::string_view> node = root;
+  for (std::size_t i = start; i < path.size() && node; ++i) {
+    const std::string& part = path[i];
+    if (node->front() == '{') {
+      node = json_scan::FindMember(*node, part);
+    } else if (node->front() == '[' && IsDecimal(part)) {
+      node = json_scan::FindElement(*node, std::stoull(part));
+    } else {
+      return std::nullopt;
     }
   }
   return node;
@@ -326,7 +344,11 @@ std::string ResponseTemplate::Render(const nlohmann::json& values,
                                      std::string_view response_body) const {
   std::string out;
   out.reserve(literal_size_ + response_body.size());
-  std::optional<Json> parsed;  // the response body as JSON, parsed on first use
+  // The response body, read on the first {result.x}: validated and then walked to each field
+  // without building it; a DOM only for a body nested too deeply for the scanner.
+  enum class Body { kUnread, kScanned, kInvalid, kDom } body = Body::kUnread;
+  std::string_view root;
+  Json dom;
   for (const auto& s : segments_) {
     if (!s.is_placeholder) {
       out += s.text;
@@ -338,11 +360,27 @@ std::string ResponseTemplate::Render(const nlohmann::json& values,
           out.append(response_body);
           continue;
         }
-        if (!parsed) {
-          parsed = Json::parse(response_body.begin(), response_body.end(), nullptr,
-                               /*allow_exceptions=*/false);
+        if (body == Body::kUnread) {
+          switch (json_scan::Validate(response_body)) {
+            case json_scan::Verdict::kValid:
+              body = Body::kScanned;
+              root = json_scan::RootValue(response_body);
+              break;
+            case json_scan::Verdict::kInvalid:
+              body = Body::kInvalid;
+              break;
+            case json_scan::Verdict::kTooDeep:
+              body = Body::kDom;
+              dom = Json::parse(response_body.begin(), response_body.end(), nullptr,
+                                /*allow_exceptions=*/false);
+              break;
+          }
         }
-        if (const Json* v = LookupPath(*parsed, s.path, 1)) AppendValueText(*v, &out);
+        if (body == Body::kScanned) {
+          if (auto v = ScanPath(root, s.path, 1)) json_scan::AppendValueText(*v, &out);
+        } else if (body == Body::kDom) {
+          if (const Json* v = LookupPath(dom, s.path, 1)) AppendValueText(*v, &out);
+        }
         continue;
       }
       if (const Json* v = LookupValue(values, s)) AppendValueText(*v, &out);

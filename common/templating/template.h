@@ -76,7 +76,8 @@ class ResponseTemplate {
   static Result<ResponseTemplate> Compile(std::string_view text);
 
   /// Substitutes `values` (a JSON object; anything else counts as empty) and the response body.
-  /// The body is parsed as JSON only when a {result.x} placeholder is used, at most once.
+  /// The body is read as JSON only when a {result.x} placeholder is used: validated once, then
+  /// each field found by scanning the text (json_scan), with the results of a full parse.
   std::string Render(const nlohmann::json& values, std::string_view response_body) const;
 
  private:

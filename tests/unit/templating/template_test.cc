@@ -285,6 +285,30 @@ TEST(ResponseTemplateTest, MissingValuesRenderEmpty) {
   EXPECT_EQ(RenderResponse("{result.status}", json::object(), ""), "");
 }
 
+TEST(ResponseTemplateTest, BodiesReadAsAFullParseWouldReadThem) {
+  // A repeated key: the last one counts, its whole value (not a merge of both).
+  EXPECT_EQ(RenderResponse("[{result.a.b}][{result.a.c}]", json::object(),
+                           R"({"a": {"b": 1}, "a": {"c": 2}})"),
+            "[][2]");
+  // Escaped keys and values are decoded; numbers and containers come out as compact JSON.
+  EXPECT_EQ(
+      RenderResponse("{result.key} {result.n} {result.f} {result.big} {result.o}", json::object(),
+                     R"({"k\u0065y": "caf\u00e9 \"x\"", "n": -0, "f": 2.50, "big": 1e2,
+                               "o": {"z": [1, 2.0], "a": null}})"),
+      R"(café "x" 0 2.5 100.0 {"a":null,"z":[1,2.0]})");
+  // A body that is not one whole JSON value gives no fields, however much of it looks right.
+  for (const char* broken :
+       {R"({"status": "ok")", R"({"status": "ok"} trailing)", R"({"status": "ok",})",
+        "{\"status\": \"\xff\"}", R"({"status": "ok", "n": 1e999})"}) {
+    EXPECT_EQ(RenderResponse("[{result.status}]", json::object(), broken), "[]") << broken;
+  }
+  // Nesting deeper than the scanner validates is still read (by a full parse).
+  std::string deep =
+      R"({"status": "deep", "x": )" + std::string(100, '[') + std::string(100, ']') + "}";
+  EXPECT_EQ(RenderResponse("{result.status}", json::object(), deep), "deep");
+  EXPECT_EQ(RenderResponse("{result.status}", json::object(), deep.substr(1)), "");
+}
+
 TEST(ResponseTemplateTest, ParametersAndValues) {
   json values = {{"order_id", "1234"},
                  {"days", 3},

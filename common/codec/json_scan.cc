@@ -1,0 +1,429 @@
+#include "codec/json_scan.h"
+
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <nlohmann/json.hpp>
+
+namespace wf::json_scan {
+namespace {
+
+using Byte = unsigned char;
+
+bool IsSpace(Byte c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+bool IsDigit(Byte c) { return c >= '0' && c <= '9'; }
+
+const Byte* SkipSpace(const Byte* p, const Byte* end) {
+  while (p < end && IsSpace(*p)) ++p;
+  return p;
+}
+
+int HexValue(Byte c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+/// The code unit of the four hex digits at `p` (which must have 4 bytes), or -1.
+int ReadHex4(const Byte* p) {
+  int value = 0;
+  for (int i = 0; i < 4; ++i) {
+    const int digit = HexValue(p[i]);
+    if (digit < 0) return -1;
+    value = value * 16 + digit;
+  }
+  return value;
+}
+
+/// Length of the well-formed UTF-8 sequence starting with lead byte p[0] (>= 0x80), 0 if it is
+/// not one. The ranges are RFC 3629's, which are the ones nlohmann's lexer accepts.
+std::size_t Utf8Sequence(const Byte* p, const Byte* end) {
+  const Byte lead = p[0];
+  std::size_t length;
+  Byte low = 0x80, high = 0xBF;  // allowed range of the second byte
+  if (lead >= 0xC2 && lead <= 0xDF) {
+    length = 2;
+  } else if (lead >= 0xE0 && lead <= 0xEF) {
+    length = 3;
+    if (lead == 0xE0) low = 0xA0;
+    if (lead == 0xED) high = 0x9F;
+  } else if (lead >= 0xF0 && lead <= 0xF4) {
+    length = 4;
+    if (lead == 0xF0) low = 0x90;
+    if (lead == 0xF4) high = 0x8F;
+  } else {
+    return 0;
+  }
+  if (static_cast<std::size_t>(end - p) < length) return 0;
+  if (p[1] < low || p[1] > high) return 0;
+  for (std::size_t i = 2; i < length; ++i) {
+    if (p[i] < 0x80 || p[i] > 0xBF) return 0;
+  }
+  return length;
+}
+
+/// Validates the string starting at `p` (its opening quote); returns the byte after the closing
+/// quote, or nullptr.
+const Byte* ScanString(const Byte* p, const Byte* end) {
+  if (p == end || *p != '"') return nullptr;
+  ++p;
+  while (p < end) {
+    const Byte c = *p;
+    if (c == '"') return p + 1;
+    if (c < 0x20) return nullptr;
+    if (c < 0x80 && c != '\\') {
+      ++p;
+      continue;
+    }
+    if (c >= 0x80) {
+      const std::size_t n = Utf8Sequence(p, end);
+      if (n == 0) return nullptr;
+      p += n;
+      continue;
+    }
+    // An escape.
+    if (end - p < 2) return nullptr;
+    switch (p[1]) {
+      case '"':
+      case '\\':
+      case '/':
+      case 'b':
+      case 'f':
+      case 'n':
+      case 'r':
+      case 't':
+        p += 2;
+        continue;
+      case 'u':
+        break;
+      default:
+        return nullptr;
+    }
+    if (end - p < 6) return nullptr;
+    const int unit = ReadHex4(p + 2);
+    if (unit < 0 || (unit >= 0xDC00 && unit <= 0xDFFF)) return nullptr;
+    p += 6;
+    if (unit >= 0xD800 && unit <= 0xDBFF) {
+      if (end - p < 6 || p[0] != '\\' || p[1] != 'u') return nullptr;
+      const int low = ReadHex4(p + 2);
+      if (low < 0xDC00 || low > 0xDFFF) return nullptr;
+      p += 6;
+    }
+  }
+  return nullptr;
+}
+
+/// True when a number token is too large for a double (nlohmann rejects it: "number overflow").
+/// Only called for tokens with an exponent or very many digits, so the copy is rare.
+bool OverflowsDouble(const Byte* begin, const Byte* end) {
+  const std::string token(reinterpret_cast<const char*>(begin),
+                          static_cast<std::size_t>(end - begin));
+  return !std::isfinite(std::strtod(token.c_str(), nullptr));
+}
+
+/// Validates the number starting at `p`; returns the byte after it, or nullptr.
+const Byte* ScanNumber(const Byte* p, const Byte* end) {
+  const Byte* begin = p;
+  if (p < end && *p == '-') ++p;
+  if (p == end || !IsDigit(*p)) return nullptr;
+  if (*p == '0') {
+    ++p;
+  } else {
+    while (p < end && IsDigit(*p)) ++p;
+  }
+  bool check_range = p - begin > 300;
+  if (p < end && *p == '.') {
+    ++p;
+    if (p == end || !IsDigit(*p)) return nullptr;
+    while (p < end && IsDigit(*p)) ++p;
+  }
+  if (p < end && (*p == 'e' || *p == 'E')) {
+    ++p;
+    if (p < end && (*p == '+' || *p == '-')) ++p;
+    if (p == end || !IsDigit(*p)) return nullptr;
+    while (p < end && IsDigit(*p)) ++p;
+    check_range = true;
+  }
+  if (check_range && OverflowsDouble(begin, p)) return nullptr;
+  return p;
+}
+
+const Byte* ScanLiteral(const Byte* p, const Byte* end, std::string_view word) {
+  if (static_cast<std::size_t>(end - p) < word.size()) return nullptr;
+  for (std::size_t i = 0; i < word.size(); ++i) {
+    if (p[i] != static_cast<Byte>(word[i])) return nullptr;
+  }
+  return p + word.size();
+}
+
+/// Skips the string at `p` (opening quote) of a validated text: the byte after its closing quote.
+const Byte* SkipString(const Byte* p, const Byte* end) {
+  ++p;
+  while (p < end) {
+    const Byte c = *p++;
+    if (c == '\\') {
+      ++p;
+    } else if (c == '"') {
+      return p;
+    }
+  }
+  return end;
+}
+
+/// Skips the value at `p` of a validated text: the byte after it.
+const Byte* SkipValue(const Byte* p, const Byte* end) {
+  if (p == end) return end;
+  if (*p == '"') return SkipString(p, end);
+  if (*p == '{' || *p == '[') {
+    std::size_t depth = 0;
+    while (p < end) {
+      const Byte c = *p;
+      if (c == '"') {
+        p = SkipString(p, end);
+        continue;
+      }
+      if (c == '{' || c == '[') {
+        ++depth;
+      } else if (c == '}' || c == ']') {
+        if (--depth == 0) return p + 1;
+      }
+      ++p;
+    }
+    return end;
+  }
+  while (p < end && !IsSpace(*p) && *p != ',' && *p != '}' && *p != ']') ++p;
+  return p;
+}
+
+const Byte* Begin(std::string_view s) { return reinterpret_cast<const Byte*>(s.data()); }
+const Byte* End(std::string_view s) { return Begin(s) + s.size(); }
+std::string_view View(const Byte* begin, const Byte* end) {
+  return {reinterpret_cast<const char*>(begin), static_cast<std::size_t>(end - begin)};
+}
+
+void AppendUtf8(std::uint32_t code_point, std::string* out) {
+  if (code_point < 0x80) {
+    out->push_back(static_cast<char>(code_point));
+  } else if (code_point < 0x800) {
+    out->push_back(static_cast<char>(0xC0 | (code_point >> 6)));
+    out->push_back(static_cast<char>(0x80 | (code_point & 0x3F)));
+  } else if (code_point < 0x10000) {
+    out->push_back(static_cast<char>(0xE0 | (code_point >> 12)));
+    out->push_back(static_cast<char>(0x80 | ((code_point >> 6) & 0x3F)));
+    out->push_back(static_cast<char>(0x80 | (code_point & 0x3F)));
+  } else {
+    out->push_back(static_cast<char>(0xF0 | (code_point >> 18)));
+    out->push_back(static_cast<char>(0x80 | ((code_point >> 12) & 0x3F)));
+    out->push_back(static_cast<char>(0x80 | ((code_point >> 6) & 0x3F)));
+    out->push_back(static_cast<char>(0x80 | (code_point & 0x3F)));
+  }
+}
+
+/// True when the raw (still escaped) key text equals `key` once decoded.
+bool KeyEquals(std::string_view raw, std::string_view key) {
+  if (raw.find('\\') == std::string_view::npos) return raw == key;
+  std::string decoded;
+  decoded.reserve(raw.size());
+  AppendDecodedString(View(Begin(raw) - 1, End(raw) + 1), &decoded);
+  return decoded == key;
+}
+
+}  // namespace
+
+Verdict Validate(std::string_view text) {
+  const Byte* p = Begin(text);
+  const Byte* const end = End(text);
+  if (end - p >= 3 && p[0] == 0xEF && p[1] == 0xBB && p[2] == 0xBF) p += 3;
+  Byte stack[kMaxDepth];  // '{' or '[' per open container
+  std::size_t depth = 0;
+  for (;;) {
+    // A value is expected at p.
+    p = SkipSpace(p, end);
+    if (p == end) return Verdict::kInvalid;
+    switch (*p) {
+      case '{':
+        p = SkipSpace(p + 1, end);
+        if (p < end && *p == '}') {
+          ++p;
+          break;
+        }
+        if (depth == kMaxDepth) return Verdict::kTooDeep;
+        stack[depth++] = '{';
+        p = ScanString(p, end);
+        if (p == nullptr) return Verdict::kInvalid;
+        p = SkipSpace(p, end);
+        if (p == end || *p != ':') return Verdict::kInvalid;
+        ++p;
+        continue;
+      case '[':
+        p = SkipSpace(p + 1, end);
+        if (p < end && *p == ']') {
+          ++p;
+          break;
+        }
+        if (depth == kMaxDepth) return Verdict::kTooDeep;
+        stack[depth++] = '[';
+        continue;
+      case '"':
+        p = ScanString(p, end);
+        break;
+      case 't':
+        p = ScanLiteral(p, end, "true");
+        break;
+      case 'f':
+        p = ScanLiteral(p, end, "false");
+        break;
+      case 'n':
+        p = ScanLiteral(p, end, "null");
+        break;
+      default:
+        p = ScanNumber(p, end);
+        break;
+    }
+    if (p == nullptr) return Verdict::kInvalid;
+    // A value ended: close containers until one continues with a comma.
+    for (;;) {
+      p = SkipSpace(p, end);
+      if (depth == 0) return p == end ? Verdict::kValid : Verdict::kInvalid;
+      if (p == end) return Verdict::kInvalid;
+      const Byte open = stack[depth - 1];
+      if (*p == (open == '{' ? '}' : ']')) {
+        ++p;
+        --depth;
+        continue;
+      }
+      if (*p != ',') return Verdict::kInvalid;
+      ++p;
+      if (open == '{') {
+        p = ScanString(SkipSpace(p, end), end);
+        if (p == nullptr) return Verdict::kInvalid;
+        p = SkipSpace(p, end);
+        if (p == end || *p != ':') return Verdict::kInvalid;
+        ++p;
+      }
+      break;
+    }
+  }
+}
+
+std::string_view RootValue(std::string_view text) {
+  const Byte* p = Begin(text);
+  const Byte* end = End(text);
+  if (end - p >= 3 && p[0] == 0xEF && p[1] == 0xBB && p[2] == 0xBF) p += 3;
+  p = SkipSpace(p, end);
+  while (end > p && IsSpace(end[-1])) --end;
+  return View(p, end);
+}
+
+std::optional<std::string_view> FindMember(std::string_view object, std::string_view key) {
+  const Byte* p = Begin(object);
+  const Byte* const end = End(object);
+  if (p == end || *p != '{') return std::nullopt;
+  std::optional<std::string_view> found;
+  p = SkipSpace(p + 1, end);
+  while (p < end && *p == '"') {
+    const Byte* key_end = SkipString(p, end);
+    const bool match = KeyEquals(View(p + 1, key_end - 1), key);
+    p = SkipSpace(key_end, end);
+    p = SkipSpace(p + 1, end);  // the ':'
+    const Byte* value_end = SkipValue(p, end);
+    if (match) found = View(p, value_end);
+    p = SkipSpace(value_end, end);
+    if (p == end || *p != ',') break;
+    p = SkipSpace(p + 1, end);
+  }
+  return found;
+}
+
+std::optional<std::string_view> FindElement(std::string_view array, std::size_t index) {
+  const Byte* p = Begin(array);
+  const Byte* const end = End(array);
+  if (p == end || *p != '[') return std::nullopt;
+  p = SkipSpace(p + 1, end);
+  if (p < end && *p == ']') return std::nullopt;
+  for (std::size_t i = 0; p < end; ++i) {
+    const Byte* value_end = SkipValue(p, end);
+    if (i == index) return View(p, value_end);
+    p = SkipSpace(value_end, end);
+    if (p == end || *p != ',') break;
+    p = SkipSpace(p + 1, end);
+  }
+  return std::nullopt;
+}
+
+void AppendDecodedString(std::string_view string_value, std::string* out) {
+  const Byte* p = Begin(string_value) + 1;
+  const Byte* const end = End(string_value) - 1;  // the closing quote
+  while (p < end) {
+    const Byte* run = p;
+    while (p < end && *p != '\\') ++p;
+    out->append(View(run, p));
+    if (p == end) break;
+    const Byte escape = p[1];
+    p += 2;
+    switch (escape) {
+      case 'b':
+        out->push_back('\b');
+        break;
+      case 'f':
+        out->push_back('\f');
+        break;
+      case 'n':
+        out->push_back('\n');
+        break;
+      case 'r':
+        out->push_back('\r');
+        break;
+      case 't':
+        out->push_back('\t');
+        break;
+      case 'u': {
+        std::uint32_t unit = static_cast<std::uint32_t>(ReadHex4(p));
+        p += 4;
+        if (unit >= 0xD800 && unit <= 0xDBFF && end - p >= 6) {
+          const auto low = static_cast<std::uint32_t>(ReadHex4(p + 2));
+          unit = 0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00);
+          p += 6;
+        }
+        AppendUtf8(unit, out);
+        break;
+      }
+      default:
+        out->push_back(static_cast<char>(escape));
+        break;  // " \ /
+    }
+  }
+}
+
+void AppendValueText(std::string_view value, std::string* out) {
+  if (value.empty()) return;
+  const char first = value.front();
+  if (first == '"') {
+    AppendDecodedString(value, out);
+    return;
+  }
+  if (first == 't' || first == 'f' || first == 'n') {
+    out->append(value);
+    return;
+  }
+  if (first == '-' || (first >= '0' && first <= '9')) {
+    // An integer nlohmann keeps as int64/uint64 dumps as the same digits; "-0" dumps as "0".
+    const bool negative = first == '-';
+    const std::string_view digits = value.substr(negative ? 1 : 0);
+    bool integer = digits.size() <= (negative ? 18u : 19u);
+    for (char c : digits) integer = integer && c >= '0' && c <= '9';
+    if (integer) {
+      out->append(value == "-0" ? std::string_view("0") : value);
+      return;
+    }
+  }
+  // Fractions, exponents, huge integers, objects and arrays: dumped exactly as a DOM would.
+  const auto parsed = nlohmann::json::parse(value.begin(), value.end(), nullptr,
+                                            /*allow_exceptions=*/false);
+  if (!parsed.is_discarded()) {
+    out->append(parsed.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+  }
+}
+
+}  // namespace wf::json_scan
