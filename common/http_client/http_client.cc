@@ -2,6 +2,7 @@
 
 #include <curl/curl.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -12,7 +13,6 @@
 #include <mutex>
 #include <stdexcept>
 #include <unordered_map>
-#include <unordered_set>
 
 #include "http_client/curl_handles.h"
 #include "http_client/transfer_outcome.h"
@@ -287,40 +287,62 @@ class HttpClient::Impl {
     idle_easy_.clear();
     // Closes the cached connections; libcurl reports each socket's removal to OnCurlSocket.
     multi_.reset();
-    for (int fd : watched_) loop_->Unwatch(fd);
+    for (const auto& [fd, socket] : watched_) loop_->Unwatch(fd);
     watched_.clear();
     if (timer_ != 0) loop_->CancelTimer(timer_);
     timer_ = 0;
   }
 
   /// CURLMOPT_SOCKETFUNCTION: mirrors what libcurl wants to know about `fd` into the loop.
-  /// `socketp` is null the first time libcurl reports a socket (curl_multi_assign sets it), which
-  /// tells a new socket that reuses the number of a closed one from a change of interest.
-  static int OnCurlSocket(CURL*, curl_socket_t fd, int what, void* user, void* socketp) noexcept {
+  ///
+  /// A kept-alive connection goes REMOVE at the end of each transfer and IN at the start of the
+  /// next (libcurl sends the request at once, then waits to read). Mirrored literally that is an
+  /// EPOLL_CTL_DEL and an EPOLL_CTL_ADD per request; instead a removed socket stays registered,
+  /// "parked": the next interest in it costs nothing when it is the same, one MOD otherwise. A
+  /// parked socket that reports anything (the server closed the idle connection, or sent bytes
+  /// nobody asked for) is unregistered then, so it cannot keep the loop awake. Sockets leave the
+  /// table when libcurl closes them (OnCurlCloseSocket), so a new socket that gets the number of
+  /// a closed one is registered afresh.
+  static int OnCurlSocket(CURL*, curl_socket_t fd, int what, void* user, void*) noexcept {
     auto& self = *static_cast<Impl*>(user);
     try {
-      self.UpdateWatch(fd, what, socketp != nullptr);
+      self.UpdateWatch(fd, what);
     } catch (const std::exception& e) {
       spdlog::error("http client: watching socket {} failed: {}", fd, e.what());
     }
     return 0;
   }
 
-  void UpdateWatch(int fd, int what, bool known_to_curl) {
+  /// CURLOPT_CLOSESOCKETFUNCTION: libcurl closes one of its sockets (on the loop thread, from a
+  /// curl_multi_* call or the multi handle's cleanup).
+  static int OnCurlCloseSocket(void* user, curl_socket_t fd) noexcept {
+    auto& self = *static_cast<Impl*>(user);
+    if (auto it = self.watched_.find(fd); it != self.watched_.end()) {
+      self.loop_->Unwatch(fd);
+      self.watched_.erase(it);
+    }
+    return ::close(fd);
+  }
+
+  void UpdateWatch(int fd, int what) {
+    auto it = watched_.find(fd);
     if (what == CURL_POLL_REMOVE) {
-      loop_->Unwatch(fd);
-      watched_.erase(fd);
+      if (it != watched_.end()) it->second.parked = true;
       return;
     }
     uint32_t events = 0;
     if (what == CURL_POLL_IN || what == CURL_POLL_INOUT) events |= kIoRead;
     if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT) events |= kIoWrite;
-    if (watched_.count(fd) != 0) {
-      if (known_to_curl && loop_->Modify(fd, events).ok()) return;
-      // A new socket with the number of one closed without a REMOVE (or Modify failed because
-      // the old one left epoll when it was closed): register it afresh.
+    if (it != watched_.end()) {
+      it->second.parked = false;
+      if (it->second.events == events) return;
+      if (loop_->Modify(fd, events).ok()) {
+        it->second.events = events;
+        return;
+      }
+      // Modify failed (the registration is gone): register afresh.
       loop_->Unwatch(fd);
-      watched_.erase(fd);
+      watched_.erase(it);
     }
     Status watched =
         loop_->Watch(fd, events, [this, fd](uint32_t ready) { OnSocketReady(fd, ready); });
@@ -329,8 +351,7 @@ class HttpClient::Impl {
       spdlog::error("http client: cannot watch socket {}: {}", fd, watched.error().message);
       return;
     }
-    watched_.insert(fd);
-    curl_multi_assign(multi_.get(), fd, this);
+    watched_.emplace(fd, WatchedSocket{events, false});
   }
 
   /// CURLMOPT_TIMERFUNCTION: (re)arms the client's one loop timer; -1 disarms it. libcurl is
@@ -354,6 +375,12 @@ class HttpClient::Impl {
   }
 
   void OnSocketReady(int fd, uint32_t ready) {
+    if (auto it = watched_.find(fd); it != watched_.end() && it->second.parked) {
+      // libcurl does not wait on this socket: stop watching it until it does again.
+      loop_->Unwatch(fd);
+      watched_.erase(it);
+      return;
+    }
     int flags = 0;
     if (ready & (kIoRead | kIoHangup)) flags |= CURL_CSELECT_IN;  // Hang-up: let curl read EOF.
     if (ready & kIoWrite) flags |= CURL_CSELECT_OUT;
@@ -452,6 +479,8 @@ class HttpClient::Impl {
     };
     set(CURLOPT_PROTOCOLS_STR, "http,https");
     set(CURLOPT_NOSIGNAL, 1L);
+    set(CURLOPT_CLOSESOCKETFUNCTION, &OnCurlCloseSocket);
+    set(CURLOPT_CLOSESOCKETDATA, static_cast<void*>(this));
     set(CURLOPT_TCP_NODELAY, 1L);
     set(CURLOPT_TCP_KEEPALIVE, 1L);
     set(CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_1_1));
@@ -615,8 +644,12 @@ class HttpClient::Impl {
   // Loop thread only.
   std::unordered_map<HttpRequestId, std::unique_ptr<Transfer>> active_;
   std::vector<EasyHandle> idle_easy_;
-  std::unordered_set<int> watched_;  // Sockets of libcurl's watched in the loop.
-  EventLoop::TimerId timer_ = 0;     // The libcurl timer, 0 when disarmed.
+  struct WatchedSocket {
+    uint32_t events;  // As registered in the loop.
+    bool parked;      // libcurl has removed it; still registered (see OnCurlSocket).
+  };
+  std::unordered_map<int, WatchedSocket> watched_;  // libcurl's sockets registered in the loop.
+  EventLoop::TimerId timer_ = 0;                    // The libcurl timer, 0 when disarmed.
 
   EventLoop* loop_ = nullptr;
   std::unique_ptr<EventLoopThread> owned_loop_;  // Only without Options::loop.

@@ -212,6 +212,37 @@ TEST_F(HttpClientLoopTest, AnIdleConnectionClosedByTheServerDoesNotSpinTheLoop) 
   ASSERT_TRUE(after_close.Wait().ok());
 }
 
+TEST_F(HttpClientLoopTest, ConnectionsClosedAfterEachAnswerAreReplacedEveryTime) {
+  // /hang answers with Connection: close, so each request gets a new socket, usually with the
+  // number of the one just closed; a socket number still registered for the old connection must
+  // not leave the new one unwatched (that request would hang until its timeout).
+  HttpClient client(OnLoop());
+  constexpr int kRequests = 30;
+  HttpRequest request = Get("/hang?ms=1");
+  request.timeout = milliseconds(5000);
+  std::promise<void> chain_done;
+  int left = kRequests;
+  int ok = 0;
+  std::function<void(Result<HttpResponse>)> next = [&](Result<HttpResponse> result) {
+    if (result.ok() && result->status == 200) ++ok;
+    if (--left == 0) {
+      chain_done.set_value();
+    } else {
+      client.Send(request, next);
+    }
+  };
+  RunOnLoop([&] { client.Send(request, next); });
+  ASSERT_EQ(chain_done.get_future().wait_for(kWaitLimit), std::future_status::ready);
+  EXPECT_EQ(ok, kRequests);
+  EXPECT_EQ(client.ConnectionsOpened(), static_cast<std::uint64_t>(kRequests));
+  // And a kept-alive connection still works after all those closes.
+  Completion after(loop());
+  client.Send(Get("/health"), after.Callback());
+  auto last = after.Wait();
+  ASSERT_TRUE(last.ok()) << last.error().message;
+  EXPECT_EQ(last->status, 200);
+}
+
 TEST_F(HttpClientLoopTest, TimeoutOnTheCallersLoop) {
   HttpClient client(OnLoop());
   HttpRequest request = Get("/hang");
