@@ -1,8 +1,10 @@
 #include "codec/json_scan.h"
 
+#include <charconv>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <nlohmann/json.hpp>
 
 namespace wf::json_scan {
@@ -352,6 +354,51 @@ std::optional<std::string_view> FindElement(std::string_view array, std::size_t 
   return std::nullopt;
 }
 
+namespace {
+
+/// Appends a validated number as nlohmann dumps it: an integer that fits int64/uint64 (nlohmann
+/// keeps those exactly) as its digits, anything else (fraction, exponent, a larger integer) as
+/// the double strtod makes of it, printed by nlohmann's own shortest round-trip formatter.
+void AppendNumberText(std::string_view token, std::string* out) {
+  const char* begin = token.data();
+  const char* end = begin + token.size();
+  if (token.find_first_of(".eE") == std::string_view::npos) {
+    if (token.front() != '-') {
+      std::uint64_t value = 0;
+      if (auto [ptr, ec] = std::from_chars(begin, end, value); ec == std::errc() && ptr == end) {
+        out->append(token);
+        return;
+      }
+    } else {
+      std::int64_t value = 0;
+      if (auto [ptr, ec] = std::from_chars(begin, end, value); ec == std::errc() && ptr == end) {
+        char digits[24];
+        out->append(digits, std::to_chars(digits, digits + sizeof digits, value).ptr);  // -0 is 0
+        return;
+      }
+    }
+  }
+  std::string copy;  // strtod needs a terminated string; tokens are short
+  char buffer[80];
+  const char* text = buffer;
+  if (token.size() < sizeof buffer) {
+    std::memcpy(buffer, begin, token.size());
+    buffer[token.size()] = '\0';
+  } else {
+    copy.assign(token);
+    text = copy.c_str();
+  }
+  const double value = std::strtod(text, nullptr);
+  if (!std::isfinite(value)) {
+    out->append("null");  // not reached for validated text
+    return;
+  }
+  char digits[64];  // nlohmann's serializer uses a 64-byte buffer for the same call
+  out->append(digits, nlohmann::detail::to_chars(digits, digits + sizeof digits, value));
+}
+
+}  // namespace
+
 void AppendDecodedString(std::string_view string_value, std::string* out) {
   const Byte* p = Begin(string_value) + 1;
   const Byte* const end = End(string_value) - 1;  // the closing quote
@@ -408,17 +455,10 @@ void AppendValueText(std::string_view value, std::string* out) {
     return;
   }
   if (first == '-' || (first >= '0' && first <= '9')) {
-    // An integer nlohmann keeps as int64/uint64 dumps as the same digits; "-0" dumps as "0".
-    const bool negative = first == '-';
-    const std::string_view digits = value.substr(negative ? 1 : 0);
-    bool integer = digits.size() <= (negative ? 18u : 19u);
-    for (char c : digits) integer = integer && c >= '0' && c <= '9';
-    if (integer) {
-      out->append(value == "-0" ? std::string_view("0") : value);
-      return;
-    }
+    AppendNumberText(value, out);
+    return;
   }
-  // Fractions, exponents, huge integers, objects and arrays: dumped exactly as a DOM would.
+  // Objects and arrays: dumped exactly as a DOM would (keys sorted, last duplicate kept).
   const auto parsed = nlohmann::json::parse(value.begin(), value.end(), nullptr,
                                             /*allow_exceptions=*/false);
   if (!parsed.is_discarded()) {

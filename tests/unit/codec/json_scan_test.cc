@@ -156,6 +156,45 @@ TEST(JsonScanTest, FindsMembersAndElementsLikeADom) {
   EXPECT_EQ(ScanValueText(*FindMember(root, "o")), R"({"y":[2,3],"z":1})");
 }
 
+TEST(JsonScanTest, NumbersComeOutAsNlohmannDumpsThem) {
+  const std::vector<std::string> numbers = {"0",
+                                            "-0",
+                                            "7",
+                                            "-12",
+                                            "3.25",
+                                            "1.50",
+                                            "-0.0",
+                                            "0.0",
+                                            "785.0",
+                                            "1e2",
+                                            "2E-3",
+                                            "6.02e+23",
+                                            "1e-400",
+                                            "0.1",
+                                            "0.30000000000000004",
+                                            "123456.789",
+                                            "1e15",
+                                            "1e16",
+                                            "1e-5",
+                                            "1.0e-4",
+                                            "18446744073709551615",
+                                            "18446744073709551616",
+                                            "-9223372036854775808",
+                                            "-9223372036854775809",
+                                            "9999999999999999999",
+                                            "99999999999999999999",
+                                            "123456789012345678901234567890",
+                                            "1.7976931348623157e308",
+                                            "4.9e-324",
+                                            "-1.25E+3",
+                                            "0." + std::string(100, '3'),
+                                            std::string(100, '7') + ".5"};
+  for (const auto& n : numbers) {
+    ASSERT_EQ(Validate(n), Verdict::kValid) << n;
+    EXPECT_EQ(ScanValueText(n), Dump(Json::parse(n))) << n;
+  }
+}
+
 TEST(JsonScanTest, DecodesEveryEscape) {
   const std::string text = R"("q\" b\\ s\/ \b\f\n\r\t \u00e9 \u4e2d \ud83d\ude00 \u0000.")";
   ASSERT_EQ(Validate(text), Verdict::kValid);
