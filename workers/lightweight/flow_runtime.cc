@@ -45,8 +45,7 @@ Result<std::unique_ptr<FlowRuntime>> FlowRuntime::Create(std::shared_ptr<const C
   std::unique_ptr<FlowRuntime> self(new FlowRuntime());
   self->config_ = std::move(config);
   auto compile = [](const std::vector<ParameterSpec>& params, const EndpointConfig& endpoint,
-                    const std::string& response_template,
-                    std::string label) -> Result<Compiled> {
+                    const std::string& response_template, std::string label) -> Result<Compiled> {
     auto ep = EndpointTemplate::Compile(endpoint);
     if (!ep.ok()) return Error{ep.error().code, label + ": " + ep.error().message};
     auto rt = ResponseTemplate::Compile(response_template);
@@ -54,8 +53,8 @@ Result<std::unique_ptr<FlowRuntime>> FlowRuntime::Create(std::shared_ptr<const C
     return Compiled{&params, std::move(ep).value(), std::move(rt).value(), std::move(label)};
   };
   for (const auto& flow : self->config_->flows) {
-    auto c = compile(flow.parameters, flow.endpoint, flow.response_template,
-                     "flow " + flow.flow_id);
+    auto c =
+        compile(flow.parameters, flow.endpoint, flow.response_template, "flow " + flow.flow_id);
     if (!c.ok()) return c.error();
     self->flows_.push_back(std::move(c).value());
   }
@@ -146,20 +145,20 @@ void FlowRuntime::Run(const Compiled& compiled, CallInput input, CallDone done) 
   if (input.deadline_unix_ms > 0) {
     int64_t left = input.deadline_unix_ms - UnixMillisNow();
     if (left <= 0) {
-      done(Error{ErrorCode::kDeadlineExceeded, compiled.label + ": deadline passed before the call"});
+      done(Error{ErrorCode::kDeadlineExceeded,
+                 compiled.label + ": deadline passed before the call"});
       return;
     }
     request.timeout = std::min(request.timeout, std::chrono::milliseconds(left));
   }
   const Compiled* c = &compiled;
-  ClientForThisThread().Send(std::move(request),
-                    [c, values = std::move(values), parameters = std::move(parameters),
-                     done = std::move(done)](Result<HttpResponse> reply) mutable {
-                      auto outcome = InterpretUpstream(c->label, c->response, values,
-                                                       std::move(reply));
-                      if (outcome.ok()) outcome->parameters = std::move(parameters);
-                      done(std::move(outcome));
-                    });
+  ClientForThisThread().Send(
+      std::move(request), [c, values = std::move(values), parameters = std::move(parameters),
+                           done = std::move(done)](Result<HttpResponse> reply) mutable {
+        auto outcome = InterpretUpstream(c->label, c->response, values, std::move(reply));
+        if (outcome.ok()) outcome->parameters = std::move(parameters);
+        done(std::move(outcome));
+      });
 }
 
 }  // namespace wf

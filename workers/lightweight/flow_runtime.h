@@ -4,10 +4,9 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "config/config.h"
 #include "error/error.h"
@@ -19,9 +18,9 @@ namespace wf {
 
 /// The answer of one flow or tool call.
 struct CallOutcome {
-  std::string answer;          ///< Rendered response_template.
-  int upstream_status = 0;     ///< HTTP status of the business API.
-  nlohmann::json parameters;   ///< What the call ran with (resolved, defaulted).
+  std::string answer;         ///< Rendered response_template.
+  int upstream_status = 0;    ///< HTTP status of the business API.
+  nlohmann::json parameters;  ///< What the call ran with (resolved, defaulted).
 };
 
 using CallDone = std::function<void(Result<CallOutcome>)>;

@@ -1,5 +1,6 @@
 #include "lightweight/lightweight_worker.h"
 
+#include <google/protobuf/arena.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -201,8 +202,7 @@ void LightweightWorker::ReplyError(const std::string& reply, const std::string& 
   event.set_request_id(request_id);
   event.set_seq(1);
   SetWireError(error, event.mutable_error());
-  (void)ReplyConn().Publish(reply, event.SerializeAsString(), {},
-                            {{kRequestIdHeader, request_id}});
+  (void)ReplyConn().Publish(reply, event.SerializeAsString(), {}, {{kRequestIdHeader, request_id}});
 }
 
 void LightweightWorker::OnQuery(const NatsMsgView& msg) {
@@ -322,7 +322,14 @@ void LightweightWorker::RecordFlowTurn(const wf::v1::QueryRequest& request,
                                        const CallOutcome& outcome, const std::string& flow_id,
                                        int64_t started_ms) {
   if (request.session_id().empty()) return;
-  wf::v1::TurnRecord turn;
+  // Built on an arena whose first block is on the stack: a dozen strings and two messages
+  // without a malloc, serialized into the batch by Add and dropped at once.
+  alignas(8) char first_block[2048];
+  google::protobuf::ArenaOptions arena_options;
+  arena_options.initial_block = first_block;
+  arena_options.initial_block_size = sizeof first_block;
+  google::protobuf::Arena arena(arena_options);
+  auto& turn = *google::protobuf::Arena::CreateMessage<wf::v1::TurnRecord>(&arena);
   int64_t now = UnixMillisNow();
   turn.set_session_id(request.session_id());
   turn.set_run_id(request.request_id());
@@ -343,7 +350,7 @@ void LightweightWorker::RecordFlowTurn(const wf::v1::QueryRequest& request,
   answer->set_content(outcome.answer);
   answer->set_created_unix_ms(now);
   answer->set_run_id(request.request_id());
-  history_->Add(std::move(turn));
+  history_->Add(turn);
 }
 
 void LightweightWorker::PublishTurns(std::string payload, std::size_t turns) {

@@ -76,15 +76,14 @@ int main(int argc, char** argv) {
   std::unique_ptr<wf::AdminServer> admin;
   if (!flags.Get("admin-listen").empty()) {
     wf::LightweightWorker* w = worker->get();
-    auto started = wf::AdminServer::Start(
-        {flags.Get("admin-listen"),
-         [w](std::string* why) {
-           if (w->Connected()) return true;
-           *why = "NATS disconnected";
-           return false;
-         },
-         [w] { return w->MetricsText(); },
-         {}});
+    auto started = wf::AdminServer::Start({flags.Get("admin-listen"),
+                                           [w](std::string* why) {
+                                             if (w->Connected()) return true;
+                                             *why = "NATS disconnected";
+                                             return false;
+                                           },
+                                           [w] { return w->MetricsText(); },
+                                           {}});
     if (!started.ok()) {
       std::cerr << "wf-lightweight: admin port: " << started.error().message << "\n";
       return 1;

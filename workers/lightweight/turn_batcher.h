@@ -41,8 +41,9 @@ class TurnBatcher {
   TurnBatcher(const TurnBatcher&) = delete;
   TurnBatcher& operator=(const TurnBatcher&) = delete;
 
-  /// Queues one turn (moved in).
-  void Add(wf::v1::TurnRecord turn);
+  /// Queues one turn: it is serialized into the pending batch at once, so the caller may build
+  /// it on an arena and drop it right after.
+  void Add(const wf::v1::TurnRecord& turn);
   /// Sends the pending batch now, if any (on the caller's thread).
   void Flush();
   /// Turns queued and not yet handed to `send`.
@@ -58,11 +59,13 @@ class TurnBatcher {
   const Send send_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  wf::v1::TurnRecordBatch batch_;  // Guarded by mu_.
-  std::size_t batch_bytes_ = 0;    // Guarded by mu_.
-  Clock::time_point due_{};        // Guarded by mu_: when the pending batch must go.
-  bool stopping_ = false;          // Guarded by mu_.
-  std::thread timer_;              // Last: starts once everything above exists.
+  // The pending batch, already in TurnRecordBatch wire form (each turn as field 1), and how
+  // many turns it holds. Guarded by mu_.
+  std::string batch_;
+  std::size_t batch_turns_ = 0;
+  Clock::time_point due_{};  // Guarded by mu_: when the pending batch must go.
+  bool stopping_ = false;    // Guarded by mu_.
+  std::thread timer_;        // Last: starts once everything above exists.
 };
 
 }  // namespace wf

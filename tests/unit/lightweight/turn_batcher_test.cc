@@ -85,6 +85,30 @@ TEST(TurnBatcherTest, AFullBatchIsSentAtOnceOnTheAddingThread) {
   EXPECT_EQ(batcher.Pending(), 0u);
 }
 
+TEST(TurnBatcherTest, EachTurnArrivesExactlyAsAdded) {
+  // Sizes around the varint boundaries of the length prefix (1, 2 and 3 bytes).
+  Sink sink;
+  TurnBatcherOptions options;
+  options.max_delay = std::chrono::hours(1);
+  options.max_turns = 5;
+  TurnBatcher batcher(options, sink.Callback());
+  std::vector<wf::v1::TurnRecord> added;
+  for (std::size_t answer : {0u, 100u, 127u, 20000u, 70000u}) {
+    added.push_back(Turn("run-" + std::to_string(answer), answer));
+    added.back().set_flow_id("flow");
+    added.back().set_finished_unix_ms(1764000000000 + static_cast<int64_t>(answer));
+    batcher.Add(added.back());
+  }
+  auto batches = sink.Batches();
+  ASSERT_EQ(batches.size(), 1u);
+  ASSERT_EQ(batches[0].turns_size(), 5);
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ(batches[0].turns(i).SerializeAsString(),
+              added[static_cast<std::size_t>(i)].SerializeAsString())
+        << "turn " << i;
+  }
+}
+
 TEST(TurnBatcherTest, ABatchOverTheByteLimitIsSentAtOnce) {
   Sink sink;
   TurnBatcherOptions options;
