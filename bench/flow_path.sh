@@ -8,7 +8,8 @@
 #      (connection counts, default "1 16 64"), GW_THREADS (wf-gateway --threads, default 2),
 #      LW_THREADS (wf-lightweight --threads, default 1), PIN (CPU placement, e.g.
 #      "gw=0 lw=0 api=0 nats=0 wrk=1": each named process, all its threads, on that CPU list;
-#      unnamed ones float; default: nothing pinned).
+#      unnamed ones float; default: nothing pinned), NATS_ENV (prefix for the nats-server
+#      command, e.g. "env GOMAXPROCS=1").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -30,7 +31,7 @@ wait_port() { for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev
 rss() { awk '/VmRSS/ {print $2/1024 " MB"}' "/proc/$1/status"; }
 
 NATS_PORT=$(free_port); API_PORT=$(free_port); GW_PORT=$(free_port)
-nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$WORK/js" >"$WORK/nats.log" 2>&1 & PIDS+=($!); NATS_PID=$!
+${NATS_ENV:-} nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$WORK/js" >"$WORK/nats.log" 2>&1 & PIDS+=($!); NATS_PID=$!
 "$BIN/wf-demo-api" --listen "127.0.0.1:$API_PORT" --threads 1 >"$WORK/api.log" 2>&1 & PIDS+=($!); API_PID=$!
 wait_port "$NATS_PORT"; wait_port "$API_PORT"
 sed "s#http://127.0.0.1:8081#http://127.0.0.1:$API_PORT#g" config/workflow_config.json >"$WORK/config.json"
