@@ -13,7 +13,8 @@
 #      HOLD_S (5), STREAMS_CONCURRENCY (wf-heavy --concurrency for the streams; default the
 #      largest of STREAMS), HEAVY_WRAP (command prefix for wf-heavy, e.g. "heaptrack -o FILE";
 #      wf-heavy itself, the wrapper's child, is signalled and measured), ROUND_HOOK (command
-#      run after each streams round with HEAVY_PID exported, e.g. bench/agent/malloc_trim_hook.sh).
+#      run after each streams round with HEAVY_PID exported, e.g. bench/agent/malloc_trim_hook.sh),
+#      NATS_ENV (command prefix for nats-server, default "env"; e.g. "env GOMAXPROCS=1").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -82,7 +83,7 @@ start() {  # start NAME CMD...
 NATS_PORT=$(free_port); REDIS_PORT=$(free_port); PG_PORT=$(free_port)
 API_PORT=$(free_port); LLM_PORT=$(free_port); GW_PORT=$(free_port)
 
-start nats nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$RUN/nats"
+start nats ${NATS_ENV:-env} nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$RUN/nats"
 NATS_PID=$LAST_PID
 wait_port "$NATS_PORT" nats
 start redis redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$RUN" --save "" --appendonly no --daemonize no
