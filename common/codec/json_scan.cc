@@ -7,6 +7,8 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "text/utf8.h"
+
 namespace wf::json_scan {
 namespace {
 
@@ -38,33 +40,6 @@ int ReadHex4(const Byte* p) {
   return value;
 }
 
-/// Length of the well-formed UTF-8 sequence starting with lead byte p[0] (>= 0x80), 0 if it is
-/// not one. The ranges are RFC 3629's, which are the ones nlohmann's lexer accepts.
-std::size_t Utf8Sequence(const Byte* p, const Byte* end) {
-  const Byte lead = p[0];
-  std::size_t length;
-  Byte low = 0x80, high = 0xBF;  // allowed range of the second byte
-  if (lead >= 0xC2 && lead <= 0xDF) {
-    length = 2;
-  } else if (lead >= 0xE0 && lead <= 0xEF) {
-    length = 3;
-    if (lead == 0xE0) low = 0xA0;
-    if (lead == 0xED) high = 0x9F;
-  } else if (lead >= 0xF0 && lead <= 0xF4) {
-    length = 4;
-    if (lead == 0xF0) low = 0x90;
-    if (lead == 0xF4) high = 0x8F;
-  } else {
-    return 0;
-  }
-  if (static_cast<std::size_t>(end - p) < length) return 0;
-  if (p[1] < low || p[1] > high) return 0;
-  for (std::size_t i = 2; i < length; ++i) {
-    if (p[i] < 0x80 || p[i] > 0xBF) return 0;
-  }
-  return length;
-}
-
 /// Validates the string starting at `p` (its opening quote); returns the byte after the closing
 /// quote, or nullptr.
 const Byte* ScanString(const Byte* p, const Byte* end) {
@@ -79,7 +54,8 @@ const Byte* ScanString(const Byte* p, const Byte* end) {
       continue;
     }
     if (c >= 0x80) {
-      const std::size_t n = Utf8Sequence(p, end);
+      const std::size_t n = Utf8SequenceLength(
+          {reinterpret_cast<const char*>(p), static_cast<std::size_t>(end - p)}, 0);
       if (n == 0) return nullptr;
       p += n;
       continue;

@@ -2,6 +2,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "text/utf8.h"
+
 namespace wf {
 namespace {
 
@@ -9,40 +11,10 @@ constexpr std::size_t kMaxSessionIdLength = 128;
 constexpr std::size_t kMaxRunIdLength = 128;
 constexpr std::string_view kReplacement = "\xEF\xBF\xBD";  // U+FFFD
 
-/// Length of the valid UTF-8 sequence starting at text[i], or 0 if invalid (RFC 3629: no
-/// overlongs, no surrogates, nothing above U+10FFFF).
-std::size_t ValidSequenceLength(std::string_view text, std::size_t i) {
-  const auto byte = [&](std::size_t k) { return static_cast<unsigned char>(text[k]); };
-  const unsigned char b0 = byte(i);
-  if (b0 < 0x80) return 1;
-  std::size_t length = 0;
-  unsigned char lo = 0x80;
-  unsigned char hi = 0xBF;
-  if (b0 >= 0xC2 && b0 <= 0xDF) {
-    length = 2;
-  } else if (b0 >= 0xE0 && b0 <= 0xEF) {
-    length = 3;
-    if (b0 == 0xE0) lo = 0xA0;
-    if (b0 == 0xED) hi = 0x9F;
-  } else if (b0 >= 0xF0 && b0 <= 0xF4) {
-    length = 4;
-    if (b0 == 0xF0) lo = 0x90;
-    if (b0 == 0xF4) hi = 0x8F;
-  } else {
-    return 0;
-  }
-  if (i + length > text.size()) return 0;
-  if (byte(i + 1) < lo || byte(i + 1) > hi) return 0;
-  for (std::size_t k = 2; k < length; ++k) {
-    if (byte(i + k) < 0x80 || byte(i + k) > 0xBF) return 0;
-  }
-  return length;
-}
-
 bool IsClean(std::string_view text) {
   for (std::size_t i = 0; i < text.size();) {
     if (text[i] == '\0') return false;
-    const std::size_t length = ValidSequenceLength(text, i);
+    const std::size_t length = Utf8SequenceLength(text, i);
     if (length == 0) return false;
     i += length;
   }
@@ -73,7 +45,7 @@ std::string SanitizeText(std::string_view text) {
       ++i;
       continue;
     }
-    const std::size_t length = ValidSequenceLength(text, i);
+    const std::size_t length = Utf8SequenceLength(text, i);
     if (length == 0) {
       out += kReplacement;
       ++i;

@@ -1,5 +1,7 @@
 #include "llm/utf8.h"
 
+#include "text/utf8.h"
+
 namespace wf {
 namespace {
 
@@ -13,23 +15,6 @@ std::size_t SequenceLength(unsigned char lead) {
 }
 
 bool IsContinuation(unsigned char c) { return (c & 0xC0) == 0x80; }
-
-/// Length of the valid sequence at the start of `s` (which is non-empty), 0 when invalid or
-/// incomplete. Checks overlong forms, surrogates and the upper bound.
-std::size_t ValidSequenceAt(std::string_view s) {
-  const auto lead = static_cast<unsigned char>(s[0]);
-  const std::size_t len = SequenceLength(lead);
-  if (len == 0 || s.size() < len) return 0;
-  for (std::size_t i = 1; i < len; ++i) {
-    if (!IsContinuation(static_cast<unsigned char>(s[i]))) return 0;
-  }
-  const auto second = static_cast<unsigned char>(len > 1 ? s[1] : 0);
-  if (lead == 0xE0 && second < 0xA0) return 0;  // overlong
-  if (lead == 0xED && second > 0x9F) return 0;  // surrogate
-  if (lead == 0xF0 && second < 0x90) return 0;  // overlong
-  if (lead == 0xF4 && second > 0x8F) return 0;  // above U+10FFFF
-  return len;
-}
 
 }  // namespace
 
@@ -67,7 +52,7 @@ std::string SanitizeUtf8(std::string_view text) {
   out.reserve(text.size());
   std::size_t i = 0;
   while (i < text.size()) {
-    const std::size_t len = ValidSequenceAt(text.substr(i));
+    const std::size_t len = Utf8SequenceLength(text, i);
     if (len == 0) {
       out += "\xEF\xBF\xBD";
       ++i;

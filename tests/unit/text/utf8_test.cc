@@ -1,0 +1,55 @@
+#include "text/utf8.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace wf {
+namespace {
+
+std::size_t At0(const std::string& s) { return Utf8SequenceLength(s, 0); }
+
+TEST(Utf8SequenceLengthTest, WellFormedSequences) {
+  EXPECT_EQ(At0("a"), 1u);
+  EXPECT_EQ(At0(std::string(1, '\0')), 1u);
+  EXPECT_EQ(At0("\x7f"), 1u);
+  EXPECT_EQ(At0("\xc2\x80"), 2u);          // U+0080
+  EXPECT_EQ(At0("\xdf\xbf"), 2u);          // U+07FF
+  EXPECT_EQ(At0("\xe0\xa0\x80"), 3u);      // U+0800
+  EXPECT_EQ(At0("\xe4\xb8\xad"), 3u);      // 中
+  EXPECT_EQ(At0("\xed\x9f\xbf"), 3u);      // U+D7FF, just below the surrogates
+  EXPECT_EQ(At0("\xee\x80\x80"), 3u);      // U+E000, just above them
+  EXPECT_EQ(At0("\xef\xbf\xbf"), 3u);      // U+FFFF
+  EXPECT_EQ(At0("\xf0\x90\x80\x80"), 4u);  // U+10000
+  EXPECT_EQ(At0("\xf0\x9f\x98\x80"), 4u);  // 😀
+  EXPECT_EQ(At0("\xf4\x8f\xbf\xbf"), 4u);  // U+10FFFF
+}
+
+TEST(Utf8SequenceLengthTest, IllFormedSequences) {
+  EXPECT_EQ(At0("\x80"), 0u);  // a continuation byte alone
+  EXPECT_EQ(At0("\xbf"), 0u);
+  EXPECT_EQ(At0("\xc0\x80"), 0u);          // overlong NUL
+  EXPECT_EQ(At0("\xc1\xbf"), 0u);          // overlong
+  EXPECT_EQ(At0("\xe0\x9f\xbf"), 0u);      // overlong 3-byte form
+  EXPECT_EQ(At0("\xed\xa0\x80"), 0u);      // U+D800, a surrogate
+  EXPECT_EQ(At0("\xed\xbf\xbf"), 0u);      // U+DFFF
+  EXPECT_EQ(At0("\xf0\x8f\xbf\xbf"), 0u);  // overlong 4-byte form
+  EXPECT_EQ(At0("\xf4\x90\x80\x80"), 0u);  // above U+10FFFF
+  EXPECT_EQ(At0("\xf5\x80\x80\x80"), 0u);
+  EXPECT_EQ(At0("\xff"), 0u);
+  EXPECT_EQ(At0("\xc3\x28"), 0u);      // second byte not a continuation
+  EXPECT_EQ(At0("\xe4\xb8\x28"), 0u);  // third byte not a continuation
+}
+
+TEST(Utf8SequenceLengthTest, SequencesCutShortByTheEnd) {
+  EXPECT_EQ(At0("\xc3"), 0u);
+  EXPECT_EQ(At0("\xe4\xb8"), 0u);
+  EXPECT_EQ(At0("\xf0\x9f\x98"), 0u);
+  const std::string text = "ab\xe4\xb8\xad";
+  EXPECT_EQ(Utf8SequenceLength(text, 2), 3u);
+  EXPECT_EQ(Utf8SequenceLength(text.substr(0, 4), 2), 0u);
+  EXPECT_EQ(Utf8SequenceLength(text, 3), 0u);  // starts on a continuation byte
+}
+
+}  // namespace
+}  // namespace wf
