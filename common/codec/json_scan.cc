@@ -92,6 +92,16 @@ const Byte* ScanString(const Byte* p, const Byte* end) {
   return nullptr;
 }
 
+/// Validates an object member's key (at `p`) and the ':' after it; returns the byte after the
+/// ':', or nullptr.
+const Byte* ScanKeyAndColon(const Byte* p, const Byte* end) {
+  p = ScanString(p, end);
+  if (p == nullptr) return nullptr;
+  p = SkipSpace(p, end);
+  if (p == end || *p != ':') return nullptr;
+  return p + 1;
+}
+
 /// True when a number token is too large for a double (nlohmann rejects it: "number overflow").
 /// Only called for tokens with an exponent or very many digits, so the copy is rare.
 bool OverflowsDouble(const Byte* begin, const Byte* end) {
@@ -228,11 +238,8 @@ Verdict Validate(std::string_view text) {
         }
         if (depth == kMaxDepth) return Verdict::kTooDeep;
         stack[depth++] = '{';
-        p = ScanString(p, end);
+        p = ScanKeyAndColon(p, end);
         if (p == nullptr) return Verdict::kInvalid;
-        p = SkipSpace(p, end);
-        if (p == end || *p != ':') return Verdict::kInvalid;
-        ++p;
         continue;
       case '[':
         p = SkipSpace(p + 1, end);
@@ -274,11 +281,8 @@ Verdict Validate(std::string_view text) {
       if (*p != ',') return Verdict::kInvalid;
       ++p;
       if (open == '{') {
-        p = ScanString(SkipSpace(p, end), end);
+        p = ScanKeyAndColon(SkipSpace(p, end), end);
         if (p == nullptr) return Verdict::kInvalid;
-        p = SkipSpace(p, end);
-        if (p == end || *p != ':') return Verdict::kInvalid;
-        ++p;
       }
       break;
     }
