@@ -102,12 +102,27 @@ const Byte* ScanKeyAndColon(const Byte* p, const Byte* end) {
   return p + 1;
 }
 
+/// The double strtod makes of a number token (what nlohmann's lexer does with it). strtod needs a
+/// terminated string: short tokens are copied to the stack, longer ones (rare) to the heap.
+double ParseDouble(std::string_view token) {
+  char buffer[80];
+  std::string copy;
+  const char* text = buffer;
+  if (token.size() < sizeof buffer) {
+    std::memcpy(buffer, token.data(), token.size());
+    buffer[token.size()] = '\0';
+  } else {
+    copy.assign(token);
+    text = copy.c_str();
+  }
+  return std::strtod(text, nullptr);
+}
+
 /// True when a number token is too large for a double (nlohmann rejects it: "number overflow").
-/// Only called for tokens with an exponent or very many digits, so the copy is rare.
+/// Only called for tokens with an exponent or very many digits.
 bool OverflowsDouble(const Byte* begin, const Byte* end) {
-  const std::string token(reinterpret_cast<const char*>(begin),
-                          static_cast<std::size_t>(end - begin));
-  return !std::isfinite(std::strtod(token.c_str(), nullptr));
+  return !std::isfinite(
+      ParseDouble({reinterpret_cast<const char*>(begin), static_cast<std::size_t>(end - begin)}));
 }
 
 /// Validates the number starting at `p`; returns the byte after it, or nullptr.
@@ -208,6 +223,42 @@ void AppendUtf8(std::uint32_t code_point, std::string* out) {
   }
 }
 
+/// `p` past a UTF-8 byte order mark, if the text starts with one (nlohmann's lexer skips it).
+const Byte* SkipBom(const Byte* p, const Byte* end) {
+  return end - p >= 3 && p[0] == 0xEF && p[1] == 0xBB && p[2] == 0xBF ? p + 3 : p;
+}
+
+/// Appends a validated number as nlohmann dumps it: an integer that fits int64/uint64 (nlohmann
+/// keeps those exactly) as its digits, anything else (fraction, exponent, a larger integer) as
+/// the double strtod makes of it, printed by nlohmann's own shortest round-trip formatter.
+void AppendNumberText(std::string_view token, std::string* out) {
+  const char* begin = token.data();
+  const char* end = begin + token.size();
+  if (token.find_first_of(".eE") == std::string_view::npos) {
+    if (token.front() != '-') {
+      std::uint64_t value = 0;
+      if (auto [ptr, ec] = std::from_chars(begin, end, value); ec == std::errc() && ptr == end) {
+        out->append(token);
+        return;
+      }
+    } else {
+      std::int64_t value = 0;
+      if (auto [ptr, ec] = std::from_chars(begin, end, value); ec == std::errc() && ptr == end) {
+        char digits[24];
+        out->append(digits, std::to_chars(digits, digits + sizeof digits, value).ptr);  // -0 is 0
+        return;
+      }
+    }
+  }
+  const double value = ParseDouble(token);
+  if (!std::isfinite(value)) {
+    out->append("null");  // not reached for validated text
+    return;
+  }
+  char digits[64];  // nlohmann's serializer uses a 64-byte buffer for the same call
+  out->append(digits, nlohmann::detail::to_chars(digits, digits + sizeof digits, value));
+}
+
 /// True when the raw (still escaped) key text equals `key` once decoded.
 bool KeyEquals(std::string_view raw, std::string_view key) {
   if (raw.find('\\') == std::string_view::npos) return raw == key;
@@ -220,9 +271,8 @@ bool KeyEquals(std::string_view raw, std::string_view key) {
 }  // namespace
 
 Verdict Validate(std::string_view text) {
-  const Byte* p = Begin(text);
   const Byte* const end = End(text);
-  if (end - p >= 3 && p[0] == 0xEF && p[1] == 0xBB && p[2] == 0xBF) p += 3;
+  const Byte* p = SkipBom(Begin(text), end);
   Byte stack[kMaxDepth];  // '{' or '[' per open container
   std::size_t depth = 0;
   for (;;) {
@@ -290,10 +340,8 @@ Verdict Validate(std::string_view text) {
 }
 
 std::string_view RootValue(std::string_view text) {
-  const Byte* p = Begin(text);
   const Byte* end = End(text);
-  if (end - p >= 3 && p[0] == 0xEF && p[1] == 0xBB && p[2] == 0xBF) p += 3;
-  p = SkipSpace(p, end);
+  const Byte* p = SkipSpace(SkipBom(Begin(text), end), end);
   while (end > p && IsSpace(end[-1])) --end;
   return View(p, end);
 }
@@ -333,51 +381,6 @@ std::optional<std::string_view> FindElement(std::string_view array, std::size_t 
   }
   return std::nullopt;
 }
-
-namespace {
-
-/// Appends a validated number as nlohmann dumps it: an integer that fits int64/uint64 (nlohmann
-/// keeps those exactly) as its digits, anything else (fraction, exponent, a larger integer) as
-/// the double strtod makes of it, printed by nlohmann's own shortest round-trip formatter.
-void AppendNumberText(std::string_view token, std::string* out) {
-  const char* begin = token.data();
-  const char* end = begin + token.size();
-  if (token.find_first_of(".eE") == std::string_view::npos) {
-    if (token.front() != '-') {
-      std::uint64_t value = 0;
-      if (auto [ptr, ec] = std::from_chars(begin, end, value); ec == std::errc() && ptr == end) {
-        out->append(token);
-        return;
-      }
-    } else {
-      std::int64_t value = 0;
-      if (auto [ptr, ec] = std::from_chars(begin, end, value); ec == std::errc() && ptr == end) {
-        char digits[24];
-        out->append(digits, std::to_chars(digits, digits + sizeof digits, value).ptr);  // -0 is 0
-        return;
-      }
-    }
-  }
-  std::string copy;  // strtod needs a terminated string; tokens are short
-  char buffer[80];
-  const char* text = buffer;
-  if (token.size() < sizeof buffer) {
-    std::memcpy(buffer, begin, token.size());
-    buffer[token.size()] = '\0';
-  } else {
-    copy.assign(token);
-    text = copy.c_str();
-  }
-  const double value = std::strtod(text, nullptr);
-  if (!std::isfinite(value)) {
-    out->append("null");  // not reached for validated text
-    return;
-  }
-  char digits[64];  // nlohmann's serializer uses a 64-byte buffer for the same call
-  out->append(digits, nlohmann::detail::to_chars(digits, digits + sizeof digits, value));
-}
-
-}  // namespace
 
 void AppendDecodedString(std::string_view string_value, std::string* out) {
   const Byte* p = Begin(string_value) + 1;
