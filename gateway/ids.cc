@@ -3,6 +3,8 @@
 #include <array>
 #include <random>
 
+#include "text/hex.h"
+
 namespace wf {
 namespace {
 
@@ -22,8 +24,6 @@ bool IsLowerHex(std::string_view s) {
 }
 
 bool AllZero(std::string_view s) { return s.find_first_not_of('0') == std::string_view::npos; }
-
-int HexValue(char c) { return c <= '9' ? c - '0' : c - 'a' + 10; }
 
 /// splitmix64: a fast, well-mixed generator for ids (not for secrets).
 uint64_t SplitMix(uint64_t& state) {
@@ -99,7 +99,7 @@ std::optional<TraceContext> ParseTraceparent(std::string_view h) {
   TraceContext context;
   context.trace_id = std::string(trace_id);
   context.parent_id = std::string(parent_id);
-  context.flags = static_cast<uint8_t>(HexValue(flags[0]) * 16 + HexValue(flags[1]));
+  context.flags = static_cast<uint8_t>(HexDigitValue(flags[0]) * 16 + HexDigitValue(flags[1]));
   return context;
 }
 

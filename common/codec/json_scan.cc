@@ -7,6 +7,7 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "text/hex.h"
 #include "text/utf8.h"
 
 namespace wf::json_scan {
@@ -22,18 +23,11 @@ const Byte* SkipSpace(const Byte* p, const Byte* end) {
   return p;
 }
 
-int HexValue(Byte c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 /// The code unit of the four hex digits at `p` (which must have 4 bytes), or -1.
 int ReadHex4(const Byte* p) {
   int value = 0;
   for (int i = 0; i < 4; ++i) {
-    const int digit = HexValue(p[i]);
+    const int digit = HexDigitValue(static_cast<char>(p[i]));
     if (digit < 0) return -1;
     value = value * 16 + digit;
   }

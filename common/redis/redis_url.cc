@@ -2,6 +2,8 @@
 
 #include <charconv>
 
+#include "text/hex.h"
+
 namespace wf {
 namespace {
 
@@ -19,13 +21,6 @@ Error UrlError(std::string_view shown_part, std::string_view what) {
   return Error{ErrorCode::kBadRequest, std::move(message)};
 }
 
-int HexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 /// Percent-decodes credentials; false on a malformed escape.
 bool PercentDecode(std::string_view in, std::string& out) {
   out.clear();
@@ -35,8 +30,8 @@ bool PercentDecode(std::string_view in, std::string& out) {
       continue;
     }
     if (i + 2 >= in.size()) return false;
-    const int hi = HexValue(in[i + 1]);
-    const int lo = HexValue(in[i + 2]);
+    const int hi = HexDigitValue(in[i + 1]);
+    const int lo = HexDigitValue(in[i + 2]);
     if (hi < 0 || lo < 0) return false;
     out.push_back(static_cast<char>(hi * 16 + lo));
     i += 2;
@@ -125,7 +120,7 @@ Result<RedisEndpoint> ParseRedisUrl(std::string_view url) {
       if (port_text.empty()) return UrlError(rest, "empty port");
     }
     for (char c : endpoint.host) {
-      if (!(HexValue(c) >= 0 || c == ':' || c == '.')) {
+      if (!(HexDigitValue(c) >= 0 || c == ':' || c == '.')) {
         return UrlError(rest, "invalid IPv6 address");
       }
     }

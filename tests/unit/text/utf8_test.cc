@@ -1,3 +1,4 @@
+#include "text/hex.h"
 #include "text/utf8.h"
 
 #include <gtest/gtest.h>
@@ -49,6 +50,18 @@ TEST(Utf8SequenceLengthTest, SequencesCutShortByTheEnd) {
   EXPECT_EQ(Utf8SequenceLength(text, 2), 3u);
   EXPECT_EQ(Utf8SequenceLength(text.substr(0, 4), 2), 0u);
   EXPECT_EQ(Utf8SequenceLength(text, 3), 0u);  // starts on a continuation byte
+}
+
+TEST(HexDigitValueTest, DigitsOfBothCasesAndNothingElse) {
+  EXPECT_EQ(HexDigitValue('0'), 0);
+  EXPECT_EQ(HexDigitValue('9'), 9);
+  EXPECT_EQ(HexDigitValue('a'), 10);
+  EXPECT_EQ(HexDigitValue('f'), 15);
+  EXPECT_EQ(HexDigitValue('A'), 10);
+  EXPECT_EQ(HexDigitValue('F'), 15);
+  for (char c : {'g', 'G', '/', ':', '@', '`', ' ', '\0', '\xff'}) {
+    EXPECT_EQ(HexDigitValue(c), -1) << static_cast<int>(c);
+  }
 }
 
 }  // namespace
