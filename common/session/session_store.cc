@@ -172,10 +172,12 @@ end
 return 0
 )lua";
 
+/// A session's messages: the columns ReadMessage reads, then seq (kSelectMessagesSeq).
 constexpr std::string_view kSelectMessages =
     "SELECT run_id, role, content, COALESCE(name, ''), COALESCE(tool_call_id, ''),"
-    " COALESCE(tool_calls::text, ''), (extract(epoch FROM created_at) * 1000)::bigint"
+    " COALESCE(tool_calls::text, ''), (extract(epoch FROM created_at) * 1000)::bigint, seq"
     " FROM messages WHERE session_id = $1";
+constexpr int kSelectMessagesSeq = 7;
 
 /// A session's whole history for LoadHistory in ONE statement, so it needs no transaction (one
 /// statement sees one snapshot) and costs one round trip: the messages (kind false, in seq
@@ -483,19 +485,15 @@ Result<SessionStore::StoredTurn> SessionStore::StoreTurn(pqxx::transaction_base&
                  "run_id " + turn.run_id() + " is stored for another session"};
   }
   // Stored before (a redelivery): report what is stored so the hot copy can be repaired. A
-  // stored run's messages were committed with it and never change, so these reads need no
-  // lock or common snapshot.
+  // stored run's messages were committed with it and never change, so this read needs no lock.
+  // In seq order, so the first row holds the run's first seq.
   const pqxx::result rows =
       tx.exec_params(std::string(kSelectMessages) + " AND run_id = $2 ORDER BY seq",
                      turn.session_id(), turn.run_id());
   if (Status status = ReadMessages(rows, out.messages); !status.ok()) {
     return status.error();
   }
-  out.first_seq = tx.exec_params1(
-                        "SELECT COALESCE(MIN(seq), 0) FROM messages"
-                        " WHERE session_id = $1 AND run_id = $2",
-                        turn.session_id(), turn.run_id())[0]
-                      .as<std::int64_t>();
+  out.first_seq = rows.empty() ? 0 : rows[0][kSelectMessagesSeq].as<std::int64_t>();
   return out;
 }
 
