@@ -86,6 +86,9 @@ const Byte* ScanString(const Byte* p, const Byte* end) {
   return nullptr;
 }
 
+/// The byte that closes a container opened by `open` ('{' or '[').
+Byte Closer(Byte open) { return open == '{' ? '}' : ']'; }
+
 /// Validates an object member's key (at `p`) and the ':' after it; returns the byte after the
 /// ':', or nullptr.
 const Byte* ScanKeyAndColon(const Byte* p, const Byte* end) {
@@ -275,25 +278,21 @@ Verdict Validate(std::string_view text) {
     if (p == end) return Verdict::kInvalid;
     switch (*p) {
       case '{':
+      case '[': {
+        const Byte open = *p;
         p = SkipSpace(p + 1, end);
-        if (p < end && *p == '}') {
-          ++p;
+        if (p < end && *p == Closer(open)) {
+          ++p;  // empty: a complete value
           break;
         }
         if (depth == kMaxDepth) return Verdict::kTooDeep;
-        stack[depth++] = '{';
-        p = ScanKeyAndColon(p, end);
-        if (p == nullptr) return Verdict::kInvalid;
-        continue;
-      case '[':
-        p = SkipSpace(p + 1, end);
-        if (p < end && *p == ']') {
-          ++p;
-          break;
+        stack[depth++] = open;
+        if (open == '{') {
+          p = ScanKeyAndColon(p, end);
+          if (p == nullptr) return Verdict::kInvalid;
         }
-        if (depth == kMaxDepth) return Verdict::kTooDeep;
-        stack[depth++] = '[';
-        continue;
+        continue;  // the first member's or element's value
+      }
       case '"':
         p = ScanString(p, end);
         break;
@@ -317,7 +316,7 @@ Verdict Validate(std::string_view text) {
       if (depth == 0) return p == end ? Verdict::kValid : Verdict::kInvalid;
       if (p == end) return Verdict::kInvalid;
       const Byte open = stack[depth - 1];
-      if (*p == (open == '{' ? '}' : ']')) {
+      if (*p == Closer(open)) {
         ++p;
         --depth;
         continue;
