@@ -16,6 +16,7 @@
 #include "config/pattern.h"
 #include "config/placeholder.h"
 #include "config/strict_json.h"
+#include "text/ascii.h"
 
 namespace wf {
 namespace {
@@ -109,16 +110,12 @@ bool IsValidHeaderName(std::string_view name) {
 }
 
 std::string ToUpper(std::string s) {
-  for (char& c : s) {
-    if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 'a' + 'A');
-  }
+  for (char& c : s) c = AsciiUpper(c);
   return s;
 }
 
 std::string ToLower(std::string s) {
-  for (char& c : s) {
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-  }
+  for (char& c : s) c = AsciiLower(c);
   return s;
 }
 

@@ -17,6 +17,7 @@
 #include "http_client/curl_handles.h"
 #include "http_client/transfer_outcome.h"
 #include "io/event_loop.h"
+#include "text/ascii.h"
 
 namespace wf {
 namespace {
@@ -36,14 +37,6 @@ void InitCurlOnce() {
       throw std::runtime_error("curl_global_init failed");
     }
   });
-}
-
-char AsciiLower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
-
-bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return AsciiLower(x) == AsciiLower(y);
-         });
 }
 
 /// Why the write callback stopped a transfer (CURLE_WRITE_ERROR alone does not say).

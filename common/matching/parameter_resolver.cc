@@ -10,6 +10,8 @@
 #include <string_view>
 #include <utility>
 
+#include "text/ascii.h"
+
 namespace wf {
 namespace {
 
@@ -61,17 +63,6 @@ std::optional<std::int64_t> IntegralDouble(double d) {
   if (!std::isfinite(d) || std::floor(d) != d) return std::nullopt;
   if (d < -9.2233720368547758e18 || d >= 9.2233720368547758e18) return std::nullopt;
   return static_cast<std::int64_t>(d);
-}
-
-bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    char x = a[i], y = b[i];
-    if (x >= 'A' && x <= 'Z') x = static_cast<char>(x - 'A' + 'a');
-    if (y >= 'A' && y <= 'Z') y = static_cast<char>(y - 'A' + 'a');
-    if (x != y) return false;
-  }
-  return true;
 }
 
 /// Converts `value` to `type` in place; false if it cannot be.

@@ -4,6 +4,7 @@
 
 #include "codec/json_scan.h"
 #include "config/json_path.h"
+#include "text/ascii.h"
 
 namespace wf {
 namespace {
@@ -85,17 +86,6 @@ Error Missing(const TemplateSegment& placeholder) {
 const Json* Required(const Json& values, const TemplateSegment& placeholder) {
   const Json* v = LookupValue(values, placeholder);
   return v == nullptr || v->is_null() ? nullptr : v;
-}
-
-bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    char x = a[i], y = b[i];
-    if (x >= 'A' && x <= 'Z') x = static_cast<char>(x - 'A' + 'a');
-    if (y >= 'A' && y <= 'Z') y = static_cast<char>(y - 'A' + 'a');
-    if (x != y) return false;
-  }
-  return true;
 }
 
 /// A body template compiled into a tree; subtrees without placeholders are kept as constants.
