@@ -255,6 +255,8 @@ struct GatewayCore {
   void StartSession(ExchangeKind kind, std::string_view session_id, ConnState& conn,
                     bool keep_alive, Clock::time_point start);
   void ServeReady(ConnState& conn, Clock::time_point start, bool keep_alive);
+  /// Answers 503 when nothing can be published now (draining, NATS down): true if it did.
+  bool RefusedUnavailable(ConnState& conn, Route route, Clock::time_point start, bool keep_alive);
 
   /// Registers a started exchange and publishes its request; on publish failure ends it.
   void Launch(const std::shared_ptr<Exchange>& exchange, ConnState& conn,
@@ -535,14 +537,7 @@ void GatewayCore::StartQuery(ExchangeKind kind, const Http::Request& request, Co
   if (auto status = ParseQueryBody(body, limits, &query); !status.ok()) {
     return ReplyError(conn, route, start, status.error(), keep_alive);
   }
-  if (draining.load(std::memory_order_relaxed)) {
-    return ReplyError(conn, route, start,
-                      Error{ErrorCode::kUnavailable, "the gateway is shutting down"}, false);
-  }
-  if (!NatsConnected()) {
-    return ReplyError(conn, route, start, Error{ErrorCode::kUnavailable, "not connected to NATS"},
-                      keep_alive);
-  }
+  if (RefusedUnavailable(conn, route, start, keep_alive)) return;
   if (pools->Live("lightweight") == 0) {
     return ReplyError(conn, route, start,
                       Error{ErrorCode::kNoWorker, "no lightweight worker is running"}, keep_alive);
@@ -582,17 +577,25 @@ void GatewayCore::StartQuery(ExchangeKind kind, const Http::Request& request, Co
   Launch(exchange, conn, query_subject, payload, traceparent);
 }
 
+bool GatewayCore::RefusedUnavailable(ConnState& conn, Route route, Clock::time_point start,
+                                     bool keep_alive) {
+  if (draining.load(std::memory_order_relaxed)) {
+    ReplyError(conn, route, start, Error{ErrorCode::kUnavailable, "the gateway is shutting down"},
+               false);
+    return true;
+  }
+  if (!NatsConnected()) {
+    ReplyError(conn, route, start, Error{ErrorCode::kUnavailable, "not connected to NATS"},
+               keep_alive);
+    return true;
+  }
+  return false;
+}
+
 void GatewayCore::StartSession(ExchangeKind kind, std::string_view session_id, ConnState& conn,
                                bool keep_alive, Clock::time_point start) {
   const Route route = RouteOf(kind);
-  if (draining.load(std::memory_order_relaxed)) {
-    return ReplyError(conn, route, start,
-                      Error{ErrorCode::kUnavailable, "the gateway is shutting down"}, false);
-  }
-  if (!NatsConnected()) {
-    return ReplyError(conn, route, start, Error{ErrorCode::kUnavailable, "not connected to NATS"},
-                      keep_alive);
-  }
+  if (RefusedUnavailable(conn, route, start, keep_alive)) return;
   std::string request_id = ids.Next();
   v1::SessionRequest session;
   session.set_session_id(std::string(session_id));

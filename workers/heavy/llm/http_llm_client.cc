@@ -60,6 +60,28 @@ struct HttpLlmClient::Call {
   bool saw_done = false;
   std::optional<Error> stream_error;
   bool produced_output = false;  ///< Any attempt passed on output: no more retries.
+
+  /// Passes content to the caller (and so rules out a retry of this call).
+  void EmitToken(std::string_view token) {
+    produced_output = true;
+    if (callbacks.on_token) callbacks.on_token(token);
+  }
+
+  /// Hands `events` to this attempt's assembler in order, up to `[DONE]` (I/O thread).
+  Status Apply(const std::vector<SseEvent>& events) {
+    const auto on_token = [this](std::string_view token) { EmitToken(token); };
+    for (const SseEvent& ev : events) {
+      if (saw_done) break;
+      if (ev.IsDone()) {
+        saw_done = true;
+        break;
+      }
+      if (ev.data.empty()) continue;
+      if (Status st = assembler->ApplyData(ev.data, on_token); !st.ok()) return st;
+      if (assembler->produced_output()) produced_output = true;
+    }
+    return Status::Ok();
+  }
 };
 
 HttpLlmClient::HttpLlmClient(LlmClientOptions options, ChatTransport& transport, Timer& timer)
@@ -226,22 +248,9 @@ bool HttpLlmClient::OnData(const std::shared_ptr<Call>& call, std::string_view b
     }
     std::vector<SseEvent> events;
     Status st = call->parser->Feed(bytes, events);
-    const auto on_token = [&](std::string_view token) {
-      call->produced_output = true;
-      if (call->callbacks.on_token) call->callbacks.on_token(token);
-    };
-    for (const SseEvent& ev : events) {
-      if (call->saw_done) break;
-      if (ev.IsDone()) {
-        call->saw_done = true;
-        break;
-      }
-      if (ev.data.empty()) continue;
-      if (Status applied = call->assembler->ApplyData(ev.data, on_token); !applied.ok()) {
-        call->stream_error = Error{ErrorCode::kLlmError, applied.error().message};
-        return false;
-      }
-      if (call->assembler->produced_output()) call->produced_output = true;
+    if (Status applied = call->Apply(events); !applied.ok()) {
+      call->stream_error = Error{ErrorCode::kLlmError, applied.error().message};
+      return false;
     }
     if (!st.ok()) {
       call->stream_error = Error{ErrorCode::kLlmError, "LLM stream: " + st.error().message};
@@ -313,23 +322,12 @@ void HttpLlmClient::OnHttpDone(const std::shared_ptr<Call>& call, int attempt,
     return;
   }
   // 2xx: finish the stream.
-  const auto on_token = [&](std::string_view token) {
-    call->produced_output = true;
-    if (call->callbacks.on_token) call->callbacks.on_token(token);
-  };
+  const auto on_token = [&call](std::string_view token) { call->EmitToken(token); };
   std::vector<SseEvent> events;
   call->parser->Finish(events);
-  for (const SseEvent& ev : events) {
-    if (call->saw_done) break;
-    if (ev.IsDone()) {
-      call->saw_done = true;
-      break;
-    }
-    if (ev.data.empty()) continue;
-    if (Status st = call->assembler->ApplyData(ev.data, on_token); !st.ok()) {
-      Complete(call, Error{ErrorCode::kLlmError, st.error().message});
-      return;
-    }
+  if (Status st = call->Apply(events); !st.ok()) {
+    Complete(call, Error{ErrorCode::kLlmError, st.error().message});
+    return;
   }
   if (call->parser->events_dispatched() == 0 && !call->raw.empty()) {
     // Not an event stream: a server that answers one chat.completion object.
