@@ -63,7 +63,8 @@ class SessionStore {
   Result<std::vector<wf::v1::ChatMessage>> LoadHistory(const std::string& session_id);
 
   /// Stores a finished turn: PostgreSQL first, in one round trip (wf_append_turn of
-  /// schemas/sql/002_append_turn.sql, atomic: upsert session, insert run, insert messages with
+  /// schemas/sql/002_append_turn.sql as 003_session_times.sql left it, atomic: upsert session
+  /// (its created/updated times spanning its turns), insert run, insert messages with
   /// the next seq numbers), then Redis (append + TTL). Idempotent by run_id: storing a run again
   /// changes nothing in PostgreSQL, and only repairs the hot copy if it lacks that run. Texts
   /// are normalized first (see NormalizeTurn). A Redis failure is logged and not returned.

@@ -139,8 +139,40 @@ TEST_F(SessionStoreTest, AppendThenLoadKeepsEveryField) {
   for (int i = 0; i < 5; ++i) {
     EXPECT_EQ(session->messages(i).SerializeAsString(), (*history)[i].SerializeAsString()) << i;
   }
-  EXPECT_GT(session->created_unix_ms(), 0);
-  EXPECT_GE(session->updated_unix_ms(), session->created_unix_ms());
+  // The session's times are its turns' (started 1700000000000, finished 1700000001234).
+  EXPECT_EQ(session->created_unix_ms(), 1700000000000);
+  EXPECT_EQ(session->updated_unix_ms(), 1700000001234);
+}
+
+TEST_F(SessionStoreTest, SessionTimesSpanItsTurnsInWhateverOrderTheyAreStored) {
+  auto at = [](const std::string& run, std::int64_t started, std::int64_t finished) {
+    auto turn = MakeTurn("times", run, {{"user", run}, {"assistant", "ok"}});
+    turn.set_started_unix_ms(started);
+    turn.set_finished_unix_ms(finished);
+    return turn;
+  };
+  // An agent turn is stored first; a flow turn that began earlier (recorded in a batch) after it.
+  ASSERT_TRUE(store_->AppendTurn(at("agent", 1700000005000, 1700000006000)).ok());
+  ASSERT_TRUE(store_->AppendTurn(at("flow", 1700000001000, 1700000001002)).ok());
+  auto session = store_->GetSession("times");
+  ASSERT_TRUE(session.ok()) << session.error().message;
+  EXPECT_EQ(session->created_unix_ms(), 1700000001000);
+  EXPECT_EQ(session->updated_unix_ms(), 1700000006000);
+
+  // A turn without start and end times: its messages' times count instead.
+  auto untimed = at("untimed", 0, 0);
+  untimed.mutable_messages(0)->set_created_unix_ms(1700000000500);
+  untimed.mutable_messages(1)->set_created_unix_ms(1700000009000);
+  ASSERT_TRUE(store_->AppendTurn(untimed).ok());
+  session = store_->GetSession("times");
+  ASSERT_TRUE(session.ok()) << session.error().message;
+  EXPECT_EQ(session->created_unix_ms(), 1700000000500);
+  EXPECT_EQ(session->updated_unix_ms(), 1700000009000);
+  EXPECT_EQ(session->turn_count(), 3u);
+  // No message is older than its session.
+  for (const auto& message : session->messages()) {
+    EXPECT_GE(message.created_unix_ms(), session->created_unix_ms()) << message.content();
+  }
 }
 
 TEST_F(SessionStoreTest, UnknownSessionLoadsEmptyAndIsNotFound) {
