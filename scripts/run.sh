@@ -66,7 +66,9 @@ cleanup() {
   fi
   echo "run.sh: stopped"
 }
-trap cleanup INT TERM EXIT
+trap cleanup EXIT
+trap 'exit 130' INT   # exit runs the EXIT trap: cleanup, once
+trap 'exit 143' TERM
 start() {  # start NAME CMD...
   local name=$1
   shift
@@ -149,3 +151,4 @@ MSG
 # Exit (and stop everything) when any child dies; otherwise wait for Ctrl-C.
 wait -n "${PIDS[@]}" || true
 echo "run.sh: a process exited; see $RUN_DIR/logs" >&2
+exit 1
