@@ -51,6 +51,13 @@ int main(int argc, char** argv) {
   const wf::Flags& flags = *parsed.flags;
   wf::InitLogging("wf-gateway", flags.Get("log-level"));
 
+  auto config = wf::LoadConfigFile(flags.Get("config"));
+  if (!config.ok()) return Fail("invalid config: " + config.error().message, 2);
+  if (flags.IsSet("check-config")) {
+    std::printf("config OK: %s\n", wf::ConfigSummary(**config).c_str());
+    return 0;
+  }
+
   auto threads = flags.GetInt("threads", 1, 1024);
   if (!threads.ok()) return Fail(threads.error().message, 2);
   auto heartbeat = flags.GetInt("heartbeat-ms", 10, 3600000);
@@ -60,9 +67,6 @@ int main(int argc, char** argv) {
   if (auto listen = wf::ParseHostPort(flags.Get("listen")); !listen.ok()) {
     return Fail("--listen: " + listen.error().message, 2);
   }
-
-  auto config = wf::LoadConfigFile(flags.Get("config"));
-  if (!config.ok()) return Fail("invalid config: " + config.error().message);
 
   wf::GatewayOptions options;
   options.listen = flags.Get("listen");

@@ -14,6 +14,7 @@ std::vector<FlagSpec> CommonFlags() {
       {"config", "WF_CONFIG", "config/workflow_config.json", "workflow configuration file"},
       {"nats-url", "NATS_URL", "nats://127.0.0.1:4222", "NATS server URL"},
       {"log-level", "WF_LOG_LEVEL", "info", "trace, debug, info, warn or error"},
+      {"check-config", "", "", "validate the config, print what it holds and exit", true},
   };
 }
 

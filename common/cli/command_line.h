@@ -20,7 +20,8 @@ struct FlagSpec {
 };
 
 /// The flags every binary takes: --config (WF_CONFIG), --nats-url (NATS_URL),
-/// --log-level (WF_LOG_LEVEL).
+/// --log-level (WF_LOG_LEVEL), --check-config (a switch: validate the config and exit; an invalid
+/// config exits 2 with its JSON path, with or without it).
 std::vector<FlagSpec> CommonFlags();
 
 /// Parsed flag values.

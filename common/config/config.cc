@@ -904,4 +904,12 @@ Result<std::shared_ptr<const Config>> LoadConfigFile(const std::string& path) {
   return std::shared_ptr<const Config>(std::move(config));
 }
 
+std::string ConfigSummary(const Config& config) {
+  auto count = [](std::size_t n, const char* noun) {
+    return std::to_string(n) + " " + noun + (n == 1 ? "" : "s");
+  };
+  return count(config.flows.size(), "flow") + ", " + count(config.tools.size(), "tool") + ", " +
+         count(config.skills.size(), "skill");
+}
+
 }  // namespace wf

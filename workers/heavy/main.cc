@@ -33,7 +33,6 @@ int main(int argc, char** argv) {
   spec.push_back({"ack-wait-ms", "WF_ACK_WAIT_MS", "30000",
                   "JetStream ack wait of consumer \"heavy\": a dead worker's turn is redelivered "
                   "after this (in-progress acks every third of it)"});
-  spec.push_back({"check-config", "", "", "validate the config and exit", true});
   wf::CommandLine cli("wf-heavy",
                       "Agent worker: consumes WF_HEAVY (consumer \"heavy\"), runs the LLM agent "
                       "loop with tools, flows and skills, stores sessions in Redis and PostgreSQL.",
@@ -52,7 +51,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (flags.IsSet("check-config")) {
-    std::cout << "config OK\n";
+    std::cout << "config OK: " << wf::ConfigSummary(**config) << "\n";
     return 0;
   }
   auto concurrency = flags.GetInt("concurrency", 1, 100000);

@@ -21,7 +21,6 @@ int main(int argc, char** argv) {
                         "HOST:PORT for /health, /ready and /metrics (off when empty)"});
   flags_spec.push_back({"drain-ms", "WF_DRAIN_MS", "10000",
                         "on SIGTERM, wait this long for flows in flight to answer"});
-  flags_spec.push_back({"check-config", "", "", "validate the config and exit", true});
   wf::CommandLine cli("wf-lightweight",
                       "Matches queries against the configured flows (queue group "
                       "\"lightweight\"), runs flows and tools, forwards the rest to the agent "
@@ -42,8 +41,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (flags.IsSet("check-config")) {
-    std::cout << "config OK: " << (*config)->flows.size() << " flows, " << (*config)->tools.size()
-              << " tools\n";
+    std::cout << "config OK: " << wf::ConfigSummary(**config) << "\n";
     return 0;
   }
   auto threads = flags.GetInt("threads", 1, 64);

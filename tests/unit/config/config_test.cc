@@ -866,5 +866,15 @@ TEST(ConfigTest, HostileInputNeverCrashes) {
   EXPECT_STARTS_WITH(ErrorOfText(R"({"agent":{"temperature":1e400}})"), "config: invalid JSON");
 }
 
+TEST(ConfigSummaryTest, CountsWhatTheConfigHolds) {
+  auto empty = ParseConfig("{}");
+  ASSERT_TRUE(empty.ok()) << empty.error().message;
+  EXPECT_EQ(ConfigSummary(**empty), "0 flows, 0 tools, 0 skills");
+  auto one = ParseConfig(R"({"flows":[{"flow_id":"a","name":"A","trigger_patterns":["a"],
+      "endpoint":{"url":"http://x/","method":"GET"}}]})");
+  ASSERT_TRUE(one.ok()) << one.error().message;
+  EXPECT_EQ(ConfigSummary(**one), "1 flow, 0 tools, 0 skills");
+}
+
 }  // namespace
 }  // namespace wf
