@@ -42,7 +42,8 @@ CommandLine::CommandLine(std::string program, std::string summary, std::vector<F
 
 std::string CommandLine::Usage() const {
   std::ostringstream out;
-  out << "Usage: " << program_ << " [flags]\n" << summary_ << "\n\nFlags (a flag beats its env var):\n";
+  out << "Usage: " << program_ << " [flags]\n"
+      << summary_ << "\n\nFlags (a flag beats its env var):\n";
   for (const auto& f : flags_) {
     out << "  --" << f.name << (f.is_switch ? "" : " VALUE");
     out << "\n      " << f.help;

@@ -22,8 +22,8 @@ int main(int argc, char** argv) {
                   "PostgreSQL libpq URI (durable sessions)", false, true});
   spec.push_back({"llm-base-url", "LLM_BASE_URL", "http://127.0.0.1:8090/v1",
                   "OpenAI-compatible base URL, e.g. https://api.openai.com/v1"});
-  spec.push_back({"llm-api-key", "LLM_API_KEY", "", "API key (sent as Bearer; never logged)", false,
-                  true});
+  spec.push_back(
+      {"llm-api-key", "LLM_API_KEY", "", "API key (sent as Bearer; never logged)", false, true});
   spec.push_back({"llm-model", "LLM_MODEL", "gpt-4o-mini", "model when the config names none"});
   spec.push_back({"concurrency", "WF_CONCURRENCY", "64", "agent turns in flight in this process"});
   spec.push_back({"admin-listen", "WF_ADMIN_LISTEN", "",
@@ -74,8 +74,8 @@ int main(int argc, char** argv) {
   }
   wf::SessionStoreOptions store_options;
   store_options.ttl = (*config)->agent.session_ttl;
-  auto store = wf::SessionStore::Connect(flags.Get("redis-url"), flags.Get("database-url"),
-                                         store_options);
+  auto store =
+      wf::SessionStore::Connect(flags.Get("redis-url"), flags.Get("database-url"), store_options);
   if (!store.ok()) {
     std::cerr << "wf-heavy: " << store.error().message << "\n";
     return 1;

@@ -4,10 +4,12 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cstdint>
 #include <memory>
 #include <pqxx/pqxx>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "pg/migrations.h"
@@ -225,6 +227,59 @@ TEST_F(PgPoolTest, FailedMigrationAppliesNothingAndNamesTheFile) {
   });
   ASSERT_TRUE(exists.ok());
   EXPECT_FALSE(*exists);
+}
+
+TEST_F(PgPoolTest, BundledMigrationsUpgradeADatabaseOfAnEarlierRelease) {
+  auto pool = Pool();
+  ASSERT_TRUE(pool);
+  const std::vector<Migration>& all = BundledMigrations();
+  ASSERT_GE(all.size(), 3u);
+  ASSERT_EQ(all[2].name, "003_session_times.sql");
+  // The schema as the release before 003 left it, with a session stored by its wf_append_turn.
+  ASSERT_TRUE(ApplyMigrations(*pool, {all[0], all[1]}).ok());
+  auto append = [&](const std::string& run, std::int64_t started, std::int64_t finished) {
+    auto stored = pool->Run([&](pqxx::connection& connection) {
+      pqxx::work tx(connection);
+      const std::string messages =
+          R"([{"role":"user","content":"hi","created_ms":)" + std::to_string(started) + "}]";
+      bool inserted = tx.exec_params1(
+                            "SELECT inserted FROM wf_append_turn($1, 'upgrade', $1, 'flow', 'f', "
+                            "'ok', 0, 0, $2, $3, $4::jsonb, '')",
+                            run, started, finished, messages)[0]
+                          .as<bool>();
+      tx.commit();
+      return inserted;
+    });
+    ASSERT_TRUE(stored.ok()) << stored.error().message;
+    EXPECT_TRUE(*stored) << run;
+  };
+  append("before-upgrade", 1700000000000, 1700000001000);
+  auto times = [&] {
+    return pool->Run([](pqxx::connection& connection) {
+      pqxx::work tx(connection);
+      auto row = tx.exec1(
+          "SELECT (extract(epoch FROM created_at) * 1000)::bigint, turn_count FROM sessions "
+          "WHERE session_id = 'upgrade'");
+      return std::make_pair(row[0].as<std::int64_t>(), row[1].as<int>());
+    });
+  };
+  auto before = times();
+  ASSERT_TRUE(before.ok());
+  EXPECT_GT(before->first, 1700000001000);  // 002 stamped the session with the storing time.
+
+  ASSERT_TRUE(ApplyMigrations(*pool, all).ok());
+  append("after-upgrade", 1700000005000, 1700000006000);
+  auto after = times();
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->first, 1700000005000);  // 003's function: the earliest turn it has seen.
+  EXPECT_EQ(after->second, 2);
+  auto recorded = pool->Run([&](pqxx::connection& connection) {
+    pqxx::work tx(connection);
+    return tx.exec_params1("SELECT count(*) FROM schema_migrations WHERE name = $1", all[2].name)[0]
+        .as<int>();
+  });
+  ASSERT_TRUE(recorded.ok());
+  EXPECT_EQ(*recorded, 1);
 }
 
 }  // namespace

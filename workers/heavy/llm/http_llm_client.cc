@@ -1,11 +1,11 @@
 #include "llm/http_llm_client.h"
 
+#include <spdlog/spdlog.h>
+
 #include <exception>
 #include <random>
 #include <utility>
 #include <vector>
-
-#include <spdlog/spdlog.h>
 
 #include "llm/chat_request.h"
 #include "llm/chat_stream_assembler.h"
@@ -49,8 +49,8 @@ struct HttpLlmClient::Call {
   bool cancelled = false;
   bool done = false;
   int attempts = 0;
-  HttpRequestId http_id = 0;         ///< The attempt in flight, 0 between attempts.
-  Timer::TaskId backoff_task = 0;    ///< The scheduled next attempt, 0 when none.
+  HttpRequestId http_id = 0;       ///< The attempt in flight, 0 between attempts.
+  Timer::TaskId backoff_task = 0;  ///< The scheduled next attempt, 0 when none.
   Error last_error;
 
   // Per attempt (I/O thread only).
@@ -217,8 +217,7 @@ void HttpLlmClient::StartAttempt(const std::shared_ptr<Call>& call) {
   ++stat_attempts_;
   if (attempt > 1) ++stat_retries_;
   const HttpRequestId id = transport_.SendStreaming(
-      std::move(request),
-      [this, call](std::string_view bytes) { return OnData(call, bytes); },
+      std::move(request), [this, call](std::string_view bytes) { return OnData(call, bytes); },
       [this, call, attempt](Result<HttpResponse> result) {
         try {
           OnHttpDone(call, attempt, std::move(result));
@@ -299,9 +298,9 @@ void HttpLlmClient::OnHttpDone(const std::shared_ptr<Call>& call, int attempt,
         return;
       case ErrorCode::kUpstreamUnavailable:
         RetryOrFail(call,
-                    Error{ErrorCode::kLlmError, (call->produced_output ? "LLM connection lost: "
-                                                                       : "LLM unreachable: ") +
-                                                    err.message},
+                    Error{ErrorCode::kLlmError,
+                          (call->produced_output ? "LLM connection lost: " : "LLM unreachable: ") +
+                              err.message},
                     std::nullopt);
         return;
       default:
@@ -376,9 +375,9 @@ void HttpLlmClient::RetryOrFail(const std::shared_ptr<Call>& call, Error error,
     lock.unlock();
     const bool out_of_time = attempts < options_.retry.max_attempts;
     Complete(call, Error{ErrorCode::kLlmError,
-                         error.message + (out_of_time ? " (no time left before the deadline to retry)"
-                                                      : " (after " + std::to_string(attempts) +
-                                                            " attempts)")});
+                         error.message +
+                             (out_of_time ? " (no time left before the deadline to retry)"
+                                          : " (after " + std::to_string(attempts) + " attempts)")});
     return;
   }
   spdlog::warn("llm call {} (request {}): attempt {} failed: {}; retrying in {} ms", call->handle,
@@ -413,8 +412,9 @@ void HttpLlmClient::Complete(const std::shared_ptr<Call>& call, Result<ChatOutco
 }
 
 void HttpLlmClient::CompleteLater(const std::shared_ptr<Call>& call, Error error) {
-  timer_.After(std::chrono::milliseconds(0),
-               [this, call, error = std::move(error)]() mutable { Complete(call, std::move(error)); });
+  timer_.After(std::chrono::milliseconds(0), [this, call, error = std::move(error)]() mutable {
+    Complete(call, std::move(error));
+  });
 }
 
 }  // namespace wf
