@@ -48,7 +48,9 @@ COPY workers/ workers/
 COPY tests/ tests/
 
 ARG BUILD_JOBS=2
-RUN cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DWF_BUILD_TESTS=OFF -DWF_BUILD_BENCH=OFF \
+# RelWithDebInfo: the build type scripts/build.sh makes, the tests run and the benchmarks
+# measure (checked by tests/integration/deploy); strip then drops the debug information.
+RUN cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DWF_BUILD_TESTS=OFF -DWF_BUILD_BENCH=OFF \
  && cmake --build build -j"${BUILD_JOBS}" \
       --target wf-gateway wf-lightweight wf-heavy wf-demo-api wf-scripted-llm \
  && strip --strip-unneeded \

@@ -1027,6 +1027,21 @@ def check_image_configure():
     if not R.check(bool(m), "the Dockerfile's build stage runs `cmake -S . -B build -D...`"):
         return
     flags = m.group(1).split()
+    # The image must be built as the tests were: another build type compiles other code paths
+    # (GCC 12 at -O3 once failed on a false -Wrestrict that -O2 never showed).
+    image_type = next((f.split("=", 1)[1] for f in flags if f.startswith("-DCMAKE_BUILD_TYPE=")), "")
+    cache = os.path.join(os.path.dirname(BIN), "CMakeCache.txt")
+    tested_type = ""
+    if os.path.exists(cache):
+        for line in open(cache):
+            if line.startswith("CMAKE_BUILD_TYPE:"):
+                tested_type = line.split("=", 1)[1].strip()
+    if tested_type:
+        R.check(image_type == tested_type,
+                f"the image is built as the tests were (CMAKE_BUILD_TYPE {image_type or 'unset'} "
+                f"in the Dockerfile, {tested_type} in {cache})")
+    else:
+        R.skip("image build type", f"no CMAKE_BUILD_TYPE in {cache}")
     with tempfile.TemporaryDirectory() as tmp:
         out = run(["cmake", "-S", SRC, "-B", tmp] + flags, timeout=300)
         errors = [l for l in (out.stdout + out.stderr).splitlines() if "Error" in l][:3]
