@@ -192,10 +192,10 @@ constexpr std::string_view kLoadHistory =
     " WHERE session_id = $1 AND $2::boolean"
     " ORDER BY 1, 2";
 
-/// Storing a turn: one call of wf_append_turn (schemas/sql/002_append_turn.sql, last replaced
-/// by 003_session_times.sql), which upserts
-/// and locks the session, inserts the run, its messages and the counters, only if the run is
-/// new, and otherwise names the session the run belongs to. Prepared once per connection.
+/// Storing a turn: one call of wf_append_turn (schemas/sql/002_append_turn.sql, last replaced by
+/// 003_session_times.sql), which upserts and locks the session, inserts the run, its messages and
+/// the counters, only if the run is new, and otherwise names the session the run belongs to.
+/// Prepared once per connection.
 constexpr const char* kAppendTurnName = "wf_append_turn";
 constexpr std::string_view kAppendTurn =
     "SELECT inserted, first_seq, owner FROM wf_append_turn("

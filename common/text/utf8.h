@@ -5,6 +5,17 @@
 
 namespace wf {
 
+/// Bytes in the UTF-8 sequence that `lead` starts: 1 for ASCII, 2–4 for a lead byte RFC 3629
+/// allows (C2–DF, E0–EF, F0–F4), 0 for a byte that cannot start one (a continuation byte, C0,
+/// C1, F5–FF). Says nothing of the bytes that follow. Pure.
+inline std::size_t Utf8LeadLength(unsigned char lead) {
+  if (lead < 0x80) return 1;
+  if (lead >= 0xC2 && lead <= 0xDF) return 2;
+  if (lead >= 0xE0 && lead <= 0xEF) return 3;
+  if (lead >= 0xF0 && lead <= 0xF4) return 4;
+  return 0;
+}
+
 /// Length of the well-formed UTF-8 sequence that starts at text[i] (i < text.size()): 1 for an
 /// ASCII byte, 2–4 for a complete multi-byte sequence, 0 when the bytes there are not one (a
 /// stray continuation byte, an overlong form, a UTF-16 surrogate, a code point above U+10FFFF,
@@ -14,23 +25,14 @@ namespace wf {
 inline std::size_t Utf8SequenceLength(std::string_view text, std::size_t i) {
   const auto byte = [&](std::size_t k) { return static_cast<unsigned char>(text[k]); };
   const unsigned char lead = byte(i);
-  if (lead < 0x80) return 1;
-  std::size_t length;
+  const std::size_t length = Utf8LeadLength(lead);
+  if (length <= 1) return length;
   unsigned char low = 0x80;  // allowed range of the second byte
   unsigned char high = 0xBF;
-  if (lead >= 0xC2 && lead <= 0xDF) {
-    length = 2;
-  } else if (lead >= 0xE0 && lead <= 0xEF) {
-    length = 3;
-    if (lead == 0xE0) low = 0xA0;   // overlong
-    if (lead == 0xED) high = 0x9F;  // surrogates
-  } else if (lead >= 0xF0 && lead <= 0xF4) {
-    length = 4;
-    if (lead == 0xF0) low = 0x90;   // overlong
-    if (lead == 0xF4) high = 0x8F;  // above U+10FFFF
-  } else {
-    return 0;
-  }
+  if (lead == 0xE0) low = 0xA0;   // overlong
+  if (lead == 0xED) high = 0x9F;  // surrogates
+  if (lead == 0xF0) low = 0x90;   // overlong
+  if (lead == 0xF4) high = 0x8F;  // above U+10FFFF
   if (text.size() - i < length) return 0;
   if (byte(i + 1) < low || byte(i + 1) > high) return 0;
   for (std::size_t k = 2; k < length; ++k) {

@@ -1,14 +1,26 @@
-#include "text/hex.h"
 #include "text/utf8.h"
 
 #include <gtest/gtest.h>
 
 #include <string>
 
+#include "text/hex.h"
+
 namespace wf {
 namespace {
 
 std::size_t At0(const std::string& s) { return Utf8SequenceLength(s, 0); }
+
+TEST(Utf8LeadLengthTest, EveryByteValue) {
+  for (int b = 0; b < 256; ++b) {
+    std::size_t expected = 0;  // C0, C1, F5-FF and continuation bytes start nothing
+    if (b < 0x80) expected = 1;
+    if (b >= 0xC2 && b <= 0xDF) expected = 2;
+    if (b >= 0xE0 && b <= 0xEF) expected = 3;
+    if (b >= 0xF0 && b <= 0xF4) expected = 4;
+    EXPECT_EQ(Utf8LeadLength(static_cast<unsigned char>(b)), expected) << b;
+  }
+}
 
 TEST(Utf8SequenceLengthTest, WellFormedSequences) {
   EXPECT_EQ(At0("a"), 1u);

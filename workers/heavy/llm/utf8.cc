@@ -5,15 +5,6 @@
 namespace wf {
 namespace {
 
-/// Number of bytes of the sequence introduced by `lead`, or 0 when `lead` cannot start one.
-std::size_t SequenceLength(unsigned char lead) {
-  if (lead < 0x80) return 1;
-  if (lead >= 0xC2 && lead <= 0xDF) return 2;
-  if (lead >= 0xE0 && lead <= 0xEF) return 3;
-  if (lead >= 0xF0 && lead <= 0xF4) return 4;
-  return 0;
-}
-
 bool IsContinuation(unsigned char c) { return (c & 0xC0) == 0x80; }
 
 }  // namespace
@@ -25,7 +16,7 @@ std::size_t Utf8CompletePrefixLength(std::string_view bytes) {
   for (std::size_t i = n; i > start; --i) {
     const auto c = static_cast<unsigned char>(bytes[i - 1]);
     if (IsContinuation(c)) continue;
-    const std::size_t len = SequenceLength(c);
+    const std::size_t len = Utf8LeadLength(c);
     if (len > 1 && n - (i - 1) < len) {
       // A lead byte whose sequence is cut short; hold it back only if what did arrive fits.
       for (std::size_t k = i; k < n; ++k) {
