@@ -83,6 +83,7 @@ start() {  # start NAME CMD...
 NATS_PORT=$(free_port); REDIS_PORT=$(free_port); PG_PORT=$(free_port)
 API_PORT=$(free_port); LLM_PORT=$(free_port); GW_PORT=$(free_port)
 
+# shellcheck disable=SC2086  # NATS_ENV is a command prefix (e.g. "env GOMAXPROCS=1")
 start nats ${NATS_ENV:-env} nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$RUN/nats"
 NATS_PID=$LAST_PID
 wait_port "$NATS_PORT" nats
@@ -168,6 +169,7 @@ wait_ready
 echo "# machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(uname -r)"
 echo "# git: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- . 2>/dev/null || echo ' (+ local changes)'), binaries $BIN, open-files limit $(ulimit -n)"
 echo "# load: $(uptime | sed 's/.*load average/load average/')"
+echo "# $(calibrate)"
 echo "# stack: nats :$NATS_PORT, redis :$REDIS_PORT, postgres :$PG_PORT, scripted LLM :$LLM_PORT (--max-connections $LLM_MAX_CONNECTIONS), gateway :$GW_PORT (2 threads, heartbeat 1 s), 1 lightweight, 1 heavy"
 echo
 
@@ -249,3 +251,4 @@ fi
 for p in "$GW_PID" "$HEAVY_PID" "$LLM_PID"; do
   kill -0 "$p" 2>/dev/null || echo "agent_path.sh: process $p died; logs in $RUN" >&2
 done
+echo "# after: $(calibrate)"

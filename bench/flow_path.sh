@@ -68,6 +68,7 @@ LUA
 echo "sample answer: $(curl -s "http://127.0.0.1:$GW_PORT/api/v1/query" -H 'Content-Type: application/json' \
   -d '{"message":"check order 1234","session_id":"bench-1"}')"
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "before: $(calibrate)"
 echo "RSS before: gateway $(rss $GW_PID), lightweight $(rss $LW_PID), demo-api $(rss $API_PID), nats $(rss $NATS_PID)"
 for c in $CONCS; do
   threads=$((c < 2 ? 1 : 2))
@@ -91,4 +92,5 @@ done
 echo "RSS after:  gateway $(rss $GW_PID), lightweight $(rss $LW_PID), demo-api $(rss $API_PID), nats $(rss $NATS_PID)"
 sleep 5
 echo "RSS idle:   gateway $(rss $GW_PID), lightweight $(rss $LW_PID), demo-api $(rss $API_PID), nats $(rss $NATS_PID)"
+echo "after:  $(calibrate)"
 echo "command: bench/flow_path.sh $DURATION"
