@@ -270,6 +270,20 @@ std::string RenderResponse(std::string_view text, const json& values, std::strin
   return t.ok() ? t->Render(values, body) : "<compile error>";
 }
 
+TEST(ResponseTemplateTest, RenderAtMostStopsBeforeExceedingTheLimit) {
+  auto t = ResponseTemplate::Compile("<{result}{result}>");
+  ASSERT_TRUE(t.ok());
+  const std::string body(600, 'x');
+  auto whole = t->RenderAtMost(json::object(), body, 1202);
+  ASSERT_TRUE(whole.has_value());
+  EXPECT_EQ(whole->size(), 1202u);
+  EXPECT_FALSE(t->RenderAtMost(json::object(), body, 1201).has_value());
+  EXPECT_FALSE(t->RenderAtMost(json::object(), body, 700).has_value());
+  EXPECT_FALSE(t->RenderAtMost(json::object(), "", 1).has_value());  // the literals alone: 2
+  EXPECT_EQ(*t->RenderAtMost(json::object(), "", 2), "<>");
+  EXPECT_EQ(t->Render(json::object(), body).size(), 1202u);  // Render has no limit
+}
+
 TEST(ResponseTemplateTest, WholeBody) {
   EXPECT_EQ(RenderResponse("✅ 已提交\n\n{result}", json::object(), R"({"ok":true})"),
             "✅ 已提交\n\n{\"ok\":true}");
