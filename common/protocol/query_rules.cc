@@ -85,8 +85,7 @@ Status ValidateQueryRequest(const wf::v1::QueryRequest& request, const GatewayCo
                       "longer than " + std::to_string(kMaxQueryUserIdChars) + " characters");
   }
   if (request.has_parameters() && DeeperThan(request.parameters(), kMaxQueryNesting - 1)) {
-    return FieldError("parameters", "JSON nested deeper than " +
-                                        std::to_string(kMaxQueryNesting) +
+    return FieldError("parameters", "JSON nested deeper than " + std::to_string(kMaxQueryNesting) +
                                         " levels (counting the request body)");
   }
   if (!request.request_id().empty() && !IsValidQueryRequestId(request.request_id())) {

@@ -1,6 +1,7 @@
 #include "lightweight/flow_runtime.h"
 
 #include <algorithm>
+#include <utility>
 
 #include "matching/parameter_resolver.h"
 #include "nats/connection.h"
@@ -38,8 +39,10 @@ Result<CallOutcome> InterpretUpstream(const std::string& label, const ResponseTe
   }
   CallOutcome outcome;
   outcome.upstream_status = r.status;
-  // Upstream bytes go into protobuf string fields: they must be UTF-8.
-  outcome.answer = ToValidUtf8(*answer);
+  // Upstream bytes go into protobuf string fields: they must be UTF-8 (checked in place; a copy
+  // only when something needs repair).
+  if (!IsValidUtf8(*answer)) *answer = ToValidUtf8(*answer);
+  outcome.answer = std::move(*answer);
   return outcome;
 }
 
@@ -158,9 +161,9 @@ void FlowRuntime::Run(const Compiled& compiled, CallInput input, CallDone done) 
   }
   const Compiled* c = &compiled;
   ClientForThisThread().Send(
-      std::move(request),
-      [c, max_answer = max_answer_bytes_, values = std::move(values),
-       parameters = std::move(parameters), done = std::move(done)](Result<HttpResponse> reply) mutable {
+      std::move(request), [c, max_answer = max_answer_bytes_, values = std::move(values),
+                           parameters = std::move(parameters),
+                           done = std::move(done)](Result<HttpResponse> reply) mutable {
         auto outcome =
             InterpretUpstream(c->label, c->response, values, std::move(reply), max_answer);
         if (outcome.ok()) outcome->parameters = std::move(parameters);

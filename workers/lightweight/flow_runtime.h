@@ -49,9 +49,9 @@ class FlowRuntime {
   /// Compiles all templates; errors name the flow/tool. One HttpClient is created per loop (the
   /// loops must outlive the runtime); with no loops, one client with its own I/O thread.
   /// `max_answer_bytes` bounds a rendered answer (kResponseTooLarge above it).
-  static Result<std::unique_ptr<FlowRuntime>> Create(std::shared_ptr<const Config> config,
-                                                     const std::vector<EventLoop*>& loops,
-                                                     std::size_t max_answer_bytes = kMaxAnswerBytes);
+  static Result<std::unique_ptr<FlowRuntime>> Create(
+      std::shared_ptr<const Config> config, const std::vector<EventLoop*>& loops,
+      std::size_t max_answer_bytes = kMaxAnswerBytes);
 
   /// Runs flow `index` (config order). Errors: kMissingParameter / kBadRequest (parameters),
   /// kUpstreamError (non-2xx, status in the message), kUpstreamUnavailable, kUpstreamTimeout,

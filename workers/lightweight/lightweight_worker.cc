@@ -48,10 +48,10 @@ std::size_t MaxReplyData(NatsConnection& conn) {
 }
 
 Error TooLarge(std::size_t size, std::size_t max, const char* what) {
-  return Error{ErrorCode::kResponseTooLarge,
-               std::string(what) + " is " + std::to_string(size) +
-                   " bytes encoded, more than the " + std::to_string(max) +
-                   " bytes a NATS message may carry here"};
+  return Error{ErrorCode::kResponseTooLarge, std::string(what) + " is " + std::to_string(size) +
+                                                 " bytes encoded, more than the " +
+                                                 std::to_string(max) +
+                                                 " bytes a NATS message may carry here"};
 }
 
 /// `event` encoded; if it does not fit `max` bytes, an `error` event (response_too_large) for

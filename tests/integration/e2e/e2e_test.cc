@@ -138,9 +138,8 @@ TEST(AgentPathTest, FailedFlowTurnIsStoredAndSeenByTheAgent) {
   ASSERT_EQ(history["messages"].size(), 2u) << history.dump();
   EXPECT_EQ(history["messages"][0]["content"], "check order 77");
   const std::string failed = history["messages"][1]["content"].get<std::string>();
-  EXPECT_EQ(failed.rfind("[flow order_status failed (upstream_error): upstream answered HTTP 404",
-                         0),
-            0u)
+  EXPECT_EQ(
+      failed.rfind("[flow order_status failed (upstream_error): upstream answered HTTP 404", 0), 0u)
       << failed;
 
   auto [st2, t2] = s.Query("please recall", "failflow-1");
@@ -148,13 +147,15 @@ TEST(AgentPathTest, FailedFlowTurnIsStoredAndSeenByTheAgent) {
   EXPECT_EQ(t2["message"], "history: check order 77 | please recall");
   // The model was shown the failed turn (polled: the LLM's stats may trail its answer).
   json last;
-  EXPECT_TRUE(Eventually([&] {
-    last = LlmStats(s)["last_requests"].back();
-    for (auto& m : last["messages"]) {
-      if (m["role"] == "assistant" && m["content"] == failed) return true;
-    }
-    return false;
-  }, milliseconds(5000)))
+  EXPECT_TRUE(Eventually(
+      [&] {
+        last = LlmStats(s)["last_requests"].back();
+        for (auto& m : last["messages"]) {
+          if (m["role"] == "assistant" && m["content"] == failed) return true;
+        }
+        return false;
+      },
+      milliseconds(5000)))
       << last.dump();
 }
 

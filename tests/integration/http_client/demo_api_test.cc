@@ -174,8 +174,7 @@ TEST_F(DemoApiTest, UnknownPathsAre404) {
 
 TEST_F(DemoApiTest, DeeplyNestedJsonIsA400NotACrash) {
   // {"a": [[[...]]]} 100,000 levels deep (~200 KB): used to overflow the server's stack.
-  const std::string deep =
-      R"({"a":)" + std::string(100000, '[') + std::string(100000, ']') + "}";
+  const std::string deep = R"({"a":)" + std::string(100000, '[') + std::string(100000, ']') + "}";
   for (const char* path : {"/api/leave", "/api/echo", "/api/it/tickets", "/api/password/reset"}) {
     Json reply = CallJson("POST", path, 400, deep);
     EXPECT_EQ(reply["error"]["code"], "invalid_json") << path;

@@ -2,15 +2,15 @@
 #include <gtest/gtest.h>
 #include <nats/nats.h>
 
+#include <atomic>
 #include <fstream>
 #include <functional>
 #include <map>
 #include <mutex>
-#include <atomic>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
 #include <vector>
-#include <nlohmann/json.hpp>
 
 #include "codec/json_struct.h"
 #include "nats/connection.h"
@@ -53,7 +53,8 @@ std::string TestConfig(int api_port, int dead_port) {
       {"flows",
        {{{"flow_id", "order_status"},
          {"name", "Order status"},
-         {"trigger_patterns", {"(?:查询|查)订单\\s*(?P<order_id>\\d+)", "order\\s+(?P<order_id>\\d+)"}},
+         {"trigger_patterns",
+          {"(?:查询|查)订单\\s*(?P<order_id>\\d+)", "order\\s+(?P<order_id>\\d+)"}},
          {"parameters",
           {{"type", "object"},
            {"properties", {{"order_id", {{"type", "string"}}}}},
@@ -68,7 +69,8 @@ std::string TestConfig(int api_port, int dead_port) {
           {{"url", base + "/api/leave"},
            {"method", "POST"},
            {"headers", {{"Content-Type", "application/json"}}},
-           {"body", {{"text", "{user_message}"}, {"session", "{session_id}"}, {"days", "{days}"}}}}},
+           {"body",
+            {{"text", "{user_message}"}, {"session", "{session_id}"}, {"days", "{days}"}}}}},
          {"response_template", "{result.days}|{result.text}|{result.session}"}},
         {{"flow_id", "broken"},
          {"name", "Upstream 500"},
@@ -102,7 +104,8 @@ std::string TestConfig(int api_port, int dead_port) {
         {{"flow_id", "slow"},
          {"name", "Upstream hangs"},
          {"trigger_patterns", {"hang on"}},
-         {"endpoint", {{"url", base + "/hang?ms=20000"}, {"method", "GET"}, {"timeout_ms", 300}}}}}},
+         {"endpoint",
+          {{"url", base + "/hang?ms=20000"}, {"method", "GET"}, {"timeout_ms", 300}}}}}},
       {"tools",
        {{{"name", "weather"},
          {"description", "Weather"},
@@ -501,7 +504,9 @@ TEST_F(LightweightTest, InvalidUtf8FromTheUpstreamIsRepaired) {
   // "a", a stray 0xFF, "b", then 中 cut short: the answer must still be a decodable event.
   auto event = Query("raw bytes", {{"hex", "61ff62e4b8"}});
   ASSERT_TRUE(event.has_final()) << event.DebugString();
-  EXPECT_EQ(event.final().answer(), "a\xEF\xBF\xBD" "b\xEF\xBF\xBD");
+  EXPECT_EQ(event.final().answer(),
+            "a\xEF\xBF\xBD"
+            "b\xEF\xBF\xBD");
   // The turn recorded for it decodes as well (the whole batch would be lost otherwise).
   int messages = 0;
   auto turns = WaitForStoredTurns(conn_->raw(), 1, &messages);
@@ -517,7 +522,8 @@ TEST_F(LightweightTest, UpstreamErrorBodiesNeverReachTheClient) {
   auto event = Query("raw bytes", {{"status", 500}, {"hex", Hex(chinese)}});
   ASSERT_TRUE(event.has_error()) << event.DebugString();
   EXPECT_EQ(event.error().code(), "upstream_error");
-  EXPECT_EQ(event.error().message(), "flow raw: upstream answered HTTP 500 (text/plain, 600 bytes)");
+  EXPECT_EQ(event.error().message(),
+            "flow raw: upstream answered HTTP 500 (text/plain, 600 bytes)");
 
   const std::string secret = R"({"error":"invalid key sk-live-ABCDEF0123456789"})";
   event = Query("raw bytes", {{"status", 401}, {"hex", Hex(secret)}});
@@ -602,7 +608,8 @@ TEST_F(LightweightTest, DirectPublishersGetTheGatewaysInputRules) {
     auto request = Request("order 1001", "rules-" + std::to_string(i++));
     c.change(request);
     auto event = Send(request.SerializeAsString());
-    ASSERT_TRUE(event.has_error()) << c.message_prefix << ": " << event.DebugString().substr(0, 200);
+    ASSERT_TRUE(event.has_error())
+        << c.message_prefix << ": " << event.DebugString().substr(0, 200);
     EXPECT_EQ(event.error().code(), "bad_request");
     EXPECT_EQ(event.error().message().rfind(c.message_prefix, 0), 0u) << event.error().message();
     EXPECT_FALSE(event.request_id().empty());

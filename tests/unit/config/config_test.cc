@@ -632,7 +632,8 @@ TEST(ConfigTest, BodyKeysWithPlaceholdersAreRejected) {
             "keys "
             "(\"{days}\" would be sent literally)");
   c["flows"][1]["endpoint"]["body"] = json::parse(R"({"x-{user_message}-y": "v"})");
-  EXPECT_STARTS_WITH(ErrorOf(c), "flows[1].endpoint.body[\"x-{user_message}-y\"]: placeholders are");
+  EXPECT_STARTS_WITH(ErrorOf(c),
+                     "flows[1].endpoint.body[\"x-{user_message}-y\"]: placeholders are");
   // Escaped braces are literal text, fine in a key.
   c["flows"][1]["endpoint"]["body"] = json::parse(R"({"{{literal}}": "{days}"})");
   EXPECT_EQ(ErrorOf(c), "<no error>");
@@ -657,8 +658,9 @@ TEST(ConfigTest, PlaceholdersMustNameSomethingThatHasAValue) {
            {"/flows/0/endpoint/url", "http://h/orders/{result}",
             "flows[0].endpoint.url: placeholder {result}: the response ({result}) is only "
             "available in response_template"},
-           {"/flows/0/response_template", "{order_id} {verbose} {user_message} {session_id} "
-                                          "{result} {result.a.0} {order_id.x}",
+           {"/flows/0/response_template",
+            "{order_id} {verbose} {user_message} {session_id} "
+            "{result} {result.a.0} {order_id.x}",
             nullptr},
            {"/flows/0/response_template", "order {order_id}: {status}",
             "flows[0].response_template: placeholder {status} names no parameter, capture group "

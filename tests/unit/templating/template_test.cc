@@ -343,8 +343,8 @@ TEST(ResponseTemplateTest, BodiesReadAsAFullParseWouldReadThem) {
   std::string ok = R"({"status": "ok", "x": )" + std::string(60, '[') + std::string(60, ']') + "}";
   EXPECT_EQ(RenderResponse("{result.status}", json::object(), ok), "ok");
   for (std::size_t levels : {std::size_t{100}, std::size_t{300000}}) {
-    std::string deep = R"({"status": "deep", "x": )" + std::string(levels, '[') +
-                       std::string(levels, ']') + "}";
+    std::string deep =
+        R"({"status": "deep", "x": )" + std::string(levels, '[') + std::string(levels, ']') + "}";
     EXPECT_EQ(RenderResponse("[{result.status}]", json::object(), deep), "[]") << levels;
     EXPECT_EQ(RenderResponse("{result.x}", json::object(), deep), "") << levels;
   }

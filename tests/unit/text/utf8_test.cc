@@ -89,11 +89,11 @@ TEST(ToValidUtf8Test, InvalidSequencesBecomeReplacementCharacters) {
   EXPECT_EQ(ToValidUtf8("a\xff"
                         "b"),
             "a" + fffd + "b");
-  EXPECT_EQ(ToValidUtf8("\x80\x80"), fffd + fffd);           // two stray continuation bytes
-  EXPECT_EQ(ToValidUtf8("x\xe4\xb8"), "x" + fffd);           // 中 cut short: one U+FFFD
+  EXPECT_EQ(ToValidUtf8("\x80\x80"), fffd + fffd);  // two stray continuation bytes
+  EXPECT_EQ(ToValidUtf8("x\xe4\xb8"), "x" + fffd);  // 中 cut short: one U+FFFD
   EXPECT_EQ(ToValidUtf8("\xe4\xb8(\xe4\xb8\xad"), fffd + "(中");
-  EXPECT_EQ(ToValidUtf8("\xed\xa0\x80"), fffd);  // a surrogate: lead and its continuations
-  EXPECT_EQ(ToValidUtf8("\xc0\xaf"), fffd + fffd);             // overlong '/'
+  EXPECT_EQ(ToValidUtf8("\xed\xa0\x80"), fffd);     // a surrogate: lead and its continuations
+  EXPECT_EQ(ToValidUtf8("\xc0\xaf"), fffd + fffd);  // overlong '/'
   EXPECT_FALSE(IsValidUtf8("\xc3"));
   // Whatever the input, the output is valid.
   std::string all;
