@@ -433,8 +433,20 @@ void CheckBodyTemplates(const OrderedJson& v, const std::string& path) {
   if (v.is_string()) {
     CheckTemplate(v.get<std::string>(), path);
   } else if (v.is_object()) {
-    for (const auto& [key, member] : v.items())
-      CheckBodyTemplates(member, JsonPathMember(path, key));
+    for (const auto& [key, member] : v.items()) {
+      std::string member_path = JsonPathMember(path, key);
+      // Keys are sent as written; one that looks like a placeholder would go out literally.
+      auto key_segments = ParseTemplate(key);
+      if (key_segments.ok()) {
+        for (const auto& s : *key_segments) {
+          if (s.is_placeholder) {
+            Fail(member_path, "placeholders are not allowed in body object keys (\"{" + s.text +
+                                  "}\" would be sent literally)");
+          }
+        }
+      }
+      CheckBodyTemplates(member, member_path);
+    }
   } else if (v.is_array()) {
     for (std::size_t i = 0; i < v.size(); ++i) CheckBodyTemplates(v[i], JsonPathIndex(path, i));
   }
@@ -480,6 +492,65 @@ EndpointConfig ParseEndpoint(const OrderedJson& v, const std::string& path) {
     e.max_response_bytes = static_cast<std::size_t>(*bytes);
   }
   return e;
+}
+
+/// Fails when a placeholder of the (syntactically valid) template `text` names nothing that has
+/// a value at run time: a parameter (declared or a named capture group), user_message,
+/// session_id, or (response templates only) result. A dotted name ({user.name}, {result.a.0})
+/// is judged by its first part.
+void CheckPlaceholderNames(const std::string& text, const std::string& path,
+                           const std::vector<ParameterSpec>& parameters, bool response) {
+  auto segments = ParseTemplate(text);
+  if (!segments.ok()) return;  // reported by CheckTemplate
+  for (const TemplateSegment& s : *segments) {
+    if (!s.is_placeholder) continue;
+    const std::string& name = s.path.front();
+    if (name == "user_message" || name == "session_id") continue;
+    if (name == "result") {
+      if (response) continue;
+      Fail(path, "placeholder {" + s.text +
+                     "}: the response ({result}) is only available in response_template");
+    }
+    bool declared = false;
+    for (const ParameterSpec& p : parameters) declared = declared || p.name == name;
+    if (!declared) {
+      Fail(path, "placeholder {" + s.text + "} names no parameter" +
+                     (response ? ", capture group or result field" : " or capture group") +
+                     " (declare " + Quote(name) + " under \"parameters\")");
+    }
+  }
+}
+
+void CheckBodyPlaceholderNames(const nlohmann::json& v, const std::string& path,
+                               const std::vector<ParameterSpec>& parameters) {
+  if (v.is_string()) {
+    CheckPlaceholderNames(v.get_ref<const std::string&>(), path, parameters, false);
+  } else if (v.is_object()) {
+    for (const auto& [key, member] : v.items()) {
+      CheckBodyPlaceholderNames(member, JsonPathMember(path, key), parameters);
+    }
+  } else if (v.is_array()) {
+    for (std::size_t i = 0; i < v.size(); ++i) {
+      CheckBodyPlaceholderNames(v[i], JsonPathIndex(path, i), parameters);
+    }
+  }
+}
+
+/// Every placeholder of an endpoint and its response template names a value (see
+/// CheckPlaceholderNames), so that no configured call can fail with missing_parameter for a
+/// name nobody can supply.
+void CheckEndpointPlaceholders(const EndpointConfig& e, const std::string& response_template,
+                               const Fields& f, const std::vector<ParameterSpec>& parameters) {
+  const std::string endpoint_path = f.PathOf("endpoint");
+  CheckPlaceholderNames(e.url, JsonPathMember(endpoint_path, "url"), parameters, false);
+  const std::string headers_path = JsonPathMember(endpoint_path, "headers");
+  for (const auto& [name, value] : e.headers) {
+    CheckPlaceholderNames(value, JsonPathMember(headers_path, name), parameters, false);
+  }
+  if (e.body) {
+    CheckBodyPlaceholderNames(*e.body, JsonPathMember(endpoint_path, "body"), parameters);
+  }
+  CheckPlaceholderNames(response_template, f.PathOf("response_template"), parameters, true);
 }
 
 std::string ParseResponseTemplate(const Fields& f) {
@@ -545,6 +616,7 @@ FlowConfig ParseFlow(const OrderedJson& v, const std::string& path) {
   }
   flow.endpoint = ParseEndpoint(f.Require("endpoint"), f.PathOf("endpoint"));
   flow.response_template = ParseResponseTemplate(f);
+  CheckEndpointPlaceholders(flow.endpoint, flow.response_template, f, flow.parameters);
   return flow;
 }
 
@@ -563,6 +635,7 @@ ToolConfig ParseTool(const OrderedJson& v, const std::string& path) {
   }
   tool.endpoint = ParseEndpoint(f.Require("endpoint"), f.PathOf("endpoint"));
   tool.response_template = ParseResponseTemplate(f);
+  CheckEndpointPlaceholders(tool.endpoint, tool.response_template, f, tool.parameters);
   return tool;
 }
 

@@ -32,6 +32,7 @@ constexpr std::array kCodes = {
     CodeInfo{ErrorCode::kUpstreamError, "upstream_error", 502},
     CodeInfo{ErrorCode::kUpstreamUnavailable, "upstream_unavailable", 502},
     CodeInfo{ErrorCode::kLlmError, "llm_error", 502},
+    CodeInfo{ErrorCode::kResponseTooLarge, "response_too_large", 502},
     CodeInfo{ErrorCode::kUnavailable, "unavailable", 503},
     CodeInfo{ErrorCode::kNoWorker, "no_worker", 503},
     CodeInfo{ErrorCode::kNoAgentWorker, "no_agent_worker", 503},

@@ -28,6 +28,8 @@ enum class ErrorCode {
   kUpstreamError,        ///< "upstream_error" 502: business API answered non-2xx.
   kUpstreamUnavailable,  ///< "upstream_unavailable" 502: business API unreachable.
   kLlmError,             ///< "llm_error" 502: the LLM endpoint failed.
+  kResponseTooLarge,     ///< "response_too_large" 502: an answer too large to deliver (NATS max
+                         ///< payload, answer size limit).
   kUnavailable,          ///< "unavailable" 503: a dependency (NATS, Redis, PostgreSQL) is down.
   kNoWorker,             ///< "no_worker" 503: no lightweight worker answered.
   kNoAgentWorker,        ///< "no_agent_worker" 503: no heavy worker consumes agent turns.

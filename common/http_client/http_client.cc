@@ -471,6 +471,9 @@ class HttpClient::Impl {
       if (rc == CURLE_OK) rc = curl_easy_setopt(e, option, value);
     };
     set(CURLOPT_PROTOCOLS_STR, "http,https");
+    // Send the path exactly as given: libcurl would otherwise resolve "/./" and "/../" segments,
+    // so a substituted ".." could move a request to another endpoint of the upstream.
+    set(CURLOPT_PATH_AS_IS, 1L);
     set(CURLOPT_NOSIGNAL, 1L);
     set(CURLOPT_CLOSESOCKETFUNCTION, &OnCurlCloseSocket);
     set(CURLOPT_CLOSESOCKETDATA, static_cast<void*>(this));

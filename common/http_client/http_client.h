@@ -22,6 +22,7 @@ struct HttpRequest {
   /// kBadRequest.
   std::string method = "GET";
   /// Absolute http:// or https:// URL, already percent-encoded. Other schemes are kBadRequest.
+  /// The path is sent as is: dot segments ("/../") are not resolved by the client.
   std::string url;
   /// Extra request headers, sent in order. A name that is not an HTTP token or a value with CR, LF
   /// or NUL is kBadRequest. Unless set here, the client adds `Connection: keep-alive` (servers

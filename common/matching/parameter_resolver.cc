@@ -10,6 +10,7 @@
 #include <string_view>
 #include <utility>
 
+#include "codec/json_limits.h"
 #include "text/ascii.h"
 
 namespace wf {
@@ -130,10 +131,11 @@ bool Coerce(Json& value, const std::string& type) {
     bool want_object = type == "object";
     if (want_object ? value.is_object() : value.is_array()) return true;
     if (!value.is_string()) return false;
-    Json parsed = Json::parse(value.get_ref<const std::string&>(), nullptr,
-                              /*allow_exceptions=*/false);
-    if (want_object ? !parsed.is_object() : !parsed.is_array()) return false;
-    value = std::move(parsed);
+    // Bounded: the text may come from a NATS publisher, and a DOM nested without limit would
+    // later be copied and serialized recursively.
+    auto parsed = ParseBoundedJson(value.get_ref<const std::string&>());
+    if (!parsed.ok() || (want_object ? !parsed->is_object() : !parsed->is_array())) return false;
+    value = std::move(parsed).value();
     return true;
   }
   return false;  // unknown type: config validation never lets one through

@@ -1,5 +1,6 @@
 #include "templating/template.h"
 
+#include <algorithm>
 #include <optional>
 
 #include "codec/json_scan.h"
@@ -196,11 +197,15 @@ Result<Json> RenderBody(const BodyNode& node, const Json& values) {
 }  // namespace
 
 void AppendPercentEncoded(std::string_view text, std::string* out) {
+  AppendPercentEncoded(text, out, /*encode_dots=*/false);
+}
+
+void AppendPercentEncoded(std::string_view text, std::string* out, bool encode_dots) {
   static constexpr char kHex[] = "0123456789ABCDEF";
   for (char ch : text) {
     auto c = static_cast<unsigned char>(ch);
     bool unreserved = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-                      c == '-' || c == '.' || c == '_' || c == '~';
+                      c == '-' || (c == '.' && !encode_dots) || c == '_' || c == '~';
     if (unreserved) {
       out->push_back(ch);
     } else {
@@ -217,6 +222,9 @@ void AppendPercentEncoded(std::string_view text, std::string* out) {
 struct EndpointTemplate::Impl {
   std::string method;
   std::vector<TemplateSegment> url;
+  /// url[i] for i < url_path_end lies in the path (before the first literal '?' or '#'): values
+  /// substituted there have '.' encoded too, so they never form a "." or ".." segment.
+  std::size_t url_path_end = 0;
   std::vector<std::pair<std::string, std::vector<TemplateSegment>>> headers;
   std::optional<BodyNode> body;
   bool add_content_type = false;
@@ -233,6 +241,14 @@ Result<EndpointTemplate> EndpointTemplate::Compile(const EndpointConfig& endpoin
   if (!url.ok())
     return Error{ErrorCode::kBadRequest, "url: invalid template: " + url.error().message};
   impl->url = std::move(url).value();
+  impl->url_path_end = impl->url.size();
+  for (std::size_t i = 0; i < impl->url.size(); ++i) {
+    const TemplateSegment& s = impl->url[i];
+    if (!s.is_placeholder && s.text.find_first_of("?#") != std::string::npos) {
+      impl->url_path_end = i;
+      break;
+    }
+  }
   bool has_content_type = false;
   for (const auto& [name, value] : endpoint.headers) {
     std::string path = JsonPathMember("headers", name);
@@ -263,17 +279,19 @@ Result<PreparedRequest> EndpointTemplate::Render(const nlohmann::json& values) c
     request.timeout = impl_->timeout;
     request.max_response_bytes = impl_->max_response_bytes;
     std::string scratch;
-    for (const auto& s : impl_->url) {
+    for (std::size_t i = 0; i < impl_->url.size(); ++i) {
+      const TemplateSegment& s = impl_->url[i];
       if (!s.is_placeholder) {
         request.url += s.text;
         continue;
       }
       const Json* v = Required(values, s);
       if (v == nullptr) return Missing(s);
+      const bool in_path = i < impl_->url_path_end;
       if (v->is_string()) {
-        AppendPercentEncoded(v->get_ref<const std::string&>(), &request.url);
+        AppendPercentEncoded(v->get_ref<const std::string&>(), &request.url, in_path);
       } else {
-        AppendPercentEncoded(Dump(*v), &request.url);
+        AppendPercentEncoded(Dump(*v), &request.url, in_path);
       }
     }
     request.headers.reserve(impl_->headers.size() + 1);
@@ -332,14 +350,22 @@ Result<ResponseTemplate> ResponseTemplate::Compile(std::string_view text) {
 
 std::string ResponseTemplate::Render(const nlohmann::json& values,
                                      std::string_view response_body) const {
+  return *RenderAtMost(values, response_body, std::string::npos);
+}
+
+std::optional<std::string> ResponseTemplate::RenderAtMost(const nlohmann::json& values,
+                                                          std::string_view response_body,
+                                                          std::size_t max_bytes) const {
   std::string out;
-  out.reserve(literal_size_ + response_body.size());
+  if (literal_size_ > max_bytes) return std::nullopt;
+  out.reserve(std::min(literal_size_ + response_body.size(), max_bytes));
   // The response body, read on the first {result.x}: validated and then walked to each field
-  // without building it; a DOM only for a body nested too deeply for the scanner.
-  enum class Body { kUnread, kScanned, kInvalid, kDom } body = Body::kUnread;
+  // without building it. A body nested deeper than the scanner's limit (the shared JSON nesting
+  // limit) counts as not JSON: a DOM of it would be copied and dumped recursively.
+  enum class Body { kUnread, kScanned, kInvalid } body = Body::kUnread;
   std::string_view root;
-  Json dom;
   for (const auto& s : segments_) {
+    if (out.size() > max_bytes) return std::nullopt;
     if (!s.is_placeholder) {
       out += s.text;
       continue;
@@ -347,6 +373,7 @@ std::string ResponseTemplate::Render(const nlohmann::json& values,
     try {
       if (s.path[0] == "result") {
         if (s.path.size() == 1) {
+          if (response_body.size() > max_bytes - out.size()) return std::nullopt;
           out.append(response_body);
           continue;
         }
@@ -357,19 +384,13 @@ std::string ResponseTemplate::Render(const nlohmann::json& values,
               root = json_scan::RootValue(response_body);
               break;
             case json_scan::Verdict::kInvalid:
-              body = Body::kInvalid;
-              break;
             case json_scan::Verdict::kTooDeep:
-              body = Body::kDom;
-              dom = Json::parse(response_body.begin(), response_body.end(), nullptr,
-                                /*allow_exceptions=*/false);
+              body = Body::kInvalid;
               break;
           }
         }
         if (body == Body::kScanned) {
           if (auto v = ScanPath(root, s.path, 1)) json_scan::AppendValueText(*v, &out);
-        } else if (body == Body::kDom) {
-          if (const Json* v = LookupPath(dom, s.path, 1)) AppendValueText(*v, &out);
         }
         continue;
       }
@@ -378,6 +399,7 @@ std::string ResponseTemplate::Render(const nlohmann::json& values,
       // A value that cannot be rendered renders as nothing; the turn goes on.
     }
   }
+  if (out.size() > max_bytes) return std::nullopt;
   return out;
 }
 

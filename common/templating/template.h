@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -41,7 +42,10 @@ class EndpointTemplate {
   /// Substitutes `values` (a JSON object):
   /// - url: each value percent-encoded (RFC 3986 unreserved characters kept, every other byte of
   ///   the UTF-8 text %XX): a string's raw text, a number or boolean as its JSON text, an
-  ///   object or array as compact JSON;
+  ///   object or array as compact JSON. In the path (before the template's first literal '?'
+  ///   or '#') '.' is encoded too (%2E), so a value such as ".." can never form a dot segment
+  ///   that would move the request to another path ("/api/x/{p}/echo" with p=".." is sent as
+  ///   "/api/x/%2E%2E/echo", and the HTTP client sends paths as is);
   /// - headers: the same texts unencoded; a CR, LF or NUL in a substituted value is kBadRequest
   ///   "header X-Name: value contains CR, LF or NUL";
   /// - body: the JSON template with placeholders substituted as JSON values: a string that is
@@ -65,7 +69,8 @@ class EndpointTemplate {
 ///   inserted raw, other JSON values (including null) as compact JSON;
 /// - {name}: a value (parameter, user_message, session_id), same rules; `result` is always the
 ///   response, never a parameter.
-/// A missing value, or a {result.x} field of a body that is not JSON, renders as empty text:
+/// A missing value, or a {result.x} field of a body that is not JSON (or nests deeper than
+/// kMaxJsonNesting, codec/json_limits.h), renders as empty text:
 /// the upstream call has already happened and its effect must not be lost, so rendering never
 /// fails a turn.
 ///
@@ -79,6 +84,11 @@ class ResponseTemplate {
   /// The body is read as JSON only when a {result.x} placeholder is used: validated once, then
   /// each field found by scanning the text (json_scan), with the results of a full parse.
   std::string Render(const nlohmann::json& values, std::string_view response_body) const;
+  /// The same, but gives up (nullopt) as soon as the answer would exceed `max_bytes`, before
+  /// building more of it: `{result}{result}` of a large body must not grow without bound.
+  std::optional<std::string> RenderAtMost(const nlohmann::json& values,
+                                          std::string_view response_body,
+                                          std::size_t max_bytes) const;
 
  private:
   explicit ResponseTemplate(std::vector<TemplateSegment> segments);
@@ -90,5 +100,7 @@ class ResponseTemplate {
 /// Appends `text` percent-encoded (RFC 3986: A-Z a-z 0-9 - . _ ~ kept, any other byte as %XX
 /// with upper-case hex) to `out`. Pure.
 void AppendPercentEncoded(std::string_view text, std::string* out);
+/// The same; with `encode_dots`, '.' is encoded as %2E too (for values in a URL path).
+void AppendPercentEncoded(std::string_view text, std::string* out, bool encode_dots);
 
 }  // namespace wf

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstddef>
+#include <string>
 #include <string_view>
 
 namespace wf {
@@ -40,5 +41,19 @@ inline std::size_t Utf8SequenceLength(std::string_view text, std::size_t i) {
   }
   return length;
 }
+
+/// True when all of `text` is well-formed UTF-8 (Utf8SequenceLength's rules). Pure.
+bool IsValidUtf8(std::string_view text);
+
+/// `text` as well-formed UTF-8: each maximal ill-formed piece (a byte that cannot start a
+/// sequence, or a sequence cut short) becomes U+FFFD; valid text comes back unchanged (one
+/// validating pass and a copy, no per-character work). For upstream and user bytes going into
+/// protobuf `string` fields, which must be UTF-8. Pure, any thread.
+std::string ToValidUtf8(std::string_view text);
+
+/// The longest prefix of `text` of at most `max_bytes` bytes that does not end inside a UTF-8
+/// sequence (cut before the lead byte of a sequence the limit would split). Meant for valid
+/// UTF-8; on invalid input it still never returns more than `max_bytes`. Pure.
+std::string_view Utf8Truncate(std::string_view text, std::size_t max_bytes);
 
 }  // namespace wf

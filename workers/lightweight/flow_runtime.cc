@@ -1,28 +1,17 @@
 #include "lightweight/flow_runtime.h"
 
 #include <algorithm>
+#include <utility>
 
 #include "matching/parameter_resolver.h"
 #include "nats/connection.h"
+#include "text/utf8.h"
 
 namespace wf {
-namespace {
-
-/// A short, printable, single-line excerpt of an upstream body for error messages.
-std::string Excerpt(std::string_view body) {
-  constexpr std::size_t kMax = 200;
-  std::string out;
-  for (char c : body.substr(0, kMax)) {
-    out.push_back((c == '\n' || c == '\r' || c == '\t') ? ' ' : c);
-  }
-  if (body.size() > kMax) out += "...";
-  return out;
-}
-
-}  // namespace
 
 Result<CallOutcome> InterpretUpstream(const std::string& label, const ResponseTemplate& response,
-                                      const nlohmann::json& values, Result<HttpResponse> reply) {
+                                      const nlohmann::json& values, Result<HttpResponse> reply,
+                                      std::size_t max_answer_bytes) {
   if (!reply.ok()) {
     Error e = std::move(reply).error();
     e.message = label + ": " + e.message;
@@ -30,20 +19,39 @@ Result<CallOutcome> InterpretUpstream(const std::string& label, const ResponseTe
   }
   const HttpResponse& r = reply.value();
   if (r.status < 200 || r.status > 299) {
+    // The body never goes into the message: an error body may carry secrets (tokens, keys,
+    // internal details) and the message reaches the client and $SRV.STATS.
     std::string msg = label + ": upstream answered HTTP " + std::to_string(r.status);
-    if (!r.body.empty()) msg += ": " + Excerpt(r.body);
-    return Error{ErrorCode::kUpstreamError, msg};
+    const std::string_view type = Utf8Truncate(r.content_type, 100);
+    if (!r.body.empty() || !type.empty()) {
+      msg += " (";
+      if (!type.empty()) msg.append(type).append(", ");
+      msg += std::to_string(r.body.size()) + " bytes)";
+    }
+    return Error{ErrorCode::kUpstreamError, ToValidUtf8(msg)};
+  }
+  auto answer = response.RenderAtMost(values, r.body, max_answer_bytes);
+  if (!answer) {
+    return Error{ErrorCode::kResponseTooLarge,
+                 label + ": the answer would exceed " + std::to_string(max_answer_bytes) +
+                     " bytes, the most that can be delivered (upstream body: " +
+                     std::to_string(r.body.size()) + " bytes)"};
   }
   CallOutcome outcome;
   outcome.upstream_status = r.status;
-  outcome.answer = response.Render(values, r.body);
+  // Upstream bytes go into protobuf string fields: they must be UTF-8 (checked in place; a copy
+  // only when something needs repair).
+  if (!IsValidUtf8(*answer)) *answer = ToValidUtf8(*answer);
+  outcome.answer = std::move(*answer);
   return outcome;
 }
 
 Result<std::unique_ptr<FlowRuntime>> FlowRuntime::Create(std::shared_ptr<const Config> config,
-                                                         const std::vector<EventLoop*>& loops) {
+                                                         const std::vector<EventLoop*>& loops,
+                                                         std::size_t max_answer_bytes) {
   std::unique_ptr<FlowRuntime> self(new FlowRuntime());
   self->config_ = std::move(config);
+  self->max_answer_bytes_ = max_answer_bytes;
   auto compile = [](const std::vector<ParameterSpec>& params, const EndpointConfig& endpoint,
                     const std::string& response_template, std::string label) -> Result<Compiled> {
     auto ep = EndpointTemplate::Compile(endpoint);
@@ -153,9 +161,11 @@ void FlowRuntime::Run(const Compiled& compiled, CallInput input, CallDone done) 
   }
   const Compiled* c = &compiled;
   ClientForThisThread().Send(
-      std::move(request), [c, values = std::move(values), parameters = std::move(parameters),
+      std::move(request), [c, max_answer = max_answer_bytes_, values = std::move(values),
+                           parameters = std::move(parameters),
                            done = std::move(done)](Result<HttpResponse> reply) mutable {
-        auto outcome = InterpretUpstream(c->label, c->response, values, std::move(reply));
+        auto outcome =
+            InterpretUpstream(c->label, c->response, values, std::move(reply), max_answer);
         if (outcome.ok()) outcome->parameters = std::move(parameters);
         done(std::move(outcome));
       });

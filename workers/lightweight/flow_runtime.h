@@ -16,6 +16,9 @@
 
 namespace wf {
 
+/// Default bound of a rendered answer: NATS's default max payload (1 MiB).
+inline constexpr std::size_t kMaxAnswerBytes = 1 << 20;
+
 /// The answer of one flow or tool call.
 struct CallOutcome {
   std::string answer;         ///< Rendered response_template.
@@ -45,12 +48,15 @@ class FlowRuntime {
  public:
   /// Compiles all templates; errors name the flow/tool. One HttpClient is created per loop (the
   /// loops must outlive the runtime); with no loops, one client with its own I/O thread.
-  static Result<std::unique_ptr<FlowRuntime>> Create(std::shared_ptr<const Config> config,
-                                                     const std::vector<EventLoop*>& loops);
+  /// `max_answer_bytes` bounds a rendered answer (kResponseTooLarge above it).
+  static Result<std::unique_ptr<FlowRuntime>> Create(
+      std::shared_ptr<const Config> config, const std::vector<EventLoop*>& loops,
+      std::size_t max_answer_bytes = kMaxAnswerBytes);
 
   /// Runs flow `index` (config order). Errors: kMissingParameter / kBadRequest (parameters),
   /// kUpstreamError (non-2xx, status in the message), kUpstreamUnavailable, kUpstreamTimeout,
-  /// kDeadlineExceeded (deadline already passed).
+  /// kDeadlineExceeded (deadline already passed), kResponseTooLarge (answer over the limit).
+  /// Answers and messages are valid UTF-8 (upstream bytes repaired).
   void RunFlow(std::size_t index, CallInput input, CallDone done);
   /// Runs a flow by id; kFlowNotFound when unknown.
   void RunFlowById(const std::string& flow_id, CallInput input, CallDone done);
@@ -79,11 +85,15 @@ class FlowRuntime {
   std::vector<std::unique_ptr<HttpClient>> clients_;
   std::vector<EventLoop*> loops_;  // loops_[i] drives clients_[i] (empty: clients own threads)
   std::atomic<std::size_t> next_client_{0};
+  std::size_t max_answer_bytes_ = kMaxAnswerBytes;
 };
 
-/// Maps a completed HTTP exchange to a call outcome: non-2xx -> kUpstreamError with the status
-/// (and a short, single-line excerpt of the body). Pure; exposed for tests.
+/// Maps a completed HTTP exchange to a call outcome: non-2xx -> kUpstreamError with the status,
+/// content type and body size (never body text: it may hold secrets); an answer over
+/// `max_answer_bytes` -> kResponseTooLarge. The answer is valid UTF-8 (invalid upstream bytes
+/// become U+FFFD). Pure; exposed for tests.
 Result<CallOutcome> InterpretUpstream(const std::string& label, const ResponseTemplate& response,
-                                      const nlohmann::json& values, Result<HttpResponse> reply);
+                                      const nlohmann::json& values, Result<HttpResponse> reply,
+                                      std::size_t max_answer_bytes = kMaxAnswerBytes);
 
 }  // namespace wf

@@ -7,7 +7,10 @@
 #include <chrono>
 #include <thread>
 
+#include "codec/json_limits.h"
 #include "codec/json_struct.h"
+#include "protocol/query_rules.h"
+#include "text/utf8.h"
 #include "wf/v1/session.pb.h"
 
 namespace wf {
@@ -17,21 +20,73 @@ using Clock = std::chrono::steady_clock;
 
 std::chrono::nanoseconds Since(Clock::time_point start) { return Clock::now() - start; }
 
-/// A request id is used as a NATS subject token and header value: keep it to a safe alphabet.
-bool ValidRequestId(const std::string& id) {
-  if (id.empty() || id.size() > 128) return false;
-  for (char c : id) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '-' || c == '_';
-    if (!ok) return false;
-  }
-  return true;
-}
+/// Room left in a reply for its NATS headers (request id, trace context) under the max payload.
+constexpr std::size_t kHeaderRoom = 1024;
+/// Longest assistant message a flow turn records in the history: a turn far larger would not fit
+/// a history batch (and no prompt wants it whole).
+constexpr std::size_t kMaxRecordedAnswerBytes = 64 * 1024;
 
-/// Copies `error` into a wire `Error`.
+/// A request id is used as a NATS subject token and header value: keep it to a safe alphabet.
+bool ValidRequestId(const std::string& id) { return IsValidQueryRequestId(id); }
+
+/// Copies `error` into a wire `Error` (the message made valid UTF-8: it may quote upstream text).
 void SetWireError(const Error& error, wf::v1::Error* out) {
   out->set_code(std::string(WireName(error.code)));
-  out->set_message(error.message);
+  out->set_message(ToValidUtf8(error.message));
+}
+
+/// The largest payload (data plus headers) the server accepts on `conn`.
+std::size_t MaxPayload(NatsConnection& conn) {
+  const int64_t max = conn.raw() != nullptr ? natsConnection_GetMaxPayload(conn.raw()) : 0;
+  return max > 0 ? static_cast<std::size_t>(max) : std::size_t{1} << 20;
+}
+
+/// The most bytes a reply's data may have on `conn`.
+std::size_t MaxReplyData(NatsConnection& conn) {
+  const std::size_t max = MaxPayload(conn);
+  return max > kHeaderRoom ? max - kHeaderRoom : max;
+}
+
+Error TooLarge(std::size_t size, std::size_t max, const char* what) {
+  return Error{ErrorCode::kResponseTooLarge, std::string(what) + " is " + std::to_string(size) +
+                                                 " bytes encoded, more than the " +
+                                                 std::to_string(max) +
+                                                 " bytes a NATS message may carry here"};
+}
+
+/// `event` encoded; if it does not fit `max` bytes, an `error` event (response_too_large) for
+/// the same request instead, so the caller always gets an answer it can receive. `event` is
+/// then replaced by that error event too (what was sent is what is recorded).
+std::string EncodeEvent(wf::v1::QueryEvent& event, std::size_t max) {
+  std::string bytes = event.SerializeAsString();
+  if (bytes.size() <= max) return bytes;
+  Error e = TooLarge(bytes.size(), max, "the answer");
+  spdlog::warn("request {}: {}", event.request_id(), e.message);
+  event.clear_kind();
+  SetWireError(e, event.mutable_error());
+  return event.SerializeAsString();
+}
+
+/// A ToolResult encoded, or ok=false response_too_large in its place when it does not fit.
+std::string EncodeToolResult(wf::v1::ToolResult& result, std::size_t max) {
+  std::string bytes = result.SerializeAsString();
+  if (bytes.size() <= max) return bytes;
+  Error e = TooLarge(bytes.size(), max, "the tool result");
+  spdlog::warn("tool {} call {}: {}", result.name(), result.call_id(), e.message);
+  result.set_ok(false);
+  result.clear_content();
+  SetWireError(e, result.mutable_error());
+  return result.SerializeAsString();
+}
+
+/// Publishes a reply; a failure (connection gone, payload refused) is logged, not dropped silently.
+void PublishReply(NatsConnection& conn, const std::string& subject, const std::string& payload,
+                  const NatsHeaders& headers, std::string_view what) {
+  Status sent = conn.Publish(subject, payload, {}, headers);
+  if (!sent.ok()) {
+    spdlog::warn("{} reply ({} bytes) to {} not sent: {}", what, payload.size(), subject,
+                 sent.error().message);
+  }
 }
 
 /// The one event that answers a flow call (wf.query or wf.flow.execute): `final` or `error`.
@@ -99,7 +154,7 @@ Result<std::unique_ptr<LightweightWorker>> LightweightWorker::Start(
     if (!loop_conn.ok()) return loop_conn.error();
     self->loop_conns_.push_back(std::move(loop_conn).value());
   }
-  auto runtime = FlowRuntime::Create(self->config_, loops);
+  auto runtime = FlowRuntime::Create(self->config_, loops, MaxReplyData(conn));
   if (!runtime.ok()) return runtime.error();
   self->runtime_ = std::move(runtime).value();
 
@@ -202,7 +257,8 @@ void LightweightWorker::ReplyError(const std::string& reply, const std::string& 
   event.set_request_id(request_id);
   event.set_seq(1);
   SetWireError(error, event.mutable_error());
-  (void)ReplyConn().Publish(reply, event.SerializeAsString(), {}, {{kRequestIdHeader, request_id}});
+  PublishReply(ReplyConn(), reply, event.SerializeAsString(), {{kRequestIdHeader, request_id}},
+               "error");
 }
 
 void LightweightWorker::OnQuery(const NatsMsgView& msg) {
@@ -217,21 +273,23 @@ void LightweightWorker::OnQuery(const NatsMsgView& msg) {
     query_stats_->Record(Since(started), "bad message");
     return;
   }
-  if (!request.request_id().empty()) request_id = request.request_id();
+  if (ValidRequestId(request.request_id())) request_id = request.request_id();
   if (!ValidRequestId(request_id)) request_id = NewRequestId();
-  request.set_request_id(request_id);
   if (reply.empty() && request.reply_to().empty()) {
     query_stats_->Record(Since(started), "no reply subject");
     return;  // nobody to answer; nothing to do
   }
   // `reply_to` wins: the gateway points it at a connection of its own for events and keeps the
   // NATS reply subject for the "no responders" status only.
-  const std::string& reply_to = request.reply_to().empty() ? reply : request.reply_to();
-  if (request.message().empty()) {
-    ReplyError(reply_to, request_id, {ErrorCode::kBadRequest, "message must not be empty"});
-    query_stats_->Record(Since(started), "empty message");
+  const std::string reply_to = request.reply_to().empty() ? reply : request.reply_to();
+  // The gateway's input rules, for publishers that bypass it: nothing invalid is matched,
+  // forwarded to the agents or recorded in a session.
+  if (Status valid = ValidateQueryRequest(request, config_->gateway); !valid.ok()) {
+    ReplyError(reply_to, request_id, valid.error());
+    query_stats_->Record(Since(started), "bad request");
     return;
   }
+  request.set_request_id(request_id);
   if (request.deadline_unix_ms() == 0) {
     request.set_deadline_unix_ms(started_ms + config_->agent.turn_timeout.count());
   } else if (request.deadline_unix_ms() <= started_ms) {
@@ -261,19 +319,20 @@ void LightweightWorker::OnQuery(const NatsMsgView& msg) {
                      started_ms](Result<CallOutcome> outcome) {
                       wf::v1::QueryEvent event =
                           FlowEvent(request.request_id(), request.session_id(), flow_id, outcome);
-                      if (outcome.ok()) {
+                      NatsConnection& conn = ReplyConn();
+                      const std::string payload = EncodeEvent(event, MaxReplyData(conn));
+                      if (event.has_final()) {
                         flows_answered_.fetch_add(1, std::memory_order_relaxed);
                       } else {
                         errors_.fetch_add(1, std::memory_order_relaxed);
                       }
                       query_stats_->Record(Since(started),
-                                           outcome.ok() ? "" : outcome.error().message);
-                      (void)ReplyConn().Publish(reply_to, event.SerializeAsString(), {},
-                                                {{kRequestIdHeader, request.request_id()}});
-                      // Off the critical path: the client already has its answer.
-                      if (outcome.ok()) {
-                        RecordFlowTurn(request, outcome.value(), flow_id, started_ms);
-                      }
+                                           event.has_final() ? "" : event.error().message());
+                      PublishReply(conn, reply_to, payload,
+                                   {{kRequestIdHeader, request.request_id()}}, "flow");
+                      // Off the critical path: the client already has its answer. Failed
+                      // turns are recorded too, so the agent knows what happened.
+                      RecordFlowTurn(request, event, flow_id, started_ms);
                       in_flight_.fetch_sub(1);
                     });
 }
@@ -319,9 +378,31 @@ void LightweightWorker::Enqueue(wf::v1::QueryRequest request, const std::string&
 }
 
 void LightweightWorker::RecordFlowTurn(const wf::v1::QueryRequest& request,
-                                       const CallOutcome& outcome, const std::string& flow_id,
+                                       const wf::v1::QueryEvent& event, const std::string& flow_id,
                                        int64_t started_ms) {
   if (request.session_id().empty()) return;
+  const bool ok = event.has_final();
+  // What the user was told: the answer, or what failed. The error message starts with the
+  // call's label ("flow order_status: "), which the bracketed text already says.
+  std::string content;
+  if (ok) {
+    const std::string& answer = event.final().answer();
+    if (answer.size() > kMaxRecordedAnswerBytes) {
+      spdlog::info("turn {} of session {}: answer of {} bytes recorded cut to {} bytes",
+                   request.request_id(), request.session_id(), answer.size(),
+                   kMaxRecordedAnswerBytes);
+      content.assign(Utf8Truncate(answer, kMaxRecordedAnswerBytes));
+      content += "\n[answer cut: " + std::to_string(answer.size()) + " bytes in all]";
+    } else {
+      content = answer;
+    }
+  } else {
+    std::string_view message = event.error().message();
+    const std::string label = "flow " + flow_id + ": ";
+    if (message.substr(0, label.size()) == label) message.remove_prefix(label.size());
+    content = "[flow " + flow_id + " failed (" + event.error().code() +
+              "): " + std::string(Utf8Truncate(message, 1024)) + "]";
+  }
   // Built on an arena whose first block is on the stack: a dozen strings and two messages
   // without a malloc, serialized into the batch by Add and dropped at once.
   alignas(8) char first_block[2048];
@@ -337,7 +418,7 @@ void LightweightWorker::RecordFlowTurn(const wf::v1::QueryRequest& request,
   turn.set_user_id(request.user_id());
   turn.set_route("flow");
   turn.set_flow_id(flow_id);
-  turn.set_status("ok");
+  turn.set_status(ok ? "ok" : "error");
   turn.set_started_unix_ms(started_ms);
   turn.set_finished_unix_ms(now);
   auto* user = turn.add_messages();
@@ -347,7 +428,7 @@ void LightweightWorker::RecordFlowTurn(const wf::v1::QueryRequest& request,
   user->set_run_id(request.request_id());
   auto* answer = turn.add_messages();
   answer->set_role("assistant");
-  answer->set_content(outcome.answer);
+  answer->set_content(std::move(content));
   answer->set_created_unix_ms(now);
   answer->set_run_id(request.request_id());
   history_->Add(turn);
@@ -375,7 +456,14 @@ void LightweightWorker::OnMatch(const NatsMsgView& msg) {
   if (msg.reply().empty()) return;
   wf::v1::MatchRequest request;
   wf::v1::MatchResult result;
-  if (request.ParseFromArray(msg.data().data(), static_cast<int>(msg.data().size()))) {
+  if (!request.ParseFromArray(msg.data().data(), static_cast<int>(msg.data().size()))) {
+    SetWireError({ErrorCode::kBadMessage, "payload is not a wf.v1.MatchRequest"},
+                 result.mutable_error());
+    match_stats_->Record(Since(started), "bad message");
+  } else if (request.message().empty()) {
+    SetWireError({ErrorCode::kBadRequest, "message: must not be empty"}, result.mutable_error());
+    match_stats_->Record(Since(started), "empty message");
+  } else {
     if (auto match = matcher_->FindMatch(request.message())) {
       result.set_matched(true);
       result.set_flow_id(match->flow->flow_id);
@@ -387,11 +475,9 @@ void LightweightWorker::OnMatch(const NatsMsgView& msg) {
       }
     }
     match_stats_->Record(Since(started));
-  } else {
-    match_stats_->Record(Since(started), "bad message");
   }
-  (void)ReplyConn().Publish(msg.reply(),
-                            result.SerializeAsString());  // after Record: the reply implies it
+  // After Record: the reply implies it.
+  PublishReply(ReplyConn(), std::string(msg.reply()), result.SerializeAsString(), {}, "match");
 }
 
 void LightweightWorker::OnFlowExecute(const NatsMsgView& msg) {
@@ -416,8 +502,10 @@ void LightweightWorker::OnFlowExecute(const NatsMsgView& msg) {
       [this, reply, request_id = request.request_id(), flow_id = request.flow_id(),
        session_id = request.session_id(), started](Result<CallOutcome> outcome) {
         wf::v1::QueryEvent event = FlowEvent(request_id, session_id, flow_id, outcome);
-        flow_stats_->Record(Since(started), outcome.ok() ? "" : outcome.error().message);
-        (void)ReplyConn().Publish(reply, event.SerializeAsString());
+        NatsConnection& conn = ReplyConn();
+        const std::string payload = EncodeEvent(event, MaxReplyData(conn));
+        flow_stats_->Record(Since(started), event.has_final() ? "" : event.error().message());
+        PublishReply(conn, reply, payload, {}, "flow execute");
         in_flight_.fetch_sub(1);
       });
 }
@@ -434,7 +522,7 @@ void LightweightWorker::OnToolExecute(const NatsMsgView& msg) {
     result.set_ok(false);
     SetWireError(e, result.mutable_error());
     tool_stats_->Record(Since(started), e.message);
-    (void)ReplyConn().Publish(reply, result.SerializeAsString());
+    PublishReply(ReplyConn(), reply, result.SerializeAsString(), {}, "tool");
   };
   if (!request.ParseFromArray(msg.data().data(), static_cast<int>(msg.data().size()))) {
     fail("", "", {ErrorCode::kBadMessage, "payload is not a wf.v1.ExecuteToolRequest"});
@@ -442,13 +530,19 @@ void LightweightWorker::OnToolExecute(const NatsMsgView& msg) {
   }
   CallInput input;
   if (!request.arguments_json().empty()) {
-    auto args = nlohmann::json::parse(request.arguments_json(), nullptr, false);
-    if (args.is_discarded() || !args.is_object()) {
+    // Bounded: a document nested without limit would be copied and dumped recursively.
+    auto args = ParseBoundedJson(request.arguments_json());
+    if (!args.ok() && args.error().code == ErrorCode::kBadRequest) {
+      fail(request.call_id(), request.name(),
+           {ErrorCode::kBadRequest, "arguments_json: " + args.error().message});
+      return;
+    }
+    if (!args.ok() || !args->is_object()) {
       fail(request.call_id(), request.name(),
            {ErrorCode::kBadRequest, "arguments_json must be a JSON object"});
       return;
     }
-    input.parameters = std::move(args);
+    input.parameters = std::move(args).value();
   }
   input.session_id = request.session_id();
   input.deadline_unix_ms = request.deadline_unix_ms();
@@ -466,9 +560,11 @@ void LightweightWorker::OnToolExecute(const NatsMsgView& msg) {
                       } else {
                         SetWireError(outcome.error(), result.mutable_error());
                       }
+                      NatsConnection& conn = ReplyConn();
+                      const std::string payload = EncodeToolResult(result, MaxReplyData(conn));
                       tool_stats_->Record(Since(started),
-                                          outcome.ok() ? "" : outcome.error().message);
-                      (void)ReplyConn().Publish(reply, result.SerializeAsString());
+                                          result.ok() ? "" : result.error().message());
+                      PublishReply(conn, reply, payload, {}, "tool");
                       in_flight_.fetch_sub(1);
                     });
 }

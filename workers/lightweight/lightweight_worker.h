@@ -78,7 +78,9 @@ class LightweightWorker {
   void ForwardToAgents(wf::v1::QueryRequest request, const std::string& reply,
                        const std::string& traceparent);
   void Enqueue(wf::v1::QueryRequest request, const std::string& traceparent);
-  void RecordFlowTurn(const wf::v1::QueryRequest& request, const CallOutcome& outcome,
+  /// Appends the turn as answered by `event` (final: status ok with the answer, cut to a
+  /// bounded size; error: status error with a message saying what failed) to the history.
+  void RecordFlowTurn(const wf::v1::QueryRequest& request, const wf::v1::QueryEvent& event,
                       const std::string& flow_id, int64_t started_ms);
   /// Publishes one TurnRecordBatch (TurnBatcher's send callback).
   void PublishTurns(std::string payload, std::size_t turns);

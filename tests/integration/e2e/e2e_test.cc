@@ -128,6 +128,37 @@ TEST(AgentPathTest, MultiTurnMemoryIncludesFlowTurns) {
   EXPECT_TRUE(saw_flow_answer) << last.dump();
 }
 
+TEST(AgentPathTest, FailedFlowTurnIsStoredAndSeenByTheAgent) {
+  Stack s;
+  auto [st1, t1] = s.Query("check order 77", "failflow-1");  // the order API answers 404
+  ASSERT_EQ(st1, 502) << t1;
+  EXPECT_EQ(t1["error"]["code"], "upstream_error");
+  // The failed turn reaches PostgreSQL/Redis through WF_HISTORY like a successful one.
+  auto history = WaitForHistory(s, "failflow-1", 2);
+  ASSERT_EQ(history["messages"].size(), 2u) << history.dump();
+  EXPECT_EQ(history["messages"][0]["content"], "check order 77");
+  const std::string failed = history["messages"][1]["content"].get<std::string>();
+  EXPECT_EQ(
+      failed.rfind("[flow order_status failed (upstream_error): upstream answered HTTP 404", 0), 0u)
+      << failed;
+
+  auto [st2, t2] = s.Query("please recall", "failflow-1");
+  ASSERT_EQ(st2, 200) << t2;
+  EXPECT_EQ(t2["message"], "history: check order 77 | please recall");
+  // The model was shown the failed turn (polled: the LLM's stats may trail its answer).
+  json last;
+  EXPECT_TRUE(Eventually(
+      [&] {
+        last = LlmStats(s)["last_requests"].back();
+        for (auto& m : last["messages"]) {
+          if (m["role"] == "assistant" && m["content"] == failed) return true;
+        }
+        return false;
+      },
+      milliseconds(5000)))
+      << last.dump();
+}
+
 TEST(AgentPathTest, ToolCallRunsOnTheLightweightPoolAndFlowsAreTools) {
   Stack s;
   auto [st, body] = s.Query("what is the weather in Paris?", "tool-1");

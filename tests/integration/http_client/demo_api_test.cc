@@ -172,6 +172,22 @@ TEST_F(DemoApiTest, UnknownPathsAre404) {
   EXPECT_EQ(CallJson("GET", "/", 404)["error"]["code"], "not_found");
 }
 
+TEST_F(DemoApiTest, DeeplyNestedJsonIsA400NotACrash) {
+  // {"a": [[[...]]]} 100,000 levels deep (~200 KB): used to overflow the server's stack.
+  const std::string deep = R"({"a":)" + std::string(100000, '[') + std::string(100000, ']') + "}";
+  for (const char* path : {"/api/leave", "/api/echo", "/api/it/tickets", "/api/password/reset"}) {
+    Json reply = CallJson("POST", path, 400, deep);
+    EXPECT_EQ(reply["error"]["code"], "invalid_json") << path;
+    EXPECT_NE(reply["error"]["message"].get<std::string>().find("nested deeper than 64"),
+              std::string::npos)
+        << path;
+  }
+  // Nesting within the limit is still fine.
+  const std::string ok = R"({"days":1,"a":)" + std::string(60, '[') + std::string(60, ']') + "}";
+  EXPECT_EQ(CallJson("POST", "/api/leave", 200, ok)["days"], 1);
+  EXPECT_EQ(CallJson("GET", "/health", 200)["status"], "ok");  // Still serving.
+}
+
 TEST_F(DemoApiTest, OversizedRequestIsRejected) {
   // Just over the 1 MiB limit: Pistache 0.0.5 rescans the excess quadratically before its 413.
   testing::HttpReply reply = testing::HttpCall(

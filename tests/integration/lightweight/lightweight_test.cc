@@ -2,14 +2,15 @@
 #include <gtest/gtest.h>
 #include <nats/nats.h>
 
+#include <atomic>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <mutex>
-#include <atomic>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
 #include <vector>
-#include <nlohmann/json.hpp>
 
 #include "codec/json_struct.h"
 #include "nats/connection.h"
@@ -26,13 +27,34 @@ using testing::FreePort;
 using testing::Process;
 using testing::TempDir;
 
+nlohmann::json RawParameters() {
+  return {{"type", "object"},
+          {"properties",
+           {{"status", {{"type", "integer"}, {"default", 200}}},
+            {"hex", {{"type", "string"}}},
+            {"repeat", {{"type", "integer"}, {"default", 1}}}}},
+          {"required", {"hex"}}};
+}
+
+/// The bytes of `text` as hex digits (for the demo API's /raw).
+std::string Hex(std::string_view text) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : text) {
+    out.push_back(kDigits[c >> 4]);
+    out.push_back(kDigits[c & 15]);
+  }
+  return out;
+}
+
 std::string TestConfig(int api_port, int dead_port) {
   std::string base = "http://127.0.0.1:" + std::to_string(api_port);
   nlohmann::json config = {
       {"flows",
        {{{"flow_id", "order_status"},
          {"name", "Order status"},
-         {"trigger_patterns", {"(?:查询|查)订单\\s*(?P<order_id>\\d+)", "order\\s+(?P<order_id>\\d+)"}},
+         {"trigger_patterns",
+          {"(?:查询|查)订单\\s*(?P<order_id>\\d+)", "order\\s+(?P<order_id>\\d+)"}},
          {"parameters",
           {{"type", "object"},
            {"properties", {{"order_id", {{"type", "string"}}}}},
@@ -42,11 +64,13 @@ std::string TestConfig(int api_port, int dead_port) {
         {{"flow_id", "leave_request"},
          {"name", "Leave"},
          {"trigger_patterns", {"请假", "leave request"}},
+         {"parameters", {{"type", "object"}, {"properties", {{"days", {{"type", "integer"}}}}}}},
          {"endpoint",
           {{"url", base + "/api/leave"},
            {"method", "POST"},
            {"headers", {{"Content-Type", "application/json"}}},
-           {"body", {{"text", "{user_message}"}, {"session", "{session_id}"}, {"days", "{days}"}}}}},
+           {"body",
+            {{"text", "{user_message}"}, {"session", "{session_id}"}, {"days", "{days}"}}}}},
          {"response_template", "{result.days}|{result.text}|{result.session}"}},
         {{"flow_id", "broken"},
          {"name", "Upstream 500"},
@@ -57,10 +81,31 @@ std::string TestConfig(int api_port, int dead_port) {
          {"trigger_patterns", {"nobody home"}},
          {"endpoint",
           {{"url", "http://127.0.0.1:" + std::to_string(dead_port) + "/x"}, {"method", "GET"}}}},
+        {{"flow_id", "echo_path"},
+         {"name", "Echo the path the upstream received"},
+         {"trigger_patterns", {"echo path"}},
+         {"parameters", {{"type", "object"}, {"properties", {{"p", {{"type", "string"}}}}}}},
+         {"endpoint", {{"url", base + "/api/echo/x/{p}/y"}, {"method", "GET"}}},
+         {"response_template", "{result.path}"}},
+        {{"flow_id", "raw"},
+         {"name", "Any bytes from the upstream"},
+         {"trigger_patterns", {"raw bytes"}},
+         {"parameters", RawParameters()},
+         {"endpoint",
+          {{"url", base + "/raw?status={status}&hex={hex}&repeat={repeat}"}, {"method", "GET"}}},
+         {"response_template", "{result}"}},
+        {{"flow_id", "raw_twice"},
+         {"name", "Any bytes, twice"},
+         {"trigger_patterns", {"raw twice"}},
+         {"parameters", RawParameters()},
+         {"endpoint",
+          {{"url", base + "/raw?status={status}&hex={hex}&repeat={repeat}"}, {"method", "GET"}}},
+         {"response_template", "{result}{result}"}},
         {{"flow_id", "slow"},
          {"name", "Upstream hangs"},
          {"trigger_patterns", {"hang on"}},
-         {"endpoint", {{"url", base + "/hang?ms=20000"}, {"method", "GET"}, {"timeout_ms", 300}}}}}},
+         {"endpoint",
+          {{"url", base + "/hang?ms=20000"}, {"method", "GET"}, {"timeout_ms", 300}}}}}},
       {"tools",
        {{{"name", "weather"},
          {"description", "Weather"},
@@ -420,6 +465,208 @@ TEST_F(LightweightTest, SeveralLoopsAnswerConcurrentQueriesEachExactlyOnce) {
   EXPECT_EQ(received, kQueries);
   for (const auto& [order, count] : answers) EXPECT_EQ(count, 1) << order;
   EXPECT_TRUE(wrong.empty()) << wrong.size() << " wrong answers, first: " << wrong.front();
+}
+
+wf::v1::QueryRequest Request(const std::string& message, const std::string& request_id = "") {
+  wf::v1::QueryRequest request;
+  request.set_message(message);
+  request.set_session_id("s-1");
+  request.set_request_id(request_id);
+  return request;
+}
+
+TEST_F(LightweightTest, DeeplyNestedToolArgumentsAreABadRequestNotACrash) {
+  // {"city": [[[...]]]} 300,000 levels deep (~600 KB): used to overflow the loop's stack.
+  wf::v1::ExecuteToolRequest tool;
+  tool.set_name("weather");
+  tool.set_call_id("deep-1");
+  tool.set_arguments_json(R"({"city":)" + std::string(300000, '[') + std::string(300000, ']') +
+                          "}");
+  auto reply = conn_->Request("wf.tool.execute", tool.SerializeAsString(), milliseconds(10000));
+  ASSERT_TRUE(reply.ok()) << workers_.front()->Log();
+  wf::v1::ToolResult result;
+  ASSERT_TRUE(result.ParseFromString(*reply));
+  EXPECT_FALSE(result.ok());
+  EXPECT_EQ(result.call_id(), "deep-1");
+  EXPECT_EQ(result.error().code(), "bad_request");
+  EXPECT_NE(result.error().message().find("nested deeper than 64 levels"), std::string::npos)
+      << result.error().message();
+  // A parameter value that is a JSON text for an object/array parameter is bounded as well.
+  tool.set_arguments_json(R"({"city":"x"})");
+  reply = conn_->Request("wf.tool.execute", tool.SerializeAsString(), milliseconds(10000));
+  ASSERT_TRUE(reply.ok() && result.ParseFromString(*reply));
+  EXPECT_TRUE(result.ok()) << result.DebugString();
+  EXPECT_TRUE(workers_.front()->Running());
+  EXPECT_TRUE(Query("order 1001").has_final());
+}
+
+TEST_F(LightweightTest, InvalidUtf8FromTheUpstreamIsRepaired) {
+  // "a", a stray 0xFF, "b", then 中 cut short: the answer must still be a decodable event.
+  auto event = Query("raw bytes", {{"hex", "61ff62e4b8"}});
+  ASSERT_TRUE(event.has_final()) << event.DebugString();
+  EXPECT_EQ(event.final().answer(),
+            "a\xEF\xBF\xBD"
+            "b\xEF\xBF\xBD");
+  // The turn recorded for it decodes as well (the whole batch would be lost otherwise).
+  int messages = 0;
+  auto turns = WaitForStoredTurns(conn_->raw(), 1, &messages);
+  ASSERT_EQ(turns.size(), 1u);
+  EXPECT_EQ(turns[0].messages(1).content(), event.final().answer());
+}
+
+TEST_F(LightweightTest, UpstreamErrorBodiesNeverReachTheClient) {
+  // A multi-byte body (100 x "错误", 600 bytes) once cut mid-character into the message, and an
+  // error body with a secret once returned verbatim: the message says status and size only.
+  std::string chinese;
+  for (int i = 0; i < 100; ++i) chinese += "错误";
+  auto event = Query("raw bytes", {{"status", 500}, {"hex", Hex(chinese)}});
+  ASSERT_TRUE(event.has_error()) << event.DebugString();
+  EXPECT_EQ(event.error().code(), "upstream_error");
+  EXPECT_EQ(event.error().message(),
+            "flow raw: upstream answered HTTP 500 (text/plain, 600 bytes)");
+
+  const std::string secret = R"({"error":"invalid key sk-live-ABCDEF0123456789"})";
+  event = Query("raw bytes", {{"status", 401}, {"hex", Hex(secret)}});
+  ASSERT_TRUE(event.has_error()) << event.DebugString();
+  EXPECT_EQ(event.error().code(), "upstream_error");
+  EXPECT_NE(event.error().message().find("HTTP 401"), std::string::npos);
+  EXPECT_EQ(event.error().message().find("sk-live"), std::string::npos) << event.error().message();
+  auto stats = conn_->Request("$SRV.STATS.lightweight", "", milliseconds(2000));
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->find("sk-live"), std::string::npos) << *stats;
+  EXPECT_NE(stats->find("HTTP 401"), std::string::npos) << *stats;  // last_error is there
+  EXPECT_EQ(workers_.front()->Log().find("sk-live"), std::string::npos);
+}
+
+TEST_F(LightweightTest, AnswersTooLargeForNatsAreAnErrorNotSilence) {
+  // Under max_response_bytes (1 MiB) but, with the event around it, over NATS's max payload.
+  auto event = Query("raw bytes", {{"hex", "78"}, {"repeat", 1048570}});
+  ASSERT_TRUE(event.has_error()) << event.DebugString().substr(0, 300);
+  EXPECT_EQ(event.error().code(), "response_too_large");
+  EXPECT_NE(event.error().message().find("bytes"), std::string::npos);
+  // A template that doubles a 600 KB body: bounded while rendering.
+  event = Query("raw twice", {{"hex", "78"}, {"repeat", 600000}});
+  ASSERT_TRUE(event.has_error()) << event.DebugString().substr(0, 300);
+  EXPECT_EQ(event.error().code(), "response_too_large");
+  // The same over wf.flow.execute.
+  wf::v1::ExecuteFlowRequest exec;
+  exec.set_flow_id("raw_twice");
+  *exec.mutable_parameters() = JsonToStruct({{"hex", "78"}, {"repeat", 600000}});
+  event = Send(exec.SerializeAsString(), "wf.flow.execute");
+  ASSERT_TRUE(event.has_error()) << event.DebugString().substr(0, 300);
+  EXPECT_EQ(event.error().code(), "response_too_large");
+
+  // A large answer that fits is delivered, and its turn is recorded cut to size, in a batch
+  // that still carries the turns around it.
+  event = Query("raw bytes", {{"hex", "79"}, {"repeat", 900000}}, "big-ok");
+  ASSERT_TRUE(event.has_final());
+  EXPECT_EQ(event.final().answer(), std::string(900000, 'y'));
+  ASSERT_TRUE(Query("order 1003", nullptr, "after-big").has_final());
+  int messages = 0;
+  auto turns = WaitForStoredTurns(conn_->raw(), 4, &messages);
+  std::map<std::string, const wf::v1::TurnRecord*> by_run;
+  for (const auto& turn : turns) by_run[turn.run_id()] = &turn;
+  ASSERT_TRUE(by_run.count("big-ok")) << turns.size();
+  ASSERT_TRUE(by_run.count("after-big"));
+  const std::string& recorded = by_run["big-ok"]->messages(1).content();
+  EXPECT_LT(recorded.size(), 70000u);
+  EXPECT_NE(recorded.find("[answer cut: 900000 bytes in all]"), std::string::npos);
+  EXPECT_EQ(by_run["after-big"]->status(), "ok");
+}
+
+TEST_F(LightweightTest, DotSegmentsInParametersStayInThePath) {
+  // The upstream receives the encoded dots literally: the request is not moved to /api/echo/y.
+  auto event = Query("echo path", {{"p", ".."}});
+  ASSERT_TRUE(event.has_final()) << event.DebugString();
+  EXPECT_EQ(event.final().answer(), "/api/echo/x/%2E%2E/y");
+  // The demo's order flow: order_id ".." used to call GET /api/ (404); now the orders endpoint
+  // sees an invalid id (400).
+  event = Query("order 1 status", {{"order_id", ".."}});
+  ASSERT_TRUE(event.has_error()) << event.DebugString();
+  EXPECT_EQ(event.error().code(), "upstream_error");
+  EXPECT_NE(event.error().message().find("HTTP 400"), std::string::npos) << event.error().message();
+}
+
+TEST_F(LightweightTest, DirectPublishersGetTheGatewaysInputRules) {
+  struct Case {
+    std::function<void(wf::v1::QueryRequest&)> change;
+    std::string message_prefix;
+  };
+  const std::vector<Case> cases = {
+      {[](auto& r) { r.set_session_id(std::string(2500, 'a') + " " + std::string(2499, 'b')); },
+       "session_id: must be 1-128 characters"},
+      {[](auto& r) { r.set_session_id(""); }, "session_id: must be 1-128 characters"},
+      {[](auto& r) { r.set_user_id(std::string(100 * 1024, 'u')); },
+       "user_id: longer than 128 characters"},
+      {[](auto& r) { r.set_message("order 1001 " + std::string(8000, 'x')); },
+       "message: longer than 8000 characters"},
+      {[](auto& r) { r.set_message(""); }, "message: must not be empty"},
+      {[](auto& r) { r.set_request_id("not a valid id!"); }, "request_id: must be"},
+  };
+  int i = 0;
+  for (const Case& c : cases) {
+    auto request = Request("order 1001", "rules-" + std::to_string(i++));
+    c.change(request);
+    auto event = Send(request.SerializeAsString());
+    ASSERT_TRUE(event.has_error())
+        << c.message_prefix << ": " << event.DebugString().substr(0, 200);
+    EXPECT_EQ(event.error().code(), "bad_request");
+    EXPECT_EQ(event.error().message().rfind(c.message_prefix, 0), 0u) << event.error().message();
+    EXPECT_FALSE(event.request_id().empty());
+  }
+  // None of them was run or recorded: the only turn stored is the valid one that follows.
+  ASSERT_TRUE(Send(Request("order 1001", "rules-ok").SerializeAsString()).has_final());
+  int messages = 0;
+  auto turns = WaitForStoredTurns(conn_->raw(), 1, &messages);
+  ASSERT_EQ(turns.size(), 1u);
+  EXPECT_EQ(turns[0].run_id(), "rules-ok");
+}
+
+TEST_F(LightweightTest, FailedFlowTurnIsRecordedWithWhatFailed) {
+  auto event = Query("order 77", nullptr, "fail-1");  // unknown order: the upstream says 404
+  ASSERT_TRUE(event.has_error()) << event.DebugString();
+  EXPECT_EQ(event.error().code(), "upstream_error");
+  int messages = 0;
+  auto turns = WaitForStoredTurns(conn_->raw(), 1, &messages);
+  ASSERT_EQ(turns.size(), 1u);
+  const wf::v1::TurnRecord& turn = turns[0];
+  EXPECT_EQ(turn.run_id(), "fail-1");
+  EXPECT_EQ(turn.session_id(), "s-1");
+  EXPECT_EQ(turn.route(), "flow");
+  EXPECT_EQ(turn.flow_id(), "order_status");
+  EXPECT_EQ(turn.status(), "error");
+  ASSERT_EQ(turn.messages_size(), 2);
+  EXPECT_EQ(turn.messages(0).role(), "user");
+  EXPECT_EQ(turn.messages(0).content(), "order 77");
+  EXPECT_EQ(turn.messages(1).role(), "assistant");
+  EXPECT_EQ(turn.messages(1).content().rfind(
+                "[flow order_status failed (upstream_error): upstream answered HTTP 404", 0),
+            0u)
+      << turn.messages(1).content();
+}
+
+TEST_F(LightweightTest, MatchReportsRequestsItCannotMatch) {
+  auto reply = conn_->Request("wf.flow.match", std::string("\xff\xff\xff\x01garbage", 11),
+                              milliseconds(5000));
+  ASSERT_TRUE(reply.ok());
+  wf::v1::MatchResult result;
+  ASSERT_TRUE(result.ParseFromString(*reply));
+  EXPECT_FALSE(result.matched());
+  ASSERT_TRUE(result.has_error());
+  EXPECT_EQ(result.error().code(), "bad_message");
+
+  reply = conn_->Request("wf.flow.match", wf::v1::MatchRequest().SerializeAsString(),
+                         milliseconds(5000));
+  ASSERT_TRUE(reply.ok() && result.ParseFromString(*reply));
+  ASSERT_TRUE(result.has_error());
+  EXPECT_EQ(result.error().code(), "bad_request");
+
+  wf::v1::MatchRequest match;
+  match.set_message("nothing matches this");
+  reply = conn_->Request("wf.flow.match", match.SerializeAsString(), milliseconds(5000));
+  ASSERT_TRUE(reply.ok() && result.ParseFromString(*reply));
+  EXPECT_FALSE(result.matched());
+  EXPECT_FALSE(result.has_error());  // an ordinary "no match"
 }
 
 TEST(LightweightConfigTest, InvalidConfigStopsStartWithThePath) {

@@ -35,6 +35,7 @@ json Base() {
        "response_template": "order {order_id}: {result.status}"},
       {"flow_id": "leave",
        "trigger_patterns": ["leave request"],
+       "parameters": {"type": "object", "properties": {"days": {"type": "integer"}}},
        "endpoint": {"url": "http://hr.internal/leave", "method": "POST",
                     "body": {"text": "{user_message}", "days": "{days}"}}}
     ],
@@ -620,6 +621,67 @@ TEST(ConfigTest, BodyTemplatesAreCheckedAtAnyDepth) {
   EXPECT_STARTS_WITH(ErrorOf(c), "flows[1].endpoint.body.a[1].b: invalid template");
   // Object keys are not templates.
   c["flows"][1]["endpoint"]["body"] = json::parse(R"({"{key": "{days}"})");
+  EXPECT_EQ(ErrorOf(c), "<no error>");
+}
+
+TEST(ConfigTest, BodyKeysWithPlaceholdersAreRejected) {
+  json c = Base();
+  c["flows"][1]["endpoint"]["body"] = json::parse(R"({"a": [{"{days}": 1}]})");
+  EXPECT_EQ(ErrorOf(c),
+            "flows[1].endpoint.body.a[0][\"{days}\"]: placeholders are not allowed in body object "
+            "keys "
+            "(\"{days}\" would be sent literally)");
+  c["flows"][1]["endpoint"]["body"] = json::parse(R"({"x-{user_message}-y": "v"})");
+  EXPECT_STARTS_WITH(ErrorOf(c),
+                     "flows[1].endpoint.body[\"x-{user_message}-y\"]: placeholders are");
+  // Escaped braces are literal text, fine in a key.
+  c["flows"][1]["endpoint"]["body"] = json::parse(R"({"{{literal}}": "{days}"})");
+  EXPECT_EQ(ErrorOf(c), "<no error>");
+}
+
+TEST(ConfigTest, PlaceholdersMustNameSomethingThatHasAValue) {
+  struct Case {
+    const char* pointer;
+    json value;
+    const char* message;  // nullptr: valid
+  };
+  for (const Case& t : std::vector<Case>{
+           {"/flows/0/endpoint/url", "http://h/orders/{order_id}?q={undeclared}",
+            "flows[0].endpoint.url: placeholder {undeclared} names no parameter or capture group "
+            "(declare \"undeclared\" under \"parameters\")"},
+           {"/flows/0/endpoint/headers/X-Session", "{session_id}-{nope}",
+            "flows[0].endpoint.headers.X-Session: placeholder {nope} names no parameter"},
+           {"/flows/1/endpoint/body", json::parse(R"({"a": {"b": ["{days}", "x {ghost.y}"]}})"),
+            "flows[1].endpoint.body.a.b[1]: placeholder {ghost.y} names no parameter"},
+           {"/tools/0/endpoint/url", "http://w/now?city={city}&unit={unit}",
+            "tools[0].endpoint.url: placeholder {unit} names no parameter"},
+           {"/flows/0/endpoint/url", "http://h/orders/{result}",
+            "flows[0].endpoint.url: placeholder {result}: the response ({result}) is only "
+            "available in response_template"},
+           {"/flows/0/response_template",
+            "{order_id} {verbose} {user_message} {session_id} "
+            "{result} {result.a.0} {order_id.x}",
+            nullptr},
+           {"/flows/0/response_template", "order {order_id}: {status}",
+            "flows[0].response_template: placeholder {status} names no parameter, capture group "
+            "or result field (declare \"status\" under \"parameters\")"},
+           {"/tools/0/response_template", "{result.temp} in {city}, {country}",
+            "tools[0].response_template: placeholder {country} names no parameter"},
+           // Capture groups count as parameters, declared or not.
+           {"/flows/0/endpoint/url", "http://h/orders/{order_id}?v={verbose}", nullptr},
+       }) {
+    json c = Base();
+    c[json::json_pointer(t.pointer)] = t.value;
+    if (t.message == nullptr) {
+      EXPECT_EQ(ErrorOf(c), "<no error>") << t.pointer;
+    } else {
+      EXPECT_STARTS_WITH(ErrorOf(c), t.message);
+    }
+  }
+  // A capture group that is not a declared property is a parameter too.
+  json c = Base();
+  c["flows"][1]["trigger_patterns"] = {"leave for (?P<n>\\d+) days"};
+  c["flows"][1]["endpoint"]["url"] = "http://hr.internal/leave?n={n}";
   EXPECT_EQ(ErrorOf(c), "<no error>");
 }
 

@@ -50,8 +50,30 @@ TEST(EndpointTemplateTest, UrlValuesArePercentEncoded) {
 }
 
 TEST(EndpointTemplateTest, UrlUnreservedCharactersAreKept) {
-  auto r = MustRender(Endpoint("http://h/{v}"), {{"v", "AZaz09-._~"}});
-  EXPECT_EQ(r.url, "http://h/AZaz09-._~");
+  auto r = MustRender(Endpoint("http://h/x?v={v}"), {{"v", "AZaz09-._~"}});
+  EXPECT_EQ(r.url, "http://h/x?v=AZaz09-._~");
+  // In the path, '.' is encoded as well (see DotsInPathValuesNeverFormDotSegments).
+  r = MustRender(Endpoint("http://h/{v}"), {{"v", "AZaz09-._~"}});
+  EXPECT_EQ(r.url, "http://h/AZaz09-%2E_~");
+}
+
+TEST(EndpointTemplateTest, DotsInPathValuesNeverFormDotSegments) {
+  // ".." in a path placeholder would make the upstream (or curl) resolve it to another
+  // endpoint: "/api/x/../echo" is "/api/echo".
+  auto r = MustRender(Endpoint("http://h/api/x/{p}/echo"), {{"p", ".."}});
+  EXPECT_EQ(r.url, "http://h/api/x/%2E%2E/echo");
+  r = MustRender(Endpoint("http://h/api/orders/{order_id}"), {{"order_id", ".."}});
+  EXPECT_EQ(r.url, "http://h/api/orders/%2E%2E");
+  r = MustRender(Endpoint("http://h/api/{a}{b}/z"), {{"a", "."}, {"b", "."}});
+  EXPECT_EQ(r.url, "http://h/api/%2E%2E/z");
+  r = MustRender(Endpoint("http://h/files/{name}"), {{"name", "report.v2.pdf"}});
+  EXPECT_EQ(r.url, "http://h/files/report%2Ev2%2Epdf");
+  // After the '?' (and '#') of the template, dots stay as they are.
+  r = MustRender(Endpoint("http://h/a/{p}?q={p}#{p}"), {{"p", ".."}});
+  EXPECT_EQ(r.url, "http://h/a/%2E%2E?q=..#..");
+  // A literal dot segment of the configured URL itself is the operator's choice: untouched.
+  r = MustRender(Endpoint("http://h/a/../{p}"), {{"p", "b"}});
+  EXPECT_EQ(r.url, "http://h/a/../b");
 }
 
 TEST(EndpointTemplateTest, UrlEncodesUtf8) {
@@ -248,6 +270,20 @@ std::string RenderResponse(std::string_view text, const json& values, std::strin
   return t.ok() ? t->Render(values, body) : "<compile error>";
 }
 
+TEST(ResponseTemplateTest, RenderAtMostStopsBeforeExceedingTheLimit) {
+  auto t = ResponseTemplate::Compile("<{result}{result}>");
+  ASSERT_TRUE(t.ok());
+  const std::string body(600, 'x');
+  auto whole = t->RenderAtMost(json::object(), body, 1202);
+  ASSERT_TRUE(whole.has_value());
+  EXPECT_EQ(whole->size(), 1202u);
+  EXPECT_FALSE(t->RenderAtMost(json::object(), body, 1201).has_value());
+  EXPECT_FALSE(t->RenderAtMost(json::object(), body, 700).has_value());
+  EXPECT_FALSE(t->RenderAtMost(json::object(), "", 1).has_value());  // the literals alone: 2
+  EXPECT_EQ(*t->RenderAtMost(json::object(), "", 2), "<>");
+  EXPECT_EQ(t->Render(json::object(), body).size(), 1202u);  // Render has no limit
+}
+
 TEST(ResponseTemplateTest, WholeBody) {
   EXPECT_EQ(RenderResponse("✅ 已提交\n\n{result}", json::object(), R"({"ok":true})"),
             "✅ 已提交\n\n{\"ok\":true}");
@@ -302,11 +338,16 @@ TEST(ResponseTemplateTest, BodiesReadAsAFullParseWouldReadThem) {
         "{\"status\": \"\xff\"}", R"({"status": "ok", "n": 1e999})"}) {
     EXPECT_EQ(RenderResponse("[{result.status}]", json::object(), broken), "[]") << broken;
   }
-  // Nesting deeper than the scanner validates is still read (by a full parse).
-  std::string deep =
-      R"({"status": "deep", "x": )" + std::string(100, '[') + std::string(100, ']') + "}";
-  EXPECT_EQ(RenderResponse("{result.status}", json::object(), deep), "deep");
-  EXPECT_EQ(RenderResponse("{result.status}", json::object(), deep.substr(1)), "");
+  // Nesting up to the shared limit is read; deeper counts as not JSON (no DOM is built of it,
+  // however deep: 300,000 levels must not exhaust the stack).
+  std::string ok = R"({"status": "ok", "x": )" + std::string(60, '[') + std::string(60, ']') + "}";
+  EXPECT_EQ(RenderResponse("{result.status}", json::object(), ok), "ok");
+  for (std::size_t levels : {std::size_t{100}, std::size_t{300000}}) {
+    std::string deep =
+        R"({"status": "deep", "x": )" + std::string(levels, '[') + std::string(levels, ']') + "}";
+    EXPECT_EQ(RenderResponse("[{result.status}]", json::object(), deep), "[]") << levels;
+    EXPECT_EQ(RenderResponse("{result.x}", json::object(), deep), "") << levels;
+  }
 }
 
 TEST(ResponseTemplateTest, ParametersAndValues) {

@@ -76,5 +76,51 @@ TEST(HexDigitValueTest, DigitsOfBothCasesAndNothingElse) {
   }
 }
 
+TEST(ToValidUtf8Test, ValidTextIsReturnedUnchanged) {
+  for (std::string text : {std::string(), std::string("plain ascii"), std::string("中文 😀 é"),
+                           std::string("a\0b", 3), std::string("\xf4\x8f\xbf\xbf")}) {
+    EXPECT_EQ(ToValidUtf8(text), text);
+    EXPECT_TRUE(IsValidUtf8(text));
+  }
+}
+
+TEST(ToValidUtf8Test, InvalidSequencesBecomeReplacementCharacters) {
+  const std::string fffd = "\xEF\xBF\xBD";
+  EXPECT_EQ(ToValidUtf8("a\xff"
+                        "b"),
+            "a" + fffd + "b");
+  EXPECT_EQ(ToValidUtf8("\x80\x80"), fffd + fffd);  // two stray continuation bytes
+  EXPECT_EQ(ToValidUtf8("x\xe4\xb8"), "x" + fffd);  // 中 cut short: one U+FFFD
+  EXPECT_EQ(ToValidUtf8("\xe4\xb8(\xe4\xb8\xad"), fffd + "(中");
+  EXPECT_EQ(ToValidUtf8("\xed\xa0\x80"), fffd);     // a surrogate: lead and its continuations
+  EXPECT_EQ(ToValidUtf8("\xc0\xaf"), fffd + fffd);  // overlong '/'
+  EXPECT_FALSE(IsValidUtf8("\xc3"));
+  // Whatever the input, the output is valid.
+  std::string all;
+  for (int b = 0; b < 256; ++b) all.push_back(static_cast<char>(b));
+  EXPECT_TRUE(IsValidUtf8(ToValidUtf8(all)));
+  EXPECT_TRUE(IsValidUtf8(ToValidUtf8(all + all.substr(0xE4))));
+}
+
+TEST(Utf8TruncateTest, NeverSplitsACharacter) {
+  const std::string text = "ab中文";  // 2 + 3 + 3 bytes
+  EXPECT_EQ(Utf8Truncate(text, 100), text);
+  EXPECT_EQ(Utf8Truncate(text, 8), text);
+  EXPECT_EQ(Utf8Truncate(text, 7), "ab中");
+  EXPECT_EQ(Utf8Truncate(text, 6), "ab中");
+  EXPECT_EQ(Utf8Truncate(text, 5), "ab中");
+  EXPECT_EQ(Utf8Truncate(text, 4), "ab");
+  EXPECT_EQ(Utf8Truncate(text, 2), "ab");
+  EXPECT_EQ(Utf8Truncate(text, 0), "");
+  // 100 x "错误" cut at 200 bytes: whole characters only, still valid.
+  std::string errors;
+  for (int i = 0; i < 100; ++i) errors += "错误";
+  const std::string_view cut = Utf8Truncate(errors, 200);
+  EXPECT_EQ(cut.size(), 198u);
+  EXPECT_TRUE(IsValidUtf8(cut));
+  // Invalid input: never longer than the limit.
+  EXPECT_LE(Utf8Truncate(std::string(10, '\x80'), 4).size(), 4u);
+}
+
 }  // namespace
 }  // namespace wf
