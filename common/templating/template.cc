@@ -194,6 +194,11 @@ Result<Json> RenderBody(const BodyNode& node, const Json& values) {
   return Error{ErrorCode::kInternal, "unknown body node"};
 }
 
+/// True for a non-empty text of '.' only.
+bool IsAllDots(std::string_view text) {
+  return !text.empty() && text.find_first_not_of('.') == std::string_view::npos;
+}
+
 }  // namespace
 
 void AppendPercentEncoded(std::string_view text, std::string* out) {
@@ -287,11 +292,15 @@ Result<PreparedRequest> EndpointTemplate::Render(const nlohmann::json& values) c
       }
       const Json* v = Required(values, s);
       if (v == nullptr) return Missing(s);
+      // In the path, a value made only of dots ("." or "..") would be a dot segment that the
+      // upstream resolves to another endpoint ("/api/x/../echo" is "/api/echo"): its dots are
+      // encoded. Dots inside other values ("report.v2.pdf", "1.5") are kept as they are.
       const bool in_path = i < impl_->url_path_end;
       if (v->is_string()) {
-        AppendPercentEncoded(v->get_ref<const std::string&>(), &request.url, in_path);
+        const std::string& text = v->get_ref<const std::string&>();
+        AppendPercentEncoded(text, &request.url, in_path && IsAllDots(text));
       } else {
-        AppendPercentEncoded(Dump(*v), &request.url, in_path);
+        AppendPercentEncoded(Dump(*v), &request.url, /*encode_dots=*/false);
       }
     }
     request.headers.reserve(impl_->headers.size() + 1);

@@ -52,9 +52,9 @@ TEST(EndpointTemplateTest, UrlValuesArePercentEncoded) {
 TEST(EndpointTemplateTest, UrlUnreservedCharactersAreKept) {
   auto r = MustRender(Endpoint("http://h/x?v={v}"), {{"v", "AZaz09-._~"}});
   EXPECT_EQ(r.url, "http://h/x?v=AZaz09-._~");
-  // In the path, '.' is encoded as well (see DotsInPathValuesNeverFormDotSegments).
+  // In the path too, except for a value of dots only (see DotsInPathValuesNeverFormDotSegments).
   r = MustRender(Endpoint("http://h/{v}"), {{"v", "AZaz09-._~"}});
-  EXPECT_EQ(r.url, "http://h/AZaz09-%2E_~");
+  EXPECT_EQ(r.url, "http://h/AZaz09-._~");
 }
 
 TEST(EndpointTemplateTest, DotsInPathValuesNeverFormDotSegments) {
@@ -66,8 +66,11 @@ TEST(EndpointTemplateTest, DotsInPathValuesNeverFormDotSegments) {
   EXPECT_EQ(r.url, "http://h/api/orders/%2E%2E");
   r = MustRender(Endpoint("http://h/api/{a}{b}/z"), {{"a", "."}, {"b", "."}});
   EXPECT_EQ(r.url, "http://h/api/%2E%2E/z");
+  r = MustRender(Endpoint("http://h/{a}/{b}/{c}"), {{"a", "."}, {"b", "..."}, {"c", "../x"}});
+  EXPECT_EQ(r.url, "http://h/%2E/%2E%2E%2E/..%2Fx");
+  // Dots inside other values cannot form a segment of their own ('/' is always encoded).
   r = MustRender(Endpoint("http://h/files/{name}"), {{"name", "report.v2.pdf"}});
-  EXPECT_EQ(r.url, "http://h/files/report%2Ev2%2Epdf");
+  EXPECT_EQ(r.url, "http://h/files/report.v2.pdf");
   // After the '?' (and '#') of the template, dots stay as they are.
   r = MustRender(Endpoint("http://h/a/{p}?q={p}#{p}"), {{"p", ".."}});
   EXPECT_EQ(r.url, "http://h/a/%2E%2E?q=..#..");
