@@ -23,11 +23,13 @@ enum class ErrorCode {
   kMethodNotAllowed,     ///< "method_not_allowed" 405.
   kSessionBusy,          ///< "session_busy" 409: another turn of the session is running.
   kCancelled,            ///< "cancelled" 409: the turn was cancelled.
+  kDuplicateRequestId,   ///< "duplicate_request_id" 409: the id names another stored turn.
   kTooLarge,             ///< "too_large" 413.
   kRateLimited,          ///< "rate_limited" 429.
   kUpstreamError,        ///< "upstream_error" 502: business API answered non-2xx.
   kUpstreamUnavailable,  ///< "upstream_unavailable" 502: business API unreachable.
   kLlmError,             ///< "llm_error" 502: the LLM endpoint failed.
+  kResponseTooLarge,     ///< "response_too_large" 502: an answer exceeds a NATS message.
   kUnavailable,          ///< "unavailable" 503: a dependency (NATS, Redis, PostgreSQL) is down.
   kNoWorker,             ///< "no_worker" 503: no lightweight worker answered.
   kNoAgentWorker,        ///< "no_agent_worker" 503: no heavy worker consumes agent turns.
