@@ -150,6 +150,13 @@ TEST(HeavyWorkerTest, ATurnAnsweredDuringAPostgresOutageIsStoredWhenItComesBack)
       },
       seconds(90)))
       << history.dump() << s.Logs();
+  // Stored in the order they happened.
+  std::vector<std::string> users;
+  for (auto& m : history["messages"]) {
+    if (m["role"] == "user") users.push_back(m["content"]);
+  }
+  EXPECT_EQ(users, (std::vector<std::string>{"first words", "said while the database was down",
+                                             "please recall"}));
   EXPECT_GE(HeavyMetric(s, 0, "wf_heavy_turns_deferred_total"), 2);
   // Acked once handed over: not redelivered (and so not run again by the LLM).
   EXPECT_EQ(HeavyMetric(s, 0, "wf_heavy_redeliveries_total"), 0);

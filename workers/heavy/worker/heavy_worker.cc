@@ -28,14 +28,11 @@ constexpr std::size_t kMaxRequestIdBytes = 128;
 constexpr std::size_t kMaxRememberedCancels = 100000;
 /// How long a finished turn handed to WF_HISTORY may wait for JetStream's acknowledgement.
 constexpr auto kHistoryPublishTimeout = std::chrono::seconds(5);
-/// A history record that could not be stored is retried after 2 s, 4 s, 8 s, ... at most 30 s.
-std::chrono::milliseconds HistoryRetryDelay(uint64_t delivered) {
-  const uint64_t shift = std::min<uint64_t>(delivered > 0 ? delivered - 1 : 0, 4);
-  return std::min(std::chrono::milliseconds(2000LL << shift), std::chrono::milliseconds(30000));
-}
+
+}  // namespace
 
 /// Owns one JetStream message (natsMsg*); acks/naks are idempotent through `settled`.
-struct JsMessage {
+struct HeavyWorker::JsMessage {
   explicit JsMessage(natsMsg* m) : msg(m) {}
   ~JsMessage() { DestroyNatsMsg(msg); }
   JsMessage(const JsMessage&) = delete;
@@ -87,6 +84,8 @@ struct JsMessage {
   std::mutex mu;
   bool settled = false;
 };
+
+namespace {
 
 Status EnsureConsumer(jsCtx* js, const char* stream, const char* durable, const char* subject,
                       std::chrono::milliseconds ack_wait, int max_deliver,
@@ -142,8 +141,8 @@ struct HeavyWorker::Turn {
   std::atomic<uint64_t> seq{0};
   uint32_t attempt = 1;  // JetStream delivery count, set on every event (attempt field)
   uint64_t stream_seq = 0;
-  bool id_assigned = false;  // the request came without an id: this worker made a fresh one //
-                             // position in WF_HEAVY: the order of turns queued on a session
+  bool id_assigned = false;      // the request came without an id: this worker made a fresh one //
+                                 // position in WF_HEAVY: the order of turns queued on a session
   int64_t deadline_unix_ms = 0;  // min(request's deadline, start + agent.turn_timeout)
   // The final/error event, held back until the turn is stored and the session unlocked, so a
   // client that has its answer can send the next message at once and the answer is durable.
@@ -713,49 +712,108 @@ void HeavyWorker::OnHistoryMessage(natsMsg* raw) {
   auto msg = std::make_shared<JsMessage>(raw);
   history_in_flight_.fetch_add(1);
   executor_->Post([this, msg] {
-    // A TurnRecordBatch (lightweight workers batch their flow turns) or one TurnRecord.
-    const char* type = nullptr;
-    bool batch = natsMsgHeader_Get(msg->msg, kPayloadTypeHeader, &type) == NATS_OK && type &&
-                 std::string_view(type) == "wf.v1.TurnRecordBatch";
-    wf::v1::TurnRecordBatch records;
-    bool parsed =
-        batch ? records.ParseFromArray(natsMsg_GetData(msg->msg), natsMsg_GetDataLength(msg->msg))
-              : records.add_turns()->ParseFromArray(natsMsg_GetData(msg->msg),
-                                                    natsMsg_GetDataLength(msg->msg));
-    for (const auto& record : records.turns()) {
-      parsed = parsed && !record.session_id().empty() && !record.run_id().empty();
+    {
+      // PostgreSQL failed for an earlier record: this one waits behind it, so records of one
+      // session are stored in the order they were published.
+      std::lock_guard lock(history_mu_);
+      if (!held_history_.empty()) {
+        held_history_.emplace(msg->StreamSeq(), msg);
+        return;
+      }
     }
-    if (!parsed) {
-      spdlog::warn("undecodable turn record on {}: terminated", natsMsg_GetSubject(msg->msg));
-      msg->Term();
+    if (StoreHistoryMessage(*msg)) {
       history_in_flight_.fetch_sub(1);
       slots_cv_.notify_all();
+    } else {
+      HoldHistory(msg);
+    }
+  });
+}
+
+bool HeavyWorker::StoreHistoryMessage(JsMessage& msg) {
+  // A TurnRecordBatch (lightweight workers batch their flow turns) or one TurnRecord.
+  const char* type = nullptr;
+  bool batch = natsMsgHeader_Get(msg.msg, kPayloadTypeHeader, &type) == NATS_OK && type &&
+               std::string_view(type) == "wf.v1.TurnRecordBatch";
+  wf::v1::TurnRecordBatch records;
+  bool parsed =
+      batch ? records.ParseFromArray(natsMsg_GetData(msg.msg), natsMsg_GetDataLength(msg.msg))
+            : records.add_turns()->ParseFromArray(natsMsg_GetData(msg.msg),
+                                                  natsMsg_GetDataLength(msg.msg));
+  for (const auto& record : records.turns()) {
+    parsed = parsed && !record.session_id().empty() && !record.run_id().empty();
+  }
+  if (!parsed) {
+    spdlog::warn("undecodable turn record on {}: terminated", natsMsg_GetSubject(msg.msg));
+    msg.Term();
+    return true;
+  }
+  // One PostgreSQL transaction for the whole batch; idempotent by run_id, so a message that
+  // is retried after a failure stores nothing twice.
+  const std::size_t count = static_cast<std::size_t>(records.turns_size());
+  Status stored = store_.AppendTurns({std::make_move_iterator(records.mutable_turns()->begin()),
+                                      std::make_move_iterator(records.mutable_turns()->end())});
+  if (stored.ok()) {
+    history_stored_.fetch_add(count, std::memory_order_relaxed);
+    msg.Ack();
+    return true;
+  }
+  if (stored.error().code == ErrorCode::kBadRequest) {
+    // Refused by the database (the rest of a batch is stored): retrying cannot change that.
+    spdlog::error("turn records refused for good: {}", stored.error().message);
+    msg.Term();
+    return true;
+  }
+  store_failures_.fetch_add(1, std::memory_order_relaxed);
+  spdlog::warn("{} turns not stored yet: {}", count, stored.error().message);
+  return false;
+}
+
+void HeavyWorker::HoldHistory(const std::shared_ptr<JsMessage>& msg) {
+  std::lock_guard lock(history_mu_);
+  if (shutting_down_) {
+    msg->Nak();  // another worker stores it
+    history_in_flight_.fetch_sub(1);
+    return;
+  }
+  held_history_.emplace(msg->StreamSeq(), msg);
+  if (history_retry_task_ == 0) {
+    history_retry_task_ = timer_.After(history_retry_delay_,
+                                       [this] { executor_->Post([this] { RetryHeldHistory(); }); });
+  }
+}
+
+void HeavyWorker::RetryHeldHistory() {
+  for (;;) {
+    std::shared_ptr<JsMessage> next;
+    {
+      std::lock_guard lock(history_mu_);
+      history_retry_task_ = 0;
+      if (held_history_.empty()) {
+        history_retry_delay_ = kHistoryRetryFirst;
+        return;
+      }
+      // Each attempt tells JetStream the held records are still being worked on (the history
+      // consumer's ack_wait is 30 s; attempts are at most kHistoryRetryMax apart).
+      for (auto& [seq, held] : held_history_) held->InProgress();
+      next = held_history_.begin()->second;
+    }
+    if (!StoreHistoryMessage(*next)) {
+      std::lock_guard lock(history_mu_);
+      history_retry_delay_ = std::min(history_retry_delay_ * 2, kHistoryRetryMax);
+      if (!shutting_down_) {
+        history_retry_task_ = timer_.After(
+            history_retry_delay_, [this] { executor_->Post([this] { RetryHeldHistory(); }); });
+      }
       return;
     }
-    // One PostgreSQL transaction for the whole batch; idempotent by run_id, so a message that
-    // is retried after a failure stores nothing twice.
-    const std::size_t count = static_cast<std::size_t>(records.turns_size());
-    Status stored = store_.AppendTurns({std::make_move_iterator(records.mutable_turns()->begin()),
-                                        std::make_move_iterator(records.mutable_turns()->end())});
-    if (stored.ok()) {
-      history_stored_.fetch_add(count, std::memory_order_relaxed);
-      msg->Ack();
-    } else if (stored.error().code == ErrorCode::kBadRequest) {
-      // Refused by the database (the rest of a batch is stored): retrying cannot change that.
-      spdlog::error("turn records refused for good: {}", stored.error().message);
-      msg->Term();
-    } else {
-      // PostgreSQL unreachable: retried with a growing delay (at most 30 s) and no limit on
-      // deliveries, so records wait in WF_HISTORY (7 days) for as long as the outage lasts.
-      store_failures_.fetch_add(1, std::memory_order_relaxed);
-      const uint64_t delivered = msg->Delivered();
-      spdlog::warn("{} turns not stored yet (delivery {}): {}", count, delivered,
-                   stored.error().message);
-      msg->NakWithDelay(HistoryRetryDelay(delivered));
+    {
+      std::lock_guard lock(history_mu_);
+      held_history_.erase(held_history_.begin());
     }
     history_in_flight_.fetch_sub(1);
     slots_cv_.notify_all();
-  });
+  }
 }
 
 void HeavyWorker::OnCancel(const NatsMsgView& msg) {
@@ -887,6 +945,14 @@ void HeavyWorker::Shutdown(std::chrono::milliseconds grace) {
     }
   }
   timer_.Cancel(tick_task_);
+  {
+    // Records held for a PostgreSQL outage go back to JetStream for another worker.
+    std::lock_guard lock(history_mu_);
+    if (history_retry_task_ != 0) timer_.Cancel(history_retry_task_);
+    history_retry_task_ = 0;
+    for (auto& [seq, held] : held_history_) held->Nak();
+    held_history_.clear();
+  }
   subs_.clear();
   if (service_) service_->Stop();
   executor_.reset();  // runs what was queued, then joins
