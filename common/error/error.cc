@@ -27,6 +27,7 @@ constexpr std::array kCodes = {
     CodeInfo{ErrorCode::kMethodNotAllowed, "method_not_allowed", 405},
     CodeInfo{ErrorCode::kSessionBusy, "session_busy", 409},
     CodeInfo{ErrorCode::kCancelled, "cancelled", 409},
+    CodeInfo{ErrorCode::kDuplicateRequestId, "duplicate_request_id", 409},
     CodeInfo{ErrorCode::kTooLarge, "too_large", 413},
     CodeInfo{ErrorCode::kRateLimited, "rate_limited", 429},
     CodeInfo{ErrorCode::kUpstreamError, "upstream_error", 502},

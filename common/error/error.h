@@ -23,6 +23,7 @@ enum class ErrorCode {
   kMethodNotAllowed,     ///< "method_not_allowed" 405.
   kSessionBusy,          ///< "session_busy" 409: another turn of the session is running.
   kCancelled,            ///< "cancelled" 409: the turn was cancelled.
+  kDuplicateRequestId,   ///< "duplicate_request_id" 409: the id names another stored turn.
   kTooLarge,             ///< "too_large" 413.
   kRateLimited,          ///< "rate_limited" 429.
   kUpstreamError,        ///< "upstream_error" 502: business API answered non-2xx.

@@ -127,8 +127,8 @@ Status ToolCallsFromJson(std::string_view json, wf::v1::ChatMessage& message) {
 SessionKeys SessionKeys::For(std::string_view prefix, std::string_view session_id) {
   const std::string base(prefix);
   const std::string id(session_id);
-  return SessionKeys{base + "hist:" + id, base + "runs:" + id, base + "ver:" + id,
-                     base + "lock:" + id};
+  return SessionKeys{base + "hist:" + id, base + "runs:" + id,  base + "ver:" + id,
+                     base + "lock:" + id, base + "queue:" + id, base + "qlease:" + id};
 }
 
 }  // namespace wf

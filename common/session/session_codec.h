@@ -35,10 +35,12 @@ Status ToolCallsFromJson(std::string_view json, wf::v1::ChatMessage& message);
 
 /// Redis keys of one session under a prefix ("wf:").
 struct SessionKeys {
-  std::string history;  ///< List of serialized ChatMessage, oldest first: `<prefix>hist:<id>`.
-  std::string runs;     ///< Set of run ids in `history`: `<prefix>runs:<id>`.
-  std::string version;  ///< Change counter guarding re-warms: `<prefix>ver:<id>`.
-  std::string lock;     ///< Turn lock (owner token): `<prefix>lock:<id>`.
+  std::string history;       ///< List of serialized ChatMessage, oldest first: `<prefix>hist:<id>`.
+  std::string runs;          ///< Set of run ids in `history`: `<prefix>runs:<id>`.
+  std::string version;       ///< Change counter guarding re-warms: `<prefix>ver:<id>`.
+  std::string lock;          ///< Turn lock (owner token): `<prefix>lock:<id>`.
+  std::string queue;         ///< Turns waiting for the lock, by position: `<prefix>queue:<id>`.
+  std::string queue_leases;  ///< Waiter -> lease end (Unix ms): `<prefix>qlease:<id>`.
 
   /// Keys of `session_id` under `prefix`. Pure.
   static SessionKeys For(std::string_view prefix, std::string_view session_id);

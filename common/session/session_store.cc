@@ -15,6 +15,15 @@ namespace {
 
 using Clock = std::chrono::system_clock;
 
+/// How long a session's deletion tombstone is kept: the retention of WF_HISTORY, the longest a
+/// turn that started before the delete may wait to be stored.
+constexpr std::int64_t kTombstoneLifeMs = 7LL * 24 * 3600 * 1000;
+/// How long a turn waiting for a session's lock keeps its place in the wait queue without
+/// asking again (waiters ask every 100 ms; one that crashed or gave up is skipped after this).
+constexpr std::int64_t kWaiterLeaseMs = 5000;
+/// Longest run id (NormalizeTurn's rule).
+constexpr std::size_t kMaxRunIdBytes = 128;
+
 std::int64_t NowUnixMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now().time_since_epoch())
       .count();
@@ -62,8 +71,9 @@ redis.call('PEXPIRE', KEYS[3], ARGV[1])
 return 1
 )lua";
 
-/// KEYS: history, runs, version, lock. ARGV: ttl, run id, seq of the turn's first message, lock
-/// owner ('' = leave the lock alone), messages...
+/// KEYS: history, runs, version, lock. ARGV: ttl, run id, seq of the turn's first message (-1 =
+/// unknown, PostgreSQL being down: extend the copy only if it exists), lock owner ('' = leave the
+/// lock alone), messages...
 /// 0 = run already in the copy, 1 = appended, 2 = copy absent or not the history before this
 /// turn: dropped (the next load reloads it). Every change bumps the version. Then, when ARGV[4]
 /// holds the session's lock, releases it: the next turn's lock-and-load sees this turn.
@@ -78,7 +88,9 @@ local function append()
   end
   local len = redis.call('LLEN', KEYS[1])
   local extend = false
-  if len == tonumber(ARGV[3]) then
+  if ARGV[3] == '-1' then
+    extend = len > 0
+  elseif len == tonumber(ARGV[3]) then
     if len > 0 then
       extend = true
     else
@@ -131,13 +143,36 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 )lua";
 
-/// KEYS: lock, hist, runs, ver. ARGV: owner, lease, ttl. kTryLockScript, then (only when the
-/// lock is held by owner now) kLoadScript, in one round trip: {0} = held by another owner
-/// (nothing read); {1, 1, {msg...}} = locked, hot copy hit; {1, 0, version or ""} = locked, miss.
+/// KEYS: lock, hist, runs, ver, queue, queue leases. ARGV: owner, lease, ttl, queue position
+/// ('' = no queue), waiter lease. kTryLockScript, then (only when the lock is held by owner now)
+/// kLoadScript, in one round trip: {0} = held by another owner or another waiter is first (nothing
+/// read); {1, 1, {msg...}} = locked, hot copy hit; {1, 0, version or ""} = locked, miss. With a
+/// queue position the owner (re)joins the wait queue with a fresh lease; waiters whose lease ran
+/// out are dropped from its head; the lock is taken only by the head waiter.
 constexpr std::string_view kTryLockLoadScript = R"lua(
 local v = redis.call('GET', KEYS[1])
 if v == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
+elseif ARGV[4] ~= '' then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('ZADD', KEYS[5], 'NX', ARGV[4], ARGV[1])
+  redis.call('HSET', KEYS[6], ARGV[1], now + tonumber(ARGV[5]))
+  redis.call('PEXPIRE', KEYS[5], ARGV[5])
+  redis.call('PEXPIRE', KEYS[6], ARGV[5])
+  local head
+  while true do
+    head = redis.call('ZRANGE', KEYS[5], 0, 0)[1]
+    if not head then break end
+    local until_ms = tonumber(redis.call('HGET', KEYS[6], head) or '0')
+    if until_ms >= now then break end
+    redis.call('ZREM', KEYS[5], head)
+    redis.call('HDEL', KEYS[6], head)
+  end
+  if v or head ~= ARGV[1] then return {0} end
+  redis.call('ZREM', KEYS[5], ARGV[1])
+  redis.call('HDEL', KEYS[6], ARGV[1])
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 elseif v then
   return {0}
 else
@@ -153,6 +188,12 @@ end
 local ver = redis.call('GET', KEYS[4])
 if not ver then ver = '' end
 return {1, 0, ver}
+)lua";
+
+/// KEYS: queue, queue leases. ARGV: owner. Leaves the wait queue.
+constexpr std::string_view kLeaveQueueScript = R"lua(
+redis.call('HDEL', KEYS[2], ARGV[1])
+return redis.call('ZREM', KEYS[1], ARGV[1])
 )lua";
 
 /// KEYS: lock. ARGV: owner, lease. 1 = extended, 0 = not the owner.
@@ -263,7 +304,8 @@ struct SessionStore::PgHistory {
 };
 
 struct SessionStore::StoredTurn {
-  bool inserted = false;  // False: the run was stored before.
+  bool inserted = false;  // False: the run was stored before (or refused).
+  bool refused = false;   // The session was deleted after the turn started: nothing stored.
   std::int64_t first_seq = 0;
   google::protobuf::RepeatedPtrField<wf::v1::ChatMessage> messages;  // As stored.
 };
@@ -386,14 +428,18 @@ Result<std::vector<wf::v1::ChatMessage>> SessionStore::LoadHistory(const std::st
 }
 
 Result<SessionStore::LockedHistory> SessionStore::TryLockAndLoadHistory(
-    const std::string& session_id, const std::string& owner, std::chrono::milliseconds lease) {
+    const std::string& session_id, const std::string& owner, std::chrono::milliseconds lease,
+    std::uint64_t queue_position) {
   if (Status status = CheckLockArgs(session_id, owner, lease); !status.ok()) {
     return status.error();
   }
   const SessionKeys keys = SessionKeys::For(options_.key_prefix, session_id);
   Result<RedisReply> reply =
-      Eval(kTryLockLoadScript, {keys.lock, keys.history, keys.runs, keys.version},
-           {owner, std::to_string(lease.count()), std::to_string(options_.ttl.count())});
+      Eval(kTryLockLoadScript,
+           {keys.lock, keys.history, keys.runs, keys.version, keys.queue, keys.queue_leases},
+           {owner, std::to_string(lease.count()), std::to_string(options_.ttl.count()),
+            queue_position > 0 ? std::to_string(queue_position) : std::string(),
+            std::to_string(kWaiterLeaseMs)});
   if (!reply) return std::move(reply).error();
   if (reply->type != RedisReply::Type::kArray || reply->elements.empty() ||
       (reply->elements[0].integer == 1 && reply->elements.size() != 3)) {
@@ -481,6 +527,10 @@ Result<SessionStore::StoredTurn> SessionStore::StoreTurn(pqxx::transaction_base&
     out.messages = turn.messages();
     return out;
   }
+  if (stored[1].as<std::int64_t>() == -1) {
+    out.refused = true;  // 004_session_deletions.sql: deleted after the turn started
+    return out;
+  }
   if (stored[2].as<std::string>() != turn.session_id()) {
     return Error{ErrorCode::kBadRequest,
                  "run_id " + turn.run_id() + " is stored for another session"};
@@ -510,6 +560,10 @@ Status SessionStore::AppendTurn(const wf::v1::TurnRecord& record, const std::str
       },
       PgRetry::kIdempotent);
   if (!stored) return stored.error();
+  if (stored->refused) {
+    spdlog::info("session store: run {} not stored: session {} was deleted after it started",
+                 turn.run_id(), turn.session_id());
+  }
   const bool nothing_to_append = !stored->inserted && stored->messages.empty();
   if ((nothing_to_append || !AppendToRedis(turn.session_id(), turn.run_id(), stored->first_seq,
                                            stored->messages, unlock_owner)) &&
@@ -591,6 +645,18 @@ Result<wf::v1::SessionHistory> SessionStore::GetSession(const std::string& sessi
         if (Status status = ReadMessages(rows, *history.mutable_messages()); !status.ok()) {
           return status.error();
         }
+        const pqxx::result cancelled = tx.exec_params(
+            "SELECT run_id FROM runs WHERE session_id = $1 AND status = 'cancelled'", session_id);
+        if (!cancelled.empty()) {
+          std::vector<std::string> runs;
+          for (const pqxx::row& row : cancelled) runs.push_back(row[0].as<std::string>());
+          for (wf::v1::ChatMessage& message : *history.mutable_messages()) {
+            if (message.role() == "assistant" &&
+                std::find(runs.begin(), runs.end(), message.run_id()) != runs.end()) {
+              message.set_cancelled(true);
+            }
+          }
+        }
         tx.commit();
         return history;
       },
@@ -604,6 +670,16 @@ Result<bool> SessionStore::DeleteSession(const std::string& session_id) {
   Result<bool> deleted = pg_->Run(
       [&](pqxx::connection& connection) {
         pqxx::work tx(connection);
+        // The tombstone first, in the same transaction: a turn that started before now and is
+        // stored later is refused by wf_append_turn (004_session_deletions.sql).
+        const std::int64_t now = NowUnixMs();
+        tx.exec_params(
+            "INSERT INTO session_deletions (session_id, deleted_ms) VALUES ($1, $2)"
+            " ON CONFLICT (session_id) DO UPDATE"
+            " SET deleted_ms = GREATEST(session_deletions.deleted_ms, EXCLUDED.deleted_ms)",
+            session_id, now);
+        tx.exec_params("DELETE FROM session_deletions WHERE deleted_ms < $1",
+                       now - kTombstoneLifeMs);
         const pqxx::result result =
             tx.exec_params("DELETE FROM sessions WHERE session_id = $1", session_id);
         tx.commit();
@@ -648,6 +724,17 @@ Status SessionStore::RenewLock(const std::string& session_id, const std::string&
   return Status::Ok();
 }
 
+Status SessionStore::LeaveQueue(const std::string& session_id, const std::string& owner) {
+  if (Status status = CheckLockArgs(session_id, owner, std::chrono::milliseconds{1});
+      !status.ok()) {
+    return status;
+  }
+  const SessionKeys keys = SessionKeys::For(options_.key_prefix, session_id);
+  Result<RedisReply> reply = Eval(kLeaveQueueScript, {keys.queue, keys.queue_leases}, {owner});
+  if (!reply) return reply.error();
+  return Status::Ok();
+}
+
 Status SessionStore::Unlock(const std::string& session_id, const std::string& owner) {
   if (Status status = CheckLockArgs(session_id, owner, std::chrono::milliseconds{1});
       !status.ok()) {
@@ -657,6 +744,53 @@ Status SessionStore::Unlock(const std::string& session_id, const std::string& ow
   Result<RedisReply> reply = Eval(kUnlockScript, {keys.lock}, {owner});
   if (!reply) return reply.error();
   return Status::Ok();
+}
+
+Result<std::optional<SessionStore::StoredRun>> SessionStore::FindRun(const std::string& run_id) {
+  if (run_id.empty() || run_id.size() > kMaxRunIdBytes) {
+    return Error{ErrorCode::kBadRequest, "run_id must be 1-128 bytes"};
+  }
+  const std::string id = SanitizeText(run_id);  // as NormalizeTurn stores it
+  return pg_->Run(
+      [&](pqxx::connection& connection) -> Result<std::optional<StoredRun>> {
+        pqxx::nontransaction tx(connection);
+        // The run, then its messages in order (LEFT JOIN: a run may have none).
+        const pqxx::result rows = tx.exec_params(
+            "SELECT r.session_id, r.status, COALESCE(m.role, ''), COALESCE(m.content, ''),"
+            " m.tool_calls IS NOT NULL FROM runs r LEFT JOIN messages m"
+            " ON m.session_id = r.session_id AND m.run_id = r.run_id"
+            " WHERE r.run_id = $1 ORDER BY m.seq",
+            id);
+        if (rows.empty()) return std::optional<StoredRun>();
+        StoredRun run;
+        run.session_id = rows[0][0].as<std::string>();
+        run.status = rows[0][1].as<std::string>();
+        bool seen_user = false;
+        for (const pqxx::row& row : rows) {
+          const std::string role = row[2].as<std::string>();
+          if (role == "user" && !seen_user) {
+            seen_user = true;
+            run.user_message = row[3].as<std::string>();
+          } else if (role == "assistant" && !row[4].as<bool>()) {
+            run.answer = row[3].as<std::string>();
+            run.has_answer = true;
+          }
+        }
+        return std::optional<StoredRun>(std::move(run));
+      },
+      PgRetry::kIdempotent);
+}
+
+bool SessionStore::AppendTurnToHotCopy(const wf::v1::TurnRecord& record,
+                                       const std::string& unlock_owner) {
+  wf::v1::TurnRecord turn = record;
+  if (Status status = NormalizeTurn(turn, NowUnixMs()); !status.ok()) {
+    spdlog::warn("session store: turn {} not appended to the hot copy: {}", turn.run_id(),
+                 status.error().message);
+    return false;
+  }
+  return AppendToRedis(turn.session_id(), turn.run_id(), /*first_seq=*/-1, turn.messages(),
+                       unlock_owner);
 }
 
 bool SessionStore::Healthy() {

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <pqxx/transaction>
 #include <span>
 #include <string>
@@ -84,15 +85,42 @@ class SessionStore {
   /// Takes the records by value: they are normalized and sorted in place.
   Status AppendTurns(std::vector<wf::v1::TurnRecord> turns);
 
-  /// The stored history from PostgreSQL (for GET /api/v1/session/{id}).
+  /// The stored history from PostgreSQL (for GET /api/v1/session/{id}). The assistant messages
+  /// of a turn stored with status "cancelled" (a partial answer) carry ChatMessage.cancelled.
   /// Errors: kBadRequest, kSessionNotFound (no record), kUnavailable.
   Result<wf::v1::SessionHistory> GetSession(const std::string& session_id);
 
   /// Deletes the session from PostgreSQL (its runs and messages too) and then from Redis (the
-  /// lock is left to its owner). Returns false if neither held it. Errors: kBadRequest,
-  /// kUnavailable (PostgreSQL failed: nothing deleted; or Redis failed after PostgreSQL was
-  /// deleted: retry to clear the hot copy).
+  /// lock is left to its owner). Also records a tombstone (schemas/sql/004_session_deletions.sql,
+  /// this process's clock) in the same transaction: a turn that started before this moment and is
+  /// stored afterwards (a turn cancelled by the delete, a late flow record) is refused instead of
+  /// bringing the session back (AppendTurn returns Ok and stores nothing). Returns false if
+  /// neither store held it. Errors: kBadRequest, kUnavailable (PostgreSQL failed: nothing
+  /// deleted; or Redis failed after PostgreSQL was deleted: retry to clear the hot copy).
   Result<bool> DeleteSession(const std::string& session_id);
+
+  /// What PostgreSQL holds of one stored run (FindRun).
+  struct StoredRun {
+    std::string session_id;    ///< The session the run belongs to.
+    std::string status;        ///< "ok", "error" or "cancelled".
+    std::string user_message;  ///< Content of the run's first user message ("" if none).
+    std::string answer;        ///< Content of its last assistant message without tool calls.
+    bool has_answer = false;   ///< False when the run stored no such message.
+  };
+
+  /// The stored run `run_id`, or nullopt when none is stored: lets a worker tell a redelivered
+  /// turn (same run, same session) from another query reusing the id before it runs anything.
+  /// One PostgreSQL round trip (primary-key lookups). Errors: kBadRequest (empty or over 128
+  /// bytes), kUnavailable (PostgreSQL failed).
+  Result<std::optional<StoredRun>> FindRun(const std::string& run_id);
+
+  /// Appends a finished turn to the Redis hot copy only (PostgreSQL unreachable, the turn handed
+  /// to WF_HISTORY for later): extended only when the copy exists (its content so far is then
+  /// the session's history), and when `unlock_owner` is not empty the session lock it holds is
+  /// released in the same round trip. When the copy is absent nothing is appended (the next read
+  /// comes from PostgreSQL once the turn is stored there). Best effort: false on a Redis failure
+  /// or an invalid record (logged).
+  bool AppendTurnToHotCopy(const wf::v1::TurnRecord& turn, const std::string& unlock_owner);
 
   /// Takes the session's turn lock for `owner` (non-empty token, e.g. the request id) for
   /// `lease`. True when taken or already held by `owner` (lease restarted); false when another
@@ -114,14 +142,26 @@ class SessionStore {
   /// taken, so it holds every turn stored by the lock's previous owners). On a hot-copy miss
   /// PostgreSQL is read and Redis re-warmed as in LoadHistory. Errors (lock not attempted or its
   /// outcome unknown): kBadRequest (id, owner or lease <= 0), kUnavailable (Redis), kInternal.
+  ///
+  /// `queue_position` > 0 (on_busy "enqueue"): waiting turns take the lock in the order of their
+  /// positions (e.g. JetStream stream sequences): the caller joins the session's wait queue
+  /// (`<prefix>queue:<id>`, a sorted set, with a 5 s lease per waiter kept in
+  /// `<prefix>qlease:<id>`), and gets the lock only when it is free and the caller is the first
+  /// live waiter; a waiter that stops calling (crashed, gave up) is skipped once its lease ran
+  /// out. 0: no queue, the lock is taken whenever it is free.
   Result<LockedHistory> TryLockAndLoadHistory(const std::string& session_id,
                                               const std::string& owner,
-                                              std::chrono::milliseconds lease);
+                                              std::chrono::milliseconds lease,
+                                              std::uint64_t queue_position = 0);
 
   /// Extends the lock to `lease` from now if `owner` still holds it.
   /// Errors: kSessionBusy (not held by `owner`: expired or taken over), kBadRequest, kUnavailable.
   Status RenewLock(const std::string& session_id, const std::string& owner,
                    std::chrono::milliseconds lease);
+
+  /// Removes `owner` from the session's wait queue (a waiting turn that gives up), so the next
+  /// waiter need not wait for its lease to run out. Errors: kBadRequest, kUnavailable.
+  Status LeaveQueue(const std::string& session_id, const std::string& owner);
 
   /// Releases the lock if `owner` holds it; does nothing otherwise (not an error).
   /// Errors: kBadRequest, kUnavailable.

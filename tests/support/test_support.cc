@@ -228,6 +228,10 @@ PostgresServer::PostgresServer() : port_(FreePort()) {
   }
   RunAsPostgres({PgBin("initdb"), "-D", data_dir_, "-A", "trust", "-U", "postgres",
                  "--no-sync", "-E", "UTF8"});
+  Start();
+}
+
+void PostgresServer::Start() {
   std::vector<std::string> args = {"-u",
                                    "postgres",
                                    "--",
@@ -259,7 +263,9 @@ PostgresServer::PostgresServer() : port_(FreePort()) {
   }
 }
 
-PostgresServer::~PostgresServer() {
+PostgresServer::~PostgresServer() { Stop(); }
+
+void PostgresServer::Stop() {
   // postgres runs under runuser: signal the whole group so the postmaster gets SIGTERM too.
   if (process_ && process_->Running()) {
     ::kill(-process_->pid(), SIGINT);  // fast shutdown

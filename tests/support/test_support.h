@@ -111,6 +111,10 @@ class PostgresServer {
   int port() const { return port_; }
   /// libpq URI: postgresql://postgres@127.0.0.1:PORT/postgres
   std::string url() const;
+  /// Stops the server (fast shutdown), keeping its data: an outage for failure tests.
+  void Stop();
+  /// Starts it again on the same port and data after Stop; returns when it accepts connections.
+  void Start();
 
  private:
   TempDir dir_;

@@ -23,6 +23,7 @@ struct StackOptions {
   int ack_wait_ms = 30000;
   bool start_gateway = true;
   bool start_lightweight = true;
+  std::vector<std::string> heavy_args = {};  ///< More wf-heavy flags, e.g. --concurrency 1.
 };
 
 inline nlohmann::json DefaultRules() {
@@ -102,15 +103,15 @@ class Stack {
   Process& StartHeavy() {
     int admin = FreePort();
     heavy_admin_ports_.push_back(admin);
-    heavy_.push_back(std::make_unique<Process>(
-        BinPath("wf-heavy"),
-        std::vector<std::string>{"--config", config_path_, "--nats-url", nats_.url(),
-                                 "--redis-url", redis_.url(), "--database-url", pg_.url(),
-                                 "--llm-base-url",
-                                 "http://127.0.0.1:" + std::to_string(llm_port_) + "/v1",
-                                 "--llm-model", "scripted", "--ack-wait-ms",
-                                 std::to_string(options_.ack_wait_ms), "--admin-listen",
-                                 "127.0.0.1:" + std::to_string(admin), "--drain-ms", "5000"}));
+    std::vector<std::string> args{"--config", config_path_, "--nats-url", nats_.url(),
+                                  "--redis-url", redis_.url(), "--database-url", pg_.url(),
+                                  "--llm-base-url",
+                                  "http://127.0.0.1:" + std::to_string(llm_port_) + "/v1",
+                                  "--llm-model", "scripted", "--ack-wait-ms",
+                                  std::to_string(options_.ack_wait_ms), "--admin-listen",
+                                  "127.0.0.1:" + std::to_string(admin), "--drain-ms", "5000"};
+    args.insert(args.end(), options_.heavy_args.begin(), options_.heavy_args.end());
+    heavy_.push_back(std::make_unique<Process>(BinPath("wf-heavy"), std::move(args)));
     Require(WaitForTcpPort(admin, std::chrono::seconds(30)), "wf-heavy", heavy_.back()->Log());
     return *heavy_.back();
   }

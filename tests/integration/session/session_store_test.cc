@@ -331,8 +331,14 @@ TEST_F(SessionStoreTest, DeleteThenGetIsNotFound) {
   auto again = store_->DeleteSession("doomed");
   ASSERT_TRUE(again.ok());
   EXPECT_FALSE(*again);
-  // The id can start over.
-  ASSERT_TRUE(store_->AppendTurn(MakeTurn("doomed", "d-2", {{"user", "hello again"}})).ok());
+  // The id can start over (with a turn that started after the delete; one that started before
+  // it is refused, see ATurnThatStartedBeforeADeleteIsNotStoredAfterIt).
+  wf::v1::TurnRecord later = MakeTurn("doomed", "d-2", {{"user", "hello again"}});
+  later.set_started_unix_ms(std::chrono::duration_cast<milliseconds>(
+                                std::chrono::system_clock::now().time_since_epoch())
+                                .count() +
+                            1000);
+  ASSERT_TRUE(store_->AppendTurn(later).ok());
   EXPECT_EQ(Contents(*store_->LoadHistory("doomed")), (std::vector<std::string>{"hello again"}));
   EXPECT_EQ(store_->GetSession("doomed")->turn_count(), 1u);
 }
@@ -701,6 +707,78 @@ TEST_F(SessionStoreTest, SchemaAppliesOnceWhenStoresStartTogether) {
   ASSERT_TRUE(store.ok());
   ASSERT_TRUE((*store)->AppendTurn(MakeTurn("fresh", "x-1", {{"user", "works"}})).ok());
   EXPECT_EQ(Contents(*(*store)->LoadHistory("fresh")), (std::vector<std::string>{"works"}));
+}
+
+// A delete leaves a tombstone: a turn that started before it and is stored after it (the turn the
+// delete cancelled, a late flow record) does not bring the session back; a later turn does.
+TEST_F(SessionStoreTest, ATurnThatStartedBeforeADeleteIsNotStoredAfterIt) {
+  const std::int64_t now = std::chrono::duration_cast<milliseconds>(
+                               std::chrono::system_clock::now().time_since_epoch())
+                               .count();
+  ASSERT_TRUE(store_->AppendTurn(MakeTurn("tomb", "tomb-1", {{"user", "before"}})).ok());
+  ASSERT_TRUE(*store_->DeleteSession("tomb"));
+  wf::v1::TurnRecord late = MakeTurn("tomb", "tomb-2", {{"user", "cancelled"}});
+  late.set_started_unix_ms(now - 1000);
+  ASSERT_TRUE(store_->AppendTurn(late).ok());
+  EXPECT_EQ(store_->GetSession("tomb").error().code, ErrorCode::kSessionNotFound);
+  EXPECT_TRUE(store_->LoadHistory("tomb")->empty());
+  EXPECT_FALSE(store_->FindRun("tomb-2")->has_value());
+  wf::v1::TurnRecord fresh = MakeTurn("tomb", "tomb-3", {{"user", "after"}});
+  fresh.set_started_unix_ms(now + 60000);
+  ASSERT_TRUE(store_->AppendTurn(fresh).ok());
+  EXPECT_EQ(Contents(*store_->LoadHistory("tomb")), (std::vector<std::string>{"after"}));
+}
+
+TEST_F(SessionStoreTest, FindRunTellsWhichSessionMessageAndAnswerARunHas) {
+  EXPECT_FALSE(store_->FindRun("nowhere")->has_value());
+  ASSERT_TRUE(store_
+                  ->AppendTurn(MakeTurn("find", "find-1",
+                                        {{"user", "question"}, {"assistant", "the answer"}}))
+                  .ok());
+  auto run = store_->FindRun("find-1");
+  ASSERT_TRUE(run.ok() && run->has_value());
+  EXPECT_EQ((*run)->session_id, "find");
+  EXPECT_EQ((*run)->user_message, "question");
+  EXPECT_TRUE((*run)->has_answer);
+  EXPECT_EQ((*run)->answer, "the answer");
+  EXPECT_EQ(store_->FindRun(std::string(129, 'x')).error().code, ErrorCode::kBadRequest);
+}
+
+TEST_F(SessionStoreTest, ACancelledTurnsAnswerIsMarkedInTheStoredHistory) {
+  wf::v1::TurnRecord turn = MakeTurn("marks", "marks-1", {{"user", "q"}, {"assistant", "part"}});
+  turn.set_status("cancelled");
+  ASSERT_TRUE(store_->AppendTurn(turn).ok());
+  ASSERT_TRUE(
+      store_->AppendTurn(MakeTurn("marks", "marks-2", {{"user", "q2"}, {"assistant", "whole"}}))
+          .ok());
+  auto history = store_->GetSession("marks");
+  ASSERT_TRUE(history.ok());
+  ASSERT_EQ(history->messages_size(), 4);
+  EXPECT_FALSE(history->messages(0).cancelled());
+  EXPECT_TRUE(history->messages(1).cancelled());
+  EXPECT_FALSE(history->messages(3).cancelled());
+}
+
+// Turns waiting for a session's lock get it in the order of their queue positions.
+TEST_F(SessionStoreTest, QueuedOwnersTakeTheLockInPositionOrder) {
+  const milliseconds lease(60000);
+  ASSERT_TRUE(store_->TryLockAndLoadHistory("queued", "running", lease, 1)->locked);
+  EXPECT_FALSE(store_->TryLockAndLoadHistory("queued", "late", lease, 9)->locked);
+  EXPECT_FALSE(store_->TryLockAndLoadHistory("queued", "early", lease, 5)->locked);
+  ASSERT_TRUE(store_->Unlock("queued", "running").ok());
+  // Free, but "early" waits before "late".
+  EXPECT_FALSE(store_->TryLockAndLoadHistory("queued", "late", lease, 9)->locked);
+  EXPECT_TRUE(store_->TryLockAndLoadHistory("queued", "early", lease, 5)->locked);
+  ASSERT_TRUE(store_->Unlock("queued", "early").ok());
+  EXPECT_TRUE(store_->TryLockAndLoadHistory("queued", "late", lease, 9)->locked);
+  ASSERT_TRUE(store_->Unlock("queued", "late").ok());
+  // A waiter that gives up leaves the queue.
+  ASSERT_TRUE(store_->TryLockAndLoadHistory("queued", "holder", lease, 20)->locked);
+  EXPECT_FALSE(store_->TryLockAndLoadHistory("queued", "quitter", lease, 21)->locked);
+  EXPECT_FALSE(store_->TryLockAndLoadHistory("queued", "patient", lease, 22)->locked);
+  ASSERT_TRUE(store_->LeaveQueue("queued", "quitter").ok());
+  ASSERT_TRUE(store_->Unlock("queued", "holder").ok());
+  EXPECT_TRUE(store_->TryLockAndLoadHistory("queued", "patient", lease, 22)->locked);
 }
 
 }  // namespace

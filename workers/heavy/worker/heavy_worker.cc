@@ -4,10 +4,13 @@
 
 #include <algorithm>
 #include <chrono>
+#include <future>
 #include <iterator>
 #include <optional>
 
+#include "session/session_codec.h"
 #include "wf/v1/session.pb.h"
+#include "worker/event_fit.h"
 
 namespace wf {
 namespace {
@@ -19,9 +22,17 @@ constexpr const char* kHeavyConsumer = "heavy";
 constexpr const char* kHistoryConsumer = "history";
 /// History messages (each a batch of up to a few hundred flow turns) stored at once.
 constexpr int kHistoryInFlight = 2;
+/// Longest request id: it is the turn's run id, which the store limits to 128 bytes.
+constexpr std::size_t kMaxRequestIdBytes = 128;
+/// Recently cancelled request ids remembered for turns still queued in JetStream.
+constexpr std::size_t kMaxRememberedCancels = 100000;
+/// How long a finished turn handed to WF_HISTORY may wait for JetStream's acknowledgement.
+constexpr auto kHistoryPublishTimeout = std::chrono::seconds(5);
+
+}  // namespace
 
 /// Owns one JetStream message (natsMsg*); acks/naks are idempotent through `settled`.
-struct JsMessage {
+struct HeavyWorker::JsMessage {
   explicit JsMessage(natsMsg* m) : msg(m) {}
   ~JsMessage() { DestroyNatsMsg(msg); }
   JsMessage(const JsMessage&) = delete;
@@ -41,6 +52,16 @@ struct JsMessage {
   void InProgress() {
     std::lock_guard lock(mu);
     if (!settled) natsMsg_InProgress(msg, nullptr);
+  }
+  /// The message's sequence number in its stream (0 when unknown).
+  uint64_t StreamSeq() const {
+    jsMsgMetaData* meta = nullptr;
+    uint64_t n = 0;
+    if (natsMsg_GetMetaData(&meta, msg) == NATS_OK) {
+      n = meta->Sequence.Stream;
+      jsMsgMetaData_Destroy(meta);
+    }
+    return n;
   }
   uint64_t Delivered() const {
     jsMsgMetaData* meta = nullptr;
@@ -63,6 +84,8 @@ struct JsMessage {
   std::mutex mu;
   bool settled = false;
 };
+
+namespace {
 
 Status EnsureConsumer(jsCtx* js, const char* stream, const char* durable, const char* subject,
                       std::chrono::milliseconds ack_wait, int max_deliver,
@@ -116,6 +139,11 @@ struct HeavyWorker::Turn {
   std::atomic<bool> handed_back{false};
   std::atomic<bool> released{false};
   std::atomic<uint64_t> seq{0};
+  uint32_t attempt = 1;  // JetStream delivery count, set on every event (attempt field)
+  uint64_t stream_seq = 0;
+  bool id_assigned = false;      // the request came without an id: this worker made a fresh one //
+                                 // position in WF_HEAVY: the order of turns queued on a session
+  int64_t deadline_unix_ms = 0;  // min(request's deadline, start + agent.turn_timeout)
   // The final/error event, held back until the turn is stored and the session unlocked, so a
   // client that has its answer can send the next message at once and the answer is durable.
   std::mutex terminal_mu;
@@ -128,7 +156,7 @@ struct HeavyWorker::Turn {
 /// The AgentTurn emits only until it finishes, which is before the Turn is released.
 class HeavyWorker::TurnEvents final : public EventSink {
  public:
-  TurnEvents(NatsConnection& conn, Turn& turn) : conn_(conn), turn_(turn) {}
+  TurnEvents(HeavyWorker& worker, Turn& turn) : worker_(worker), turn_(turn) {}
   void Emit(wf::v1::QueryEvent event) override {
     if (turn_.handed_back) return;  // another worker owns the answer now
     turn_.seq = event.seq();
@@ -137,19 +165,43 @@ class HeavyWorker::TurnEvents final : public EventSink {
       turn_.terminal = std::move(event);
       return;
     }
-    Publish(event);
-  }
-  void Publish(const wf::v1::QueryEvent& event) {
-    auto status = conn_.Publish(
-        turn_.reply_to, event.SerializeAsString(), {},
-        {{kRequestIdHeader, turn_.request.request_id()}, {kTraceparentHeader, turn_.traceparent}});
-    if (!status.ok()) spdlog::warn("event not published: {}", status.error().message);
+    worker_.PublishEvent(turn_, std::move(event));
   }
 
  private:
-  NatsConnection& conn_;
+  HeavyWorker& worker_;
   Turn& turn_;
 };
+
+std::size_t HeavyWorker::MaxPayload() const {
+  const int64_t max = natsConnection_GetMaxPayload(conn_.raw());
+  return max > 0 ? static_cast<std::size_t>(max) : std::size_t{1} << 20;
+}
+
+bool HeavyWorker::PublishEvent(const Turn& turn, wf::v1::QueryEvent event) {
+  if (turn.reply_to.empty()) return false;
+  event.set_attempt(turn.attempt);
+  // The payload limit covers the headers too: leave room for them.
+  const std::size_t headers = 128 + turn.request.request_id().size() + turn.traceparent.size();
+  const std::size_t max = MaxPayload();
+  const EventFit fit = FitEvent(event, max > headers ? max - headers : 0);
+  if (fit == EventFit::kReplaced) {
+    spdlog::warn("turn {}: the final answer does not fit in a NATS message: sent as an error",
+                 turn.request.request_id());
+  } else if (fit == EventFit::kTruncated) {
+    spdlog::info("turn {}: an event was cut to fit in a NATS message", turn.request.request_id());
+  }
+  const std::string data = event.SerializeAsString();
+  auto status = conn_.Publish(
+      turn.reply_to, data, {},
+      {{kRequestIdHeader, turn.request.request_id()}, {kTraceparentHeader, turn.traceparent}});
+  if (!status.ok()) {
+    spdlog::warn("event {} of turn {} ({} bytes) not published: {}", event.seq(),
+                 turn.request.request_id(), data.size(), status.error().message);
+    return false;
+  }
+  return true;
+}
 
 HeavyWorker::HeavyWorker(std::shared_ptr<const Config> config, NatsConnection& conn,
                          SessionStore& store, LlmClient& llm, Timer& timer, Options options)
@@ -307,6 +359,7 @@ void HeavyWorker::OnQueryMessage(natsMsg* msg) {
   if (turn->request.request_id().empty()) {
     std::string inbox = NatsConnection::NewInbox();
     turn->request.set_request_id(inbox.substr(inbox.rfind('.') + 1));
+    turn->id_assigned = true;
   }
   {
     std::lock_guard lock(mu_);
@@ -329,17 +382,53 @@ void HeavyWorker::EmitTerminalError(const std::shared_ptr<Turn>& turn, ErrorCode
   event.set_seq(turn->seq + 1);
   event.mutable_error()->set_code(std::string(WireName(code)));
   event.mutable_error()->set_message(message);
-  if (!turn->reply_to.empty()) {
-    (void)conn_.Publish(turn->reply_to, event.SerializeAsString(), {},
-                        {{kRequestIdHeader, turn->request.request_id()}});
+  PublishEvent(*turn, std::move(event));
+}
+
+void HeavyWorker::RejectTurn(const std::shared_ptr<Turn>& turn, ErrorCode code,
+                             const std::string& message) {
+  EmitTerminalError(turn, code, message);
+  turn->msg.Term();
+  turns_failed_.fetch_add(1, std::memory_order_relaxed);
+  ReleaseTurn(turn);
+}
+
+void HeavyWorker::RememberCancel(const std::string& request_id) {
+  const auto now = Clock::now();
+  const auto life = config_->agent.turn_timeout + std::chrono::minutes(1);
+  std::lock_guard lock(mu_);
+  while (!cancel_order_.empty() &&
+         (cancel_order_.front().first <= now || cancel_order_.size() >= kMaxRememberedCancels)) {
+    auto it = cancelled_ids_.find(cancel_order_.front().second);
+    if (it != cancelled_ids_.end() && it->second == cancel_order_.front().first) {
+      cancelled_ids_.erase(it);
+    }
+    cancel_order_.pop_front();
   }
+  const auto until = now + life;
+  cancelled_ids_[request_id] = until;
+  cancel_order_.emplace_back(until, request_id);
+}
+
+bool HeavyWorker::WasCancelled(const std::string& request_id) {
+  std::lock_guard lock(mu_);
+  auto it = cancelled_ids_.find(request_id);
+  return it != cancelled_ids_.end() && it->second > Clock::now();
 }
 
 void HeavyWorker::BeginTurn(const std::shared_ptr<Turn>& turn) {
   const auto& req = turn->request;
   uint64_t delivered = turn->msg.Delivered();
+  turn->attempt = static_cast<uint32_t>(std::min<uint64_t>(delivered, UINT32_MAX));
+  turn->stream_seq = turn->msg.StreamSeq();
   if (delivered > 1) redeliveries_.fetch_add(1, std::memory_order_relaxed);
-  if (req.deadline_unix_ms() > 0 && req.deadline_unix_ms() <= UnixMillisNow()) {
+  const int64_t now = UnixMillisNow();
+  // A publisher's deadline never holds a slot and the session lock longer than the configured
+  // turn timeout.
+  const int64_t longest = now + config_->agent.turn_timeout.count();
+  turn->deadline_unix_ms =
+      req.deadline_unix_ms() > 0 ? std::min(req.deadline_unix_ms(), longest) : longest;
+  if (req.deadline_unix_ms() > 0 && req.deadline_unix_ms() <= now) {
     EmitTerminalError(turn, ErrorCode::kDeadlineExceeded,
                       "the turn's deadline passed before it ran");
     turn->msg.Ack();
@@ -347,47 +436,81 @@ void HeavyWorker::BeginTurn(const std::shared_ptr<Turn>& turn) {
     ReleaseTurn(turn);
     return;
   }
+  // Invalid input is refused at once and for good: a redelivery cannot make it valid.
   if (req.message().empty() || req.session_id().empty()) {
-    EmitTerminalError(turn, ErrorCode::kBadRequest, "message and session_id are required");
+    RejectTurn(turn, ErrorCode::kBadRequest, "message and session_id are required");
+    return;
+  }
+  if (!IsValidSessionId(req.session_id())) {
+    RejectTurn(turn, ErrorCode::kBadRequest,
+               "session_id must be 1-128 characters of [A-Za-z0-9._:-]");
+    return;
+  }
+  if (req.request_id().size() > kMaxRequestIdBytes) {
+    RejectTurn(turn, ErrorCode::kBadRequest, "request_id must be at most 128 bytes");
+    return;
+  }
+  if (WasCancelled(req.request_id())) {
+    // Cancelled while it waited in JetStream (its client left): nobody wants the answer, so the
+    // LLM is not called and nothing is stored.
+    spdlog::info("turn {} was cancelled before it ran: dropped", req.request_id());
+    EmitTerminalError(turn, ErrorCode::kCancelled, "the turn was cancelled before it ran");
     turn->msg.Ack();
-    turns_failed_.fetch_add(1, std::memory_order_relaxed);
+    turns_cancelled_.fetch_add(1, std::memory_order_relaxed);
     ReleaseTurn(turn);
     return;
   }
-  if (delivered > 1) {
-    // Redelivered: the previous worker may have stored the turn and died before acking.
-    auto history = store_.LoadHistory(req.session_id());
-    if (history.ok()) {
-      const wf::v1::ChatMessage* answer = nullptr;
-      for (const auto& m : *history) {
-        if (m.run_id() == req.request_id() && m.role() == "assistant" && m.tool_calls_size() == 0) {
-          answer = &m;
-        }
-      }
-      if (answer) {
-        wf::v1::QueryEvent event;
-        event.set_request_id(req.request_id());
-        event.set_seq(1);
-        auto* final = event.mutable_final();
-        final->set_answer(answer->content());
-        final->set_route("agent");
-        final->set_run_id(req.request_id());
-        final->set_session_id(req.session_id());
-        (void)conn_.Publish(turn->reply_to, event.SerializeAsString(), {},
-                            {{kRequestIdHeader, req.request_id()}});
-        turn->msg.Ack();
-        turns_ok_.fetch_add(1, std::memory_order_relaxed);
-        ReleaseTurn(turn);
-        return;
-      }
+  // The request id is the run id: a stored run of that id is either this very turn (stored by a
+  // worker that died before acking, or a publisher sending the same request again) or another
+  // query reusing the id. Checked before the LLM runs.
+  auto found = turn->id_assigned ? Result<std::optional<SessionStore::StoredRun>>(std::nullopt)
+                                 : store_.FindRun(req.request_id());
+  if (!found.ok()) {
+    // PostgreSQL unreachable: go on; storing refuses a run id of another session, and a turn
+    // that cannot be stored goes to WF_HISTORY (FinishTurn).
+    spdlog::warn("turn {}: stored runs not checked: {}", req.request_id(), found.error().message);
+  } else if (found->has_value()) {
+    const SessionStore::StoredRun& run = **found;
+    if (run.session_id != req.session_id() || run.user_message != SanitizeText(req.message())) {
+      spdlog::warn("turn {} refused: its request id names a stored turn of {} session",
+                   req.request_id(), run.session_id != req.session_id() ? "another" : "this");
+      RejectTurn(
+          turn, ErrorCode::kDuplicateRequestId,
+          "request_id " + req.request_id() + " already names a stored turn " +
+              (run.session_id != req.session_id() ? "of another session" : "with another message") +
+              "; send a new request_id");
+      return;
     }
+    // The same turn, stored before: answer from the store, without running it again.
+    if (run.has_answer) {
+      wf::v1::QueryEvent event;
+      event.set_request_id(req.request_id());
+      event.set_seq(1);
+      auto* final = event.mutable_final();
+      final->set_answer(run.answer);
+      final->set_route("agent");
+      final->set_run_id(req.request_id());
+      final->set_session_id(req.session_id());
+      final->set_cancelled(run.status == "cancelled");
+      PublishEvent(*turn, std::move(event));
+    } else {
+      EmitTerminalError(turn, ErrorCode::kDuplicateRequestId,
+                        "request_id " + req.request_id() + " already ended (status " + run.status +
+                            ") and is stored without an answer to repeat");
+    }
+    turn->msg.Ack();
+    turns_ok_.fetch_add(1, std::memory_order_relaxed);
+    ReleaseTurn(turn);
+    return;
   }
   AcquireLockThenRun(turn);
 }
 
 void HeavyWorker::AcquireLockThenRun(const std::shared_ptr<Turn>& turn) {
   const auto& req = turn->request;
+  const bool enqueue = config_->agent.on_busy == "enqueue";
   if (turn->cancelled) {
+    if (enqueue) (void)store_.LeaveQueue(req.session_id(), req.request_id());
     EmitTerminalError(turn, ErrorCode::kCancelled, "cancelled while waiting for the session");
     turn->msg.Ack();
     turns_cancelled_.fetch_add(1, std::memory_order_relaxed);
@@ -400,8 +523,14 @@ void HeavyWorker::AcquireLockThenRun(const std::shared_ptr<Turn>& turn) {
   }
   auto lease = options_.ack_wait + options_.in_progress_every;
   // The lock and the history in one Redis round trip (PostgreSQL only on a hot-copy miss): the
-  // history is read after the lock is taken, on the path to the first token.
-  auto locked = store_.TryLockAndLoadHistory(req.session_id(), req.request_id(), lease);
+  // history is read after the lock is taken, on the path to the first token. Queued turns take
+  // the lock in the order they entered WF_HEAVY (their stream sequence).
+  auto locked = store_.TryLockAndLoadHistory(req.session_id(), req.request_id(), lease,
+                                             enqueue ? turn->stream_seq : 0);
+  if (!locked.ok() && locked.error().code == ErrorCode::kBadRequest) {
+    RejectTurn(turn, ErrorCode::kBadRequest, locked.error().message);
+    return;
+  }
   if (!locked.ok()) {
     // Redis down: the lock cannot be taken, so hand the turn back for a later attempt.
     spdlog::warn("session lock for {}: {}", req.session_id(), locked.error().message);
@@ -415,8 +544,8 @@ void HeavyWorker::AcquireLockThenRun(const std::shared_ptr<Turn>& turn) {
     return;
   }
   if (!locked->locked) {
-    bool enqueue = config_->agent.on_busy == "enqueue";
-    int64_t left = req.deadline_unix_ms() - UnixMillisNow();
+    int64_t left = turn->deadline_unix_ms - UnixMillisNow();
+    if (enqueue && left <= 0) (void)store_.LeaveQueue(req.session_id(), req.request_id());
     if (!enqueue || left <= 0) {
       EmitTerminalError(turn, enqueue ? ErrorCode::kDeadlineExceeded : ErrorCode::kSessionBusy,
                         enqueue ? "the turn's deadline passed while queued behind another turn"
@@ -451,7 +580,7 @@ void HeavyWorker::RunAgent(const std::shared_ptr<Turn>& turn,
     ReleaseTurn(turn);
     return;
   }
-  turn->sink = std::make_unique<TurnEvents>(conn_, *turn);
+  turn->sink = std::make_unique<TurnEvents>(*this, *turn);
   TurnParams params;
   params.config = config_;
   params.history = std::move(history).value();
@@ -460,9 +589,7 @@ void HeavyWorker::RunAgent(const std::shared_ptr<Turn>& turn,
   params.request_id = req.request_id();
   params.run_id = req.request_id();
   params.user_id = req.user_id();
-  params.deadline_unix_ms = req.deadline_unix_ms() > 0
-                                ? req.deadline_unix_ms()
-                                : UnixMillisNow() + config_->agent.turn_timeout.count();
+  params.deadline_unix_ms = turn->deadline_unix_ms;
   params.stream_tokens = req.stream();
   params.first_call_on_caller = true;  // this is an executor thread: no hand-off before the LLM
   AgentDeps deps{llm_, *tools_, *turn->sink, *executor_, timer_};
@@ -497,6 +624,23 @@ void HeavyWorker::FinishTurn(const std::shared_ptr<Turn>& turn, wf::v1::TurnReco
   for (int attempt = 0; attempt < 3 && !stored.ok(); ++attempt) {
     if (attempt > 0) std::this_thread::sleep_for(std::chrono::milliseconds(100 << attempt));
     stored = store_.AppendTurn(record, unlock_owner);
+    if (!stored.ok() && stored.error().code == ErrorCode::kBadRequest) break;  // for good
+  }
+  bool durable = stored.ok();
+  if (!durable && stored.error().code != ErrorCode::kBadRequest) {
+    // PostgreSQL is unreachable: the turn goes to WF_HISTORY, whose consumer stores it once
+    // PostgreSQL is back, and to the Redis hot copy so the session's next turn sees it.
+    Status handed = PublishHistoryRecord(record);
+    if (handed.ok()) {
+      durable = true;
+      deferred_turns_.fetch_add(1, std::memory_order_relaxed);
+      spdlog::warn("turn {} of {} handed to {} for storing later: {}", req.request_id(),
+                   req.session_id(), kHistoryStream, stored.error().message);
+      (void)store_.AppendTurnToHotCopy(record, unlock_owner);
+    } else {
+      spdlog::error("turn {} of {} not handed to {} either: {}", req.request_id(), req.session_id(),
+                    kHistoryStream, handed.error().message);
+    }
   }
   if (turn->locked && !stored.ok()) (void)store_.Unlock(req.session_id(), req.request_id());
   std::optional<wf::v1::QueryEvent> terminal;
@@ -504,20 +648,53 @@ void HeavyWorker::FinishTurn(const std::shared_ptr<Turn>& turn, wf::v1::TurnReco
     std::lock_guard lock(turn->terminal_mu);
     terminal.swap(turn->terminal);
   }
-  if (terminal && turn->sink) static_cast<TurnEvents*>(turn->sink.get())->Publish(*terminal);
-  if (stored.ok()) {
+  if (durable) {
+    if (terminal) PublishEvent(*turn, std::move(*terminal));
     turn->msg.Ack();
+  } else if (stored.error().code == ErrorCode::kBadRequest) {
+    // Refused for good (e.g. its run id was stored for another session meanwhile): no success
+    // is reported and a redelivery cannot help.
+    store_failures_.fetch_add(1, std::memory_order_relaxed);
+    spdlog::error("turn {} of {} refused by the store: {}", req.request_id(), req.session_id(),
+                  stored.error().message);
+    const bool duplicate = stored.error().message.find("another session") != std::string::npos;
+    EmitTerminalError(turn, duplicate ? ErrorCode::kDuplicateRequestId : ErrorCode::kBadRequest,
+                      duplicate ? "request_id " + req.request_id() +
+                                      " already names a stored turn of another session; send a "
+                                      "new request_id"
+                                : "turn could not be stored: " + stored.error().message);
+    turn->msg.Term();
   } else {
-    // The client has its answer, but the turn is not durable: let JetStream redeliver it so a
-    // worker stores it (a redelivery re-runs the turn from the stored history).
+    // Neither PostgreSQL nor JetStream took it: the answer is not reported as a success. The
+    // client gets an error; JetStream redelivers the query (a worker runs it again) until its
+    // last delivery, which ends it for good.
     store_failures_.fetch_add(1, std::memory_order_relaxed);
     spdlog::error("turn {} of {} not stored: {}", req.request_id(), req.session_id(),
                   stored.error().message);
-    turn->msg.NakWithDelay(std::chrono::seconds(2));
+    EmitTerminalError(turn, ErrorCode::kUnavailable, "turn could not be stored");
+    if (turn->msg.Delivered() >= static_cast<uint64_t>(options_.max_deliver)) {
+      turn->msg.Term();
+    } else {
+      turn->msg.NakWithDelay(std::chrono::seconds(2));
+    }
   }
   query_stats_->Record(std::chrono::nanoseconds(0),
                        record.status() == "error" ? "turn failed" : "");
   ReleaseTurn(turn);
+}
+
+Status HeavyWorker::PublishHistoryRecord(const wf::v1::TurnRecord& record) {
+  auto done = std::make_shared<std::promise<Status>>();
+  auto result = done->get_future();
+  // Nats-Msg-Id: a redelivered turn handed over twice within the duplicate window is stored once
+  // (storing is idempotent by run id anyway).
+  js_->PublishAsync(prefix_ + ".history.append", record.SerializeAsString(),
+                    "turn:" + record.run_id(), {},
+                    [done](Status status) { done->set_value(std::move(status)); });
+  if (result.wait_for(kHistoryPublishTimeout) != std::future_status::ready) {
+    return Status(ErrorCode::kUnavailable, "JetStream did not acknowledge the turn record");
+  }
+  return result.get();
 }
 
 void HeavyWorker::ReleaseTurn(const std::shared_ptr<Turn>& turn) {
@@ -535,56 +712,129 @@ void HeavyWorker::OnHistoryMessage(natsMsg* raw) {
   auto msg = std::make_shared<JsMessage>(raw);
   history_in_flight_.fetch_add(1);
   executor_->Post([this, msg] {
-    // A TurnRecordBatch (lightweight workers batch their flow turns) or one TurnRecord.
-    const char* type = nullptr;
-    bool batch = natsMsgHeader_Get(msg->msg, kPayloadTypeHeader, &type) == NATS_OK && type &&
-                 std::string_view(type) == "wf.v1.TurnRecordBatch";
-    wf::v1::TurnRecordBatch records;
-    bool parsed =
-        batch ? records.ParseFromArray(natsMsg_GetData(msg->msg), natsMsg_GetDataLength(msg->msg))
-              : records.add_turns()->ParseFromArray(natsMsg_GetData(msg->msg),
-                                                    natsMsg_GetDataLength(msg->msg));
-    for (const auto& record : records.turns()) {
-      parsed = parsed && !record.session_id().empty() && !record.run_id().empty();
+    {
+      // PostgreSQL failed for an earlier record: this one waits behind it, so records of one
+      // session are stored in the order they were published.
+      std::lock_guard lock(history_mu_);
+      if (!held_history_.empty()) {
+        held_history_.emplace(msg->StreamSeq(), msg);
+        return;
+      }
     }
-    if (!parsed) {
-      spdlog::warn("undecodable turn record on {}: terminated", natsMsg_GetSubject(msg->msg));
-      msg->Term();
+    if (StoreHistoryMessage(*msg)) {
       history_in_flight_.fetch_sub(1);
       slots_cv_.notify_all();
+    } else {
+      HoldHistory(msg);
+    }
+  });
+}
+
+bool HeavyWorker::StoreHistoryMessage(JsMessage& msg) {
+  // A TurnRecordBatch (lightweight workers batch their flow turns) or one TurnRecord.
+  const char* type = nullptr;
+  bool batch = natsMsgHeader_Get(msg.msg, kPayloadTypeHeader, &type) == NATS_OK && type &&
+               std::string_view(type) == "wf.v1.TurnRecordBatch";
+  wf::v1::TurnRecordBatch records;
+  bool parsed =
+      batch ? records.ParseFromArray(natsMsg_GetData(msg.msg), natsMsg_GetDataLength(msg.msg))
+            : records.add_turns()->ParseFromArray(natsMsg_GetData(msg.msg),
+                                                  natsMsg_GetDataLength(msg.msg));
+  for (const auto& record : records.turns()) {
+    parsed = parsed && !record.session_id().empty() && !record.run_id().empty();
+  }
+  if (!parsed) {
+    spdlog::warn("undecodable turn record on {}: terminated", natsMsg_GetSubject(msg.msg));
+    msg.Term();
+    return true;
+  }
+  // One PostgreSQL transaction for the whole batch; idempotent by run_id, so a message that
+  // is retried after a failure stores nothing twice.
+  const std::size_t count = static_cast<std::size_t>(records.turns_size());
+  Status stored = store_.AppendTurns({std::make_move_iterator(records.mutable_turns()->begin()),
+                                      std::make_move_iterator(records.mutable_turns()->end())});
+  if (stored.ok()) {
+    history_stored_.fetch_add(count, std::memory_order_relaxed);
+    msg.Ack();
+    return true;
+  }
+  if (stored.error().code == ErrorCode::kBadRequest) {
+    // Refused by the database (the rest of a batch is stored): retrying cannot change that.
+    spdlog::error("turn records refused for good: {}", stored.error().message);
+    msg.Term();
+    return true;
+  }
+  store_failures_.fetch_add(1, std::memory_order_relaxed);
+  spdlog::warn("{} turns not stored yet: {}", count, stored.error().message);
+  return false;
+}
+
+void HeavyWorker::HoldHistory(const std::shared_ptr<JsMessage>& msg) {
+  std::lock_guard lock(history_mu_);
+  if (shutting_down_) {
+    msg->Nak();  // another worker stores it
+    history_in_flight_.fetch_sub(1);
+    return;
+  }
+  held_history_.emplace(msg->StreamSeq(), msg);
+  if (history_retry_task_ == 0) {
+    history_retry_task_ = timer_.After(history_retry_delay_,
+                                       [this] { executor_->Post([this] { RetryHeldHistory(); }); });
+  }
+}
+
+void HeavyWorker::RetryHeldHistory() {
+  for (;;) {
+    std::shared_ptr<JsMessage> next;
+    {
+      std::lock_guard lock(history_mu_);
+      history_retry_task_ = 0;
+      if (held_history_.empty()) {
+        history_retry_delay_ = kHistoryRetryFirst;
+        return;
+      }
+      // Each attempt tells JetStream the held records are still being worked on (the history
+      // consumer's ack_wait is 30 s; attempts are at most kHistoryRetryMax apart).
+      for (auto& [seq, held] : held_history_) held->InProgress();
+      next = held_history_.begin()->second;
+    }
+    if (!StoreHistoryMessage(*next)) {
+      std::lock_guard lock(history_mu_);
+      history_retry_delay_ = std::min(history_retry_delay_ * 2, kHistoryRetryMax);
+      if (!shutting_down_) {
+        history_retry_task_ = timer_.After(
+            history_retry_delay_, [this] { executor_->Post([this] { RetryHeldHistory(); }); });
+      }
       return;
     }
-    // One PostgreSQL transaction for the whole batch; idempotent by run_id, so a message that
-    // is retried after a failure stores nothing twice.
-    const std::size_t count = static_cast<std::size_t>(records.turns_size());
-    Status stored = store_.AppendTurns({std::make_move_iterator(records.mutable_turns()->begin()),
-                                        std::make_move_iterator(records.mutable_turns()->end())});
-    if (stored.ok()) {
-      history_stored_.fetch_add(count, std::memory_order_relaxed);
-      msg->Ack();
-    } else {
-      store_failures_.fetch_add(1, std::memory_order_relaxed);
-      spdlog::warn("{} flow turns not stored yet: {}", count, stored.error().message);
-      msg->NakWithDelay(std::chrono::seconds(2));
+    {
+      std::lock_guard lock(history_mu_);
+      held_history_.erase(held_history_.begin());
     }
     history_in_flight_.fetch_sub(1);
     slots_cv_.notify_all();
-  });
+  }
 }
 
 void HeavyWorker::OnCancel(const NatsMsgView& msg) {
   std::string_view subject = msg.subject();
   std::string request_id(subject.substr(subject.rfind('.') + 1));
-  std::shared_ptr<Turn> turn;
   {
     std::lock_guard lock(mu_);
     auto it = active_.find(request_id);
-    if (it == active_.end()) return;
-    turn = it->second;
-    turn->cancelled = true;
-    if (turn->agent) turn->agent->Cancel();
+    if (it != active_.end()) {
+      it->second->cancelled = true;
+      if (it->second->agent) it->second->agent->Cancel();
+      request_id.clear();
+    }
   }
-  spdlog::info("turn {} cancelled", request_id);
+  if (!request_id.empty()) {
+    // Not running here: perhaps still queued in JetStream, so it is dropped when fetched (every
+    // worker gets every cancel).
+    RememberCancel(request_id);
+    return;
+  }
+  spdlog::info("turn {} cancelled", std::string(subject.substr(subject.rfind('.') + 1)));
 }
 
 void HeavyWorker::OnSessionRequest(const NatsMsgView& msg, bool del) {
@@ -629,10 +879,18 @@ void HeavyWorker::OnSessionRequest(const NatsMsgView& msg, bool del) {
         *out.mutable_history() = std::move(history).value();
       }
     }
+    if (std::size_t omitted = FitSessionReply(out, MaxPayload() - 256); omitted > 0) {
+      spdlog::info("session {}: the oldest {} messages left out of the reply to fit NATS",
+                   request.session_id(), omitted);
+    }
     session_stats_->Record(
         Clock::now() - started,
         out.has_error() && out.error().code() != "session_not_found" ? out.error().message() : "");
-    (void)conn_.Publish(reply, out.SerializeAsString());
+    const std::string payload = out.SerializeAsString();
+    if (Status sent = conn_.Publish(reply, payload); !sent.ok()) {
+      spdlog::warn("session {} reply ({} bytes) not published: {}", request.session_id(),
+                   payload.size(), sent.error().message);
+    }
   });
 }
 
@@ -687,6 +945,14 @@ void HeavyWorker::Shutdown(std::chrono::milliseconds grace) {
     }
   }
   timer_.Cancel(tick_task_);
+  {
+    // Records held for a PostgreSQL outage go back to JetStream for another worker.
+    std::lock_guard lock(history_mu_);
+    if (history_retry_task_ != 0) timer_.Cancel(history_retry_task_);
+    history_retry_task_ = 0;
+    for (auto& [seq, held] : held_history_) held->Nak();
+    held_history_.clear();
+  }
   subs_.clear();
   if (service_) service_->Stop();
   executor_.reset();  // runs what was queued, then joins
@@ -732,6 +998,8 @@ std::string HeavyWorker::MetricsText() const {
          history_stored_.load());
   metric("wf_heavy_store_failures_total", "counter", "Turns that could not be stored.",
          store_failures_.load());
+  metric("wf_heavy_turns_deferred_total", "counter",
+         "Finished turns handed to WF_HISTORY because PostgreSQL failed.", deferred_turns_.load());
   metric("wf_heavy_active_turns", "gauge", "Turns in flight.",
          static_cast<uint64_t>(active_count_.load()));
   metric("wf_heavy_turn_objects", "gauge",

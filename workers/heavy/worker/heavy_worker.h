@@ -2,6 +2,8 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <deque>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -61,6 +63,7 @@ class HeavyWorker {
  private:
   struct Turn;
   class TurnEvents;
+  struct JsMessage;
 
   HeavyWorker(std::shared_ptr<const Config> config, NatsConnection& conn, SessionStore& store,
               LlmClient& llm, Timer& timer, Options options);
@@ -77,7 +80,30 @@ class HeavyWorker {
   void ReleaseTurn(const std::shared_ptr<Turn>& turn);
   void EmitTerminalError(const std::shared_ptr<Turn>& turn, ErrorCode code,
                          const std::string& message);
+  /// EmitTerminalError, then terminates the message (no redelivery) and releases the turn.
+  void RejectTurn(const std::shared_ptr<Turn>& turn, ErrorCode code, const std::string& message);
+  /// Publishes one event of `turn` on its reply subject with its attempt, made to fit in a NATS
+  /// message first (FitEvent); logs a failure. Any thread.
+  bool PublishEvent(const Turn& turn, wf::v1::QueryEvent event);
+  /// The connection's largest payload (bytes).
+  std::size_t MaxPayload() const;
+  /// Hands a finished turn to WF_HISTORY and waits (executor thread, up to 5 s) until JetStream
+  /// acknowledged it. Errors: kUnavailable and JetStream's errors.
+  Status PublishHistoryRecord(const wf::v1::TurnRecord& record);
+  /// Remembers a cancelled request id not running here (it may still be queued) until the
+  /// longest turn could have ended; bounded to kMaxRememberedCancels ids.
+  void RememberCancel(const std::string& request_id);
+  bool WasCancelled(const std::string& request_id);
   void OnHistoryMessage(natsMsg* msg);
+  /// Stores one WF_HISTORY message (executor thread). True when it is settled (acked, or
+  /// terminated as undecodable or refused); false when PostgreSQL failed (not settled).
+  bool StoreHistoryMessage(JsMessage& msg);
+  /// Keeps a message PostgreSQL could not store, in stream order with the others held, and
+  /// arms the retry (2 s, doubling to 10 s, no limit): while records are held, new ones queue
+  /// behind them, so a session's turns are stored in the order they were published.
+  void HoldHistory(const std::shared_ptr<JsMessage>& msg);
+  /// Stores the held messages oldest first until one fails (then re-arms) or none is left.
+  void RetryHeldHistory();
   void OnCancel(const NatsMsgView& msg);
   void OnSessionRequest(const NatsMsgView& msg, bool del);
   void TickInProgress();
@@ -105,12 +131,22 @@ class HeavyWorker {
   mutable std::mutex mu_;
   std::condition_variable slots_cv_;
   std::unordered_map<std::string, std::shared_ptr<Turn>> active_;  // by request id
+  // Cancelled request ids not running here, with when they are forgotten (RememberCancel).
+  std::unordered_map<std::string, std::chrono::steady_clock::time_point> cancelled_ids_;
+  std::deque<std::pair<std::chrono::steady_clock::time_point, std::string>> cancel_order_;
   std::atomic<int> active_count_{0};
   std::atomic<bool> shutting_down_{false};
 
   std::atomic<uint64_t> turns_started_{0}, turns_ok_{0}, turns_failed_{0}, turns_cancelled_{0},
-      redeliveries_{0}, handed_back_{0}, history_stored_{0}, store_failures_{0};
-  std::atomic<int> history_in_flight_{0};  // History messages being stored.
+      redeliveries_{0}, handed_back_{0}, history_stored_{0}, store_failures_{0}, deferred_turns_{0};
+  std::atomic<int> history_in_flight_{0};  // History messages being stored (or held).
+  static constexpr std::chrono::milliseconds kHistoryRetryFirst{2000};
+  static constexpr std::chrono::milliseconds kHistoryRetryMax{10000};
+  std::mutex history_mu_;
+  // WF_HISTORY messages PostgreSQL could not store yet, by stream sequence (HoldHistory).
+  std::map<uint64_t, std::shared_ptr<JsMessage>> held_history_;
+  Timer::TaskId history_retry_task_ = 0;  // 0 = no retry armed.
+  std::chrono::milliseconds history_retry_delay_ = kHistoryRetryFirst;
 };
 
 }  // namespace wf

@@ -1,0 +1,387 @@
+// wf-heavy's handling of what can go wrong around an agent turn, seen over HTTP and over NATS
+// (queries published straight on wf.heavy.query, as outside publishers do): a PostgreSQL outage,
+// reused request ids, invalid input, far deadlines, answers larger than a NATS message, a delete
+// or a cancel racing a turn, and a redelivered turn's events. Every server and binary is real.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "e2e/stack.h"
+#include "nats/connection.h"
+#include "support/test_support.h"
+#include "wf/v1/query.pb.h"
+#include "wf/v1/session.pb.h"
+
+namespace wf::testing {
+namespace {
+
+using nlohmann::json;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+json LlmStats(Stack& s) { return json::parse(HttpCall("GET", s.LlmUrl("/_stats")).body); }
+
+/// The value of an unlabelled metric of the i-th wf-heavy, or -1.
+long long HeavyMetric(Stack& s, std::size_t i, const std::string& name) {
+  const HttpReply m = HttpCall(
+      "GET", "http://127.0.0.1:" + std::to_string(s.heavy_admin_ports_.at(i)) + "/metrics");
+  const std::string text = "\n" + m.body;
+  const std::size_t at = text.find("\n" + name + " ");
+  if (m.status != 200 || at == std::string::npos) return -1;
+  return std::stoll(text.substr(at + name.size() + 2));
+}
+
+/// A NATS client that publishes queries on wf.heavy.query and collects their events.
+class HeavyClient {
+ public:
+  explicit HeavyClient(Stack& s) {
+    NatsOptions options;
+    options.url = s.nats_.url();
+    auto conn = NatsConnection::Connect(options);
+    if (!conn.ok()) throw std::runtime_error(conn.error().message);
+    conn_ = std::move(conn).value();
+    inbox_ = NatsConnection::NewInbox();
+    auto sub = conn_->Subscribe(inbox_ + ".*", [this](const NatsMsgView& m) {
+      wf::v1::QueryEvent event;
+      if (!event.ParseFromArray(m.data().data(), static_cast<int>(m.data().size()))) return;
+      std::lock_guard lock(mu_);
+      events_.push_back(std::move(event));
+    });
+    if (!sub.ok()) throw std::runtime_error(sub.error().message);
+    sub_ = std::move(sub).value();
+  }
+
+  /// Publishes a query whose events come to this client (tagged by request id).
+  void Send(const std::string& request_id, const std::string& session, const std::string& message,
+            std::int64_t deadline_unix_ms = 0, bool stream = false) {
+    wf::v1::QueryRequest request;
+    request.set_request_id(request_id);
+    request.set_session_id(session);
+    request.set_message(message);
+    request.set_reply_to(inbox_ + ".r");
+    request.set_stream(stream);
+    request.set_deadline_unix_ms(deadline_unix_ms > 0 ? deadline_unix_ms : UnixMillisNow() + 20000);
+    ASSERT_TRUE(conn_->Publish("wf.heavy.query", request.SerializeAsString()).ok());
+    ASSERT_TRUE(conn_->Flush(milliseconds(2000)).ok());
+  }
+
+  std::vector<wf::v1::QueryEvent> Events(const std::string& request_id) {
+    std::lock_guard lock(mu_);
+    std::vector<wf::v1::QueryEvent> out;
+    for (const auto& e : events_) {
+      if (e.request_id() == request_id) out.push_back(e);
+    }
+    return out;
+  }
+
+  /// The first terminal event (final or error) of `request_id`, waiting up to `timeout`.
+  std::optional<wf::v1::QueryEvent> Terminal(const std::string& request_id,
+                                             milliseconds timeout = milliseconds(15000)) {
+    std::optional<wf::v1::QueryEvent> out;
+    Eventually(
+        [&] {
+          for (const auto& e : Events(request_id)) {
+            if (e.has_final() || e.has_error()) {
+              out = e;
+              return true;
+            }
+          }
+          return false;
+        },
+        timeout);
+    return out;
+  }
+
+  NatsConnection& conn() { return *conn_; }
+
+ private:
+  std::unique_ptr<NatsConnection> conn_;
+  std::string inbox_;
+  NatsSubscription sub_;
+  std::mutex mu_;
+  std::vector<wf::v1::QueryEvent> events_;
+};
+
+/// wf.session.get over NATS.
+wf::v1::SessionReply GetSession(HeavyClient& c, const std::string& session) {
+  wf::v1::SessionRequest request;
+  request.set_session_id(session);
+  auto reply = c.conn().Request("wf.session.get", request.SerializeAsString(), seconds(10));
+  wf::v1::SessionReply out;
+  if (reply.ok()) out.ParseFromString(*reply);
+  return out;
+}
+
+// A PostgreSQL outage: the turn the client was told succeeded goes to WF_HISTORY and is stored
+// once PostgreSQL is back (it used to be published as a success and then lost).
+TEST(HeavyWorkerTest, ATurnAnsweredDuringAPostgresOutageIsStoredWhenItComesBack) {
+  Stack s;
+  ASSERT_EQ(s.Query("first words", "p1").first, 200) << s.Logs();  // the hot copy exists
+  s.pg_.Stop();
+  auto [status, body] = s.Query("said while the database was down", "p1");
+  ASSERT_EQ(status, 200) << body << s.Logs();
+  EXPECT_EQ(body["status"], "success");
+  // The next turn of the session sees it (Redis hot copy) while PostgreSQL is still down.
+  auto [status2, body2] = s.Query("please recall", "p1");
+  ASSERT_EQ(status2, 200) << body2 << s.Logs();
+  EXPECT_EQ(body2["message"],
+            "history: first words | said while the database was down | please recall");
+  // The outage lasts while the history consumer retries a few times (it used to give up on the
+  // query after three deliveries).
+  ASSERT_TRUE(Eventually(
+      [&] { return HeavyMetric(s, 0, "wf_heavy_store_failures_total") >= 3; }, seconds(60)))
+      << s.Logs();
+  s.pg_.Start();
+  json history;
+  EXPECT_TRUE(Eventually(
+      [&] {
+        auto r = HttpCall("GET", s.Url("/api/v1/session/p1"));
+        history = json::parse(r.body, nullptr, false);
+        if (r.status != 200) return false;
+        int found = 0;
+        for (auto& m : history["messages"]) {
+          if (m["content"] == "said while the database was down" ||
+              m["content"] == "please recall") {
+            ++found;
+          }
+        }
+        return found == 2;
+      },
+      seconds(90)))
+      << history.dump() << s.Logs();
+  // Stored in the order they happened.
+  std::vector<std::string> users;
+  for (auto& m : history["messages"]) {
+    if (m["role"] == "user") users.push_back(m["content"]);
+  }
+  EXPECT_EQ(users, (std::vector<std::string>{"first words", "said while the database was down",
+                                             "please recall"}));
+  EXPECT_GE(HeavyMetric(s, 0, "wf_heavy_turns_deferred_total"), 2);
+  // Acked once handed over: not redelivered (and so not run again by the LLM).
+  EXPECT_EQ(HeavyMetric(s, 0, "wf_heavy_redeliveries_total"), 0);
+}
+
+// A request id reused directly on wf.heavy.query: the same turn again is answered from the store
+// without the LLM; another query with that id is refused at once, nothing stored, no LLM call.
+TEST(HeavyWorkerTest, AReusedRequestIdIsAnsweredFromTheStoreOrRefused) {
+  Stack s;
+  HeavyClient c(s);
+  c.Send("dup-1", "dup-a", "hello there");
+  auto first = c.Terminal("dup-1");
+  ASSERT_TRUE(first && first->has_final()) << (first ? first->DebugString() : "") << s.Logs();
+  const int llm_calls = LlmStats(s)["requests"].get<int>();
+
+  // The same turn again (a publisher retrying): the stored answer, no LLM call.
+  HeavyClient again(s);
+  again.Send("dup-1", "dup-a", "hello there");
+  auto repeated = again.Terminal("dup-1");
+  ASSERT_TRUE(repeated && repeated->has_final()) << (repeated ? repeated->DebugString() : "");
+  EXPECT_EQ(repeated->final().answer(), first->final().answer());
+
+  // Another message with that id, same session, then another session: refused.
+  HeavyClient other(s);
+  other.Send("dup-1", "dup-a", "a different question");
+  auto refused = other.Terminal("dup-1");
+  ASSERT_TRUE(refused && refused->has_error()) << (refused ? refused->DebugString() : "");
+  EXPECT_EQ(refused->error().code(), "duplicate_request_id") << refused->DebugString();
+  HeavyClient elsewhere(s);
+  elsewhere.Send("dup-1", "dup-b", "hello there");
+  auto refused2 = elsewhere.Terminal("dup-1");
+  ASSERT_TRUE(refused2 && refused2->has_error()) << (refused2 ? refused2->DebugString() : "");
+  EXPECT_EQ(refused2->error().code(), "duplicate_request_id");
+
+  EXPECT_EQ(LlmStats(s)["requests"].get<int>(), llm_calls);
+  EXPECT_EQ(HttpCall("GET", s.Url("/api/v1/session/dup-b")).status, 404);
+  auto history = GetSession(c, "dup-a");
+  ASSERT_TRUE(history.has_history()) << history.DebugString();
+  EXPECT_EQ(history.history().turn_count(), 1u);
+
+  // A request id longer than a run id may be: refused up front.
+  HeavyClient longer(s);
+  const std::string long_id(200, 'r');
+  longer.Send(long_id, "dup-c", "hello");
+  auto bad = longer.Terminal(long_id);
+  ASSERT_TRUE(bad && bad->has_error());
+  EXPECT_EQ(bad->error().code(), "bad_request") << bad->DebugString();
+  EXPECT_EQ(LlmStats(s)["requests"].get<int>(), llm_calls);
+}
+
+// An invalid session id is a bad request at once, not "session store unavailable" after three
+// deliveries.
+TEST(HeavyWorkerTest, AnInvalidSessionIdIsABadRequestAndNotRedelivered) {
+  Stack s;
+  HeavyClient c(s);
+  c.Send("bad-session-1", "bad id with spaces!", "hello");
+  auto event = c.Terminal("bad-session-1");
+  ASSERT_TRUE(event && event->has_error()) << s.Logs();
+  EXPECT_EQ(event->error().code(), "bad_request") << event->DebugString();
+  EXPECT_EQ(HeavyMetric(s, 0, "wf_heavy_redeliveries_total"), 0);
+  EXPECT_EQ(LlmStats(s)["requests"].get<int>(), 0);
+}
+
+// A publisher's far deadline is capped by agent.turn_timeout_ms: a hanging LLM does not hold the
+// turn (its slot and the session lock) for an hour.
+TEST(HeavyWorkerTest, AFarDeadlineIsCappedByTheTurnTimeout) {
+  Stack s({.agent = {{"turn_timeout_ms", 1500}}});
+  HeavyClient c(s);
+  c.Send("far-1", "far", "please hang", UnixMillisNow() + 3600 * 1000);
+  auto event = c.Terminal("far-1", milliseconds(15000));
+  ASSERT_TRUE(event.has_value()) << "no answer within 15 s\n" << s.Logs();
+  ASSERT_TRUE(event->has_error()) << event->DebugString();
+  EXPECT_EQ(event->error().code(), "deadline_exceeded");
+}
+
+// An answer larger than a NATS message: a clear error at once (not a 504 after the deadline), the
+// turn stays stored, and the session can still be read.
+TEST(HeavyWorkerTest, AnAnswerLargerThanANatsMessageIsAClearErrorAndTheSessionStillReads) {
+  json rules = DefaultRules();
+  std::string huge;
+  for (int i = 0; i < 1100; ++i) huge += std::string(999, 'y') + " ";
+  rules["rules"].insert(rules["rules"].begin(), json{{"when", {{"last_user_contains", "huge"}}},
+                                                     {"then", {{"reply", huge}}}});
+  Stack s({.llm_rules = rules});
+  auto [status, body] = s.Query("a huge answer please", "big-1");
+  EXPECT_EQ(status, 502) << body << s.Logs();
+  EXPECT_EQ(body["error"]["code"], "response_too_large") << body;
+  auto get = HttpCall("GET", s.Url("/api/v1/session/big-1"));
+  ASSERT_EQ(get.status, 200) << get.body.substr(0, 300) << s.Logs();
+  auto history = json::parse(get.body);
+  ASSERT_EQ(history["messages"].size(), 2u);
+  EXPECT_EQ(history["messages"][0]["content"], "a huge answer please");
+  EXPECT_NE(history["messages"][1]["content"].get<std::string>().find("[truncated: "),
+            std::string::npos);
+}
+
+// DELETE while a turn runs: the cancelled turn, stored after the delete, does not bring the
+// session back.
+TEST(HeavyWorkerTest, DeleteDuringATurnLeavesNoSessionBehind) {
+  Stack s;
+  ASSERT_EQ(s.Query("remember me", "d1").first, 200) << s.Logs();
+  SseReader sse(s.Url("/api/v1/query/stream"), R"({"message":"please hang","session_id":"d1"})");
+  ASSERT_TRUE(Eventually([&] { return LlmStats(s)["active"].get<int>() >= 1; })) << s.Logs();
+  auto del = HttpCall("DELETE", s.Url("/api/v1/session/d1"));
+  ASSERT_EQ(del.status, 200) << del.body;
+  sse.Join();
+  ASSERT_TRUE(Eventually([&] { return HeavyMetric(s, 0, "wf_heavy_active_turns") == 0; }))
+      << s.Logs();
+  auto get = HttpCall("GET", s.Url("/api/v1/session/d1"));
+  EXPECT_EQ(get.status, 404) << get.body;
+  // The session starts afresh afterwards.
+  ASSERT_EQ(s.Query("a new start", "d1").first, 200);
+  auto again = json::parse(HttpCall("GET", s.Url("/api/v1/session/d1")).body);
+  ASSERT_EQ(again["messages"].size(), 2u) << again.dump();
+}
+
+// A turn cancelled while it still waits in JetStream (no free slot) is dropped when fetched: no
+// LLM call for nobody.
+TEST(HeavyWorkerTest, ATurnCancelledWhileQueuedDoesNotRun) {
+  Stack s({.heavy_args = {"--concurrency", "1"}});
+  HeavyClient c(s);
+  c.Send("qa-1", "qa", "please hang");
+  ASSERT_TRUE(Eventually([&] { return LlmStats(s)["active"].get<int>() >= 1; })) << s.Logs();
+  c.Send("qb-1", "qb", "hello from qb");
+  ASSERT_TRUE(c.conn().Publish("wf.cancel.qb-1", "").ok());
+  ASSERT_TRUE(c.conn().Flush(milliseconds(2000)).ok());
+  // Then free the slot: one connection, so the worker gets qb's cancel before qa's.
+  ASSERT_TRUE(c.conn().Publish("wf.cancel.qa-1", "").ok());
+  auto qa = c.Terminal("qa-1");
+  ASSERT_TRUE(qa.has_value()) << s.Logs();
+  auto qb = c.Terminal("qb-1");
+  ASSERT_TRUE(qb && qb->has_error()) << (qb ? qb->DebugString() : "") << s.Logs();
+  EXPECT_EQ(qb->error().code(), "cancelled");
+  EXPECT_EQ(LlmStats(s)["requests"].get<int>(), 1);
+  EXPECT_EQ(HttpCall("GET", s.Url("/api/v1/session/qb")).status, 404);
+}
+
+// A turn redelivered after its worker died runs again from the start: its events say which
+// attempt they belong to, so a client can drop the first attempt's tokens.
+TEST(HeavyWorkerTest, ARedeliveredTurnsEventsCarryAttemptTwo) {
+  Stack s({.heavy_workers = 2, .agent = {{"on_busy", "enqueue"}}, .ack_wait_ms = 2000});
+  HeavyClient c(s);
+  c.Send("attempt-1", "attempt", "slow turn that survives", 0, /*stream=*/true);
+  ASSERT_TRUE(Eventually([&] { return !c.Events("attempt-1").empty(); })) << s.Logs();
+  EXPECT_EQ(c.Events("attempt-1").front().attempt(), 1u);
+  int victim = -1;
+  for (std::size_t i = 0; i < s.heavy_admin_ports_.size(); ++i) {
+    if (HeavyMetric(s, i, "wf_heavy_active_turns") == 1) victim = static_cast<int>(i);
+  }
+  ASSERT_GE(victim, 0);
+  s.heavy_[victim]->Signal(SIGKILL);
+  ASSERT_TRUE(Eventually(
+      [&] {
+        auto events = c.Events("attempt-1");
+        return !events.empty() && events.back().has_final();
+      },
+      seconds(30)))
+      << s.Logs();
+  auto events = c.Events("attempt-1");
+  EXPECT_EQ(events.back().attempt(), 2u) << events.back().DebugString();
+  EXPECT_EQ(events.back().final().answer(), "one two three four five six");
+  std::string second;
+  for (const auto& e : events) {
+    if (e.attempt() == 2 && e.has_token()) second += e.token();
+  }
+  EXPECT_EQ(second, "one two three four five six");
+}
+
+// The session history marks a cancelled turn's partial answer as such.
+TEST(HeavyWorkerTest, ACancelledTurnsPartialAnswerIsMarkedInTheHistory) {
+  Stack s;
+  HeavyClient c(s);
+  c.Send("partial-1", "partial", "slow answer please", 0, /*stream=*/true);
+  ASSERT_TRUE(Eventually([&] {
+    int tokens = 0;
+    for (const auto& e : c.Events("partial-1")) tokens += e.has_token() ? 1 : 0;
+    return tokens >= 2;
+  })) << s.Logs();
+  ASSERT_TRUE(c.conn().Publish("wf.cancel.partial-1", "").ok());
+  auto end = c.Terminal("partial-1");
+  ASSERT_TRUE(end && end->has_final() && end->final().cancelled())
+      << (end ? end->DebugString() : "");
+  wf::v1::SessionReply reply;
+  ASSERT_TRUE(Eventually([&] {
+    reply = GetSession(c, "partial");
+    return reply.has_history() && reply.history().messages_size() == 2;
+  })) << reply.DebugString();
+  EXPECT_FALSE(reply.history().messages(0).cancelled());
+  EXPECT_EQ(reply.history().messages(1).role(), "assistant");
+  EXPECT_TRUE(reply.history().messages(1).cancelled()) << reply.DebugString();
+  // A normal answer is not marked.
+  ASSERT_EQ(s.Query("hello", "partial").first, 200);
+  reply = GetSession(c, "partial");
+  ASSERT_EQ(reply.history().messages_size(), 4);
+  EXPECT_FALSE(reply.history().messages(3).cancelled());
+}
+
+// on_busy "enqueue": turns queued behind a running turn run in the order they arrived (they used
+// to race for the lock every 100 ms and ran in any order).
+TEST(HeavyWorkerTest, EnqueuedTurnsRunInArrivalOrder) {
+  Stack s({.agent = {{"on_busy", "enqueue"}}});
+  HeavyClient c(s);
+  c.Send("order-0", "order", "slow one", 0, /*stream=*/true);
+  ASSERT_TRUE(Eventually([&] { return LlmStats(s)["active"].get<int>() >= 1; })) << s.Logs();
+  for (int i = 1; i <= 5; ++i) {
+    c.Send("order-" + std::to_string(i), "order", "msg" + std::to_string(i));
+    std::this_thread::sleep_for(milliseconds(50));
+  }
+  for (int i = 0; i <= 5; ++i) {
+    auto end = c.Terminal("order-" + std::to_string(i), milliseconds(30000));
+    ASSERT_TRUE(end && end->has_final()) << i << (end ? end->DebugString() : "") << s.Logs();
+  }
+  auto reply = GetSession(c, "order");
+  ASSERT_TRUE(reply.has_history()) << reply.DebugString();
+  std::vector<std::string> users;
+  for (const auto& m : reply.history().messages()) {
+    if (m.role() == "user") users.push_back(m.content());
+  }
+  EXPECT_EQ(users, (std::vector<std::string>{"slow one", "msg1", "msg2", "msg3", "msg4", "msg5"}));
+}
+
+}  // namespace
+}  // namespace wf::testing
