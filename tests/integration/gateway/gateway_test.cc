@@ -494,6 +494,25 @@ TEST_F(GatewayTest, EveryAnswerCarriesItsRequestId) {
   }
 }
 
+// `parameters` travel as google.protobuf.Struct (doubles): integers beyond 2^53 would be changed
+// silently, so they are refused, naming the parameter, and nothing is sent.
+TEST_F(GatewayTest, IntegersBeyondTwoToThe53AreRefused) {
+  const auto before = worker_->received().size();
+  HttpReply r = Post(*gateway_, R"({"message":"big numbers","session_id":"s",)"
+                                R"("parameters":{"order_id":12345678901234567}})");
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_EQ(Body(r)["error"]["code"], "bad_request");
+  const std::string message = Body(r)["error"]["message"];
+  EXPECT_EQ(message.rfind("parameters.order_id: ", 0), 0u) << message;
+  EXPECT_NE(message.find("send it as a string"), std::string::npos) << message;
+  EXPECT_EQ(worker_->received().size(), before);
+  // As a string it passes unchanged.
+  r = Post(*gateway_, R"({"message":"big numbers","session_id":"s",)"
+                      R"("parameters":{"order_id":"12345678901234567"}})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(Body(r)["parameters"]["order_id"], "12345678901234567");
+}
+
 TEST_F(GatewayTest, StreamsKeepTheConnectionForTheNextRequest) {
   // A chat client sends its next message on the connection its last stream came on.
   SseStream stream(gateway_->port(), QueryBody("stream-order"));
