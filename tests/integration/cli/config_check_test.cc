@@ -71,6 +71,27 @@ TEST_P(ConfigCheckTest, AMistakeIsExitTwoWithItsJsonPath) {
   EXPECT_NE(run.log.find("config file not found"), std::string::npos) << run.log;
 }
 
+// A NATS URL with credentials never reaches a log or an error message: the connect failure
+// names the server with `***` in their place.
+TEST_P(ConfigCheckTest, NatsCredentialsAreNeverPrinted) {
+  for (const std::string userinfo : {"alice:s3cretPW", "t0ken-s3cretPW"}) {
+    const std::string url = "nats://" + userinfo + "@127.0.0.1:" + std::to_string(FreePort());
+    std::vector<std::string> args = {"--config", SourcePath("config/workflow_config.json"),
+                                     "--nats-url", url};
+    if (std::string(GetParam()) == "wf-gateway")
+      args.insert(args.end(), {"--listen", "127.0.0.1:0"});
+    Process p(BinPath(GetParam()), args);
+    auto code = p.Wait(milliseconds(15000));
+    ASSERT_TRUE(code.has_value()) << GetParam() << " did not exit";
+    EXPECT_NE(*code, 0);
+    const std::string log = p.Log();
+    EXPECT_NE(log.find("cannot connect to NATS at nats://***@127.0.0.1:"), std::string::npos)
+        << log;
+    EXPECT_EQ(log.find("s3cretPW"), std::string::npos) << log;
+    EXPECT_EQ(log.find("alice"), std::string::npos) << log;
+  }
+}
+
 TEST_P(ConfigCheckTest, HelpListsTheSwitch) {
   Process help(BinPath(GetParam()), {"--help"});
   auto code = help.Wait(milliseconds(10000));
