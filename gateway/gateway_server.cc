@@ -909,8 +909,9 @@ Result<std::unique_ptr<GatewayServer>> GatewayServer::Start(GatewayOptions optio
     return status.error();
   }
 
-  core->pools = std::make_unique<PoolMonitor>(
-      *core->nats, std::vector<std::string>{"lightweight", "heavy"}, options.pool_ping_interval);
+  core->pools = std::make_unique<PoolMonitor>(*core->nats, prefix,
+                                              std::vector<std::string>{"lightweight", "heavy"},
+                                              options.pool_ping_interval);
   if (auto status = core->pools->Start(); !status.ok()) return status.error();
   (void)core->nats->Flush(std::chrono::milliseconds(2000));
 

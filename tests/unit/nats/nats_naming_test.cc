@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include "nats/connection.h"
+#include "nats/jetstream.h"
 
 namespace wf {
 namespace {
@@ -25,6 +26,19 @@ TEST(RedactUrlCredentials, LeavesUrlsWithoutCredentialsAlone) {
                           "redis://host:6379/0"}) {
     EXPECT_EQ(RedactUrlCredentials(url), url);
   }
+}
+
+TEST(JetStreamName, DefaultPrefixKeepsTheContractNames) {
+  EXPECT_EQ(HeavyStreamName("wf"), "WF_HEAVY");
+  EXPECT_EQ(HistoryStreamName("wf"), "WF_HISTORY");
+}
+
+TEST(JetStreamName, OtherPrefixesGetTheirOwnStreams) {
+  EXPECT_EQ(HeavyStreamName("t2"), "T2_HEAVY");
+  EXPECT_EQ(HistoryStreamName("t2"), "T2_HISTORY");
+  EXPECT_EQ(HeavyStreamName("acme-prod_1"), "ACME-PROD_1_HEAVY");
+  // Characters a stream name may not hold become '_'.
+  EXPECT_EQ(JetStreamName("a.b*c>d e/f", "HEAVY"), "A_B_C_D_E_F_HEAVY");
 }
 
 }  // namespace
