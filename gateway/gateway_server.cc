@@ -219,12 +219,16 @@ std::string_view UnparsedInput(Http::RequestParser& parser) {
   return {buffer.curptr(), static_cast<std::size_t>(buffer.endptr() - buffer.curptr())};
 }
 
-/// Bytes of further requests after a complete one, without the empty lines a client may send
-/// between requests (RFC 9112 2.2; Pistache also leaves a chunked body's final CRLF).
+/// `input` without the empty lines a client may send before a request line (RFC 9112 2.2;
+/// Pistache also leaves a chunked body's final CRLF unread).
+std::string_view SkipEmptyLines(std::string_view input) {
+  while (!input.empty() && (input.front() == '\r' || input.front() == '\n')) input.remove_prefix(1);
+  return input;
+}
+
+/// Bytes of further requests after a complete one (see SkipEmptyLines).
 std::string_view PipelinedInput(Http::RequestParser& parser) {
-  std::string_view rest = UnparsedInput(parser);
-  while (!rest.empty() && (rest.front() == '\r' || rest.front() == '\n')) rest.remove_prefix(1);
-  return rest;
+  return SkipEmptyLines(UnparsedInput(parser));
 }
 
 /// Non-null (the message) when the parser waits for more input although the part it is stuck on
@@ -447,6 +451,18 @@ class GatewayHttpHandler final : public Http::Handler {
       }
       std::string next;  // bytes of pipelined requests after the one just parsed
       while (true) {
+        if (parser->step()->id() == Http::Private::RequestLineStep::Id) {
+          // Empty lines before a request line are ignored (RFC 9112 2.2; some clients send a
+          // CRLF after a POST body); Pistache would take them as part of the method.
+          const std::string_view input = UnparsedInput(*parser);
+          const std::string_view request = SkipEmptyLines(input);
+          if (request.size() != input.size()) {
+            next.assign(request.data(), request.size());
+            parser->reset();
+            if (next.empty()) return;
+            (void)parser->feed(next.data(), next.size());  // fits: it was in the buffer already
+          }
+        }
         const auto state = parser->parse();
         if (state == Http::Private::State::Again) {
           const auto step = parser->step()->id();

@@ -396,9 +396,15 @@ TEST_F(GatewayTest, PipelinedRequestsAreServedInOrderOrEndTheConnection) {
     EXPECT_EQ(responses[1].status, 404);
     EXPECT_EQ(responses[2].status, 200);
     for (auto& r : responses) EXPECT_EQ(r.headers["connection"], "keep-alive");
-    // The connection still serves the next request.
-    ASSERT_TRUE(conn.Send(RequestText("GET", "/health")));
+    // The connection still serves the next request, also after empty lines (RFC 9112 2.2), in
+    // the same write or alone.
+    ASSERT_TRUE(conn.Send("\r\n" + RequestText("GET", "/health")));
     ASSERT_TRUE(conn.WaitFor([](const std::string& d) { return Responses(d).size() == 4; }));
+    ASSERT_TRUE(conn.Send("\r\n"));
+    ASSERT_TRUE(conn.Send(RequestText("GET", "/health")));
+    ASSERT_TRUE(conn.WaitFor([](const std::string& d) { return Responses(d).size() == 5; }))
+        << conn.Data();
+    EXPECT_EQ(Responses(conn.Data())[4].status, 200);
   }
   {
     // The query's answer is held back by the worker until the gate opens, so the gateway reads
