@@ -171,9 +171,11 @@ struct ConnState {
   /// The exchange answering the connection's current request (weak: the exchange holds the
   /// writer, the peer holds this).
   std::weak_ptr<Exchange> active;
-  /// Ignore all further input: after an unparsable or oversized request the byte stream cannot
-  /// be trusted, so the gateway answers once with `Connection: close` and reads until the
-  /// client closes (closing first could reset the connection before the answer is read).
+  /// Ignore all further input: after an answer that said `Connection: close` (an unparsable or
+  /// oversized request, whose byte stream cannot be trusted, or the client's own wish), or
+  /// after requests pipelined behind a pending answer. The connection is half-closed after the
+  /// answer and read until the client closes (closing first could reset the connection before
+  /// the answer is read).
   bool discard = false;
   /// The body-stage checks (Content-Length limit, Expect: 100-continue) ran for this request.
   bool body_checked = false;
