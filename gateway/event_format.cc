@@ -143,7 +143,7 @@ bool AppendSseForEvent(std::string* out, const v1::QueryEvent& event, std::strin
       break;
     case v1::QueryEvent::kError:
       name = "error";
-      data = ErrorJson(ErrorFromWire(event.error()));
+      data = ErrorJson(ErrorFromWire(event.error()), request_id);
       break;
     default:
       return false;

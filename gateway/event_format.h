@@ -34,7 +34,7 @@ void AppendSseEvent(std::string* out, std::string_view name, std::string_view da
 ///                                      model's JSON text, as a string)
 ///   tool_result -> event: tool_result  data {"call_id","name","ok","content","error"?}
 ///   final       -> event: done         data AnswerJson(...)
-///   error       -> event: error        data {"error":{"code","message"}}
+///   error       -> event: error        data {"error":{"code","message","request_id"}}
 /// Returns false (appending nothing) for an event with no kind set.
 bool AppendSseForEvent(std::string* out, const v1::QueryEvent& event, std::string_view request_id,
                        std::string_view fallback_session_id);

@@ -42,37 +42,40 @@ void Exchange::StartStream() {
   std::lock_guard lock(mu_);
   if (params_.kind != ExchangeKind::kStream || stream_started_ || finished_) return;
   stream_started_ = true;
-  head_kept_alive_ = keep_alive_;
   Send(FormatSseHead(params_.request_id, keep_alive_), Clock::now());
 }
 
 void Exchange::EndStream(std::string bytes) {
   finished_ = true;
   Send(std::move(bytes), Clock::now());
-  // Input arrived during the stream (a pipelined request, dropped): the head promised the
-  // connection for another request, but it will read nothing more.
-  if (head_kept_alive_ && !keep_alive_ && !client_gone_) channel_->EndConnection();
+  // `Connection: close`, or input arrived during the stream (a pipelined request, dropped) after
+  // the head promised the connection for another request: it will read nothing more.
+  if (!keep_alive_ && !client_gone_) channel_->EndConnection();
 }
 
 ExchangeOutcome Exchange::FinishWithResponse(int status, std::string body) {
   finished_ = true;
   Send(FormatHttpResponse(status, kJsonType, body, params_.request_id, keep_alive_), Clock::now());
+  // `Connection: close` (asked by the client, or input arrived that cannot be answered in
+  // order): end the connection, so the client is not left waiting on it.
+  if (!keep_alive_ && !client_gone_) channel_->EndConnection();
   return ExchangeOutcome{true, status, false};
 }
 
 ExchangeOutcome Exchange::FinishWithError(const Error& error, bool cancel) {
   if (params_.kind == ExchangeKind::kStream && stream_started_) {
     std::string frame;
-    AppendSseEvent(&frame, "error", ErrorJson(error));
+    AppendSseEvent(&frame, "error", ErrorJson(error, params_.request_id));
     std::string bytes;
     AppendHttpChunk(&bytes, frame);
     bytes.append(kHttpLastChunk);
     EndStream(std::move(bytes));
     return ExchangeOutcome{true, 200, cancel};
   }
-  ExchangeOutcome outcome = FinishWithResponse(HttpStatus(error.code), ErrorJson(error));
-  outcome.cancel = cancel;
-  return outcome;
+  finished_ = true;
+  Send(FormatErrorResponse(error, params_.request_id, keep_alive_), Clock::now());
+  if (!keep_alive_ && !client_gone_) channel_->EndConnection();
+  return ExchangeOutcome{true, HttpStatus(error.code), cancel};
 }
 
 ExchangeOutcome Exchange::OnEvent(const v1::QueryEvent& event) {

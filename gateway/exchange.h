@@ -20,8 +20,9 @@ class ClientChannel {
   /// never overlap) and never after Exchange::OnClientGone. Must not block and must not throw.
   virtual void Send(std::string bytes) = 0;
   /// No more requests on this connection: once the bytes sent so far are written, half-close it
-  /// (the client reads them, then end-of-stream). For a stream whose head promised keep-alive
-  /// when the connection cannot be reused after all. Same calling rules as Send.
+  /// (the client reads them, then end-of-stream). Called after an answer that said (or, for a
+  /// stream whose head promised keep-alive, should have said) `Connection: close`. Same calling
+  /// rules as Send.
   virtual void EndConnection() = 0;
 };
 
@@ -128,7 +129,6 @@ class Exchange {
   bool finished_ = false;
   bool client_gone_ = false;
   bool stream_started_ = false;
-  bool head_kept_alive_ = false;  // the stream's head said `Connection: keep-alive`
   bool wrote_since_head_ = false;
   std::chrono::steady_clock::time_point last_write_;
 };

@@ -6,6 +6,8 @@
 #include <pistache/http.h>
 #include <pistache/net.h>
 #include <pistache/peer.h>
+#include <pistache/stream.h>
+#include <pistache/version.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
 
@@ -115,6 +117,9 @@ class ConnectionWriter : public std::enable_shared_from_this<ConnectionWriter> {
     if (queued_.load() == 0) ::shutdown(fd_, SHUT_WR);
   }
 
+  /// ShutdownWrite was called: the connection carries no further request.
+  bool Ended() const { return end_wanted_.load(std::memory_order_acquire); }
+
  private:
   void Queue(std::string bytes) {
     auto peer = peer_.lock();
@@ -166,9 +171,11 @@ struct ConnState {
   /// The exchange answering the connection's current request (weak: the exchange holds the
   /// writer, the peer holds this).
   std::weak_ptr<Exchange> active;
-  /// Ignore all further input: after an unparsable or oversized request the byte stream cannot
-  /// be trusted, so the gateway answers once with `Connection: close` and reads until the
-  /// client closes (closing first could reset the connection before the answer is read).
+  /// Ignore all further input: after an answer that said `Connection: close` (an unparsable or
+  /// oversized request, whose byte stream cannot be trusted, or the client's own wish), or
+  /// after requests pipelined behind a pending answer. The connection is half-closed after the
+  /// answer and read until the client closes (closing first could reset the connection before
+  /// the answer is read).
   bool discard = false;
   /// The body-stage checks (Content-Length limit, Expect: 100-continue) ran for this request.
   bool body_checked = false;
@@ -180,6 +187,81 @@ bool WantsKeepAlive(const Http::Request& request) {
     return !(connection && connection->control() == Http::ConnectionControl::Close);
   }
   return connection && connection->control() == Http::ConnectionControl::KeepAlive;
+}
+
+// --- What Pistache's request parser does not tell -------------------------------------------
+//
+// Pistache 0.0.5 keeps the parser's input buffer private and has no call for "the bytes after
+// the request just parsed" (its own Handler::onInput drops them with reset(), losing pipelined
+// requests) or "the bytes not parsed yet" (its request-line and header steps wait for more input
+// on a line they cannot parse). The buffer is read here through a pointer to the private
+// member, formed by an explicit instantiation (where access checks do not apply,
+// [temp.spec.general]/6): no layout assumption, only the member's name and type, which the
+// static_assert ties to the version this was checked against (tag 0.0.5, src/common/http.cc).
+static_assert(Pistache::Version::Major == 0 && Pistache::Version::Minor == 0 &&
+                  Pistache::Version::Patch == 5,
+              "check ParserBase's private `buffer` (and the parser steps) again for this version");
+
+struct ParserBufferTag {
+  using Type = Pistache::ArrayStreamBuf<char> Http::Private::ParserBase::*;
+  friend Type MemberOf(ParserBufferTag);
+};
+
+template <typename Tag, typename Tag::Type Member>
+struct PrivateMember {
+  friend typename Tag::Type MemberOf(Tag) { return Member; }
+};
+
+template struct PrivateMember<ParserBufferTag, &Http::Private::ParserBase::buffer>;
+
+/// The parser's buffered input from its cursor on: after State::Done, what follows the request;
+/// after State::Again, what the current step has not consumed.
+std::string_view UnparsedInput(Http::RequestParser& parser) {
+  const auto& buffer = parser.*MemberOf(ParserBufferTag{});
+  return {buffer.curptr(), static_cast<std::size_t>(buffer.endptr() - buffer.curptr())};
+}
+
+/// `input` without the empty lines a client may send before a request line (RFC 9112 2.2;
+/// Pistache also leaves a chunked body's final CRLF unread).
+std::string_view SkipEmptyLines(std::string_view input) {
+  while (!input.empty() && (input.front() == '\r' || input.front() == '\n')) input.remove_prefix(1);
+  return input;
+}
+
+/// Bytes of further requests after a complete one (see SkipEmptyLines).
+std::string_view PipelinedInput(Http::RequestParser& parser) {
+  return SkipEmptyLines(UnparsedInput(parser));
+}
+
+/// Non-null (the message) when the parser waits for more input although the part it is stuck on
+/// is complete, so more input cannot help: a request line that has its line end (Pistache waits
+/// for a space or CRLF forever), or headers that already ended with an empty line (a header line
+/// without a colon).
+const char* UnparsableHead(Http::RequestParser& parser, Http::Private::StepId step) {
+  const std::string_view rest = UnparsedInput(parser);
+  if (step == Http::Private::RequestLineStep::Id) {
+    return rest.find('\n') != std::string_view::npos ? "malformed HTTP request line" : nullptr;
+  }
+  if (step == Http::Private::HeadersStep::Id) {
+    const bool ended = rest.find("\n\r\n") != std::string_view::npos ||
+                       rest.find("\n\n") != std::string_view::npos;
+    return ended ? "malformed HTTP header" : nullptr;
+  }
+  return nullptr;
+}
+
+constexpr const char* kBadContentLength = "Content-Length must be a decimal number of bytes";
+
+/// Pistache reads Content-Length with std::stoull, which takes "-5" as 2^64-5 and "abc" or
+/// "12abc" as 0 or 12: only 1-18 digits (and optional trailing blanks) are accepted here.
+bool ContentLengthIsValid(const Http::Request& request) {
+  static const std::string kName = "Content-Length";
+  const auto raw = request.headers().tryGetRaw(kName);
+  if (!raw) return true;
+  std::string_view value = raw->value();
+  while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
+  if (value.empty() || value.size() > 18) return false;
+  return std::all_of(value.begin(), value.end(), [](char c) { return c >= '0' && c <= '9'; });
 }
 
 /// "<inbox>.<request_id>": where a request's answers come back; OnInbox reads the id from the
@@ -236,27 +318,41 @@ struct GatewayCore {
   void Dispatch(const Http::Request& request, const std::shared_ptr<Tcp::Peer>& peer,
                 ConnState& conn);
 
-  /// Answers with a complete response now and records it.
+  /// Answers with a complete response now (with `X-Request-Id: request_id`) and records it.
+  /// Without keep-alive the connection ends after it (see Finish).
   void Reply(ConnState& conn, Route route, Clock::time_point start, int status,
              std::string_view content_type, std::string_view body, bool keep_alive,
-             std::string_view extra_headers = {}) {
+             std::string_view request_id, std::string_view extra_headers = {}) {
     conn.writer->Write(
-        FormatHttpResponse(status, content_type, body, {}, keep_alive, extra_headers));
+        FormatHttpResponse(status, content_type, body, request_id, keep_alive, extra_headers));
     metrics.RecordRequest(route, status, Clock::now() - start);
+    if (!keep_alive) EndConnection(conn);
   }
+  /// The same for an error: status and body from FormatErrorResponse (HttpStatus/ErrorJson).
   void ReplyError(ConnState& conn, Route route, Clock::time_point start, const Error& error,
-                  bool keep_alive, std::string_view extra_headers = {}) {
-    Reply(conn, route, start, HttpStatus(error.code), kJsonType, ErrorJson(error), keep_alive,
-          extra_headers);
+                  bool keep_alive, std::string_view request_id,
+                  std::string_view extra_headers = {}) {
+    conn.writer->Write(FormatErrorResponse(error, request_id, keep_alive, extra_headers));
+    metrics.RecordRequest(route, HttpStatus(error.code), Clock::now() - start);
+    if (!keep_alive) EndConnection(conn);
+  }
+  /// After an answer that said `Connection: close`: half-close once it is written (the client
+  /// reads it, then end-of-stream) and ignore whatever the client still sends until it closes
+  /// (closing at once could reset the connection before the answer is read).
+  static void EndConnection(ConnState& conn) {
+    conn.discard = true;
+    conn.writer->ShutdownWrite();
   }
 
   void StartQuery(ExchangeKind kind, const Http::Request& request, ConnState& conn, bool keep_alive,
-                  Clock::time_point start);
+                  Clock::time_point start, std::string request_id);
   void StartSession(ExchangeKind kind, std::string_view session_id, ConnState& conn,
-                    bool keep_alive, Clock::time_point start);
-  void ServeReady(ConnState& conn, Clock::time_point start, bool keep_alive);
+                    bool keep_alive, Clock::time_point start, std::string request_id);
+  void ServeReady(ConnState& conn, Clock::time_point start, bool keep_alive,
+                  std::string_view request_id);
   /// Answers 503 when nothing can be published now (draining, NATS down): true if it did.
-  bool RefusedUnavailable(ConnState& conn, Route route, Clock::time_point start, bool keep_alive);
+  bool RefusedUnavailable(ConnState& conn, Route route, Clock::time_point start, bool keep_alive,
+                          std::string_view request_id);
 
   /// Registers a started exchange and publishes its request; on publish failure ends it.
   void Launch(const std::shared_ptr<Exchange>& exchange, ConnState& conn,
@@ -310,10 +406,12 @@ struct GatewayCore {
 namespace {
 
 /// The Pistache handler. Pistache clones it per worker thread (HTTP_PROTOTYPE); the clones share
-/// the Core. It replaces Http::Handler's input processing (same parser, public API only) so
-/// that it can: answer oversized or malformed requests with JSON and stop reading them, answer
-/// `Expect: 100-continue`, reject a declared Content-Length above the limit before the body
-/// arrives, and decide keep-alive by HTTP/1.1 rules.
+/// the Core. It replaces Http::Handler's input processing (same parser; its buffer read as
+/// described above) so that it can: answer oversized or malformed requests at once with JSON
+/// and end the connection, serve pipelined requests in order (or, behind an answer that comes
+/// later from NATS, end the connection after that answer so the client retries the rest),
+/// answer `Expect: 100-continue`, reject a declared Content-Length above the limit before the
+/// body arrives, and decide keep-alive by HTTP/1.1 rules.
 class GatewayHttpHandler final : public Http::Handler {
  public:
   HTTP_PROTOTYPE(GatewayHttpHandler)
@@ -330,12 +428,17 @@ class GatewayHttpHandler final : public Http::Handler {
     try {
       conn = &ConnOf(peer);
       if (conn->discard) return;
+      if (conn->writer->Ended()) {
+        // The last answer said `Connection: close`: nothing after it is read.
+        conn->discard = true;
+        return;
+      }
       if (auto active = conn->active.lock(); active && active->DisableKeepAlive()) {
         // Bytes while a request is still being answered: a pipelined request (answers could not
         // be kept in order) or garbage. Drop them and everything after; the pending answer says
-        // `Connection: close` (or a stream half-closes after its end), so an HTTP/1.1 client
-        // retries what was not answered. (An exchange that ended meanwhile refuses, and the
-        // bytes are the next request.)
+        // `Connection: close` (or a stream half-closes after its end) and the connection ends
+        // after it, so an HTTP/1.1 client retries what was not answered. (An exchange that ended
+        // meanwhile refuses, and the bytes are the next request.)
         conn->discard = true;
         return;
       }
@@ -348,28 +451,68 @@ class GatewayHttpHandler final : public Http::Handler {
                   "request larger than " + std::to_string(getMaxRequestSize()) + " bytes"});
         return;
       }
-      const auto state = parser->parse();
-      if (state == Http::Private::State::Again) {
-        if (!conn->body_checked && parser->step()->id() == Http::Private::BodyStep::Id) {
-          conn->body_checked = true;
-          CheckBeforeBody(peer, *conn, *parser);
+      std::string next;  // bytes of pipelined requests after the one just parsed
+      while (true) {
+        if (parser->step()->id() == Http::Private::RequestLineStep::Id) {
+          // Empty lines before a request line are ignored (RFC 9112 2.2; some clients send a
+          // CRLF after a POST body); Pistache would take them as part of the method.
+          const std::string_view input = UnparsedInput(*parser);
+          const std::string_view request = SkipEmptyLines(input);
+          if (request.size() != input.size()) {
+            next.assign(request.data(), request.size());
+            parser->reset();
+            if (next.empty()) return;
+            (void)parser->feed(next.data(), next.size());  // fits: it was in the buffer already
+          }
         }
-        return;
-      }
-      if (state == Http::Private::State::Done) {
+        const auto state = parser->parse();
+        if (state == Http::Private::State::Again) {
+          const auto step = parser->step()->id();
+          if (step == Http::Private::BodyStep::Id) {
+            if (!conn->body_checked) {
+              conn->body_checked = true;
+              CheckBeforeBody(peer, *conn, *parser);
+            }
+          } else if (const char* what = UnparsableHead(*parser, step)) {
+            // Pistache waits for more input on a request line or header it cannot parse (no
+            // space in "BLAH", no colon, no CRLF): once the head is complete, more input cannot
+            // help, so answer now instead of at the header timeout.
+            parser->reset();
+            RejectAndDiscard(peer, *conn, Error{ErrorCode::kBadRequest, what});
+          }
+          return;
+        }
+        // Done: one complete request.
         conn->body_checked = false;
+        if (!ContentLengthIsValid(parser->request)) {
+          parser->reset();
+          RejectAndDiscard(peer, *conn, Error{ErrorCode::kBadRequest, kBadContentLength});
+          return;
+        }
+        const std::string_view rest = PipelinedInput(*parser);
         core_->Dispatch(parser->request, peer, *conn);
+        if (rest.empty() || conn->discard) {
+          parser->reset();
+          return;
+        }
+        if (auto active = conn->active.lock(); active && active->DisableKeepAlive()) {
+          // The answer comes later, from another thread: the next request's answer could not
+          // follow it in order. This answer says `Connection: close` and ends the connection;
+          // the client retries the rest.
+          conn->discard = true;
+          parser->reset();
+          return;
+        }
+        // Answered already (synchronously, or the exchange ended meanwhile): serve the next
+        // request in order.
+        next.assign(rest.data(), rest.size());
         parser->reset();
+        (void)parser->feed(next.data(), next.size());  // fits: it was in the buffer already
       }
     } catch (const Http::HttpError& e) {
-      Recover(peer, conn, parser,
-              Error{e.code() == 413 ? ErrorCode::kTooLarge : ErrorCode::kBadRequest,
-                    "malformed HTTP request: " + std::string(e.what())});
-    } catch (const std::exception& e) {
-      Recover(peer, conn, parser,
-              Error{ErrorCode::kBadRequest, "malformed HTTP request: " + std::string(e.what())});
+      Recover(peer, conn, parser, e.code() == 413 ? ErrorCode::kTooLarge : ErrorCode::kBadRequest);
     } catch (...) {
-      Recover(peer, conn, parser, Error{ErrorCode::kBadRequest, "malformed HTTP request"});
+      Recover(peer, conn, parser, ErrorCode::kBadRequest);
     }
   }
 
@@ -400,6 +543,11 @@ class GatewayHttpHandler final : public Http::Handler {
   void CheckBeforeBody(const std::shared_ptr<Tcp::Peer>& peer, ConnState& conn,
                        Http::RequestParser& parser) {
     const auto& headers = parser.request.headers();
+    if (!ContentLengthIsValid(parser.request)) {
+      parser.reset();
+      RejectAndDiscard(peer, conn, Error{ErrorCode::kBadRequest, kBadContentLength});
+      return;
+    }
     if (auto length = headers.tryGet<Http::Header::ContentLength>()) {
       if (length->value() > core_->max_body_bytes) {
         parser.reset();
@@ -417,18 +565,39 @@ class GatewayHttpHandler final : public Http::Handler {
     }
   }
 
+  /// Answers once with `Connection: close` and ends the connection (the byte stream cannot be
+  /// trusted any more); later input is dropped until the client closes.
   void RejectAndDiscard(const std::shared_ptr<Tcp::Peer>& peer, ConnState& conn,
                         const Error& error) {
-    conn.discard = true;
     peer->setIdle(true);
-    core_->ReplyError(conn, Route::kOther, Clock::now(), error, /*keep_alive=*/false);
+    core_->ReplyError(conn, Route::kOther, Clock::now(), error, /*keep_alive=*/false,
+                      core_->ids.Next());
   }
 
+  /// After Pistache's parser threw: a message of our own (its exception texts are internals,
+  /// e.g. "basic_string::_M_create" for a Content-Length of -5), chosen by where it failed.
   void Recover(const std::shared_ptr<Tcp::Peer>& peer, ConnState* conn,
-               const std::shared_ptr<Http::RequestParser>& parser, const Error& error) {
+               const std::shared_ptr<Http::RequestParser>& parser, ErrorCode code) {
     try {
+      std::string message = "malformed HTTP request";
+      if (code == ErrorCode::kTooLarge) {
+        message = "request larger than " + std::to_string(getMaxRequestSize()) + " bytes";
+      } else if (parser) {
+        const auto step = parser->step()->id();
+        if (step == Http::Private::RequestLineStep::Id) {
+          message = "malformed HTTP request line";
+        } else if (step == Http::Private::HeadersStep::Id) {
+          message = "malformed HTTP header";
+        } else if (!ContentLengthIsValid(parser->request)) {
+          message = kBadContentLength;
+        } else {
+          message = "malformed HTTP body (Content-Length or chunked encoding)";
+        }
+      }
       if (parser) parser->reset();
-      if (conn != nullptr && !conn->discard) RejectAndDiscard(peer, *conn, error);
+      if (conn != nullptr && !conn->discard) {
+        RejectAndDiscard(peer, *conn, Error{code, std::move(message)});
+      }
     } catch (...) {
     }
   }
@@ -442,6 +611,8 @@ void GatewayCore::Dispatch(const Http::Request& request, const std::shared_ptr<T
                            ConnState& conn) {
   const auto start = Clock::now();
   bool keep_alive = true;
+  // Every answer carries one (README "HTTP API"); the query endpoints send it downstream too.
+  std::string request_id = ids.Next();
   try {
     keep_alive = WantsKeepAlive(request);
     // Idle in Pistache's sense: only its keep-alive timeout (set above the longest exchange)
@@ -460,13 +631,13 @@ void GatewayCore::Dispatch(const Http::Request& request, const std::shared_ptr<T
       header.append(allow).append("\r\n");
       ReplyError(conn, Route::kOther, start,
                  Error{ErrorCode::kMethodNotAllowed, "use " + std::string(allow) + " on " + path},
-                 keep_alive, header);
+                 keep_alive, request_id, header);
     };
 
     if (path == "/api/v1/query" || path == "/api/v1/query/stream") {
       if (method != Http::Method::Post) return method_not_allowed("POST");
       StartQuery(path == "/api/v1/query" ? ExchangeKind::kQuery : ExchangeKind::kStream, request,
-                 conn, keep_alive, start);
+                 conn, keep_alive, start, std::move(request_id));
       return;
     }
     if (path.size() > kSessionPath.size() &&
@@ -481,36 +652,39 @@ void GatewayCore::Dispatch(const Http::Request& request, const std::shared_ptr<T
             conn, route, start,
             Error{ErrorCode::kBadRequest, "session id " + Escaped(id, 160) +
                                               " must be 1-128 characters of A-Z a-z 0-9 . _ : -"},
-            keep_alive);
+            keep_alive, request_id);
       }
       StartSession(
           method == Http::Method::Get ? ExchangeKind::kSessionGet : ExchangeKind::kSessionDelete,
-          id, conn, keep_alive, start);
+          id, conn, keep_alive, start, std::move(request_id));
       return;
     }
     if (path == "/health") {
       if (method != Http::Method::Get) return method_not_allowed("GET");
-      return Reply(conn, Route::kHealth, start, 200, kJsonType, R"({"status":"ok"})", keep_alive);
+      return Reply(conn, Route::kHealth, start, 200, kJsonType, R"({"status":"ok"})", keep_alive,
+                   request_id);
     }
     if (path == "/ready") {
       if (method != Http::Method::Get) return method_not_allowed("GET");
-      return ServeReady(conn, start, keep_alive);
+      return ServeReady(conn, start, keep_alive, request_id);
     }
     if (path == "/metrics") {
       if (method != Http::Method::Get) return method_not_allowed("GET");
       return Reply(conn, Route::kMetrics, start, 200, kPrometheusType, metrics.Render(Gauges()),
-                   keep_alive);
+                   keep_alive, request_id);
     }
     ReplyError(conn, Route::kOther, start,
-               Error{ErrorCode::kNotFound, "no such path: " + Escaped(path, 200)}, keep_alive);
+               Error{ErrorCode::kNotFound, "no such path: " + Escaped(path, 200)}, keep_alive,
+               request_id);
   } catch (const std::exception& e) {
     spdlog::error("request handling failed: {}", e.what());
     ReplyError(conn, Route::kOther, start, Error{ErrorCode::kInternal, "internal error"},
-               keep_alive);
+               keep_alive, request_id);
   }
 }
 
-void GatewayCore::ServeReady(ConnState& conn, Clock::time_point start, bool keep_alive) {
+void GatewayCore::ServeReady(ConnState& conn, Clock::time_point start, bool keep_alive,
+                             std::string_view request_id) {
   const auto g = Gauges();
   const bool ready = g.nats_connected && g.lightweight_workers >= 1 && !g.draining;
   std::string body = "{\"ready\":";
@@ -520,30 +694,30 @@ void GatewayCore::ServeReady(ConnState& conn, Clock::time_point start, bool keep
   body.append(",\"heavy\":").append(std::to_string(g.heavy_workers)).append("}");
   if (g.draining) body.append(",\"draining\":true");
   body.push_back('}');
-  Reply(conn, Route::kReady, start, ready ? 200 : 503, kJsonType, body, keep_alive);
+  Reply(conn, Route::kReady, start, ready ? 200 : 503, kJsonType, body, keep_alive, request_id);
 }
 
 void GatewayCore::StartQuery(ExchangeKind kind, const Http::Request& request, ConnState& conn,
-                             bool keep_alive, Clock::time_point start) {
+                             bool keep_alive, Clock::time_point start, std::string request_id) {
   const Route route = RouteOf(kind);
   const std::string& body = request.body();
   if (body.size() > max_body_bytes) {
     return ReplyError(conn, route, start,
                       Error{ErrorCode::kTooLarge,
                             "body larger than " + std::to_string(max_body_bytes) + " bytes"},
-                      keep_alive);
+                      keep_alive, request_id);
   }
   v1::QueryRequest query;
   if (auto status = ParseQueryBody(body, limits, &query); !status.ok()) {
-    return ReplyError(conn, route, start, status.error(), keep_alive);
+    return ReplyError(conn, route, start, status.error(), keep_alive, request_id);
   }
-  if (RefusedUnavailable(conn, route, start, keep_alive)) return;
+  if (RefusedUnavailable(conn, route, start, keep_alive, request_id)) return;
   if (pools->Live("lightweight") == 0) {
     return ReplyError(conn, route, start,
-                      Error{ErrorCode::kNoWorker, "no lightweight worker is running"}, keep_alive);
+                      Error{ErrorCode::kNoWorker, "no lightweight worker is running"}, keep_alive,
+                      request_id);
   }
 
-  std::string request_id = ids.Next();
   std::string traceparent;
   if (auto raw = request.headers().tryGetRaw(kTraceparentName)) {
     traceparent = TraceparentFor(raw->value());
@@ -578,25 +752,24 @@ void GatewayCore::StartQuery(ExchangeKind kind, const Http::Request& request, Co
 }
 
 bool GatewayCore::RefusedUnavailable(ConnState& conn, Route route, Clock::time_point start,
-                                     bool keep_alive) {
+                                     bool keep_alive, std::string_view request_id) {
   if (draining.load(std::memory_order_relaxed)) {
     ReplyError(conn, route, start, Error{ErrorCode::kUnavailable, "the gateway is shutting down"},
-               false);
+               false, request_id);
     return true;
   }
   if (!NatsConnected()) {
     ReplyError(conn, route, start, Error{ErrorCode::kUnavailable, "not connected to NATS"},
-               keep_alive);
+               keep_alive, request_id);
     return true;
   }
   return false;
 }
 
 void GatewayCore::StartSession(ExchangeKind kind, std::string_view session_id, ConnState& conn,
-                               bool keep_alive, Clock::time_point start) {
+                               bool keep_alive, Clock::time_point start, std::string request_id) {
   const Route route = RouteOf(kind);
-  if (RefusedUnavailable(conn, route, start, keep_alive)) return;
-  std::string request_id = ids.Next();
+  if (RefusedUnavailable(conn, route, start, keep_alive, request_id)) return;
   v1::SessionRequest session;
   session.set_session_id(std::string(session_id));
   session.set_request_id(request_id);
@@ -754,8 +927,9 @@ Result<std::unique_ptr<GatewayServer>> GatewayServer::Start(GatewayOptions optio
     return status.error();
   }
 
-  core->pools = std::make_unique<PoolMonitor>(
-      *core->nats, std::vector<std::string>{"lightweight", "heavy"}, options.pool_ping_interval);
+  core->pools = std::make_unique<PoolMonitor>(*core->nats, prefix,
+                                              std::vector<std::string>{"lightweight", "heavy"},
+                                              options.pool_ping_interval);
   if (auto status = core->pools->Start(); !status.ok()) return status.error();
   (void)core->nats->Flush(std::chrono::milliseconds(2000));
 

@@ -40,6 +40,12 @@ std::string FormatHttpResponse(int status, std::string_view content_type, std::s
   return out;
 }
 
+std::string FormatErrorResponse(const Error& error, std::string_view request_id, bool keep_alive,
+                                std::string_view extra_headers) {
+  return FormatHttpResponse(HttpStatus(error.code), kJsonType, ErrorJson(error, request_id),
+                            request_id, keep_alive, extra_headers);
+}
+
 std::string FormatSseHead(std::string_view request_id, bool keep_alive) {
   std::string out;
   out.reserve(256);

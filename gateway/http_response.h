@@ -3,6 +3,7 @@
 #include <string>
 #include <string_view>
 
+#include "error/error.h"
 #include "http_wire/http_wire.h"
 
 namespace wf {
@@ -23,6 +24,12 @@ inline constexpr std::string_view kContinueResponse = "HTTP/1.1 100 Continue\r\n
 std::string FormatHttpResponse(int status, std::string_view content_type, std::string_view body,
                                std::string_view request_id, bool keep_alive,
                                std::string_view extra_headers = {});
+
+/// A complete JSON error response: the status is HttpStatus(error.code) and the body
+/// ErrorJson(error, request_id) (common/error, the one place errors become HTTP), with
+/// `X-Request-Id` when `request_id` is non-empty. Pure; any thread.
+std::string FormatErrorResponse(const Error& error, std::string_view request_id, bool keep_alive,
+                                std::string_view extra_headers = {});
 
 /// The head of a Server-Sent Events answer: 200, `text/event-stream`, chunked, no caching or
 /// proxy buffering, `X-Request-Id`. The stream ends with the last chunk, so the connection can

@@ -16,12 +16,16 @@ namespace {
 std::vector<wf::FlagSpec> GatewayFlags() {
   std::vector<wf::FlagSpec> flags = wf::CommonFlags();
   const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
-  flags.push_back({"listen", "WF_LISTEN", "0.0.0.0:8000", "HOST:PORT to serve HTTP on"});
-  flags.push_back({"threads", "WF_THREADS", std::to_string(cores), "HTTP worker threads"});
-  flags.push_back({"heartbeat-ms", "WF_HEARTBEAT_MS", "15000",
-                   "SSE heartbeat comment after this many ms of silence"});
-  flags.push_back({"drain-ms", "WF_DRAIN_MS", "30000",
-                   "on SIGTERM, wait this long for open requests and streams to finish"});
+  flags.push_back(
+      wf::HostPortFlag("listen", "WF_LISTEN", "0.0.0.0:8000", "HOST:PORT to serve HTTP on"));
+  flags.push_back(wf::IntegerFlag("threads", "WF_THREADS", std::to_string(std::min(cores, 1024u)),
+                                  "HTTP worker threads", 1, 1024));
+  flags.push_back(wf::IntegerFlag("heartbeat-ms", "WF_HEARTBEAT_MS", "15000",
+                                  "SSE heartbeat comment after this many ms of silence", 10,
+                                  3600000));
+  flags.push_back(wf::IntegerFlag(
+      "drain-ms", "WF_DRAIN_MS", "30000",
+      "on SIGTERM, wait this long for open requests and streams to finish", 0, 3600000));
   return flags;
 }
 
@@ -45,6 +49,7 @@ int main(int argc, char** argv) {
                                "HTTP/SSE front end: publishes queries on NATS and streams the "
                                "answers back.",
                                GatewayFlags());
+  // Parse validates every flag (ranges, HOST:PORT) before --check-config is looked at.
   auto parsed = command_line.Parse(argc, argv);
   if (parsed.exit_code) return *parsed.exit_code;
   if (!parsed.flags) return Fail(parsed.error, 2);

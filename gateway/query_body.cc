@@ -1,5 +1,7 @@
 #include "gateway/query_body.h"
 
+#include <cmath>
+#include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -40,6 +42,51 @@ const char* TypeName(const json& value) {
     default:
       return "not a JSON value";
   }
+}
+
+/// 2^53: beyond it not every integer is a double, and `parameters` travel as a
+/// google.protobuf.Struct, whose numbers are doubles.
+constexpr uint64_t kMaxExactInteger = uint64_t{1} << 53;
+
+bool BeyondExactRange(const json& number) {
+  switch (number.type()) {
+    case json::value_t::number_unsigned:
+      return number.get<uint64_t>() > kMaxExactInteger;
+    case json::value_t::number_integer: {
+      const int64_t v = number.get<int64_t>();
+      return v > static_cast<int64_t>(kMaxExactInteger) ||
+             v < -static_cast<int64_t>(kMaxExactInteger);
+    }
+    case json::value_t::number_float:
+      // Too large for a 64-bit integer, or written with a fraction or exponent; every double
+      // this large is an integer, most of them a rounded one.
+      return std::fabs(number.get<double>()) > static_cast<double>(kMaxExactInteger);
+    default:
+      return false;
+  }
+}
+
+/// Finds the first number in `value` that would not reach the worker as sent; `path` is
+/// `value`'s path on entry and that number's on a hit. Recursion is bounded by the nesting limit
+/// checked before.
+bool FindInexactNumber(const json& value, std::string* path) {
+  if (value.is_number()) return BeyondExactRange(value);
+  const std::size_t length = path->size();
+  if (value.is_object()) {
+    for (auto it = value.begin(); it != value.end(); ++it) {
+      path->append(".").append(Utf8Prefix(it.key(), 64));
+      if (FindInexactNumber(it.value(), path)) return true;
+      path->resize(length);
+    }
+  } else if (value.is_array()) {
+    std::size_t index = 0;
+    for (const auto& item : value) {
+      path->append("[").append(std::to_string(index++)).append("]");
+      if (FindInexactNumber(item, path)) return true;
+      path->resize(length);
+    }
+  }
+  return false;
 }
 
 }  // namespace
@@ -121,6 +168,16 @@ Status ParseQueryBody(std::string_view body, const QueryBodyLimits& limits, v1::
   if (parameters != nullptr && !parameters->is_null() && !parameters->is_object()) {
     return FieldError("parameters",
                       std::string("must be a JSON object, not ") + TypeName(*parameters));
+  }
+
+  if (parameters != nullptr && parameters->is_object()) {
+    std::string path = "parameters";
+    if (FindInexactNumber(*parameters, &path)) {
+      return FieldError(path,
+                        "number beyond ±2^53 (9007199254740992) cannot be passed exactly "
+                        "(parameters travel as double-precision numbers); send it as a "
+                        "string");
+    }
   }
 
   out->set_message(std::move(message->get_ref<std::string&>()));

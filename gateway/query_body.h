@@ -32,7 +32,10 @@ struct QueryBodyLimits {
 ///   kInvalidJson "body is not valid JSON: ..." (including invalid UTF-8),
 ///   kBadRequest  "body must be a JSON object", "unknown field 'x' (allowed: ...)",
 ///                "message: ...", "session_id: ...", "user_id: ...", "parameters: ...",
-///                "body: JSON nested deeper than N levels".
+///                "body: JSON nested deeper than N levels",
+///                "parameters.a.b[2]: number beyond ±2^53 ... send it as a string" (a number in
+///                `parameters` whose magnitude exceeds 2^53: it travels as a double in a
+///                google.protobuf.Struct and would arrive changed).
 /// Pure; any thread.
 Status ParseQueryBody(std::string_view body, const QueryBodyLimits& limits, v1::QueryRequest* out);
 

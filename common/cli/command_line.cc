@@ -3,6 +3,8 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <cstdlib>
 #include <iostream>
 #include <sstream>
@@ -10,13 +12,70 @@
 namespace wf {
 
 std::vector<FlagSpec> CommonFlags() {
+  FlagSpec log_level{"log-level", "WF_LOG_LEVEL", "info", "trace, debug, info, warn or error"};
+  log_level.value = FlagValue::kChoice;
+  log_level.choices = {"trace", "debug", "info", "warn", "warning", "error", "critical", "off"};
   return {
       {"config", "WF_CONFIG", "config/workflow_config.json", "workflow configuration file"},
       {"nats-url", "NATS_URL", "nats://127.0.0.1:4222", "NATS server URL"},
-      {"log-level", "WF_LOG_LEVEL", "info", "trace, debug, info, warn or error"},
+      std::move(log_level),
       {"check-config", "", "", "validate the config, print what it holds and exit", true},
   };
 }
+
+FlagSpec IntegerFlag(std::string name, std::string env, std::string default_value, std::string help,
+                     long min, long max) {
+  FlagSpec spec{std::move(name), std::move(env), std::move(default_value), std::move(help)};
+  spec.value = FlagValue::kInteger;
+  spec.min = min;
+  spec.max = max;
+  return spec;
+}
+
+FlagSpec HostPortFlag(std::string name, std::string env, std::string default_value,
+                      std::string help, bool optional) {
+  FlagSpec spec{std::move(name), std::move(env), std::move(default_value), std::move(help)};
+  spec.value = optional ? FlagValue::kOptionalHostPort : FlagValue::kHostPort;
+  return spec;
+}
+
+namespace {
+
+/// Empty when `value` is what `spec` asks for, else why not (without the flag's name).
+std::string ValueProblem(const FlagSpec& spec, const std::string& value) {
+  switch (spec.value) {
+    case FlagValue::kText:
+      return {};
+    case FlagValue::kInteger: {
+      char* end = nullptr;
+      errno = 0;
+      const long v = std::strtol(value.c_str(), &end, 10);
+      if (value.empty() || *end != '\0' || errno == ERANGE || v < spec.min || v > spec.max) {
+        return "expected an integer in [" + std::to_string(spec.min) + ", " +
+               std::to_string(spec.max) + "], got '" + value + "'";
+      }
+      return {};
+    }
+    case FlagValue::kOptionalHostPort:
+      if (value.empty()) return {};
+      [[fallthrough]];
+    case FlagValue::kHostPort: {
+      auto parsed = ParseHostPort(value);
+      return parsed.ok() ? std::string() : parsed.error().message;
+    }
+    case FlagValue::kChoice: {
+      std::string all;
+      for (const auto& choice : spec.choices) {
+        if (choice == value) return {};
+        all.append(all.empty() ? "" : ", ").append(choice);
+      }
+      return "expected one of " + all + ", got '" + value + "'";
+    }
+  }
+  return {};
+}
+
+}  // namespace
 
 bool Flags::IsSet(const std::string& name) const {
   auto it = set_.find(name);
@@ -57,6 +116,7 @@ std::string CommandLine::Usage() const {
 CommandLine::Outcome CommandLine::Parse(int argc, const char* const* argv) const {
   Outcome outcome;
   Flags flags;
+  std::vector<std::string> from_command_line;
   for (const auto& f : flags_) {
     flags.values_[f.name] = f.default_value;
     flags.set_[f.name] = false;
@@ -107,6 +167,18 @@ CommandLine::Outcome CommandLine::Parse(int argc, const char* const* argv) const
     }
     flags.values_[name] = *value;
     flags.set_[name] = true;
+    from_command_line.push_back(name);
+  }
+  // Every value, before the program acts on any of them (--check-config included).
+  for (const auto& f : flags_) {
+    const std::string problem = ValueProblem(f, flags.values_[f.name]);
+    if (problem.empty()) continue;
+    const bool from_env = !f.env.empty() && flags.set_[f.name] &&
+                          std::find(from_command_line.begin(), from_command_line.end(), f.name) ==
+                              from_command_line.end();
+    outcome.error = "--" + f.name + (from_env ? " (env " + f.env + ")" : std::string()) + ": " +
+                    (f.secret ? std::string("invalid value") : problem);
+    return outcome;
   }
   outcome.flags = std::move(flags);
   return outcome;

@@ -9,6 +9,17 @@
 
 namespace wf {
 
+/// What a flag's value must be. CommandLine::Parse checks every flag's final value (from the
+/// command line, the env var or the default) before it returns, so a bad value stops the program
+/// before anything acts on the others (--check-config included).
+enum class FlagValue {
+  kText,              ///< Anything.
+  kInteger,           ///< A decimal integer in [min, max].
+  kHostPort,          ///< HOST:PORT (see ParseHostPort).
+  kOptionalHostPort,  ///< Empty, or HOST:PORT.
+  kChoice,            ///< One of `choices`.
+};
+
 /// One command-line flag. A flag beats its environment variable, which beats the default.
 struct FlagSpec {
   std::string name;           ///< "nats-url" for --nats-url.
@@ -17,11 +28,22 @@ struct FlagSpec {
   std::string help;           ///< One line for --help.
   bool is_switch = false;     ///< Takes no value (e.g. --check-config).
   bool secret = false;        ///< Never echoed (e.g. --llm-api-key).
+  FlagValue value = FlagValue::kText;
+  long min = 0, max = 0;                  ///< kInteger bounds.
+  std::vector<std::string> choices = {};  ///< kChoice values.
 };
 
+/// A flag whose value must be an integer in [min, max].
+FlagSpec IntegerFlag(std::string name, std::string env, std::string default_value, std::string help,
+                     long min, long max);
+/// A flag whose value must be HOST:PORT; with `optional`, empty is allowed too (off).
+FlagSpec HostPortFlag(std::string name, std::string env, std::string default_value,
+                      std::string help, bool optional = false);
+
 /// The flags every binary takes: --config (WF_CONFIG), --nats-url (NATS_URL),
-/// --log-level (WF_LOG_LEVEL), --check-config (a switch: validate the config and exit; an invalid
-/// config exits 2 with its JSON path, with or without it).
+/// --log-level (WF_LOG_LEVEL: trace, debug, info, warn, error, critical or off), --check-config
+/// (a switch: validate the config and exit; an invalid config exits 2 with its JSON path, with or
+/// without it; so does any invalid flag).
 std::vector<FlagSpec> CommonFlags();
 
 /// Parsed flag values.
@@ -44,8 +66,9 @@ class Flags {
 class CommandLine {
  public:
   CommandLine(std::string program, std::string summary, std::vector<FlagSpec> flags);
-  /// On --help: prints usage to stdout and returns `exit_code` 0. On a bad flag: returns an
-  /// error message (the caller prints it and exits 2).
+  /// On --help: prints usage to stdout and returns `exit_code` 0. On a bad flag or a value that
+  /// is not what its FlagSpec says (from the command line or the env var): returns an error
+  /// message naming the flag (the caller prints it and exits 2).
   struct Outcome {
     std::optional<Flags> flags;
     std::optional<int> exit_code;

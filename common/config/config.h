@@ -106,8 +106,8 @@ struct AgentConfig {
 struct GatewayConfig {
   std::size_t max_body_bytes = 1 << 20;  ///< 413 above; 1..67108864.
   std::size_t max_message_chars = 8000;  ///< 400 above (UTF-8 code points); 1..1000000.
-  /// "flow_timeout_ms" 1..600000: how long the gateway waits for a lightweight answer when no
-  /// agent is involved.
+  /// "flow_timeout_ms" 1..600000: accepted and validated, but not used yet: the gateway waits
+  /// agent.turn_timeout for every query, flows included (README "Configuration").
   std::chrono::milliseconds flow_timeout{10000};
 };
 

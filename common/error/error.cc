@@ -62,8 +62,9 @@ ErrorCode ErrorCodeFromWire(std::string_view wire) {
   return ErrorCode::kInternal;
 }
 
-std::string ErrorJson(const Error& error) {
+std::string ErrorJson(const Error& error, std::string_view request_id) {
   nlohmann::json j = {{"error", {{"code", WireName(error.code)}, {"message", error.message}}}};
+  if (!request_id.empty()) j["error"]["request_id"] = request_id;
   // Replace invalid UTF-8 rather than throwing: an error body must always be produced.
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }

@@ -54,8 +54,9 @@ struct Error {
   std::string message;
 };
 
-/// `{"error":{"code":"...","message":"..."}}` for an HTTP body.
-std::string ErrorJson(const Error& error);
+/// `{"error":{"code":"...","message":"..."}}` for an HTTP body; with a non-empty `request_id`
+/// `{"error":{"code":"...","message":"...","request_id":"..."}}`.
+std::string ErrorJson(const Error& error, std::string_view request_id = {});
 
 /// Value-or-error, for hot paths where exceptions are not wanted (std::expected is C++23).
 template <typename T>

@@ -61,6 +61,30 @@ std::string NatsStatusText(natsStatus status) {
   return text;
 }
 
+std::string RedactUrlCredentials(std::string_view text) {
+  // A URL ends at a list separator or blank; its credentials are everything between the scheme
+  // (if any) and its last '@'.
+  constexpr std::string_view kSeparators = ", \t\r\n\"'";
+  std::string out;
+  out.reserve(text.size());
+  std::size_t pos = 0;
+  while (pos < text.size()) {
+    const std::size_t end = std::min(text.find_first_of(kSeparators, pos), text.size());
+    const std::string_view token = text.substr(pos, end - pos);
+    const std::size_t scheme = token.find("://");
+    const std::size_t start = scheme == std::string_view::npos ? 0 : scheme + 3;
+    const std::size_t at = token.rfind('@');
+    if (at != std::string_view::npos && at >= start) {
+      out.append(token.substr(0, start)).append("***").append(token.substr(at));
+    } else {
+      out.append(token);
+    }
+    if (end < text.size()) out.push_back(text[end]);
+    pos = end + 1;
+  }
+  return out;
+}
+
 int64_t UnixMillisNow() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())
@@ -512,8 +536,8 @@ Result<std::unique_ptr<NatsConnection>> NatsConnection::Connect(NatsOptions opti
   if (s == NATS_OK) s = natsConnection_Connect(&self->conn_, opts);
   natsOptions_Destroy(opts);
   if (s != NATS_OK) {
-    return Error{ErrorCode::kUnavailable,
-                 "cannot connect to NATS at " + self->options_.url + ": " + NatsStatusText(s)};
+    return Error{ErrorCode::kUnavailable, "cannot connect to NATS at " + self->redacted_url_ +
+                                              ": " + RedactUrlCredentials(NatsStatusText(s))};
   }
   return self;
 }
@@ -558,13 +582,13 @@ void NatsConnection::OnClosed(natsConnection*, void* closure) {
 void NatsConnection::OnDisconnected(natsConnection*, void* closure) {
   auto* self = static_cast<NatsConnection*>(closure);
   if (self->closing_) return;
-  spdlog::warn("NATS connection to {} lost; reconnecting", self->options_.url);
+  spdlog::warn("NATS connection to {} lost; reconnecting", self->redacted_url_);
   if (self->options_.on_disconnected) self->options_.on_disconnected();
 }
 
 void NatsConnection::OnReconnected(natsConnection*, void* closure) {
   auto* self = static_cast<NatsConnection*>(closure);
-  spdlog::info("NATS connection to {} restored", self->options_.url);
+  spdlog::info("NATS connection to {} restored", self->redacted_url_);
   if (self->options_.on_reconnected) self->options_.on_reconnected();
 }
 

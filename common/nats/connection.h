@@ -97,6 +97,14 @@ class NatsSubscription {
   std::shared_ptr<PolledSub> polled_;  // Set on an EventLoop connection.
 };
 
+/// `text` with the credentials of every server URL in it replaced by `***`:
+/// "nats://alice:pw@h:4222" -> "nats://***@h:4222", "nats://s3cr3t-token@h" -> "nats://***@h",
+/// also in comma-separated server lists, for URLs without a scheme ("alice:pw@h:4222") and
+/// when the password itself holds '/', ':' or '@' (everything before the last '@' of a URL
+/// goes). Every place a server URL is logged or put into an error message uses this. Pure; any
+/// thread.
+std::string RedactUrlCredentials(std::string_view text);
+
 /// Connection settings.
 struct NatsOptions {
   std::string url = "nats://127.0.0.1:4222";
@@ -129,7 +137,8 @@ struct NatsOptions {
 /// goes away after start.
 class NatsConnection {
  public:
-  /// Connects once; error kUnavailable "cannot connect to NATS at URL: reason" when unreachable.
+  /// Connects once; error kUnavailable "cannot connect to NATS at URL: reason" when unreachable
+  /// (the URL without its credentials, see RedactUrlCredentials).
   static Result<std::unique_ptr<NatsConnection>> Connect(NatsOptions options);
   ~NatsConnection();
   NatsConnection(const NatsConnection&) = delete;
@@ -155,7 +164,8 @@ class NatsConnection {
   const std::string& url() const { return options_.url; }
 
  private:
-  explicit NatsConnection(NatsOptions options) : options_(std::move(options)) {}
+  explicit NatsConnection(NatsOptions options)
+      : options_(std::move(options)), redacted_url_(RedactUrlCredentials(options_.url)) {}
   static void OnDisconnected(natsConnection* nc, void* closure);
   static void OnReconnected(natsConnection* nc, void* closure);
   static void OnError(natsConnection* nc, natsSubscription* sub, natsStatus err, void* closure);
@@ -169,6 +179,7 @@ class NatsConnection {
   static natsStatus LoopDetach(void* user_data);
 
   NatsOptions options_;
+  std::string redacted_url_;  // options_.url for logs and errors
   natsConnection* conn_ = nullptr;
   std::shared_ptr<LoopBinding> binding_;  // Set when options_.loop is.
   // Set when the destructor starts: a disconnect then is ours, not news.

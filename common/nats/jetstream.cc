@@ -2,7 +2,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cstring>
+#include <vector>
 
 namespace wf {
 namespace {
@@ -51,7 +53,60 @@ JetStream::~JetStream() {
   }
 }
 
+std::string JetStreamName(std::string_view subject_prefix, std::string_view role) {
+  std::string name;
+  name.reserve(subject_prefix.size() + 1 + role.size());
+  for (char c : subject_prefix) {
+    if (c >= 'a' && c <= 'z') {
+      name.push_back(static_cast<char>(c - 'a' + 'A'));
+    } else if ((c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-') {
+      name.push_back(c);
+    } else {
+      name.push_back('_');
+    }
+  }
+  name.append("_").append(role);
+  return name;
+}
+
+namespace {
+
+std::string SubjectList(const std::vector<std::string>& subjects) {
+  std::string text = "[";
+  for (const auto& s : subjects) text.append(text.size() > 1 ? ", " : "").append(s);
+  return text + "]";
+}
+
+}  // namespace
+
 Status JetStream::EnsureStream(const StreamSpec& spec) {
+  {
+    // Never take over a stream that serves other subjects: a deployment with another subject
+    // prefix on the same server would silently lose its queue.
+    jsStreamInfo* existing = nullptr;
+    jsErrCode jerr = static_cast<jsErrCode>(0);
+    natsStatus s = js_GetStreamInfo(&existing, js_, spec.name.c_str(), nullptr, &jerr);
+    if (s == NATS_OK && existing != nullptr) {
+      std::vector<std::string> theirs;
+      if (existing->Config != nullptr) {
+        for (int i = 0; i < existing->Config->SubjectsLen; ++i) {
+          theirs.emplace_back(existing->Config->Subjects[i]);
+        }
+      }
+      jsStreamInfo_Destroy(existing);
+      std::vector<std::string> sorted_theirs = theirs, sorted_ours = spec.subjects;
+      std::sort(sorted_theirs.begin(), sorted_theirs.end());
+      std::sort(sorted_ours.begin(), sorted_ours.end());
+      if (sorted_theirs != sorted_ours) {
+        return Status(ErrorCode::kBadRequest,
+                      "JetStream stream " + spec.name + " already exists for subjects " +
+                          SubjectList(theirs) + ", not " + SubjectList(spec.subjects) +
+                          " (another deployment's subject_prefix?); refusing to change it");
+      }
+    } else if (existing != nullptr) {
+      jsStreamInfo_Destroy(existing);
+    }
+  }
   jsStreamConfig cfg;
   jsStreamConfig_Init(&cfg);
   cfg.Name = spec.name.c_str();

@@ -6,12 +6,30 @@
 #include <functional>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
 #include "nats/connection.h"
 
 namespace wf {
+
+/// The name of the JetStream stream that holds role `role` ("HEAVY", "HISTORY") for the
+/// deployment with subject prefix `subject_prefix`: "<PREFIX>_<ROLE>", the prefix upper-cased
+/// and every character a stream name may not hold (anything but A-Z 0-9 _ -) replaced by '_'.
+/// Prefix "wf" gives the contract's WF_HEAVY and WF_HISTORY; "t2" gives T2_HEAVY and T2_HISTORY,
+/// so deployments sharing one NATS server keep separate streams. (Consumer names live inside a
+/// stream and need no prefix.) Pure; any thread.
+std::string JetStreamName(std::string_view subject_prefix, std::string_view role);
+
+/// JetStreamName(subject_prefix, "HEAVY"): the agent queries (`<prefix>.heavy.query`).
+inline std::string HeavyStreamName(std::string_view subject_prefix) {
+  return JetStreamName(subject_prefix, "HEAVY");
+}
+/// JetStreamName(subject_prefix, "HISTORY"): flow turns to store (`<prefix>.history.append`).
+inline std::string HistoryStreamName(std::string_view subject_prefix) {
+  return JetStreamName(subject_prefix, "HISTORY");
+}
 
 /// What a stream must look like; EnsureStream creates it or updates it to match.
 struct StreamSpec {
@@ -37,7 +55,9 @@ class JetStream {
   JetStream& operator=(const JetStream&) = delete;
 
   /// Creates the stream, or updates its config when it exists; idempotent and safe when several
-  /// processes race. Blocks (start-up only).
+  /// processes race. A stream of that name that takes other subjects (another deployment's
+  /// prefix whose name maps to the same stream name, or a stream made by someone else) is left
+  /// alone: error kBadRequest naming both subject lists. Blocks (start-up only).
   Status EnsureStream(const StreamSpec& spec);
   /// Publishes and calls `done` when the server acknowledged storage (or failed). `msg_id`
   /// (Nats-Msg-Id) makes a republish within the duplicate window a no-op. Never blocks on the

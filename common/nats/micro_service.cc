@@ -38,11 +38,12 @@ std::string Rfc3339Now() {
 }  // namespace
 
 MicroService::MicroService(NatsConnection& conn, std::string name, std::string version,
-                           std::string description)
+                           std::string description, std::string subject_prefix)
     : conn_(conn),
       name_(std::move(name)),
       version_(std::move(version)),
-      description_(std::move(description)) {
+      description_(std::move(description)),
+      subject_prefix_(std::move(subject_prefix)) {
   // The inbox's unique token doubles as the instance id.
   std::string inbox = NatsConnection::NewInbox();
   id_ = inbox.substr(inbox.rfind('.') + 1);
@@ -59,7 +60,7 @@ std::string MicroService::PingJson() const {
               {"name", name_},
               {"id", id_},
               {"version", version_},
-              {"metadata", json::object()}}
+              {"metadata", {{kSubjectPrefixMetadata, subject_prefix_}}}}
       .dump();
 }
 
@@ -73,7 +74,7 @@ std::string MicroService::InfoJson() const {
               {"id", id_},
               {"version", version_},
               {"description", description_},
-              {"metadata", json::object()},
+              {"metadata", {{kSubjectPrefixMetadata, subject_prefix_}}},
               {"endpoints", eps}}
       .dump();
 }
@@ -97,7 +98,7 @@ std::string MicroService::StatsJson() const {
               {"id", id_},
               {"version", version_},
               {"started", started_},
-              {"metadata", json::object()},
+              {"metadata", {{kSubjectPrefixMetadata, subject_prefix_}}},
               {"endpoints", eps}}
       .dump();
 }
@@ -126,9 +127,12 @@ Status MicroService::Start() {
 
 void MicroService::Stop() { subs_.clear(); }
 
-PoolMonitor::PoolMonitor(NatsConnection& conn, std::vector<std::string> pools,
-                         std::chrono::milliseconds interval)
-    : conn_(conn), pools_(std::move(pools)), interval_(interval) {}
+PoolMonitor::PoolMonitor(NatsConnection& conn, std::string subject_prefix,
+                         std::vector<std::string> pools, std::chrono::milliseconds interval)
+    : conn_(conn),
+      subject_prefix_(std::move(subject_prefix)),
+      pools_(std::move(pools)),
+      interval_(interval) {}
 
 PoolMonitor::~PoolMonitor() { Stop(); }
 
@@ -214,6 +218,14 @@ void PoolMonitor::OnPong(const NatsMsgView& msg) {
   std::string pool(subject.substr(subject.rfind('.') + 1));
   auto doc = json::parse(msg.data(), nullptr, false);
   if (!doc.is_object() || !doc.contains("id") || !doc["id"].is_string()) return;
+  // Another deployment's worker on the same server (see kSubjectPrefixMetadata).
+  std::string_view prefix = "wf";
+  if (auto meta = doc.find("metadata"); meta != doc.end() && meta->is_object()) {
+    if (auto p = meta->find(kSubjectPrefixMetadata); p != meta->end() && p->is_string()) {
+      prefix = p->get_ref<const std::string&>();
+    }
+  }
+  if (prefix != subject_prefix_) return;
   std::vector<std::function<void(bool)>> ready;
   {
     std::lock_guard lock(mu_);

@@ -38,12 +38,19 @@ class EndpointStats {
   std::string last_error_;
 };
 
+/// The metadata key of every discovery answer that names the worker's subject prefix: workers
+/// of several deployments (prefixes) on one NATS server all answer `$SRV.PING.<pool>`, and a
+/// PoolMonitor counts only those of its own prefix.
+inline constexpr const char* kSubjectPrefixMetadata = "subject_prefix";
+
 /// Answers the NATS micro-services discovery protocol (`$SRV.PING|INFO|STATS[.name[.id]]`,
 /// `io.nats.micro.v1.*` JSON), which nats.c 3.4 does not provide. One per worker process.
 class MicroService {
  public:
-  MicroService(NatsConnection& conn, std::string name, std::string version,
-               std::string description);
+  /// `subject_prefix`: the deployment's subject prefix, reported as metadata
+  /// `{"subject_prefix": ...}` in every answer.
+  MicroService(NatsConnection& conn, std::string name, std::string version, std::string description,
+               std::string subject_prefix);
   /// Declares an endpoint whose stats are reported; the caller keeps the pointer and calls
   /// Record on it. Call before Start.
   EndpointStats* AddEndpoint(const std::string& name, const std::string& subject,
@@ -62,6 +69,7 @@ class MicroService {
  private:
   NatsConnection& conn_;
   std::string name_, version_, description_, id_;
+  std::string subject_prefix_;
   std::string started_;
   std::deque<EndpointStats> endpoints_;
   std::vector<NatsSubscription> subs_;
@@ -72,7 +80,9 @@ class MicroService {
 /// whether any agent worker is alive. Owns one thread; Live() is thread-safe.
 class PoolMonitor {
  public:
-  PoolMonitor(NatsConnection& conn, std::vector<std::string> pools,
+  /// Counts only workers whose answers carry metadata `subject_prefix` equal to
+  /// `subject_prefix` (an answer without it counts as prefix "wf", the default).
+  PoolMonitor(NatsConnection& conn, std::string subject_prefix, std::vector<std::string> pools,
               std::chrono::milliseconds interval = std::chrono::milliseconds(1000));
   ~PoolMonitor();
   Status Start();
@@ -90,6 +100,7 @@ class PoolMonitor {
   void OnPong(const NatsMsgView& msg);
 
   NatsConnection& conn_;
+  std::string subject_prefix_;
   std::vector<std::string> pools_;
   std::chrono::milliseconds interval_;
   std::string inbox_;

@@ -25,14 +25,18 @@ int main(int argc, char** argv) {
   spec.push_back(
       {"llm-api-key", "LLM_API_KEY", "", "API key (sent as Bearer; never logged)", false, true});
   spec.push_back({"llm-model", "LLM_MODEL", "gpt-4o-mini", "model when the config names none"});
-  spec.push_back({"concurrency", "WF_CONCURRENCY", "64", "agent turns in flight in this process"});
-  spec.push_back({"admin-listen", "WF_ADMIN_LISTEN", "",
-                  "HOST:PORT for /health, /ready and /metrics (off when empty)"});
-  spec.push_back({"drain-ms", "WF_DRAIN_MS", "60000",
-                  "on SIGTERM, how long turns in flight may finish before being handed back"});
-  spec.push_back({"ack-wait-ms", "WF_ACK_WAIT_MS", "30000",
-                  "JetStream ack wait of consumer \"heavy\": a dead worker's turn is redelivered "
-                  "after this (in-progress acks every third of it)"});
+  spec.push_back(wf::IntegerFlag("concurrency", "WF_CONCURRENCY", "64",
+                                 "agent turns in flight in this process", 1, 100000));
+  spec.push_back(wf::HostPortFlag("admin-listen", "WF_ADMIN_LISTEN", "",
+                                  "HOST:PORT for /health, /ready and /metrics (off when empty)",
+                                  true));
+  spec.push_back(wf::IntegerFlag(
+      "drain-ms", "WF_DRAIN_MS", "60000",
+      "on SIGTERM, how long turns in flight may finish before being handed back", 0, 3600000));
+  spec.push_back(wf::IntegerFlag("ack-wait-ms", "WF_ACK_WAIT_MS", "30000",
+                                 "JetStream ack wait of consumer \"heavy\": a dead worker's turn "
+                                 "is redelivered after this (in-progress acks every third of it)",
+                                 1000, 3600000));
   wf::CommandLine cli("wf-heavy",
                       "Agent worker: consumes WF_HEAVY (consumer \"heavy\"), runs the LLM agent "
                       "loop with tools, flows and skills, stores sessions in Redis and PostgreSQL.",

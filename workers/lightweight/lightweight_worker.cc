@@ -161,10 +161,11 @@ Result<std::unique_ptr<LightweightWorker>> LightweightWorker::Start(
   auto js = JetStream::Create(conn);
   if (!js.ok()) return js.error();
   self->js_ = std::move(js).value();
-  StreamSpec heavy{kHeavyStream, {self->subjects_.heavy_query}};
+  StreamSpec heavy{HeavyStreamName(self->config_->subject_prefix), {self->subjects_.heavy_query}};
   heavy.max_age = std::chrono::hours(1);  // agent turns have deadlines far below this
   if (auto s = self->js_->EnsureStream(heavy); !s.ok()) return s.error();
-  StreamSpec history{kHistoryStream, {self->subjects_.history_append}};
+  StreamSpec history{HistoryStreamName(self->config_->subject_prefix),
+                     {self->subjects_.history_append}};
   history.max_age = std::chrono::hours(24 * 7);
   if (auto s = self->js_->EnsureStream(history); !s.ok()) return s.error();
   LightweightWorker* owner = self.get();
@@ -174,7 +175,8 @@ Result<std::unique_ptr<LightweightWorker>> LightweightWorker::Start(
                                                  });
 
   self->service_ = std::make_unique<MicroService>(conn, "lightweight", options.version,
-                                                  "flow matching and execution, tools");
+                                                  "flow matching and execution, tools",
+                                                  self->config_->subject_prefix);
   const std::string queue = "lightweight";
   self->query_stats_ = self->service_->AddEndpoint("query", self->subjects_.query, queue);
   self->match_stats_ = self->service_->AddEndpoint("flow_match", self->subjects_.flow_match, queue);
@@ -183,7 +185,8 @@ Result<std::unique_ptr<LightweightWorker>> LightweightWorker::Start(
   self->tool_stats_ =
       self->service_->AddEndpoint("tool_execute", self->subjects_.tool_execute, queue);
 
-  self->pools_ = std::make_unique<PoolMonitor>(conn, std::vector<std::string>{"heavy"});
+  self->pools_ = std::make_unique<PoolMonitor>(conn, self->config_->subject_prefix,
+                                               std::vector<std::string>{"heavy"});
   if (auto s = self->pools_->Start(); !s.ok()) return s.error();
 
   LightweightWorker* w = self.get();

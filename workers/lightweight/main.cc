@@ -15,12 +15,15 @@ int main(int argc, char** argv) {
   wf::BlockTerminationSignals();
   auto flags_spec = wf::CommonFlags();
   unsigned cores = std::max(1u, std::thread::hardware_concurrency());
-  flags_spec.push_back({"threads", "WF_THREADS", std::to_string(cores),
-                        "event-loop threads (each: a NATS connection and an HTTP client)"});
-  flags_spec.push_back({"admin-listen", "WF_ADMIN_LISTEN", "",
-                        "HOST:PORT for /health, /ready and /metrics (off when empty)"});
-  flags_spec.push_back({"drain-ms", "WF_DRAIN_MS", "10000",
-                        "on SIGTERM, wait this long for flows in flight to answer"});
+  flags_spec.push_back(
+      wf::IntegerFlag("threads", "WF_THREADS", std::to_string(std::min(cores, 64u)),
+                      "event-loop threads (each: a NATS connection and an HTTP client)", 1, 64));
+  flags_spec.push_back(
+      wf::HostPortFlag("admin-listen", "WF_ADMIN_LISTEN", "",
+                       "HOST:PORT for /health, /ready and /metrics (off when empty)", true));
+  flags_spec.push_back(wf::IntegerFlag("drain-ms", "WF_DRAIN_MS", "10000",
+                                       "on SIGTERM, wait this long for flows in flight to answer",
+                                       0, 3600000));
   wf::CommandLine cli("wf-lightweight",
                       "Matches queries against the configured flows (queue group "
                       "\"lightweight\"), runs flows and tools, forwards the rest to the agent "

@@ -71,6 +71,63 @@ TEST_P(ConfigCheckTest, AMistakeIsExitTwoWithItsJsonPath) {
   EXPECT_NE(run.log.find("config file not found"), std::string::npos) << run.log;
 }
 
+// Every flag is parsed and validated before --check-config acts: a bad value is exit 2 with
+// the flag named, never "config OK".
+TEST_P(ConfigCheckTest, BadFlagsAreExitTwoEvenWithCheckConfig) {
+  const std::string config = SourcePath("config/workflow_config.json");
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"--drain-ms", "abc"}, "--drain-ms: expected an integer"},
+      {{"--drain-ms", "-1"}, "--drain-ms: expected an integer"},
+      {{"--log-level", "loud"}, "--log-level: expected one of"},
+  };
+  for (const auto& [flags, message] : cases) {
+    for (bool flag_first : {true, false}) {
+      std::vector<std::string> args = {"--config", config};
+      if (!flag_first) args.push_back("--check-config");
+      args.insert(args.end(), flags.begin(), flags.end());
+      if (flag_first) args.push_back("--check-config");
+      Run run = Start(args);
+      EXPECT_EQ(run.code, 2) << run.log;
+      EXPECT_NE(run.log.find(message), std::string::npos) << run.log;
+      EXPECT_EQ(run.log.find("config OK"), std::string::npos) << run.log;
+    }
+  }
+  // Flags only some binaries take.
+  const std::string binary = GetParam();
+  std::vector<std::string> args = {"--config", config, "--check-config"};
+  if (binary == "wf-gateway") {
+    args.insert(args.end(), {"--threads", "abc"});
+  } else if (binary == "wf-lightweight") {
+    args.insert(args.end(), {"--admin-listen", "nowhere"});
+  } else {
+    args.insert(args.end(), {"--concurrency", "0"});
+  }
+  Run run = Start(args);
+  EXPECT_EQ(run.code, 2) << run.log;
+  EXPECT_EQ(run.log.find("config OK"), std::string::npos) << run.log;
+}
+
+// A NATS URL with credentials never reaches a log or an error message: the connect failure
+// names the server with `***` in their place.
+TEST_P(ConfigCheckTest, NatsCredentialsAreNeverPrinted) {
+  for (const std::string userinfo : {"alice:s3cretPW", "t0ken-s3cretPW"}) {
+    const std::string url = "nats://" + userinfo + "@127.0.0.1:" + std::to_string(FreePort());
+    std::vector<std::string> args = {"--config", SourcePath("config/workflow_config.json"),
+                                     "--nats-url", url};
+    if (std::string(GetParam()) == "wf-gateway")
+      args.insert(args.end(), {"--listen", "127.0.0.1:0"});
+    Process p(BinPath(GetParam()), args);
+    auto code = p.Wait(milliseconds(15000));
+    ASSERT_TRUE(code.has_value()) << GetParam() << " did not exit";
+    EXPECT_NE(*code, 0);
+    const std::string log = p.Log();
+    EXPECT_NE(log.find("cannot connect to NATS at nats://***@127.0.0.1:"), std::string::npos)
+        << log;
+    EXPECT_EQ(log.find("s3cretPW"), std::string::npos) << log;
+    EXPECT_EQ(log.find("alice"), std::string::npos) << log;
+  }
+}
+
 TEST_P(ConfigCheckTest, HelpListsTheSwitch) {
   Process help(BinPath(GetParam()), {"--help"});
   auto code = help.Wait(milliseconds(10000));

@@ -381,6 +381,144 @@ std::vector<ParsedResponse> Responses(std::string data) {
   return out;
 }
 
+// Several requests in one write: those answered at once are served in order on the same
+// connection; one answered later (over NATS) ends the connection after its answer (`Connection:
+// close`, then end-of-stream), so the client retries the rest instead of waiting forever.
+TEST_F(GatewayTest, PipelinedRequestsAreServedInOrderOrEndTheConnection) {
+  {
+    RawConnection conn(gateway_->port());
+    ASSERT_TRUE(conn.Send(RequestText("GET", "/health") + RequestText("GET", "/nope") +
+                          RequestText("GET", "/ready")));
+    ASSERT_TRUE(conn.WaitFor([](const std::string& d) { return Responses(d).size() == 3; }))
+        << conn.Data();
+    auto responses = Responses(conn.Data());
+    EXPECT_EQ(responses[0].status, 200);
+    EXPECT_EQ(responses[1].status, 404);
+    EXPECT_EQ(responses[2].status, 200);
+    for (auto& r : responses) EXPECT_EQ(r.headers["connection"], "keep-alive");
+    // The connection still serves the next request, also after empty lines (RFC 9112 2.2), in
+    // the same write or alone.
+    ASSERT_TRUE(conn.Send("\r\n" + RequestText("GET", "/health")));
+    ASSERT_TRUE(conn.WaitFor([](const std::string& d) { return Responses(d).size() == 4; }));
+    ASSERT_TRUE(conn.Send("\r\n"));
+    ASSERT_TRUE(conn.Send(RequestText("GET", "/health")));
+    ASSERT_TRUE(conn.WaitFor([](const std::string& d) { return Responses(d).size() == 5; }))
+        << conn.Data();
+    EXPECT_EQ(Responses(conn.Data())[4].status, 200);
+  }
+  {
+    // The query's answer is held back by the worker until the gate opens, so the gateway reads
+    // the pipelined GET while the query is pending.
+    RawConnection conn(gateway_->port());
+    ASSERT_TRUE(conn.Send(RequestText("POST", "/api/v1/query", QueryBody("gate:pipelined-post")) +
+                          RequestText("GET", "/health")));
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    worker_->gates.Open("pipelined-post");
+    ASSERT_TRUE(conn.WaitFor([](const std::string& d) { return Responses(d).size() >= 1; }))
+        << conn.Data();
+    auto responses = Responses(conn.Data());
+    EXPECT_EQ(responses[0].status, 200);
+    EXPECT_EQ(json::parse(responses[0].body)["message"], "first second");
+    EXPECT_EQ(responses[0].headers["connection"], "close");
+    EXPECT_TRUE(conn.WaitClosed()) << "the connection was left open: " << conn.Data();
+    EXPECT_EQ(Responses(conn.Data()).size(), 1u);
+  }
+}
+
+// A request line or header Pistache cannot parse, or a bad Content-Length: an immediate JSON 400
+// in our own words (no parser internals), then the connection ends.
+TEST_F(GatewayTest, MalformedHeadsGetAnImmediateJson400AndTheConnectionEnds) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"BLAH\r\n\r\n", "request line"},
+      {"GET /health\r\n\r\n", "request line"},
+      {"GET /health HTTP/1.1\nHost: x\n\n", "request line"},
+      {"GET /health HTTP/1.1\r\nHost localhost\r\n\r\n", "header"},
+      {"POST /api/v1/query HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n", "Content-Length"},
+      {"POST /api/v1/query HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n{}", "Content-Length"},
+      {"POST /api/v1/query HTTP/1.1\r\nHost: x\r\nContent-Length: 2x\r\n\r\n{}", "Content-Length"},
+  };
+  for (const auto& [request, names] : cases) {
+    RawConnection conn(gateway_->port());
+    const auto sent = std::chrono::steady_clock::now();
+    ASSERT_TRUE(conn.Send(request));
+    ASSERT_TRUE(conn.WaitFor([](const std::string& d) { return ParseResponse(d).consumed > 0; },
+                             milliseconds(5000)))
+        << "no answer to " << request;
+    EXPECT_LT(std::chrono::steady_clock::now() - sent, seconds(5));
+    auto parsed = ParseResponse(conn.Data());
+    EXPECT_EQ(parsed.status, 400) << request;
+    json body = json::parse(parsed.body, nullptr, false);
+    ASSERT_TRUE(body.is_object()) << parsed.body;
+    EXPECT_EQ(body["error"]["code"], "bad_request");
+    const std::string message = body["error"]["message"];
+    EXPECT_NE(message.find(names), std::string::npos) << message;
+    EXPECT_EQ(message.find("basic_string"), std::string::npos) << message;
+    EXPECT_FALSE(parsed.headers["x-request-id"].empty());
+    EXPECT_EQ(body["error"]["request_id"], parsed.headers["x-request-id"]);
+    EXPECT_EQ(parsed.headers["connection"], "close");
+    EXPECT_TRUE(conn.WaitClosed(milliseconds(5000))) << request;
+  }
+  EXPECT_EQ(HttpCall("GET", gateway_->Url("/health")).status, 200);
+}
+
+// Errors the gateway makes itself name the request like the ones that come from a worker:
+// `X-Request-Id` and `error.request_id`, the same id.
+TEST_F(GatewayTest, EveryAnswerCarriesItsRequestId) {
+  auto expect_id = [](const HttpReply& r, int status) {
+    EXPECT_EQ(r.status, status) << r.body;
+    const std::string id = r.headers.count("x-request-id") ? r.headers.at("x-request-id") : "";
+    EXPECT_FALSE(id.empty()) << r.status << " " << r.body;
+    json body = json::parse(r.body, nullptr, false);
+    if (status >= 400) {
+      EXPECT_EQ(body["error"]["request_id"], id) << r.body;
+    } else if (body.contains("request_id")) {
+      EXPECT_EQ(body["request_id"], id) << r.body;
+    }
+  };
+  expect_id(Post(*gateway_, "{not json"), 400);
+  expect_id(Post(*gateway_, R"({"message":"hi","session_id":"bad id!"})"), 400);
+  expect_id(Post(*gateway_, QueryBody("error:session_busy")), 409);
+  expect_id(Post(*gateway_, QueryBody("hello")), 200);
+  expect_id(HttpCall("POST", gateway_->Url("/api/v1/query"),
+                     json{{"message", std::string(1100000, 'x')}, {"session_id", "s"}}.dump(),
+                     {"Content-Type: application/json", "Expect:"}),
+            413);
+  expect_id(HttpCall("GET", gateway_->Url("/nope")), 404);
+  expect_id(HttpCall("GET", gateway_->Url("/api/v1/query")), 405);
+  expect_id(HttpCall("GET", gateway_->Url("/api/v1/session/bad%20id")), 400);
+  expect_id(HttpCall("GET", gateway_->Url("/health")), 200);
+  // A stream's error event names it too.
+  SseStream stream(gateway_->port(), QueryBody("error:upstream_timeout"));
+  ASSERT_TRUE(stream.WaitComplete());
+  const std::string id = stream.Response().headers["x-request-id"];
+  ASSERT_FALSE(id.empty());
+  ASSERT_TRUE(HasEvent(stream.Events(), "error", "upstream_timeout"));
+  for (const auto& e : stream.Events()) {
+    if (e.name == "error") {
+      EXPECT_EQ(json::parse(e.data)["error"]["request_id"], id);
+    }
+  }
+}
+
+// `parameters` travel as google.protobuf.Struct (doubles): integers beyond 2^53 would be changed
+// silently, so they are refused, naming the parameter, and nothing is sent.
+TEST_F(GatewayTest, IntegersBeyondTwoToThe53AreRefused) {
+  const auto before = worker_->received().size();
+  HttpReply r = Post(*gateway_, R"({"message":"big numbers","session_id":"s",)"
+                                R"("parameters":{"order_id":12345678901234567}})");
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_EQ(Body(r)["error"]["code"], "bad_request");
+  const std::string message = Body(r)["error"]["message"];
+  EXPECT_EQ(message.rfind("parameters.order_id: ", 0), 0u) << message;
+  EXPECT_NE(message.find("send it as a string"), std::string::npos) << message;
+  EXPECT_EQ(worker_->received().size(), before);
+  // As a string it passes unchanged.
+  r = Post(*gateway_, R"({"message":"big numbers","session_id":"s",)"
+                      R"("parameters":{"order_id":"12345678901234567"}})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(Body(r)["parameters"]["order_id"], "12345678901234567");
+}
+
 TEST_F(GatewayTest, StreamsKeepTheConnectionForTheNextRequest) {
   // A chat client sends its next message on the connection its last stream came on.
   SseStream stream(gateway_->port(), QueryBody("stream-order"));

@@ -85,7 +85,8 @@ class StandInWorker {
   /// `record`: keep every request for received() (off for benchmarks).
   explicit StandInWorker(const std::string& nats_url, bool sessions = true, bool record = true)
       : conn_(Connect(nats_url)), record_(record) {
-    service_ = std::make_unique<MicroService>(*conn_, "lightweight", "0.0.1", "stand-in worker");
+    service_ =
+        std::make_unique<MicroService>(*conn_, "lightweight", "0.0.1", "stand-in worker", "wf");
     service_->AddEndpoint("query", "wf.query", "lightweight");
     Must(service_->Start());
     auto sub = conn_->Subscribe(

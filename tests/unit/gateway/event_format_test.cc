@@ -161,7 +161,9 @@ TEST(Sse, FramesEveryEventKind) {
   ASSERT_TRUE(AppendSseForEvent(&out, e, "r", "s"));
   std::tie(name, data) = ParseSse(out);
   EXPECT_EQ(name, "error");
-  EXPECT_EQ(data, (json{{"error", {{"code", "no_agent_worker"}, {"message", "none"}}}}));
+  EXPECT_EQ(
+      data,
+      (json{{"error", {{"code", "no_agent_worker"}, {"message", "none"}, {"request_id", "r"}}}}));
 
   out.clear();
   EXPECT_FALSE(AppendSseForEvent(&out, v1::QueryEvent(), "r", "s"));

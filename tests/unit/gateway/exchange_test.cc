@@ -165,6 +165,11 @@ TEST(Exchange, ErrorEventsMapThroughTheErrorTable) {
     EXPECT_NE(http.head.find("Connection: close\r\n"), std::string::npos);
     json body = json::parse(http.body);
     EXPECT_EQ(body["error"]["message"], "it failed");
+    // The error names the request, in the body and the header.
+    EXPECT_EQ(body["error"]["request_id"], "REQ123");
+    EXPECT_NE(http.head.find("X-Request-Id: REQ123\r\n"), std::string::npos) << http.head;
+    // `Connection: close` is kept: the connection ends after the answer (RFC 9112 9.6).
+    EXPECT_EQ(f.capture->ended_after, 1);
   }
 }
 
@@ -220,9 +225,19 @@ TEST(Exchange, StreamKeepsTheConnectionForTheNextRequest) {
     EXPECT_NE(http.head.find(keep_alive ? "Connection: keep-alive\r\n" : "Connection: close\r\n"),
               std::string::npos)
         << http.head;
-    // The client closes (close) or sends its next request (keep-alive): no half-close.
-    EXPECT_EQ(f.capture->ended_after, -1);
+    // keep-alive: the client sends its next request (no half-close); close: the connection
+    // ends after the last chunk.
+    EXPECT_EQ(f.capture->ended_after, keep_alive ? -1 : 2);
   }
+}
+
+TEST(Exchange, ConnectionCloseAnswersEndTheConnection) {
+  Fixture query(ExchangeKind::kQuery, /*keep_alive=*/false);
+  query.exchange->OnEvent(FinalEvent());
+  EXPECT_EQ(query.capture->ended_after, 1);
+  Fixture kept(ExchangeKind::kQuery, /*keep_alive=*/true);
+  kept.exchange->OnEvent(FinalEvent());
+  EXPECT_EQ(kept.capture->ended_after, -1);
 }
 
 TEST(Exchange, StreamPromisedKeepAliveHalfClosesWhenInputWasDropped) {
@@ -264,13 +279,13 @@ TEST(Exchange, DisablingKeepAliveAfterTheEndChangesNothing) {
             std::string::npos);
 }
 
-TEST(Exchange, StreamDisabledBeforeTheHeadSaysCloseAndNeedsNoHalfClose) {
+TEST(Exchange, StreamDisabledBeforeTheHeadSaysCloseAndEndsTheConnection) {
   Fixture f(ExchangeKind::kStream, true);
   f.exchange->DisableKeepAlive();
   f.exchange->StartStream();
   f.exchange->OnEvent(FinalEvent());
   EXPECT_NE(SplitHttp(f.capture->All()).head.find("Connection: close\r\n"), std::string::npos);
-  EXPECT_EQ(f.capture->ended_after, -1);
+  EXPECT_EQ(f.capture->ended_after, 2);
 }
 
 TEST(Exchange, StreamEndingAfterTheClientLeftSendsNothing) {
@@ -291,9 +306,9 @@ TEST(Exchange, StreamErrorEventEndsTheStream) {
   bool complete = false;
   std::string sse = Dechunk(SplitHttp(f.capture->All()).body, &complete);
   EXPECT_TRUE(complete);
-  EXPECT_EQ(
-      sse,
-      "event: error\ndata: {\"error\":{\"code\":\"llm_error\",\"message\":\"it failed\"}}\n\n");
+  EXPECT_EQ(sse,
+            "event: error\ndata: {\"error\":{\"code\":\"llm_error\",\"message\":\"it failed\","
+            "\"request_id\":\"REQ123\"}}\n\n");
 }
 
 TEST(Exchange, StreamHeartbeatsWhenSilent) {

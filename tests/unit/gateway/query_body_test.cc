@@ -144,6 +144,35 @@ TEST(QueryBody, KeepsIntegersIntegral) {
   EXPECT_EQ(q.parameters().fields().at("n").number_value(), 9007199254740991.0);
 }
 
+// `parameters` travel as google.protobuf.Struct (doubles): a number that would arrive changed is
+// refused with its path, instead of sending 9007199254740992 for 9007199254740993.
+TEST(QueryBody, RefusesNumbersBeyondTwoToThe53) {
+  const std::pair<std::string, std::string> cases[] = {
+      {R"({"n":9007199254740993})", "parameters.n"},
+      {R"({"n":-9007199254740993})", "parameters.n"},
+      {R"({"order_id":12345678901234567})", "parameters.order_id"},
+      {R"({"big":123456789012345678901234567890})", "parameters.big"},
+      {R"({"a":{"items":[1,{"id":18446744073709551615}]}})", "parameters.a.items[1].id"},
+      {R"({"x":1e300})", "parameters.x"},
+  };
+  for (const auto& [parameters, path] : cases) {
+    const std::string body = R"({"message":"hi","session_id":"s","parameters":)" + parameters + "}";
+    Status s = Parse(body);
+    ASSERT_FALSE(s.ok()) << body;
+    EXPECT_EQ(s.error().code, ErrorCode::kBadRequest);
+    EXPECT_EQ(s.error().message.rfind(path + ": ", 0), 0u) << s.error().message;
+    EXPECT_NE(s.error().message.find("send it as a string"), std::string::npos);
+  }
+  // 2^53 itself, its negative, fractions and the same digits as a string are exact.
+  v1::QueryRequest q;
+  ASSERT_TRUE(Parse(R"({"message":"hi","session_id":"s","parameters":{"n":9007199254740992,)"
+                    R"("m":-9007199254740992,"f":0.1,"s":"9007199254740993"}})",
+                    &q)
+                  .ok());
+  EXPECT_EQ(q.parameters().fields().at("n").number_value(), 9007199254740992.0);
+  EXPECT_EQ(q.parameters().fields().at("s").string_value(), "9007199254740993");
+}
+
 // A few hundred random and mutated bodies: every one is either accepted or rejected with a 400,
 // never a crash, a hang or an exception.
 TEST(QueryBody, FuzzedBodiesNeverCrash) {

@@ -16,8 +16,6 @@ namespace wf {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-constexpr const char* kHeavyStream = "WF_HEAVY";
-constexpr const char* kHistoryStream = "WF_HISTORY";
 constexpr const char* kHeavyConsumer = "heavy";
 constexpr const char* kHistoryConsumer = "history";
 /// History messages (each a batch of up to a few hundred flow turns) stored at once.
@@ -238,6 +236,10 @@ Status HeavyWorker::Setup() {
   js_ = std::move(js).value();
   const std::string query_subject = prefix_ + ".heavy.query";
   const std::string history_subject = prefix_ + ".history.append";
+  const std::string heavy_stream = HeavyStreamName(prefix_);  // WF_HEAVY for prefix "wf"
+  const std::string history_stream = HistoryStreamName(prefix_);
+  const char* const kHeavyStream = heavy_stream.c_str();
+  const char* const kHistoryStream = history_stream.c_str();
   StreamSpec heavy{kHeavyStream, {query_subject}};
   heavy.max_age = std::chrono::hours(1);
   if (auto s = js_->EnsureStream(heavy); !s.ok()) return s;
@@ -273,8 +275,8 @@ Status HeavyWorker::Setup() {
     }
   }
 
-  service_ =
-      std::make_unique<MicroService>(conn_, "heavy", options_.version, "agent turns, sessions");
+  service_ = std::make_unique<MicroService>(conn_, "heavy", options_.version,
+                                            "agent turns, sessions", prefix_);
   query_stats_ = service_->AddEndpoint("query", query_subject, kHeavyConsumer);
   session_stats_ = service_->AddEndpoint("session", prefix_ + ".session.*", "heavy");
   for (auto [subject, del] :

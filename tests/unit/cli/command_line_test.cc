@@ -1,0 +1,68 @@
+#include "cli/command_line.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <vector>
+
+namespace wf {
+namespace {
+
+CommandLine Program() {
+  auto flags = CommonFlags();
+  flags.push_back(IntegerFlag("threads", "WF_TEST_THREADS", "4", "threads", 1, 64));
+  flags.push_back(HostPortFlag("listen", "", "0.0.0.0:8000", "listen"));
+  flags.push_back(HostPortFlag("admin-listen", "", "", "admin", /*optional=*/true));
+  return CommandLine("wf-test", "test", flags);
+}
+
+CommandLine::Outcome ParseArgs(std::vector<const char*> args) {
+  args.insert(args.begin(), "wf-test");
+  return Program().Parse(static_cast<int>(args.size()), args.data());
+}
+
+TEST(CommandLine, ValidValuesParse) {
+  auto out = ParseArgs({"--threads", "8", "--listen=127.0.0.1:0", "--admin-listen", "127.0.0.1:9",
+                        "--log-level", "debug", "--check-config"});
+  ASSERT_TRUE(out.flags.has_value()) << out.error;
+  EXPECT_EQ(out.flags->Get("threads"), "8");
+  EXPECT_TRUE(out.flags->IsSet("check-config"));
+  // Defaults are valid too (an optional HOST:PORT may be empty).
+  EXPECT_TRUE(ParseArgs({}).flags.has_value());
+}
+
+// --check-config must not hide a bad flag: every value is checked by Parse itself.
+TEST(CommandLine, BadValuesAreErrorsEvenWithCheckConfig) {
+  const std::vector<std::pair<std::vector<const char*>, std::string>> cases = {
+      {{"--threads", "abc", "--check-config"}, "--threads: expected an integer in [1, 64]"},
+      {{"--check-config", "--threads", "0"}, "--threads: expected an integer in [1, 64]"},
+      {{"--threads", "99999999999999999999"}, "--threads"},
+      {{"--threads", "8x"}, "--threads"},
+      {{"--listen", "nowhere", "--check-config"}, "--listen: expected HOST:PORT"},
+      {{"--admin-listen", "host:port"}, "--admin-listen: bad port"},
+      {{"--log-level", "loud", "--check-config"}, "--log-level: expected one of"},
+  };
+  for (const auto& [args, message] : cases) {
+    auto out = ParseArgs(args);
+    EXPECT_FALSE(out.flags.has_value()) << message;
+    EXPECT_NE(out.error.find(message), std::string::npos) << out.error;
+  }
+}
+
+TEST(CommandLine, BadEnvValueNamesTheVariable) {
+  ::setenv("WF_TEST_THREADS", "lots", 1);
+  auto out = ParseArgs({"--check-config"});
+  ::unsetenv("WF_TEST_THREADS");
+  ASSERT_FALSE(out.flags.has_value());
+  EXPECT_NE(out.error.find("--threads (env WF_TEST_THREADS): expected an integer"),
+            std::string::npos)
+      << out.error;
+  // A flag beats its env var, also when the env var is bad.
+  ::setenv("WF_TEST_THREADS", "lots", 1);
+  out = ParseArgs({"--threads", "2"});
+  ::unsetenv("WF_TEST_THREADS");
+  EXPECT_TRUE(out.flags.has_value()) << out.error;
+}
+
+}  // namespace
+}  // namespace wf
