@@ -49,7 +49,8 @@ JetStream::~JetStream() {
     left.swap(pending_);
   }
   for (auto& [token, done] : left) {
-    done(Status(ErrorCode::kUnavailable, "JetStream publish not acknowledged before shutdown"));
+    done(Status(ErrorCode::kUnavailable, "JetStream publish not acknowledged before shutdown"),
+         false);
   }
 }
 
@@ -167,7 +168,7 @@ void JetStream::PublishAsync(const std::string& subject, std::string_view data,
         pending_.erase(it);
       }
     }
-    if (cb) cb(Status(ErrorCode::kUnavailable, "JetStream publish: " + NatsStatusText(s)));
+    if (cb) cb(Status(ErrorCode::kUnavailable, "JetStream publish: " + NatsStatusText(s)), false);
   }
 }
 
@@ -188,11 +189,11 @@ void JetStream::OnAck(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void
   if (!cb) return;
   try {
     if (pa) {
-      cb(Status::Ok());
+      cb(Status::Ok(), pa->Duplicate);
     } else {
       std::string why = pae ? JsErrorText(pae->Err, pae->ErrCode) : "unknown";
       if (pae && pae->ErrText) why += std::string(": ") + pae->ErrText;
-      cb(Status(ErrorCode::kUnavailable, "JetStream did not store the message: " + why));
+      cb(Status(ErrorCode::kUnavailable, "JetStream did not store the message: " + why), false);
     }
   } catch (const std::exception& e) {
     spdlog::error("JetStream ack callback threw: {}", e.what());

@@ -42,8 +42,10 @@ struct StreamSpec {
   int64_t max_msgs = 1000000;
 };
 
-/// Completion of an asynchronous JetStream publish: ok once the server stored the message.
-using JsPublishDone = std::function<void(Status)>;
+/// Completion of an asynchronous JetStream publish: `stored` is ok once the server stored the
+/// message; `duplicate` is true when it was not stored again because the stream already held a
+/// message with the same msg_id within the duplicate window (`stored` is then ok too).
+using JsPublishDone = std::function<void(Status stored, bool duplicate)>;
 
 /// One `jsCtx*` on a connection. Thread-safe.
 class JetStream {

@@ -242,6 +242,15 @@ constexpr std::string_view kAppendTurn =
     "SELECT inserted, first_seq, owner FROM wf_append_turn("
     "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12)";
 
+/// The content of the first user message of a turn (empty when it has none).
+std::string_view UserMessage(
+    const google::protobuf::RepeatedPtrField<wf::v1::ChatMessage>& messages) {
+  for (const wf::v1::ChatMessage& message : messages) {
+    if (message.role() == "user") return message.content();
+  }
+  return {};
+}
+
 /// A turn's messages as wf_append_turn's p_messages.
 std::string MessagesParameter(const wf::v1::TurnRecord& turn) {
   nlohmann::json rows = nlohmann::json::array();
@@ -543,6 +552,12 @@ Result<SessionStore::StoredTurn> SessionStore::StoreTurn(pqxx::transaction_base&
                      turn.session_id(), turn.run_id());
   if (Status status = ReadMessages(rows, out.messages); !status.ok()) {
     return status.error();
+  }
+  // The same run id with another user message is another query reusing the id, not a
+  // redelivery: refused, so its answer is not reported as stored.
+  if (UserMessage(out.messages) != UserMessage(turn.messages())) {
+    return Error{ErrorCode::kBadRequest,
+                 "run_id " + turn.run_id() + " is stored for this session with another message"};
   }
   out.first_seq = rows.empty() ? 0 : rows[0][kSelectMessagesSeq].as<std::int64_t>();
   return out;

@@ -367,8 +367,15 @@ void LightweightWorker::Enqueue(wf::v1::QueryRequest request, const std::string&
   in_flight_.fetch_add(1);
   js_->PublishAsync(subjects_.heavy_query, request.SerializeAsString(), request_id,
                     {{kRequestIdHeader, request_id}, {kTraceparentHeader, traceparent}},
-                    [this, reply, request_id](Status stored) {
-                      if (stored.ok()) {
+                    [this, reply, request_id](Status stored, bool duplicate) {
+                      if (stored.ok() && duplicate) {
+                        // JetStream already holds a turn with this id (the msg id): another
+                        // query reused it, and would otherwise get no answer at all.
+                        ReplyError(reply, request_id,
+                                   {ErrorCode::kDuplicateRequestId,
+                                    "request_id " + request_id +
+                                        " was already used by another query; send a new one"});
+                      } else if (stored.ok()) {
                         forwarded_.fetch_add(1, std::memory_order_relaxed);
                       } else {
                         ReplyError(
@@ -442,7 +449,8 @@ void LightweightWorker::PublishTurns(std::string payload, std::size_t turns) {
   history_batches_.fetch_add(1, std::memory_order_relaxed);
   // The message id lets JetStream drop a duplicate if nats.c ever republishes the batch.
   js_->PublishAsync(subjects_.history_append, payload, "turns-" + NewRequestId(),
-                    {{kPayloadTypeHeader, "wf.v1.TurnRecordBatch"}}, [this, turns](Status stored) {
+                    {{kPayloadTypeHeader, "wf.v1.TurnRecordBatch"}},
+                    [this, turns](Status stored, bool /*duplicate: already recorded*/) {
                       if (stored.ok()) {
                         turns_recorded_.fetch_add(turns, std::memory_order_relaxed);
                       } else {

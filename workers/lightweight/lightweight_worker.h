@@ -29,10 +29,6 @@ struct Subjects {
   std::string query, heavy_query, flow_match, flow_execute, tool_execute, history_append;
 };
 
-/// JetStream streams the lightweight worker publishes into (created idempotently at start).
-inline constexpr const char* kHeavyStream = "WF_HEAVY";
-inline constexpr const char* kHistoryStream = "WF_HISTORY";
-
 /// The lightweight worker: queue group "lightweight" on `wf.query` (match, run the flow, reply;
 /// forward unmatched queries to JetStream for the agent pool), plus `wf.flow.match`,
 /// `wf.flow.execute`, `wf.tool.execute` and `$SRV.*` discovery.

@@ -128,6 +128,37 @@ TEST(AgentPathTest, MultiTurnMemoryIncludesFlowTurns) {
   EXPECT_TRUE(saw_flow_answer) << last.dump();
 }
 
+TEST(AgentPathTest, AReusedRequestIdIsRefusedNotLeftWithoutAnswer) {
+  // An outside publisher sets request_id itself. wf-lightweight queues an agent turn on JetStream
+  // with that id as the message id, so a second query with the same id is not stored again:
+  // it must get a clear error, not silence until its deadline.
+  Stack s;
+  NatsOptions options;
+  options.url = s.nats_.url();
+  auto conn = NatsConnection::Connect(options);
+  ASSERT_TRUE(conn.ok());
+  auto ask = [&](const std::string& session) {
+    wf::v1::QueryRequest request;
+    request.set_message("hello there, I am Ada");
+    request.set_session_id(session);
+    request.set_request_id("reused-id-1");
+    auto reply = (*conn)->Request("wf.query", request.SerializeAsString(), milliseconds(20000));
+    wf::v1::QueryEvent event;
+    EXPECT_TRUE(reply.ok()) << s.Logs();
+    if (reply.ok()) {
+      EXPECT_TRUE(event.ParseFromString(*reply));
+    }
+    return event;
+  };
+  // The reply to a request is its first event: a token of the agent's streamed answer.
+  wf::v1::QueryEvent first = ask("dup-a");
+  EXPECT_FALSE(first.has_error()) << first.DebugString() << s.Logs();
+  wf::v1::QueryEvent second = ask("dup-b");
+  ASSERT_TRUE(second.has_error()) << second.DebugString() << s.Logs();
+  EXPECT_EQ(second.error().code(), "duplicate_request_id");
+  EXPECT_EQ(second.request_id(), "reused-id-1");
+}
+
 TEST(AgentPathTest, FailedFlowTurnIsStoredAndSeenByTheAgent) {
   Stack s;
   auto [st1, t1] = s.Query("check order 77", "failflow-1");  // the order API answers 404

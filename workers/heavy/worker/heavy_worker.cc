@@ -462,11 +462,14 @@ void HeavyWorker::BeginTurn(const std::shared_ptr<Turn>& turn) {
     ReleaseTurn(turn);
     return;
   }
-  // The request id is the run id: a stored run of that id is either this very turn (stored by a
-  // worker that died before acking, or a publisher sending the same request again) or another
-  // query reusing the id. Checked before the LLM runs.
-  auto found = turn->id_assigned ? Result<std::optional<SessionStore::StoredRun>>(std::nullopt)
-                                 : store_.FindRun(req.request_id());
+  // The request id is the run id. On a redelivery, a stored run of that id is this very turn
+  // (stored by a worker that died before acking) or another query reusing the id: checked before
+  // the LLM runs again. A first delivery skips the lookup (one PostgreSQL round trip before the
+  // first token): a reused id is refused earlier by JetStream's duplicate window (wf-lightweight
+  // answers duplicate_request_id) and, after it, when storing (a run id of another session).
+  const bool check_stored = !turn->id_assigned && turn->msg.Delivered() > 1;
+  auto found = check_stored ? store_.FindRun(req.request_id())
+                            : Result<std::optional<SessionStore::StoredRun>>(std::nullopt);
   if (!found.ok()) {
     // PostgreSQL unreachable: go on; storing refuses a run id of another session, and a turn
     // that cannot be stored goes to WF_HISTORY (FinishTurn).
@@ -637,11 +640,11 @@ void HeavyWorker::FinishTurn(const std::shared_ptr<Turn>& turn, wf::v1::TurnReco
       durable = true;
       deferred_turns_.fetch_add(1, std::memory_order_relaxed);
       spdlog::warn("turn {} of {} handed to {} for storing later: {}", req.request_id(),
-                   req.session_id(), kHistoryStream, stored.error().message);
+                   req.session_id(), HistoryStreamName(prefix_), stored.error().message);
       (void)store_.AppendTurnToHotCopy(record, unlock_owner);
     } else {
       spdlog::error("turn {} of {} not handed to {} either: {}", req.request_id(), req.session_id(),
-                    kHistoryStream, handed.error().message);
+                    HistoryStreamName(prefix_), handed.error().message);
     }
   }
   if (turn->locked && !stored.ok()) (void)store_.Unlock(req.session_id(), req.request_id());
@@ -659,11 +662,13 @@ void HeavyWorker::FinishTurn(const std::shared_ptr<Turn>& turn, wf::v1::TurnReco
     store_failures_.fetch_add(1, std::memory_order_relaxed);
     spdlog::error("turn {} of {} refused by the store: {}", req.request_id(), req.session_id(),
                   stored.error().message);
-    const bool duplicate = stored.error().message.find("another session") != std::string::npos;
+    // SessionStore: "run_id X is stored for another session" / "for this session with another
+    // message": another query reused the id.
+    const bool duplicate = stored.error().message.find(" is stored for ") != std::string::npos;
     EmitTerminalError(turn, duplicate ? ErrorCode::kDuplicateRequestId : ErrorCode::kBadRequest,
                       duplicate ? "request_id " + req.request_id() +
-                                      " already names a stored turn of another session; send a "
-                                      "new request_id"
+                                      " already names a stored turn of another session or with "
+                                      "another message; send a new request_id"
                                 : "turn could not be stored: " + stored.error().message);
     turn->msg.Term();
   } else {
@@ -692,7 +697,9 @@ Status HeavyWorker::PublishHistoryRecord(const wf::v1::TurnRecord& record) {
   // (storing is idempotent by run id anyway).
   js_->PublishAsync(prefix_ + ".history.append", record.SerializeAsString(),
                     "turn:" + record.run_id(), {},
-                    [done](Status status) { done->set_value(std::move(status)); });
+                    [done](Status status, bool /*duplicate: already handed over*/) {
+                      done->set_value(std::move(status));
+                    });
   if (result.wait_for(kHistoryPublishTimeout) != std::future_status::ready) {
     return Status(ErrorCode::kUnavailable, "JetStream did not acknowledge the turn record");
   }
