@@ -105,6 +105,16 @@ void AppendSseEvent(std::string* out, std::string_view name, std::string_view da
   out->append("\n\n");
 }
 
+void AppendSseReset(std::string* out, std::string_view request_id, uint32_t attempt) {
+  std::string data;
+  data.push_back('{');
+  StringField(&data, "request_id", request_id, true);
+  Key(&data, "attempt");
+  AppendInt(&data, attempt);
+  data.push_back('}');
+  AppendSseEvent(out, "reset", data);
+}
+
 bool AppendSseForEvent(std::string* out, const v1::QueryEvent& event, std::string_view request_id,
                        std::string_view fallback_session_id) {
   std::string data;
@@ -130,6 +140,10 @@ bool AppendSseForEvent(std::string* out, const v1::QueryEvent& event, std::strin
       Key(&data, "ok");
       data.append(result.ok() ? "true" : "false");
       StringField(&data, "content", result.content());
+      if (result.truncated()) {
+        Key(&data, "truncated");
+        data.append("true");
+      }
       if (!result.ok()) {
         Key(&data, "error");
         AppendErrorObject(&data, ErrorFromWire(result.error()));
@@ -147,6 +161,12 @@ bool AppendSseForEvent(std::string* out, const v1::QueryEvent& event, std::strin
       break;
     default:
       return false;
+  }
+  if (event.attempt() > 1 && name != "done" && !data.empty() && data.back() == '}') {
+    data.pop_back();
+    Key(&data, "attempt");
+    AppendInt(&data, event.attempt());
+    data.push_back('}');
   }
   AppendSseEvent(out, name, data);
   return true;
@@ -182,6 +202,7 @@ std::string SessionHistoryJson(const v1::SessionHistory& history,
     Key(&out, "created_unix_ms");
     AppendInt(&out, m.created_unix_ms());
     StringField(&out, "run_id", m.run_id());
+    if (m.cancelled()) out.append(",\"cancelled\":true");
     out.push_back('}');
   }
   out.push_back(']');
@@ -191,6 +212,10 @@ std::string SessionHistoryJson(const v1::SessionHistory& history,
   AppendInt(&out, history.created_unix_ms());
   Key(&out, "updated_unix_ms");
   AppendInt(&out, history.updated_unix_ms());
+  if (history.omitted_messages() > 0) {
+    Key(&out, "omitted_messages");
+    AppendInt(&out, history.omitted_messages());
+  }
   out.push_back('}');
   return out;
 }

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -32,15 +33,24 @@ void AppendSseEvent(std::string* out, std::string_view name, std::string_view da
 ///   token       -> event: token        data {"token"}
 ///   tool_call   -> event: tool_call    data {"id","name","arguments","kind"} (arguments: the
 ///                                      model's JSON text, as a string)
-///   tool_result -> event: tool_result  data {"call_id","name","ok","content","error"?}
+///   tool_result -> event: tool_result  data {"call_id","name","ok","content","truncated"?,
+///                                      "error"?}
 ///   final       -> event: done         data AnswerJson(...)
 ///   error       -> event: error        data {"error":{"code","message","request_id"}}
-/// Returns false (appending nothing) for an event with no kind set.
+/// Every data object but done's also carries "attempt":N when the event's attempt is above 1
+/// (a turn re-run by another worker). Returns false (appending nothing) for an event with no
+/// kind set.
 bool AppendSseForEvent(std::string* out, const v1::QueryEvent& event, std::string_view request_id,
                        std::string_view fallback_session_id);
 
+/// Appends "event: reset" with data {"request_id","attempt"}: the turn is being run again from
+/// the start (attempt N, after the worker running it died); what the stream sent before is void.
+void AppendSseReset(std::string* out, std::string_view request_id, uint32_t attempt);
+
 /// {"session_id","messages":[{"role","content","name"?,"tool_call_id"?,"tool_calls"?,
-///  "created_unix_ms","run_id"}],"turn_count","created_unix_ms","updated_unix_ms"}
+///  "created_unix_ms","run_id","cancelled"?:true}],"turn_count","created_unix_ms",
+///  "updated_unix_ms","omitted_messages"?}: "cancelled" marks the partial answer of a cancelled
+/// turn; "omitted_messages" counts the oldest messages left out to fit one NATS message.
 /// `fallback_session_id` is used when the history leaves it empty.
 std::string SessionHistoryJson(const v1::SessionHistory& history,
                                std::string_view fallback_session_id);

@@ -81,6 +81,13 @@ ExchangeOutcome Exchange::FinishWithError(const Error& error, bool cancel) {
 ExchangeOutcome Exchange::OnEvent(const v1::QueryEvent& event) {
   std::lock_guard lock(mu_);
   if (finished_) return {};
+  // A turn redelivered to another worker (the first one died) is run again from the start, its
+  // events carrying the higher delivery count: events of an earlier attempt that arrive late are
+  // dropped, and a stream is told to discard what the earlier attempt sent.
+  const uint32_t attempt = event.attempt();
+  if (attempt < attempt_) return {};
+  const bool new_attempt = attempt > attempt_ && attempt_ > 0;
+  attempt_ = attempt;
   const auto kind = event.kind_case();
   if (params_.kind == ExchangeKind::kQuery) {
     if (kind == v1::QueryEvent::kFinal) {
@@ -94,6 +101,7 @@ ExchangeOutcome Exchange::OnEvent(const v1::QueryEvent& event) {
   }
   if (params_.kind == ExchangeKind::kStream) {
     std::string frame;
+    if (new_attempt) AppendSseReset(&frame, params_.request_id, attempt);
     if (!AppendSseForEvent(&frame, event, params_.request_id, params_.session_id)) return {};
     std::string bytes;
     bytes.reserve(frame.size() + 16);

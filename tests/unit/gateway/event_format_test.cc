@@ -170,6 +170,67 @@ TEST(Sse, FramesEveryEventKind) {
   EXPECT_TRUE(out.empty());
 }
 
+TEST(Sse, ReRunTurnsCarryTheirAttemptAndTruncationIsMarked) {
+  v1::QueryEvent e;
+  std::string out;
+  e.set_token("hi");
+  e.set_attempt(1);  // the first run: nothing added
+  ASSERT_TRUE(AppendSseForEvent(&out, e, "r", "s"));
+  EXPECT_EQ(ParseSse(out).second, (json{{"token", "hi"}}));
+
+  out.clear();
+  e.set_attempt(2);
+  ASSERT_TRUE(AppendSseForEvent(&out, e, "r", "s"));
+  EXPECT_EQ(ParseSse(out).second, (json{{"token", "hi"}, {"attempt", 2}}));
+
+  out.clear();
+  e.mutable_error()->set_code("deadline_exceeded");
+  e.mutable_error()->set_message("late");
+  ASSERT_TRUE(AppendSseForEvent(&out, e, "r", "s"));
+  auto [name, data] = ParseSse(out);
+  EXPECT_EQ(name, "error");
+  EXPECT_EQ(data["attempt"], 2);
+  EXPECT_EQ(data["error"]["code"], "deadline_exceeded");
+
+  out.clear();
+  auto* result = e.mutable_tool_result();
+  result->set_call_id("c1");
+  result->set_name("weather");
+  result->set_ok(true);
+  result->set_content("sunny...");
+  result->set_truncated(true);
+  e.set_attempt(0);
+  ASSERT_TRUE(AppendSseForEvent(&out, e, "r", "s"));
+  std::tie(name, data) = ParseSse(out);
+  EXPECT_EQ(name, "tool_result");
+  EXPECT_EQ(data["truncated"], true);
+  EXPECT_FALSE(data.contains("attempt"));
+
+  out.clear();
+  AppendSseReset(&out, "REQ9", 3);
+  std::tie(name, data) = ParseSse(out);
+  EXPECT_EQ(name, "reset");
+  EXPECT_EQ(data, (json{{"request_id", "REQ9"}, {"attempt", 3}}));
+}
+
+TEST(SessionJson, CancelledAnswersAndOmittedMessagesAreShown) {
+  v1::SessionHistory h;
+  auto* user = h.add_messages();
+  user->set_role("user");
+  user->set_content("tell me a story");
+  auto* partial = h.add_messages();
+  partial->set_role("assistant");
+  partial->set_content("Once upon");
+  partial->set_cancelled(true);
+  json j = json::parse(SessionHistoryJson(h, "sess"));
+  EXPECT_FALSE(j["messages"][0].contains("cancelled"));
+  EXPECT_EQ(j["messages"][1]["cancelled"], true);
+  EXPECT_FALSE(j.contains("omitted_messages"));
+  h.set_omitted_messages(40);
+  j = json::parse(SessionHistoryJson(h, "sess"));
+  EXPECT_EQ(j["omitted_messages"], 40);
+}
+
 TEST(ErrorFromWire, MapsThroughTheErrorTable) {
   v1::Error e;
   e.set_code("upstream_timeout");

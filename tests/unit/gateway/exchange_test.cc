@@ -216,6 +216,48 @@ TEST(Exchange, StreamForwardsEventsInOrderAndEndsWithDone) {
   EXPECT_EQ(done["run_id"], "run-7");
 }
 
+TEST(Exchange, AReRunTurnResetsTheStreamAndLateEventsOfTheEarlierRunAreDropped) {
+  Fixture f(ExchangeKind::kStream);
+  f.exchange->StartStream();
+  auto token = [](const std::string& text, uint32_t attempt) {
+    v1::QueryEvent e = Token(text);
+    e.set_attempt(attempt);
+    return e;
+  };
+  f.exchange->OnEvent(token("one ", 1));
+  f.exchange->OnEvent(token("two ", 1));
+  f.exchange->OnEvent(token("one ", 2));   // another worker re-runs the turn
+  f.exchange->OnEvent(token("late ", 1));  // the earlier run's last bytes: dropped
+  f.exchange->OnEvent(token("two", 2));
+  v1::QueryEvent done = FinalEvent();
+  done.set_attempt(2);
+  EXPECT_TRUE(f.exchange->OnEvent(done).finished);
+  bool complete = false;
+  std::string sse = Dechunk(SplitHttp(f.capture->All()).body, &complete);
+  EXPECT_TRUE(complete);
+  EXPECT_EQ(sse.substr(0, sse.find("event: done")),
+            "event: token\ndata: {\"token\":\"one \"}\n\n"
+            "event: token\ndata: {\"token\":\"two \"}\n\n"
+            "event: reset\ndata: {\"request_id\":\"REQ123\",\"attempt\":2}\n\n"
+            "event: token\ndata: {\"token\":\"one \",\"attempt\":2}\n\n"
+            "event: token\ndata: {\"token\":\"two\",\"attempt\":2}\n\n");
+}
+
+TEST(Exchange, AQueryIgnoresTheEndOfAnEarlierRun) {
+  Fixture f(ExchangeKind::kQuery);
+  v1::QueryEvent token = Token("x");
+  token.set_attempt(2);
+  f.exchange->OnEvent(token);
+  v1::QueryEvent stale = ErrorEvent("internal");
+  stale.set_attempt(1);
+  EXPECT_FALSE(f.exchange->OnEvent(stale).finished);
+  v1::QueryEvent done = FinalEvent();
+  done.set_attempt(2);
+  auto outcome = f.exchange->OnEvent(done);
+  EXPECT_TRUE(outcome.finished);
+  EXPECT_EQ(outcome.status, 200);
+}
+
 TEST(Exchange, StreamKeepsTheConnectionForTheNextRequest) {
   for (bool keep_alive : {true, false}) {
     Fixture f(ExchangeKind::kStream, keep_alive);
