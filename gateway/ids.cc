@@ -3,6 +3,7 @@
 #include <array>
 #include <random>
 
+#include "protocol/query_rules.h"
 #include "text/hex.h"
 
 namespace wf {
@@ -10,11 +11,6 @@ namespace {
 
 constexpr char kBase62[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 constexpr char kHex[] = "0123456789abcdef";
-
-bool IsSessionIdChar(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-         c == '_' || c == ':' || c == '-';
-}
 
 bool IsLowerHex(std::string_view s) {
   for (char c : s) {
@@ -50,13 +46,7 @@ void AppendHex(std::string* out, uint64_t value, int digits) {
 
 }  // namespace
 
-bool IsValidSessionId(std::string_view id) {
-  if (id.empty() || id.size() > kMaxSessionIdChars) return false;
-  for (char c : id) {
-    if (!IsSessionIdChar(c)) return false;
-  }
-  return true;
-}
+bool IsValidSessionId(std::string_view id) { return IsValidQuerySessionId(id); }
 
 RequestIdGenerator::RequestIdGenerator() {
   uint64_t seed = RandomSeed();

@@ -2,12 +2,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include "protocol/query_rules.h"
 #include "text/utf8.h"
 
 namespace wf {
 namespace {
 
-constexpr std::size_t kMaxSessionIdLength = 128;
 constexpr std::size_t kMaxRunIdLength = 128;
 constexpr std::string_view kReplacement = "\xEF\xBF\xBD";  // U+FFFD
 
@@ -27,15 +27,7 @@ void SanitizeInPlace(std::string* text) {
 
 }  // namespace
 
-bool IsValidSessionId(std::string_view session_id) {
-  if (session_id.empty() || session_id.size() > kMaxSessionIdLength) return false;
-  for (char c : session_id) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                    c == '.' || c == '_' || c == ':' || c == '-';
-    if (!ok) return false;
-  }
-  return true;
-}
+bool IsValidSessionId(std::string_view session_id) { return IsValidQuerySessionId(session_id); }
 
 std::string SanitizeText(std::string_view text) {
   std::string out;
