@@ -168,30 +168,35 @@ TEST(HeavyWorkerTest, ATurnAnsweredDuringAPostgresOutageIsStoredWhenItComesBack)
 }
 
 // A request id reused directly on wf.heavy.query: the same turn again is answered from the store
-// without the LLM; another query with that id is refused at once, nothing stored, no LLM call.
+// without the LLM; another query with that id is refused (before the LLM in the same session,
+// when storing in another), nothing stored, never reported as a success.
 TEST(HeavyWorkerTest, AReusedRequestIdIsAnsweredFromTheStoreOrRefused) {
   Stack s;
   HeavyClient c(s);
   c.Send("dup-1", "dup-a", "hello there");
   auto first = c.Terminal("dup-1");
   ASSERT_TRUE(first && first->has_final()) << (first ? first->DebugString() : "") << s.Logs();
+  const int llm_calls = LlmStats(s)["requests"].get<int>();
 
-  // The same turn again (a publisher retrying): answered (a first delivery is not looked up
-  // before it runs: that would put a PostgreSQL round trip before every first token), stored
-  // once.
+  // The same turn again (a publisher retrying): the session's history holds its run, so the
+  // stored answer is sent, without calling the LLM.
   HeavyClient again(s);
   again.Send("dup-1", "dup-a", "hello there");
   auto repeated = again.Terminal("dup-1");
   ASSERT_TRUE(repeated && repeated->has_final()) << (repeated ? repeated->DebugString() : "");
   EXPECT_EQ(repeated->final().answer(), first->final().answer());
 
-  // Another message with that id, same session, then another session: refused when storing,
-  // and the answer is not reported as a success.
+  // Another message with that id in the same session: refused before the LLM runs.
   HeavyClient other(s);
   other.Send("dup-1", "dup-a", "a different question");
   auto refused = other.Terminal("dup-1");
   ASSERT_TRUE(refused && refused->has_error()) << (refused ? refused->DebugString() : "");
   EXPECT_EQ(refused->error().code(), "duplicate_request_id") << refused->DebugString();
+  EXPECT_EQ(LlmStats(s)["requests"].get<int>(), llm_calls);
+
+  // The same id in another session: that session's history does not name it, so it is not
+  // looked up before running (no PostgreSQL read before every first token); storing refuses it,
+  // and the answer is not reported as a success.
   HeavyClient elsewhere(s);
   elsewhere.Send("dup-1", "dup-b", "hello there");
   auto refused2 = elsewhere.Terminal("dup-1");
@@ -204,14 +209,14 @@ TEST(HeavyWorkerTest, AReusedRequestIdIsAnsweredFromTheStoreOrRefused) {
   EXPECT_EQ(history.history().turn_count(), 1u);
 
   // A request id longer than a run id may be: refused up front.
-  const int llm_calls = LlmStats(s)["requests"].get<int>();
+  const int llm_calls_now = LlmStats(s)["requests"].get<int>();
   HeavyClient longer(s);
   const std::string long_id(200, 'r');
   longer.Send(long_id, "dup-c", "hello");
   auto bad = longer.Terminal(long_id);
   ASSERT_TRUE(bad && bad->has_error());
   EXPECT_EQ(bad->error().code(), "bad_request") << bad->DebugString();
-  EXPECT_EQ(LlmStats(s)["requests"].get<int>(), llm_calls);
+  EXPECT_EQ(LlmStats(s)["requests"].get<int>(), llm_calls_now);
 }
 
 // An invalid session id is a bad request at once, not "session store unavailable" after three

@@ -139,8 +139,8 @@ struct HeavyWorker::Turn {
   std::atomic<uint64_t> seq{0};
   uint32_t attempt = 1;  // JetStream delivery count, set on every event (attempt field)
   uint64_t stream_seq = 0;
-  bool id_assigned = false;      // the request came without an id: this worker made a fresh one //
-                                 // position in WF_HEAVY: the order of turns queued on a session
+  bool id_assigned = false;      // the request came without an id: this worker made a fresh one
+  bool store_checked = false;    // its run id was looked up in PostgreSQL (AnsweredFromStore)
   int64_t deadline_unix_ms = 0;  // min(request's deadline, start + agent.turn_timeout)
   // The final/error event, held back until the turn is stored and the session unlocked, so a
   // client that has its answer can send the next message at once and the answer is durable.
@@ -462,14 +462,22 @@ void HeavyWorker::BeginTurn(const std::shared_ptr<Turn>& turn) {
     ReleaseTurn(turn);
     return;
   }
-  // The request id is the run id. On a redelivery, a stored run of that id is this very turn
-  // (stored by a worker that died before acking) or another query reusing the id: checked before
-  // the LLM runs again. A first delivery skips the lookup (one PostgreSQL round trip before the
-  // first token): a reused id is refused earlier by JetStream's duplicate window (wf-lightweight
-  // answers duplicate_request_id) and, after it, when storing (a run id of another session).
-  const bool check_stored = !turn->id_assigned && turn->msg.Delivered() > 1;
-  auto found = check_stored ? store_.FindRun(req.request_id())
-                            : Result<std::optional<SessionStore::StoredRun>>(std::nullopt);
+  // The request id is the run id: on a redelivery, the earlier attempt may have stored it.
+  if (!turn->id_assigned && turn->msg.Delivered() > 1 && AnsweredFromStore(turn)) return;
+  AcquireLockThenRun(turn);
+}
+
+/// A stored run of this turn's id is either this very turn (stored by a worker that died before
+/// acking, or a publisher sending the same query again) or another query reusing the id. Looked
+/// up before the LLM runs, but not on every turn (a PostgreSQL round trip before the first
+/// token): on a redelivery (BeginTurn) and when the session's history already holds a message of
+/// this run id (AcquireLockThenRun). Other reuse is refused by JetStream's duplicate window
+/// (wf-lightweight) or when storing (a run id of another session, or with another message).
+/// True when the turn was answered from the store or refused (and released).
+bool HeavyWorker::AnsweredFromStore(const std::shared_ptr<Turn>& turn) {
+  const auto& req = turn->request;
+  turn->store_checked = true;
+  auto found = store_.FindRun(req.request_id());
   if (!found.ok()) {
     // PostgreSQL unreachable: go on; storing refuses a run id of another session, and a turn
     // that cannot be stored goes to WF_HISTORY (FinishTurn).
@@ -484,7 +492,7 @@ void HeavyWorker::BeginTurn(const std::shared_ptr<Turn>& turn) {
           "request_id " + req.request_id() + " already names a stored turn " +
               (run.session_id != req.session_id() ? "of another session" : "with another message") +
               "; send a new request_id");
-      return;
+      return true;
     }
     // The same turn, stored before: answer from the store, without running it again.
     if (run.has_answer) {
@@ -506,9 +514,9 @@ void HeavyWorker::BeginTurn(const std::shared_ptr<Turn>& turn) {
     turn->msg.Ack();
     turns_ok_.fetch_add(1, std::memory_order_relaxed);
     ReleaseTurn(turn);
-    return;
+    return true;
   }
-  AcquireLockThenRun(turn);
+  return false;
 }
 
 void HeavyWorker::AcquireLockThenRun(const std::shared_ptr<Turn>& turn) {
@@ -566,6 +574,17 @@ void HeavyWorker::AcquireLockThenRun(const std::shared_ptr<Turn>& turn) {
     return;
   }
   turn->locked = true;
+  if (!turn->id_assigned && !turn->store_checked && locked->history.ok() &&
+      std::any_of(locked->history->begin(), locked->history->end(),
+                  [&](const wf::v1::ChatMessage& m) { return m.run_id() == req.request_id(); })) {
+    // The session already holds this run: a repeat of a stored turn, or another query reusing
+    // its id. Answered (or refused) from PostgreSQL without the lock; if PostgreSQL does not
+    // have it yet (it is on its way through WF_HISTORY), the turn goes on as a new one.
+    (void)store_.Unlock(req.session_id(), req.request_id());
+    turn->locked = false;
+    if (!AnsweredFromStore(turn)) AcquireLockThenRun(turn);
+    return;
+  }
   RunAgent(turn, std::move(locked->history));
 }
 

@@ -72,6 +72,7 @@ class HeavyWorker {
   void OnQueryMessage(natsMsg* msg);
   void BeginTurn(const std::shared_ptr<Turn>& turn);
   void AcquireLockThenRun(const std::shared_ptr<Turn>& turn);
+  bool AnsweredFromStore(const std::shared_ptr<Turn>& turn);
   /// Runs the turn with the session lock held and its history loaded (or unlocks and hands the
   /// turn back when the history could not be read).
   void RunAgent(const std::shared_ptr<Turn>& turn,
