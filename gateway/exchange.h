@@ -130,7 +130,8 @@ class Exchange {
   bool client_gone_ = false;
   bool stream_started_ = false;
   bool wrote_since_head_ = false;
-  uint32_t attempt_ = 0;  ///< Highest QueryEvent.attempt seen (0: none, or a worker that sets none).
+  uint32_t attempt_ =
+      0;  ///< Highest QueryEvent.attempt seen (0: none, or a worker that sets none).
   std::chrono::steady_clock::time_point last_write_;
 };
 

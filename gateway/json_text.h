@@ -18,9 +18,4 @@ std::size_t Utf8CodePoints(std::string_view text);
 /// client input in error messages.
 std::string_view Utf8Prefix(std::string_view text, std::size_t max_bytes);
 
-/// The deepest nesting of JSON arrays and objects in `text` (brackets inside strings are
-/// skipped), or `cap + 1` as soon as it exceeds `cap`. Linear, no allocation; `text` need not be
-/// valid JSON.
-int JsonNestingDepth(std::string_view text, int cap);
-
 }  // namespace wf

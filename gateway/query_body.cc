@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "codec/json_limits.h"
 #include "codec/json_struct.h"
 #include "gateway/ids.h"
 #include "gateway/json_text.h"
@@ -92,7 +93,7 @@ bool FindInexactNumber(const json& value, std::string* path) {
 }  // namespace
 
 Status ParseQueryBody(std::string_view body, const QueryBodyLimits& limits, v1::QueryRequest* out) {
-  if (JsonNestingDepth(body, limits.max_nesting) > limits.max_nesting) {
+  if (JsonDepthExceeds(body, limits.max_nesting)) {
     return Status(ErrorCode::kBadRequest, "body: JSON nested deeper than " +
                                               std::to_string(limits.max_nesting) + " levels");
   }

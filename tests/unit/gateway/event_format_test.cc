@@ -83,13 +83,6 @@ TEST(JsonText, EscapesAndRepairsUtf8) {
   EXPECT_EQ(Utf8Prefix("中文", 4), "中");
 }
 
-TEST(JsonText, NestingDepth) {
-  EXPECT_EQ(JsonNestingDepth(R"({"a":[1,{"b":[]}]})", 10), 4);
-  EXPECT_EQ(JsonNestingDepth(R"({"a":"[[[[\"[["})", 10), 1);
-  EXPECT_EQ(JsonNestingDepth("[[[[[[", 3), 4);
-  EXPECT_EQ(JsonNestingDepth("", 3), 0);
-}
-
 /// Splits "event: x\ndata: y\n\n" into (x, parsed y).
 std::pair<std::string, json> ParseSse(const std::string& frame) {
   EXPECT_EQ(frame.rfind("event: ", 0), 0u) << frame;
