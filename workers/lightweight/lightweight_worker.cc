@@ -317,27 +317,26 @@ void LightweightWorker::OnQuery(const NatsMsgView& msg) {
   input.deadline_unix_ms = request.deadline_unix_ms();
   std::string flow_id = match->flow->flow_id;
   in_flight_.fetch_add(1);
-  runtime_->RunFlow(match->flow_index, std::move(input),
-                    [this, request = std::move(request), reply_to, flow_id, started,
-                     started_ms](Result<CallOutcome> outcome) {
-                      wf::v1::QueryEvent event =
-                          FlowEvent(request.request_id(), request.session_id(), flow_id, outcome);
-                      NatsConnection& conn = ReplyConn();
-                      const std::string payload = EncodeEvent(event, MaxReplyData(conn));
-                      if (event.has_final()) {
-                        flows_answered_.fetch_add(1, std::memory_order_relaxed);
-                      } else {
-                        errors_.fetch_add(1, std::memory_order_relaxed);
-                      }
-                      query_stats_->Record(Since(started),
-                                           event.has_final() ? "" : event.error().message());
-                      PublishReply(conn, reply_to, payload,
-                                   {{kRequestIdHeader, request.request_id()}}, "flow");
-                      // Off the critical path: the client already has its answer. Failed
-                      // turns are recorded too, so the agent knows what happened.
-                      RecordFlowTurn(request, event, flow_id, started_ms);
-                      in_flight_.fetch_sub(1);
-                    });
+  runtime_->RunFlow(
+      match->flow_index, std::move(input),
+      [this, request = std::move(request), reply_to, flow_id, started,
+       started_ms](Result<CallOutcome> outcome) {
+        wf::v1::QueryEvent event =
+            FlowEvent(request.request_id(), request.session_id(), flow_id, outcome);
+        NatsConnection& conn = ReplyConn();
+        const std::string payload = EncodeEvent(event, MaxReplyData(conn));
+        if (event.has_final()) {
+          flows_answered_.fetch_add(1, std::memory_order_relaxed);
+        } else {
+          errors_.fetch_add(1, std::memory_order_relaxed);
+        }
+        query_stats_->Record(Since(started), event.has_final() ? "" : event.error().message());
+        PublishReply(conn, reply_to, payload, {{kRequestIdHeader, request.request_id()}}, "flow");
+        // Off the critical path: the client already has its answer. Failed
+        // turns are recorded too, so the agent knows what happened.
+        RecordFlowTurn(request, event, flow_id, started_ms);
+        in_flight_.fetch_sub(1);
+      });
 }
 
 void LightweightWorker::ForwardToAgents(wf::v1::QueryRequest request, const std::string& reply,
@@ -365,26 +364,26 @@ void LightweightWorker::Enqueue(wf::v1::QueryRequest request, const std::string&
   std::string request_id = request.request_id();
   std::string reply = request.reply_to();
   in_flight_.fetch_add(1);
-  js_->PublishAsync(subjects_.heavy_query, request.SerializeAsString(), request_id,
-                    {{kRequestIdHeader, request_id}, {kTraceparentHeader, traceparent}},
-                    [this, reply, request_id](Status stored, bool duplicate) {
-                      if (stored.ok() && duplicate) {
-                        // JetStream already holds a turn with this id (the msg id): another
-                        // query reused it, and would otherwise get no answer at all.
-                        ReplyError(reply, request_id,
-                                   {ErrorCode::kDuplicateRequestId,
-                                    "request_id " + request_id +
-                                        " was already used by another query; send a new one"});
-                      } else if (stored.ok()) {
-                        forwarded_.fetch_add(1, std::memory_order_relaxed);
-                      } else {
-                        ReplyError(
-                            reply, request_id,
-                            {ErrorCode::kUnavailable,
-                             "could not queue the query for an agent: " + stored.error().message});
-                      }
-                      in_flight_.fetch_sub(1);
-                    });
+  js_->PublishAsync(
+      subjects_.heavy_query, request.SerializeAsString(), request_id,
+      {{kRequestIdHeader, request_id}, {kTraceparentHeader, traceparent}},
+      [this, reply, request_id](Status stored, bool duplicate) {
+        if (stored.ok() && duplicate) {
+          // JetStream already holds a turn with this id (the msg id): another
+          // query reused it, and would otherwise get no answer at all.
+          ReplyError(
+              reply, request_id,
+              {ErrorCode::kDuplicateRequestId,
+               "request_id " + request_id + " was already used by another query; send a new one"});
+        } else if (stored.ok()) {
+          forwarded_.fetch_add(1, std::memory_order_relaxed);
+        } else {
+          ReplyError(reply, request_id,
+                     {ErrorCode::kUnavailable,
+                      "could not queue the query for an agent: " + stored.error().message});
+        }
+        in_flight_.fetch_sub(1);
+      });
 }
 
 void LightweightWorker::RecordFlowTurn(const wf::v1::QueryRequest& request,

@@ -103,13 +103,16 @@ class Stack {
   Process& StartHeavy() {
     int admin = FreePort();
     heavy_admin_ports_.push_back(admin);
-    std::vector<std::string> args{"--config", config_path_, "--nats-url", nats_.url(),
-                                  "--redis-url", redis_.url(), "--database-url", pg_.url(),
-                                  "--llm-base-url",
-                                  "http://127.0.0.1:" + std::to_string(llm_port_) + "/v1",
-                                  "--llm-model", "scripted", "--ack-wait-ms",
-                                  std::to_string(options_.ack_wait_ms), "--admin-listen",
-                                  "127.0.0.1:" + std::to_string(admin), "--drain-ms", "5000"};
+    std::vector<std::string> args{
+        "--config",       config_path_,
+        "--nats-url",     nats_.url(),
+        "--redis-url",    redis_.url(),
+        "--database-url", pg_.url(),
+        "--llm-base-url", "http://127.0.0.1:" + std::to_string(llm_port_) + "/v1",
+        "--llm-model",    "scripted",
+        "--ack-wait-ms",  std::to_string(options_.ack_wait_ms),
+        "--admin-listen", "127.0.0.1:" + std::to_string(admin),
+        "--drain-ms",     "5000"};
     args.insert(args.end(), options_.heavy_args.begin(), options_.heavy_args.end());
     heavy_.push_back(std::make_unique<Process>(BinPath("wf-heavy"), std::move(args)));
     Require(WaitForTcpPort(admin, std::chrono::seconds(30)), "wf-heavy", heavy_.back()->Log());

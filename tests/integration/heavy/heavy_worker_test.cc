@@ -134,8 +134,8 @@ TEST(HeavyWorkerTest, ATurnAnsweredDuringAPostgresOutageIsStoredWhenItComesBack)
             "history: first words | said while the database was down | please recall");
   // The outage lasts while the history consumer retries a few times (it used to give up on the
   // query after three deliveries).
-  ASSERT_TRUE(Eventually(
-      [&] { return HeavyMetric(s, 0, "wf_heavy_store_failures_total") >= 3; }, seconds(60)))
+  ASSERT_TRUE(Eventually([&] { return HeavyMetric(s, 0, "wf_heavy_store_failures_total") >= 3; },
+                         seconds(60)))
       << s.Logs();
   s.pg_.Start();
   json history;

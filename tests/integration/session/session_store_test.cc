@@ -334,10 +334,10 @@ TEST_F(SessionStoreTest, DeleteThenGetIsNotFound) {
   // The id can start over (with a turn that started after the delete; one that started before
   // it is refused, see ATurnThatStartedBeforeADeleteIsNotStoredAfterIt).
   wf::v1::TurnRecord later = MakeTurn("doomed", "d-2", {{"user", "hello again"}});
-  later.set_started_unix_ms(std::chrono::duration_cast<milliseconds>(
-                                std::chrono::system_clock::now().time_since_epoch())
-                                .count() +
-                            1000);
+  later.set_started_unix_ms(
+      std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count() +
+      1000);
   ASSERT_TRUE(store_->AppendTurn(later).ok());
   EXPECT_EQ(Contents(*store_->LoadHistory("doomed")), (std::vector<std::string>{"hello again"}));
   EXPECT_EQ(store_->GetSession("doomed")->turn_count(), 1u);
@@ -712,9 +712,9 @@ TEST_F(SessionStoreTest, SchemaAppliesOnceWhenStoresStartTogether) {
 // A delete leaves a tombstone: a turn that started before it and is stored after it (the turn the
 // delete cancelled, a late flow record) does not bring the session back; a later turn does.
 TEST_F(SessionStoreTest, ATurnThatStartedBeforeADeleteIsNotStoredAfterIt) {
-  const std::int64_t now = std::chrono::duration_cast<milliseconds>(
-                               std::chrono::system_clock::now().time_since_epoch())
-                               .count();
+  const std::int64_t now =
+      std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count();
   ASSERT_TRUE(store_->AppendTurn(MakeTurn("tomb", "tomb-1", {{"user", "before"}})).ok());
   ASSERT_TRUE(*store_->DeleteSession("tomb"));
   wf::v1::TurnRecord late = MakeTurn("tomb", "tomb-2", {{"user", "cancelled"}});
