@@ -63,20 +63,10 @@ int main(int argc, char** argv) {
     return 0;
   }
 
-  auto threads = flags.GetInt("threads", 1, 1024);
-  if (!threads.ok()) return Fail(threads.error().message, 2);
-  auto heartbeat = flags.GetInt("heartbeat-ms", 10, 3600000);
-  if (!heartbeat.ok()) return Fail(heartbeat.error().message, 2);
-  auto drain = flags.GetInt("drain-ms", 0, 3600000);
-  if (!drain.ok()) return Fail(drain.error().message, 2);
-  if (auto listen = wf::ParseHostPort(flags.Get("listen")); !listen.ok()) {
-    return Fail("--listen: " + listen.error().message, 2);
-  }
-
   wf::GatewayOptions options;
   options.listen = flags.Get("listen");
-  options.threads = static_cast<int>(*threads);
-  options.heartbeat = std::chrono::milliseconds(*heartbeat);
+  options.threads = static_cast<int>(flags.Int("threads"));
+  options.heartbeat = std::chrono::milliseconds(flags.Int("heartbeat-ms"));
   options.nats_url = flags.Get("nats-url");
   options.config = *config;
   auto server = wf::GatewayServer::Start(std::move(options));
@@ -85,8 +75,8 @@ int main(int argc, char** argv) {
   int sig = 0;
   while (sigwait(&signals, &sig) != 0) {
   }
-  spdlog::info("signal {}: draining for up to {} ms", sig, *drain);
-  (*server)->Drain(std::chrono::milliseconds(*drain));
+  spdlog::info("signal {}: draining for up to {} ms", sig, flags.Int("drain-ms"));
+  (*server)->Drain(std::chrono::milliseconds(flags.Int("drain-ms")));
   server->reset();
   return 0;
 }

@@ -82,18 +82,6 @@ bool Flags::IsSet(const std::string& name) const {
   return it != set_.end() && it->second;
 }
 
-Result<long> Flags::GetInt(const std::string& name, long min, long max) const {
-  const std::string& text = Get(name);
-  char* end = nullptr;
-  long v = std::strtol(text.c_str(), &end, 10);
-  if (text.empty() || *end != '\0' || v < min || v > max) {
-    return Error{ErrorCode::kBadRequest, "--" + name + ": expected an integer in [" +
-                                             std::to_string(min) + ", " + std::to_string(max) +
-                                             "], got '" + text + "'"};
-  }
-  return v;
-}
-
 CommandLine::CommandLine(std::string program, std::string summary, std::vector<FlagSpec> flags)
     : program_(std::move(program)), summary_(std::move(summary)), flags_(std::move(flags)) {
   flags_.push_back({"help", "", "", "print this help and exit", true});
@@ -179,6 +167,11 @@ CommandLine::Outcome CommandLine::Parse(int argc, const char* const* argv) const
     outcome.error = "--" + f.name + (from_env ? " (env " + f.env + ")" : std::string()) + ": " +
                     (f.secret ? std::string("invalid value") : problem);
     return outcome;
+  }
+  for (const auto& f : flags_) {
+    if (f.value == FlagValue::kInteger) {
+      flags.ints_[f.name] = std::strtol(flags.values_[f.name].c_str(), nullptr, 10);
+    }
   }
   outcome.flags = std::move(flags);
   return outcome;

@@ -53,13 +53,15 @@ class Flags {
   /// std::out_of_range (a programming error).
   const std::string& Get(const std::string& name) const { return values_.at(name); }
   bool IsSet(const std::string& name) const;
-  /// Parses the value as a positive integer in [min, max]; error names the flag.
-  Result<long> GetInt(const std::string& name, long min, long max) const;
+  /// The value of a flag declared with IntegerFlag, which CommandLine::Parse checked against
+  /// its bounds. Other names throw std::out_of_range (a programming error).
+  long Int(const std::string& name) const { return ints_.at(name); }
 
  private:
   friend class CommandLine;
   std::map<std::string, std::string> values_;
   std::map<std::string, bool> set_;
+  std::map<std::string, long> ints_;
 };
 
 /// Parses `--name value` / `--name=value` / switches, applying env vars and defaults.

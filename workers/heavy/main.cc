@@ -58,15 +58,9 @@ int main(int argc, char** argv) {
     std::cout << "config OK: " << wf::ConfigSummary(**config) << "\n";
     return 0;
   }
-  auto concurrency = flags.GetInt("concurrency", 1, 100000);
-  auto drain = flags.GetInt("drain-ms", 0, 3600000);
-  auto ack_wait = flags.GetInt("ack-wait-ms", 1000, 3600000);
-  for (const auto* r : {&concurrency, &drain, &ack_wait}) {
-    if (!r->ok()) {
-      std::cerr << "wf-heavy: " << r->error().message << "\n";
-      return 2;
-    }
-  }
+  const long concurrency = flags.Int("concurrency");
+  const long drain_ms = flags.Int("drain-ms");
+  const long ack_wait_ms = flags.Int("ack-wait-ms");
 
   wf::NatsOptions nats_options;
   nats_options.url = flags.Get("nats-url");
@@ -89,8 +83,8 @@ int main(int argc, char** argv) {
   // One LLM connection per turn in flight: the client's default cap (64 per host) would queue
   // turns inside the HTTP client instead of streaming them.
   wf::HttpClientOptions http_options;
-  http_options.max_connections_per_host = static_cast<long>(*concurrency);
-  http_options.max_total_connections = static_cast<long>(*concurrency) + 64;
+  http_options.max_connections_per_host = concurrency;
+  http_options.max_total_connections = concurrency + 64;
   wf::HttpClient http(http_options);
   wf::LlmClientOptions llm_options;
   llm_options.base_url = flags.Get("llm-base-url");
@@ -100,8 +94,8 @@ int main(int argc, char** argv) {
   wf::HttpLlmClient llm(llm_options, http, timer);
 
   wf::HeavyWorker::Options options;
-  options.concurrency = static_cast<int>(*concurrency);
-  options.ack_wait = std::chrono::milliseconds(*ack_wait);
+  options.concurrency = static_cast<int>(concurrency);
+  options.ack_wait = std::chrono::milliseconds(ack_wait_ms);
   options.in_progress_every = options.ack_wait / 3;
   auto worker = wf::HeavyWorker::Start(*config, **conn, **store, llm, timer, options);
   if (!worker.ok()) {
@@ -125,7 +119,7 @@ int main(int argc, char** argv) {
 
   int sig = wf::WaitForTerminationSignal();
   spdlog::info("signal {}: draining ({} turns in flight)", sig, (*worker)->active_turns());
-  (*worker)->Shutdown(std::chrono::milliseconds(*drain));
+  (*worker)->Shutdown(std::chrono::milliseconds(drain_ms));
   worker->reset();
   if (admin) admin->Stop();
   spdlog::info("stopped");

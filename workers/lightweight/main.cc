@@ -47,16 +47,7 @@ int main(int argc, char** argv) {
     std::cout << "config OK: " << wf::ConfigSummary(**config) << "\n";
     return 0;
   }
-  auto threads = flags.GetInt("threads", 1, 64);
-  if (!threads.ok()) {
-    std::cerr << "wf-lightweight: " << threads.error().message << "\n";
-    return 2;
-  }
-  auto drain = flags.GetInt("drain-ms", 0, 3600000);
-  if (!drain.ok()) {
-    std::cerr << "wf-lightweight: " << drain.error().message << "\n";
-    return 2;
-  }
+  const long drain_ms = flags.Int("drain-ms");
 
   wf::NatsOptions nats_options;
   nats_options.url = flags.Get("nats-url");
@@ -67,7 +58,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   wf::LightweightWorker::Options options;
-  options.loops = static_cast<int>(*threads);
+  options.loops = static_cast<int>(flags.Int("threads"));
   auto worker = wf::LightweightWorker::Start(*config, **conn, options);
   if (!worker.ok()) {
     std::cerr << "wf-lightweight: " << worker.error().message << "\n";
@@ -93,8 +84,8 @@ int main(int argc, char** argv) {
   }
 
   int sig = wf::WaitForTerminationSignal();
-  spdlog::info("signal {}: draining for up to {} ms", sig, *drain);
-  (*worker)->Shutdown(std::chrono::milliseconds(*drain));
+  spdlog::info("signal {}: draining for up to {} ms", sig, drain_ms);
+  (*worker)->Shutdown(std::chrono::milliseconds(drain_ms));
   if (admin) admin->Stop();
   spdlog::info("stopped");
   return 0;

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <stdexcept>
 #include <vector>
 
 namespace wf {
@@ -26,9 +27,13 @@ TEST(CommandLine, ValidValuesParse) {
                         "--log-level", "debug", "--check-config"});
   ASSERT_TRUE(out.flags.has_value()) << out.error;
   EXPECT_EQ(out.flags->Get("threads"), "8");
+  EXPECT_EQ(out.flags->Int("threads"), 8);  // the value Parse checked, as a number
   EXPECT_TRUE(out.flags->IsSet("check-config"));
   // Defaults are valid too (an optional HOST:PORT may be empty).
-  EXPECT_TRUE(ParseArgs({}).flags.has_value());
+  auto defaults = ParseArgs({});
+  ASSERT_TRUE(defaults.flags.has_value());
+  EXPECT_EQ(defaults.flags->Int("threads"), 4);
+  EXPECT_THROW((void)defaults.flags->Int("listen"), std::out_of_range);  // not an IntegerFlag
 }
 
 // --check-config must not hide a bad flag: every value is checked by Parse itself.
