@@ -33,6 +33,7 @@
 #include "io/event_loop.h"
 #include "nats/connection.h"
 #include "nats/micro_service.h"
+#include "text/utf8.h"
 #include "wf/v1/query.pb.h"
 #include "wf/v1/session.pb.h"
 
@@ -275,7 +276,7 @@ std::string InboxSubject(std::string_view inbox, std::string_view request_id) {
 
 std::string Escaped(std::string_view text, std::size_t max_bytes) {
   std::string out;
-  AppendJsonString(&out, Utf8Prefix(text, max_bytes));
+  AppendJsonString(&out, Utf8Truncate(text, max_bytes));
   return out;
 }
 

@@ -81,11 +81,4 @@ std::size_t Utf8CodePoints(std::string_view text) {
   return n;
 }
 
-std::string_view Utf8Prefix(std::string_view text, std::size_t max_bytes) {
-  if (text.size() <= max_bytes) return text;
-  std::size_t end = max_bytes;
-  while (end > 0 && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) --end;
-  return text.substr(0, end);
-}
-
 }  // namespace wf

@@ -14,8 +14,4 @@ void AppendJsonString(std::string* out, std::string_view text);
 /// Number of Unicode code points in `text`, which must be valid UTF-8 (counts lead bytes).
 std::size_t Utf8CodePoints(std::string_view text);
 
-/// `text` cut to at most `max_bytes` bytes without splitting a UTF-8 sequence, for quoting
-/// client input in error messages.
-std::string_view Utf8Prefix(std::string_view text, std::size_t max_bytes);
-
 }  // namespace wf

@@ -9,6 +9,7 @@
 #include "codec/json_struct.h"
 #include "gateway/ids.h"
 #include "gateway/json_text.h"
+#include "text/utf8.h"
 
 namespace wf {
 namespace {
@@ -75,7 +76,7 @@ bool FindInexactNumber(const json& value, std::string* path) {
   const std::size_t length = path->size();
   if (value.is_object()) {
     for (auto it = value.begin(); it != value.end(); ++it) {
-      path->append(".").append(Utf8Prefix(it.key(), 64));
+      path->append(".").append(Utf8Truncate(it.key(), 64));
       if (FindInexactNumber(it.value(), path)) return true;
       path->resize(length);
     }
@@ -130,7 +131,7 @@ Status ParseQueryBody(std::string_view body, const QueryBodyLimits& limits, v1::
       parameters = &it.value();
     } else {
       std::string text = "unknown field ";
-      AppendJsonString(&text, Utf8Prefix(key, 64));
+      AppendJsonString(&text, Utf8Truncate(key, 64));
       text.append(" (allowed: ").append(kAllowedFields).append(")");
       return Status(ErrorCode::kBadRequest, std::move(text));
     }

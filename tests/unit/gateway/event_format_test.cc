@@ -6,6 +6,7 @@
 
 #include "gateway/http_response.h"
 #include "gateway/json_text.h"
+#include "text/utf8.h"
 
 namespace wf {
 namespace {
@@ -80,7 +81,7 @@ TEST(JsonText, EscapesAndRepairsUtf8) {
   AppendJsonString(&out, "\xc0\xaf \xed\xa0\x80 \xf4\x90\x80\x80");
   EXPECT_FALSE(json::parse(out, nullptr, false).is_discarded());
   EXPECT_EQ(Utf8CodePoints("请假 ok"), 5u);
-  EXPECT_EQ(Utf8Prefix("中文", 4), "中");
+  EXPECT_EQ(Utf8Truncate("中文", 4), "中");  // how error messages quote client text
 }
 
 /// Splits "event: x\ndata: y\n\n" into (x, parsed y).

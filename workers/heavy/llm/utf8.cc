@@ -31,9 +31,7 @@ std::size_t Utf8CompletePrefixLength(std::string_view bytes) {
 
 std::string TruncateUtf8(std::string_view text, std::size_t max_bytes) {
   if (text.size() <= max_bytes) return std::string(text);
-  std::size_t cut = max_bytes;
-  while (cut > 0 && IsContinuation(static_cast<unsigned char>(text[cut]))) --cut;
-  std::string out(text.substr(0, cut));
+  std::string out(Utf8Truncate(text, max_bytes));
   out += "...";
   return out;
 }

@@ -3,7 +3,7 @@
 #include <string>
 
 #include "error/error.h"
-#include "llm/utf8.h"
+#include "text/utf8.h"
 
 namespace wf {
 namespace {
@@ -17,8 +17,7 @@ bool CutText(std::string* text, std::size_t excess) {
   const std::size_t original = text->size();
   if (original == 0) return false;
   const std::size_t keep = original > excess + kCutMargin ? original - excess - kCutMargin : 0;
-  std::string cut = TruncateUtf8(*text, keep);
-  if (cut.size() >= 3 && cut.compare(cut.size() - 3, 3, "...") == 0) cut.resize(cut.size() - 3);
+  std::string cut(Utf8Truncate(*text, keep));
   cut += "\n[truncated: " + std::to_string(cut.size()) + " of " + std::to_string(original) +
          " bytes shown]";
   if (cut.size() >= original) return false;
