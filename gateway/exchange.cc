@@ -81,6 +81,9 @@ ExchangeOutcome Exchange::FinishWithError(const Error& error, bool cancel) {
 ExchangeOutcome Exchange::OnEvent(const v1::QueryEvent& event) {
   std::lock_guard lock(mu_);
   if (finished_) return {};
+  heard_ = true;
+  // The lightweight worker's note that the agents have the query (seq 0, outside the attempts).
+  if (event.kind_case() == v1::QueryEvent::kQueued) return {};
   // A turn redelivered to another worker (the first one died) is run again from the start, its
   // events carrying the higher delivery count: events of an earlier attempt that arrive late are
   // dropped, and a stream is told to discard what the earlier attempt sent.
@@ -176,6 +179,14 @@ ExchangeOutcome Exchange::OnTick(Clock::time_point now) {
     return FinishWithError(
         Error{ErrorCode::kNoAgentWorker, "no heavy worker answered the session request in time"},
         false);
+  }
+  if (!heard_ && IsQueryLike() && now >= params_.first_event_deadline) {
+    return FinishWithError(
+        Error{ErrorCode::kDeadlineExceeded,
+              "no worker answered or queued the query within gateway.flow_timeout_ms (" +
+                  std::to_string(params_.flow_timeout.count()) +
+                  " ms); the worker that took it may have stopped"},
+        true);
   }
   if (params_.kind == ExchangeKind::kStream && stream_started_ && !client_gone_) {
     auto interval = params_.heartbeat;

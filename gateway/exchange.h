@@ -66,6 +66,13 @@ class Exchange {
     /// After this, a query/stream ends with 504 deadline_exceeded (and a cancel) and a session
     /// request with 503 no_agent_worker.
     std::chrono::steady_clock::time_point deadline{};
+    /// Queries and streams: when no event at all has come by then (not even `queued`), the
+    /// worker that took the query is presumed gone: 504 deadline_exceeded (and a cancel).
+    /// Default: none (only `deadline`).
+    std::chrono::steady_clock::time_point first_event_deadline =
+        std::chrono::steady_clock::time_point::max();
+    /// gateway.flow_timeout_ms, for the message of that 504.
+    std::chrono::milliseconds flow_timeout{0};
     /// Streams: a `: heartbeat` comment after this much silence (the first one already after
     /// min(heartbeat, 1 s), so proxies see bytes from the first second on).
     std::chrono::milliseconds heartbeat{15000};
@@ -79,7 +86,8 @@ class Exchange {
   void StartStream();
 
   /// A QueryEvent for this request. kQuery answers on final/error and ignores the rest; kStream
-  /// forwards every event as SSE and ends after final/error.
+  /// forwards every event as SSE and ends after final/error. `queued` only lifts the
+  /// first-event deadline.
   ExchangeOutcome OnEvent(const v1::QueryEvent& event);
   /// The reply of a session request (kSessionGet / kSessionDelete).
   ExchangeOutcome OnSessionReply(const v1::SessionReply& reply);
@@ -132,6 +140,7 @@ class Exchange {
   bool wrote_since_head_ = false;
   uint32_t attempt_ =
       0;  ///< Highest QueryEvent.attempt seen (0: none, or a worker that sets none).
+  bool heard_ = false;  ///< Some QueryEvent came: first_event_deadline no longer applies.
   std::chrono::steady_clock::time_point last_write_;
 };
 

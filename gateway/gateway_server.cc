@@ -48,6 +48,8 @@ using Clock = std::chrono::steady_clock;
 constexpr std::size_t kHeaderAllowance = 64 * 1024;
 /// A connection's first request must arrive within this (later ones: keep-alive timeout).
 constexpr auto kHeaderTimeout = std::chrono::seconds(60);
+/// How long after a query's route deadline the gateway gives up on hearing from any worker.
+constexpr auto kRouteDeadlineGrace = std::chrono::milliseconds(500);
 /// Pistache's idle timeout never fires before this; it is also raised above the longest
 /// possible exchange (see Start), because Pistache closes such connections without telling the
 /// handler.
@@ -289,6 +291,8 @@ struct GatewayCore {
   QueryBodyLimits limits;
   std::size_t max_body_bytes = 0;
   std::chrono::milliseconds turn_timeout{120000};
+  /// gateway.flow_timeout_ms: the query's route deadline (see QueryRequest).
+  std::chrono::milliseconds flow_timeout{10000};
 
   /// Publishes every request; its inbox (a nats.c asynchronous subscription) gets the replies
   /// of session requests and the "no responders" statuses of every request.
@@ -726,7 +730,9 @@ void GatewayCore::StartQuery(ExchangeKind kind, const Http::Request& request, Co
     traceparent = NewTraceparent();
   }
   query.set_request_id(request_id);
-  query.set_deadline_unix_ms(UnixMillisNow() + turn_timeout.count());
+  const int64_t now_ms = UnixMillisNow();
+  query.set_deadline_unix_ms(now_ms + turn_timeout.count());
+  query.set_route_deadline_unix_ms(now_ms + flow_timeout.count());
   query.set_stream(kind == ExchangeKind::kStream);
   query.set_traceparent(traceparent);
   // Events come to the events connection; the NATS reply subject (the inbox, see Launch) then
@@ -742,6 +748,10 @@ void GatewayCore::StartQuery(ExchangeKind kind, const Http::Request& request, Co
   params.keep_alive = keep_alive;
   params.start = start;
   params.deadline = start + turn_timeout;
+  // The worker enforces the route deadline itself and says why it gave up; the gateway's own
+  // cut comes a little later, for a worker that can no longer say anything.
+  params.first_event_deadline = start + flow_timeout + kRouteDeadlineGrace;
+  params.flow_timeout = flow_timeout;
   params.heartbeat = options.heartbeat;
   auto exchange =
       std::make_shared<Exchange>(std::move(params), std::make_unique<WriterChannel>(conn.writer));
@@ -889,6 +899,7 @@ Result<std::unique_ptr<GatewayServer>> GatewayServer::Start(GatewayOptions optio
   core->limits.max_message_chars = config.gateway.max_message_chars;
   core->max_body_bytes = config.gateway.max_body_bytes;
   core->turn_timeout = config.agent.turn_timeout;
+  core->flow_timeout = config.gateway.flow_timeout;
   const std::string& prefix = config.subject_prefix;
   core->query_subject = prefix + ".query";
   core->session_get_subject = prefix + ".session.get";

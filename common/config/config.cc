@@ -793,8 +793,33 @@ GatewayConfig ParseGateway(const OrderedJson& v, const std::string& path) {
   }
   if (auto n = f.Integer("flow_timeout_ms", 1, 600000)) {
     g.flow_timeout = std::chrono::milliseconds(*n);
+    g.flow_timeout_set = true;
   }
   return g;
+}
+
+/// The gateway's wait for a worker's decision covers every flow's own timeout: a default long
+/// enough for the longest one, or an explicit value checked against each.
+void CheckFlowTimeout(Config& c) {
+  constexpr std::chrono::milliseconds kDefaultFlowTimeout{10000};
+  constexpr std::chrono::milliseconds kTransitAllowance{1000};
+  if (!c.gateway.flow_timeout_set) {
+    std::chrono::milliseconds longest{0};
+    for (const FlowConfig& flow : c.flows) longest = std::max(longest, flow.endpoint.timeout);
+    c.gateway.flow_timeout = std::min<std::chrono::milliseconds>(
+        std::max(kDefaultFlowTimeout, longest + kTransitAllowance), std::chrono::minutes(10));
+    return;
+  }
+  for (std::size_t i = 0; i < c.flows.size(); ++i) {
+    const FlowConfig& flow = c.flows[i];
+    if (flow.endpoint.timeout > c.gateway.flow_timeout) {
+      Fail("gateway.flow_timeout_ms",
+           std::to_string(c.gateway.flow_timeout.count()) + " is shorter than " +
+               JsonPathIndex("flows", i) + ".endpoint.timeout_ms (" +
+               std::to_string(flow.endpoint.timeout.count()) + ", flow " + Quote(flow.flow_id) +
+               "): the gateway would give up before the flow's own timeout");
+    }
+  }
 }
 
 /// Flow ids, tool names and skill names share one namespace: they are all LLM tool names.
@@ -892,6 +917,7 @@ std::shared_ptr<Config> BuildConfig(const OrderedJson& root, const std::string& 
   if (const OrderedJson* gateway = f.Get("gateway")) c->gateway = ParseGateway(*gateway, "gateway");
   CheckUniqueNames(*c);
   CheckSkillReferences(*c);
+  CheckFlowTimeout(*c);
   return c;
 }
 

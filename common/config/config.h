@@ -106,9 +106,12 @@ struct AgentConfig {
 struct GatewayConfig {
   std::size_t max_body_bytes = 1 << 20;  ///< 413 above; 1..67108864.
   std::size_t max_message_chars = 8000;  ///< 400 above (UTF-8 code points); 1..1000000.
-  /// "flow_timeout_ms" 1..600000: accepted and validated, but not used yet: the gateway waits
-  /// agent.turn_timeout for every query, flows included (README "Configuration").
+  /// "flow_timeout_ms" 1..600000: how long the gateway waits for a lightweight worker to decide
+  /// a query (answer it with a flow, or queue it for the agents) before it answers 504 itself;
+  /// also passed to the worker as the query's route deadline. When absent: the longest flow
+  /// timeout plus 1 s, at least 10 s. When set: at least every flow's `endpoint.timeout_ms`.
   std::chrono::milliseconds flow_timeout{10000};
+  bool flow_timeout_set = false;  ///< The file gave flow_timeout_ms (else it was derived).
 };
 
 /// The whole validated configuration. Immutable once built by ParseConfig; share it as

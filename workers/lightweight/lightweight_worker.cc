@@ -301,6 +301,13 @@ void LightweightWorker::OnQuery(const NatsMsgView& msg) {
     query_stats_->Record(Since(started), "deadline");
     return;
   }
+  if (request.route_deadline_unix_ms() != 0 && request.route_deadline_unix_ms() <= started_ms) {
+    ReplyError(reply_to, request_id,
+               {ErrorCode::kDeadlineExceeded,
+                "route deadline passed before a worker took the query (workers overloaded?)"});
+    query_stats_->Record(Since(started), "deadline");
+    return;
+  }
 
   auto match = matcher_->FindMatch(request.message());
   if (!match) {
@@ -314,7 +321,10 @@ void LightweightWorker::OnQuery(const NatsMsgView& msg) {
   if (request.has_parameters()) input.parameters = StructToJson(request.parameters());
   input.user_message = request.message();
   input.session_id = request.session_id();
-  input.deadline_unix_ms = request.deadline_unix_ms();
+  // The gateway stops waiting at the route deadline: the call must not outlive it.
+  input.deadline_unix_ms = request.route_deadline_unix_ms() != 0
+                               ? std::min(request.deadline_unix_ms(), request.route_deadline_unix_ms())
+                               : request.deadline_unix_ms();
   std::string flow_id = match->flow->flow_id;
   in_flight_.fetch_add(1);
   runtime_->RunFlow(
@@ -348,7 +358,14 @@ void LightweightWorker::ForwardToAgents(wf::v1::QueryRequest request, const std:
   // round saw none), so a client never waits for its deadline on an empty pool.
   pools_->WhenLive("heavy", std::chrono::milliseconds(250),
                    [this, request = std::move(request), traceparent](bool live) mutable {
-                     if (live) {
+                     const int64_t route_deadline = request.route_deadline_unix_ms();
+                     if (live && route_deadline != 0 && route_deadline <= UnixMillisNow()) {
+                       // The client has been told 504 (or is about to be): queueing now
+                       // would run an agent turn nobody waits for.
+                       ReplyError(request.reply_to(), request.request_id(),
+                                  {ErrorCode::kDeadlineExceeded,
+                                   "route deadline passed before the query could be queued"});
+                     } else if (live) {
                        Enqueue(std::move(request), traceparent);
                      } else {
                        no_agent_.fetch_add(1, std::memory_order_relaxed);
@@ -377,6 +394,12 @@ void LightweightWorker::Enqueue(wf::v1::QueryRequest request, const std::string&
                "request_id " + request_id + " was already used by another query; send a new one"});
         } else if (stored.ok()) {
           forwarded_.fetch_add(1, std::memory_order_relaxed);
+          // The agents have it: the gateway now waits for the turn's deadline, not the route's.
+          wf::v1::QueryEvent queued;
+          queued.set_request_id(request_id);
+          queued.mutable_queued()->set_route("agent");
+          PublishReply(ReplyConn(), reply, queued.SerializeAsString(),
+                       {{kRequestIdHeader, request_id}}, "queued");
         } else {
           ReplyError(reply, request_id,
                      {ErrorCode::kUnavailable,

@@ -298,6 +298,34 @@ TEST(AgentPathTest, HangingLlmEndsWith504AtTheDeadline) {
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(15));
 }
 
+// gateway.flow_timeout_ms bounds only the wait for the lightweight worker's decision: an agent
+// turn whose first token comes long after it is answered (the worker said `queued`), on both
+// endpoints, and the stream shows nothing for `queued`.
+TEST(AgentPathTest, AgentTurnsOutlastTheFlowTimeout) {
+  nlohmann::json rules = DefaultRules();
+  const nlohmann::json ponder = {{"when", {{"last_user_contains", "ponder"}}},
+                                 {"then", {{"reply", "pondered"}, {"delay_ms", 2500}}}};
+  rules["rules"].insert(rules["rules"].begin(), ponder);
+  Stack s({.llm_rules = rules,
+           .gateway = {{"flow_timeout_ms", 600}},
+           .flow_endpoint_timeout_ms = 500});
+  auto [st, body] = s.Query("ponder this", "ponder-1");
+  ASSERT_EQ(st, 200) << body << s.Logs();
+  EXPECT_EQ(body["routed_to"], "heavy");
+  EXPECT_NE(body["message"].get<std::string>().find("pondered"), std::string::npos) << body;
+
+  SseReader sse(s.Url("/api/v1/query/stream"),
+                R"({"message":"ponder that","session_id":"ponder-2"})");
+  sse.Join();
+  EXPECT_EQ(sse.Raw().find("event: error"), std::string::npos) << sse.Raw();
+  EXPECT_EQ(sse.Raw().find("queued"), std::string::npos) << sse.Raw();
+  EXPECT_NE(sse.Raw().find("event: done"), std::string::npos) << sse.Raw();
+
+  // Flows still answer within their own timeout under the shorter wait.
+  auto [fst, flow] = s.Query("check order 1234", "ponder-3");
+  EXPECT_EQ(fst, 200) << flow;
+}
+
 TEST(AgentPathTest, DeleteThenGetIs404) {
   Stack s;
   ASSERT_EQ(s.Query("remember me", "del-1").first, 200);

@@ -24,6 +24,8 @@ struct StackOptions {
   bool start_gateway = true;
   bool start_lightweight = true;
   std::vector<std::string> heavy_args = {};  ///< More wf-heavy flags, e.g. --concurrency 1.
+  nlohmann::json gateway = nullptr;  ///< The config's "gateway" section; null = none.
+  int flow_endpoint_timeout_ms = 0;  ///< The demo flow's endpoint.timeout_ms; 0 = default.
 };
 
 inline nlohmann::json DefaultRules() {
@@ -71,7 +73,11 @@ class Stack {
     std::string base = "http://127.0.0.1:" + std::to_string(api_port_);
     nlohmann::json agent = {{"turn_timeout_ms", 20000}};
     agent.update(options_.agent);
-    return {{"agent", agent},
+    nlohmann::json endpoint = {{"url", base + "/api/orders/{order_id}"}, {"method", "GET"}};
+    if (options_.flow_endpoint_timeout_ms > 0) {
+      endpoint["timeout_ms"] = options_.flow_endpoint_timeout_ms;
+    }
+    nlohmann::json config = {{"agent", agent},
             {"flows",
              {{{"flow_id", "order_status"},
                {"name", "Order status"},
@@ -81,7 +87,7 @@ class Stack {
                 {{"type", "object"},
                  {"properties", {{"order_id", {{"type", "string"}}}}},
                  {"required", {"order_id"}}}},
-               {"endpoint", {{"url", base + "/api/orders/{order_id}"}, {"method", "GET"}}},
+               {"endpoint", endpoint},
                {"response_template", "Order {order_id}: {result.status}"}}}},
             {"tools",
              {{{"name", "weather"},
@@ -91,6 +97,8 @@ class Stack {
                  {"properties", {{"city", {{"type", "string"}}}}},
                  {"required", {"city"}}}},
                {"endpoint", {{"url", base + "/api/weather?city={city}"}, {"method", "GET"}}}}}}};
+    if (!options_.gateway.is_null()) config["gateway"] = options_.gateway;
+    return config;
   }
 
   void StartLightweight() {

@@ -173,6 +173,9 @@ TEST_F(GatewayTest, SuccessShapeHeadersAndWireRequest) {
   // deadline = now + agent.turn_timeout (30 s in this config).
   EXPECT_GE(seen->request.deadline_unix_ms(), before + 30000);
   EXPECT_LE(seen->request.deadline_unix_ms(), UnixMillisNow() + 30000);
+  // route deadline = now + gateway.flow_timeout_ms (10 s: no flow in this config is longer).
+  EXPECT_GE(seen->request.route_deadline_unix_ms(), before + 10000);
+  EXPECT_LE(seen->request.route_deadline_unix_ms(), UnixMillisNow() + 10000);
 }
 
 // A worker (or outside service) that answers on the NATS reply subject, ignoring `reply_to`, is
@@ -958,6 +961,48 @@ TEST(GatewayAlone, DeadlineGives504AndPublishesCancel) {
   ASSERT_TRUE(stream.WaitComplete());
   EXPECT_TRUE(HasEvent(stream.Events(), "error", "deadline_exceeded"));
   EXPECT_TRUE(Eventually([&] { return cancels.Seen(stream.Response().headers["x-request-id"]); }));
+}
+
+// A lightweight worker that took a query and died (here: never answers) costs the client
+// gateway.flow_timeout_ms, not the agent turn's deadline; a query the worker queued for the
+// agents (a `queued` event) waits for its answer past that.
+TEST(GatewayAlone, AWorkerGoneMidFlowGives504AfterTheFlowTimeout) {
+  NatsServer nats;
+  StandInWorker worker(nats.url());
+  CancelListener cancels(nats.url());
+  Gateway gw(nats.url(),
+             R"({"agent": {"turn_timeout_ms": 60000}, "gateway": {"flow_timeout_ms": 1000}})");
+  ASSERT_TRUE(gw.WaitReady());
+  const auto started = std::chrono::steady_clock::now();
+  HttpReply r = Post(gw, QueryBody("silent"));
+  const auto waited = std::chrono::steady_clock::now() - started;
+  EXPECT_EQ(r.status, 504) << r.body;
+  EXPECT_EQ(Body(r)["error"]["code"], "deadline_exceeded");
+  EXPECT_NE(r.body.find("gateway.flow_timeout_ms (1000 ms)"), std::string::npos) << r.body;
+  EXPECT_GE(waited, milliseconds(1000));
+  EXPECT_LT(waited, seconds(30)) << "waited for the turn deadline instead";
+  EXPECT_TRUE(Eventually([&] { return cancels.Seen(r.headers["x-request-id"]); }));
+
+  // The same on a stream: an `error` event, not a 60 s wait.
+  SseStream silent(gw.port(), QueryBody("silent"));
+  ASSERT_TRUE(silent.WaitComplete(seconds(30)));
+  EXPECT_TRUE(HasEvent(silent.Events(), "error", "deadline_exceeded"));
+
+  // Queued for the agents: the answer 2 s later still arrives (no event shown for `queued`).
+  std::thread opener([&] {
+    std::this_thread::sleep_for(milliseconds(2000));
+    worker.gates.Open("slow-agent");
+  });
+  HttpReply answered = Post(gw, QueryBody("queued:slow-agent"));
+  opener.join();
+  EXPECT_EQ(answered.status, 200) << answered.body;
+  EXPECT_EQ(Body(answered)["message"], "after the queue");
+  SseStream stream(gw.port(), QueryBody("queued:slow-agent"));
+  ASSERT_TRUE(stream.WaitComplete(seconds(30)));
+  auto events = stream.Events();
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back().name, "done");
+  for (const auto& e : events) EXPECT_NE(e.name, "error") << e.data;
 }
 
 TEST(GatewayAlone, SigtermDrainsAnOpenStreamThenExitsZero) {

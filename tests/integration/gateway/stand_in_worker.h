@@ -10,6 +10,9 @@
 //   "silent"            -> nothing at all
 //   "stream-order"      -> token "Hel", tool_call, tool_result, token "lo", final (agent)
 //   "gate:<name>"       -> token "first", waits (up to 20 s) for gate <name>, token "second", final
+//   "queued:<name>"     -> a `queued` event (seq 0, as the real worker sends when it hands the
+//                          query to the agents), waits (up to 20 s) for gate <name>, final
+//                          "after the queue" (agent)
 //   "flood:<n>"         -> n token events "t0".."t<n-1>", then final
 //   "bigflood:<n>:<b>"  -> n token events of b bytes ("t<i>:" then padding), then final;
 //                          floods_done() counts the finished ones
@@ -201,7 +204,7 @@ class StandInWorker {
     }
     const std::string& message = r.request.message();
     const bool slow = message.rfind("gate:", 0) == 0 || message.rfind("flood:", 0) == 0 ||
-                      message.rfind("bigflood:", 0) == 0;
+                      message.rfind("bigflood:", 0) == 0 || message.rfind("queued:", 0) == 0;
     if (!slow) {
       Run(r);
       return;
@@ -245,6 +248,16 @@ class StandInWorker {
       if (stopped_) return;
       out.Token("second");
       out.Final("first second", "agent");
+      return;
+    }
+    if (message.rfind("queued:", 0) == 0) {
+      v1::QueryEvent queued;
+      queued.set_request_id(r.request.request_id());
+      queued.mutable_queued()->set_route("agent");
+      (void)conn_->Publish(to, queued.SerializeAsString());
+      gates.Wait(message.substr(7), std::chrono::seconds(20));
+      if (stopped_) return;
+      out.Final("after the queue", "agent");
       return;
     }
     if (message.rfind("bigflood:", 0) == 0) {

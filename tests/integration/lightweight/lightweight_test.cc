@@ -14,6 +14,7 @@
 
 #include "codec/json_struct.h"
 #include "nats/connection.h"
+#include "nats/micro_service.h"
 #include "support/test_support.h"
 #include "wf/v1/query.pb.h"
 #include "wf/v1/session.pb.h"
@@ -105,7 +106,12 @@ std::string TestConfig(int api_port, int dead_port) {
          {"name", "Upstream hangs"},
          {"trigger_patterns", {"hang on"}},
          {"endpoint",
-          {{"url", base + "/hang?ms=20000"}, {"method", "GET"}, {"timeout_ms", 300}}}}}},
+          {{"url", base + "/hang?ms=20000"}, {"method", "GET"}, {"timeout_ms", 300}}}},
+        {{"flow_id", "patient"},
+         {"name", "Upstream hangs, long flow timeout"},
+         {"trigger_patterns", {"wait for it"}},
+         {"endpoint",
+          {{"url", base + "/hang?ms=30000"}, {"method", "GET"}, {"timeout_ms", 20000}}}}}},
       {"tools",
        {{{"name", "weather"},
          {"description", "Weather"},
@@ -232,6 +238,75 @@ TEST_F(LightweightTest, UnmatchedWithoutAgentWorkerFailsFast) {
   ASSERT_TRUE(event.has_error()) << event.DebugString();
   EXPECT_EQ(event.error().code(), "no_agent_worker");
   EXPECT_FALSE(event.request_id().empty());
+}
+
+TEST_F(LightweightTest, RouteDeadlineIsRefusedOncePassedAndBoundsTheFlowCall) {
+  wf::v1::QueryRequest request;
+  request.set_message("order 1234");
+  request.set_session_id("s-1");
+  request.set_route_deadline_unix_ms(UnixMillisNow() - 1);
+  auto late = Send(request.SerializeAsString());
+  ASSERT_TRUE(late.has_error()) << late.DebugString();
+  EXPECT_EQ(late.error().code(), "deadline_exceeded");
+  EXPECT_NE(late.error().message().find("route deadline"), std::string::npos);
+
+  // A flow whose own timeout is 20 s is cut at the route deadline: the gateway stops waiting
+  // then, so the call must not go on behind its back.
+  request.set_message("wait for it");
+  request.set_route_deadline_unix_ms(UnixMillisNow() + 500);
+  auto start = std::chrono::steady_clock::now();
+  auto cut = Send(request.SerializeAsString());
+  auto took = std::chrono::steady_clock::now() - start;
+  ASSERT_TRUE(cut.has_error()) << cut.DebugString();
+  EXPECT_EQ(cut.error().code(), "upstream_timeout") << cut.error().message();
+  EXPECT_LT(took, std::chrono::seconds(10)) << "ran to the flow's own 20 s timeout";
+
+  // No route deadline (an outside publisher): the flow's own timeout alone, as before.
+  request.set_message("hang on");
+  request.clear_route_deadline_unix_ms();
+  auto own = Send(request.SerializeAsString());
+  ASSERT_TRUE(own.has_error());
+  EXPECT_EQ(own.error().code(), "upstream_timeout");
+}
+
+TEST_F(LightweightTest, UnmatchedQueryQueuedForTheAgentsIsAnnounced) {
+  // An agent pool that answers discovery (its consumer need not exist: the stream keeps the
+  // query); the real heavy worker is not needed to see what the lightweight worker does.
+  MicroService heavy(*conn_, "heavy", "0.0.1", "agent pool stand-in", "wf");
+  ASSERT_TRUE(heavy.Start().ok());
+  std::mutex mu;
+  std::vector<wf::v1::QueryEvent> events;
+  const std::string inbox = NatsConnection::NewInbox();
+  auto sub = conn_->Subscribe(inbox, [&](const NatsMsgView& msg) {
+    wf::v1::QueryEvent event;
+    if (!event.ParseFromArray(msg.data().data(), static_cast<int>(msg.data().size()))) return;
+    std::lock_guard lock(mu);
+    events.push_back(event);
+  });
+  ASSERT_TRUE(sub.ok());
+  ASSERT_TRUE(conn_->Flush(milliseconds(2000)).ok());
+  wf::v1::QueryRequest request;
+  request.set_message("tell me a story about dragons");
+  request.set_session_id("s-1");
+  request.set_request_id("req-queued-1");
+  request.set_reply_to(inbox);
+  request.set_route_deadline_unix_ms(UnixMillisNow() + 10000);
+  ASSERT_TRUE(conn_->Publish("wf.query", request.SerializeAsString()).ok());
+  ASSERT_TRUE(testing::Eventually([&] {
+    std::lock_guard lock(mu);
+    return !events.empty();
+  })) << workers_.front()->Log();
+  std::this_thread::sleep_for(milliseconds(200));  // nothing else follows
+  std::lock_guard lock(mu);
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].request_id(), "req-queued-1");
+  EXPECT_EQ(events[0].seq(), 0u);
+  ASSERT_TRUE(events[0].has_queued()) << events[0].DebugString();
+  EXPECT_EQ(events[0].queued().route(), "agent");
+  // And the query is in the agents' stream.
+  auto info = conn_->Request("$JS.API.STREAM.INFO.WF_HEAVY", "", milliseconds(2000));
+  ASSERT_TRUE(info.ok());
+  EXPECT_GE(nlohmann::json::parse(*info)["state"]["messages"].get<int>(), 1) << *info;
 }
 
 TEST_F(LightweightTest, UndecodableBytesGetAnErrorEvent) {

@@ -906,6 +906,38 @@ TEST(ConfigTest, GatewayRanges) {
   EXPECT_EQ(ErrorOf(c), "gateway: expected an object, got string");
 }
 
+TEST(ConfigTest, FlowTimeoutCoversEveryFlowsOwnTimeout) {
+  auto parse = [](const json& c) {
+    auto r = ParseConfig(c.dump());
+    EXPECT_TRUE(r.ok()) << r.error().message;
+    return r.ok() ? (*r)->gateway.flow_timeout : std::chrono::milliseconds(-1);
+  };
+  // Absent: 10 s, or the longest flow timeout plus 1 s when that is longer.
+  json c = Base();
+  EXPECT_EQ(parse(c), std::chrono::milliseconds(10000));
+  c["flows"][1]["endpoint"]["timeout_ms"] = 30000;
+  EXPECT_EQ(parse(c), std::chrono::milliseconds(31000));
+  c["flows"][1]["endpoint"]["timeout_ms"] = 600000;
+  EXPECT_EQ(parse(c), std::chrono::milliseconds(600000));
+  // Tools do not run on the gateway's path.
+  c = Base();
+  c["tools"][0]["endpoint"]["timeout_ms"] = 60000;
+  EXPECT_EQ(parse(c), std::chrono::milliseconds(10000));
+
+  // Set: used as given when no flow's own timeout is longer (equal is fine)...
+  c = Base();
+  c["gateway"]["flow_timeout_ms"] = 5000;  // both flows have the default 5000
+  EXPECT_EQ(parse(c), std::chrono::milliseconds(5000));
+  // ... and a config error naming the flow otherwise.
+  c["flows"][1]["endpoint"]["timeout_ms"] = 5001;
+  EXPECT_EQ(ErrorOf(c),
+            "gateway.flow_timeout_ms: 5000 is shorter than flows[1].endpoint.timeout_ms (5001, "
+            "flow \"leave\"): the gateway would give up before the flow's own timeout");
+  c = Base();
+  c["gateway"]["flow_timeout_ms"] = 1000;
+  EXPECT_STARTS_WITH(ErrorOf(c), "gateway.flow_timeout_ms: 1000 is shorter than flows[0]");
+}
+
 TEST(ConfigTest, HostileInputNeverCrashes) {
   // Deep nesting, huge numbers, odd unicode: an error or a config, never a crash.
   std::string deep(100000, '[');

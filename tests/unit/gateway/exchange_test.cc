@@ -185,6 +185,87 @@ TEST(Exchange, DeadlineGives504AndCancels) {
   EXPECT_EQ(json::parse(http.body)["error"]["code"], "deadline_exceeded");
 }
 
+/// A query whose worker went silent (died mid-flow) ends at the first-event deadline, long
+/// before the turn deadline; the 504 names gateway.flow_timeout_ms.
+Fixture WithFirstEventDeadline(ExchangeKind kind, milliseconds first_event, milliseconds deadline) {
+  Fixture f(kind, true, deadline);
+  Exchange::Params p;
+  p.kind = kind;
+  p.request_id = "REQ123";
+  p.session_id = "sess";
+  p.start = f.start;
+  p.deadline = f.start + deadline;
+  p.first_event_deadline = f.start + first_event;
+  p.flow_timeout = first_event;
+  p.heartbeat = milliseconds(200);
+  f.exchange = std::make_unique<Exchange>(p, std::make_unique<CaptureChannel>(f.capture));
+  return f;
+}
+
+v1::QueryEvent QueuedEvent() {
+  v1::QueryEvent e;
+  e.set_request_id("REQ123");
+  e.mutable_queued()->set_route("agent");
+  return e;
+}
+
+TEST(Exchange, SilenceUntilTheFirstEventDeadlineGives504AndCancels) {
+  Fixture f = WithFirstEventDeadline(ExchangeKind::kQuery, milliseconds(300), milliseconds(60000));
+  EXPECT_FALSE(f.exchange->OnTick(f.start + milliseconds(299)).finished);
+  EXPECT_EQ(f.capture->Count(), 0u);
+  auto outcome = f.exchange->OnTick(f.start + milliseconds(300));
+  EXPECT_TRUE(outcome.finished);
+  EXPECT_TRUE(outcome.cancel);
+  EXPECT_EQ(outcome.status, 504);
+  auto body = json::parse(SplitHttp(f.capture->All()).body);
+  EXPECT_EQ(body["error"]["code"], "deadline_exceeded");
+  EXPECT_NE(body["error"]["message"].get<std::string>().find("flow_timeout_ms (300 ms)"),
+            std::string::npos)
+      << body.dump();
+}
+
+TEST(Exchange, QueuedLiftsTheFirstEventDeadlineAndShowsNothing) {
+  for (ExchangeKind kind : {ExchangeKind::kQuery, ExchangeKind::kStream}) {
+    Fixture f = WithFirstEventDeadline(kind, milliseconds(300), milliseconds(5000));
+    f.exchange->StartStream();
+    const std::size_t before = f.capture->Count();
+    EXPECT_FALSE(f.exchange->OnEvent(QueuedEvent()).finished);
+    EXPECT_EQ(f.capture->Count(), before) << "queued is not shown to the client";
+    EXPECT_FALSE(f.exchange->OnTick(f.start + milliseconds(301)).finished);
+    EXPECT_FALSE(f.exchange->OnTick(f.start + milliseconds(4999)).finished);
+    // The turn deadline still holds.
+    auto outcome = f.exchange->OnTick(f.start + milliseconds(5000));
+    EXPECT_TRUE(outcome.finished);
+    EXPECT_NE(f.capture->All().find("request's deadline"), std::string::npos);
+  }
+}
+
+TEST(Exchange, AnyEventLiftsTheFirstEventDeadline) {
+  Fixture f = WithFirstEventDeadline(ExchangeKind::kStream, milliseconds(300), milliseconds(5000));
+  f.exchange->StartStream();
+  EXPECT_FALSE(f.exchange->OnEvent(Token("Hel")).finished);
+  EXPECT_FALSE(f.exchange->OnTick(f.start + milliseconds(1000)).finished);
+  EXPECT_TRUE(f.exchange->OnEvent(FinalEvent()).finished);
+}
+
+TEST(Exchange, QueuedAfterTheAgentsEventsChangesNothing) {
+  // Two publishers: the agent's first events may overtake the lightweight worker's `queued`.
+  Fixture f = WithFirstEventDeadline(ExchangeKind::kStream, milliseconds(300), milliseconds(5000));
+  f.exchange->StartStream();
+  v1::QueryEvent token = Token("Hel");
+  token.set_attempt(1);
+  EXPECT_FALSE(f.exchange->OnEvent(token).finished);
+  EXPECT_FALSE(f.exchange->OnEvent(QueuedEvent()).finished);
+  v1::QueryEvent done = FinalEvent();
+  done.set_attempt(1);
+  EXPECT_TRUE(f.exchange->OnEvent(done).finished);
+  bool complete = false;
+  std::string sse = Dechunk(SplitHttp(f.capture->All()).body, &complete);
+  EXPECT_TRUE(complete);
+  EXPECT_EQ(sse.find("reset"), std::string::npos) << sse;
+  EXPECT_NE(sse.find("event: done"), std::string::npos) << sse;
+}
+
 TEST(Exchange, NoRespondersIs503NoWorker) {
   Fixture f(ExchangeKind::kQuery);
   auto outcome = f.exchange->OnNoResponders();
