@@ -288,7 +288,7 @@ std::string Escaped(std::string_view text, std::size_t max_bytes) {
 struct GatewayCore {
   GatewayOptions options;
   std::shared_ptr<const Config> config;
-  QueryBodyLimits limits;
+  GatewayConfig limits;  // config.gateway: the body's value limits
   std::size_t max_body_bytes = 0;
   std::chrono::milliseconds turn_timeout{120000};
   /// gateway.flow_timeout_ms: the query's route deadline (see QueryRequest).
@@ -896,7 +896,7 @@ Result<std::unique_ptr<GatewayServer>> GatewayServer::Start(GatewayOptions optio
   core->options = options;
   core->config = options.config;
   const Config& config = *options.config;
-  core->limits.max_message_chars = config.gateway.max_message_chars;
+  core->limits = config.gateway;
   core->max_body_bytes = config.gateway.max_body_bytes;
   core->turn_timeout = config.agent.turn_timeout;
   core->flow_timeout = config.gateway.flow_timeout;

@@ -7,8 +7,8 @@
 
 #include "codec/json_limits.h"
 #include "codec/json_struct.h"
-#include "gateway/ids.h"
 #include "gateway/json_text.h"
+#include "protocol/query_rules.h"
 #include "text/utf8.h"
 
 namespace wf {
@@ -93,10 +93,10 @@ bool FindInexactNumber(const json& value, std::string* path) {
 
 }  // namespace
 
-Status ParseQueryBody(std::string_view body, const QueryBodyLimits& limits, v1::QueryRequest* out) {
-  if (JsonDepthExceeds(body, limits.max_nesting)) {
+Status ParseQueryBody(std::string_view body, const GatewayConfig& limits, v1::QueryRequest* out) {
+  if (JsonDepthExceeds(body, kMaxQueryNesting)) {
     return Status(ErrorCode::kBadRequest, "body: JSON nested deeper than " +
-                                              std::to_string(limits.max_nesting) + " levels");
+                                              std::to_string(kMaxQueryNesting) + " levels");
   }
   json doc = json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (doc.is_discarded()) {
@@ -137,41 +137,23 @@ Status ParseQueryBody(std::string_view body, const QueryBodyLimits& limits, v1::
     }
   }
 
+  // The JSON shape here; the values' rules (lengths, the session id's alphabet) are the wire
+  // contract's, checked below by ValidateQueryRequest as for any publisher on `wf.query`.
   if (message == nullptr) return FieldError("message", "required");
   if (!message->is_string()) {
     return FieldError("message", std::string("must be a string, not ") + TypeName(*message));
   }
-  const auto& message_text = message->get_ref<const std::string&>();
-  if (message_text.empty()) return FieldError("message", "must not be empty");
-  if (Utf8CodePoints(message_text) > limits.max_message_chars) {
-    return FieldError("message",
-                      "longer than " + std::to_string(limits.max_message_chars) + " characters");
-  }
-
   if (session_id == nullptr) return FieldError("session_id", "required");
   if (!session_id->is_string()) {
     return FieldError("session_id", std::string("must be a string, not ") + TypeName(*session_id));
   }
-  const auto& session_text = session_id->get_ref<const std::string&>();
-  if (!IsValidSessionId(session_text)) {
-    return FieldError("session_id", "must be 1-128 characters of A-Z a-z 0-9 . _ : -");
+  if (user_id != nullptr && !user_id->is_null() && !user_id->is_string()) {
+    return FieldError("user_id", std::string("must be a string, not ") + TypeName(*user_id));
   }
-
-  if (user_id != nullptr && !user_id->is_null()) {
-    if (!user_id->is_string()) {
-      return FieldError("user_id", std::string("must be a string, not ") + TypeName(*user_id));
-    }
-    if (Utf8CodePoints(user_id->get_ref<const std::string&>()) > limits.max_user_id_chars) {
-      return FieldError("user_id",
-                        "longer than " + std::to_string(limits.max_user_id_chars) + " characters");
-    }
-  }
-
   if (parameters != nullptr && !parameters->is_null() && !parameters->is_object()) {
     return FieldError("parameters",
                       std::string("must be a JSON object, not ") + TypeName(*parameters));
   }
-
   if (parameters != nullptr && parameters->is_object()) {
     std::string path = "parameters";
     if (FindInexactNumber(*parameters, &path)) {
@@ -182,14 +164,20 @@ Status ParseQueryBody(std::string_view body, const QueryBodyLimits& limits, v1::
     }
   }
 
-  out->set_message(std::move(message->get_ref<std::string&>()));
-  out->set_session_id(std::move(session_id->get_ref<std::string&>()));
+  v1::QueryRequest query;
+  query.set_message(std::move(message->get_ref<std::string&>()));
+  query.set_session_id(std::move(session_id->get_ref<std::string&>()));
   if (user_id != nullptr && user_id->is_string()) {
-    out->set_user_id(std::move(user_id->get_ref<std::string&>()));
+    query.set_user_id(std::move(user_id->get_ref<std::string&>()));
   }
   if (parameters != nullptr && parameters->is_object() && !parameters->empty()) {
-    *out->mutable_parameters() = JsonToStruct(*parameters);
+    *query.mutable_parameters() = JsonToStruct(*parameters);
   }
+  if (Status valid = ValidateQueryRequest(query, limits); !valid.ok()) return valid;
+  out->set_message(std::move(*query.mutable_message()));
+  out->set_session_id(std::move(*query.mutable_session_id()));
+  out->set_user_id(std::move(*query.mutable_user_id()));
+  if (query.has_parameters()) out->mutable_parameters()->Swap(query.mutable_parameters());
   return Status::Ok();
 }
 

@@ -3,27 +3,20 @@
 #include <cstddef>
 #include <string_view>
 
+#include "config/config.h"
 #include "error/error.h"
 #include "wf/v1/query.pb.h"
 
 namespace wf {
 
-/// Limits applied to the body of POST /api/v1/query[/stream] (from Config::gateway).
-struct QueryBodyLimits {
-  /// `message` may have at most this many Unicode code points.
-  std::size_t max_message_chars = 8000;
-  /// `user_id` may have at most this many code points.
-  std::size_t max_user_id_chars = 128;
-  /// Arrays/objects may nest at most this deep in the whole body (the body itself is level 1),
-  /// so converting `parameters` never recurses without bound.
-  int max_nesting = 32;
-};
-
 /// Parses and validates the JSON body of a query request:
-///   {"message": non-empty string (at most max_message_chars code points),
+///   {"message": non-empty string (at most limits.max_message_chars code points),
 ///    "session_id": 1..128 of [A-Za-z0-9._:-],
-///    "user_id": optional string (at most max_user_id_chars code points; null = absent),
+///    "user_id": optional string (at most kMaxQueryUserIdChars code points; null = absent),
 ///    "parameters": optional JSON object (null = absent)}
+/// The JSON is checked here (shape, types, nesting at most kMaxQueryNesting levels, numbers
+/// exact in a double); the values by ValidateQueryRequest (common/protocol), the same rules as
+/// for a QueryRequest published straight on `wf.query`.
 /// Any other field is rejected (not ignored), so a client's typo is reported instead of
 /// silently dropped.
 ///
@@ -37,6 +30,6 @@ struct QueryBodyLimits {
 ///                `parameters` whose magnitude exceeds 2^53: it travels as a double in a
 ///                google.protobuf.Struct and would arrive changed).
 /// Pure; any thread.
-Status ParseQueryBody(std::string_view body, const QueryBodyLimits& limits, v1::QueryRequest* out);
+Status ParseQueryBody(std::string_view body, const GatewayConfig& limits, v1::QueryRequest* out);
 
 }  // namespace wf

@@ -12,7 +12,7 @@ namespace {
 using nlohmann::json;
 
 Status Parse(const std::string& body, v1::QueryRequest* out = nullptr,
-             QueryBodyLimits limits = {}) {
+             GatewayConfig limits = {}) {
   v1::QueryRequest scratch;
   return ParseQueryBody(body, limits, out ? out : &scratch);
 }
@@ -110,7 +110,7 @@ TEST(QueryBody, SessionIdOf128CharactersIsFine) {
 }
 
 TEST(QueryBody, MessageLengthCountsCodePoints) {
-  QueryBodyLimits limits;
+  GatewayConfig limits;
   limits.max_message_chars = 5;
   v1::QueryRequest q;
   // Five Chinese characters are 15 bytes but 5 code points.
@@ -212,7 +212,7 @@ TEST(QueryBody, FuzzedBodiesNeverCrash) {
     }
     v1::QueryRequest q;
     Status s = Status::Ok();
-    ASSERT_NO_THROW(s = ParseQueryBody(body, QueryBodyLimits{}, &q)) << body;
+    ASSERT_NO_THROW(s = ParseQueryBody(body, GatewayConfig{}, &q)) << body;
     if (s.ok()) {
       ++accepted;
       EXPECT_FALSE(q.message().empty());
