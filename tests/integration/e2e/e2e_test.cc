@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <thread>
+
 #include "codec/json_struct.h"
 #include "nats/connection.h"
 #include "stack.h"
@@ -95,6 +97,28 @@ TEST(FlowPathTest, ReadyIsFalseWithoutLightweightWorkers) {
                     {"Content-Type: application/json"});
   EXPECT_EQ(q.status, 503) << q.body;
   EXPECT_EQ(json::parse(q.body)["error"]["code"], "no_worker");
+}
+
+// kill -9 of the lightweight worker while its flow waits on the business API: the client gets
+// 504 once gateway.flow_timeout_ms has passed, not after the agent deadline (20 s here).
+TEST(FlowPathTest, KilledWorkerMidFlowGives504AfterTheFlowTimeout) {
+  Stack s({.heavy_workers = 0,
+           .gateway = {{"flow_timeout_ms", 3000}},
+           .flow_endpoint_timeout_ms = 3000,
+           .hanging_flow = true});
+  const auto started = std::chrono::steady_clock::now();
+  std::pair<int, json> answer;
+  std::thread client([&] { answer = s.Query("stuck lookup 7", "stuck-1"); });
+  std::this_thread::sleep_for(milliseconds(500));  // the worker is waiting on the API now
+  s.lightweight_.front()->Signal(SIGKILL);
+  client.join();
+  const auto waited = std::chrono::steady_clock::now() - started;
+  EXPECT_EQ(answer.first, 504) << answer.second << s.Logs();
+  EXPECT_EQ(answer.second["error"]["code"], "deadline_exceeded");
+  EXPECT_NE(answer.second["error"]["message"].get<std::string>().find("flow_timeout_ms"),
+            std::string::npos)
+      << answer.second;
+  EXPECT_LT(waited, std::chrono::seconds(15)) << "waited for the agent deadline";
 }
 
 TEST(AgentPathTest, MultiTurnMemoryIncludesFlowTurns) {

@@ -25,7 +25,9 @@ struct StackOptions {
   bool start_lightweight = true;
   std::vector<std::string> heavy_args = {};  ///< More wf-heavy flags, e.g. --concurrency 1.
   nlohmann::json gateway = nullptr;  ///< The config's "gateway" section; null = none.
-  int flow_endpoint_timeout_ms = 0;  ///< The demo flow's endpoint.timeout_ms; 0 = default.
+  int flow_endpoint_timeout_ms = 0;  ///< The demo flows' endpoint.timeout_ms; 0 = default.
+  /// Adds flow "stuck_lookup" ("stuck lookup ..."), whose business API call never answers.
+  bool hanging_flow = false;
 };
 
 inline nlohmann::json DefaultRules() {
@@ -97,6 +99,13 @@ class Stack {
                  {"properties", {{"city", {{"type", "string"}}}}},
                  {"required", {"city"}}}},
                {"endpoint", {{"url", base + "/api/weather?city={city}"}, {"method", "GET"}}}}}}};
+    if (options_.hanging_flow) {
+      nlohmann::json stuck = endpoint;
+      stuck["url"] = base + "/hang?ms=600000";
+      config["flows"].push_back({{"flow_id", "stuck_lookup"},
+                                 {"trigger_patterns", {"stuck lookup"}},
+                                 {"endpoint", stuck}});
+    }
     if (!options_.gateway.is_null()) config["gateway"] = options_.gateway;
     return config;
   }
