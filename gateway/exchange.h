@@ -139,7 +139,7 @@ class Exchange {
   bool stream_started_ = false;
   bool wrote_since_head_ = false;
   uint32_t attempt_ =
-      0;  ///< Highest QueryEvent.attempt seen (0: none, or a worker that sets none).
+      0;                ///< Highest QueryEvent.attempt seen (0: none, or a worker that sets none).
   bool heard_ = false;  ///< Some QueryEvent came: first_event_deadline no longer applies.
   std::chrono::steady_clock::time_point last_write_;
 };

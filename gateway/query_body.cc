@@ -95,8 +95,8 @@ bool FindInexactNumber(const json& value, std::string* path) {
 
 Status ParseQueryBody(std::string_view body, const GatewayConfig& limits, v1::QueryRequest* out) {
   if (JsonDepthExceeds(body, kMaxQueryNesting)) {
-    return Status(ErrorCode::kBadRequest, "body: JSON nested deeper than " +
-                                              std::to_string(kMaxQueryNesting) + " levels");
+    return Status(ErrorCode::kBadRequest,
+                  "body: JSON nested deeper than " + std::to_string(kMaxQueryNesting) + " levels");
   }
   json doc = json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (doc.is_discarded()) {

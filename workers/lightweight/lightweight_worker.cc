@@ -322,9 +322,10 @@ void LightweightWorker::OnQuery(const NatsMsgView& msg) {
   input.user_message = request.message();
   input.session_id = request.session_id();
   // The gateway stops waiting at the route deadline: the call must not outlive it.
-  input.deadline_unix_ms = request.route_deadline_unix_ms() != 0
-                               ? std::min(request.deadline_unix_ms(), request.route_deadline_unix_ms())
-                               : request.deadline_unix_ms();
+  input.deadline_unix_ms =
+      request.route_deadline_unix_ms() != 0
+          ? std::min(request.deadline_unix_ms(), request.route_deadline_unix_ms())
+          : request.deadline_unix_ms();
   std::string flow_id = match->flow->flow_id;
   in_flight_.fetch_add(1);
   runtime_->RunFlow(

@@ -11,8 +11,7 @@ namespace {
 
 using nlohmann::json;
 
-Status Parse(const std::string& body, v1::QueryRequest* out = nullptr,
-             GatewayConfig limits = {}) {
+Status Parse(const std::string& body, v1::QueryRequest* out = nullptr, GatewayConfig limits = {}) {
   v1::QueryRequest scratch;
   return ParseQueryBody(body, limits, out ? out : &scratch);
 }
