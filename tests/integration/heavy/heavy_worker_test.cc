@@ -337,6 +337,57 @@ TEST(HeavyWorkerTest, ARedeliveredTurnsEventsCarryAttemptTwo) {
   EXPECT_EQ(second, "one two three four five six");
 }
 
+/// One redis-cli command against the stack's Redis; its output.
+std::string RedisCli(Stack& s, std::vector<std::string> args) {
+  args.insert(args.begin(), {"-p", std::to_string(s.redis_.port())});
+  Process cli("redis-cli", args);
+  EXPECT_EQ(cli.Wait(milliseconds(10000)).value_or(-1), 0);
+  std::string out = cli.Log();
+  while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
+  return out;
+}
+
+// Redis flushed (or restarted) while a turn runs: the session lock is gone. The lease renewal
+// used to fail silently, so a second query on the busy session was taken and ran alongside the
+// first (without seeing it). The running turn now takes its lock again at the next renewal, and
+// the second query is refused as busy.
+TEST(HeavyWorkerTest, ALockLostWhileItsTurnRunsIsTakenAgain) {
+  json rules = DefaultRules();
+  rules["rules"].insert(rules["rules"].begin(),
+                        json{{"when", {{"last_user_contains", "long story"}}},
+                             {"then",
+                              {{"reply",
+                                "once upon a time there were many words to stream slowly "
+                                "one after another until the very end of this story"},
+                               {"delay_ms", 400}}}});
+  Stack s({.llm_rules = rules, .ack_wait_ms = 3000});  // renewals every second
+  HeavyClient c(s);
+  c.Send("lease-1", "lease", "tell me a long story", 0, /*stream=*/true);
+  ASSERT_TRUE(Eventually([&] {
+    for (const auto& e : c.Events("lease-1")) {
+      if (e.has_token()) return true;
+    }
+    return false;
+  })) << s.Logs();
+  ASSERT_EQ(RedisCli(s, {"GET", "wf:lock:lease"}), "lease-1");
+  ASSERT_EQ(RedisCli(s, {"FLUSHALL"}), "OK");
+  EXPECT_TRUE(Eventually(
+      [&] {
+        return RedisCli(s, {"GET", "wf:lock:lease"}) == "lease-1";
+      },
+      seconds(10)))
+      << s.Logs();
+  auto [status, body] = s.Query("may I interrupt?", "lease");
+  EXPECT_EQ(status, 409) << body << s.Logs();
+  auto end = c.Terminal("lease-1", milliseconds(30000));
+  ASSERT_TRUE(end && end->has_final()) << (end ? end->DebugString() : "") << s.Logs();
+  // Once stored, the lock is released (the renewal did not take it back afterwards).
+  EXPECT_TRUE(
+      Eventually([&] { return s.Query("now it is my turn", "lease").first == 200; }, seconds(10)))
+      << s.Logs();
+  EXPECT_EQ(RedisCli(s, {"EXISTS", "wf:lock:lease"}), "0");
+}
+
 // The session history marks a cancelled turn's partial answer as such.
 TEST(HeavyWorkerTest, ACancelledTurnsPartialAnswerIsMarkedInTheHistory) {
   Stack s;
