@@ -337,6 +337,46 @@ TEST(HeavyWorkerTest, ARedeliveredTurnsEventsCarryAttemptTwo) {
   EXPECT_EQ(second, "one two three four five six");
 }
 
+/// DefaultRules() plus rules that make the model answer `trigger` with a call of `tool` whose
+/// arguments are `arguments` (a JSON text), and a function-mode answer of `reply`.
+json RulesCalling(const std::string& trigger, const std::string& tool,
+                  const std::string& arguments) {
+  json rules = DefaultRules();
+  rules["rules"].insert(
+      rules["rules"].begin(),
+      json{{"when", {{"last_user_contains", trigger}, {"no_tool_result", true}}},
+           {"then", {{"tool_calls", {{{"name", tool}, {"arguments", arguments}}}}}}});
+  return rules;
+}
+
+/// A JSON text nesting arrays `depth` deep inside {"order_id": ...}.
+std::string DeeplyNestedArguments(int depth) {
+  return "{\"order_id\":" + std::string(depth, '[') + std::string(depth, ']') + "}";
+}
+
+// The model's tool arguments are input from outside the process: arguments nested far deeper
+// than kMaxJsonNesting used to be converted and serialized recursively (flow parameters) and
+// crashed wf-heavy with a stack overflow, so the client got a 504 and the turn was lost. Now the
+// call gets an error result the model can recover from, and the worker keeps running.
+TEST(HeavyWorkerTest, DeeplyNestedToolArgumentsFromTheModelGetAnErrorResult) {
+  Stack s(
+      {.llm_rules = RulesCalling("deep flow call", "order_status", DeeplyNestedArguments(200000))});
+  auto [status, body] = s.Query("please make a deep flow call", "deep-args", 60000);
+  ASSERT_EQ(status, 200) << body << s.Logs();
+  const std::string answer = body["message"].get<std::string>();
+  EXPECT_EQ(answer.rfind("Tool said: Error (bad_request)", 0), 0u) << answer;
+  EXPECT_NE(answer.find("nested deeper than"), std::string::npos) << answer;
+  EXPECT_TRUE(s.heavy_[0]->Running()) << s.Logs();
+  // The turn is stored (its huge tool call keeps it out of the next turn's history budget), and
+  // the worker still answers the session afterwards.
+  auto stored = HttpCall("GET", s.Url("/api/v1/session/deep-args"));
+  ASSERT_EQ(stored.status, 200) << stored.body;
+  EXPECT_EQ(json::parse(stored.body)["messages"][0]["content"], "please make a deep flow call");
+  auto [status2, body2] = s.Query("recall please", "deep-args");
+  ASSERT_EQ(status2, 200) << body2 << s.Logs();
+  EXPECT_EQ(body2["message"].get<std::string>().rfind("history:", 0), 0u) << body2;
+}
+
 /// One redis-cli command against the stack's Redis; its output.
 std::string RedisCli(Stack& s, std::vector<std::string> args) {
   args.insert(args.begin(), {"-p", std::to_string(s.redis_.port())});

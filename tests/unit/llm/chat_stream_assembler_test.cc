@@ -169,6 +169,29 @@ TEST(ChatStreamAssembler, NonStreamedCompletion) {
   EXPECT_EQ(out.finish_reason, "tool_calls");
 }
 
+// A chunk nested far deeper than kMaxJsonNesting is refused before it is read: an error object or
+// object arguments that deep used to be serialized recursively and overflowed the stack.
+TEST(ChatStreamAssembler, DeeplyNestedChunksAreRefused) {
+  constexpr int kDepth = 200000;
+  const std::string deep = std::string(kDepth, '[') + std::string(kDepth, ']');
+  ChatStreamAssembler a;
+  Collector c;
+  Status error = a.ApplyData(R"({"error":)" + deep + "}", c.Fn());
+  ASSERT_FALSE(error.ok());
+  EXPECT_EQ(error.error().code, ErrorCode::kLlmError);
+  EXPECT_NE(error.error().message.find("nested deeper than"), std::string::npos)
+      << error.error().message;
+  ChatStreamAssembler b;
+  Status args = b.ApplyData(
+      R"({"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"name":"f","arguments":)" +
+          deep + "}}]}}]}",
+      c.Fn());
+  ASSERT_FALSE(args.ok());
+  EXPECT_EQ(args.error().code, ErrorCode::kLlmError);
+  // An ordinary chunk still passes.
+  EXPECT_TRUE(b.ApplyChunk(ContentChunk("fine"), c.Fn()).ok());
+}
+
 TEST(UpstreamErrorMessage, ReadsOpenAiErrorsAndCuts) {
   EXPECT_EQ(UpstreamErrorMessage(R"({"error":{"message":"Invalid model","code":"x"}})"), "Invalid model");
   EXPECT_EQ(UpstreamErrorMessage(R"({"error":"nope"})"), "nope");

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "codec/json_limits.h"
 #include "llm/utf8.h"
 
 namespace wf {
@@ -27,12 +28,16 @@ std::uint32_t AsCount(const nlohmann::json& obj, const char* key) {
 }  // namespace
 
 Status ChatStreamAssembler::ApplyData(std::string_view data, const TokenFn& on_token) {
-  nlohmann::json chunk = nlohmann::json::parse(data, nullptr, /*allow_exceptions=*/false);
-  if (chunk.is_discarded() || !chunk.is_object()) {
+  // Bounded: a chunk is copied and serialized recursively (error objects, object arguments).
+  Result<nlohmann::json> chunk = ParseBoundedJson(data);
+  if (!chunk.ok() && chunk.error().code == ErrorCode::kBadRequest) {
+    return Status(ErrorCode::kLlmError, "LLM stream carried a chunk " + chunk.error().message);
+  }
+  if (!chunk.ok() || !chunk->is_object()) {
     return Status(ErrorCode::kLlmError,
                   "LLM stream carried a malformed chunk: " + TruncateUtf8(SanitizeUtf8(data), 120));
   }
-  return ApplyChunk(chunk, on_token);
+  return ApplyChunk(*chunk, on_token);
 }
 
 Status ChatStreamAssembler::ApplyChunk(const nlohmann::json& chunk, const TokenFn& on_token) {
@@ -201,8 +206,9 @@ ChatOutcome ChatStreamAssembler::Finish(const TokenFn& on_token) {
 
 std::string UpstreamErrorMessage(std::string_view body, std::size_t max_bytes) {
   std::string text(body);
-  nlohmann::json j = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
-  if (!j.is_discarded() && j.is_object()) {
+  Result<nlohmann::json> parsed = ParseBoundedJson(body);
+  const nlohmann::json j = parsed.ok() ? std::move(parsed).value() : nlohmann::json();
+  if (j.is_object()) {
     const nlohmann::json* holder = &j;
     if (auto err = j.find("error"); err != j.end()) {
       if (err->is_string()) {

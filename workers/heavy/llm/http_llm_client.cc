@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "codec/json_limits.h"
 #include "llm/chat_request.h"
 #include "llm/chat_stream_assembler.h"
 #include "llm/sse_parser.h"
@@ -330,10 +331,14 @@ void HttpLlmClient::OnHttpDone(const std::shared_ptr<Call>& call, int attempt,
   }
   if (call->parser->events_dispatched() == 0 && !call->raw.empty()) {
     // Not an event stream: a server that answers one chat.completion object.
-    nlohmann::json completion =
-        nlohmann::json::parse(call->raw, nullptr, /*allow_exceptions=*/false);
-    if (!completion.is_discarded() && completion.is_object()) {
-      if (Status st = call->assembler->ApplyCompletion(completion, on_token); !st.ok()) {
+    // Bounded: the completion is copied recursively to be read as a chunk.
+    Result<nlohmann::json> completion = ParseBoundedJson(call->raw);
+    if (!completion.ok() && completion.error().code == ErrorCode::kBadRequest) {
+      Complete(call, Error{ErrorCode::kLlmError, "LLM answered " + completion.error().message});
+      return;
+    }
+    if (completion.ok() && completion->is_object()) {
+      if (Status st = call->assembler->ApplyCompletion(*completion, on_token); !st.ok()) {
         Complete(call, Error{ErrorCode::kLlmError, st.error().message});
         return;
       }
