@@ -377,6 +377,32 @@ TEST(HeavyWorkerTest, DeeplyNestedToolArgumentsFromTheModelGetAnErrorResult) {
   EXPECT_EQ(body2["message"].get<std::string>().rfind("history:", 0), 0u) << body2;
 }
 
+// Some OpenAI-compatible servers and proxies echo the key they received in their error message
+// ("Received API Key = sk-..."); that message used to reach the client's error event and the
+// worker's log as is. The key is now replaced by "***" before the message is cut or shown.
+TEST(HeavyWorkerTest, AnUpstreamErrorThatEchoesTheApiKeyDoesNotShowIt) {
+  const std::string key = "sk-test-ab12cd34ef56gh78ij90kl12mn34op56";
+  json rules = DefaultRules();
+  rules["rules"].insert(
+      rules["rules"].begin(),
+      json{{"when", {{"last_user_contains", "wrong key"}}},
+           {"then",
+            {{"status", 401},
+             {"message",
+              "Authentication Error, Invalid proxy server token passed. Received API Key "
+              "= {api_key}, Key Hash (Token) = 0badc0de"}}}});
+  Stack s({.llm_rules = rules, .heavy_args = {"--llm-api-key", key}});
+  auto [status, body] = s.Query("is this the wrong key?", "echo-key");
+  ASSERT_NE(status, 200) << body << s.Logs();
+  const std::string error = body.dump();
+  EXPECT_NE(error.find("Received API Key = ***"), std::string::npos) << error;
+  EXPECT_EQ(error.find(key), std::string::npos) << error;
+  // Not in wf-heavy's log either, nor any prefix long enough to matter.
+  const std::string heavy_log = s.heavy_[0]->Log();
+  EXPECT_NE(heavy_log.find("Received API Key = ***"), std::string::npos) << heavy_log;
+  EXPECT_EQ(heavy_log.find(key.substr(0, 12)), std::string::npos) << heavy_log;
+}
+
 /// One redis-cli command against the stack's Redis; its output.
 std::string RedisCli(Stack& s, std::vector<std::string> args) {
   args.insert(args.begin(), {"-p", std::to_string(s.redis_.port())});

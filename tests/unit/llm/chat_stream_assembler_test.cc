@@ -192,6 +192,25 @@ TEST(ChatStreamAssembler, DeeplyNestedChunksAreRefused) {
   EXPECT_TRUE(b.ApplyChunk(ContentChunk("fine"), c.Fn()).ok());
 }
 
+// Some servers and proxies echo the API key they received in their errors: never shown, not
+// even a prefix of it when the message is cut.
+TEST(UpstreamErrorMessage, RedactsTheSecretBeforeCutting) {
+  const std::string key = "sk-live-0123456789abcdef0123456789abcdef";
+  const std::string body =
+      R"({"error":{"message":"Invalid proxy server token passed. Received API Key = )" + key +
+      R"(, Key Hash (Token) = abc"}})";
+  const std::string message = UpstreamErrorMessage(body, 300, key);
+  EXPECT_EQ(message.find(key), std::string::npos) << message;
+  EXPECT_NE(message.find("Received API Key = ***"), std::string::npos) << message;
+  const std::string cut = UpstreamErrorMessage(body, 70, key);
+  EXPECT_EQ(cut.find("sk-live"), std::string::npos) << cut;
+  ChatStreamAssembler a(1u << 20, key);
+  Collector c;
+  Status streamed = a.ApplyData(body, c.Fn());
+  ASSERT_FALSE(streamed.ok());
+  EXPECT_EQ(streamed.error().message.find(key), std::string::npos) << streamed.error().message;
+}
+
 TEST(UpstreamErrorMessage, ReadsOpenAiErrorsAndCuts) {
   EXPECT_EQ(UpstreamErrorMessage(R"({"error":{"message":"Invalid model","code":"x"}})"), "Invalid model");
   EXPECT_EQ(UpstreamErrorMessage(R"({"error":"nope"})"), "nope");

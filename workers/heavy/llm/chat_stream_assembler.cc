@@ -35,7 +35,8 @@ Status ChatStreamAssembler::ApplyData(std::string_view data, const TokenFn& on_t
   }
   if (!chunk.ok() || !chunk->is_object()) {
     return Status(ErrorCode::kLlmError,
-                  "LLM stream carried a malformed chunk: " + TruncateUtf8(SanitizeUtf8(data), 120));
+                  "LLM stream carried a malformed chunk: " +
+                      TruncateUtf8(SanitizeUtf8(RedactSecret(std::string(data), secret_)), 120));
   }
   return ApplyChunk(*chunk, on_token);
 }
@@ -43,7 +44,8 @@ Status ChatStreamAssembler::ApplyData(std::string_view data, const TokenFn& on_t
 Status ChatStreamAssembler::ApplyChunk(const nlohmann::json& chunk, const TokenFn& on_token) {
   if (!chunk.is_object()) return Status(ErrorCode::kLlmError, "LLM chunk is not an object");
   if (auto err = chunk.find("error"); err != chunk.end() && !err->is_null()) {
-    return Status(ErrorCode::kLlmError, "LLM stream error: " + UpstreamErrorMessage(chunk.dump()));
+    return Status(ErrorCode::kLlmError,
+                  "LLM stream error: " + UpstreamErrorMessage(chunk.dump(), 300, secret_));
   }
   if (auto usage = chunk.find("usage"); usage != chunk.end() && usage->is_object()) {
     ApplyUsage(*usage);
@@ -204,7 +206,17 @@ ChatOutcome ChatStreamAssembler::Finish(const TokenFn& on_token) {
   return out;
 }
 
-std::string UpstreamErrorMessage(std::string_view body, std::size_t max_bytes) {
+std::string RedactSecret(std::string text, std::string_view secret) {
+  if (secret.empty()) return text;
+  for (std::size_t at = text.find(secret); at != std::string::npos;
+       at = text.find(secret, at + 3)) {
+    text.replace(at, secret.size(), "***");
+  }
+  return text;
+}
+
+std::string UpstreamErrorMessage(std::string_view body, std::size_t max_bytes,
+                                 std::string_view secret) {
   std::string text(body);
   Result<nlohmann::json> parsed = ParseBoundedJson(body);
   const nlohmann::json j = parsed.ok() ? std::move(parsed).value() : nlohmann::json();
@@ -224,7 +236,7 @@ std::string UpstreamErrorMessage(std::string_view body, std::size_t max_bytes) {
       }
     }
   }
-  return TruncateUtf8(SanitizeUtf8(text), max_bytes);
+  return TruncateUtf8(SanitizeUtf8(RedactSecret(std::move(text), secret)), max_bytes);
 }
 
 }  // namespace wf

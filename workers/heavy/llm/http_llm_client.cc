@@ -200,7 +200,8 @@ void HttpLlmClient::StartAttempt(const std::shared_ptr<Call>& call) {
     }
     attempt = ++call->attempts;
     call->parser = std::make_unique<SseParser>();
-    call->assembler = std::make_unique<ChatStreamAssembler>(options_.max_stream_bytes);
+    call->assembler =
+        std::make_unique<ChatStreamAssembler>(options_.max_stream_bytes, options_.api_key);
     call->raw.clear();
     call->saw_done = false;
     call->stream_error.reset();
@@ -312,7 +313,7 @@ void HttpLlmClient::OnHttpDone(const std::shared_ptr<Call>& call, int attempt,
   HttpResponse& response = result.value();
   if (!IsSuccess(response.status)) {
     const std::string message = "LLM returned HTTP " + std::to_string(response.status) + ": " +
-                                UpstreamErrorMessage(response.body);
+                                UpstreamErrorMessage(response.body, 300, options_.api_key);
     if (IsRetryableHttpStatus(response.status)) {
       RetryOrFail(call, Error{ErrorCode::kLlmError, message},
                   ParseRetryAfter(response.retry_after, std::chrono::system_clock::now()));
