@@ -403,6 +403,39 @@ TEST(HeavyWorkerTest, AnUpstreamErrorThatEchoesTheApiKeyDoesNotShowIt) {
   EXPECT_EQ(heavy_log.find(key.substr(0, 12)), std::string::npos) << heavy_log;
 }
 
+// Ollama numbers every tool call of one streamed answer 0 (ollama/ollama#15457). Two calls of one
+// answer used to be merged into one with both argument objects concatenated, which failed as
+// "not a JSON object"; now both run and both results go back to the model.
+TEST(HeavyWorkerTest, ParallelToolCallsAllNumberedZeroBothRun) {
+  json rules = DefaultRules();
+  rules["rules"].insert(
+      rules["rules"].begin(),
+      json{{"when", {{"last_user_contains", "two cities"}, {"no_tool_result", true}}},
+           {"then",
+            {{"tool_call_index_zero", true},
+             {"tool_calls",
+              {{{"name", "weather"}, {"arguments", {{"city", "Rome"}}}},
+               {{"name", "weather"}, {"arguments", {{"city", "Paris"}}}}}}}}});
+  Stack s({.llm_rules = rules});
+  HeavyClient c(s);
+  c.Send("zero-1", "zero", "weather for two cities please");
+  auto end = c.Terminal("zero-1");
+  ASSERT_TRUE(end && end->has_final()) << (end ? end->DebugString() : "") << s.Logs();
+  std::vector<std::string> calls;
+  int ok_results = 0;
+  for (const auto& e : c.Events("zero-1")) {
+    if (e.has_tool_call()) calls.push_back(e.tool_call().arguments_json());
+    if (e.has_tool_result() && e.tool_result().ok()) ++ok_results;
+  }
+  EXPECT_EQ(calls, (std::vector<std::string>{R"({"city":"Rome"})", R"({"city":"Paris"})"}));
+  EXPECT_EQ(ok_results, 2);
+  // The model's next request carried both results.
+  const json last = LlmStats(s)["last_requests"].back();
+  int tool_messages = 0;
+  for (const auto& m : last["messages"]) tool_messages += m["role"] == "tool" ? 1 : 0;
+  EXPECT_EQ(tool_messages, 2) << last.dump();
+}
+
 /// One redis-cli command against the stack's Redis; its output.
 std::string RedisCli(Stack& s, std::vector<std::string> args) {
   args.insert(args.begin(), {"-p", std::to_string(s.redis_.port())});

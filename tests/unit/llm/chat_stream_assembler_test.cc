@@ -64,6 +64,47 @@ TEST(ChatStreamAssembler, TokensSplitInsideACharacterAreHeldBack) {
   EXPECT_EQ(out.content, "a" + ni + "b");
 }
 
+// Ollama's OpenAI-compatible API numbers every tool call of an answer 0 (ollama/ollama#15457):
+// the calls are told apart by their ids. They used to be merged into one call with the first
+// name and the arguments of all of them concatenated.
+TEST(ChatStreamAssembler, CallsThatShareIndexZeroAreToldApartByTheirIds) {
+  ChatStreamAssembler a;
+  Collector c;
+  ASSERT_TRUE(a.ApplyChunk(ToolChunk({{"index", 0},
+                                      {"id", "call_x"},
+                                      {"type", "function"},
+                                      {"function", {{"name", "weather"}, {"arguments", ""}}}}),
+                           c.Fn())
+                  .ok());
+  ASSERT_TRUE(
+      a.ApplyChunk(ToolChunk({{"index", 0}, {"function", {{"arguments", "{\"city\":"}}}}), c.Fn())
+          .ok());
+  ASSERT_TRUE(
+      a.ApplyChunk(ToolChunk({{"index", 0}, {"function", {{"arguments", "\"Rome\"}"}}}}), c.Fn())
+          .ok());
+  ASSERT_TRUE(a.ApplyChunk(ToolChunk({{"index", 0},
+                                      {"id", "call_y"},
+                                      {"type", "function"},
+                                      {"function", {{"name", "time"}, {"arguments", "{\"tz\""}}}}),
+                           c.Fn())
+                  .ok());
+  // The same id again (some servers repeat it) continues that call.
+  ASSERT_TRUE(
+      a.ApplyChunk(
+           ToolChunk({{"index", 0}, {"id", "call_y"}, {"function", {{"arguments", ":\"UTC\"}"}}}}),
+           c.Fn())
+          .ok());
+  ASSERT_TRUE(a.ApplyChunk(FinishChunk("tool_calls"), c.Fn()).ok());
+  const ChatOutcome out = a.Finish(c.Fn());
+  ASSERT_EQ(out.tool_calls.size(), 2u);
+  EXPECT_EQ(out.tool_calls[0].id(), "call_x");
+  EXPECT_EQ(out.tool_calls[0].name(), "weather");
+  EXPECT_EQ(out.tool_calls[0].arguments_json(), "{\"city\":\"Rome\"}");
+  EXPECT_EQ(out.tool_calls[1].id(), "call_y");
+  EXPECT_EQ(out.tool_calls[1].name(), "time");
+  EXPECT_EQ(out.tool_calls[1].arguments_json(), "{\"tz\":\"UTC\"}");
+}
+
 TEST(ChatStreamAssembler, ParallelToolCallsWithInterleavedIndexes) {
   ChatStreamAssembler a;
   Collector c;

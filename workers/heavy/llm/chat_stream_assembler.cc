@@ -118,7 +118,12 @@ Status ChatStreamAssembler::ApplyToolCallDelta(const nlohmann::json& delta) {
     const long long index = idx->get<long long>();
     if (index < 0 || index > 1024) return Status(ErrorCode::kLlmError, "LLM tool call index out of range");
     for (std::size_t i = 0; i < calls_.size(); ++i) {
-      if (calls_[i].index == index) pos = i;
+      if (calls_[i].index == index) pos = i;  // the latest call with that index
+    }
+    // Some servers (Ollama, ollama/ollama#15457) give every call of an answer index 0: a delta
+    // bringing an id other than that of the call at its index starts a new call.
+    if (pos != calls_.size() && !id.empty() && !calls_[pos].id.empty() && id != calls_[pos].id) {
+      pos = calls_.size();
     }
     if (pos == calls_.size()) calls_.push_back(PendingCall{static_cast<int>(index), "", "", ""});
   } else if (!calls_.empty() && (id.empty() || id == calls_[last_call_].id)) {

@@ -19,7 +19,9 @@ namespace wf {
 /// UTF-8 character is incomplete), tool calls are assembled by `index` (id and name from the first
 /// delta that has them, argument fragments concatenated byte for byte, so a fragment may end inside
 /// a UTF-8 character), finish_reason and usage are kept. Only choice 0 is read. A delta without an
-/// `index` continues the last call unless it brings a new id. `refusal` deltas count as content.
+/// `index` continues the last call unless it brings a new id; a delta whose id differs from that
+/// of the call at its index starts a new call (servers that number every call 0, as Ollama does;
+/// calls sharing an index keep their arrival order). `refusal` deltas count as content.
 ///
 /// Pure, no I/O; not thread-safe (one per response).
 class ChatStreamAssembler {
