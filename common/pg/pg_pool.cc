@@ -4,6 +4,8 @@
 #include <cctype>
 #include <pqxx/except>
 #include <pqxx/nontransaction>
+#include <string_view>
+#include <vector>
 
 namespace wf {
 namespace {
@@ -16,26 +18,89 @@ bool IsUriForm(std::string_view uri) {
   return StartsWith(uri, "postgresql://") || StartsWith(uri, "postgres://");
 }
 
-/// The password of a URI (`scheme://user:pass@host`) or key=value string (`password=...`),
-/// as written (still percent-encoded in a URI), or "".
-std::string ExtractPassword(const std::string& uri) {
+bool IsSecretKey(std::string_view key) { return key == "password" || key == "sslpassword"; }
+
+std::string PercentDecode(const std::string& in);
+
+/// Every secret of a connection string as libpq reads it: the password of a URI's userinfo and
+/// the values of `password` / `sslpassword` in a URI's query (`?password=...`, which libpq
+/// accepts as well) or in a key=value string (spaces around '=' allowed, values quoted or with
+/// backslash escapes). Each both as written and decoded, so either form can be found in text.
+std::vector<std::string> ExtractSecrets(const std::string& uri) {
+  std::vector<std::string> raw;
+  std::vector<std::string> decoded;
   if (IsUriForm(uri)) {
     const std::size_t start = uri.find("://") + 3;
-    const std::size_t at = uri.rfind('@');
-    if (at == std::string::npos || at < start) return {};
-    const std::string userinfo = uri.substr(start, at - start);
-    const std::size_t colon = userinfo.find(':');
-    return colon == std::string::npos ? std::string{} : userinfo.substr(colon + 1);
+    const std::size_t authority_end = uri.find_first_of("/?", start);
+    const std::string authority = uri.substr(
+        start, authority_end == std::string::npos ? std::string::npos : authority_end - start);
+    if (const std::size_t at = authority.rfind('@'); at != std::string::npos) {
+      const std::string userinfo = authority.substr(0, at);
+      if (const std::size_t colon = userinfo.find(':'); colon != std::string::npos) {
+        raw.push_back(userinfo.substr(colon + 1));
+      }
+    }
+    if (const std::size_t query = uri.find('?', start); query != std::string::npos) {
+      std::size_t at = query + 1;
+      while (at <= uri.size()) {
+        std::size_t amp = uri.find('&', at);
+        if (amp == std::string::npos) amp = uri.size();
+        const std::string pair = uri.substr(at, amp - at);
+        const std::size_t eq = pair.find('=');
+        if (eq != std::string::npos && IsSecretKey(PercentDecode(pair.substr(0, eq)))) {
+          raw.push_back(pair.substr(eq + 1));
+        }
+        at = amp + 1;
+      }
+    }
+    for (const std::string& r : raw) decoded.push_back(PercentDecode(r));
+  } else {
+    // libpq's conninfo grammar: key [spaces] = [spaces] value, value quoted or not.
+    std::size_t i = 0;
+    const auto space = [&](std::size_t k) {
+      return k < uri.size() && std::isspace(static_cast<unsigned char>(uri[k])) != 0;
+    };
+    while (i < uri.size()) {
+      while (space(i)) ++i;
+      const std::size_t key_start = i;
+      while (i < uri.size() && uri[i] != '=' && !space(i)) ++i;
+      const std::string key = uri.substr(key_start, i - key_start);
+      while (space(i)) ++i;
+      if (i >= uri.size() || uri[i] != '=') break;
+      ++i;
+      while (space(i)) ++i;
+      const std::size_t value_start = i;
+      std::string value;
+      if (i < uri.size() && uri[i] == '\'') {
+        for (++i; i < uri.size() && uri[i] != '\''; ++i) {
+          if (uri[i] == '\\' && i + 1 < uri.size()) ++i;
+          value.push_back(uri[i]);
+        }
+        if (i < uri.size()) ++i;  // closing quote
+      } else {
+        for (; i < uri.size() && !space(i); ++i) {
+          if (uri[i] == '\\' && i + 1 < uri.size()) ++i;
+          value.push_back(uri[i]);
+        }
+      }
+      if (IsSecretKey(key)) {
+        raw.push_back(uri.substr(value_start, i - value_start));
+        decoded.push_back(value);
+      }
+    }
   }
-  const std::size_t key = uri.find("password=");
-  if (key == std::string::npos) return {};
-  std::size_t begin = key + 9;
-  if (begin < uri.size() && uri[begin] == '\'') {
-    const std::size_t end = uri.find('\'', begin + 1);
-    return uri.substr(begin + 1, end == std::string::npos ? std::string::npos : end - begin - 1);
+  std::vector<std::string> out;
+  for (auto* list : {&raw, &decoded}) {
+    for (std::string& secret : *list) {
+      if (!secret.empty() && std::find(out.begin(), out.end(), secret) == out.end()) {
+        out.push_back(std::move(secret));
+      }
+    }
   }
-  const std::size_t end = uri.find_first_of(" \t", begin);
-  return uri.substr(begin, end == std::string::npos ? std::string::npos : end - begin);
+  // Longest first, so a secret that contains another is replaced whole.
+  std::sort(out.begin(), out.end(),
+            [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
+  return out;
 }
 
 std::string PercentDecode(const std::string& in) {
@@ -76,10 +141,11 @@ std::string WithConnectTimeout(const std::string& uri, std::chrono::milliseconds
 
 std::string RedactPostgresUri(const std::string& uri) {
   std::string out = uri;
-  const std::string password = ExtractPassword(uri);
   if (IsUriForm(uri)) {
     const std::size_t start = uri.find("://") + 3;
-    const std::size_t at = uri.rfind('@');
+    const std::size_t authority_end = uri.find_first_of("/?", start);
+    const std::size_t at =
+        uri.rfind('@', authority_end == std::string::npos ? std::string::npos : authority_end);
     if (at != std::string::npos && at >= start) {
       const std::string userinfo = uri.substr(start, at - start);
       const std::size_t colon = userinfo.find(':');
@@ -88,17 +154,14 @@ std::string RedactPostgresUri(const std::string& uri) {
       }
     }
   }
-  if (!password.empty()) {
-    ReplaceAll(out, password, "***");
-    ReplaceAll(out, PercentDecode(password), "***");
-  }
+  for (const std::string& secret : ExtractSecrets(uri)) ReplaceAll(out, secret, "***");
   return out;
 }
 
 PgPool::PgPool(const std::string& uri, PgPoolOptions options)
     : uri_(WithConnectTimeout(uri, options.connect_timeout)),
       redacted_uri_(RedactPostgresUri(uri)),
-      password_(ExtractPassword(uri)),
+      secrets_(ExtractSecrets(uri)),
       options_(options) {}
 
 PgPool::~PgPool() = default;
@@ -219,10 +282,7 @@ Error PgPool::TranslateCurrentException(bool& broken) const {
     error = {ErrorCode::kInternal, "postgres: unknown exception"};
   }
   // libpq may echo parts of the connection string; never let the password through.
-  if (!password_.empty()) {
-    ReplaceAll(error.message, password_, "***");
-    ReplaceAll(error.message, PercentDecode(password_), "***");
-  }
+  for (const std::string& secret : secrets_) ReplaceAll(error.message, secret, "***");
   // Messages from libpq end with newlines; keep log lines single.
   std::replace(error.message.begin(), error.message.end(), '\n', ' ');
   while (!error.message.empty() && error.message.back() == ' ') error.message.pop_back();

@@ -108,7 +108,7 @@ class PgPool {
 
   std::string uri_;
   std::string redacted_uri_;
-  std::string password_;
+  std::vector<std::string> secrets_;  ///< Passwords of uri_ (raw and decoded): never shown.
   PgPoolOptions options_;
   std::mutex mutex_;
   std::condition_variable available_;

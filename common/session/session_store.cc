@@ -196,13 +196,17 @@ redis.call('HDEL', KEYS[2], ARGV[1])
 return redis.call('ZREM', KEYS[1], ARGV[1])
 )lua";
 
-/// KEYS: lock. ARGV: owner, lease. 1 = extended, 0 = not the owner.
+/// KEYS: lock. ARGV: owner, lease. 1 = extended, 2 = it was free (expired, flushed): taken
+/// again, 0 = held by another owner.
 constexpr std::string_view kRenewScript = R"lua(
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+local v = redis.call('GET', KEYS[1])
+if v == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return 1
 end
-return 0
+if v then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 2
 )lua";
 
 /// KEYS: lock. ARGV: owner. 1 = released, 0 = not the owner.
@@ -732,9 +736,13 @@ Status SessionStore::RenewLock(const std::string& session_id, const std::string&
   Result<RedisReply> reply =
       Eval(kRenewScript, {keys.lock}, {owner, std::to_string(lease.count())});
   if (!reply) return reply.error();
-  if (reply->integer != 1) {
+  if (reply->integer == 0) {
     return Status(ErrorCode::kSessionBusy,
-                  "the lock of session " + session_id + " is no longer held by this owner");
+                  "the lock of session " + session_id + " is held by another owner");
+  }
+  if (reply->integer == 2) {
+    spdlog::warn("session store: the lock of session {} was gone while {} held it: taken again",
+                 session_id, owner);
   }
   return Status::Ok();
 }

@@ -154,8 +154,10 @@ class SessionStore {
                                               std::chrono::milliseconds lease,
                                               std::uint64_t queue_position = 0);
 
-  /// Extends the lock to `lease` from now if `owner` still holds it.
-  /// Errors: kSessionBusy (not held by `owner`: expired or taken over), kBadRequest, kUnavailable.
+  /// Extends the lock to `lease` from now if `owner` still holds it, or takes it again for
+  /// `owner` when nobody holds it (its lease ran out, or Redis lost it: FLUSHALL, a restart), so
+  /// a turn that still runs keeps its session busy. Only for an owner whose turn still runs.
+  /// Errors: kSessionBusy (another owner holds it), kBadRequest, kUnavailable.
   Status RenewLock(const std::string& session_id, const std::string& owner,
                    std::chrono::milliseconds lease);
 

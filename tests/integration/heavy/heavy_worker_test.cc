@@ -337,6 +337,156 @@ TEST(HeavyWorkerTest, ARedeliveredTurnsEventsCarryAttemptTwo) {
   EXPECT_EQ(second, "one two three four five six");
 }
 
+/// DefaultRules() plus rules that make the model answer `trigger` with a call of `tool` whose
+/// arguments are `arguments` (a JSON text), and a function-mode answer of `reply`.
+json RulesCalling(const std::string& trigger, const std::string& tool,
+                  const std::string& arguments) {
+  json rules = DefaultRules();
+  rules["rules"].insert(
+      rules["rules"].begin(),
+      json{{"when", {{"last_user_contains", trigger}, {"no_tool_result", true}}},
+           {"then", {{"tool_calls", {{{"name", tool}, {"arguments", arguments}}}}}}});
+  return rules;
+}
+
+/// A JSON text nesting arrays `depth` deep inside {"order_id": ...}.
+std::string DeeplyNestedArguments(int depth) {
+  return "{\"order_id\":" + std::string(depth, '[') + std::string(depth, ']') + "}";
+}
+
+// The model's tool arguments are input from outside the process: arguments nested far deeper
+// than kMaxJsonNesting used to be converted and serialized recursively (flow parameters) and
+// crashed wf-heavy with a stack overflow, so the client got a 504 and the turn was lost. Now the
+// call gets an error result the model can recover from, and the worker keeps running.
+TEST(HeavyWorkerTest, DeeplyNestedToolArgumentsFromTheModelGetAnErrorResult) {
+  Stack s(
+      {.llm_rules = RulesCalling("deep flow call", "order_status", DeeplyNestedArguments(200000))});
+  auto [status, body] = s.Query("please make a deep flow call", "deep-args", 60000);
+  ASSERT_EQ(status, 200) << body << s.Logs();
+  const std::string answer = body["message"].get<std::string>();
+  EXPECT_EQ(answer.rfind("Tool said: Error (bad_request)", 0), 0u) << answer;
+  EXPECT_NE(answer.find("nested deeper than"), std::string::npos) << answer;
+  EXPECT_TRUE(s.heavy_[0]->Running()) << s.Logs();
+  // The turn is stored (its huge tool call keeps it out of the next turn's history budget), and
+  // the worker still answers the session afterwards.
+  auto stored = HttpCall("GET", s.Url("/api/v1/session/deep-args"));
+  ASSERT_EQ(stored.status, 200) << stored.body;
+  EXPECT_EQ(json::parse(stored.body)["messages"][0]["content"], "please make a deep flow call");
+  auto [status2, body2] = s.Query("recall please", "deep-args");
+  ASSERT_EQ(status2, 200) << body2 << s.Logs();
+  EXPECT_EQ(body2["message"].get<std::string>().rfind("history:", 0), 0u) << body2;
+}
+
+// Some OpenAI-compatible servers and proxies echo the key they received in their error message
+// ("Received API Key = sk-..."); that message used to reach the client's error event and the
+// worker's log as is. The key is now replaced by "***" before the message is cut or shown.
+TEST(HeavyWorkerTest, AnUpstreamErrorThatEchoesTheApiKeyDoesNotShowIt) {
+  const std::string key = "sk-test-ab12cd34ef56gh78ij90kl12mn34op56";
+  json rules = DefaultRules();
+  rules["rules"].insert(
+      rules["rules"].begin(),
+      json{{"when", {{"last_user_contains", "wrong key"}}},
+           {"then",
+            {{"status", 401},
+             {"message",
+              "Authentication Error, Invalid proxy server token passed. Received API Key "
+              "= {api_key}, Key Hash (Token) = 0badc0de"}}}});
+  Stack s({.llm_rules = rules, .heavy_args = {"--llm-api-key", key}});
+  auto [status, body] = s.Query("is this the wrong key?", "echo-key");
+  ASSERT_NE(status, 200) << body << s.Logs();
+  const std::string error = body.dump();
+  EXPECT_NE(error.find("Received API Key = ***"), std::string::npos) << error;
+  EXPECT_EQ(error.find(key), std::string::npos) << error;
+  // Not in wf-heavy's log either, nor any prefix long enough to matter.
+  const std::string heavy_log = s.heavy_[0]->Log();
+  EXPECT_NE(heavy_log.find("Received API Key = ***"), std::string::npos) << heavy_log;
+  EXPECT_EQ(heavy_log.find(key.substr(0, 12)), std::string::npos) << heavy_log;
+}
+
+// Ollama numbers every tool call of one streamed answer 0 (ollama/ollama#15457). Two calls of one
+// answer used to be merged into one with both argument objects concatenated, which failed as
+// "not a JSON object"; now both run and both results go back to the model.
+TEST(HeavyWorkerTest, ParallelToolCallsAllNumberedZeroBothRun) {
+  json rules = DefaultRules();
+  rules["rules"].insert(
+      rules["rules"].begin(),
+      json{{"when", {{"last_user_contains", "two cities"}, {"no_tool_result", true}}},
+           {"then",
+            {{"tool_call_index_zero", true},
+             {"tool_calls",
+              {{{"name", "weather"}, {"arguments", {{"city", "Rome"}}}},
+               {{"name", "weather"}, {"arguments", {{"city", "Paris"}}}}}}}}});
+  Stack s({.llm_rules = rules});
+  HeavyClient c(s);
+  c.Send("zero-1", "zero", "weather for two cities please");
+  auto end = c.Terminal("zero-1");
+  ASSERT_TRUE(end && end->has_final()) << (end ? end->DebugString() : "") << s.Logs();
+  std::vector<std::string> calls;
+  int ok_results = 0;
+  for (const auto& e : c.Events("zero-1")) {
+    if (e.has_tool_call()) calls.push_back(e.tool_call().arguments_json());
+    if (e.has_tool_result() && e.tool_result().ok()) ++ok_results;
+  }
+  EXPECT_EQ(calls, (std::vector<std::string>{R"({"city":"Rome"})", R"({"city":"Paris"})"}));
+  EXPECT_EQ(ok_results, 2);
+  // The model's next request carried both results.
+  const json last = LlmStats(s)["last_requests"].back();
+  int tool_messages = 0;
+  for (const auto& m : last["messages"]) tool_messages += m["role"] == "tool" ? 1 : 0;
+  EXPECT_EQ(tool_messages, 2) << last.dump();
+}
+
+/// One redis-cli command against the stack's Redis; its output.
+std::string RedisCli(Stack& s, std::vector<std::string> args) {
+  args.insert(args.begin(), {"-p", std::to_string(s.redis_.port())});
+  Process cli("redis-cli", args);
+  EXPECT_EQ(cli.Wait(milliseconds(10000)).value_or(-1), 0);
+  std::string out = cli.Log();
+  while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
+  return out;
+}
+
+// Redis flushed (or restarted) while a turn runs: the session lock is gone. The lease renewal
+// used to fail silently, so a second query on the busy session was taken and ran alongside the
+// first (without seeing it). The running turn now takes its lock again at the next renewal, and
+// the second query is refused as busy.
+TEST(HeavyWorkerTest, ALockLostWhileItsTurnRunsIsTakenAgain) {
+  json rules = DefaultRules();
+  rules["rules"].insert(rules["rules"].begin(),
+                        json{{"when", {{"last_user_contains", "long story"}}},
+                             {"then",
+                              {{"reply",
+                                "once upon a time there were many words to stream slowly "
+                                "one after another until the very end of this story"},
+                               {"delay_ms", 400}}}});
+  Stack s({.llm_rules = rules, .ack_wait_ms = 3000});  // renewals every second
+  HeavyClient c(s);
+  c.Send("lease-1", "lease", "tell me a long story", 0, /*stream=*/true);
+  ASSERT_TRUE(Eventually([&] {
+    for (const auto& e : c.Events("lease-1")) {
+      if (e.has_token()) return true;
+    }
+    return false;
+  })) << s.Logs();
+  ASSERT_EQ(RedisCli(s, {"GET", "wf:lock:lease"}), "lease-1");
+  ASSERT_EQ(RedisCli(s, {"FLUSHALL"}), "OK");
+  EXPECT_TRUE(Eventually(
+      [&] {
+        return RedisCli(s, {"GET", "wf:lock:lease"}) == "lease-1";
+      },
+      seconds(10)))
+      << s.Logs();
+  auto [status, body] = s.Query("may I interrupt?", "lease");
+  EXPECT_EQ(status, 409) << body << s.Logs();
+  auto end = c.Terminal("lease-1", milliseconds(30000));
+  ASSERT_TRUE(end && end->has_final()) << (end ? end->DebugString() : "") << s.Logs();
+  // Once stored, the lock is released (the renewal did not take it back afterwards).
+  EXPECT_TRUE(
+      Eventually([&] { return s.Query("now it is my turn", "lease").first == 200; }, seconds(10)))
+      << s.Logs();
+  EXPECT_EQ(RedisCli(s, {"EXISTS", "wf:lock:lease"}), "0");
+}
+
 // The session history marks a cancelled turn's partial answer as such.
 TEST(HeavyWorkerTest, ACancelledTurnsPartialAnswerIsMarkedInTheHistory) {
   Stack s;

@@ -49,6 +49,29 @@ TEST_F(PgPoolTest, RunsQueries) {
   EXPECT_TRUE(pool->Ping());
 }
 
+// A password given as a URI query parameter (which libpq accepts) used to be logged as written:
+// Describe() is the startup log line, and a failed connect's error message goes to stderr.
+TEST_F(PgPoolTest, APasswordInTheUriQueryIsNeverShown) {
+  const std::string secret = "Query-Pa55word";
+  auto pool = PgPool::Connect(server_->url() + "?password=" + secret, {});
+  ASSERT_TRUE(pool.ok()) << pool.error().message;
+  EXPECT_EQ((*pool)->Describe().find(secret), std::string::npos) << (*pool)->Describe();
+  EXPECT_TRUE((*pool)->Ping());
+
+  // Nothing listens on this port: the connect error names the server, not the password.
+  const int closed = testing::FreePort();
+  PgPoolOptions options;
+  options.connect_timeout = milliseconds(2000);
+  auto failed = PgPool::Connect(
+      "postgresql://postgres@127.0.0.1:" + std::to_string(closed) + "/postgres?password=" + secret,
+      options);
+  ASSERT_FALSE(failed.ok());
+  EXPECT_EQ(failed.error().code, ErrorCode::kUnavailable);
+  EXPECT_NE(failed.error().message.find(std::to_string(closed)), std::string::npos)
+      << failed.error().message;
+  EXPECT_EQ(failed.error().message.find(secret), std::string::npos) << failed.error().message;
+}
+
 TEST_F(PgPoolTest, SqlErrorsAreInternalAndKeepThePoolUsable) {
   auto pool = Pool();
   ASSERT_TRUE(pool);

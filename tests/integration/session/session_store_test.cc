@@ -483,6 +483,18 @@ TEST_F(SessionStoreTest, RenewExtendsTheLease) {
   EXPECT_GT(Integer(redis, {"PTTL", "wf:lock:renewed"}), 1000);
 }
 
+// A lock lost while its owner still runs (lease ran out, Redis flushed or restarted) is taken
+// again by the owner's renewal; it used to stay free for any other turn to take.
+TEST_F(SessionStoreTest, RenewTakesBackALockThatWasLost) {
+  ASSERT_TRUE(store_->TryLock("lost", "owner", milliseconds(60000)).value());
+  auto redis = RawRedis(redis_->port());
+  ASSERT_EQ(Integer(redis, {"DEL", "wf:lock:lost"}), 1);
+  ASSERT_TRUE(store_->RenewLock("lost", "owner", milliseconds(60000)).ok());
+  EXPECT_FALSE(store_->TryLock("lost", "other", milliseconds(60000)).value());
+  EXPECT_GT(Integer(redis, {"PTTL", "wf:lock:lost"}), 1000);
+  EXPECT_TRUE(store_->Unlock("lost", "owner").ok());
+}
+
 TEST_F(SessionStoreTest, ConcurrentAppendsLoseNothingAndKeepRunOrder) {
   constexpr int kThreads = 8;
   constexpr int kRunsPerThread = 5;

@@ -53,5 +53,20 @@ TEST(ParseModelJson, ToleratesFencesAndSpace) {
   EXPECT_FALSE(ParseModelJson("").ok());
 }
 
+// A function-mode skill's answer nested far deeper than kMaxJsonNesting is refused: it passed
+// {"type":"object"} and was then serialized recursively, overflowing the stack.
+TEST(ParseModelJson, RefusesAnswersNestedTooDeeply) {
+  constexpr int kDepth = 200000;
+  std::string deep;
+  for (int i = 0; i < kDepth; ++i) deep += R"({"a":)";
+  deep += "1" + std::string(kDepth, '}');
+  auto parsed = ParseModelJson(deep);
+  ASSERT_FALSE(parsed.ok());
+  EXPECT_EQ(parsed.error().code, ErrorCode::kBadRequest);
+  EXPECT_NE(parsed.error().message.find("nested deeper than"), std::string::npos)
+      << parsed.error().message;
+  EXPECT_TRUE(ParseModelJson(R"({"a":{"b":[1,2]}})").ok());
+}
+
 }  // namespace
 }  // namespace wf

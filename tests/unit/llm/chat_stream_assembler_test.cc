@@ -64,6 +64,47 @@ TEST(ChatStreamAssembler, TokensSplitInsideACharacterAreHeldBack) {
   EXPECT_EQ(out.content, "a" + ni + "b");
 }
 
+// Ollama's OpenAI-compatible API numbers every tool call of an answer 0 (ollama/ollama#15457):
+// the calls are told apart by their ids. They used to be merged into one call with the first
+// name and the arguments of all of them concatenated.
+TEST(ChatStreamAssembler, CallsThatShareIndexZeroAreToldApartByTheirIds) {
+  ChatStreamAssembler a;
+  Collector c;
+  ASSERT_TRUE(a.ApplyChunk(ToolChunk({{"index", 0},
+                                      {"id", "call_x"},
+                                      {"type", "function"},
+                                      {"function", {{"name", "weather"}, {"arguments", ""}}}}),
+                           c.Fn())
+                  .ok());
+  ASSERT_TRUE(
+      a.ApplyChunk(ToolChunk({{"index", 0}, {"function", {{"arguments", "{\"city\":"}}}}), c.Fn())
+          .ok());
+  ASSERT_TRUE(
+      a.ApplyChunk(ToolChunk({{"index", 0}, {"function", {{"arguments", "\"Rome\"}"}}}}), c.Fn())
+          .ok());
+  ASSERT_TRUE(a.ApplyChunk(ToolChunk({{"index", 0},
+                                      {"id", "call_y"},
+                                      {"type", "function"},
+                                      {"function", {{"name", "time"}, {"arguments", "{\"tz\""}}}}),
+                           c.Fn())
+                  .ok());
+  // The same id again (some servers repeat it) continues that call.
+  ASSERT_TRUE(
+      a.ApplyChunk(
+           ToolChunk({{"index", 0}, {"id", "call_y"}, {"function", {{"arguments", ":\"UTC\"}"}}}}),
+           c.Fn())
+          .ok());
+  ASSERT_TRUE(a.ApplyChunk(FinishChunk("tool_calls"), c.Fn()).ok());
+  const ChatOutcome out = a.Finish(c.Fn());
+  ASSERT_EQ(out.tool_calls.size(), 2u);
+  EXPECT_EQ(out.tool_calls[0].id(), "call_x");
+  EXPECT_EQ(out.tool_calls[0].name(), "weather");
+  EXPECT_EQ(out.tool_calls[0].arguments_json(), "{\"city\":\"Rome\"}");
+  EXPECT_EQ(out.tool_calls[1].id(), "call_y");
+  EXPECT_EQ(out.tool_calls[1].name(), "time");
+  EXPECT_EQ(out.tool_calls[1].arguments_json(), "{\"tz\":\"UTC\"}");
+}
+
 TEST(ChatStreamAssembler, ParallelToolCallsWithInterleavedIndexes) {
   ChatStreamAssembler a;
   Collector c;
@@ -167,6 +208,48 @@ TEST(ChatStreamAssembler, NonStreamedCompletion) {
   EXPECT_EQ(out.tool_calls[1].id(), "c2");
   EXPECT_EQ(out.usage.total_tokens(), 7u);
   EXPECT_EQ(out.finish_reason, "tool_calls");
+}
+
+// A chunk nested far deeper than kMaxJsonNesting is refused before it is read: an error object or
+// object arguments that deep used to be serialized recursively and overflowed the stack.
+TEST(ChatStreamAssembler, DeeplyNestedChunksAreRefused) {
+  constexpr int kDepth = 200000;
+  const std::string deep = std::string(kDepth, '[') + std::string(kDepth, ']');
+  ChatStreamAssembler a;
+  Collector c;
+  Status error = a.ApplyData(R"({"error":)" + deep + "}", c.Fn());
+  ASSERT_FALSE(error.ok());
+  EXPECT_EQ(error.error().code, ErrorCode::kLlmError);
+  EXPECT_NE(error.error().message.find("nested deeper than"), std::string::npos)
+      << error.error().message;
+  ChatStreamAssembler b;
+  Status args = b.ApplyData(
+      R"({"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"name":"f","arguments":)" +
+          deep + "}}]}}]}",
+      c.Fn());
+  ASSERT_FALSE(args.ok());
+  EXPECT_EQ(args.error().code, ErrorCode::kLlmError);
+  // An ordinary chunk still passes.
+  EXPECT_TRUE(b.ApplyChunk(ContentChunk("fine"), c.Fn()).ok());
+}
+
+// Some servers and proxies echo the API key they received in their errors: never shown, not
+// even a prefix of it when the message is cut.
+TEST(UpstreamErrorMessage, RedactsTheSecretBeforeCutting) {
+  const std::string key = "sk-live-0123456789abcdef0123456789abcdef";
+  const std::string body =
+      R"({"error":{"message":"Invalid proxy server token passed. Received API Key = )" + key +
+      R"(, Key Hash (Token) = abc"}})";
+  const std::string message = UpstreamErrorMessage(body, 300, key);
+  EXPECT_EQ(message.find(key), std::string::npos) << message;
+  EXPECT_NE(message.find("Received API Key = ***"), std::string::npos) << message;
+  const std::string cut = UpstreamErrorMessage(body, 70, key);
+  EXPECT_EQ(cut.find("sk-live"), std::string::npos) << cut;
+  ChatStreamAssembler a(1u << 20, key);
+  Collector c;
+  Status streamed = a.ApplyData(body, c.Fn());
+  ASSERT_FALSE(streamed.ok());
+  EXPECT_EQ(streamed.error().message.find(key), std::string::npos) << streamed.error().message;
 }
 
 TEST(UpstreamErrorMessage, ReadsOpenAiErrorsAndCuts) {

@@ -26,6 +26,27 @@ TEST(PgUriTest, RedactsKeyValuePassword) {
   EXPECT_EQ(quoted.find("s3 cr3t"), std::string::npos);
 }
 
+// libpq also takes the password as a URI query parameter and in key=value strings with spaces
+// around '='; those used to be shown as written (logs, startup errors).
+TEST(PgUriTest, RedactsPasswordsInUriQueryParameters) {
+  const std::string redacted =
+      RedactPostgresUri("postgresql://app@db/wf?sslmode=disable&password=Qu3ry%40Secret&x=1");
+  EXPECT_EQ(redacted.find("Qu3ry"), std::string::npos) << redacted;
+  EXPECT_EQ(redacted, "postgresql://app@db/wf?sslmode=disable&password=***&x=1");
+  const std::string ssl = RedactPostgresUri("postgres://db/wf?sslpassword=KeyPass99");
+  EXPECT_EQ(ssl.find("KeyPass99"), std::string::npos) << ssl;
+}
+
+TEST(PgUriTest, RedactsKeyValuePasswordWithSpacesAroundTheEqualsSign) {
+  const std::string redacted = RedactPostgresUri("host=db password = Sp4ced dbname=wf");
+  EXPECT_EQ(redacted.find("Sp4ced"), std::string::npos) << redacted;
+  EXPECT_NE(redacted.find("dbname=wf"), std::string::npos) << redacted;
+  const std::string both =
+      RedactPostgresUri("host=db sslpassword=SslOne password='It\\'s2' dbname=wf");
+  EXPECT_EQ(both.find("SslOne"), std::string::npos) << both;
+  EXPECT_EQ(both.find("s2"), std::string::npos) << both;
+}
+
 TEST(BundledMigrationsTest, AreTheSqlFilesInLexicalOrder) {
   const auto& bundled = BundledMigrations();
   ASSERT_FALSE(bundled.empty());

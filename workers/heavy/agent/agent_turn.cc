@@ -1,14 +1,15 @@
 #include "agent/agent_turn.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <exception>
 #include <set>
 #include <utility>
 
-#include <spdlog/spdlog.h>
-
 #include "agent/history.h"
 #include "agent/output_validation.h"
+#include "codec/json_limits.h"
 #include "llm/utf8.h"
 
 namespace wf {
@@ -37,10 +38,9 @@ std::shared_ptr<const ToolCatalog> AgentCatalog(const std::shared_ptr<const Conf
 
 /// What a skill is given as its user message (see AgentTurn's contract).
 std::string SkillInput(const std::string& arguments_json) {
-  nlohmann::json args = nlohmann::json::parse(arguments_json, nullptr, false);
-  if (!args.is_discarded() && args.is_object() && args.size() == 1 &&
-      args.begin().value().is_string()) {
-    return args.begin().value().get<std::string>();
+  Result<nlohmann::json> args = ParseBoundedJson(arguments_json);
+  if (args.ok() && args->is_object() && args->size() == 1 && args->begin().value().is_string()) {
+    return args->begin().value().get<std::string>();
   }
   return arguments_json;
 }
@@ -455,11 +455,14 @@ void AgentTurn::DispatchTools(const std::shared_ptr<Loop>& loop, int round) {
                            (available.empty() ? std::string("none") : available)));
       continue;
     }
-    nlohmann::json args = nlohmann::json::parse(call.arguments_json(), nullptr, false);
-    if (args.is_discarded() || !args.is_object()) {
+    // Bounded: tools, flows and skills copy and serialize the arguments recursively.
+    Result<nlohmann::json> args = ParseBoundedJson(call.arguments_json());
+    if (!args.ok() || !args->is_object()) {
       done(ErrorResult(std::string(WireName(ErrorCode::kBadRequest)),
-                       "the arguments are not a JSON object: " +
-                           TruncateUtf8(call.arguments_json(), 200)));
+                       !args.ok() && args.error().code == ErrorCode::kBadRequest
+                           ? "the arguments are " + args.error().message
+                           : "the arguments are not a JSON object: " +
+                                 TruncateUtf8(call.arguments_json(), 200)));
       continue;
     }
     try {

@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "codec/json_limits.h"
 #include "llm/utf8.h"
 
 namespace wf {
@@ -129,8 +130,10 @@ Result<nlohmann::json> ParseModelJson(std::string_view text) {
     body = nl == std::string_view::npos ? std::string_view() : body.substr(nl + 1);
     body = TrimSpace(body);
   }
-  nlohmann::json j = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) {
+  // Bounded: the answer is serialized recursively once validated.
+  Result<nlohmann::json> j = ParseBoundedJson(body);
+  if (!j.ok() && j.error().code == ErrorCode::kBadRequest) return j.error();
+  if (!j.ok()) {
     return Error{ErrorCode::kBadRequest, "not JSON: " + TruncateUtf8(SanitizeUtf8(body), 120)};
   }
   return j;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "codec/json_limits.h"
 #include "llm/utf8.h"
 
 namespace wf {
@@ -27,18 +28,24 @@ std::uint32_t AsCount(const nlohmann::json& obj, const char* key) {
 }  // namespace
 
 Status ChatStreamAssembler::ApplyData(std::string_view data, const TokenFn& on_token) {
-  nlohmann::json chunk = nlohmann::json::parse(data, nullptr, /*allow_exceptions=*/false);
-  if (chunk.is_discarded() || !chunk.is_object()) {
-    return Status(ErrorCode::kLlmError,
-                  "LLM stream carried a malformed chunk: " + TruncateUtf8(SanitizeUtf8(data), 120));
+  // Bounded: a chunk is copied and serialized recursively (error objects, object arguments).
+  Result<nlohmann::json> chunk = ParseBoundedJson(data);
+  if (!chunk.ok() && chunk.error().code == ErrorCode::kBadRequest) {
+    return Status(ErrorCode::kLlmError, "LLM stream carried a chunk " + chunk.error().message);
   }
-  return ApplyChunk(chunk, on_token);
+  if (!chunk.ok() || !chunk->is_object()) {
+    return Status(ErrorCode::kLlmError,
+                  "LLM stream carried a malformed chunk: " +
+                      TruncateUtf8(SanitizeUtf8(RedactSecret(std::string(data), secret_)), 120));
+  }
+  return ApplyChunk(*chunk, on_token);
 }
 
 Status ChatStreamAssembler::ApplyChunk(const nlohmann::json& chunk, const TokenFn& on_token) {
   if (!chunk.is_object()) return Status(ErrorCode::kLlmError, "LLM chunk is not an object");
   if (auto err = chunk.find("error"); err != chunk.end() && !err->is_null()) {
-    return Status(ErrorCode::kLlmError, "LLM stream error: " + UpstreamErrorMessage(chunk.dump()));
+    return Status(ErrorCode::kLlmError,
+                  "LLM stream error: " + UpstreamErrorMessage(chunk.dump(), 300, secret_));
   }
   if (auto usage = chunk.find("usage"); usage != chunk.end() && usage->is_object()) {
     ApplyUsage(*usage);
@@ -111,7 +118,12 @@ Status ChatStreamAssembler::ApplyToolCallDelta(const nlohmann::json& delta) {
     const long long index = idx->get<long long>();
     if (index < 0 || index > 1024) return Status(ErrorCode::kLlmError, "LLM tool call index out of range");
     for (std::size_t i = 0; i < calls_.size(); ++i) {
-      if (calls_[i].index == index) pos = i;
+      if (calls_[i].index == index) pos = i;  // the latest call with that index
+    }
+    // Some servers (Ollama, ollama/ollama#15457) give every call of an answer index 0: a delta
+    // bringing an id other than that of the call at its index starts a new call.
+    if (pos != calls_.size() && !id.empty() && !calls_[pos].id.empty() && id != calls_[pos].id) {
+      pos = calls_.size();
     }
     if (pos == calls_.size()) calls_.push_back(PendingCall{static_cast<int>(index), "", "", ""});
   } else if (!calls_.empty() && (id.empty() || id == calls_[last_call_].id)) {
@@ -199,10 +211,21 @@ ChatOutcome ChatStreamAssembler::Finish(const TokenFn& on_token) {
   return out;
 }
 
-std::string UpstreamErrorMessage(std::string_view body, std::size_t max_bytes) {
+std::string RedactSecret(std::string text, std::string_view secret) {
+  if (secret.empty()) return text;
+  for (std::size_t at = text.find(secret); at != std::string::npos;
+       at = text.find(secret, at + 3)) {
+    text.replace(at, secret.size(), "***");
+  }
+  return text;
+}
+
+std::string UpstreamErrorMessage(std::string_view body, std::size_t max_bytes,
+                                 std::string_view secret) {
   std::string text(body);
-  nlohmann::json j = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
-  if (!j.is_discarded() && j.is_object()) {
+  Result<nlohmann::json> parsed = ParseBoundedJson(body);
+  const nlohmann::json j = parsed.ok() ? std::move(parsed).value() : nlohmann::json();
+  if (j.is_object()) {
     const nlohmann::json* holder = &j;
     if (auto err = j.find("error"); err != j.end()) {
       if (err->is_string()) {
@@ -218,7 +241,7 @@ std::string UpstreamErrorMessage(std::string_view body, std::size_t max_bytes) {
       }
     }
   }
-  return TruncateUtf8(SanitizeUtf8(text), max_bytes);
+  return TruncateUtf8(SanitizeUtf8(RedactSecret(std::move(text), secret)), max_bytes);
 }
 
 }  // namespace wf

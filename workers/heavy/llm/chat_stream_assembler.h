@@ -4,6 +4,7 @@
 #include <functional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -18,7 +19,9 @@ namespace wf {
 /// UTF-8 character is incomplete), tool calls are assembled by `index` (id and name from the first
 /// delta that has them, argument fragments concatenated byte for byte, so a fragment may end inside
 /// a UTF-8 character), finish_reason and usage are kept. Only choice 0 is read. A delta without an
-/// `index` continues the last call unless it brings a new id. `refusal` deltas count as content.
+/// `index` continues the last call unless it brings a new id; a delta whose id differs from that
+/// of the call at its index starts a new call (servers that number every call 0, as Ollama does;
+/// calls sharing an index keep their arrival order). `refusal` deltas count as content.
 ///
 /// Pure, no I/O; not thread-safe (one per response).
 class ChatStreamAssembler {
@@ -49,7 +52,10 @@ class ChatStreamAssembler {
   /// True once a usage object arrived.
   bool has_usage() const { return has_usage_; }
 
-  explicit ChatStreamAssembler(std::size_t max_bytes = 8u << 20) : max_bytes_(max_bytes) {}
+  /// `secret` (e.g. the API key) is replaced by "***" in every error message built from what the
+  /// server sent, before any cut, since some servers and proxies echo the key they received.
+  explicit ChatStreamAssembler(std::size_t max_bytes = 8u << 20, std::string secret = {})
+      : max_bytes_(max_bytes), secret_(std::move(secret)) {}
 
  private:
   struct PendingCall {
@@ -65,6 +71,7 @@ class ChatStreamAssembler {
   void ApplyUsage(const nlohmann::json& usage);
 
   std::size_t max_bytes_;
+  std::string secret_;
   std::string content_;
   std::size_t emitted_ = 0;  ///< Bytes of content_ already passed to on_token.
   std::vector<PendingCall> calls_;
@@ -77,7 +84,12 @@ class ChatStreamAssembler {
 };
 
 /// The human-readable message of an OpenAI-style error body (`{"error":{"message":...}}` or
-/// `{"message":...}`), else the body itself; made valid UTF-8 and cut to `max_bytes`. Pure.
-std::string UpstreamErrorMessage(std::string_view body, std::size_t max_bytes = 300);
+/// `{"message":...}`), else the body itself; every occurrence of `secret` (when not empty)
+/// replaced by "***", then made valid UTF-8 and cut to `max_bytes`. Pure.
+std::string UpstreamErrorMessage(std::string_view body, std::size_t max_bytes = 300,
+                                 std::string_view secret = {});
+
+/// `text` with every occurrence of `secret` (when not empty) replaced by "***". Pure.
+std::string RedactSecret(std::string text, std::string_view secret);
 
 }  // namespace wf

@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "codec/json_limits.h"
 #include "llm/chat_request.h"
 #include "llm/chat_stream_assembler.h"
 #include "llm/sse_parser.h"
@@ -199,7 +200,8 @@ void HttpLlmClient::StartAttempt(const std::shared_ptr<Call>& call) {
     }
     attempt = ++call->attempts;
     call->parser = std::make_unique<SseParser>();
-    call->assembler = std::make_unique<ChatStreamAssembler>(options_.max_stream_bytes);
+    call->assembler =
+        std::make_unique<ChatStreamAssembler>(options_.max_stream_bytes, options_.api_key);
     call->raw.clear();
     call->saw_done = false;
     call->stream_error.reset();
@@ -311,7 +313,7 @@ void HttpLlmClient::OnHttpDone(const std::shared_ptr<Call>& call, int attempt,
   HttpResponse& response = result.value();
   if (!IsSuccess(response.status)) {
     const std::string message = "LLM returned HTTP " + std::to_string(response.status) + ": " +
-                                UpstreamErrorMessage(response.body);
+                                UpstreamErrorMessage(response.body, 300, options_.api_key);
     if (IsRetryableHttpStatus(response.status)) {
       RetryOrFail(call, Error{ErrorCode::kLlmError, message},
                   ParseRetryAfter(response.retry_after, std::chrono::system_clock::now()));
@@ -330,10 +332,14 @@ void HttpLlmClient::OnHttpDone(const std::shared_ptr<Call>& call, int attempt,
   }
   if (call->parser->events_dispatched() == 0 && !call->raw.empty()) {
     // Not an event stream: a server that answers one chat.completion object.
-    nlohmann::json completion =
-        nlohmann::json::parse(call->raw, nullptr, /*allow_exceptions=*/false);
-    if (!completion.is_discarded() && completion.is_object()) {
-      if (Status st = call->assembler->ApplyCompletion(completion, on_token); !st.ok()) {
+    // Bounded: the completion is copied recursively to be read as a chunk.
+    Result<nlohmann::json> completion = ParseBoundedJson(call->raw);
+    if (!completion.ok() && completion.error().code == ErrorCode::kBadRequest) {
+      Complete(call, Error{ErrorCode::kLlmError, "LLM answered " + completion.error().message});
+      return;
+    }
+    if (completion.ok() && completion->is_object()) {
+      if (Status st = call->assembler->ApplyCompletion(*completion, on_token); !st.ok()) {
         Complete(call, Error{ErrorCode::kLlmError, st.error().message});
         return;
       }

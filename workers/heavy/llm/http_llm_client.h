@@ -48,7 +48,8 @@ struct LlmClientOptions {
   /// OpenAI-compatible base URL, e.g. "https://api.openai.com/v1" or "http://127.0.0.1:8090/v1";
   /// requests go to base_url + "/chat/completions" (a trailing '/' is dropped).
   std::string base_url;
-  /// Sent as `Authorization: Bearer <key>` when non-empty; never logged.
+  /// Sent as `Authorization: Bearer <key>` when non-empty; never logged, and replaced by "***"
+  /// in error messages built from what the server answered (some echo the key they received).
   std::string api_key;
   /// Model used when a request names none (e.g. from --llm-model / LLM_MODEL).
   std::string default_model;

@@ -133,6 +133,11 @@ struct HeavyWorker::Turn {
   std::shared_ptr<AgentTurn> agent;
   std::unique_ptr<EventSink> sink;
   bool locked = false;
+  // The session lock's lease is renewed (TickInProgress) only while this is true; it is cleared
+  // under lease_mu before the turn gives the lock up, so a renewal in flight never takes a lock
+  // the turn has just released.
+  std::mutex lease_mu;
+  bool lease_renewing = false;
   std::atomic<bool> cancelled{false};
   std::atomic<bool> handed_back{false};
   std::atomic<bool> released{false};
@@ -228,6 +233,7 @@ Result<std::unique_ptr<HeavyWorker>> HeavyWorker::Start(std::shared_ptr<const Co
 
 Status HeavyWorker::Setup() {
   executor_ = std::make_unique<ThreadPoolExecutor>(std::max(1, options_.executor_threads));
+  lease_executor_ = std::make_unique<ThreadPoolExecutor>(1);
   tools_ = std::make_unique<NatsToolRunner>(conn_, timer_, prefix_);
   if (auto s = tools_->Start(); !s.ok()) return s;
 
@@ -574,12 +580,17 @@ void HeavyWorker::AcquireLockThenRun(const std::shared_ptr<Turn>& turn) {
     return;
   }
   turn->locked = true;
+  {
+    std::lock_guard lease(turn->lease_mu);
+    turn->lease_renewing = true;
+  }
   if (!turn->id_assigned && !turn->store_checked && locked->history.ok() &&
       std::any_of(locked->history->begin(), locked->history->end(),
                   [&](const wf::v1::ChatMessage& m) { return m.run_id() == req.request_id(); })) {
     // The session already holds this run: a repeat of a stored turn, or another query reusing
     // its id. Answered (or refused) from PostgreSQL without the lock; if PostgreSQL does not
     // have it yet (it is on its way through WF_HISTORY), the turn goes on as a new one.
+    StopLeaseRenewal(*turn);
     (void)store_.Unlock(req.session_id(), req.request_id());
     turn->locked = false;
     if (!AnsweredFromStore(turn)) AcquireLockThenRun(turn);
@@ -593,6 +604,7 @@ void HeavyWorker::RunAgent(const std::shared_ptr<Turn>& turn,
   const auto& req = turn->request;
   if (!history.ok()) {
     spdlog::warn("history of {}: {}", req.session_id(), history.error().message);
+    StopLeaseRenewal(*turn);
     (void)store_.Unlock(req.session_id(), req.request_id());
     turn->locked = false;
     if (turn->msg.Delivered() >= static_cast<uint64_t>(options_.max_deliver)) {
@@ -643,6 +655,7 @@ void HeavyWorker::FinishTurn(const std::shared_ptr<Turn>& turn, wf::v1::TurnReco
     turns_failed_.fetch_add(1, std::memory_order_relaxed);
   }
   // Stored, then appended to the hot copy and unlocked in one Redis round trip.
+  StopLeaseRenewal(*turn);
   const std::string unlock_owner = turn->locked ? req.request_id() : std::string();
   Status stored = Status(ErrorCode::kInternal, "not attempted");
   for (int attempt = 0; attempt < 3 && !stored.ok(); ++attempt) {
@@ -922,19 +935,35 @@ void HeavyWorker::OnSessionRequest(const NatsMsgView& msg, bool del) {
   });
 }
 
+void HeavyWorker::StopLeaseRenewal(Turn& turn) {
+  std::lock_guard lease(turn.lease_mu);
+  turn.lease_renewing = false;
+}
+
 void HeavyWorker::TickInProgress() {
-  if (shutting_down_ && active_count_.load() == 0) return;
+  std::lock_guard tick(tick_mu_);
+  if (!ticking_ || (shutting_down_ && active_count_.load() == 0)) return;
   std::vector<std::shared_ptr<Turn>> turns;
   {
     std::lock_guard lock(mu_);
     for (auto& [id, turn] : active_) turns.push_back(turn);
   }
   for (auto& turn : turns) turn->msg.InProgress();
-  executor_->Post([this, turns] {
+  // On a thread of its own: executor threads may all be blocked on a slow PostgreSQL, and a
+  // renewal that waits behind them lets the lease run out while the turn still runs.
+  lease_executor_->Post([this, turns] {
     auto lease = options_.ack_wait + options_.in_progress_every;
     for (const auto& turn : turns) {
-      if (turn->locked && !turn->released) {
-        (void)store_.RenewLock(turn->request.session_id(), turn->request.request_id(), lease);
+      std::lock_guard guard(turn->lease_mu);
+      if (!turn->lease_renewing) continue;
+      // Takes the lock again if it is gone (expired, Redis flushed or restarted): the turn
+      // still runs, so the session must stay busy for others.
+      Status renewed =
+          store_.RenewLock(turn->request.session_id(), turn->request.request_id(), lease);
+      if (!renewed.ok()) {
+        spdlog::warn("turn {}: the lock of session {} could not be renewed: {}",
+                     turn->request.request_id(), turn->request.session_id(),
+                     renewed.error().message);
       }
     }
   });
@@ -962,6 +991,7 @@ void HeavyWorker::Shutdown(std::chrono::milliseconds grace) {
     turn->msg.Nak();
     handed_back_.fetch_add(1, std::memory_order_relaxed);
     if (turn->agent) turn->agent->Cancel();
+    StopLeaseRenewal(*turn);
     if (turn->locked) (void)store_.Unlock(turn->request.session_id(), turn->request.request_id());
     spdlog::info("turn {} handed back for redelivery", turn->request.request_id());
   }
@@ -972,7 +1002,11 @@ void HeavyWorker::Shutdown(std::chrono::milliseconds grace) {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
   }
-  timer_.Cancel(tick_task_);
+  {
+    std::lock_guard tick(tick_mu_);
+    ticking_ = false;
+    timer_.Cancel(tick_task_);
+  }
   {
     // Records held for a PostgreSQL outage go back to JetStream for another worker.
     std::lock_guard lock(history_mu_);
@@ -984,6 +1018,7 @@ void HeavyWorker::Shutdown(std::chrono::milliseconds grace) {
   subs_.clear();
   if (service_) service_->Stop();
   executor_.reset();  // runs what was queued, then joins
+  lease_executor_.reset();
   for (natsSubscription** sub : {&query_sub_, &history_sub_}) {
     if (*sub) {
       natsSubscription_Destroy(*sub);

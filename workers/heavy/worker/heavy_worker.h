@@ -107,7 +107,11 @@ class HeavyWorker {
   void RetryHeldHistory();
   void OnCancel(const NatsMsgView& msg);
   void OnSessionRequest(const NatsMsgView& msg, bool del);
+  /// Every in_progress_every (timer thread): in-progress acks for the turns running here, and
+  /// their session locks' leases renewed on lease_executor_ (taken again when lost).
   void TickInProgress();
+  /// Stops renewing the turn's lease; called before the turn gives its session lock up.
+  void StopLeaseRenewal(Turn& turn);
 
   std::shared_ptr<const Config> config_;
   NatsConnection& conn_;
@@ -118,6 +122,7 @@ class HeavyWorker {
   std::string prefix_;
   std::unique_ptr<JetStream> js_;
   std::unique_ptr<ThreadPoolExecutor> executor_;
+  std::unique_ptr<ThreadPoolExecutor> lease_executor_;  ///< Lock renewals only (Redis).
   std::unique_ptr<NatsToolRunner> tools_;
   std::unique_ptr<MicroService> service_;
   EndpointStats* query_stats_ = nullptr;
@@ -127,6 +132,8 @@ class HeavyWorker {
   std::vector<NatsSubscription> subs_;
   std::thread query_fetcher_, history_fetcher_;
   std::atomic<bool> fetching_{true};
+  std::mutex tick_mu_;   // Guards ticking_ and tick_task_.
+  bool ticking_ = true;  // False once Shutdown stopped the in-progress tick.
   Timer::TaskId tick_task_ = 0;
 
   mutable std::mutex mu_;

@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "codec/json_limits.h"
 #include "codec/json_struct.h"
 
 namespace wf {
@@ -62,11 +63,13 @@ void NatsToolRunner::RunTool(const wf::v1::ToolCall& call, const TurnContext& ct
 
 void NatsToolRunner::RunFlow(const wf::v1::ToolCall& call, const TurnContext& ctx,
                              std::function<void(wf::v1::ToolResult)> done) {
-  auto args = nlohmann::json::parse(call.arguments_json().empty() ? "{}" : call.arguments_json(),
-                                    nullptr, false);
-  if (args.is_discarded() || !args.is_object()) {
+  // Bounded: JsonToStruct and the request's serialization recurse into the arguments.
+  auto args = ParseBoundedJson(call.arguments_json().empty() ? "{}" : call.arguments_json());
+  if (!args.ok() || !args->is_object()) {
     done(ToolError(call.id(), call.name(), ErrorCode::kBadRequest,
-                   "arguments must be a JSON object"));
+                   !args.ok() && args.error().code == ErrorCode::kBadRequest
+                       ? "arguments are " + args.error().message
+                       : "arguments must be a JSON object"));
     return;
   }
   wf::v1::ExecuteFlowRequest request;
@@ -74,7 +77,7 @@ void NatsToolRunner::RunFlow(const wf::v1::ToolCall& call, const TurnContext& ct
   request.set_flow_id(call.name());
   request.set_session_id(ctx.session_id);
   request.set_user_message(ctx.user_message);
-  *request.mutable_parameters() = JsonToStruct(args);
+  *request.mutable_parameters() = JsonToStruct(*args);
   request.set_deadline_unix_ms(ctx.deadline_unix_ms);
   auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
       ctx.deadline - std::chrono::steady_clock::now());
