@@ -4,6 +4,8 @@
 #include <cctype>
 #include <pqxx/except>
 #include <pqxx/nontransaction>
+#include <utility>
+#include <vector>
 
 namespace wf {
 namespace {
@@ -16,26 +18,53 @@ bool IsUriForm(std::string_view uri) {
   return StartsWith(uri, "postgresql://") || StartsWith(uri, "postgres://");
 }
 
-/// The password of a URI (`scheme://user:pass@host`) or key=value string (`password=...`),
-/// as written (still percent-encoded in a URI), or "".
-std::string ExtractPassword(const std::string& uri) {
+/// Where each `password=` value (also `sslpassword=`) of a connection string lies: [begin, end)
+/// offsets into `uri`. In a URI the value is a query parameter, ending at `&` or `#`; in the
+/// key=value form it ends at whitespace, or is quoted ('...', with backslash escapes).
+std::vector<std::pair<std::size_t, std::size_t>> PasswordParameterSpans(const std::string& uri) {
+  const bool uri_form = IsUriForm(uri);
+  const std::size_t query = uri_form ? uri.find('?') : 0;
+  std::vector<std::pair<std::size_t, std::size_t>> spans;
+  if (query == std::string::npos) return spans;
+  for (std::size_t key = uri.find("password=", query); key != std::string::npos;
+       key = uri.find("password=", key + 1)) {
+    std::size_t begin = key + 9;
+    std::size_t end;
+    if (uri_form) {
+      end = uri.find_first_of("&#", begin);
+    } else if (begin < uri.size() && uri[begin] == '\'') {
+      ++begin;
+      end = begin;
+      while (end < uri.size() && uri[end] != '\'') end += uri[end] == '\\' ? 2 : 1;
+      end = std::min(end, uri.size());
+    } else {
+      end = uri.find_first_of(" \t", begin);
+    }
+    spans.emplace_back(begin, end == std::string::npos ? uri.size() : end);
+  }
+  return spans;
+}
+
+/// Every password of a URI (`scheme://user:pass@host`, and `?password=...` parameters) or
+/// key=value string (`password=...`), as written (still percent-encoded in a URI).
+std::vector<std::string> ExtractPasswords(const std::string& uri) {
+  std::vector<std::string> out;
   if (IsUriForm(uri)) {
     const std::size_t start = uri.find("://") + 3;
-    const std::size_t at = uri.rfind('@');
-    if (at == std::string::npos || at < start) return {};
-    const std::string userinfo = uri.substr(start, at - start);
-    const std::size_t colon = userinfo.find(':');
-    return colon == std::string::npos ? std::string{} : userinfo.substr(colon + 1);
+    // Like libpq: credentials end at the first '@' that comes before any '/'.
+    const std::size_t at = uri.find_first_of("@/", start);
+    if (at != std::string::npos && uri[at] == '@') {
+      const std::string userinfo = uri.substr(start, at - start);
+      const std::size_t colon = userinfo.find(':');
+      if (colon != std::string::npos && colon + 1 < userinfo.size()) {
+        out.push_back(userinfo.substr(colon + 1));
+      }
+    }
   }
-  const std::size_t key = uri.find("password=");
-  if (key == std::string::npos) return {};
-  std::size_t begin = key + 9;
-  if (begin < uri.size() && uri[begin] == '\'') {
-    const std::size_t end = uri.find('\'', begin + 1);
-    return uri.substr(begin + 1, end == std::string::npos ? std::string::npos : end - begin - 1);
+  for (const auto& [begin, end] : PasswordParameterSpans(uri)) {
+    if (end > begin) out.push_back(uri.substr(begin, end - begin));
   }
-  const std::size_t end = uri.find_first_of(" \t", begin);
-  return uri.substr(begin, end == std::string::npos ? std::string::npos : end - begin);
+  return out;
 }
 
 std::string PercentDecode(const std::string& in) {
@@ -76,19 +105,24 @@ std::string WithConnectTimeout(const std::string& uri, std::chrono::milliseconds
 
 std::string RedactPostgresUri(const std::string& uri) {
   std::string out = uri;
-  const std::string password = ExtractPassword(uri);
-  if (IsUriForm(uri)) {
-    const std::size_t start = uri.find("://") + 3;
-    const std::size_t at = uri.rfind('@');
-    if (at != std::string::npos && at >= start) {
-      const std::string userinfo = uri.substr(start, at - start);
+  // Parameter values first, from the last one back, so earlier offsets stay valid.
+  const auto spans = PasswordParameterSpans(uri);
+  for (auto it = spans.rbegin(); it != spans.rend(); ++it) {
+    out.replace(it->first, it->second - it->first, "***");
+  }
+  if (IsUriForm(out)) {
+    const std::size_t start = out.find("://") + 3;
+    const std::size_t at = out.find_first_of("@/", start);
+    if (at != std::string::npos && out[at] == '@') {
+      const std::string userinfo = out.substr(start, at - start);
       const std::size_t colon = userinfo.find(':');
       if (colon != std::string::npos) {
-        out = uri.substr(0, start) + userinfo.substr(0, colon) + ":***" + uri.substr(at);
+        out = out.substr(0, start) + userinfo.substr(0, colon) + ":***" + out.substr(at);
       }
     }
   }
-  if (!password.empty()) {
+  // Anywhere else it appears verbatim (e.g. repeated in another parameter).
+  for (const std::string& password : ExtractPasswords(uri)) {
     ReplaceAll(out, password, "***");
     ReplaceAll(out, PercentDecode(password), "***");
   }
@@ -98,7 +132,7 @@ std::string RedactPostgresUri(const std::string& uri) {
 PgPool::PgPool(const std::string& uri, PgPoolOptions options)
     : uri_(WithConnectTimeout(uri, options.connect_timeout)),
       redacted_uri_(RedactPostgresUri(uri)),
-      password_(ExtractPassword(uri)),
+      passwords_(ExtractPasswords(uri)),
       options_(options) {}
 
 PgPool::~PgPool() = default;
@@ -219,9 +253,9 @@ Error PgPool::TranslateCurrentException(bool& broken) const {
     error = {ErrorCode::kInternal, "postgres: unknown exception"};
   }
   // libpq may echo parts of the connection string; never let the password through.
-  if (!password_.empty()) {
-    ReplaceAll(error.message, password_, "***");
-    ReplaceAll(error.message, PercentDecode(password_), "***");
+  for (const std::string& password : passwords_) {
+    ReplaceAll(error.message, password, "***");
+    ReplaceAll(error.message, PercentDecode(password), "***");
   }
   // Messages from libpq end with newlines; keep log lines single.
   std::replace(error.message.begin(), error.message.end(), '\n', ' ');

@@ -108,7 +108,7 @@ class PgPool {
 
   std::string uri_;
   std::string redacted_uri_;
-  std::string password_;
+  std::vector<std::string> passwords_;  ///< Every password of the URI, as written.
   PgPoolOptions options_;
   std::mutex mutex_;
   std::condition_variable available_;
@@ -116,7 +116,8 @@ class PgPool {
   std::size_t open_ = 0;  // Connections existing (idle + lent). Guarded by mutex_.
 };
 
-/// The URI (or key=value string) with any password replaced by `***`. Pure; any thread.
+/// The URI (or key=value string) with every password (userinfo, `password=`/`sslpassword=`
+/// parameters) replaced by `***`. Pure; any thread.
 std::string RedactPostgresUri(const std::string& uri);
 
 template <typename Fn>
