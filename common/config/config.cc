@@ -599,7 +599,14 @@ FlowConfig ParseFlow(const OrderedJson& v, const std::string& path,
     if (pattern.empty()) Fail(pattern_path, "must not be empty (it would match every message)");
     auto re = CompileTriggerPattern(pattern);
     if (!re.ok()) Fail(pattern_path, re.error().message);
+    std::set<std::string> groups_of_pattern;
     for (const auto& [index, group] : (*re)->CapturingGroupNames()) {
+      if (!groups_of_pattern.insert(group).second) {
+        // RE2 accepts it, but only one of the groups could become the parameter.
+        Fail(pattern_path, "named group " + Quote(group) +
+                               " appears more than once in this pattern (use it once, or give "
+                               "the alternatives their own trigger_patterns)");
+      }
       if (Contains(kReservedNames, group)) {
         Fail(pattern_path,
              "named group " + Quote(group) + " is reserved (user_message, session_id, result)");
@@ -686,8 +693,9 @@ std::string ReadInstructionsFile(const std::string& file, const std::string& bas
   std::filesystem::path p(file);
   if (p.is_relative()) p = std::filesystem::path(base_dir) / p;
   std::error_code ec;
+  if (!std::filesystem::exists(p, ec)) Fail(path, "instructions file not found: " + p.string());
   if (!std::filesystem::is_regular_file(p, ec)) {
-    Fail(path, "instructions file not found: " + p.string());
+    Fail(path, "instructions file is not a regular file: " + p.string());
   }
   auto size = std::filesystem::file_size(p, ec);
   if (ec) Fail(path, "cannot read instructions file " + p.string() + ": " + ec.message());

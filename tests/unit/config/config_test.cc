@@ -719,6 +719,19 @@ TEST(ConfigTest, TheArchitectureExampleConfigLoads) {
                      "flows[1].endpoint.body.days: placeholder {days} names no declared");
 }
 
+// RE2 compiles (?P<x>..)(?P<x>..) without complaint, and only one group could fill `x`: the
+// validator used to accept it silently.
+TEST(ConfigTest, ANamedGroupTwiceInOnePatternIsAnError) {
+  json c = Base();
+  c["flows"][0]["trigger_patterns"] = {"order (?P<order_id>\\d+) or (?P<order_id>\\d+)"};
+  EXPECT_EQ(ErrorOf(c),
+            "flows[0].trigger_patterns[0]: named group \"order_id\" appears more than once in "
+            "this pattern (use it once, or give the alternatives their own trigger_patterns)");
+  // The same name in different patterns of a flow is the normal case.
+  c["flows"][0]["trigger_patterns"] = {"order (?P<order_id>\\d+)", "查询订单(?P<order_id>\\d+)"};
+  EXPECT_EQ(ErrorOf(c), "<no error>");
+}
+
 TEST(ConfigTest, Method) {
   json c = Base();
   c["flows"][0]["endpoint"]["method"] = "HEAD";
@@ -824,6 +837,14 @@ TEST(ConfigTest, SkillInstructions) {
   c["skills"][0].erase("instructions");
   c["skills"][0]["instructions_file"] = "no/such/SKILL.md";
   EXPECT_STARTS_WITH(ErrorOf(c), "skills[0].instructions_file: instructions file not found: ");
+  // A directory is there but is no file: said so, not "not found".
+  c["skills"][0]["instructions_file"] = "skills";
+  auto r = ParseConfig(c.dump(), FixturesDir());
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().message,
+            "skills[0].instructions_file: instructions file is not a regular "
+            "file: " +
+                FixturesDir() + "/skills");
 }
 
 TEST(ConfigTest, SkillInstructionsFileIsRelativeToBaseDir) {
