@@ -599,6 +599,13 @@ FlowConfig ParseFlow(const OrderedJson& v, const std::string& path,
     if (pattern.empty()) Fail(pattern_path, "must not be empty (it would match every message)");
     auto re = CompileTriggerPattern(pattern);
     if (!re.ok()) Fail(pattern_path, re.error().message);
+    // Matching is unanchored: a pattern that matches "" ("x?", ".*", "a|") matches at the start
+    // of every message, exactly like the empty pattern refused above.
+    if (RE2::PartialMatch("", **re)) {
+      Fail(pattern_path,
+           "matches the empty string, so it would match every message and no message would "
+           "reach the agent");
+    }
     std::set<std::string> groups_of_pattern;
     for (const auto& [index, group] : (*re)->CapturingGroupNames()) {
       if (!groups_of_pattern.insert(group).second) {

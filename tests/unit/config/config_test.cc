@@ -732,6 +732,23 @@ TEST(ConfigTest, ANamedGroupTwiceInOnePatternIsAnError) {
   EXPECT_EQ(ErrorOf(c), "<no error>");
 }
 
+// "" is refused because it matches every message; so is any pattern that matches "", since
+// matching is unanchored: the validator accepted "x?", ".*" and "a|" and the flow took every
+// message (nothing reached the agent).
+TEST(ConfigTest, APatternMatchingTheEmptyStringIsAnError) {
+  for (const char* pattern : {"x?", ".*", "leave|", "(?:order)*", "^", "(?P<n>\\d*)"}) {
+    json c = Base();
+    c["flows"][1]["trigger_patterns"] = {"leave request", pattern};
+    EXPECT_EQ(ErrorOf(c),
+              "flows[1].trigger_patterns[1]: matches the empty string, so it would match every "
+              "message and no message would reach the agent")
+        << pattern;
+  }
+  json c = Base();
+  c["flows"][1]["trigger_patterns"] = {"leave(?: request)?", "请假(?:\\s*(?P<days>\\d+)\\s*天)?"};
+  EXPECT_EQ(ErrorOf(c), "<no error>");
+}
+
 TEST(ConfigTest, Method) {
   json c = Base();
   c["flows"][0]["endpoint"]["method"] = "HEAD";
