@@ -48,6 +48,20 @@ TEST_P(ConfigCheckTest, TheDemoConfigChecksWithoutAnyServer) {
   Run run = Start({"--config", SourcePath("config/workflow_config.json"), "--check-config"});
   EXPECT_EQ(run.code, 0) << run.log;
   EXPECT_NE(run.log.find("config OK: 9 flows, 2 tools, "), std::string::npos) << run.log;
+  // The demo config is the example to copy: no placeholder in it lacks a declaration.
+  EXPECT_EQ(run.log.find("warning"), std::string::npos) << run.log;
+}
+
+// The example of ARCHITECTURE.md "Configuration" starts every binary's --check-config with exit 0;
+// its undeclared {days} is printed as a warning with its JSON path.
+TEST_P(ConfigCheckTest, TheArchitectureExampleChecksWithAWarning) {
+  Run run = Start({"--config", SourcePath("tests/fixtures/configs/architecture_example.json"),
+                   "--check-config"});
+  EXPECT_EQ(run.code, 0) << run.log;
+  EXPECT_NE(run.log.find("config OK: 2 flows, 1 tool, 0 skills; 1 warning:\n"
+                         "  flows[1].endpoint.body.days: placeholder {days}"),
+            std::string::npos)
+      << run.log;
 }
 
 TEST_P(ConfigCheckTest, AMistakeIsExitTwoWithItsJsonPath) {
