@@ -9,6 +9,9 @@
 #      NATS_PORT (4222), REDIS_PORT (6390), PG_PORT (5442), LIGHTWEIGHT_REPLICAS (2),
 #      SKIP_BUILD=1 to reuse build/ as it is.
 set -euo pipefail
+# Paths the caller gives are relative to the caller's directory, not the repository's.
+if [[ -n "${WF_CONFIG:-}" ]]; then WF_CONFIG=$(realpath -m -- "$WF_CONFIG"); fi
+if [[ -n "${WF_RUN_DIR:-}" ]]; then WF_RUN_DIR=$(realpath -m -- "$WF_RUN_DIR"); fi
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 RUN_DIR=${WF_RUN_DIR:-$ROOT/.run}
