@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs, with apt, every Debian 12 package the project needs to build, test and run.
-# Idempotent: packages already installed are skipped and apt is not touched at all when nothing
-# is missing. Needs root (or sudo) only when something must be installed.
+# Idempotent: packages already installed are skipped and apt is not touched at all when no
+# required package is missing (optional ones are tried only alongside a required install).
+# Needs root (or sudo) only when something must be installed.
 set -euo pipefail
 
 PACKAGES=(
@@ -38,8 +39,10 @@ for p in "${OPTIONAL[@]}"; do
   if ! command -v "$p" >/dev/null 2>&1; then optional_missing+=("$p"); fi
 done
 
-if ((${#missing[@]} == 0 && ${#optional_missing[@]} == 0)); then
-  echo "install_deps: all ${#PACKAGES[@]} packages present"
+if ((${#missing[@]} == 0)); then
+  # Optional packages never make apt run on their own: Debian 12 has no kubectl package, so
+  # trying on every run would touch the network (and fail offline) for nothing.
+  echo "install_deps: all ${#PACKAGES[@]} packages present${optional_missing[*]:+ (optional, not installed: ${optional_missing[*]}; the checks that need it are skipped)}"
   exit 0
 fi
 
@@ -49,10 +52,8 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -q
-if ((${#missing[@]} > 0)); then
-  echo "install_deps: installing ${missing[*]}"
-  $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
-fi
+echo "install_deps: installing ${missing[*]}"
+$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 for p in "${optional_missing[@]}"; do
   $SUDO apt-get install -y -q --no-install-recommends "$p" ||
     echo "install_deps: optional $p not available; the checks that need it will be skipped"

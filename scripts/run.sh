@@ -9,6 +9,9 @@
 #      NATS_PORT (4222), REDIS_PORT (6390), PG_PORT (5442), LIGHTWEIGHT_REPLICAS (2),
 #      SKIP_BUILD=1 to reuse build/ as it is.
 set -euo pipefail
+# Paths the caller gives are relative to the caller's directory, not the repository's.
+if [[ -n "${WF_CONFIG:-}" ]]; then WF_CONFIG=$(realpath -m -- "$WF_CONFIG"); fi
+if [[ -n "${WF_RUN_DIR:-}" ]]; then WF_RUN_DIR=$(realpath -m -- "$WF_RUN_DIR"); fi
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 RUN_DIR=${WF_RUN_DIR:-$ROOT/.run}
@@ -46,6 +49,13 @@ for port in "$GATEWAY_PORT" 8081; do
     exit 1
   fi
 done
+PG_BIN=/usr/lib/postgresql/15/bin
+# A PostgreSQL left running on this data directory by a run that was killed (kill -9, a closed
+# terminal) holds its lock file, and a new start would fail: stop it first.
+if runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$RUN_DIR/pg" status >/dev/null 2>&1; then
+  echo "run.sh: stopping the PostgreSQL a previous run left on $RUN_DIR/pg"
+  runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$RUN_DIR/pg" -m fast stop >/dev/null
+fi
 NATS_PORT=$(free_port "${NATS_PORT:-4222}")
 REDIS_PORT=$(free_port "${REDIS_PORT:-6390}")
 PG_PORT=$(free_port "${PG_PORT:-5442}")
@@ -72,7 +82,10 @@ trap 'exit 143' TERM
 start() {  # start NAME CMD...
   local name=$1
   shift
-  "$@" >"$RUN_DIR/logs/$name.log" 2>&1 &
+  # A session of its own: Ctrl-C reaches only this script, which stops the children in order
+  # (front door first). Sharing the terminal's process group, every child got the SIGINT at
+  # once, and their exits made `wait -n` below report "a process exited" and exit 1.
+  setsid "$@" >"$RUN_DIR/logs/$name.log" 2>&1 &
   PIDS+=($!)
 }
 
@@ -85,7 +98,6 @@ start redis redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$RUN_DIR" 
   --appendonly yes --save "" --daemonize no
 wait_port "$REDIS_PORT" redis-server "$RUN_DIR/logs/redis.log"
 
-PG_BIN=/usr/lib/postgresql/15/bin
 echo "run.sh: PostgreSQL on :$PG_PORT"
 if [[ ! -s "$RUN_DIR/pg/PG_VERSION" ]]; then
   mkdir -p "$RUN_DIR/pg"
@@ -132,10 +144,18 @@ fi
 echo "run.sh: wf-gateway on $WF_LISTEN"
 start gateway "$BIN/wf-gateway" --listen "$WF_LISTEN"
 wait_port "$GATEWAY_PORT" wf-gateway "$RUN_DIR/logs/gateway.log"
+ready=""
 for _ in $(seq 1 100); do
-  if curl -fsS "http://127.0.0.1:$GATEWAY_PORT/ready" >/dev/null 2>&1; then break; fi
+  if curl -fsS "http://127.0.0.1:$GATEWAY_PORT/ready" >/dev/null 2>&1; then
+    ready=1
+    break
+  fi
   sleep 0.1
 done
+if [[ -z "$ready" ]]; then
+  echo "run.sh: warning: /ready still says not ready after 10 s:" \
+    "$(curl -sS "http://127.0.0.1:$GATEWAY_PORT/ready" 2>&1); see $RUN_DIR/logs" >&2
+fi
 
 cat <<MSG
 

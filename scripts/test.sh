@@ -16,7 +16,10 @@ for tier in $TIERS; do
   jobs=$(nproc)
   if [[ $tier == integration ]]; then jobs=2; fi
   # shellcheck disable=SC2086
-  if ! (cd build && ctest -L "^${tier}\$" --output-on-failure -j "$jobs" ${CTEST_ARGS:-}); then
+  # --no-tests=error: a tier with no tests (a misspelt TIERS entry, a label lost in CMake) fails
+  # instead of passing silently.
+  if ! (cd build && ctest -L "^${tier}\$" --no-tests=error --output-on-failure -j "$jobs" \
+    ${CTEST_ARGS:-}); then
     status=1
   fi
 done

@@ -12,7 +12,7 @@
 namespace wf {
 
 std::vector<FlagSpec> CommonFlags() {
-  FlagSpec log_level{"log-level", "WF_LOG_LEVEL", "info", "trace, debug, info, warn or error"};
+  FlagSpec log_level{"log-level", "WF_LOG_LEVEL", "info", "log level"};
   log_level.value = FlagValue::kChoice;
   log_level.choices = {"trace", "debug", "info", "warn", "warning", "error", "critical", "off"};
   return {
@@ -95,7 +95,27 @@ std::string CommandLine::Usage() const {
     out << "  --" << f.name << (f.is_switch ? "" : " VALUE");
     out << "\n      " << f.help;
     if (!f.env.empty()) out << " (env " << f.env << ")";
-    if (!f.default_value.empty() && !f.secret) out << " [default: " << f.default_value << "]";
+    // A built-in default is never a secret (a secret flag only hides what it is given).
+    if (!f.default_value.empty()) out << " [default: " << f.default_value << "]";
+    switch (f.value) {
+      case FlagValue::kInteger:
+        out << " [range: " << f.min << ".." << f.max << "]";
+        break;
+      case FlagValue::kHostPort:
+        out << " [HOST:PORT]";
+        break;
+      case FlagValue::kOptionalHostPort:
+        out << " [HOST:PORT, or empty: off]";
+        break;
+      case FlagValue::kChoice: {
+        out << " [one of:";
+        for (const auto& choice : f.choices) out << " " << choice;
+        out << "]";
+        break;
+      }
+      case FlagValue::kText:
+        break;
+    }
     out << "\n";
   }
   return out.str();

@@ -27,7 +27,7 @@ struct FlagSpec {
   std::string default_value;  ///< Used when neither flag nor env is given.
   std::string help;           ///< One line for --help.
   bool is_switch = false;     ///< Takes no value (e.g. --check-config).
-  bool secret = false;        ///< Never echoed (e.g. --llm-api-key).
+  bool secret = false;  ///< Its given value is never echoed (e.g. --llm-api-key); the default is.
   FlagValue value = FlagValue::kText;
   long min = 0, max = 0;                  ///< kInteger bounds.
   std::vector<std::string> choices = {};  ///< kChoice values.

@@ -494,12 +494,17 @@ EndpointConfig ParseEndpoint(const OrderedJson& v, const std::string& path) {
   return e;
 }
 
-/// Fails when a placeholder of the (syntactically valid) template `text` names nothing that has
-/// a value at run time: a parameter (declared or a named capture group), user_message,
-/// session_id, or (response templates only) result. A dotted name ({user.name}, {result.a.0})
-/// is judged by its first part.
+/// Checks the placeholders of the (syntactically valid) template `text`. `{result...}` outside a
+/// response template is an error: the response does not exist yet. A placeholder that names no
+/// declared parameter, named capture group, user_message or session_id (or, in a response
+/// template, result) is valid, as ARCHITECTURE.md's own example config shows (`"days": "{days}"`
+/// with no `days` declared): a request's `parameters` (or a tool call's arguments) can supply any
+/// name, and without a value the call fails with missing_parameter naming it. It is recorded in
+/// `warnings` instead, so that `--check-config` shows a likely typo. A dotted name ({user.name},
+/// {result.a.0}) is judged by its first part.
 void CheckPlaceholderNames(const std::string& text, const std::string& path,
-                           const std::vector<ParameterSpec>& parameters, bool response) {
+                           const std::vector<ParameterSpec>& parameters, bool response,
+                           std::vector<std::string>& warnings) {
   auto segments = ParseTemplate(text);
   if (!segments.ok()) return;  // reported by CheckTemplate
   for (const TemplateSegment& s : *segments) {
@@ -514,43 +519,47 @@ void CheckPlaceholderNames(const std::string& text, const std::string& path,
     bool declared = false;
     for (const ParameterSpec& p : parameters) declared = declared || p.name == name;
     if (!declared) {
-      Fail(path, "placeholder {" + s.text + "} names no parameter" +
-                     (response ? ", capture group or result field" : " or capture group") +
-                     " (declare " + Quote(name) + " under \"parameters\")");
+      warnings.push_back(path + ": placeholder {" + s.text + "} names no declared parameter" +
+                         (response ? ", capture group or result field" : " or capture group") +
+                         ": only a request's \"parameters\" can fill it, else the call fails "
+                         "with missing_parameter (declare " +
+                         Quote(name) + " under \"parameters\" if it is meant)");
     }
   }
 }
 
 void CheckBodyPlaceholderNames(const nlohmann::json& v, const std::string& path,
-                               const std::vector<ParameterSpec>& parameters) {
+                               const std::vector<ParameterSpec>& parameters,
+                               std::vector<std::string>& warnings) {
   if (v.is_string()) {
-    CheckPlaceholderNames(v.get_ref<const std::string&>(), path, parameters, false);
+    CheckPlaceholderNames(v.get_ref<const std::string&>(), path, parameters, false, warnings);
   } else if (v.is_object()) {
     for (const auto& [key, member] : v.items()) {
-      CheckBodyPlaceholderNames(member, JsonPathMember(path, key), parameters);
+      CheckBodyPlaceholderNames(member, JsonPathMember(path, key), parameters, warnings);
     }
   } else if (v.is_array()) {
     for (std::size_t i = 0; i < v.size(); ++i) {
-      CheckBodyPlaceholderNames(v[i], JsonPathIndex(path, i), parameters);
+      CheckBodyPlaceholderNames(v[i], JsonPathIndex(path, i), parameters, warnings);
     }
   }
 }
 
-/// Every placeholder of an endpoint and its response template names a value (see
-/// CheckPlaceholderNames), so that no configured call can fail with missing_parameter for a
-/// name nobody can supply.
+/// Checks every placeholder of an endpoint and its response template (see
+/// CheckPlaceholderNames); undeclared names go to `warnings`.
 void CheckEndpointPlaceholders(const EndpointConfig& e, const std::string& response_template,
-                               const Fields& f, const std::vector<ParameterSpec>& parameters) {
+                               const Fields& f, const std::vector<ParameterSpec>& parameters,
+                               std::vector<std::string>& warnings) {
   const std::string endpoint_path = f.PathOf("endpoint");
-  CheckPlaceholderNames(e.url, JsonPathMember(endpoint_path, "url"), parameters, false);
+  CheckPlaceholderNames(e.url, JsonPathMember(endpoint_path, "url"), parameters, false, warnings);
   const std::string headers_path = JsonPathMember(endpoint_path, "headers");
   for (const auto& [name, value] : e.headers) {
-    CheckPlaceholderNames(value, JsonPathMember(headers_path, name), parameters, false);
+    CheckPlaceholderNames(value, JsonPathMember(headers_path, name), parameters, false, warnings);
   }
   if (e.body) {
-    CheckBodyPlaceholderNames(*e.body, JsonPathMember(endpoint_path, "body"), parameters);
+    CheckBodyPlaceholderNames(*e.body, JsonPathMember(endpoint_path, "body"), parameters, warnings);
   }
-  CheckPlaceholderNames(response_template, f.PathOf("response_template"), parameters, true);
+  CheckPlaceholderNames(response_template, f.PathOf("response_template"), parameters, true,
+                        warnings);
 }
 
 std::string ParseResponseTemplate(const Fields& f) {
@@ -568,7 +577,8 @@ void CheckToolName(const std::string& name, const std::string& path) {
 // ---------------------------------------------------------------------------------------------
 // Sections
 
-FlowConfig ParseFlow(const OrderedJson& v, const std::string& path) {
+FlowConfig ParseFlow(const OrderedJson& v, const std::string& path,
+                     std::vector<std::string>& warnings) {
   Fields f(v, path,
            {"flow_id", "name", "description", "trigger_patterns", "parameters", "endpoint",
             "response_template"});
@@ -589,7 +599,21 @@ FlowConfig ParseFlow(const OrderedJson& v, const std::string& path) {
     if (pattern.empty()) Fail(pattern_path, "must not be empty (it would match every message)");
     auto re = CompileTriggerPattern(pattern);
     if (!re.ok()) Fail(pattern_path, re.error().message);
+    // Matching is unanchored: a pattern that matches "" ("x?", ".*", "a|") matches at the start
+    // of every message, exactly like the empty pattern refused above.
+    if (RE2::PartialMatch("", **re)) {
+      Fail(pattern_path,
+           "matches the empty string, so it would match every message and no message would "
+           "reach the agent");
+    }
+    std::set<std::string> groups_of_pattern;
     for (const auto& [index, group] : (*re)->CapturingGroupNames()) {
+      if (!groups_of_pattern.insert(group).second) {
+        // RE2 accepts it, but only one of the groups could become the parameter.
+        Fail(pattern_path, "named group " + Quote(group) +
+                               " appears more than once in this pattern (use it once, or give "
+                               "the alternatives their own trigger_patterns)");
+      }
       if (Contains(kReservedNames, group)) {
         Fail(pattern_path,
              "named group " + Quote(group) + " is reserved (user_message, session_id, result)");
@@ -616,11 +640,12 @@ FlowConfig ParseFlow(const OrderedJson& v, const std::string& path) {
   }
   flow.endpoint = ParseEndpoint(f.Require("endpoint"), f.PathOf("endpoint"));
   flow.response_template = ParseResponseTemplate(f);
-  CheckEndpointPlaceholders(flow.endpoint, flow.response_template, f, flow.parameters);
+  CheckEndpointPlaceholders(flow.endpoint, flow.response_template, f, flow.parameters, warnings);
   return flow;
 }
 
-ToolConfig ParseTool(const OrderedJson& v, const std::string& path) {
+ToolConfig ParseTool(const OrderedJson& v, const std::string& path,
+                     std::vector<std::string>& warnings) {
   Fields f(v, path, {"name", "description", "parameters", "endpoint", "response_template"});
   ToolConfig tool;
   tool.name = *f.String("name", /*required=*/true);
@@ -635,7 +660,7 @@ ToolConfig ParseTool(const OrderedJson& v, const std::string& path) {
   }
   tool.endpoint = ParseEndpoint(f.Require("endpoint"), f.PathOf("endpoint"));
   tool.response_template = ParseResponseTemplate(f);
-  CheckEndpointPlaceholders(tool.endpoint, tool.response_template, f, tool.parameters);
+  CheckEndpointPlaceholders(tool.endpoint, tool.response_template, f, tool.parameters, warnings);
   return tool;
 }
 
@@ -675,8 +700,9 @@ std::string ReadInstructionsFile(const std::string& file, const std::string& bas
   std::filesystem::path p(file);
   if (p.is_relative()) p = std::filesystem::path(base_dir) / p;
   std::error_code ec;
+  if (!std::filesystem::exists(p, ec)) Fail(path, "instructions file not found: " + p.string());
   if (!std::filesystem::is_regular_file(p, ec)) {
-    Fail(path, "instructions file not found: " + p.string());
+    Fail(path, "instructions file is not a regular file: " + p.string());
   }
   auto size = std::filesystem::file_size(p, ec);
   if (ec) Fail(path, "cannot read instructions file " + p.string() + ": " + ec.message());
@@ -900,12 +926,12 @@ std::shared_ptr<Config> BuildConfig(const OrderedJson& root, const std::string& 
   }
   if (const OrderedJson* flows = f.Array("flows")) {
     for (std::size_t i = 0; i < flows->size(); ++i) {
-      c->flows.push_back(ParseFlow((*flows)[i], JsonPathIndex("flows", i)));
+      c->flows.push_back(ParseFlow((*flows)[i], JsonPathIndex("flows", i), c->warnings));
     }
   }
   if (const OrderedJson* tools = f.Array("tools")) {
     for (std::size_t i = 0; i < tools->size(); ++i) {
-      c->tools.push_back(ParseTool((*tools)[i], JsonPathIndex("tools", i)));
+      c->tools.push_back(ParseTool((*tools)[i], JsonPathIndex("tools", i), c->warnings));
     }
   }
   if (const OrderedJson* skills = f.Array("skills")) {
@@ -1007,8 +1033,13 @@ std::string ConfigSummary(const Config& config) {
   auto count = [](std::size_t n, const char* noun) {
     return std::to_string(n) + " " + noun + (n == 1 ? "" : "s");
   };
-  return count(config.flows.size(), "flow") + ", " + count(config.tools.size(), "tool") + ", " +
-         count(config.skills.size(), "skill");
+  std::string out = count(config.flows.size(), "flow") + ", " + count(config.tools.size(), "tool") +
+                    ", " + count(config.skills.size(), "skill");
+  if (!config.warnings.empty()) {
+    out += "; " + count(config.warnings.size(), "warning") + ":";
+    for (const std::string& warning : config.warnings) out += "\n  " + warning;
+  }
+  return out;
 }
 
 }  // namespace wf

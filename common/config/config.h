@@ -124,6 +124,10 @@ struct Config {
   AgentConfig agent;
   GatewayConfig gateway;
   std::string source_path;  ///< The file it was loaded from ("" when parsed from text).
+  /// Valid but probably unintended, each "<json path>: <what>": a placeholder in an endpoint or
+  /// response template that names no declared parameter or capture group (only a request's
+  /// `parameters` can fill it). Shown by ConfigSummary, i.e. by `--check-config`.
+  std::vector<std::string> warnings;
 
   /// The flow with this id, or nullptr. Linear scan; safe on any thread.
   const FlowConfig* FindFlow(std::string_view id) const;
@@ -139,8 +143,9 @@ struct Config {
 /// any level, a wrong type or an out-of-range value is an error, as is a trigger pattern RE2
 /// rejects (look-around and back-references get a clear hint), a duplicate flow/tool/skill name,
 /// an invalid `parameters` schema, a `required` parameter nobody declares, a placeholder syntax
-/// error in url/headers/body/response_template, or a skill `allowed_tools` entry that does not
-/// exist.
+/// error in url/headers/body/response_template, `{result}` outside response_template, or a skill
+/// `allowed_tools` entry that does not exist. A placeholder naming no declared parameter or
+/// capture group is valid (a request's `parameters` may supply it) and listed in `warnings`.
 ///
 /// Supported JSON Schema subset for `parameters` (top level): {"type":"object", "properties":
 /// {...}, "required":[...], "description", "title", "additionalProperties": bool}. Each property:
@@ -161,7 +166,8 @@ Result<std::shared_ptr<const Config>> ParseConfig(std::string_view json_text,
 /// "cannot read config file PATH: <reason>", or ParseConfig's errors.
 Result<std::shared_ptr<const Config>> LoadConfigFile(const std::string& path);
 
-/// What a loaded config holds, for `--check-config`: "9 flows, 2 tools, 1 skill". Pure.
+/// What a loaded config holds, for `--check-config`: "9 flows, 2 tools, 1 skill", followed by
+/// "; N warnings:" and one indented line per warning when there are any. Pure.
 std::string ConfigSummary(const Config& config);
 
 }  // namespace wf

@@ -98,8 +98,10 @@ Result<RedisEndpoint> ParseRedisUrl(std::string_view url) {
     }
   }
 
-  if (rest.find_first_of("?#") != std::string_view::npos) {
-    return UrlError(rest, "query and fragment are not supported");
+  if (const std::size_t query = rest.find_first_of("?#"); query != std::string_view::npos) {
+    // Only the part before it is shown: a query is where a password is often put
+    // (`?password=...`, as libpq and other clients take it).
+    return UrlError(rest.substr(0, query), "query and fragment are not supported");
   }
   std::string_view authority = rest;
   std::string_view path;

@@ -469,6 +469,16 @@ def turn_timeout_s():
     return _turn_timeout
 
 
+def heavy_stream_name():
+    """The agent stream the heavy pool of k8s/ uses: JetStreamName(subject_prefix, "HEAVY")."""
+    try:
+        with open(src("k8s", "workflow_config.json")) as f:
+            prefix = json.load(f).get("subject_prefix", "wf")
+    except (OSError, ValueError):
+        prefix = "wf"
+    return re.sub(r"[^A-Z0-9_-]", "_", prefix.upper()) + "_HEAVY"
+
+
 # ---------------------------------------------------------------------------------------------
 # Kubernetes.
 
@@ -774,8 +784,25 @@ def check_k8s_refs(objs):
         R.check(triggers.get("cpu", {}).get("metadata", {}).get("value") == "70",
                 "k8s: heavy ScaledObject CPU trigger at 70%")
         js = triggers.get("nats-jetstream", {}).get("metadata", {})
-        R.check(js.get("stream") == "WF_HEAVY" and js.get("consumer") == "heavy",
-                "k8s: heavy ScaledObject nats-jetstream trigger on stream WF_HEAVY consumer heavy")
+        stream = heavy_stream_name()
+        R.check(js.get("stream") == stream and js.get("consumer") == "heavy",
+                f"k8s: heavy ScaledObject nats-jetstream trigger on stream {stream} (subject_prefix of "
+                "k8s/workflow_config.json) consumer heavy",
+                f"stream {js.get('stream')!r}, consumer {js.get('consumer')!r}")
+        # KEDA's lag is num_pending + num_ack_pending (waiting + running turns), so the target per
+        # replica must be at most a worker's concurrency (else a full pool asks for no more) and
+        # not far below it (else idle workers are multiplied).
+        heavy = by_kind.get("Deployment", {}).get("heavy")
+        henv = {}
+        for c in (pod_containers(heavy) if heavy else []):
+            henv.update({e["name"]: str(e.get("value", "")) for e in c.get("env") or [] if "value" in e})
+        concurrency = henv.get("WF_CONCURRENCY") or help_default(binary("wf-heavy"), "WF_CONCURRENCY")
+        lag = str(js.get("lagThreshold", ""))
+        if R.check(lag.isdigit() and str(concurrency).isdigit(),
+                   f"k8s: heavy lagThreshold ({lag}) and WF_CONCURRENCY ({concurrency}) are known"):
+            R.check(int(concurrency) / 2 <= int(lag) <= int(concurrency),
+                    f"k8s: heavy lagThreshold {lag} (waiting + running turns per replica) is between half "
+                    f"and all of WF_CONCURRENCY {concurrency}")
         host, _, port = js.get("natsServerMonitoringEndpoint", "").partition(":")
         parts = host.split(".")
         svc = by_kind.get("Service", {}).get(parts[0])

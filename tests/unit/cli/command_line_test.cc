@@ -69,5 +69,33 @@ TEST(CommandLine, BadEnvValueNamesTheVariable) {
   EXPECT_TRUE(out.flags.has_value()) << out.error;
 }
 
+// --help says everything a flag accepts: env var, default, and the values Parse checks (the
+// README's flag table is compared with it by the CLI integration test).
+TEST(CommandLine, UsageShowsEnvDefaultAndAcceptedValues) {
+  auto flags = CommonFlags();
+  flags.push_back(IntegerFlag("threads", "WF_TEST_THREADS", "4", "threads", 1, 64));
+  flags.push_back(HostPortFlag("listen", "", "0.0.0.0:8000", "listen"));
+  flags.push_back(HostPortFlag("admin-listen", "", "", "admin", /*optional=*/true));
+  flags.push_back({"db", "WF_TEST_DB", "postgresql://postgres@h/db", "database", false, true});
+  const std::string usage = CommandLine("wf-test", "test", flags).Usage();
+  EXPECT_NE(usage.find("threads (env WF_TEST_THREADS) [default: 4] [range: 1..64]\n"),
+            std::string::npos)
+      << usage;
+  EXPECT_NE(usage.find("listen [default: 0.0.0.0:8000] [HOST:PORT]\n"), std::string::npos) << usage;
+  EXPECT_NE(usage.find("admin [HOST:PORT, or empty: off]\n"), std::string::npos) << usage;
+  EXPECT_NE(usage.find("(env WF_LOG_LEVEL) [default: info] [one of: trace debug info warn "
+                       "warning error critical off]\n"),
+            std::string::npos)
+      << usage;
+  // A secret flag's built-in default is not a secret; a given value is never printed anyway.
+  ::setenv("WF_TEST_DB", "postgresql://u:s3cr3t@h/db", 1);
+  const std::string with_env = CommandLine("wf-test", "test", flags).Usage();
+  ::unsetenv("WF_TEST_DB");
+  EXPECT_NE(with_env.find("database (env WF_TEST_DB) [default: postgresql://postgres@h/db]"),
+            std::string::npos)
+      << with_env;
+  EXPECT_EQ(with_env.find("s3cr3t"), std::string::npos) << with_env;
+}
+
 }  // namespace
 }  // namespace wf

@@ -639,49 +639,113 @@ TEST(ConfigTest, BodyKeysWithPlaceholdersAreRejected) {
   EXPECT_EQ(ErrorOf(c), "<no error>");
 }
 
-TEST(ConfigTest, PlaceholdersMustNameSomethingThatHasAValue) {
+// {result} outside a response template can never have a value: an error. A placeholder that
+// names no declared parameter or capture group is valid (a request's `parameters` can fill it:
+// ARCHITECTURE.md's own example sends "days": "{days}" with no `days` declared) but is listed
+// as a warning naming its JSON path, which --check-config prints.
+TEST(ConfigTest, UndeclaredPlaceholdersAreWarningsResultOutsideResponseIsAnError) {
   struct Case {
     const char* pointer;
     json value;
-    const char* message;  // nullptr: valid
+    const char* error;    // nullptr: valid
+    const char* warning;  // nullptr: no warning
   };
   for (const Case& t : std::vector<Case>{
-           {"/flows/0/endpoint/url", "http://h/orders/{order_id}?q={undeclared}",
-            "flows[0].endpoint.url: placeholder {undeclared} names no parameter or capture group "
-            "(declare \"undeclared\" under \"parameters\")"},
-           {"/flows/0/endpoint/headers/X-Session", "{session_id}-{nope}",
-            "flows[0].endpoint.headers.X-Session: placeholder {nope} names no parameter"},
+           {"/flows/0/endpoint/url", "http://h/orders/{order_id}?q={undeclared}", nullptr,
+            "flows[0].endpoint.url: placeholder {undeclared} names no declared parameter or "
+            "capture group: only a request's \"parameters\" can fill it"},
+           {"/flows/0/endpoint/headers/X-Session", "{session_id}-{nope}", nullptr,
+            "flows[0].endpoint.headers.X-Session: placeholder {nope} names no declared parameter"},
            {"/flows/1/endpoint/body", json::parse(R"({"a": {"b": ["{days}", "x {ghost.y}"]}})"),
-            "flows[1].endpoint.body.a.b[1]: placeholder {ghost.y} names no parameter"},
-           {"/tools/0/endpoint/url", "http://w/now?city={city}&unit={unit}",
-            "tools[0].endpoint.url: placeholder {unit} names no parameter"},
+            nullptr, "flows[1].endpoint.body.a.b[1]: placeholder {ghost.y} names no declared"},
+           {"/tools/0/endpoint/url", "http://w/now?city={city}&unit={unit}", nullptr,
+            "tools[0].endpoint.url: placeholder {unit} names no declared parameter"},
            {"/flows/0/endpoint/url", "http://h/orders/{result}",
             "flows[0].endpoint.url: placeholder {result}: the response ({result}) is only "
-            "available in response_template"},
+            "available in response_template",
+            nullptr},
+           {"/flows/1/endpoint/body", json::parse(R"({"a": ["{result.x}"]})"),
+            "flows[1].endpoint.body.a[0]: placeholder {result.x}: the response", nullptr},
            {"/flows/0/response_template",
             "{order_id} {verbose} {user_message} {session_id} "
             "{result} {result.a.0} {order_id.x}",
-            nullptr},
-           {"/flows/0/response_template", "order {order_id}: {status}",
-            "flows[0].response_template: placeholder {status} names no parameter, capture group "
-            "or result field (declare \"status\" under \"parameters\")"},
-           {"/tools/0/response_template", "{result.temp} in {city}, {country}",
-            "tools[0].response_template: placeholder {country} names no parameter"},
+            nullptr, nullptr},
+           {"/flows/0/response_template", "order {order_id}: {status}", nullptr,
+            "flows[0].response_template: placeholder {status} names no declared parameter, "
+            "capture group or result field"},
+           {"/tools/0/response_template", "{result.temp} in {city}, {country}", nullptr,
+            "tools[0].response_template: placeholder {country} names no declared parameter"},
            // Capture groups count as parameters, declared or not.
-           {"/flows/0/endpoint/url", "http://h/orders/{order_id}?v={verbose}", nullptr},
+           {"/flows/0/endpoint/url", "http://h/orders/{order_id}?v={verbose}", nullptr, nullptr},
        }) {
     json c = Base();
     c[json::json_pointer(t.pointer)] = t.value;
-    if (t.message == nullptr) {
-      EXPECT_EQ(ErrorOf(c), "<no error>") << t.pointer;
+    auto r = ParseConfig(c.dump());
+    if (t.error != nullptr) {
+      ASSERT_FALSE(r.ok()) << t.pointer;
+      EXPECT_STARTS_WITH(r.error().message, t.error);
+      continue;
+    }
+    ASSERT_TRUE(r.ok()) << t.pointer << ": " << r.error().message;
+    if (t.warning == nullptr) {
+      EXPECT_TRUE((*r)->warnings.empty()) << t.pointer << ": " << (*r)->warnings.front();
     } else {
-      EXPECT_STARTS_WITH(ErrorOf(c), t.message);
+      ASSERT_EQ((*r)->warnings.size(), 1u) << t.pointer;
+      EXPECT_STARTS_WITH((*r)->warnings[0], t.warning);
+      // --check-config prints the summary: the warning is in it.
+      EXPECT_CONTAINS(ConfigSummary(**r), "; 1 warning:\n  " + (*r)->warnings[0]);
     }
   }
   // A capture group that is not a declared property is a parameter too.
   json c = Base();
   c["flows"][1]["trigger_patterns"] = {"leave for (?P<n>\\d+) days"};
   c["flows"][1]["endpoint"]["url"] = "http://hr.internal/leave?n={n}";
+  auto r = ParseConfig(c.dump());
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_TRUE((*r)->warnings.empty());
+  EXPECT_EQ(ConfigSummary(**r), "2 flows, 1 tool, 1 skill");
+}
+
+// The example config of ARCHITECTURE.md "Configuration" (copied verbatim into the fixture) is
+// the contract: it loads. Its leave_request body uses {days}, which it does not declare (the
+// request's parameters supply it), so that is its one warning.
+TEST(ConfigTest, TheArchitectureExampleConfigLoads) {
+  auto r = LoadConfigFile(FixturesDir() + "/architecture_example.json");
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ((*r)->flows.size(), 2u);
+  EXPECT_EQ((*r)->tools.size(), 1u);
+  ASSERT_EQ((*r)->warnings.size(), 1u);
+  EXPECT_STARTS_WITH((*r)->warnings[0],
+                     "flows[1].endpoint.body.days: placeholder {days} names no declared");
+}
+
+// RE2 compiles (?P<x>..)(?P<x>..) without complaint, and only one group could fill `x`: the
+// validator used to accept it silently.
+TEST(ConfigTest, ANamedGroupTwiceInOnePatternIsAnError) {
+  json c = Base();
+  c["flows"][0]["trigger_patterns"] = {"order (?P<order_id>\\d+) or (?P<order_id>\\d+)"};
+  EXPECT_EQ(ErrorOf(c),
+            "flows[0].trigger_patterns[0]: named group \"order_id\" appears more than once in "
+            "this pattern (use it once, or give the alternatives their own trigger_patterns)");
+  // The same name in different patterns of a flow is the normal case.
+  c["flows"][0]["trigger_patterns"] = {"order (?P<order_id>\\d+)", "查询订单(?P<order_id>\\d+)"};
+  EXPECT_EQ(ErrorOf(c), "<no error>");
+}
+
+// "" is refused because it matches every message; so is any pattern that matches "", since
+// matching is unanchored: the validator accepted "x?", ".*" and "a|" and the flow took every
+// message (nothing reached the agent).
+TEST(ConfigTest, APatternMatchingTheEmptyStringIsAnError) {
+  for (const char* pattern : {"x?", ".*", "leave|", "(?:order)*", "^", "(?P<n>\\d*)"}) {
+    json c = Base();
+    c["flows"][1]["trigger_patterns"] = {"leave request", pattern};
+    EXPECT_EQ(ErrorOf(c),
+              "flows[1].trigger_patterns[1]: matches the empty string, so it would match every "
+              "message and no message would reach the agent")
+        << pattern;
+  }
+  json c = Base();
+  c["flows"][1]["trigger_patterns"] = {"leave(?: request)?", "请假(?:\\s*(?P<days>\\d+)\\s*天)?"};
   EXPECT_EQ(ErrorOf(c), "<no error>");
 }
 
@@ -790,6 +854,14 @@ TEST(ConfigTest, SkillInstructions) {
   c["skills"][0].erase("instructions");
   c["skills"][0]["instructions_file"] = "no/such/SKILL.md";
   EXPECT_STARTS_WITH(ErrorOf(c), "skills[0].instructions_file: instructions file not found: ");
+  // A directory is there but is no file: said so, not "not found".
+  c["skills"][0]["instructions_file"] = "skills";
+  auto r = ParseConfig(c.dump(), FixturesDir());
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().message,
+            "skills[0].instructions_file: instructions file is not a regular "
+            "file: " +
+                FixturesDir() + "/skills");
 }
 
 TEST(ConfigTest, SkillInstructionsFileIsRelativeToBaseDir) {

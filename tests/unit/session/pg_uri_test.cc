@@ -47,6 +47,22 @@ TEST(PgUriTest, RedactsKeyValuePasswordWithSpacesAroundTheEqualsSign) {
   EXPECT_EQ(both.find("s2"), std::string::npos) << both;
 }
 
+// libpq also takes the password as a URI query parameter (and sslpassword for the client key):
+// those were printed verbatim in wf-heavy's start-up error ("postgres <uri>: connect failed").
+TEST(PgUriTest, RedactsPasswordQueryParameters) {
+  EXPECT_EQ(RedactPostgresUri("postgresql://app@db:5432/wf?password=qs3cr3t&sslmode=disable"),
+            "postgresql://app@db:5432/wf?password=***&sslmode=disable");
+  EXPECT_EQ(RedactPostgresUri("postgresql://app@db/wf?sslmode=require&password=qs3cr3t"),
+            "postgresql://app@db/wf?sslmode=require&password=***");
+  EXPECT_EQ(RedactPostgresUri("postgres://app:us3cr3t@db/wf?password=qs3cr3t&sslpassword=ks3cr3t"),
+            "postgres://app:***@db/wf?password=***&sslpassword=***");
+  // An '@' in the query is not the end of the credentials.
+  EXPECT_EQ(RedactPostgresUri("postgresql://db/wf?password=a@b"),
+            "postgresql://db/wf?password=***");
+  EXPECT_EQ(RedactPostgresUri("host=db password=s3cr3t sslpassword=k3y"),
+            "host=db password=*** sslpassword=***");
+}
+
 TEST(BundledMigrationsTest, AreTheSqlFilesInLexicalOrder) {
   const auto& bundled = BundledMigrations();
   ASSERT_FALSE(bundled.empty());

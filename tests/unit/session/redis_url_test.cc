@@ -117,6 +117,9 @@ TEST(RedisUrlTest, ErrorsNeverContainThePassword) {
       "redis://:" + secret.substr(0, 4) + "@" + secret.substr(4) + "@ho st",
       "rediss://:" + secret + "@host:6379",
       "http://:" + secret + "@host:6379",
+      // A password given as a query parameter (as libpq takes it) was echoed with the host part.
+      "redis://host:6379/0?password=" + secret,
+      "redis://host:6379#" + secret,
   };
   for (const auto& url : bad) {
     auto endpoint = ParseRedisUrl(url);
