@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "cli/command_line.h"
+#include "cli/config_step.h"
 #include "config/config.h"
 #include "gateway/gateway_server.h"
 
@@ -56,19 +57,15 @@ int main(int argc, char** argv) {
   const wf::Flags& flags = *parsed.flags;
   wf::InitLogging("wf-gateway", flags.Get("log-level"));
 
-  auto config = wf::LoadConfigFile(flags.Get("config"));
-  if (!config.ok()) return Fail("invalid config: " + config.error().message, 2);
-  if (flags.IsSet("check-config")) {
-    std::printf("config OK: %s\n", wf::ConfigSummary(**config).c_str());
-    return 0;
-  }
+  std::shared_ptr<const wf::Config> config;
+  if (auto exit_code = wf::LoadConfigStep(flags, "wf-gateway", &config)) return *exit_code;
 
   wf::GatewayOptions options;
   options.listen = flags.Get("listen");
   options.threads = static_cast<int>(flags.Int("threads"));
   options.heartbeat = std::chrono::milliseconds(flags.Int("heartbeat-ms"));
   options.nats_url = flags.Get("nats-url");
-  options.config = *config;
+  options.config = config;
   auto server = wf::GatewayServer::Start(std::move(options));
   if (!server.ok()) return Fail(server.error().message);
 

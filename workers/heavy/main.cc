@@ -6,6 +6,7 @@
 
 #include "admin_http/admin_server.h"
 #include "cli/command_line.h"
+#include "cli/config_step.h"
 #include "config/config.h"
 #include "http_client/http_client.h"
 #include "llm/http_llm_client.h"
@@ -49,15 +50,8 @@ int main(int argc, char** argv) {
   }
   const wf::Flags& flags = *parsed.flags;
   wf::InitLogging("wf-heavy", flags.Get("log-level"));
-  auto config = wf::LoadConfigFile(flags.Get("config"));
-  if (!config.ok()) {
-    std::cerr << "wf-heavy: invalid config: " << config.error().message << "\n";
-    return 2;
-  }
-  if (flags.IsSet("check-config")) {
-    std::cout << "config OK: " << wf::ConfigSummary(**config) << "\n";
-    return 0;
-  }
+  std::shared_ptr<const wf::Config> config;
+  if (auto exit_code = wf::LoadConfigStep(flags, "wf-heavy", &config)) return *exit_code;
   const long concurrency = flags.Int("concurrency");
   const long drain_ms = flags.Int("drain-ms");
   const long ack_wait_ms = flags.Int("ack-wait-ms");
@@ -71,7 +65,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   wf::SessionStoreOptions store_options;
-  store_options.ttl = (*config)->agent.session_ttl;
+  store_options.ttl = config->agent.session_ttl;
   auto store =
       wf::SessionStore::Connect(flags.Get("redis-url"), flags.Get("database-url"), store_options);
   if (!store.ok()) {
@@ -90,14 +84,14 @@ int main(int argc, char** argv) {
   llm_options.base_url = flags.Get("llm-base-url");
   llm_options.api_key = flags.Get("llm-api-key");
   llm_options.default_model =
-      (*config)->agent.model.empty() ? flags.Get("llm-model") : (*config)->agent.model;
+      config->agent.model.empty() ? flags.Get("llm-model") : config->agent.model;
   wf::HttpLlmClient llm(llm_options, http, timer);
 
   wf::HeavyWorker::Options options;
   options.concurrency = static_cast<int>(concurrency);
   options.ack_wait = std::chrono::milliseconds(ack_wait_ms);
   options.in_progress_every = options.ack_wait / 3;
-  auto worker = wf::HeavyWorker::Start(*config, **conn, **store, llm, timer, options);
+  auto worker = wf::HeavyWorker::Start(config, **conn, **store, llm, timer, options);
   if (!worker.ok()) {
     std::cerr << "wf-heavy: " << worker.error().message << "\n";
     return 1;

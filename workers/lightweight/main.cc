@@ -7,6 +7,7 @@
 
 #include "admin_http/admin_server.h"
 #include "cli/command_line.h"
+#include "cli/config_step.h"
 #include "config/config.h"
 #include "lightweight/lightweight_worker.h"
 #include "nats/connection.h"
@@ -38,15 +39,8 @@ int main(int argc, char** argv) {
   const wf::Flags& flags = *parsed.flags;
   wf::InitLogging("wf-lightweight", flags.Get("log-level"));
 
-  auto config = wf::LoadConfigFile(flags.Get("config"));
-  if (!config.ok()) {
-    std::cerr << "wf-lightweight: invalid config: " << config.error().message << "\n";
-    return 2;
-  }
-  if (flags.IsSet("check-config")) {
-    std::cout << "config OK: " << wf::ConfigSummary(**config) << "\n";
-    return 0;
-  }
+  std::shared_ptr<const wf::Config> config;
+  if (auto exit_code = wf::LoadConfigStep(flags, "wf-lightweight", &config)) return *exit_code;
   const long drain_ms = flags.Int("drain-ms");
 
   wf::NatsOptions nats_options;
@@ -59,7 +53,7 @@ int main(int argc, char** argv) {
   }
   wf::LightweightWorker::Options options;
   options.loops = static_cast<int>(flags.Int("threads"));
-  auto worker = wf::LightweightWorker::Start(*config, **conn, options);
+  auto worker = wf::LightweightWorker::Start(config, **conn, options);
   if (!worker.ok()) {
     std::cerr << "wf-lightweight: " << worker.error().message << "\n";
     return 1;

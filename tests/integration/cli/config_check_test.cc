@@ -64,6 +64,15 @@ TEST_P(ConfigCheckTest, TheArchitectureExampleChecksWithAWarning) {
       << run.log;
 }
 
+// A running service shows the same warnings in its log (here it then stops: no NATS listens).
+TEST_P(ConfigCheckTest, WarningsAreLoggedAtAnOrdinaryStart) {
+  Run run = Start({"--config", SourcePath("tests/fixtures/configs/architecture_example.json")});
+  EXPECT_NE(run.code, 0) << run.log;
+  EXPECT_NE(run.log.find("flows[1].endpoint.body.days: placeholder {days}"), std::string::npos)
+      << run.log;
+  EXPECT_NE(run.log.find("[warning]"), std::string::npos) << run.log;
+}
+
 TEST_P(ConfigCheckTest, AMistakeIsExitTwoWithItsJsonPath) {
   TempDir dir;
   const std::string bad = dir.path() + "/bad.json";
