@@ -18,6 +18,7 @@ enum class FlagValue {
   kHostPort,          ///< HOST:PORT (see ParseHostPort).
   kOptionalHostPort,  ///< Empty, or HOST:PORT.
   kChoice,            ///< One of `choices`.
+  kHttpUrl,           ///< http://HOST... or https://HOST... (no spaces or control characters).
 };
 
 /// One command-line flag. A flag beats its environment variable, which beats the default.
@@ -39,6 +40,11 @@ FlagSpec IntegerFlag(std::string name, std::string env, std::string default_valu
 /// A flag whose value must be HOST:PORT; with `optional`, empty is allowed too (off).
 FlagSpec HostPortFlag(std::string name, std::string env, std::string default_value,
                       std::string help, bool optional = false);
+
+/// A flag whose value must be an http:// or https:// URL with a host. The value is never echoed
+/// in the error (a URL may carry credentials).
+FlagSpec HttpUrlFlag(std::string name, std::string env, std::string default_value,
+                     std::string help);
 
 /// The flags every binary takes: --config (WF_CONFIG), --nats-url (NATS_URL),
 /// --log-level (WF_LOG_LEVEL: trace, debug, info, warn, error, critical or off), --check-config

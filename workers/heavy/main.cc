@@ -21,8 +21,8 @@ int main(int argc, char** argv) {
   spec.push_back({"redis-url", "REDIS_URL", "redis://127.0.0.1:6379", "Redis (hot sessions)"});
   spec.push_back({"database-url", "DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres",
                   "PostgreSQL libpq URI (durable sessions)", false, true});
-  spec.push_back({"llm-base-url", "LLM_BASE_URL", "http://127.0.0.1:8090/v1",
-                  "OpenAI-compatible base URL, e.g. https://api.openai.com/v1"});
+  spec.push_back(wf::HttpUrlFlag("llm-base-url", "LLM_BASE_URL", "http://127.0.0.1:8090/v1",
+                                 "OpenAI-compatible base URL, e.g. https://api.openai.com/v1"));
   spec.push_back(
       {"llm-api-key", "LLM_API_KEY", "", "API key (sent as Bearer; never logged)", false, true});
   spec.push_back({"llm-model", "LLM_MODEL", "gpt-4o-mini", "model when the config names none"});

@@ -54,6 +54,32 @@ TEST(CommandLine, BadValuesAreErrorsEvenWithCheckConfig) {
   }
 }
 
+// An LLM base URL that cannot work is a start-up error, not a failure at the first turn; the
+// value is not echoed (it may hold credentials).
+TEST(CommandLine, HttpUrlFlagsTakeOnlyHttpAndHttpsUrls) {
+  auto parse = [](const char* value) {
+    auto flags = CommonFlags();
+    flags.push_back(HttpUrlFlag("llm-base-url", "", "http://127.0.0.1:8090/v1", "llm"));
+    std::vector<const char*> args = {"wf-test", "--llm-base-url", value};
+    return CommandLine("wf-test", "test", flags).Parse(3, args.data());
+  };
+  for (const char* good :
+       {"http://127.0.0.1:8090/v1", "https://api.openai.com/v1", "http://localhost:11434/v1",
+        "https://user:key@proxy.example/v1?x=1", "HTTPS://Api.Example/v1"}) {
+    EXPECT_TRUE(parse(good).flags.has_value()) << good;
+  }
+  for (const char* bad :
+       {"", "api.openai.com/v1", "ftp://h/", "http:/h/v1", "httpx://h/", "http://", "https:///v1",
+        "http://:8080/v1", "http://h/with space", "https://us:s3cr3t@/v1"}) {
+    auto out = parse(bad);
+    EXPECT_FALSE(out.flags.has_value()) << bad;
+    EXPECT_NE(out.error.find("--llm-base-url: expected an http:// or https:// URL"),
+              std::string::npos)
+        << out.error;
+    EXPECT_EQ(out.error.find("s3cr3t"), std::string::npos) << out.error;
+  }
+}
+
 TEST(CommandLine, BadEnvValueNamesTheVariable) {
   ::setenv("WF_TEST_THREADS", "lots", 1);
   auto out = ParseArgs({"--check-config"});
