@@ -599,9 +599,11 @@ FlowConfig ParseFlow(const OrderedJson& v, const std::string& path,
     if (pattern.empty()) Fail(pattern_path, "must not be empty (it would match every message)");
     auto re = CompileTriggerPattern(pattern);
     if (!re.ok()) Fail(pattern_path, re.error().message);
-    // Matching is unanchored: a pattern that matches "" ("x?", ".*", "a|") matches at the start
-    // of every message, exactly like the empty pattern refused above.
-    if (RE2::PartialMatch("", **re)) {
+    // Matching is unanchored: a pattern that matches "" ("x?", ".*", "a|", "^", "x?$") matches
+    // at the start or end of every message, exactly like the empty pattern refused above. One
+    // anchored at both ends ("^(hi|hello)?$") matches "" but not every message: it is fine, as
+    // its failing a text no pattern spells out ("\x01") shows.
+    if (RE2::PartialMatch("", **re) && RE2::PartialMatch("\x01", **re)) {
       Fail(pattern_path,
            "matches the empty string, so it would match every message and no message would "
            "reach the agent");

@@ -736,7 +736,8 @@ TEST(ConfigTest, ANamedGroupTwiceInOnePatternIsAnError) {
 // matching is unanchored: the validator accepted "x?", ".*" and "a|" and the flow took every
 // message (nothing reached the agent).
 TEST(ConfigTest, APatternMatchingTheEmptyStringIsAnError) {
-  for (const char* pattern : {"x?", ".*", "leave|", "(?:order)*", "^", "(?P<n>\\d*)"}) {
+  for (const char* pattern : {"x?", ".*", "leave|", "(?:order)*", "^", "(?P<n>\\d*)", "x?$",
+                              "$", "^\\s*"}) {
     json c = Base();
     c["flows"][1]["trigger_patterns"] = {"leave request", pattern};
     EXPECT_EQ(ErrorOf(c),
@@ -746,6 +747,9 @@ TEST(ConfigTest, APatternMatchingTheEmptyStringIsAnError) {
   }
   json c = Base();
   c["flows"][1]["trigger_patterns"] = {"leave(?: request)?", "请假(?:\\s*(?P<days>\\d+)\\s*天)?"};
+  EXPECT_EQ(ErrorOf(c), "<no error>");
+  // Anchored at both ends, a pattern that also matches "" matches only what it spells out.
+  c["flows"][1]["trigger_patterns"] = {"^(?:hi|hello)?$", "^\\s*(?:leave)?\\s*$"};
   EXPECT_EQ(ErrorOf(c), "<no error>");
 }
 
