@@ -736,8 +736,8 @@ TEST(ConfigTest, ANamedGroupTwiceInOnePatternIsAnError) {
 // matching is unanchored: the validator accepted "x?", ".*" and "a|" and the flow took every
 // message (nothing reached the agent).
 TEST(ConfigTest, APatternMatchingTheEmptyStringIsAnError) {
-  for (const char* pattern : {"x?", ".*", "leave|", "(?:order)*", "^", "(?P<n>\\d*)", "x?$",
-                              "$", "^\\s*"}) {
+  for (const char* pattern :
+       {"x?", ".*", "leave|", "(?:order)*", "^", "(?P<n>\\d*)", "x?$", "$", "^\\s*"}) {
     json c = Base();
     c["flows"][1]["trigger_patterns"] = {"leave request", pattern};
     EXPECT_EQ(ErrorOf(c),
