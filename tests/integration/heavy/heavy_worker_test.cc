@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <atomic>
+#include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -221,6 +223,78 @@ TEST(HeavyWorkerTest, AReusedRequestIdIsAnsweredFromTheStoreOrRefused) {
 
 // An invalid session id is a bad request at once, not "session store unavailable" after three
 // deliveries.
+// A publisher that reuses a request id the moment it has the answer (here: from inside the
+// handler that received the `final`) gets its refusal at once, every time: the worker forgets
+// the finished turn before publishing its end, so the new message is never taken for a
+// redelivery of a turn still running (which would be kept unanswered until the ack wait).
+TEST(HeavyWorkerTest, ARequestIdReusedTheMomentItsAnswerArrivesIsAnsweredAtOnce) {
+  Stack s;
+  NatsOptions options;
+  options.url = s.nats_.url();
+  auto conn = std::move(NatsConnection::Connect(options)).value();
+  const std::string inbox = NatsConnection::NewInbox();
+  std::mutex mu;
+  std::map<std::string, std::vector<wf::v1::QueryEvent>> ends;  // request id -> final/error
+  auto query = [&](const std::string& id, const std::string& message) {
+    wf::v1::QueryRequest request;
+    request.set_request_id(id);
+    request.set_session_id("reuse-" + id);
+    request.set_message(message);
+    request.set_reply_to(inbox);
+    request.set_deadline_unix_ms(UnixMillisNow() + 20000);
+    return conn->Publish("wf.heavy.query", request.SerializeAsString());
+  };
+  auto sub = conn->Subscribe(inbox, [&](const NatsMsgView& m) {
+    wf::v1::QueryEvent event;
+    if (!event.ParseFromArray(m.data().data(), static_cast<int>(m.data().size()))) return;
+    if (!event.has_final() && !event.has_error()) return;
+    bool first = false;
+    {
+      std::lock_guard lock(mu);
+      auto& list = ends[event.request_id()];
+      list.push_back(event);
+      first = list.size() == 1;
+    }
+    if (first) (void)query(event.request_id(), "another question");  // at once
+  });
+  ASSERT_TRUE(sub.ok());
+  ASSERT_TRUE(conn->Flush(milliseconds(2000)).ok());
+  // Busy threads, more than the cores: the worker's threads are preempted often, so the moment
+  // between publishing an answer and forgetting the turn is long enough to be hit.
+  std::atomic<bool> busy{true};
+  std::vector<std::thread> spinners;
+  for (unsigned i = 0; i < 2 * std::max(1u, std::thread::hardware_concurrency()); ++i) {
+    spinners.emplace_back([&busy] {
+      while (busy.load(std::memory_order_relaxed)) {
+      }
+    });
+  }
+  struct StopSpinning {
+    std::atomic<bool>& busy;
+    std::vector<std::thread>& threads;
+    ~StopSpinning() {
+      busy = false;
+      for (auto& t : threads) t.join();
+    }
+  } stop{busy, spinners};
+  constexpr int kRounds = 20;
+  for (int i = 0; i < kRounds; ++i) {
+    const std::string id = "reuse-" + std::to_string(i);
+    ASSERT_TRUE(query(id, "hello there").ok());
+    ASSERT_TRUE(Eventually(
+        [&] {
+          std::lock_guard lock(mu);
+          return ends[id].size() >= 2;
+        },
+        seconds(10)))
+        << id << ": the reuse got no answer" << s.Logs();
+    std::lock_guard lock(mu);
+    ASSERT_TRUE(ends[id][0].has_final()) << ends[id][0].DebugString();
+    ASSERT_TRUE(ends[id][1].has_error()) << ends[id][1].DebugString();
+    EXPECT_EQ(ends[id][1].error().code(), "duplicate_request_id") << ends[id][1].DebugString();
+  }
+}
+
 TEST(HeavyWorkerTest, AnInvalidSessionIdIsABadRequestAndNotRedelivered) {
   Stack s;
   HeavyClient c(s);

@@ -385,6 +385,7 @@ void HeavyWorker::OnQueryMessage(natsMsg* msg) {
 
 void HeavyWorker::EmitTerminalError(const std::shared_ptr<Turn>& turn, ErrorCode code,
                                     const std::string& message) {
+  ReleaseTurn(turn);  // before the client can see the end (see ReleaseTurn)
   wf::v1::QueryEvent event;
   event.set_request_id(turn->request.request_id());
   event.set_seq(turn->seq + 1);
@@ -501,6 +502,7 @@ bool HeavyWorker::AnsweredFromStore(const std::shared_ptr<Turn>& turn) {
       return true;
     }
     // The same turn, stored before: answer from the store, without running it again.
+    ReleaseTurn(turn);  // before the client can see the answer (see ReleaseTurn)
     if (run.has_answer) {
       wf::v1::QueryEvent event;
       event.set_request_id(req.request_id());
@@ -686,6 +688,7 @@ void HeavyWorker::FinishTurn(const std::shared_ptr<Turn>& turn, wf::v1::TurnReco
     terminal.swap(turn->terminal);
   }
   if (durable) {
+    ReleaseTurn(turn);  // before the client can see the answer (see ReleaseTurn)
     if (terminal) PublishEvent(*turn, std::move(*terminal));
     turn->msg.Ack();
   } else if (stored.error().code == ErrorCode::kBadRequest) {

@@ -19,8 +19,8 @@
 #include "nats/jetstream.h"
 #include "nats/micro_service.h"
 #include "session/session_store.h"
-#include "worker/nats_tool_runner.h"
 #include "wf/v1/query.pb.h"
+#include "worker/nats_tool_runner.h"
 
 namespace wf {
 
@@ -38,8 +38,8 @@ namespace wf {
 class HeavyWorker {
  public:
   struct Options {
-    int concurrency = 64;            ///< Turns in flight in this process.
-    int executor_threads = 4;        ///< Threads for Redis/PostgreSQL work.
+    int concurrency = 64;      ///< Turns in flight in this process.
+    int executor_threads = 4;  ///< Threads for Redis/PostgreSQL work.
     std::chrono::milliseconds ack_wait{30000};
     int max_deliver = 3;
     std::chrono::milliseconds in_progress_every{10000};
@@ -78,6 +78,11 @@ class HeavyWorker {
   void RunAgent(const std::shared_ptr<Turn>& turn,
                 Result<std::vector<wf::v1::ChatMessage>> history);
   void FinishTurn(const std::shared_ptr<Turn>& turn, wf::v1::TurnRecord record);
+  /// Removes the turn from this worker's active table and frees its slot. Idempotent. Called
+  /// before the turn's final or error event is published: a client that has its answer may at
+  /// once send another query with the same request id (a repeat, answered from the store, or a
+  /// reuse, refused), which must not be taken for a redelivery of a turn still running here
+  /// (those are kept in progress, unanswered, until JetStream's ack wait).
   void ReleaseTurn(const std::shared_ptr<Turn>& turn);
   void EmitTerminalError(const std::shared_ptr<Turn>& turn, ErrorCode code,
                          const std::string& message);
