@@ -4,11 +4,12 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <cctype>
 #include <cerrno>
 #include <cstdlib>
 #include <iostream>
 #include <sstream>
+
+#include "text/http_url.h"
 
 namespace wf {
 
@@ -49,25 +50,6 @@ FlagSpec HttpUrlFlag(std::string name, std::string env, std::string default_valu
 
 namespace {
 
-/// An http:// or https:// URL with a non-empty host and nothing a URL cannot hold unescaped.
-bool IsHttpUrl(const std::string& value) {
-  std::string scheme = value.substr(0, value.find("://"));
-  std::transform(scheme.begin(), scheme.end(), scheme.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  if (scheme != "http" && scheme != "https") return false;
-  std::string_view rest = value;
-  rest.remove_prefix(scheme.size() + 3);
-  const std::string_view authority = rest.substr(0, rest.find_first_of("/?#"));
-  const std::size_t at = authority.rfind('@');
-  const std::string_view host_port =
-      at == std::string_view::npos ? authority : authority.substr(at + 1);
-  if (host_port.empty() || host_port[0] == ':') return false;
-  return std::none_of(value.begin(), value.end(), [](char c) {
-    const auto b = static_cast<unsigned char>(c);
-    return b <= 0x20 || b == 0x7F;
-  });
-}
-
 /// Empty when `value` is what `spec` asks for, else why not (without the flag's name).
 std::string ValueProblem(const FlagSpec& spec, const std::string& value) {
   switch (spec.value) {
@@ -99,8 +81,9 @@ std::string ValueProblem(const FlagSpec& spec, const std::string& value) {
       return "expected one of " + all + ", got '" + value + "'";
     }
     case FlagValue::kHttpUrl:
-      return IsHttpUrl(value) ? std::string()
-                              : std::string("expected an http:// or https:// URL with a host");
+      return HttpUrlProblem(value).empty()
+                 ? std::string()
+                 : std::string("expected an http:// or https:// URL with a host");
   }
   return {};
 }

@@ -18,7 +18,7 @@ enum class FlagValue {
   kHostPort,          ///< HOST:PORT (see ParseHostPort).
   kOptionalHostPort,  ///< Empty, or HOST:PORT.
   kChoice,            ///< One of `choices`.
-  kHttpUrl,           ///< http://HOST... or https://HOST... (no spaces or control characters).
+  kHttpUrl,           ///< An http(s) URL naming a host (text/http_url.h HttpUrlProblem).
 };
 
 /// One command-line flag. A flag beats its environment variable, which beats the default.

@@ -17,6 +17,7 @@
 #include "config/placeholder.h"
 #include "config/strict_json.h"
 #include "text/ascii.h"
+#include "text/http_url.h"
 
 namespace wf {
 namespace {
@@ -404,29 +405,16 @@ nlohmann::json EmptyObjectSchema() {
 void CheckUrl(const std::string& url, const std::string& path) {
   auto segments = ParseTemplate(url);
   if (!segments.ok()) Fail(path, "invalid template: " + segments.error().message);
-  std::string lower = ToLower(url.substr(0, 8));
-  std::size_t scheme_len = 0;
-  if (lower.rfind("http://", 0) == 0) {
-    scheme_len = 7;
-  } else if (lower.rfind("https://", 0) == 0) {
-    scheme_len = 8;
-  } else {
-    Fail(path, "url must start with http:// or https://");
-  }
-  for (unsigned char c : url) {
-    if (c <= 0x20 || c == 0x7f) Fail(path, "url contains whitespace or control characters");
+  if (std::string_view problem = HttpUrlProblem(url); !problem.empty()) {
+    Fail(path, std::string(problem));
   }
   // The scheme and host must be literal: a parameter must never choose where a request goes.
   // The url starts with "http", so the first segment is literal text.
   const std::string& first = segments->front().text;
-  std::size_t authority_end = first.find_first_of("/?#", scheme_len);
-  if (authority_end == std::string::npos) {
-    if (segments->size() > 1) {
-      Fail(path, "placeholders are not allowed in the scheme or host of the url");
-    }
-    authority_end = first.size();
+  if (first.find_first_of("/?#", HttpSchemeLength(url)) == std::string::npos &&
+      segments->size() > 1) {
+    Fail(path, "placeholders are not allowed in the scheme or host of the url");
   }
-  if (authority_end == scheme_len) Fail(path, "url has no host");
 }
 
 void CheckBodyTemplates(const OrderedJson& v, const std::string& path) {

@@ -780,6 +780,8 @@ TEST(ConfigTest, Url) {
                 "flows[0].endpoint.url: placeholders are not allowed in the scheme or host"},
            Case{"http:///x", "flows[0].endpoint.url: url has no host"},
            Case{"http://", "flows[0].endpoint.url: url has no host"},
+           Case{"http://user@/x", "flows[0].endpoint.url: url has no host"},
+           Case{"http://:8080/x", "flows[0].endpoint.url: url has no host"},
            Case{"http://h/a b", "flows[0].endpoint.url: url contains whitespace"},
            Case{"", "flows[0].endpoint.url: must not be empty"},
            Case{"HTTPS://h.example:8443/x?a={order_id}#f", nullptr},
