@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -54,9 +55,11 @@ struct Fixture {
   Clock::time_point start = Clock::now();
   std::unique_ptr<Exchange> exchange;
 
+  /// `first_event`: the first-event deadline (gateway.flow_timeout_ms), none when absent.
   explicit Fixture(ExchangeKind kind, bool keep_alive = true,
                    milliseconds deadline = milliseconds(1000),
-                   milliseconds heartbeat = milliseconds(200)) {
+                   milliseconds heartbeat = milliseconds(200),
+                   std::optional<milliseconds> first_event = std::nullopt) {
     Exchange::Params p;
     p.kind = kind;
     p.request_id = "REQ123";
@@ -65,6 +68,10 @@ struct Fixture {
     p.start = start;
     p.deadline = start + deadline;
     p.heartbeat = heartbeat;
+    if (first_event) {
+      p.first_event_deadline = start + *first_event;
+      p.flow_timeout = *first_event;
+    }
     exchange = std::make_unique<Exchange>(p, std::make_unique<CaptureChannel>(capture));
   }
 };
@@ -188,18 +195,7 @@ TEST(Exchange, DeadlineGives504AndCancels) {
 /// A query whose worker went silent (died mid-flow) ends at the first-event deadline, long
 /// before the turn deadline; the 504 names gateway.flow_timeout_ms.
 Fixture WithFirstEventDeadline(ExchangeKind kind, milliseconds first_event, milliseconds deadline) {
-  Fixture f(kind, true, deadline);
-  Exchange::Params p;
-  p.kind = kind;
-  p.request_id = "REQ123";
-  p.session_id = "sess";
-  p.start = f.start;
-  p.deadline = f.start + deadline;
-  p.first_event_deadline = f.start + first_event;
-  p.flow_timeout = first_event;
-  p.heartbeat = milliseconds(200);
-  f.exchange = std::make_unique<Exchange>(p, std::make_unique<CaptureChannel>(f.capture));
-  return f;
+  return Fixture(kind, true, deadline, milliseconds(200), first_event);
 }
 
 v1::QueryEvent QueuedEvent() {
