@@ -399,7 +399,6 @@ void HeavyWorker::RejectTurn(const std::shared_ptr<Turn>& turn, ErrorCode code,
   EmitTerminalError(turn, code, message);
   turn->msg.Term();
   turns_failed_.fetch_add(1, std::memory_order_relaxed);
-  ReleaseTurn(turn);
 }
 
 void HeavyWorker::RememberCancel(const std::string& request_id) {
@@ -442,7 +441,6 @@ void HeavyWorker::BeginTurn(const std::shared_ptr<Turn>& turn) {
                       "the turn's deadline passed before it ran");
     turn->msg.Ack();
     turns_failed_.fetch_add(1, std::memory_order_relaxed);
-    ReleaseTurn(turn);
     return;
   }
   // Invalid input is refused at once and for good: a redelivery cannot make it valid.
@@ -466,7 +464,6 @@ void HeavyWorker::BeginTurn(const std::shared_ptr<Turn>& turn) {
     EmitTerminalError(turn, ErrorCode::kCancelled, "the turn was cancelled before it ran");
     turn->msg.Ack();
     turns_cancelled_.fetch_add(1, std::memory_order_relaxed);
-    ReleaseTurn(turn);
     return;
   }
   // The request id is the run id: on a redelivery, the earlier attempt may have stored it.
@@ -521,7 +518,6 @@ bool HeavyWorker::AnsweredFromStore(const std::shared_ptr<Turn>& turn) {
     }
     turn->msg.Ack();
     turns_ok_.fetch_add(1, std::memory_order_relaxed);
-    ReleaseTurn(turn);
     return true;
   }
   return false;
@@ -535,7 +531,6 @@ void HeavyWorker::AcquireLockThenRun(const std::shared_ptr<Turn>& turn) {
     EmitTerminalError(turn, ErrorCode::kCancelled, "cancelled while waiting for the session");
     turn->msg.Ack();
     turns_cancelled_.fetch_add(1, std::memory_order_relaxed);
-    ReleaseTurn(turn);
     return;
   }
   if (turn->handed_back) {
@@ -573,7 +568,6 @@ void HeavyWorker::AcquireLockThenRun(const std::shared_ptr<Turn>& turn) {
                                 : "session " + req.session_id() + " is busy with another turn");
       turn->msg.Ack();
       turns_failed_.fetch_add(1, std::memory_order_relaxed);
-      ReleaseTurn(turn);
       return;
     }
     // Queued behind the running turn: try again shortly, without holding a thread.
@@ -687,8 +681,8 @@ void HeavyWorker::FinishTurn(const std::shared_ptr<Turn>& turn, wf::v1::TurnReco
     std::lock_guard lock(turn->terminal_mu);
     terminal.swap(turn->terminal);
   }
+  ReleaseTurn(turn);  // before the client can see the outcome (see ReleaseTurn)
   if (durable) {
-    ReleaseTurn(turn);  // before the client can see the answer (see ReleaseTurn)
     if (terminal) PublishEvent(*turn, std::move(*terminal));
     turn->msg.Ack();
   } else if (stored.error().code == ErrorCode::kBadRequest) {
@@ -722,7 +716,6 @@ void HeavyWorker::FinishTurn(const std::shared_ptr<Turn>& turn, wf::v1::TurnReco
   }
   query_stats_->Record(std::chrono::nanoseconds(0),
                        record.status() == "error" ? "turn failed" : "");
-  ReleaseTurn(turn);
 }
 
 Status HeavyWorker::PublishHistoryRecord(const wf::v1::TurnRecord& record) {

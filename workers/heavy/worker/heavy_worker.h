@@ -84,6 +84,7 @@ class HeavyWorker {
   /// reuse, refused), which must not be taken for a redelivery of a turn still running here
   /// (those are kept in progress, unanswered, until JetStream's ack wait).
   void ReleaseTurn(const std::shared_ptr<Turn>& turn);
+  /// Releases the turn (ReleaseTurn), then publishes its `error` event.
   void EmitTerminalError(const std::shared_ptr<Turn>& turn, ErrorCode code,
                          const std::string& message);
   /// EmitTerminalError, then terminates the message (no redelivery) and releases the turn.
