@@ -164,21 +164,15 @@ Status ParseQueryBody(std::string_view body, const GatewayConfig& limits, v1::Qu
     }
   }
 
-  v1::QueryRequest query;
-  query.set_message(std::move(message->get_ref<std::string&>()));
-  query.set_session_id(std::move(session_id->get_ref<std::string&>()));
+  out->set_message(std::move(message->get_ref<std::string&>()));
+  out->set_session_id(std::move(session_id->get_ref<std::string&>()));
   if (user_id != nullptr && user_id->is_string()) {
-    query.set_user_id(std::move(user_id->get_ref<std::string&>()));
+    out->set_user_id(std::move(user_id->get_ref<std::string&>()));
   }
   if (parameters != nullptr && parameters->is_object() && !parameters->empty()) {
-    *query.mutable_parameters() = JsonToStruct(*parameters);
+    *out->mutable_parameters() = JsonToStruct(*parameters);
   }
-  if (Status valid = ValidateQueryRequest(query, limits); !valid.ok()) return valid;
-  out->set_message(std::move(*query.mutable_message()));
-  out->set_session_id(std::move(*query.mutable_session_id()));
-  out->set_user_id(std::move(*query.mutable_user_id()));
-  if (query.has_parameters()) out->mutable_parameters()->Swap(query.mutable_parameters());
-  return Status::Ok();
+  return ValidateQueryRequest(*out, limits);
 }
 
 }  // namespace wf

@@ -20,8 +20,9 @@ namespace wf {
 /// Any other field is rejected (not ignored), so a client's typo is reported instead of
 /// silently dropped.
 ///
-/// On success fills message, session_id, user_id and parameters of `out` (other fields are left
-/// as they are). Errors (the message always names the offending field):
+/// Fills message, session_id, user_id and parameters of `out` (other fields are left as they
+/// are; on an error `out` may be partly filled: discard it). Errors (the message always names the
+/// offending field):
 ///   kInvalidJson "body is not valid JSON: ..." (including invalid UTF-8),
 ///   kBadRequest  "body must be a JSON object", "unknown field 'x' (allowed: ...)",
 ///                "message: ...", "session_id: ...", "user_id: ...", "parameters: ...",
