@@ -809,17 +809,16 @@ GatewayConfig ParseGateway(const OrderedJson& v, const std::string& path) {
   }
   if (auto n = f.Integer("flow_timeout_ms", 1, 600000)) {
     g.flow_timeout = std::chrono::milliseconds(*n);
-    g.flow_timeout_set = true;
   }
   return g;
 }
 
 /// The gateway's wait for a worker's decision covers every flow's own timeout: a default long
-/// enough for the longest one, or an explicit value checked against each.
-void CheckFlowTimeout(Config& c) {
+/// enough for the longest one, or a value the file gives (`given`) checked against each.
+void CheckFlowTimeout(Config& c, bool given) {
   constexpr std::chrono::milliseconds kDefaultFlowTimeout{10000};
   constexpr std::chrono::milliseconds kTransitAllowance{1000};
-  if (!c.gateway.flow_timeout_set) {
+  if (!given) {
     std::chrono::milliseconds longest{0};
     for (const FlowConfig& flow : c.flows) longest = std::max(longest, flow.endpoint.timeout);
     c.gateway.flow_timeout = std::min<std::chrono::milliseconds>(
@@ -930,10 +929,11 @@ std::shared_ptr<Config> BuildConfig(const OrderedJson& root, const std::string& 
     }
   }
   if (const OrderedJson* agent = f.Get("agent")) c->agent = ParseAgent(*agent, "agent");
-  if (const OrderedJson* gateway = f.Get("gateway")) c->gateway = ParseGateway(*gateway, "gateway");
+  const OrderedJson* gateway = f.Get("gateway");
+  if (gateway) c->gateway = ParseGateway(*gateway, "gateway");
   CheckUniqueNames(*c);
   CheckSkillReferences(*c);
-  CheckFlowTimeout(*c);
+  CheckFlowTimeout(*c, gateway != nullptr && gateway->contains("flow_timeout_ms"));
   return c;
 }
 

@@ -111,7 +111,6 @@ struct GatewayConfig {
   /// also passed to the worker as the query's route deadline. When absent: the longest flow
   /// timeout plus 1 s, at least 10 s. When set: at least every flow's `endpoint.timeout_ms`.
   std::chrono::milliseconds flow_timeout{10000};
-  bool flow_timeout_set = false;  ///< The file gave flow_timeout_ms (else it was derived).
 };
 
 /// The whole validated configuration. Immutable once built by ParseConfig; share it as
