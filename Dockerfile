@@ -26,6 +26,7 @@ RUN apt-get update \
       pkgconf \
       libcurl4-openssl-dev \
       libfmt-dev \
+      libgoogle-perftools-dev \
       libhiredis-dev \
       libnats-dev \
       libpistache-dev \
@@ -79,6 +80,7 @@ RUN apt-get update \
       libre2-9 \
       libspdlog1.10 \
       libstdc++6 \
+      libtcmalloc-minimal4 \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --gid 10001 wf \
  && useradd --uid 10001 --gid wf --home-dir /nonexistent --no-create-home \

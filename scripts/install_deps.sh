@@ -12,6 +12,8 @@ PACKAGES=(
   libnats-dev libpistache-dev libre2-dev libhiredis-dev libpqxx-dev libspdlog-dev
   libprotobuf-dev protobuf-compiler libcurl4-openssl-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev googletest libbenchmark-dev
+  # tcmalloc, the executables' allocator (CMake WF_ALLOCATOR)
+  libgoogle-perftools-dev
   # servers used by run.sh and the integration tests
   nats-server redis-server postgresql-15 postgresql-client-15
   # benchmarks
