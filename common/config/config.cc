@@ -799,7 +799,8 @@ AgentConfig ParseAgent(const OrderedJson& v, const std::string& path) {
 }
 
 GatewayConfig ParseGateway(const OrderedJson& v, const std::string& path) {
-  Fields f(v, path, {"max_body_bytes", "max_message_chars", "flow_timeout_ms"});
+  Fields f(v, path,
+           {"max_body_bytes", "max_message_chars", "flow_timeout_ms", "request_read_timeout_ms"});
   GatewayConfig g;
   if (auto n = f.Integer("max_body_bytes", 1, std::int64_t{64} << 20)) {
     g.max_body_bytes = static_cast<std::size_t>(*n);
@@ -809,6 +810,9 @@ GatewayConfig ParseGateway(const OrderedJson& v, const std::string& path) {
   }
   if (auto n = f.Integer("flow_timeout_ms", 1, 600000)) {
     g.flow_timeout = std::chrono::milliseconds(*n);
+  }
+  if (auto n = f.Integer("request_read_timeout_ms", 100, 600000)) {
+    g.request_read_timeout = std::chrono::milliseconds(*n);
   }
   return g;
 }

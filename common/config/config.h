@@ -111,6 +111,10 @@ struct GatewayConfig {
   /// also passed to the worker as the query's route deadline. When absent: the longest flow
   /// timeout plus 1 s, at least 10 s. When set: at least every flow's `endpoint.timeout_ms`.
   std::chrono::milliseconds flow_timeout{10000};
+  /// "request_read_timeout_ms" 100..600000, default 60000: how long a connection may take to
+  /// send a whole request (head and body) from its first byte, or its first request from the
+  /// moment it connected; past it the gateway answers 408 `request_timeout` and closes it.
+  std::chrono::milliseconds request_read_timeout{60000};
 };
 
 /// The whole validated configuration. Immutable once built by ParseConfig; share it as

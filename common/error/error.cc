@@ -1,7 +1,6 @@
 #include "error/error.h"
 
 #include <array>
-
 #include <nlohmann/json.hpp>
 
 namespace wf {
@@ -25,6 +24,7 @@ constexpr std::array kCodes = {
     CodeInfo{ErrorCode::kToolNotFound, "tool_not_found", 404},
     CodeInfo{ErrorCode::kSessionNotFound, "session_not_found", 404},
     CodeInfo{ErrorCode::kMethodNotAllowed, "method_not_allowed", 405},
+    CodeInfo{ErrorCode::kRequestTimeout, "request_timeout", 408},
     CodeInfo{ErrorCode::kSessionBusy, "session_busy", 409},
     CodeInfo{ErrorCode::kCancelled, "cancelled", 409},
     CodeInfo{ErrorCode::kDuplicateRequestId, "duplicate_request_id", 409},

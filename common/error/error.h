@@ -21,6 +21,7 @@ enum class ErrorCode {
   kToolNotFound,         ///< "tool_not_found" 404.
   kSessionNotFound,      ///< "session_not_found" 404.
   kMethodNotAllowed,     ///< "method_not_allowed" 405.
+  kRequestTimeout,       ///< "request_timeout" 408: the HTTP request did not arrive in time.
   kSessionBusy,          ///< "session_busy" 409: another turn of the session is running.
   kCancelled,            ///< "cancelled" 409: the turn was cancelled.
   kDuplicateRequestId,   ///< "duplicate_request_id" 409: the id names another stored turn.
@@ -62,8 +63,8 @@ std::string ErrorJson(const Error& error, std::string_view request_id = {});
 template <typename T>
 class Result {
  public:
-  Result(T value) : v_(std::move(value)) {}            // NOLINT(google-explicit-constructor)
-  Result(Error error) : v_(std::move(error)) {}        // NOLINT(google-explicit-constructor)
+  Result(T value) : v_(std::move(value)) {}      // NOLINT(google-explicit-constructor)
+  Result(Error error) : v_(std::move(error)) {}  // NOLINT(google-explicit-constructor)
   Result(ErrorCode code, std::string message) : v_(Error{code, std::move(message)}) {}
 
   bool ok() const { return v_.index() == 0; }

@@ -980,6 +980,19 @@ TEST(ConfigTest, GatewayRanges) {
   c["gateway"]["flow_timeout_ms"] = 600001;
   EXPECT_STARTS_WITH(ErrorOf(c), "gateway.flow_timeout_ms: out of range");
   c = Base();
+  c["gateway"]["request_read_timeout_ms"] = 99;
+  EXPECT_STARTS_WITH(ErrorOf(c), "gateway.request_read_timeout_ms: out of range");
+  c = Base();
+  c["gateway"]["request_read_timeout_ms"] = "60s";
+  EXPECT_STARTS_WITH(ErrorOf(c), "gateway.request_read_timeout_ms: expected an integer");
+  c = Base();
+  c["gateway"]["request_read_timeout_ms"] = 2500;
+  auto parsed = ParseConfig(c.dump());
+  ASSERT_TRUE(parsed.ok()) << parsed.error().message;
+  EXPECT_EQ((*parsed)->gateway.request_read_timeout, std::chrono::milliseconds(2500));
+  EXPECT_EQ((*ParseConfig(Base().dump()))->gateway.request_read_timeout,
+            std::chrono::milliseconds(60000));
+  c = Base();
   c["gateway"] = "fast";
   EXPECT_EQ(ErrorOf(c), "gateway: expected an object, got string");
 }
