@@ -46,8 +46,10 @@ using Clock = std::chrono::steady_clock;
 
 /// Room for the request line and headers on top of the largest accepted body.
 constexpr std::size_t kHeaderAllowance = 64 * 1024;
-/// A connection's first request must arrive within this (later ones: keep-alive timeout).
-constexpr auto kHeaderTimeout = std::chrono::seconds(60);
+/// Pistache's own request timeouts come this long after gateway.request_read_timeout_ms, whose
+/// JSON 408 (ReadClock) must always come first: Pistache's writes a bodiless 408 and closes the
+/// descriptor without telling the handler.
+constexpr auto kPistacheReadTimeoutMargin = std::chrono::seconds(5);
 /// How long after a query's route deadline the gateway gives up on hearing from any worker.
 constexpr auto kRouteDeadlineGrace = std::chrono::milliseconds(500);
 /// Pistache's idle timeout never fires before this; it is also raised above the longest
@@ -165,12 +167,39 @@ class WriterChannel final : public ClientChannel {
   std::shared_ptr<ConnectionWriter> writer_;
 };
 
+/// A connection's request-read deadline (gateway.request_read_timeout_ms). While the connection
+/// owes a request, or the rest of one, `deadline` is when it must all have arrived: the
+/// request's first byte (for a connection's first request: the moment it connected) plus the
+/// timeout; otherwise time_point::max(). Past it the ticker answers 408 and half-closes.
+///
+/// Why the ticker may write: the connection's Pistache thread holds `mu` while it handles input
+/// (so the two never write at once), and onDisconnection sets `closed` under `mu` before
+/// Pistache closes the descriptor (so the ticker never writes to a descriptor that is no longer
+/// this connection's). Pistache's own sweep, which closes without telling the handler, is set to
+/// fire kPistacheReadTimeoutMargin after this deadline, on a clock restarted at the same byte.
+struct ReadClock {
+  explicit ReadClock(std::shared_ptr<ConnectionWriter> w) : writer(std::move(w)) {}
+  std::mutex mu;
+  const std::shared_ptr<ConnectionWriter> writer;
+  Clock::time_point deadline = Clock::time_point::max();  // guarded by mu
+  bool closed = false;  // guarded by mu: the connection is gone, or its 408 was written
+  /// `deadline` for the ticker's scan without taking `mu` (checked again under it).
+  std::atomic<Clock::rep> deadline_hint{Clock::time_point::max().time_since_epoch().count()};
+
+  void SetDeadline(Clock::time_point t) {
+    deadline = t;
+    deadline_hint.store(t.time_since_epoch().count(), std::memory_order_relaxed);
+  }
+};
+
 /// Per-connection state, kept in the Tcp::Peer's data map; only its Pistache thread touches it
-/// (the writer is shared with the connection's exchanges).
+/// (the writer is shared with the connection's exchanges, the read clock with the ticker).
 struct ConnState {
   explicit ConnState(const std::shared_ptr<Tcp::Peer>& peer)
-      : writer(std::make_shared<ConnectionWriter>(peer)) {}
+      : writer(std::make_shared<ConnectionWriter>(peer)),
+        read_clock(std::make_shared<ReadClock>(writer)) {}
   std::shared_ptr<ConnectionWriter> writer;
+  std::shared_ptr<ReadClock> read_clock;
   /// The exchange answering the connection's current request (weak: the exchange holds the
   /// writer, the peer holds this).
   std::weak_ptr<Exchange> active;
@@ -293,6 +322,8 @@ struct GatewayCore {
   std::chrono::milliseconds turn_timeout{120000};
   /// gateway.flow_timeout_ms: the query's route deadline (see QueryRequest).
   std::chrono::milliseconds flow_timeout{10000};
+  /// gateway.request_read_timeout_ms (see ReadClock).
+  std::chrono::milliseconds request_read_timeout{60000};
 
   /// Publishes every request; its inbox (a nats.c asynchronous subscription) gets the replies
   /// of session requests and the "no responders" statuses of every request.
@@ -316,6 +347,21 @@ struct GatewayCore {
   GatewayMetrics metrics;
   RequestIdGenerator ids;
   std::atomic<bool> draining{false};
+
+  /// Every open connection's read clock, for the ticker (weak: the connection owns it).
+  std::mutex read_clocks_mu;
+  std::unordered_map<const ReadClock*, std::weak_ptr<ReadClock>> read_clocks;
+
+  /// Pistache worker thread, when a connection opens or its first input comes.
+  void WatchReads(const std::shared_ptr<ReadClock>& clock) {
+    std::lock_guard lock(read_clocks_mu);
+    read_clocks.emplace(clock.get(), clock);
+  }
+  /// Pistache worker thread, when a connection is gone.
+  void ForgetReads(const ReadClock* clock) {
+    std::lock_guard lock(read_clocks_mu);
+    read_clocks.erase(clock);
+  }
 
   // --- Called on Pistache worker threads -------------------------------------------------
 
@@ -396,6 +442,40 @@ struct GatewayCore {
   void Tick() {
     const auto now = Clock::now();
     for (const auto& exchange : table.Snapshot()) Settle(exchange, exchange->OnTick(now));
+    ExpireReads(now);
+  }
+
+  /// Answers 408 `request_timeout` (Connection: close) to every connection whose request did
+  /// not arrive by its read deadline, and half-closes it; its later input is dropped.
+  void ExpireReads(Clock::time_point now) {
+    std::vector<std::shared_ptr<ReadClock>> due;
+    {
+      std::lock_guard lock(read_clocks_mu);
+      for (auto it = read_clocks.begin(); it != read_clocks.end();) {
+        auto clock = it->second.lock();
+        if (!clock) {
+          it = read_clocks.erase(it);
+          continue;
+        }
+        if (clock->deadline_hint.load(std::memory_order_relaxed) <=
+            now.time_since_epoch().count()) {
+          due.push_back(std::move(clock));
+        }
+        ++it;
+      }
+    }
+    for (const auto& clock : due) {
+      std::lock_guard lock(clock->mu);
+      if (clock->closed || now < clock->deadline) continue;
+      clock->closed = true;
+      clock->SetDeadline(Clock::time_point::max());
+      const Error error{ErrorCode::kRequestTimeout,
+                        "the request did not arrive within gateway.request_read_timeout_ms (" +
+                            std::to_string(request_read_timeout.count()) + " ms)"};
+      clock->writer->Write(FormatErrorResponse(error, ids.Next(), /*keep_alive=*/false));
+      clock->writer->ShutdownWrite();
+      metrics.RecordRequest(Route::kOther, HttpStatus(error.code), request_read_timeout);
+    }
   }
 
   GatewayMetrics::Gauges Gauges() const {
@@ -426,12 +506,92 @@ class GatewayHttpHandler final : public Http::Handler {
   /// Unused: onInput dispatches itself.
   void onRequest(const Http::Request& /*request*/, Http::ResponseWriter /*response*/) override {}
 
+  /// Pistache worker thread, for a new connection: what Http::Handler::onConnection does
+  /// (Pistache 0.0.5, src/common/http.cc: the connection's parser), then the connection's
+  /// state, whose read clock runs from now until its first request is in.
+  void onConnection(const std::shared_ptr<Tcp::Peer>& peer) override {
+    peer->putData(ParserData, std::make_shared<Http::RequestParser>(getMaxRequestSize()));
+    try {
+      (void)ConnOf(peer);
+    } catch (...) {
+      // Made on its first input instead (onInput).
+    }
+  }
+
   /// Pistache worker thread. Nothing escapes: an exception here would terminate the process.
   void onInput(const char* buffer, size_t len, const std::shared_ptr<Tcp::Peer>& peer) override {
     ConnState* conn = nullptr;
-    std::shared_ptr<Http::RequestParser> parser;
     try {
       conn = &ConnOf(peer);
+    } catch (...) {
+      return;  // out of memory for a connection's state: its input cannot be handled
+    }
+    ReadClock& clock = *conn->read_clock;
+    std::lock_guard lock(clock.mu);
+    if (clock.closed) return;  // answered 408: nothing after it is read
+    if (clock.deadline == Clock::time_point::max()) {
+      // The first byte of a request on a kept-alive connection: restart Pistache's clock (its
+      // parser's; nothing is buffered, so reset() loses nothing), which until now ran from the
+      // end of the previous request (see UpdateReadClock).
+      try {
+        auto parser = Http::Handler::getParser(peer);
+        if (parser->step()->id() == Http::Private::RequestLineStep::Id &&
+            UnparsedInput(*parser).empty()) {
+          parser->reset();
+        }
+      } catch (...) {
+      }
+    }
+    HandleInput(buffer, len, peer, *conn);
+    UpdateReadClock(peer, *conn);
+  }
+
+  /// Pistache worker thread, before the connection's descriptor is closed: stops its read
+  /// clock, ends the connection's exchange (no byte is queued for this descriptor afterwards)
+  /// and cancels it.
+  void onDisconnection(const std::shared_ptr<Tcp::Peer>& peer) override {
+    try {
+      auto data = peer->tryGetData(kConnKey);
+      if (!data) return;
+      auto* conn = static_cast<ConnState*>(data.get());
+      {
+        std::lock_guard lock(conn->read_clock->mu);
+        conn->read_clock->closed = true;
+      }
+      core_->ForgetReads(conn->read_clock.get());
+      if (auto exchange = conn->active.lock()) core_->Settle(exchange, exchange->OnClientGone());
+    } catch (...) {
+      // Never let an exception reach Pistache's event loop.
+    }
+  }
+
+ private:
+  /// A connection's first byte of a request starts its read clock; a complete request (or an
+  /// answer that ends the connection) stops it. Pistache's own clock (its parser's) is restarted
+  /// at the same byte and, with the peer not idle, runs on its header and body timeouts, which
+  /// are set to end after this one (see ReadClock).
+  void UpdateReadClock(const std::shared_ptr<Tcp::Peer>& peer, ConnState& conn) {
+    ReadClock& clock = *conn.read_clock;
+    if (conn.discard || conn.writer->Ended()) {
+      clock.SetDeadline(Clock::time_point::max());
+      return;
+    }
+    auto parser = Http::Handler::getParser(peer);
+    const bool owes = parser->step()->id() != Http::Private::RequestLineStep::Id ||
+                      !UnparsedInput(*parser).empty();
+    if (!owes) {
+      clock.SetDeadline(Clock::time_point::max());
+    } else if (clock.deadline == Clock::time_point::max()) {
+      clock.SetDeadline(Clock::now() + core_->request_read_timeout);
+      peer->setIdle(false);
+    }
+  }
+
+  void HandleInput(const char* buffer, size_t len, const std::shared_ptr<Tcp::Peer>& peer,
+                   ConnState& conn_state) {
+    ConnState* conn = &conn_state;
+    std::shared_ptr<Http::RequestParser> parser;
+    try {
       if (conn->discard) return;
       if (conn->writer->Ended()) {
         // The last answer said `Connection: close`: nothing after it is read.
@@ -521,23 +681,13 @@ class GatewayHttpHandler final : public Http::Handler {
     }
   }
 
-  /// Pistache worker thread, before the connection's descriptor is closed: ends the
-  /// connection's exchange (no byte is queued for this descriptor afterwards) and cancels it.
-  void onDisconnection(const std::shared_ptr<Tcp::Peer>& peer) override {
-    try {
-      auto data = peer->tryGetData(kConnKey);
-      if (!data) return;
-      auto* conn = static_cast<ConnState*>(data.get());
-      if (auto exchange = conn->active.lock()) core_->Settle(exchange, exchange->OnClientGone());
-    } catch (...) {
-      // Never let an exception reach Pistache's event loop.
-    }
-  }
-
- private:
-  static ConnState& ConnOf(const std::shared_ptr<Tcp::Peer>& peer) {
+  /// The connection's state, made on first use (onConnection), with its read clock running:
+  /// the first request must be in within gateway.request_read_timeout_ms.
+  ConnState& ConnOf(const std::shared_ptr<Tcp::Peer>& peer) {
     if (auto data = peer->tryGetData(kConnKey)) return *static_cast<ConnState*>(data.get());
     auto conn = std::make_shared<ConnState>(peer);
+    conn->read_clock->SetDeadline(Clock::now() + core_->request_read_timeout);
+    core_->WatchReads(conn->read_clock);
     peer->putData(kConnKey, conn);
     // Each SSE event is its own small write: never let Nagle hold one back.
     int one = 1;
@@ -900,6 +1050,7 @@ Result<std::unique_ptr<GatewayServer>> GatewayServer::Start(GatewayOptions optio
   core->max_body_bytes = config.gateway.max_body_bytes;
   core->turn_timeout = config.agent.turn_timeout;
   core->flow_timeout = config.gateway.flow_timeout;
+  core->request_read_timeout = config.gateway.request_read_timeout;
   const std::string& prefix = config.subject_prefix;
   core->query_subject = prefix + ".query";
   core->session_get_subject = prefix + ".session.get";
@@ -962,8 +1113,8 @@ Result<std::unique_ptr<GatewayServer>> GatewayServer::Start(GatewayOptions optio
                     .flags(flags)
                     .backlog(1024)
                     .maxRequestSize(core->max_body_bytes + kHeaderAllowance)
-                    .headerTimeout(kHeaderTimeout)
-                    .bodyTimeout(kHeaderTimeout)
+                    .headerTimeout(core->request_read_timeout + kPistacheReadTimeoutMargin)
+                    .bodyTimeout(core->request_read_timeout + kPistacheReadTimeoutMargin)
                     .keepaliveTimeout(keep_alive);
     impl->endpoint->init(opts);
     impl->endpoint->setHandler(std::make_shared<GatewayHttpHandler>(core));

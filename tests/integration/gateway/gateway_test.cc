@@ -1005,6 +1005,114 @@ TEST(GatewayAlone, AWorkerGoneMidFlowGives504AfterTheFlowTimeout) {
   for (const auto& e : events) EXPECT_NE(e.name, "error") << e.data;
 }
 
+// gateway.request_read_timeout_ms bounds how long a connection may take to send one request,
+// counted from its first byte (from the connection's opening for its first request): past it a
+// JSON 408 with `Connection: close`, then the connection ends. Trickling bytes does not extend
+// it; a kept-alive connection idle between requests, and an answer that takes longer than the
+// timeout, are not affected.
+TEST(GatewayAlone, SlowRequestsGetAJson408AndTheConnectionEnds) {
+  NatsServer nats;
+  StandInWorker worker(nats.url());
+  Gateway gw(
+      nats.url(),
+      R"({"agent": {"turn_timeout_ms": 30000}, "gateway": {"request_read_timeout_ms": 1500}})");
+  ASSERT_TRUE(gw.WaitReady()) << gw.process().Log();
+  const milliseconds timeout(1500);
+  auto has_answer = [](const std::string& d) { return ParseResponse(d).consumed > 0; };
+  auto expect_408 = [&](RawConnection& conn, std::chrono::steady_clock::time_point since,
+                        const std::string& what) {
+    ASSERT_TRUE(conn.WaitFor(has_answer, milliseconds(15000))) << what << ": no answer";
+    EXPECT_GE(std::chrono::steady_clock::now() - since, timeout) << what;
+    auto parsed = ParseResponse(conn.Data());
+    EXPECT_EQ(parsed.status, 408) << what;
+    EXPECT_EQ(parsed.headers["content-type"], "application/json") << what;
+    EXPECT_EQ(parsed.headers["connection"], "close") << what;
+    json body = json::parse(parsed.body, nullptr, false);
+    ASSERT_TRUE(body.is_object()) << what << ": " << parsed.body;
+    EXPECT_EQ(body["error"]["code"], "request_timeout") << what;
+    EXPECT_NE(body["error"]["message"].get<std::string>().find("request_read_timeout_ms (1500 ms)"),
+              std::string::npos)
+        << body.dump();
+    EXPECT_EQ(body["error"]["request_id"], parsed.headers["x-request-id"]) << what;
+    EXPECT_TRUE(conn.WaitClosed(milliseconds(15000))) << what << ": not closed";
+  };
+
+  const std::string head =
+      "POST /api/v1/query HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n";
+  {  // Connected, nothing sent.
+    const auto since = std::chrono::steady_clock::now();
+    RawConnection conn(gw.port());
+    expect_408(conn, since, "silent connection");
+  }
+  {  // Half a head.
+    RawConnection conn(gw.port());
+    const auto since = std::chrono::steady_clock::now();
+    ASSERT_TRUE(conn.Send(head));
+    expect_408(conn, since, "incomplete head");
+  }
+  {  // The head, half the body.
+    RawConnection conn(gw.port());
+    const auto since = std::chrono::steady_clock::now();
+    ASSERT_TRUE(conn.Send(head + "Content-Length: 100\r\n\r\n{\"message\":"));
+    expect_408(conn, since, "incomplete body");
+  }
+  {  // A header byte every 100 ms for 6 s: the answer comes at the timeout, mid-trickle.
+    RawConnection conn(gw.port());
+    const auto since = std::chrono::steady_clock::now();
+    ASSERT_TRUE(conn.Send("GET /health HTTP/1.1\r\nX-Slow: "));
+    bool answered_mid_trickle = false;
+    for (int i = 0; i < 60; ++i) {
+      if (!conn.Send("a")) break;  // the gateway closed: nothing more to send
+      if (conn.WaitFor(has_answer, milliseconds(100))) {
+        answered_mid_trickle = true;
+        break;
+      }
+    }
+    EXPECT_TRUE(answered_mid_trickle) << "the trickle extended the deadline";
+    expect_408(conn, since, "trickled head");
+  }
+  {  // Kept alive: idle between requests is fine, however long (here longer than the read
+     // timeout plus Pistache's own margin); the next request's clock starts at its first byte.
+    RawConnection conn(gw.port());
+    ASSERT_TRUE(conn.Send("GET /health HTTP/1.1\r\nHost: x\r\n\r\n"));
+    ASSERT_TRUE(conn.WaitFor(has_answer));
+    EXPECT_EQ(ParseResponse(conn.Data()).status, 200);
+    const std::size_t first = conn.Data().size();
+    EXPECT_FALSE(conn.WaitForOrClosed([&](const std::string& d) { return d.size() > first; },
+                                      milliseconds(7000)))
+        << "the idle kept-alive connection was answered or closed: " << conn.Data().substr(first);
+    const auto since = std::chrono::steady_clock::now();
+    ASSERT_TRUE(conn.Send("GET /health HTTP/1.1\r\n"));
+    ASSERT_TRUE(conn.WaitFor(
+        [&](const std::string& d) {
+          return d.size() > first && ParseResponse(d.substr(first)).consumed > 0;
+        },
+        milliseconds(15000)));
+    EXPECT_GE(std::chrono::steady_clock::now() - since, timeout);
+    auto parsed = ParseResponse(conn.Data().substr(first));
+    EXPECT_EQ(parsed.status, 408);
+    EXPECT_EQ(json::parse(parsed.body, nullptr, false)["error"]["code"], "request_timeout")
+        << parsed.body;
+    EXPECT_TRUE(conn.WaitClosed(milliseconds(15000)));
+  }
+  {  // An answer slower than the read timeout: a stream held open 3 s ends normally.
+    std::thread opener([&] {
+      std::this_thread::sleep_for(timeout * 2);
+      worker.gates.Open("slow-answer");
+    });
+    SseStream stream(gw.port(), QueryBody("gate:slow-answer"));
+    ASSERT_TRUE(stream.WaitComplete(seconds(30)));
+    opener.join();
+    auto events = stream.Events();
+    ASSERT_FALSE(events.empty());
+    EXPECT_EQ(events.back().name, "done");
+    for (const auto& e : events) EXPECT_NE(e.name, "error") << e.data;
+  }
+  EXPECT_EQ(HttpCall("GET", gw.Url("/health")).status, 200);
+  const std::string metrics = HttpCall("GET", gw.Url("/metrics")).body;
+  EXPECT_NE(metrics.find("status=\"408\""), std::string::npos);
+}
+
 TEST(GatewayAlone, SigtermDrainsAnOpenStreamThenExitsZero) {
   NatsServer nats;
   StandInWorker worker(nats.url());
