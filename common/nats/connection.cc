@@ -73,12 +73,16 @@ std::string RedactUrlCredentials(std::string_view text) {
     const std::string_view token = text.substr(pos, end - pos);
     const std::size_t scheme = token.find("://");
     const std::size_t start = scheme == std::string_view::npos ? 0 : scheme + 3;
-    const std::size_t at = token.rfind('@');
+    // A query (`?token=…`, `?password=…`) may carry a secret as well: its value goes.
+    const std::size_t query = token.find('?', start);
+    const std::string_view url = token.substr(0, query);
+    const std::size_t at = url.rfind('@');
     if (at != std::string_view::npos && at >= start) {
-      out.append(token.substr(0, start)).append("***").append(token.substr(at));
+      out.append(url.substr(0, start)).append("***").append(url.substr(at));
     } else {
-      out.append(token);
+      out.append(url);
     }
+    if (query != std::string_view::npos) out.append("?***");
     if (end < text.size()) out.push_back(text[end]);
     pos = end + 1;
   }
@@ -196,7 +200,7 @@ struct NatsConnection::LoopBinding : std::enable_shared_from_this<LoopBinding> {
   uint32_t watched_events = 0;
   bool redeliver_posted = false;
   std::vector<std::shared_ptr<NatsSubscription::PolledSub>> subs_copy;  // `subs` as of...
-  uint64_t subs_copy_version = 0;                                        // ...this version
+  uint64_t subs_copy_version = 0;                                       // ...this version
 
   /// Loop thread: makes the EventLoop watch what nats.c asked for.
   void Sync() {
@@ -395,7 +399,6 @@ natsStatus NatsConnection::LoopDetach(void* user_data) {
   binding->SyncSoon();
   return NATS_OK;
 }
-
 
 NatsSubscription::~NatsSubscription() { Drain(std::chrono::milliseconds(2000)); }
 

@@ -101,8 +101,8 @@ class NatsSubscription {
 /// "nats://alice:pw@h:4222" -> "nats://***@h:4222", "nats://s3cr3t-token@h" -> "nats://***@h",
 /// also in comma-separated server lists, for URLs without a scheme ("alice:pw@h:4222") and
 /// when the password itself holds '/', ':' or '@' (everything before the last '@' of a URL
-/// goes). Every place a server URL is logged or put into an error message uses this. Pure; any
-/// thread.
+/// goes); a query goes too ("nats://h:4222?token=x" -> "nats://h:4222?***"). Every place a server
+/// URL is logged or put into an error message uses this. Pure; any thread.
 std::string RedactUrlCredentials(std::string_view text);
 
 /// Connection settings.

@@ -16,6 +16,10 @@ TEST(RedactUrlCredentials, HidesUserPasswordAndTokens) {
   EXPECT_EQ(RedactUrlCredentials("nats://bob:pa/ss:w@rd@host:4222/x"), "nats://***@host:4222/x");
   // No scheme (nats.c accepts it).
   EXPECT_EQ(RedactUrlCredentials("alice:pw@host:4222"), "***@host:4222");
+  // A query may hold a secret too; an '@' in it is not user info.
+  EXPECT_EQ(RedactUrlCredentials("nats://h:4222?token=s3cr3t"), "nats://h:4222?***");
+  EXPECT_EQ(RedactUrlCredentials("nats://u:p@h:1/?password=x@y, nats://g:2"),
+            "nats://***@h:1/?***, nats://g:2");
   // Inside a sentence.
   EXPECT_EQ(RedactUrlCredentials("cannot connect to NATS at nats://a:b@h:1: No server"),
             "cannot connect to NATS at nats://***@h:1: No server");
