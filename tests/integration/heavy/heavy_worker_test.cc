@@ -477,6 +477,40 @@ TEST(HeavyWorkerTest, AnUpstreamErrorThatEchoesTheApiKeyDoesNotShowIt) {
   EXPECT_EQ(heavy_log.find(key.substr(0, 12)), std::string::npos) << heavy_log;
 }
 
+// An LLM that fails mid-answer the way OpenAI reports it (an error object as a stream frame after
+// some tokens): the client gets the tokens, then an llm_error naming the server's message; the
+// half answer is not stored as the assistant's, and the session goes on.
+TEST(HeavyWorkerTest, AnErrorObjectMidStreamEndsTheTurnWithAnLlmError) {
+  json rules = DefaultRules();
+  rules["rules"].insert(rules["rules"].begin(),
+                        json{{"when", {{"last_user_contains", "fail midway"}}},
+                             {"then",
+                              {{"reply", "one two three four"},
+                               {"error_after_tokens", 2},
+                               {"message", "The model is overloaded."}}}});
+  Stack s({.llm_rules = rules});
+  HeavyClient c(s);
+  c.Send("midway-1", "midway", "please fail midway", 0, /*stream=*/true);
+  auto end = c.Terminal("midway-1");
+  ASSERT_TRUE(end && end->has_error()) << (end ? end->DebugString() : "") << s.Logs();
+  EXPECT_EQ(end->error().code(), "llm_error");
+  EXPECT_NE(end->error().message().find("The model is overloaded."), std::string::npos)
+      << end->error().message();
+  std::string streamed;
+  for (const auto& e : c.Events("midway-1")) {
+    if (e.has_token()) streamed += e.token();
+  }
+  EXPECT_EQ(streamed, "one two ");
+  auto [status, body] = s.Query("recall please", "midway");
+  ASSERT_EQ(status, 200) << body << s.Logs();
+  auto stored = HttpCall("GET", s.Url("/api/v1/session/midway"));
+  ASSERT_EQ(stored.status, 200) << stored.body;
+  for (const auto& m : json::parse(stored.body)["messages"]) {
+    EXPECT_NE(m["content"], "one two ") << stored.body;
+    EXPECT_NE(m["content"], "one two three four") << stored.body;
+  }
+}
+
 // Ollama numbers every tool call of one streamed answer 0 (ollama/ollama#15457). Two calls of one
 // answer used to be merged into one with both argument objects concatenated, which failed as
 // "not a JSON object"; now both run and both results go back to the model.

@@ -26,6 +26,11 @@ using testing::ScriptedLlmServer;
 
 const char* kRules = R"json({
   "rules": [
+    {"when": {"last_user_contains": "dated"}, "times": 1,
+     "then": {"status": 503, "retry_after_s": 2, "retry_after_date": true}},
+    {"when": {"last_user_contains": "midway"},
+     "then": {"reply": "one two three four", "error_after_tokens": 2,
+              "message": "The server had an error while processing your request."}},
     {"when": {"last_user_contains": "flaky"}, "times": 1,
      "then": {"status": 429, "retry_after_s": 1}},
     {"when": {"last_user_contains": "boom"}, "then": {"status": 500, "message": "kaboom"}},
@@ -147,6 +152,20 @@ TEST_F(LlmClientIntegrationTest, A429IsRetriedAfterRetryAfter) {
   EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::seconds(1));
 }
 
+// RFC 9110 allows Retry-After as an HTTP-date too ("Wed, 21 Oct 2015 07:28:00 GMT").
+TEST_F(LlmClientIntegrationTest, ARetryAfterDateIsHonoured) {
+  HttpLlmClient client(Options(), http_, timer_);
+  ChatRun run;
+  const auto start = std::chrono::steady_clock::now();
+  client.StartChat(UserMessage("dated please"), run.Callbacks());
+  auto result = run.Wait();
+  ASSERT_TRUE(result.ok()) << result.error().message;
+  EXPECT_EQ(result->attempts, 2);
+  EXPECT_EQ(StatsField("requests"), 2);
+  // The date is 2 s ahead in whole seconds, so at least 1 s; the test's own backoff is 50-200 ms.
+  EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::seconds(1));
+}
+
 TEST_F(LlmClientIntegrationTest, A500IsRetriedThenGivenUp) {
   HttpLlmClient client(Options(), http_, timer_);
   ChatRun run;
@@ -218,6 +237,23 @@ TEST_F(LlmClientIntegrationTest, AStreamCutMidAnswerIsNotRetried) {
   EXPECT_EQ(StatsField("requests"), 1);
 }
 
+// OpenAI reports a failure mid-answer as an error object in a data frame, then ends the stream:
+// an llm_error naming the server's message, after the tokens already streamed, not retried
+// (the client has seen those tokens), and never a success with half an answer.
+TEST_F(LlmClientIntegrationTest, AnErrorObjectMidStreamIsAnLlmError) {
+  HttpLlmClient client(Options(), http_, timer_);
+  ChatRun run;
+  client.StartChat(UserMessage("midway"), run.Callbacks());
+  auto result = run.Wait();
+  ASSERT_FALSE(result.ok()) << "a half answer was taken for a whole one: " << run.Joined();
+  EXPECT_EQ(result.error().code, ErrorCode::kLlmError);
+  EXPECT_NE(result.error().message.find("The server had an error while processing your request"),
+            std::string::npos)
+      << result.error().message;
+  EXPECT_EQ(run.Joined(), "one two ");
+  EXPECT_EQ(StatsField("requests"), 1);
+}
+
 TEST_F(LlmClientIntegrationTest, UnreachableServerIsRetriedThenAnError) {
   auto options = Options();
   options.base_url = "http://127.0.0.1:" + std::to_string(testing::FreePort()) + "/v1";
@@ -227,7 +263,8 @@ TEST_F(LlmClientIntegrationTest, UnreachableServerIsRetriedThenAnError) {
   auto result = run.Wait();
   ASSERT_FALSE(result.ok());
   EXPECT_EQ(result.error().code, ErrorCode::kLlmError);
-  EXPECT_NE(result.error().message.find("unreachable"), std::string::npos) << result.error().message;
+  EXPECT_NE(result.error().message.find("unreachable"), std::string::npos)
+      << result.error().message;
   EXPECT_EQ(client.stats().attempts, 3u);
 }
 

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <csignal>
+#include <ctime>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -468,6 +469,54 @@ TEST(ScriptedLlmTest, HangAfterTokensAndCloseAfterTokens) {
   EXPECT_TRUE(client.ServerClosed());
 }
 
+TEST(ScriptedLlmTest, ErrorAfterTokensAndRetryAfterDate) {
+  ScriptedLlmServer llm(R"({"rules":[
+    {"when":{"last_user_contains":"fail"},"then":{"reply":"a b c d e","error_after_tokens":2,
+      "message":"overloaded","error_type":"server_error"}},
+    {"when":{"last_user_contains":"later"},"then":{"status":429,"retry_after_s":30,
+      "retry_after_date":true}}]})");
+  ASSERT_TRUE(llm.ready()) << llm.process().Log();
+
+  StreamClient client(llm.port());
+  ASSERT_TRUE(client.Send("POST", "/v1/chat/completions", UserChat("fail", true).dump()));
+  std::vector<json> events;
+  while (auto event = client.NextEvent()) {
+    if (*event == "[DONE]") break;
+    events.push_back(json::parse(*event));
+  }
+  ASSERT_EQ(events.size(), 4u);  // role, 2 tokens, the error object; no finish, no [DONE]
+  EXPECT_EQ(events[1]["choices"][0]["delta"]["content"], "a ");
+  EXPECT_EQ(events[2]["choices"][0]["delta"]["content"], "b ");
+  EXPECT_EQ(events[3]["error"]["message"], "overloaded");
+  EXPECT_EQ(events[3]["error"]["type"], "server_error");
+  EXPECT_FALSE(events[3].contains("choices"));
+  EXPECT_EQ(llm.Stats()["errors"], 1);
+  // Not streamed: an error status with the same error.
+  const HttpReply plain = llm.Chat(UserChat("fail"));
+  EXPECT_EQ(plain.status, 500);
+  EXPECT_EQ(json::parse(plain.body)["error"]["message"], "overloaded");
+
+  const HttpReply later = llm.Chat(UserChat("later"));
+  EXPECT_EQ(later.status, 429);
+  const std::string date =
+      later.headers.count("retry-after") ? later.headers.at("retry-after") : "";
+  std::tm tm{};
+  const char* end = strptime(date.c_str(), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+  ASSERT_TRUE(end != nullptr && *end == '\0') << "not an HTTP-date: '" << date << "'";
+  const auto ahead =
+      std::chrono::system_clock::from_time_t(timegm(&tm)) - std::chrono::system_clock::now();
+  EXPECT_GT(ahead, std::chrono::seconds(25));
+  EXPECT_LE(ahead, std::chrono::seconds(30));
+
+  // Both need what they qualify.
+  for (const char* rules : {R"({"rules":[{"then":{"status":429,"retry_after_date":true}}]})",
+                            R"({"rules":[{"then":{"status":500,"error_after_tokens":1}}]})"}) {
+    const HttpReply bad = HttpCall("POST", llm.Url("/_rules"), rules);
+    EXPECT_EQ(bad.status, 400) << rules;
+    EXPECT_NE(bad.body.find("rules[0].then."), std::string::npos) << bad.body;
+  }
+}
+
 // ---------------------------------------------------------------- history
 
 TEST(ScriptedLlmTest, HistoryDigestAndStatsProveWhatWasSent) {
@@ -639,8 +688,7 @@ TEST(ScriptedLlmTest, MaxConnectionsBoundsHangingConnectionsAndRefusesTheNext) {
   for (int i = 0; i < kHanging; ++i) {
     clients.push_back(std::make_unique<StreamClient>(llm.port()));
     ASSERT_TRUE(clients.back()->connected()) << i;
-    ASSERT_TRUE(
-        clients.back()->Write("POST", "/v1/chat/completions", UserChat("x", true).dump()))
+    ASSERT_TRUE(clients.back()->Write("POST", "/v1/chat/completions", UserChat("x", true).dump()))
         << i;
   }
   ASSERT_TRUE(Eventually([&] {
