@@ -102,7 +102,7 @@ Result<std::shared_ptr<const FlowMatcher>> FlowMatcher::Build(
         for (unsigned b = lo; b <= hi; ++b) {
           unsigned other = b ^ 0x20;  // the other case of an ASCII letter
           if (folds && IsAsciiLetter(b) && (other < lo || other > hi)) continue;
-          pattern.first_bytes[b / 64] |= uint64_t{1} << (b % 64);
+          pattern.first_bytes[b] = 1;
         }
         pattern.has_first_bytes = true;
       }
@@ -182,7 +182,7 @@ bool FlowMatcher::Extract(const Pattern& pattern, const re2::StringPiece& text,
     int attempts = 0;
     std::size_t i = 0;
     for (; i < size; ++i) {
-      if (((pattern.first_bytes[bytes[i] >> 6] >> (bytes[i] & 63)) & 1) == 0) continue;
+      if (pattern.first_bytes[bytes[i]] == 0) continue;
       if (attempts == kMaxAnchoredAttempts) break;
       if (re.Match(text, i, size, RE2::ANCHOR_START, groups, n)) return true;
       ++attempts;

@@ -71,10 +71,11 @@ class FlowMatcher {
     std::unique_ptr<RE2> re;
     int group_count;                                 // capturing groups, named or not
     std::vector<std::pair<int, std::string>> named;  // group index -> name, ascending
-    // When has_first_bytes: every match of the pattern starts with a byte b whose bit
-    // first_bytes[b / 64] >> (b % 64) is set (see Build for when that is known to hold).
+    // When has_first_bytes: every match of the pattern starts with a byte b for which
+    // first_bytes[b] is 1 (see Build for when that is known to hold). A byte per value, not a
+    // bit: the scan for candidates is one load and test per byte of the message.
     bool has_first_bytes = false;
-    std::array<uint64_t, 4> first_bytes{};
+    std::array<uint8_t, 256> first_bytes{};
   };
 
   FlowMatcher() = default;
