@@ -18,6 +18,8 @@ Exchange::Exchange(Params params, std::unique_ptr<ClientChannel> channel)
     : params_(std::move(params)),
       keep_alive_(params_.keep_alive),
       channel_(std::move(channel)),
+      stream_started_(params_.kind == ExchangeKind::kStream),
+      head_pending_(params_.kind == ExchangeKind::kStream),
       last_write_(params_.start) {}
 
 bool Exchange::DisableKeepAlive() {
@@ -33,16 +35,19 @@ bool Exchange::finished() const {
 }
 
 void Exchange::Send(std::string bytes, Clock::time_point now) {
-  if (client_gone_ || bytes.empty()) return;
+  if (client_gone_ || (bytes.empty() && !head_pending_)) return;
+  if (head_pending_) {
+    head_pending_ = false;
+    bytes.insert(0, FormatSseHead(params_.request_id, keep_alive_));
+  }
   channel_->Send(std::move(bytes));
   last_write_ = now;
 }
 
 void Exchange::StartStream() {
   std::lock_guard lock(mu_);
-  if (params_.kind != ExchangeKind::kStream || stream_started_ || finished_) return;
-  stream_started_ = true;
-  Send(FormatSseHead(params_.request_id, keep_alive_), Clock::now());
+  if (!head_pending_ || finished_) return;
+  Send(std::string(), Clock::now());
 }
 
 void Exchange::EndStream(std::string bytes) {

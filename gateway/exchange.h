@@ -82,7 +82,10 @@ class Exchange {
   Exchange(const Exchange&) = delete;
   Exchange& operator=(const Exchange&) = delete;
 
-  /// kStream only: sends the SSE response head. Call once, before the request is published.
+  /// kStream only: sends the SSE response head now, unless a write (an event, an error, a
+  /// heartbeat) already carried it. Call it right after the request is published: the head
+  /// is then off the path to the workers, and an event that comes first carries it in the
+  /// same write. A stream's every answer is SSE, whichever writes first.
   void StartStream();
 
   /// A QueryEvent for this request. kQuery answers on final/error and ignores the rest; kStream
@@ -136,7 +139,8 @@ class Exchange {
   mutable std::mutex mu_;
   bool finished_ = false;
   bool client_gone_ = false;
-  bool stream_started_ = false;
+  bool stream_started_ = false;  ///< kStream: the answer is SSE (set from the start)
+  bool head_pending_ = false;    ///< kStream: the SSE head is not written yet (see Send)
   bool wrote_since_head_ = false;
   uint32_t attempt_ =
       0;                ///< Highest QueryEvent.attempt seen (0: none, or a worker that sets none).

@@ -905,11 +905,10 @@ void GatewayCore::StartQuery(ExchangeKind kind, const Http::Request& request, Co
   params.heartbeat = options.heartbeat;
   auto exchange =
       std::make_shared<Exchange>(std::move(params), std::make_unique<WriterChannel>(conn.writer));
-  if (kind == ExchangeKind::kStream) {
-    exchange->StartStream();
-    metrics.AddOpenStreams(1);
-  }
+  if (kind == ExchangeKind::kStream) metrics.AddOpenStreams(1);
   Launch(exchange, conn, query_subject, payload, traceparent);
+  // After the publish: the head's write (and the client's wake-up) is not on the query's way.
+  exchange->StartStream();
 }
 
 bool GatewayCore::RefusedUnavailable(ConnState& conn, Route route, Clock::time_point start,

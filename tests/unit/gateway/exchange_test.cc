@@ -335,6 +335,38 @@ TEST(Exchange, AQueryIgnoresTheEndOfAnEarlierRun) {
   EXPECT_EQ(outcome.status, 200);
 }
 
+// The gateway publishes first and writes the head after (StartStream): an event, an error or a
+// heartbeat that comes before carries the head in its own write, and StartStream then writes
+// nothing. The answer is SSE either way.
+TEST(Exchange, StreamEventBeforeStartStreamCarriesTheHead) {
+  Fixture f(ExchangeKind::kStream);
+  EXPECT_FALSE(f.exchange->OnEvent(Token("Hel")).finished);
+  ASSERT_EQ(f.capture->Count(), 1u);
+  auto http = SplitHttp(f.capture->All());
+  EXPECT_EQ(http.status, 200);
+  EXPECT_NE(http.head.find("text/event-stream"), std::string::npos) << http.head;
+  f.exchange->StartStream();
+  EXPECT_EQ(f.capture->Count(), 1u) << "a second head";
+  EXPECT_TRUE(f.exchange->OnEvent(FinalEvent()).finished);
+  bool complete = false;
+  std::string sse = Dechunk(SplitHttp(f.capture->All()).body, &complete);
+  EXPECT_TRUE(complete);
+  EXPECT_NE(sse.find("event: token"), std::string::npos) << sse;
+  EXPECT_NE(sse.find("event: done"), std::string::npos) << sse;
+
+  // An error before the head (e.g. "no responders"): still a 200 SSE stream with an error event.
+  Fixture g(ExchangeKind::kStream);
+  EXPECT_TRUE(g.exchange->OnNoResponders().finished);
+  g.exchange->StartStream();
+  ASSERT_EQ(g.capture->Count(), 1u);
+  auto failed = SplitHttp(g.capture->All());
+  EXPECT_EQ(failed.status, 200);
+  std::string error_sse = Dechunk(failed.body, &complete);
+  EXPECT_TRUE(complete);
+  EXPECT_NE(error_sse.find("event: error"), std::string::npos) << error_sse;
+  EXPECT_NE(error_sse.find("no_worker"), std::string::npos) << error_sse;
+}
+
 TEST(Exchange, StreamKeepsTheConnectionForTheNextRequest) {
   for (bool keep_alive : {true, false}) {
     Fixture f(ExchangeKind::kStream, keep_alive);
