@@ -182,7 +182,8 @@ struct ReadClock {
   std::mutex mu;
   const std::shared_ptr<ConnectionWriter> writer;
   Clock::time_point deadline = Clock::time_point::max();  // guarded by mu
-  bool closed = false;  // guarded by mu: the connection is gone, or its 408 was written
+  bool closed = false;   // guarded by mu: the connection is gone, or its 408 was written
+  bool watched = false;  // guarded by mu: in GatewayCore::read_clocks (deadline is finite)
   /// `deadline` for the ticker's scan without taking `mu` (checked again under it).
   std::atomic<Clock::rep> deadline_hint{Clock::time_point::max().time_since_epoch().count()};
 
@@ -348,19 +349,25 @@ struct GatewayCore {
   RequestIdGenerator ids;
   std::atomic<bool> draining{false};
 
-  /// Every open connection's read clock, for the ticker (weak: the connection owns it).
+  /// The read clocks of the connections that owe a request, for the ticker (weak: the
+  /// connection owns its clock). Lock order: a clock's `mu`, then this.
   std::mutex read_clocks_mu;
   std::unordered_map<const ReadClock*, std::weak_ptr<ReadClock>> read_clocks;
 
-  /// Pistache worker thread, when a connection opens or its first input comes.
-  void WatchReads(const std::shared_ptr<ReadClock>& clock) {
+  /// Sets a connection's read deadline (time_point::max(): it owes nothing), with its clock's
+  /// `mu` held; only connections with a deadline are in read_clocks, so the ticker's scan is
+  /// as long as the number of requests on their way in, not of open connections.
+  void SetReadDeadline(const std::shared_ptr<ReadClock>& clock, Clock::time_point t) {
+    clock->SetDeadline(t);
+    const bool reading = t != Clock::time_point::max();
+    if (reading == clock->watched) return;
+    clock->watched = reading;
     std::lock_guard lock(read_clocks_mu);
-    read_clocks.emplace(clock.get(), clock);
-  }
-  /// Pistache worker thread, when a connection is gone.
-  void ForgetReads(const ReadClock* clock) {
-    std::lock_guard lock(read_clocks_mu);
-    read_clocks.erase(clock);
+    if (reading) {
+      read_clocks.emplace(clock.get(), clock);
+    } else {
+      read_clocks.erase(clock.get());
+    }
   }
 
   // --- Called on Pistache worker threads -------------------------------------------------
@@ -468,7 +475,7 @@ struct GatewayCore {
       std::lock_guard lock(clock->mu);
       if (clock->closed || now < clock->deadline) continue;
       clock->closed = true;
-      clock->SetDeadline(Clock::time_point::max());
+      SetReadDeadline(clock, Clock::time_point::max());
       const Error error{ErrorCode::kRequestTimeout,
                         "the request did not arrive within gateway.request_read_timeout_ms (" +
                             std::to_string(request_read_timeout.count()) + " ms)"};
@@ -557,8 +564,8 @@ class GatewayHttpHandler final : public Http::Handler {
       {
         std::lock_guard lock(conn->read_clock->mu);
         conn->read_clock->closed = true;
+        core_->SetReadDeadline(conn->read_clock, Clock::time_point::max());
       }
-      core_->ForgetReads(conn->read_clock.get());
       if (auto exchange = conn->active.lock()) core_->Settle(exchange, exchange->OnClientGone());
     } catch (...) {
       // Never let an exception reach Pistache's event loop.
@@ -573,16 +580,16 @@ class GatewayHttpHandler final : public Http::Handler {
   void UpdateReadClock(const std::shared_ptr<Tcp::Peer>& peer, ConnState& conn) {
     ReadClock& clock = *conn.read_clock;
     if (conn.discard || conn.writer->Ended()) {
-      clock.SetDeadline(Clock::time_point::max());
+      core_->SetReadDeadline(conn.read_clock, Clock::time_point::max());
       return;
     }
     auto parser = Http::Handler::getParser(peer);
     const bool owes = parser->step()->id() != Http::Private::RequestLineStep::Id ||
                       !UnparsedInput(*parser).empty();
     if (!owes) {
-      clock.SetDeadline(Clock::time_point::max());
+      core_->SetReadDeadline(conn.read_clock, Clock::time_point::max());
     } else if (clock.deadline == Clock::time_point::max()) {
-      clock.SetDeadline(Clock::now() + core_->request_read_timeout);
+      core_->SetReadDeadline(conn.read_clock, Clock::now() + core_->request_read_timeout);
       peer->setIdle(false);
     }
   }
@@ -686,8 +693,10 @@ class GatewayHttpHandler final : public Http::Handler {
   ConnState& ConnOf(const std::shared_ptr<Tcp::Peer>& peer) {
     if (auto data = peer->tryGetData(kConnKey)) return *static_cast<ConnState*>(data.get());
     auto conn = std::make_shared<ConnState>(peer);
-    conn->read_clock->SetDeadline(Clock::now() + core_->request_read_timeout);
-    core_->WatchReads(conn->read_clock);
+    {
+      std::lock_guard lock(conn->read_clock->mu);
+      core_->SetReadDeadline(conn->read_clock, Clock::now() + core_->request_read_timeout);
+    }
     peer->putData(kConnKey, conn);
     // Each SSE event is its own small write: never let Nagle hold one back.
     int one = 1;
