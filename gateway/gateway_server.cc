@@ -550,7 +550,11 @@ class GatewayHttpHandler final : public Http::Handler {
       }
     }
     HandleInput(buffer, len, peer, *conn);
-    UpdateReadClock(peer, *conn);
+    try {
+      UpdateReadClock(peer, *conn);
+    } catch (...) {
+      // The parser is gone (cannot happen while the peer lives): leave the clock as it was.
+    }
   }
 
   /// Pistache worker thread, before the connection's descriptor is closed: stops its read
