@@ -227,6 +227,51 @@ TEST(HeavyWorkerTest, AReusedRequestIdIsAnsweredFromTheStoreOrRefused) {
 // handler that received the `final`) gets its refusal at once, every time: the worker forgets
 // the finished turn before publishing its end, so the new message is never taken for a
 // redelivery of a turn still running (which would be kept unanswered until the ack wait).
+// Another message with the request id of a turn still running (a publisher reusing ids
+// concurrently, or retrying past JetStream's 2-minute duplicate window) used to be kept in
+// progress, unanswered, until the ack wait (30 s) redelivered it. Asked on another reply subject
+// it is refused at once; asked on the running turn's own subject it adds nothing (the running
+// turn answers it, and an error there would end that request too).
+TEST(HeavyWorkerTest, AQueryReusingTheIdOfARunningTurnIsAnsweredAtOnce) {
+  Stack s;
+  HeavyClient first(s);
+  first.Send("busy-1", "busy-a", "answer slowly please", 0, /*stream=*/true);
+  ASSERT_TRUE(Eventually([&] {
+    for (const auto& e : first.Events("busy-1")) {
+      if (e.has_token()) return true;
+    }
+    return false;
+  })) << s.Logs();
+
+  HeavyClient other(s);
+  const auto asked = std::chrono::steady_clock::now();
+  other.Send("busy-1", "busy-b", "a different question");
+  auto refused = other.Terminal("busy-1", milliseconds(20000));
+  ASSERT_TRUE(refused && refused->has_error()) << (refused ? refused->DebugString() : "");
+  EXPECT_EQ(refused->error().code(), "duplicate_request_id");
+  EXPECT_NE(refused->error().message().find("still running"), std::string::npos)
+      << refused->error().message();
+  EXPECT_LT(std::chrono::steady_clock::now() - asked, std::chrono::seconds(20))
+      << "answered only after JetStream's ack wait";
+  // The same id on the running turn's own reply subject: no second answer there.
+  first.Send("busy-1", "busy-a", "answer slowly please", 0, /*stream=*/true);
+
+  auto end = first.Terminal("busy-1");
+  ASSERT_TRUE(end && end->has_final()) << (end ? end->DebugString() : "") << s.Logs();
+  EXPECT_EQ(end->final().answer(), "one two three four five six");
+  std::this_thread::sleep_for(milliseconds(500));  // room for a wrong second answer
+  int terminals = 0;
+  for (const auto& e : first.Events("busy-1")) terminals += e.has_final() || e.has_error();
+  EXPECT_EQ(terminals, 1);
+  EXPECT_EQ(other.Events("busy-1").size(), 1u);
+  // Stored once; a repeat of it now comes from the store.
+  HeavyClient again(s);
+  again.Send("busy-1", "busy-a", "answer slowly please");
+  auto repeated = again.Terminal("busy-1");
+  ASSERT_TRUE(repeated && repeated->has_final()) << (repeated ? repeated->DebugString() : "");
+  EXPECT_EQ(repeated->final().answer(), "one two three four five six");
+}
+
 TEST(HeavyWorkerTest, ARequestIdReusedTheMomentItsAnswerArrivesIsAnsweredAtOnce) {
   Stack s;
   NatsOptions options;

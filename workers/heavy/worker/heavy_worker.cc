@@ -369,18 +369,44 @@ void HeavyWorker::OnQueryMessage(natsMsg* msg) {
     turn->request.set_request_id(inbox.substr(inbox.rfind('.') + 1));
     turn->id_assigned = true;
   }
+  std::shared_ptr<Turn> running;
   {
     std::lock_guard lock(mu_);
     auto [it, inserted] = active_.emplace(turn->request.request_id(), turn);
-    if (!inserted) {
-      // A redelivery of a turn this process still runs (e.g. a long stall): keep the first.
-      turn->msg.InProgress();
-      return;
-    }
+    if (!inserted) running = it->second;
+  }
+  if (running) {
+    OnRequestIdRunning(turn, *running);
+    return;
   }
   active_count_.fetch_add(1);
   turns_started_.fetch_add(1, std::memory_order_relaxed);
   executor_->Post([this, turn] { BeginTurn(turn); });
+}
+
+void HeavyWorker::OnRequestIdRunning(const std::shared_ptr<Turn>& turn, const Turn& running) {
+  if (turn->msg.StreamSeq() == running.msg.StreamSeq()) {
+    // A redelivery of the turn this process still runs (e.g. a long stall): keep the first.
+    turn->msg.InProgress();
+    return;
+  }
+  // Another message with the id of a turn running here. Asked on the same reply subject, the
+  // running turn's answer is its answer: nothing to add (an error there would end the first
+  // request too). Asked elsewhere, it is told now, not after JetStream's ack wait; once the
+  // turn is stored, a repeat is answered from the store.
+  if (turn->reply_to != running.reply_to) {
+    wf::v1::QueryEvent event;
+    event.set_request_id(turn->request.request_id());
+    event.set_seq(1);
+    event.mutable_error()->set_code(std::string(WireName(ErrorCode::kDuplicateRequestId)));
+    event.mutable_error()->set_message(
+        "request_id " + turn->request.request_id() +
+        " names a turn still running; its answer goes to the first request's reply subject, "
+        "and once it is stored a repeat of the same query is answered from there");
+    PublishEvent(*turn, std::move(event));
+  }
+  turn->msg.Term();
+  query_stats_->Record(std::chrono::nanoseconds(0), "duplicate request id");
 }
 
 void HeavyWorker::EmitTerminalError(const std::shared_ptr<Turn>& turn, ErrorCode code,

@@ -70,6 +70,10 @@ class HeavyWorker {
   Status Setup();
   void FetchLoop(natsSubscription* sub, bool history);
   void OnQueryMessage(natsMsg* msg);
+  /// A query whose request id names a turn `running` here: a redelivery of it is kept in
+  /// progress; another message is refused (`duplicate_request_id`) on its own reply subject,
+  /// or dropped when it shares the running turn's (which answers it). Never waits.
+  void OnRequestIdRunning(const std::shared_ptr<Turn>& turn, const Turn& running);
   void BeginTurn(const std::shared_ptr<Turn>& turn);
   void AcquireLockThenRun(const std::shared_ptr<Turn>& turn);
   bool AnsweredFromStore(const std::shared_ptr<Turn>& turn);
