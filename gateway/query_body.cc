@@ -1,11 +1,13 @@
 #include "gateway/query_body.h"
 
+#include <charconv>
 #include <cmath>
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
 
 #include "codec/json_limits.h"
+#include "codec/json_scan.h"
 #include "codec/json_struct.h"
 #include "gateway/json_text.h"
 #include "protocol/query_rules.h"
@@ -91,6 +93,135 @@ bool FindInexactNumber(const json& value, std::string* path) {
   return false;
 }
 
+/// A decimal number's exact value: sign, significant digits without leading or trailing zeros
+/// ("" for zero) and the power of ten of the last one ("12.50" -> 125e-1). From JSON number
+/// text or std::to_chars output; exponents saturate far beyond any double.
+struct Decimal {
+  bool negative = false;
+  std::string digits;
+  long exponent = 0;
+  bool operator==(const Decimal& o) const {
+    if (digits.empty() || o.digits.empty()) return digits.empty() && o.digits.empty();
+    return negative == o.negative && digits == o.digits && exponent == o.exponent;
+  }
+};
+
+Decimal ReadDecimal(std::string_view text) {
+  Decimal d;
+  std::size_t i = 0;
+  if (i < text.size() && (text[i] == '-' || text[i] == '+')) d.negative = text[i++] == '-';
+  long fraction_digits = 0;
+  bool in_fraction = false;
+  for (; i < text.size(); ++i) {
+    const char c = text[i];
+    if (c == '.') {
+      in_fraction = true;
+    } else if (c >= '0' && c <= '9') {
+      if (!(d.digits.empty() && c == '0')) d.digits.push_back(c);  // no leading zeros
+      if (in_fraction) ++fraction_digits;
+    } else {
+      break;  // 'e' or 'E'
+    }
+  }
+  long exponent = 0;
+  if (i < text.size()) {
+    ++i;
+    bool negative_exponent = false;
+    if (i < text.size() && (text[i] == '-' || text[i] == '+')) negative_exponent = text[i++] == '-';
+    for (; i < text.size() && text[i] >= '0' && text[i] <= '9'; ++i) {
+      exponent = std::min(exponent * 10 + (text[i] - '0'), 100000000L);
+    }
+    if (negative_exponent) exponent = -exponent;
+  }
+  d.exponent = exponent - fraction_digits;
+  while (!d.digits.empty() && d.digits.back() == '0') {
+    d.digits.pop_back();
+    ++d.exponent;
+  }
+  return d;
+}
+
+/// The shortest text that reads back as `value` (what a worker sends upstream for it).
+std::string ShortestText(double value) {
+  char text[64];
+  const auto result = std::to_chars(text, text + sizeof text, value);
+  return std::string(text, result.ec == std::errc() ? result.ptr : text);
+}
+
+/// Walks one validated JSON value at the front of `rest` (consuming it) and finds the first
+/// number written with a fraction or exponent whose decimal value a double cannot hold exactly
+/// enough to print it back (`0.1` and `12.50` can; `3.14159265358979323846` cannot). `path` is
+/// the value's path on entry and the number's on a hit, `*number` its text. Integers are left
+/// to FindInexactNumber. Recursion is bounded by the nesting limit checked before.
+bool FindLossyDecimal(std::string_view& rest, std::string* path, std::string_view* number) {
+  auto skip_space = [&] {
+    while (!rest.empty() && (rest.front() == ' ' || rest.front() == '\t' || rest.front() == '\n' ||
+                             rest.front() == '\r')) {
+      rest.remove_prefix(1);
+    }
+  };
+  // A string's text, quotes included (valid JSON: every backslash escapes one character).
+  auto take_string = [&] {
+    std::size_t i = 1;
+    while (i < rest.size() && rest[i] != '"') i += rest[i] == '\\' ? 2 : 1;
+    const std::string_view text = rest.substr(0, std::min(i + 1, rest.size()));
+    rest.remove_prefix(text.size());
+    return text;
+  };
+  skip_space();
+  if (rest.empty()) return false;
+  const std::size_t length = path->size();
+  const char first = rest.front();
+  if (first == '{' || first == '[') {
+    rest.remove_prefix(1);
+    std::size_t index = 0;
+    for (;;) {
+      skip_space();
+      if (rest.empty()) return false;
+      if (rest.front() == '}' || rest.front() == ']') {
+        rest.remove_prefix(1);
+        return false;
+      }
+      if (rest.front() == ',') {
+        rest.remove_prefix(1);
+        skip_space();
+      }
+      if (first == '{') {
+        std::string key;
+        json_scan::AppendDecodedString(take_string(), &key);
+        path->append(".").append(Utf8Truncate(key, 64));
+        skip_space();
+        if (!rest.empty() && rest.front() == ':') rest.remove_prefix(1);
+      } else {
+        path->append("[").append(std::to_string(index++)).append("]");
+      }
+      if (FindLossyDecimal(rest, path, number)) return true;
+      path->resize(length);
+    }
+  }
+  if (first == '"') {
+    take_string();
+    return false;
+  }
+  std::size_t end = 0;
+  while (end < rest.size() &&
+         std::string_view("0123456789+-.eEtruefalsn").find(rest[end]) != std::string_view::npos) {
+    ++end;
+  }
+  const std::string_view text = rest.substr(0, end);
+  rest.remove_prefix(end);
+  if (text.empty() || text.find_first_of(".eE") == std::string_view::npos || text.front() == 't' ||
+      text.front() == 'f' || text.front() == 'n') {
+    return false;  // a literal, or an integer
+  }
+  double value = 0;
+  if (std::from_chars(text.data(), text.data() + text.size(), value).ec != std::errc())
+    return false;
+  if (ReadDecimal(text) == ReadDecimal(ShortestText(value))) return false;
+  *number = text;
+  return true;
+}
+
 }  // namespace
 
 Status ParseQueryBody(std::string_view body, const GatewayConfig& limits, v1::QueryRequest* out) {
@@ -161,6 +292,22 @@ Status ParseQueryBody(std::string_view body, const GatewayConfig& limits, v1::Qu
                         "number beyond ±2^53 (9007199254740992) cannot be passed exactly "
                         "(parameters travel as double-precision numbers); send it as a "
                         "string");
+    }
+    if (auto text = json_scan::FindMember(json_scan::RootValue(body), "parameters")) {
+      std::string decimal_path = "parameters";
+      std::string_view number;
+      if (FindLossyDecimal(*text, &decimal_path, &number)) {
+        double value = 0;
+        (void)std::from_chars(number.data(), number.data() + number.size(), value);
+        std::string problem = "number ";
+        problem.append(Utf8Truncate(number, 48))
+            .append(
+                " has more digits than a double-precision number carries (it would arrive "
+                "as ")
+            .append(ShortestText(value))
+            .append("; parameters travel as doubles); send it as a string");
+        return FieldError(decimal_path, problem);
+      }
     }
   }
 

@@ -172,6 +172,37 @@ TEST(QueryBody, RefusesNumbersBeyondTwoToThe53) {
   EXPECT_EQ(q.parameters().fields().at("s").string_value(), "9007199254740993");
 }
 
+// The same for decimals: a fraction or exponent with more digits than a double holds would
+// arrive as another number; refused with its path. Values a double prints back are accepted,
+// however they are written (0.1, 12.50, 1e-7, -0.0, 2.5E+3).
+TEST(QueryBody, RefusesDecimalsADoubleCannotCarry) {
+  const std::pair<std::string, std::string> cases[] = {
+      {R"({"pi":3.14159265358979323846})", "parameters.pi"},
+      {R"({"amount":0.10000000000000000001})", "parameters.amount"},
+      {R"({"a":{"rates":[1.5,{"r":1.0000000000000001}]}})", "parameters.a.rates[1].r"},
+      {R"({"x":123456789.123456789})", "parameters.x"},
+      {R"({"e":1.23456789012345678e-5})", "parameters.e"},
+  };
+  for (const auto& [parameters, path] : cases) {
+    const std::string body = R"({"message":"hi","session_id":"s","parameters":)" + parameters + "}";
+    Status s = Parse(body);
+    ASSERT_FALSE(s.ok()) << body;
+    EXPECT_EQ(s.error().code, ErrorCode::kBadRequest);
+    EXPECT_EQ(s.error().message.rfind(path + ": number ", 0), 0u) << s.error().message;
+    EXPECT_NE(s.error().message.find("would arrive as"), std::string::npos) << s.error().message;
+    EXPECT_NE(s.error().message.find("send it as a string"), std::string::npos);
+  }
+  v1::QueryRequest q;
+  ASSERT_TRUE(
+      Parse(R"({"message":"hi","session_id":"s","parameters":{"f":0.1,"g":12.50,)"
+            R"("h":1e-7,"z":-0.0,"k":2.5E+3,"l":[0.30000000000000004,"3.14159265358979323846"],)"
+            R"("m":{"n":-1.5e-300},"t":true,"u":null,"s":"1.00000000000000001"}})",
+            &q)
+          .ok());
+  EXPECT_EQ(q.parameters().fields().at("g").number_value(), 12.5);
+  EXPECT_EQ(q.parameters().fields().at("k").number_value(), 2500.0);
+}
+
 // A few hundred random and mutated bodies: every one is either accepted or rejected with a 400,
 // never a crash, a hang or an exception.
 TEST(QueryBody, FuzzedBodiesNeverCrash) {
