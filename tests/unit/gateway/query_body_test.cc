@@ -143,6 +143,19 @@ TEST(QueryBody, KeepsIntegersIntegral) {
   EXPECT_EQ(q.parameters().fields().at("n").number_value(), 9007199254740991.0);
 }
 
+/// A body with these `parameters` is refused with 400, its message starting with `prefix` and
+/// holding `also`, and asking for the number as a string.
+void ExpectNumberRefused(const std::string& parameters, const std::string& prefix,
+                         const std::string& also = "") {
+  const std::string body = R"({"message":"hi","session_id":"s","parameters":)" + parameters + "}";
+  Status s = Parse(body);
+  ASSERT_FALSE(s.ok()) << body;
+  EXPECT_EQ(s.error().code, ErrorCode::kBadRequest);
+  EXPECT_EQ(s.error().message.rfind(prefix, 0), 0u) << s.error().message;
+  EXPECT_NE(s.error().message.find(also), std::string::npos) << s.error().message;
+  EXPECT_NE(s.error().message.find("send it as a string"), std::string::npos);
+}
+
 // `parameters` travel as google.protobuf.Struct (doubles): a number that would arrive changed is
 // refused with its path, instead of sending 9007199254740992 for 9007199254740993.
 TEST(QueryBody, RefusesNumbersBeyondTwoToThe53) {
@@ -154,14 +167,7 @@ TEST(QueryBody, RefusesNumbersBeyondTwoToThe53) {
       {R"({"a":{"items":[1,{"id":18446744073709551615}]}})", "parameters.a.items[1].id"},
       {R"({"x":1e300})", "parameters.x"},
   };
-  for (const auto& [parameters, path] : cases) {
-    const std::string body = R"({"message":"hi","session_id":"s","parameters":)" + parameters + "}";
-    Status s = Parse(body);
-    ASSERT_FALSE(s.ok()) << body;
-    EXPECT_EQ(s.error().code, ErrorCode::kBadRequest);
-    EXPECT_EQ(s.error().message.rfind(path + ": ", 0), 0u) << s.error().message;
-    EXPECT_NE(s.error().message.find("send it as a string"), std::string::npos);
-  }
+  for (const auto& [parameters, path] : cases) ExpectNumberRefused(parameters, path + ": ");
   // 2^53 itself, its negative, fractions and the same digits as a string are exact.
   v1::QueryRequest q;
   ASSERT_TRUE(Parse(R"({"message":"hi","session_id":"s","parameters":{"n":9007199254740992,)"
@@ -184,13 +190,7 @@ TEST(QueryBody, RefusesDecimalsADoubleCannotCarry) {
       {R"({"e":1.23456789012345678e-5})", "parameters.e"},
   };
   for (const auto& [parameters, path] : cases) {
-    const std::string body = R"({"message":"hi","session_id":"s","parameters":)" + parameters + "}";
-    Status s = Parse(body);
-    ASSERT_FALSE(s.ok()) << body;
-    EXPECT_EQ(s.error().code, ErrorCode::kBadRequest);
-    EXPECT_EQ(s.error().message.rfind(path + ": number ", 0), 0u) << s.error().message;
-    EXPECT_NE(s.error().message.find("would arrive as"), std::string::npos) << s.error().message;
-    EXPECT_NE(s.error().message.find("send it as a string"), std::string::npos);
+    ExpectNumberRefused(parameters, path + ": number ", "would arrive as");
   }
   v1::QueryRequest q;
   ASSERT_TRUE(
