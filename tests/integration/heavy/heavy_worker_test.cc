@@ -100,6 +100,18 @@ class HeavyClient {
     return out;
   }
 
+  /// True once a token event of `request_id` arrived (the turn is running), within `timeout`.
+  bool WaitToken(const std::string& request_id, milliseconds timeout = milliseconds(10000)) {
+    return Eventually(
+        [&] {
+          for (const auto& e : Events(request_id)) {
+            if (e.has_token()) return true;
+          }
+          return false;
+        },
+        timeout);
+  }
+
   NatsConnection& conn() { return *conn_; }
 
  private:
@@ -236,12 +248,7 @@ TEST(HeavyWorkerTest, AQueryReusingTheIdOfARunningTurnIsAnsweredAtOnce) {
   Stack s;
   HeavyClient first(s);
   first.Send("busy-1", "busy-a", "answer slowly please", 0, /*stream=*/true);
-  ASSERT_TRUE(Eventually([&] {
-    for (const auto& e : first.Events("busy-1")) {
-      if (e.has_token()) return true;
-    }
-    return false;
-  })) << s.Logs();
+  ASSERT_TRUE(first.WaitToken("busy-1")) << s.Logs();
 
   HeavyClient other(s);
   const auto asked = std::chrono::steady_clock::now();
@@ -615,12 +622,7 @@ TEST(HeavyWorkerTest, ALockLostWhileItsTurnRunsIsTakenAgain) {
   Stack s({.llm_rules = rules, .ack_wait_ms = 3000});  // renewals every second
   HeavyClient c(s);
   c.Send("lease-1", "lease", "tell me a long story", 0, /*stream=*/true);
-  ASSERT_TRUE(Eventually([&] {
-    for (const auto& e : c.Events("lease-1")) {
-      if (e.has_token()) return true;
-    }
-    return false;
-  })) << s.Logs();
+  ASSERT_TRUE(c.WaitToken("lease-1")) << s.Logs();
   ASSERT_EQ(RedisCli(s, {"GET", "wf:lock:lease"}), "lease-1");
   ASSERT_EQ(RedisCli(s, {"FLUSHALL"}), "OK");
   EXPECT_TRUE(Eventually(
