@@ -52,47 +52,6 @@ const char* TypeName(const json& value) {
 /// google.protobuf.Struct, whose numbers are doubles.
 constexpr uint64_t kMaxExactInteger = uint64_t{1} << 53;
 
-bool BeyondExactRange(const json& number) {
-  switch (number.type()) {
-    case json::value_t::number_unsigned:
-      return number.get<uint64_t>() > kMaxExactInteger;
-    case json::value_t::number_integer: {
-      const int64_t v = number.get<int64_t>();
-      return v > static_cast<int64_t>(kMaxExactInteger) ||
-             v < -static_cast<int64_t>(kMaxExactInteger);
-    }
-    case json::value_t::number_float:
-      // Too large for a 64-bit integer, or written with a fraction or exponent; every double
-      // this large is an integer, most of them a rounded one.
-      return std::fabs(number.get<double>()) > static_cast<double>(kMaxExactInteger);
-    default:
-      return false;
-  }
-}
-
-/// Finds the first number in `value` that would not reach the worker as sent; `path` is
-/// `value`'s path on entry and that number's on a hit. Recursion is bounded by the nesting limit
-/// checked before.
-bool FindInexactNumber(const json& value, std::string* path) {
-  if (value.is_number()) return BeyondExactRange(value);
-  const std::size_t length = path->size();
-  if (value.is_object()) {
-    for (auto it = value.begin(); it != value.end(); ++it) {
-      path->append(".").append(Utf8Truncate(it.key(), 64));
-      if (FindInexactNumber(it.value(), path)) return true;
-      path->resize(length);
-    }
-  } else if (value.is_array()) {
-    std::size_t index = 0;
-    for (const auto& item : value) {
-      path->append("[").append(std::to_string(index++)).append("]");
-      if (FindInexactNumber(item, path)) return true;
-      path->resize(length);
-    }
-  }
-  return false;
-}
-
 /// A decimal number's exact value: sign, significant digits without leading or trailing zeros
 /// ("" for zero) and the power of ten of the last one ("12.50" -> 125e-1). From JSON number
 /// text or std::to_chars output; exponents saturate far beyond any double.
@@ -148,12 +107,49 @@ std::string ShortestText(double value) {
   return std::string(text, result.ec == std::errc() ? result.ptr : text);
 }
 
+/// Why a number of `parameters` would not reach the worker as sent.
+enum class Inexact {
+  kNo,
+  kBeyondRange,  ///< magnitude above 2^53: not every such number is a double, most are rounded
+  kLosesDigits,  ///< a fraction or exponent with more digits than its double prints back
+};
+
+/// The verdict on one JSON number text. Integers are judged by magnitude alone (any integer up
+/// to 2^53 is a double); fractions and exponents by magnitude too, then by whether the double's
+/// shortest text has the same decimal value (`0.1` and `12.50` do;
+/// `3.14159265358979323846` does not).
+Inexact JudgeNumber(std::string_view text) {
+  const char* first = text.data();
+  const char* last = text.data() + text.size();
+  if (text.find_first_of(".eE") == std::string_view::npos) {
+    if (text.front() == '-') {
+      int64_t v = 0;
+      const auto r = std::from_chars(first, last, v);
+      return r.ec != std::errc() || v < -static_cast<int64_t>(kMaxExactInteger)
+                 ? Inexact::kBeyondRange
+                 : Inexact::kNo;
+    }
+    uint64_t v = 0;
+    const auto r = std::from_chars(first, last, v);
+    return r.ec != std::errc() || v > kMaxExactInteger ? Inexact::kBeyondRange : Inexact::kNo;
+  }
+  double value = 0;
+  if (std::from_chars(first, last, value).ec != std::errc()) {
+    // Out of a double's range: too large, or so small that it would arrive as 0.
+    const Decimal d = ReadDecimal(text);
+    return d.exponent + static_cast<long>(d.digits.size()) > 0 ? Inexact::kBeyondRange
+                                                               : Inexact::kLosesDigits;
+  }
+  if (std::fabs(value) > static_cast<double>(kMaxExactInteger)) return Inexact::kBeyondRange;
+  return ReadDecimal(text) == ReadDecimal(ShortestText(value)) ? Inexact::kNo
+                                                               : Inexact::kLosesDigits;
+}
+
 /// Walks one validated JSON value at the front of `rest` (consuming it) and finds the first
-/// number written with a fraction or exponent whose decimal value a double cannot hold exactly
-/// enough to print it back (`0.1` and `12.50` can; `3.14159265358979323846` cannot). `path` is
-/// the value's path on entry and the number's on a hit, `*number` its text. Integers are left
-/// to FindInexactNumber. Recursion is bounded by the nesting limit checked before.
-bool FindLossyDecimal(std::string_view& rest, std::string* path, std::string_view* number) {
+/// number that would not reach the worker as sent (JudgeNumber). `path` is the value's path on
+/// entry and the number's on a hit, `*number` its text. Recursion is bounded by the nesting
+/// limit checked before.
+Inexact FindInexactNumber(std::string_view& rest, std::string* path, std::string_view* number) {
   auto skip_space = [&] {
     while (!rest.empty() && (rest.front() == ' ' || rest.front() == '\t' || rest.front() == '\n' ||
                              rest.front() == '\r')) {
@@ -169,7 +165,7 @@ bool FindLossyDecimal(std::string_view& rest, std::string* path, std::string_vie
     return text;
   };
   skip_space();
-  if (rest.empty()) return false;
+  if (rest.empty()) return Inexact::kNo;
   const std::size_t length = path->size();
   const char first = rest.front();
   if (first == '{' || first == '[') {
@@ -177,10 +173,10 @@ bool FindLossyDecimal(std::string_view& rest, std::string* path, std::string_vie
     std::size_t index = 0;
     for (;;) {
       skip_space();
-      if (rest.empty()) return false;
+      if (rest.empty()) return Inexact::kNo;
       if (rest.front() == '}' || rest.front() == ']') {
         rest.remove_prefix(1);
-        return false;
+        return Inexact::kNo;
       }
       if (rest.front() == ',') {
         rest.remove_prefix(1);
@@ -195,31 +191,31 @@ bool FindLossyDecimal(std::string_view& rest, std::string* path, std::string_vie
       } else {
         path->append("[").append(std::to_string(index++)).append("]");
       }
-      if (FindLossyDecimal(rest, path, number)) return true;
+      if (const Inexact found = FindInexactNumber(rest, path, number); found != Inexact::kNo) {
+        return found;
+      }
       path->resize(length);
     }
   }
   if (first == '"') {
     take_string();
-    return false;
+    return Inexact::kNo;
+  }
+  if (first == 't' || first == 'f' || first == 'n') {
+    rest.remove_prefix(first == 'f' ? 5 : 4);  // false, true, null
+    return Inexact::kNo;
   }
   std::size_t end = 0;
   while (end < rest.size() &&
-         std::string_view("0123456789+-.eEtruefalsn").find(rest[end]) != std::string_view::npos) {
+         std::string_view("0123456789+-.eE").find(rest[end]) != std::string_view::npos) {
     ++end;
   }
   const std::string_view text = rest.substr(0, end);
   rest.remove_prefix(end);
-  if (text.empty() || text.find_first_of(".eE") == std::string_view::npos || text.front() == 't' ||
-      text.front() == 'f' || text.front() == 'n') {
-    return false;  // a literal, or an integer
-  }
-  double value = 0;
-  if (std::from_chars(text.data(), text.data() + text.size(), value).ec != std::errc())
-    return false;
-  if (ReadDecimal(text) == ReadDecimal(ShortestText(value))) return false;
-  *number = text;
-  return true;
+  if (text.empty()) return Inexact::kNo;
+  const Inexact verdict = JudgeNumber(text);
+  if (verdict != Inexact::kNo) *number = text;
+  return verdict;
 }
 
 }  // namespace
@@ -286,27 +282,30 @@ Status ParseQueryBody(std::string_view body, const GatewayConfig& limits, v1::Qu
                       std::string("must be a JSON object, not ") + TypeName(*parameters));
   }
   if (parameters != nullptr && parameters->is_object()) {
-    std::string path = "parameters";
-    if (FindInexactNumber(*parameters, &path)) {
-      return FieldError(path,
-                        "number beyond ±2^53 (9007199254740992) cannot be passed exactly "
-                        "(parameters travel as double-precision numbers); send it as a "
-                        "string");
-    }
+    // On the text: a double has lost what the check must see by the time the DOM holds it.
     if (auto text = json_scan::FindMember(json_scan::RootValue(body), "parameters")) {
-      std::string decimal_path = "parameters";
+      std::string path = "parameters";
       std::string_view number;
-      if (FindLossyDecimal(*text, &decimal_path, &number)) {
-        double value = 0;
-        (void)std::from_chars(number.data(), number.data() + number.size(), value);
-        std::string problem = "number ";
-        problem.append(Utf8Truncate(number, 48))
-            .append(
-                " has more digits than a double-precision number carries (it would arrive "
-                "as ")
-            .append(ShortestText(value))
-            .append("; parameters travel as doubles); send it as a string");
-        return FieldError(decimal_path, problem);
+      switch (FindInexactNumber(*text, &path, &number)) {
+        case Inexact::kNo:
+          break;
+        case Inexact::kBeyondRange:
+          return FieldError(path,
+                            "number beyond ±2^53 (9007199254740992) cannot be passed exactly "
+                            "(parameters travel as double-precision numbers); send it as a "
+                            "string");
+        case Inexact::kLosesDigits: {
+          double value = 0;
+          (void)std::from_chars(number.data(), number.data() + number.size(), value);
+          std::string problem = "number ";
+          problem.append(Utf8Truncate(number, 48))
+              .append(
+                  " has more digits than a double-precision number carries (it would "
+                  "arrive as ")
+              .append(ShortestText(value))
+              .append("; parameters travel as doubles); send it as a string");
+          return FieldError(path, problem);
+        }
       }
     }
   }

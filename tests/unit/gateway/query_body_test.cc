@@ -166,6 +166,7 @@ TEST(QueryBody, RefusesNumbersBeyondTwoToThe53) {
       {R"({"big":123456789012345678901234567890})", "parameters.big"},
       {R"({"a":{"items":[1,{"id":18446744073709551615}]}})", "parameters.a.items[1].id"},
       {R"({"x":1e300})", "parameters.x"},
+      {R"({"y":-9223372036854775809})", "parameters.y"},
   };
   for (const auto& [parameters, path] : cases) ExpectNumberRefused(parameters, path + ": ");
   // 2^53 itself, its negative, fractions and the same digits as a string are exact.
@@ -188,6 +189,7 @@ TEST(QueryBody, RefusesDecimalsADoubleCannotCarry) {
       {R"({"a":{"rates":[1.5,{"r":1.0000000000000001}]}})", "parameters.a.rates[1].r"},
       {R"({"x":123456789.123456789})", "parameters.x"},
       {R"({"e":1.23456789012345678e-5})", "parameters.e"},
+      {R"({"tiny":[false,null,"x\"1.5",1e-400]})", "parameters.tiny[3]"},
   };
   for (const auto& [parameters, path] : cases) {
     ExpectNumberRefused(parameters, path + ": number ", "would arrive as");
@@ -196,7 +198,8 @@ TEST(QueryBody, RefusesDecimalsADoubleCannotCarry) {
   ASSERT_TRUE(
       Parse(R"({"message":"hi","session_id":"s","parameters":{"f":0.1,"g":12.50,)"
             R"("h":1e-7,"z":-0.0,"k":2.5E+3,"l":[0.30000000000000004,"3.14159265358979323846"],)"
-            R"("m":{"n":-1.5e-300},"t":true,"u":null,"s":"1.00000000000000001"}})",
+            R"("m":{"n":-1.5e-300},"t":true,"u":null,"s":"1.00000000000000001",)"
+            R"("q":"a\"3.14159265358979323846\"","w":[[],{},[false]]}})",
             &q)
           .ok());
   EXPECT_EQ(q.parameters().fields().at("g").number_value(), 12.5);
