@@ -395,15 +395,11 @@ void HeavyWorker::OnRequestIdRunning(const std::shared_ptr<Turn>& turn, const Tu
   // request too). Asked elsewhere, it is told now, not after JetStream's ack wait; once the
   // turn is stored, a repeat is answered from the store.
   if (turn->reply_to != running.reply_to) {
-    wf::v1::QueryEvent event;
-    event.set_request_id(turn->request.request_id());
-    event.set_seq(1);
-    event.mutable_error()->set_code(std::string(WireName(ErrorCode::kDuplicateRequestId)));
-    event.mutable_error()->set_message(
-        "request_id " + turn->request.request_id() +
-        " names a turn still running; its answer goes to the first request's reply subject, "
-        "and once it is stored a repeat of the same query is answered from there");
-    PublishEvent(*turn, std::move(event));
+    PublishError(*turn, ErrorCode::kDuplicateRequestId,
+                 "request_id " + turn->request.request_id() +
+                     " names a turn still running; its answer goes to the first request's reply "
+                     "subject, and once it is stored a repeat of the same query is answered from "
+                     "there");
   }
   turn->msg.Term();
   query_stats_->Record(std::chrono::nanoseconds(0), "duplicate request id");
@@ -412,12 +408,16 @@ void HeavyWorker::OnRequestIdRunning(const std::shared_ptr<Turn>& turn, const Tu
 void HeavyWorker::EmitTerminalError(const std::shared_ptr<Turn>& turn, ErrorCode code,
                                     const std::string& message) {
   ReleaseTurn(turn);  // before the client can see the end (see ReleaseTurn)
+  PublishError(*turn, code, message);
+}
+
+void HeavyWorker::PublishError(const Turn& turn, ErrorCode code, const std::string& message) {
   wf::v1::QueryEvent event;
-  event.set_request_id(turn->request.request_id());
-  event.set_seq(turn->seq + 1);
+  event.set_request_id(turn.request.request_id());
+  event.set_seq(turn.seq + 1);
   event.mutable_error()->set_code(std::string(WireName(code)));
   event.mutable_error()->set_message(message);
-  PublishEvent(*turn, std::move(event));
+  PublishEvent(turn, std::move(event));
 }
 
 void HeavyWorker::RejectTurn(const std::shared_ptr<Turn>& turn, ErrorCode code,

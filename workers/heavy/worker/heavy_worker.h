@@ -88,6 +88,8 @@ class HeavyWorker {
   /// reuse, refused), which must not be taken for a redelivery of a turn still running here
   /// (those are kept in progress, unanswered, until JetStream's ack wait).
   void ReleaseTurn(const std::shared_ptr<Turn>& turn);
+  /// Publishes `turn`'s `error` event (after its last event), nothing else. Any thread.
+  void PublishError(const Turn& turn, ErrorCode code, const std::string& message);
   /// Releases the turn (ReleaseTurn), then publishes its `error` event.
   void EmitTerminalError(const std::shared_ptr<Turn>& turn, ErrorCode code,
                          const std::string& message);
