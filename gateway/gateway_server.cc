@@ -261,6 +261,11 @@ std::string_view SkipEmptyLines(std::string_view input) {
   return input;
 }
 
+/// The parser has nothing of a request: it waits for a request line and holds no byte of one.
+bool AwaitsRequest(Http::RequestParser& parser) {
+  return parser.step()->id() == Http::Private::RequestLineStep::Id && UnparsedInput(parser).empty();
+}
+
 /// Bytes of further requests after a complete one (see SkipEmptyLines).
 std::string_view PipelinedInput(Http::RequestParser& parser) {
   return SkipEmptyLines(UnparsedInput(parser));
@@ -533,27 +538,26 @@ class GatewayHttpHandler final : public Http::Handler {
     } catch (...) {
       return;  // out of memory for a connection's state: its input cannot be handled
     }
+    std::shared_ptr<Http::RequestParser> parser;
+    try {
+      parser = Http::Handler::getParser(peer);
+    } catch (...) {
+      return;  // no parser (onConnection always makes one): nothing can be read
+    }
     ReadClock& clock = *conn->read_clock;
     std::lock_guard lock(clock.mu);
     if (clock.closed) return;  // answered 408: nothing after it is read
-    if (clock.deadline == Clock::time_point::max()) {
+    if (clock.deadline == Clock::time_point::max() && AwaitsRequest(*parser)) {
       // The first byte of a request on a kept-alive connection: restart Pistache's clock (its
       // parser's; nothing is buffered, so reset() loses nothing), which until now ran from the
       // end of the previous request (see UpdateReadClock).
-      try {
-        auto parser = Http::Handler::getParser(peer);
-        if (parser->step()->id() == Http::Private::RequestLineStep::Id &&
-            UnparsedInput(*parser).empty()) {
-          parser->reset();
-        }
-      } catch (...) {
-      }
+      parser->reset();
     }
-    HandleInput(buffer, len, peer, *conn);
+    HandleInput(buffer, len, peer, *conn, parser);
     try {
-      UpdateReadClock(peer, *conn);
+      UpdateReadClock(peer, *conn, *parser);
     } catch (...) {
-      // The parser is gone (cannot happen while the peer lives): leave the clock as it was.
+      // Out of memory for the ticker's list: leave the clock as it was.
     }
   }
 
@@ -581,16 +585,14 @@ class GatewayHttpHandler final : public Http::Handler {
   /// answer that ends the connection) stops it. Pistache's own clock (its parser's) is restarted
   /// at the same byte and, with the peer not idle, runs on its header and body timeouts, which
   /// are set to end after this one (see ReadClock).
-  void UpdateReadClock(const std::shared_ptr<Tcp::Peer>& peer, ConnState& conn) {
+  void UpdateReadClock(const std::shared_ptr<Tcp::Peer>& peer, ConnState& conn,
+                       Http::RequestParser& parser) {
     ReadClock& clock = *conn.read_clock;
     if (conn.discard || conn.writer->Ended()) {
       core_->SetReadDeadline(conn.read_clock, Clock::time_point::max());
       return;
     }
-    auto parser = Http::Handler::getParser(peer);
-    const bool owes = parser->step()->id() != Http::Private::RequestLineStep::Id ||
-                      !UnparsedInput(*parser).empty();
-    if (!owes) {
+    if (AwaitsRequest(parser)) {
       core_->SetReadDeadline(conn.read_clock, Clock::time_point::max());
     } else if (clock.deadline == Clock::time_point::max()) {
       core_->SetReadDeadline(conn.read_clock, Clock::now() + core_->request_read_timeout);
@@ -599,9 +601,8 @@ class GatewayHttpHandler final : public Http::Handler {
   }
 
   void HandleInput(const char* buffer, size_t len, const std::shared_ptr<Tcp::Peer>& peer,
-                   ConnState& conn_state) {
+                   ConnState& conn_state, const std::shared_ptr<Http::RequestParser>& parser) {
     ConnState* conn = &conn_state;
-    std::shared_ptr<Http::RequestParser> parser;
     try {
       if (conn->discard) return;
       if (conn->writer->Ended()) {
@@ -618,7 +619,6 @@ class GatewayHttpHandler final : public Http::Handler {
         conn->discard = true;
         return;
       }
-      parser = Http::Handler::getParser(peer);
       if (!parser->feed(buffer, len)) {
         parser->reset();
         RejectAndDiscard(
