@@ -18,7 +18,6 @@ Exchange::Exchange(Params params, std::unique_ptr<ClientChannel> channel)
     : params_(std::move(params)),
       keep_alive_(params_.keep_alive),
       channel_(std::move(channel)),
-      stream_started_(params_.kind == ExchangeKind::kStream),
       head_pending_(params_.kind == ExchangeKind::kStream),
       last_write_(params_.start) {}
 
@@ -68,7 +67,7 @@ ExchangeOutcome Exchange::FinishWithResponse(int status, std::string body) {
 }
 
 ExchangeOutcome Exchange::FinishWithError(const Error& error, bool cancel) {
-  if (params_.kind == ExchangeKind::kStream && stream_started_) {
+  if (params_.kind == ExchangeKind::kStream) {
     std::string frame;
     AppendSseEvent(&frame, "error", ErrorJson(error, params_.request_id));
     std::string bytes;
@@ -193,7 +192,7 @@ ExchangeOutcome Exchange::OnTick(Clock::time_point now) {
                   " ms); the worker that took it may have stopped"},
         true);
   }
-  if (params_.kind == ExchangeKind::kStream && stream_started_ && !client_gone_) {
+  if (params_.kind == ExchangeKind::kStream && !client_gone_) {
     auto interval = params_.heartbeat;
     if (!wrote_since_head_)
       interval = std::min<std::chrono::milliseconds>(interval, std::chrono::seconds(1));

@@ -139,8 +139,7 @@ class Exchange {
   mutable std::mutex mu_;
   bool finished_ = false;
   bool client_gone_ = false;
-  bool stream_started_ = false;  ///< kStream: the answer is SSE (set from the start)
-  bool head_pending_ = false;    ///< kStream: the SSE head is not written yet (see Send)
+  bool head_pending_ = false;  ///< kStream: the SSE head is not written yet (see Send)
   bool wrote_since_head_ = false;
   uint32_t attempt_ =
       0;                ///< Highest QueryEvent.attempt seen (0: none, or a worker that sets none).
