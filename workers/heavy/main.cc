@@ -2,6 +2,7 @@
 // PostgreSQL, wires the LLM client and the worker, then waits for SIGTERM and drains.
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <iostream>
 
 #include "admin_http/admin_server.h"
@@ -89,6 +90,7 @@ int main(int argc, char** argv) {
 
   wf::HeavyWorker::Options options;
   options.concurrency = static_cast<int>(concurrency);
+  options.store_threads = static_cast<int>(std::max<std::size_t>(1, store_options.pg_pool - 1));
   options.ack_wait = std::chrono::milliseconds(ack_wait_ms);
   options.in_progress_every = options.ack_wait / 3;
   auto worker = wf::HeavyWorker::Start(config, **conn, **store, llm, timer, options);

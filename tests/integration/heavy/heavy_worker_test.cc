@@ -10,6 +10,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <pqxx/pqxx>
 #include <string>
 #include <thread>
 #include <vector>
@@ -693,6 +694,59 @@ TEST(HeavyWorkerTest, EnqueuedTurnsRunInArrivalOrder) {
     if (m.role() == "user") users.push_back(m.content());
   }
   EXPECT_EQ(users, (std::vector<std::string>{"slow one", "msg1", "msg2", "msg3", "msg4", "msg5"}));
+}
+
+// PostgreSQL slow to write (here: the rows of the stalled sessions locked, so their stores wait):
+// finished turns wait to be stored, but other turns still start, from their Redis hot copy or
+// from a PostgreSQL read. The stores used to take every executor thread and PostgreSQL
+// connection, so no turn could start until PostgreSQL answered.
+TEST(HeavyWorkerTest, TurnsStillStartWhileStoresWaitOnASlowPostgres) {
+  Stack s;
+  HeavyClient c(s);
+  constexpr int kStalled = 6;  // more than wf-heavy's threads and PostgreSQL connections
+  for (int i = 0; i <= kStalled; ++i) {
+    const std::string id = "stall-warm-" + std::to_string(i);
+    c.Send(id, "stall-" + std::to_string(i), "hello");
+    auto end = c.Terminal(id);
+    ASSERT_TRUE(end && end->has_final()) << (end ? end->DebugString() : "") << s.Logs();
+  }
+  pqxx::connection pg(s.pg_.url());
+  auto locker = std::make_unique<pqxx::work>(pg);
+  ASSERT_EQ(
+      locker->exec("SELECT 1 FROM sessions WHERE session_id LIKE 'stall-%' FOR UPDATE").size(),
+      kStalled + 1);
+  for (int i = 0; i < kStalled; ++i) {
+    c.Send("stall-next-" + std::to_string(i), "stall-" + std::to_string(i), "hello again");
+  }
+  // Every one is answered by the LLM and then waits for its store (the terminal event follows
+  // the store).
+  ASSERT_TRUE(Eventually([&] { return LlmStats(s)["requests"].get<int>() >= 2 * kStalled + 1; }))
+      << LlmStats(s).dump() << s.Logs();
+  std::this_thread::sleep_for(milliseconds(300));
+  for (int i = 0; i < kStalled; ++i) {
+    EXPECT_FALSE(c.Terminal("stall-next-" + std::to_string(i), milliseconds(1)))
+        << i << ": answered although its session row is locked";
+  }
+  // Meanwhile a warm session's next turn (Redis) and a new session's first turn (a PostgreSQL
+  // read) start and stream.
+  c.Send("stall-hot", "stall-" + std::to_string(kStalled), "please recall", 0, /*stream=*/true);
+  c.Send("stall-fresh", "stall-fresh", "please recall", 0, /*stream=*/true);
+  EXPECT_TRUE(c.WaitToken("stall-hot", milliseconds(3000))) << s.Logs();
+  EXPECT_TRUE(c.WaitToken("stall-fresh", milliseconds(3000))) << s.Logs();
+  EXPECT_FALSE(c.Terminal("stall-hot", milliseconds(1)));  // its own store waits too
+  locker->abort();
+  for (int i = 0; i < kStalled; ++i) {
+    auto end = c.Terminal("stall-next-" + std::to_string(i), milliseconds(30000));
+    ASSERT_TRUE(end && end->has_final()) << i << (end ? end->DebugString() : "") << s.Logs();
+  }
+  auto end = c.Terminal("stall-hot", milliseconds(30000));
+  ASSERT_TRUE(end && end->has_final()) << (end ? end->DebugString() : "") << s.Logs();
+  EXPECT_EQ(end->final().answer(), "history: hello | please recall");
+  end = c.Terminal("stall-fresh", milliseconds(30000));
+  ASSERT_TRUE(end && end->has_final()) << (end ? end->DebugString() : "") << s.Logs();
+  EXPECT_EQ(end->final().answer(), "history: please recall");
+  EXPECT_EQ(GetSession(c, "stall-" + std::to_string(kStalled)).history().messages_size(), 4);
+  EXPECT_EQ(GetSession(c, "stall-fresh").history().messages_size(), 2);
 }
 
 }  // namespace

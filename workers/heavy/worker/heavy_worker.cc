@@ -233,6 +233,7 @@ Result<std::unique_ptr<HeavyWorker>> HeavyWorker::Start(std::shared_ptr<const Co
 
 Status HeavyWorker::Setup() {
   executor_ = std::make_unique<ThreadPoolExecutor>(std::max(1, options_.executor_threads));
+  store_executor_ = std::make_unique<ThreadPoolExecutor>(std::max(1, options_.store_threads));
   lease_executor_ = std::make_unique<ThreadPoolExecutor>(1);
   tools_ = std::make_unique<NatsToolRunner>(conn_, timer_, prefix_);
   if (auto s = tools_->Start(); !s.ok()) return s;
@@ -654,7 +655,7 @@ void HeavyWorker::RunAgent(const std::shared_ptr<Turn>& turn,
   std::weak_ptr<Turn> weak = turn;
   auto agent = AgentTurn::Start(deps, std::move(params), [this, weak](wf::v1::TurnRecord record) {
     if (auto t = weak.lock()) {
-      executor_->Post(
+      store_executor_->Post(
           [this, t, record = std::move(record)]() mutable { FinishTurn(t, std::move(record)); });
     }
   });
@@ -774,7 +775,7 @@ void HeavyWorker::ReleaseTurn(const std::shared_ptr<Turn>& turn) {
 void HeavyWorker::OnHistoryMessage(natsMsg* raw) {
   auto msg = std::make_shared<JsMessage>(raw);
   history_in_flight_.fetch_add(1);
-  executor_->Post([this, msg] {
+  store_executor_->Post([this, msg] {
     {
       // PostgreSQL failed for an earlier record: this one waits behind it, so records of one
       // session are stored in the order they were published.
@@ -841,8 +842,8 @@ void HeavyWorker::HoldHistory(const std::shared_ptr<JsMessage>& msg) {
   }
   held_history_.emplace(msg->StreamSeq(), msg);
   if (history_retry_task_ == 0) {
-    history_retry_task_ = timer_.After(history_retry_delay_,
-                                       [this] { executor_->Post([this] { RetryHeldHistory(); }); });
+    history_retry_task_ = timer_.After(
+        history_retry_delay_, [this] { store_executor_->Post([this] { RetryHeldHistory(); }); });
   }
 }
 
@@ -865,8 +866,9 @@ void HeavyWorker::RetryHeldHistory() {
       std::lock_guard lock(history_mu_);
       history_retry_delay_ = std::min(history_retry_delay_ * 2, kHistoryRetryMax);
       if (!shutting_down_) {
-        history_retry_task_ = timer_.After(
-            history_retry_delay_, [this] { executor_->Post([this] { RetryHeldHistory(); }); });
+        history_retry_task_ = timer_.After(history_retry_delay_, [this] {
+          store_executor_->Post([this] { RetryHeldHistory(); });
+        });
       }
       return;
     }
@@ -1039,7 +1041,8 @@ void HeavyWorker::Shutdown(std::chrono::milliseconds grace) {
   }
   subs_.clear();
   if (service_) service_->Stop();
-  executor_.reset();  // runs what was queued, then joins
+  executor_.reset();        // runs what was queued (which may post stores), then joins
+  store_executor_.reset();  // then the stores
   lease_executor_.reset();
   for (natsSubscription** sub : {&query_sub_, &history_sub_}) {
     if (*sub) {

@@ -32,14 +32,21 @@ namespace wf {
 /// recorded by the lightweight pool), `<prefix>.session.get|delete` (queue "heavy"),
 /// `<prefix>.cancel.<request_id>`, and `$SRV.*` discovery as service "heavy".
 ///
-/// Threads: one fetch thread per consumer (blocking JetStream fetch), an executor pool for
-/// everything that blocks on Redis/PostgreSQL, NATS delivery threads for cancel/session requests
-/// (which only post work), curl and timer threads driving the agent loop.
+/// Threads: one fetch thread per consumer (blocking JetStream fetch); an executor pool that
+/// starts turns (session lock, history), runs the agent's later rounds and answers session
+/// requests; a store pool that stores finished turns and WF_HISTORY records (PostgreSQL, then
+/// Redis), so a slow PostgreSQL holds up stores but not the turns that can start from Redis;
+/// NATS delivery threads for cancel/session requests (which only post work); curl and timer
+/// threads driving the agent loop.
 class HeavyWorker {
  public:
   struct Options {
     int concurrency = 64;      ///< Turns in flight in this process.
-    int executor_threads = 4;  ///< Threads for Redis/PostgreSQL work.
+    int executor_threads = 4;  ///< Threads starting turns and answering session requests.
+    /// Threads storing finished turns and flow-turn records. Fewer than the session store's
+    /// PostgreSQL connections, so stores waiting on PostgreSQL never take the last connection
+    /// a turn start needs to read a history.
+    int store_threads = 3;
     std::chrono::milliseconds ack_wait{30000};
     int max_deliver = 3;
     std::chrono::milliseconds in_progress_every{10000};
@@ -133,7 +140,8 @@ class HeavyWorker {
   Options options_;
   std::string prefix_;
   std::unique_ptr<JetStream> js_;
-  std::unique_ptr<ThreadPoolExecutor> executor_;
+  std::unique_ptr<ThreadPoolExecutor> executor_;        ///< Turn starts, agent rounds, sessions.
+  std::unique_ptr<ThreadPoolExecutor> store_executor_;  ///< FinishTurn, WF_HISTORY records.
   std::unique_ptr<ThreadPoolExecutor> lease_executor_;  ///< Lock renewals only (Redis).
   std::unique_ptr<NatsToolRunner> tools_;
   std::unique_ptr<MicroService> service_;
