@@ -734,6 +734,9 @@ TEST(HeavyWorkerTest, TurnsStillStartWhileStoresWaitOnASlowPostgres) {
   EXPECT_TRUE(c.WaitToken("stall-hot", milliseconds(3000))) << s.Logs();
   EXPECT_TRUE(c.WaitToken("stall-fresh", milliseconds(3000))) << s.Logs();
   EXPECT_FALSE(c.Terminal("stall-hot", milliseconds(1)));  // its own store waits too
+  EXPECT_TRUE(Eventually(
+      [&] { return HeavyMetric(s, 0, "wf_heavy_turns_storing") >= kStalled + 1; }, seconds(3)))
+      << HeavyMetric(s, 0, "wf_heavy_turns_storing");
   locker->abort();
   for (int i = 0; i < kStalled; ++i) {
     auto end = c.Terminal("stall-next-" + std::to_string(i), milliseconds(30000));
@@ -747,6 +750,7 @@ TEST(HeavyWorkerTest, TurnsStillStartWhileStoresWaitOnASlowPostgres) {
   EXPECT_EQ(end->final().answer(), "history: please recall");
   EXPECT_EQ(GetSession(c, "stall-" + std::to_string(kStalled)).history().messages_size(), 4);
   EXPECT_EQ(GetSession(c, "stall-fresh").history().messages_size(), 2);
+  EXPECT_TRUE(Eventually([&] { return HeavyMetric(s, 0, "wf_heavy_turns_storing") == 0; }));
 }
 
 }  // namespace

@@ -655,8 +655,11 @@ void HeavyWorker::RunAgent(const std::shared_ptr<Turn>& turn,
   std::weak_ptr<Turn> weak = turn;
   auto agent = AgentTurn::Start(deps, std::move(params), [this, weak](wf::v1::TurnRecord record) {
     if (auto t = weak.lock()) {
-      store_executor_->Post(
-          [this, t, record = std::move(record)]() mutable { FinishTurn(t, std::move(record)); });
+      turns_storing_.fetch_add(1, std::memory_order_relaxed);
+      store_executor_->Post([this, t, record = std::move(record)]() mutable {
+        FinishTurn(t, std::move(record));
+        turns_storing_.fetch_sub(1, std::memory_order_relaxed);
+      });
     }
   });
   std::lock_guard lock(mu_);
@@ -1090,6 +1093,10 @@ std::string HeavyWorker::MetricsText() const {
          "Finished turns handed to WF_HISTORY because PostgreSQL failed.", deferred_turns_.load());
   metric("wf_heavy_active_turns", "gauge", "Turns in flight.",
          static_cast<uint64_t>(active_count_.load()));
+  metric("wf_heavy_turns_storing", "gauge",
+         "Finished turns waiting for or in their store (PostgreSQL, then Redis); a number that "
+         "stays up means PostgreSQL is slow.",
+         static_cast<uint64_t>(std::max(0, turns_storing_.load())));
   metric("wf_heavy_turn_objects", "gauge",
          "Turn objects allocated in this process; above active_turns once idle means a leak.",
          static_cast<uint64_t>(std::max<int64_t>(0, g_turn_objects.load())));

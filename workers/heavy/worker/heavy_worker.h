@@ -168,6 +168,7 @@ class HeavyWorker {
   std::atomic<uint64_t> turns_started_{0}, turns_ok_{0}, turns_failed_{0}, turns_cancelled_{0},
       redeliveries_{0}, handed_back_{0}, history_stored_{0}, store_failures_{0}, deferred_turns_{0};
   std::atomic<int> history_in_flight_{0};  // History messages being stored (or held).
+  std::atomic<int> turns_storing_{0};      // Finished turns posted to store_executor_, not done.
   static constexpr std::chrono::milliseconds kHistoryRetryFirst{2000};
   static constexpr std::chrono::milliseconds kHistoryRetryMax{10000};
   std::mutex history_mu_;
