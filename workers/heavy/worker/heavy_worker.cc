@@ -657,8 +657,11 @@ void HeavyWorker::RunAgent(const std::shared_ptr<Turn>& turn,
     if (auto t = weak.lock()) {
       turns_storing_.fetch_add(1, std::memory_order_relaxed);
       store_executor_->Post([this, t, record = std::move(record)]() mutable {
+        struct Done {  // also when FinishTurn throws (the executor logs and drops the task)
+          std::atomic<int>& count;
+          ~Done() { count.fetch_sub(1, std::memory_order_relaxed); }
+        } done{turns_storing_};
         FinishTurn(t, std::move(record));
-        turns_storing_.fetch_sub(1, std::memory_order_relaxed);
       });
     }
   });

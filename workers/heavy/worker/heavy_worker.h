@@ -35,7 +35,8 @@ namespace wf {
 /// Threads: one fetch thread per consumer (blocking JetStream fetch); an executor pool that
 /// starts turns (session lock, history), runs the agent's later rounds and answers session
 /// requests; a store pool that stores finished turns and WF_HISTORY records (PostgreSQL, then
-/// Redis), so a slow PostgreSQL holds up stores but not the turns that can start from Redis;
+/// Redis) on fewer threads than there are PostgreSQL connections, so a PostgreSQL slow to write
+/// holds up stores but not turn starts;
 /// NATS delivery threads for cancel/session requests (which only post work); curl and timer
 /// threads driving the agent loop.
 class HeavyWorker {
