@@ -699,7 +699,7 @@ TEST(HeavyWorkerTest, EnqueuedTurnsRunInArrivalOrder) {
 // PostgreSQL slow to write (here: the rows of the stalled sessions locked, so their stores wait):
 // finished turns wait to be stored, but other turns still start, from their Redis hot copy or
 // from a PostgreSQL read. The stores used to take every executor thread and PostgreSQL
-// connection, so no turn could start until PostgreSQL answered.
+// connection, so no turn could start (and no session be read) until PostgreSQL answered.
 TEST(HeavyWorkerTest, TurnsStillStartWhileStoresWaitOnASlowPostgres) {
   Stack s;
   HeavyClient c(s);
@@ -733,6 +733,8 @@ TEST(HeavyWorkerTest, TurnsStillStartWhileStoresWaitOnASlowPostgres) {
   c.Send("stall-fresh", "stall-fresh", "please recall", 0, /*stream=*/true);
   EXPECT_TRUE(c.WaitToken("stall-hot", milliseconds(3000))) << s.Logs();
   EXPECT_TRUE(c.WaitToken("stall-fresh", milliseconds(3000))) << s.Logs();
+  // A session's history reads too: what is stored so far (the waiting turn is not yet).
+  EXPECT_EQ(GetSession(c, "stall-0").history().messages_size(), 2);
   EXPECT_FALSE(c.Terminal("stall-hot", milliseconds(1)));  // its own store waits too
   EXPECT_TRUE(Eventually(
       [&] { return HeavyMetric(s, 0, "wf_heavy_turns_storing") >= kStalled + 1; }, seconds(3)))
