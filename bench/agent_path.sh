@@ -9,7 +9,9 @@
 #           and survive HOLD_S seconds, and closing them must cancel every turn
 # Starts its own stack on free ports from build/bin, prints every figure, stops everything on exit.
 # Env: WF_BIN_DIR (default build/bin), PARTS ("ttft turns soak streams"), N (200), K (16),
-#      TTFT_NEW_CONNECTIONS (1: a new connection per gateway turn in ttft), SECONDS_TURNS (10), TURNS (100000), REPORT_EVERY (20000), STREAMS ("1000 5000 10000"),
+#      TTFT_NEW_CONNECTIONS (1: a new connection per gateway turn in ttft), TTFT_ORDER
+#      (sequential, the default: all direct requests, then the turns; interleaved: a direct
+#      request, a first turn and its follow-up per round, see agent_bench.py ttft_samples), SECONDS_TURNS (10), TURNS (100000), REPORT_EVERY (20000), STREAMS ("1000 5000 10000"),
 #      HOLD_S (5), STREAMS_CONCURRENCY (wf-heavy --concurrency for the streams; default the
 #      largest of STREAMS), HEAVY_WRAP (command prefix for wf-heavy, e.g. "heaptrack -o FILE";
 #      wf-heavy itself, the wrapper's child, is signalled and measured), ROUND_HOOK (command
@@ -202,6 +204,7 @@ cpu_per_turn() {  # cpu_per_turn "BEFORE" "AFTER" TURNS: microseconds of CPU per
 if has_part ttft; then
   ttft_args=(--gw "$GW_PORT" --llm "$LLM_PORT" --n "$N")
   [[ "${TTFT_NEW_CONNECTIONS:-0}" == 1 ]] && ttft_args+=(--new-connections)
+  ttft_args+=(--order "${TTFT_ORDER:-sequential}")
   echo "\$ python3 bench/agent/agent_bench.py ttft ${ttft_args[*]}"
   before=$(cpu_snapshot)
   python3 "$BENCH" ttft "${ttft_args[@]}"
