@@ -301,7 +301,11 @@ Status HeavyWorker::Setup() {
 
   query_fetcher_ = std::thread([this] { FetchLoop(query_sub_, false); });
   history_fetcher_ = std::thread([this] { FetchLoop(history_sub_, true); });
-  tick_task_ = timer_.After(options_.in_progress_every, [this] { TickInProgress(); });
+  {
+    // Under the tick's lock: the first tick (timer thread) re-arms and writes tick_task_ too.
+    std::lock_guard tick(tick_mu_);
+    tick_task_ = timer_.After(options_.in_progress_every, [this] { TickInProgress(); });
+  }
   spdlog::info("heavy worker {} ready: concurrency {}, {} tools, {} flows, {} skills",
                service_->id(), options_.concurrency, config_->tools.size(), config_->flows.size(),
                config_->skills.size());
