@@ -851,10 +851,12 @@ void HeavyWorker::HoldHistory(const std::shared_ptr<JsMessage>& msg) {
     return;
   }
   held_history_.emplace(msg->StreamSeq(), msg);
-  if (history_retry_task_ == 0) {
-    history_retry_task_ = timer_.After(
-        history_retry_delay_, [this] { store_executor_->Post([this] { RetryHeldHistory(); }); });
-  }
+  if (history_retry_task_ == 0) ArmHistoryRetry();
+}
+
+void HeavyWorker::ArmHistoryRetry() {
+  history_retry_task_ = timer_.After(
+      history_retry_delay_, [this] { store_executor_->Post([this] { RetryHeldHistory(); }); });
 }
 
 void HeavyWorker::RetryHeldHistory() {
@@ -875,11 +877,7 @@ void HeavyWorker::RetryHeldHistory() {
     if (!StoreHistoryMessage(*next)) {
       std::lock_guard lock(history_mu_);
       history_retry_delay_ = std::min(history_retry_delay_ * 2, kHistoryRetryMax);
-      if (!shutting_down_) {
-        history_retry_task_ = timer_.After(history_retry_delay_, [this] {
-          store_executor_->Post([this] { RetryHeldHistory(); });
-        });
-      }
+      if (!shutting_down_) ArmHistoryRetry();
       return;
     }
     {

@@ -36,9 +36,8 @@ namespace wf {
 /// starts turns (session lock, history), runs the agent's later rounds and answers session
 /// requests; a store pool that stores finished turns and WF_HISTORY records (PostgreSQL, then
 /// Redis) on fewer threads than there are PostgreSQL connections, so a PostgreSQL slow to write
-/// holds up stores but not turn starts;
-/// NATS delivery threads for cancel/session requests (which only post work); curl and timer
-/// threads driving the agent loop.
+/// holds up stores but not turn starts; NATS delivery threads for cancel/session requests (which
+/// only post work); curl and timer threads driving the agent loop.
 class HeavyWorker {
  public:
   struct Options {
@@ -125,6 +124,8 @@ class HeavyWorker {
   void HoldHistory(const std::shared_ptr<JsMessage>& msg);
   /// Stores the held messages oldest first until one fails (then re-arms) or none is left.
   void RetryHeldHistory();
+  /// Runs RetryHeldHistory on the store pool after history_retry_delay_. history_mu_ held.
+  void ArmHistoryRetry();
   void OnCancel(const NatsMsgView& msg);
   void OnSessionRequest(const NatsMsgView& msg, bool del);
   /// Every in_progress_every (timer thread): in-progress acks for the turns running here, and
