@@ -587,14 +587,9 @@ class GatewayHttpHandler final : public Http::Handler {
   /// are set to end after this one (see ReadClock).
   void UpdateReadClock(const std::shared_ptr<Tcp::Peer>& peer, ConnState& conn,
                        Http::RequestParser& parser) {
-    ReadClock& clock = *conn.read_clock;
-    if (conn.discard || conn.writer->Ended()) {
+    if (conn.discard || conn.writer->Ended() || AwaitsRequest(parser)) {
       core_->SetReadDeadline(conn.read_clock, Clock::time_point::max());
-      return;
-    }
-    if (AwaitsRequest(parser)) {
-      core_->SetReadDeadline(conn.read_clock, Clock::time_point::max());
-    } else if (clock.deadline == Clock::time_point::max()) {
+    } else if (conn.read_clock->deadline == Clock::time_point::max()) {
       core_->SetReadDeadline(conn.read_clock, Clock::now() + core_->request_read_timeout);
       peer->setIdle(false);
     }
