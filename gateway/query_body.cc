@@ -145,77 +145,44 @@ Inexact JudgeNumber(std::string_view text) {
                                                                : Inexact::kLosesDigits;
 }
 
-/// Walks one validated JSON value at the front of `rest` (consuming it) and finds the first
-/// number that would not reach the worker as sent (JudgeNumber). `path` is the value's path on
-/// entry and the number's on a hit, `*number` its text. Recursion is bounded by the nesting
-/// limit checked before.
-Inexact FindInexactNumber(std::string_view& rest, std::string* path, std::string_view* number) {
-  auto skip_space = [&] {
-    while (!rest.empty() && (rest.front() == ' ' || rest.front() == '\t' || rest.front() == '\n' ||
-                             rest.front() == '\r')) {
-      rest.remove_prefix(1);
-    }
-  };
-  // A string's text, quotes included (valid JSON: every backslash escapes one character).
-  auto take_string = [&] {
-    std::size_t i = 1;
-    while (i < rest.size() && rest[i] != '"') i += rest[i] == '\\' ? 2 : 1;
-    const std::string_view text = rest.substr(0, std::min(i + 1, rest.size()));
-    rest.remove_prefix(text.size());
-    return text;
-  };
-  skip_space();
-  if (rest.empty()) return Inexact::kNo;
+/// Finds the first number in the validated JSON value `value` that would not reach the worker
+/// as sent (JudgeNumber). `path` is the value's path on entry and the number's on a hit,
+/// `*number` its text. Recursion is bounded by the nesting limit checked before.
+Inexact FindInexactNumber(std::string_view value, std::string* path, std::string_view* number) {
+  if (value.empty()) return Inexact::kNo;
   const std::size_t length = path->size();
-  const char first = rest.front();
-  if (first == '{' || first == '[') {
-    rest.remove_prefix(1);
-    std::size_t index = 0;
-    for (;;) {
-      skip_space();
-      if (rest.empty()) return Inexact::kNo;
-      if (rest.front() == '}' || rest.front() == ']') {
-        rest.remove_prefix(1);
-        return Inexact::kNo;
-      }
-      if (rest.front() == ',') {
-        rest.remove_prefix(1);
-        skip_space();
-      }
-      if (first == '{') {
-        std::string key;
-        json_scan::AppendDecodedString(take_string(), &key);
-        path->append(".").append(Utf8Truncate(key, 64));
-        skip_space();
-        if (!rest.empty() && rest.front() == ':') rest.remove_prefix(1);
-      } else {
+  Inexact found = Inexact::kNo;
+  switch (value.front()) {
+    case '{':
+      json_scan::ForEachMember(value, [&](std::string_view key, std::string_view member) {
+        std::string name;
+        json_scan::AppendDecodedString(key, &name);
+        path->append(".").append(Utf8Truncate(name, 64));
+        found = FindInexactNumber(member, path, number);
+        if (found == Inexact::kNo) path->resize(length);
+        return found == Inexact::kNo;
+      });
+      return found;
+    case '[': {
+      std::size_t index = 0;
+      json_scan::ForEachElement(value, [&](std::string_view element) {
         path->append("[").append(std::to_string(index++)).append("]");
-      }
-      if (const Inexact found = FindInexactNumber(rest, path, number); found != Inexact::kNo) {
-        return found;
-      }
-      path->resize(length);
+        found = FindInexactNumber(element, path, number);
+        if (found == Inexact::kNo) path->resize(length);
+        return found == Inexact::kNo;
+      });
+      return found;
     }
+    case '"':
+    case 't':
+    case 'f':
+    case 'n':
+      return Inexact::kNo;
+    default:
+      found = JudgeNumber(value);
+      if (found != Inexact::kNo) *number = value;
+      return found;
   }
-  if (first == '"') {
-    take_string();
-    return Inexact::kNo;
-  }
-  if (first == 't' || first == 'f' || first == 'n') {
-    rest.remove_prefix(first == 'f' ? 5 : 4);  // false, true, null
-    return Inexact::kNo;
-  }
-  std::size_t end = 0;
-  while (end < rest.size() &&
-         std::string_view("0123456789+-.eE").find(rest[end]) != std::string_view::npos) {
-    ++end;
-  }
-  const std::string_view text = rest.substr(0, end);
-  rest.remove_prefix(end);
-  if (text.empty()) return Inexact::kNo;
-  const Inexact verdict = JudgeNumber(text);
-  if (verdict != Inexact::kNo) *number = text;
-  return verdict;
 }
 
 }  // namespace

@@ -339,40 +339,62 @@ std::string_view RootValue(std::string_view text) {
   return View(p, end);
 }
 
-std::optional<std::string_view> FindMember(std::string_view object, std::string_view key) {
+namespace detail {
+
+bool ForEachMember(std::string_view object, MemberVisit call, void* visit) {
   const Byte* p = Begin(object);
   const Byte* const end = End(object);
-  if (p == end || *p != '{') return std::nullopt;
-  std::optional<std::string_view> found;
+  if (p == end || *p != '{') return false;
   p = SkipSpace(p + 1, end);
   while (p < end && *p == '"') {
     const Byte* key_end = SkipString(p, end);
-    const bool match = KeyEquals(View(p + 1, key_end - 1), key);
+    const std::string_view key = View(p, key_end);
     p = SkipSpace(key_end, end);
     p = SkipSpace(p + 1, end);  // the ':'
     const Byte* value_end = SkipValue(p, end);
-    if (match) found = View(p, value_end);
+    if (!call(visit, key, View(p, value_end))) break;
     p = SkipSpace(value_end, end);
     if (p == end || *p != ',') break;
     p = SkipSpace(p + 1, end);
   }
+  return true;
+}
+
+bool ForEachElement(std::string_view array, ElementVisit call, void* visit) {
+  const Byte* p = Begin(array);
+  const Byte* const end = End(array);
+  if (p == end || *p != '[') return false;
+  p = SkipSpace(p + 1, end);
+  if (p < end && *p == ']') return true;
+  while (p < end) {
+    const Byte* value_end = SkipValue(p, end);
+    if (!call(visit, View(p, value_end))) break;
+    p = SkipSpace(value_end, end);
+    if (p == end || *p != ',') break;
+    p = SkipSpace(p + 1, end);
+  }
+  return true;
+}
+
+}  // namespace detail
+
+std::optional<std::string_view> FindMember(std::string_view object, std::string_view key) {
+  std::optional<std::string_view> found;
+  ForEachMember(object, [&](std::string_view name, std::string_view value) {
+    if (KeyEquals(name.substr(1, name.size() - 2), key)) found = value;
+    return true;  // the last one wins, as in a DOM
+  });
   return found;
 }
 
 std::optional<std::string_view> FindElement(std::string_view array, std::size_t index) {
-  const Byte* p = Begin(array);
-  const Byte* const end = End(array);
-  if (p == end || *p != '[') return std::nullopt;
-  p = SkipSpace(p + 1, end);
-  if (p < end && *p == ']') return std::nullopt;
-  for (std::size_t i = 0; p < end; ++i) {
-    const Byte* value_end = SkipValue(p, end);
-    if (i == index) return View(p, value_end);
-    p = SkipSpace(value_end, end);
-    if (p == end || *p != ',') break;
-    p = SkipSpace(p + 1, end);
-  }
-  return std::nullopt;
+  std::optional<std::string_view> found;
+  std::size_t i = 0;
+  ForEachElement(array, [&](std::string_view value) {
+    if (i++ == index) found = value;
+    return !found;
+  });
+  return found;
 }
 
 void AppendDecodedString(std::string_view string_value, std::string* out) {

@@ -4,6 +4,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 
 /// Reading a few fields of a JSON text without building it: validate once, then walk to a field
 /// by skipping the text in between. For answer templates, which use three or four fields of an
@@ -42,6 +43,39 @@ std::optional<std::string_view> FindMember(std::string_view object, std::string_
 
 /// In a validated value: element `index` of `array`; nullopt when it is not an array or too short.
 std::optional<std::string_view> FindElement(std::string_view array, std::size_t index);
+
+namespace detail {
+using MemberVisit = bool (*)(void* visit, std::string_view key, std::string_view value);
+using ElementVisit = bool (*)(void* visit, std::string_view value);
+bool ForEachMember(std::string_view object, MemberVisit call, void* visit);
+bool ForEachElement(std::string_view array, ElementVisit call, void* visit);
+}  // namespace detail
+
+/// In a validated value: calls `visit(key, value)` for each member of `object` in text order
+/// (duplicates included), `key` being the key's string text with its quotes (see
+/// AppendDecodedString) and `value` the member's value text, until `visit` returns false.
+/// Returns false when `object` is not an object. No allocation.
+template <class Visit>
+bool ForEachMember(std::string_view object, Visit&& visit) {
+  return detail::ForEachMember(
+      object,
+      [](void* v, std::string_view key, std::string_view value) -> bool {
+        return (*static_cast<std::remove_reference_t<Visit>*>(v))(key, value);
+      },
+      &visit);
+}
+
+/// In a validated value: calls `visit(value)` for each element of `array` in order until it
+/// returns false. Returns false when `array` is not an array. No allocation.
+template <class Visit>
+bool ForEachElement(std::string_view array, Visit&& visit) {
+  return detail::ForEachElement(
+      array,
+      [](void* v, std::string_view value) -> bool {
+        return (*static_cast<std::remove_reference_t<Visit>*>(v))(value);
+      },
+      &visit);
+}
 
 /// Appends the decoded text of a validated string value (with its quotes) to `out`.
 void AppendDecodedString(std::string_view string_value, std::string* out);
