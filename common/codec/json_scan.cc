@@ -280,12 +280,13 @@ Verdict Validate(std::string_view text) {
       case '{':
       case '[': {
         const Byte open = *p;
+        // An empty container counts too, as in JsonDepthExceeds (json_limits.h).
+        if (depth == kMaxDepth) return Verdict::kTooDeep;
         p = SkipSpace(p + 1, end);
         if (p < end && *p == Closer(open)) {
           ++p;  // empty: a complete value
           break;
         }
-        if (depth == kMaxDepth) return Verdict::kTooDeep;
         stack[depth++] = open;
         if (open == '{') {
           p = ScanKeyAndColon(p, end);
@@ -378,10 +379,14 @@ bool ForEachElement(std::string_view array, ElementVisit call, void* visit) {
 
 }  // namespace detail
 
+bool KeyIs(std::string_view key, std::string_view name) {
+  return key.size() >= 2 && KeyEquals(key.substr(1, key.size() - 2), name);
+}
+
 std::optional<std::string_view> FindMember(std::string_view object, std::string_view key) {
   std::optional<std::string_view> found;
   ForEachMember(object, [&](std::string_view name, std::string_view value) {
-    if (KeyEquals(name.substr(1, name.size() - 2), key)) found = value;
+    if (KeyIs(name, key)) found = value;
     return true;  // the last one wins, as in a DOM
   });
   return found;

@@ -41,6 +41,10 @@ std::string_view RootValue(std::string_view text);
 /// Keys are compared decoded (`"a\u0062"` is key "ab").
 std::optional<std::string_view> FindMember(std::string_view object, std::string_view key);
 
+/// True when `key`, a key as ForEachMember passes it (string text with its quotes), decodes to
+/// `name`. Allocates only for a key with escapes.
+bool KeyIs(std::string_view key, std::string_view name);
+
 /// In a validated value: element `index` of `array`; nullopt when it is not an array or too short.
 std::optional<std::string_view> FindElement(std::string_view array, std::size_t index);
 

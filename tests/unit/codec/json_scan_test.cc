@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "codec/json_limits.h"
+
 namespace wf::json_scan {
 namespace {
 
@@ -128,6 +130,12 @@ TEST(JsonScanTest, DeepNestingIsLeftToADomParser) {
   EXPECT_EQ(Validate(nested(kMaxDepth + 1, kMaxDepth + 1)), Verdict::kTooDeep);
   EXPECT_EQ(Validate(nested(kMaxDepth, kMaxDepth)), Verdict::kValid);
   EXPECT_EQ(Validate(nested(kMaxDepth, kMaxDepth - 1)), Verdict::kInvalid);
+  // An empty innermost container is a level too, as for JsonDepthExceeds.
+  const std::string empty_inside =
+      std::string(kMaxDepth + 1, '[') + std::string(kMaxDepth + 1, ']');
+  EXPECT_TRUE(JsonDepthExceeds(empty_inside, static_cast<int>(kMaxDepth)));
+  EXPECT_EQ(Validate(empty_inside), Verdict::kTooDeep);
+  EXPECT_EQ(Validate(std::string(kMaxDepth, '[') + std::string(kMaxDepth, ']')), Verdict::kValid);
 }
 
 TEST(JsonScanTest, FindsMembersAndElementsLikeADom) {
