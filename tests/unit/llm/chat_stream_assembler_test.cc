@@ -2,8 +2,11 @@
 
 #include <gtest/gtest.h>
 
+#include <random>
 #include <string>
 #include <vector>
+
+#include "codec/json_limits.h"
 
 namespace wf {
 namespace {
@@ -231,6 +234,188 @@ TEST(ChatStreamAssembler, DeeplyNestedChunksAreRefused) {
   EXPECT_EQ(args.error().code, ErrorCode::kLlmError);
   // An ordinary chunk still passes.
   EXPECT_TRUE(b.ApplyChunk(ContentChunk("fine"), c.Fn()).ok());
+}
+
+// ApplyData reads the common chunks without a DOM (ScanPlainChunk). The reference here is the
+// DOM path: ParseBoundedJson, then ApplyChunk. Both must agree on everything observable.
+struct Observed {
+  std::vector<std::string>
+      statuses;  // per chunk: "ok", or the error code (and message if not kLlmError)
+  std::vector<std::string> tokens;
+  ChatOutcome outcome;
+  bool produced_output = false, finished = false, has_usage = false;
+};
+
+Observed Run(const std::vector<std::string>& chunks, bool reference, std::size_t max_bytes) {
+  ChatStreamAssembler a(max_bytes);
+  Observed o;
+  const auto on_token = [&o](std::string_view t) { o.tokens.emplace_back(t); };
+  for (const std::string& data : chunks) {
+    Status st = Status::Ok();
+    if (!reference) {
+      st = a.ApplyData(data, on_token);
+    } else if (Result<nlohmann::json> dom = ParseBoundedJson(data);
+               !dom.ok() || !dom->is_object()) {
+      st = Status(ErrorCode::kLlmError, "not applied");
+    } else {
+      st = a.ApplyChunk(*dom, on_token);
+    }
+    // Messages of a malformed chunk differ by design (the DOM path names the chunk); the rest
+    // must match exactly.
+    o.statuses.push_back(st.ok() ? "ok"
+                         : st.error().code == ErrorCode::kLlmError
+                             ? "llm_error"
+                             : std::string(WireName(st.error().code)) + ": " + st.error().message);
+  }
+  o.produced_output = a.produced_output();
+  o.finished = a.finished();
+  o.has_usage = a.has_usage();
+  o.outcome = a.Finish(on_token);
+  return o;
+}
+
+void ExpectSameAsDom(const std::vector<std::string>& chunks, std::size_t max_bytes = 8u << 20) {
+  const Observed fast = Run(chunks, false, max_bytes);
+  const Observed dom = Run(chunks, true, max_bytes);
+  std::string all;
+  for (const std::string& c : chunks) all += c + "\n";
+  EXPECT_EQ(fast.statuses, dom.statuses) << all;
+  EXPECT_EQ(fast.tokens, dom.tokens) << all;
+  EXPECT_EQ(fast.outcome.content, dom.outcome.content) << all;
+  EXPECT_EQ(fast.outcome.finish_reason, dom.outcome.finish_reason) << all;
+  EXPECT_EQ(fast.outcome.usage.SerializeAsString(), dom.outcome.usage.SerializeAsString()) << all;
+  ASSERT_EQ(fast.outcome.tool_calls.size(), dom.outcome.tool_calls.size()) << all;
+  for (std::size_t i = 0; i < fast.outcome.tool_calls.size(); ++i) {
+    EXPECT_EQ(fast.outcome.tool_calls[i].SerializeAsString(),
+              dom.outcome.tool_calls[i].SerializeAsString())
+        << all;
+  }
+  EXPECT_EQ(fast.produced_output, dom.produced_output) << all;
+  EXPECT_EQ(fast.finished, dom.finished) << all;
+  EXPECT_EQ(fast.has_usage, dom.has_usage) << all;
+}
+
+/// Chunks as OpenAI, Azure, vLLM, Ollama, Groq and odd servers send them, and edge cases of
+/// every field ScanPlainChunk reads.
+std::vector<std::string> ChunkCorpus() {
+  return {
+      R"({"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":null}],"usage":null})",
+      R"({"choices":[{"index":0,"delta":{"content":"Hello "},"finish_reason":null}]})",
+      R"({"choices":[{"delta":{"content":"no index"}}]})",
+      R"({"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]})",
+      R"({"choices":[],"usage":{"prompt_tokens":21,"completion_tokens":8,"total_tokens":29}})",
+      R"({"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4}})",
+      R"({"choices":[],"usage":{"prompt_tokens":3.9,"completion_tokens":-4,"total_tokens":"7"}})",
+      R"({"choices":[],"usage":{"prompt_tokens":1e-400,"completion_tokens":5e9,"total_tokens":1E2}})",
+      R"({"choices":[],"usage":{"prompt_tokens":18446744073709551616,"completion_tokens":-0,"total_tokens":null}})",
+      R"({"choices":[],"usage":{"prompt_tokens":1,"prompt_tokens":2}})",
+      R"({"choices":[],"usage":{}})",
+      R"({"choices":[],"usage":[1,2]})",
+      R"({"choices":[],"prompt_filter_results":[{"prompt_index":0,"content_filter_results":{}}]})",
+      R"({"choices":[{"index":1,"delta":{"content":"other"}}]})",
+      R"({"choices":[{"index":-0,"delta":{"content":"minus zero"}}]})",
+      R"({"choices":[{"index":0.0,"delta":{"content":"float zero"}}]})",
+      R"({"choices":[{"index":1e0,"delta":{"content":"float one"}}]})",
+      R"({"choices":[{"index":"1","delta":{"content":"string index"}}]})",
+      R"({"choices":[{"index":null,"delta":{"content":"null index"}}]})",
+      R"({"choices":[{"index":99999999999999999999,"delta":{"content":"huge index"}}]})",
+      R"({"choices":[{"index":0,"delta":{"content":"first"}},{"index":0,"delta":{"content":"second"},"finish_reason":"length"}]})",
+      R"({"choices":[{"index":0,"delta":{"content":"a","content":"b","refusal":"c"},"finish_reason":"x","finish_reason":null}]})",
+      R"({"choices":[{"index":0,"delta":{"refusal":"I can't"}}]})",
+      R"({"choices":[{"index":0,"delta":{"content":null,"refusal":"r"}}]})",
+      R"({"choices":[{"index":0,"delta":{"content":42}}]})",
+      R"({"choices":[{"index":0,"delta":"text"}]})",
+      R"({"choices":[{"index":0,"delta":{"content":"esc \" \\ \/ \b\f\n\r\t \u00e9 \u4f60 \ud83d\ude00"}}]})",
+      "\xEF\xBB\xBF"
+      R"( {"choices":[{"index":0,"delta":{"content":"bom"}}]} )",
+      R"({"choices":[{"index":0,"delta":{"content":"caf\u00)"
+      "e9"
+      R"("}}]})",
+      R"({"choi\u0063es":[{"ind\u0065x":1,"delta":{"cont\u0065nt":"escaped keys"}}]})",
+      R"({"choices":[{"index":0,"delta":{"content":"dup"}}],"choices":[{"index":0,"delta":{"content":"last"}}]})",
+      R"({"choices":{"index":0,"delta":{"content":"not an array"}}})",
+      R"({"choices":[1,"two",null,{"delta":{"content":"after junk"}}]})",
+      R"({"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"f","arguments":""}}]}}]})",
+      R"({"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"a\":"}}]}}]})",
+      R"({"choices":[{"index":0,"delta":{"tool_calls":[]}}]})",
+      R"({"choices":[{"index":0,"delta":{"tool_calls":{"index":0}}}]})",
+      R"({"choices":[{"index":0,"delta":{"content":"x"}}],"error":null})",
+      R"({"error":{"message":"overloaded","type":"server_error"}})",
+      R"({"error":"plain"})",
+      R"({"error":false,"choices":[{"delta":{"content":"false error"}}]})",
+      R"({"choices":[{"index":0,"delta":{"content":"x"}}],"x_groq":{"usage":{"prompt_tokens":1}}})",
+      R"([{"choices":[]}])",
+      R"("just a string")",
+      R"({"choices":[{"index":0,"delta":{"content":"unterminated"}})",
+      R"({"choices":[{"index":0,"delta":{"content":"trailing"}}]} x)",
+      R"({"choices":[{"index":0,"delta":{"content":"bad \x escape"}}]})",
+      "{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"raw\x01control\"}}]}",
+      "{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"bad utf8 \xC3\x28\"}}]}",
+      R"({"choices":[{"index":0,"delta":{"content":"lone \ud83d surrogate"}}]})",
+      R"({"choices":[{"index":0,"delta":{"content":"x"}}],"n":1e999})",
+      "",
+      "null",
+      "{}",
+  };
+}
+
+TEST(ChatStreamAssembler, ScannedChunksMatchTheDomPathOneByOne) {
+  for (const std::string& chunk : ChunkCorpus()) ExpectSameAsDom({chunk});
+}
+
+TEST(ChatStreamAssembler, ScannedAnswerMatchesTheDomPath) {
+  const std::vector<std::string> corpus = ChunkCorpus();
+  ExpectSameAsDom(corpus);
+  // The size limit reached in the middle of a chunk's steps.
+  ExpectSameAsDom(corpus, 12);
+  ExpectSameAsDom(
+      {R"({"choices":[{"index":0,"delta":{"content":"12345","refusal":"67890"},"finish_reason":"stop"}]})"},
+      8);
+  // A character split across chunks, with escapes.
+  ExpectSameAsDom({R"({"choices":[{"delta":{"content":"a\u00"}}]})",
+                   R"({"choices":[{"delta":{"content":"a)"
+                   "\xE4"
+                   R"("}}]})",
+                   R"({"choices":[{"delta":{"content":")"
+                   "\xBD\xA0"
+                   R"(b"}}]})"});
+}
+
+// Around the nesting limit both paths must take the same side (json_scan stops at the same
+// depth as ParseBoundedJson).
+TEST(ChatStreamAssembler, ScannedChunksAtTheNestingLimit) {
+  for (int depth : {kMaxJsonNesting - 5, kMaxJsonNesting - 4, kMaxJsonNesting - 3}) {
+    // {"choices":[{"delta":{"content":"x","deep":[[...]]}}]}: four levels above the deep value.
+    const std::string deep = std::string(depth, '[') + std::string(depth, ']');
+    ExpectSameAsDom({R"({"choices":[{"delta":{"content":"x","deep":)" + deep + "}}]}"});
+  }
+}
+
+TEST(ChatStreamAssembler, ScannedMutatedChunksMatchTheDomPath) {
+  std::mt19937 rng(20261126);
+  const std::string alphabet = "{}[]\",:\\ 0-1eE.truefalsnul\xC3\xA9u";
+  for (const std::string& base : ChunkCorpus()) {
+    for (int i = 0; i < 300; ++i) {
+      std::string text = base;
+      const int edits = 1 + static_cast<int>(rng() % 3);
+      for (int e = 0; e < edits; ++e) {
+        const std::size_t at = text.empty() ? 0 : rng() % (text.size() + 1);
+        const char c = alphabet[rng() % alphabet.size()];
+        switch (rng() % 3) {
+          case 0:
+            if (at < text.size()) text.erase(at, 1);
+            break;
+          case 1:
+            text.insert(at, 1, c);
+            break;
+          default:
+            if (at < text.size()) text[at] = c;
+        }
+      }
+      ExpectSameAsDom({text});
+      if (HasFailure()) return;
+    }
+  }
 }
 
 // Some servers and proxies echo the API key they received in their errors: never shown, not

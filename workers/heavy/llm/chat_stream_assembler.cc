@@ -1,9 +1,13 @@
 #include "llm/chat_stream_assembler.h"
 
 #include <algorithm>
+#include <charconv>
+#include <iterator>
+#include <system_error>
 #include <utility>
 
 #include "codec/json_limits.h"
+#include "codec/json_scan.h"
 #include "llm/utf8.h"
 
 namespace wf {
@@ -16,18 +20,138 @@ std::string AsString(const nlohmann::json& v) {
   return {};
 }
 
-std::uint32_t AsCount(const nlohmann::json& obj, const char* key) {
-  auto it = obj.find(key);
-  if (it == obj.end() || !it->is_number()) return 0;
-  const double v = it->get<double>();
-  if (v <= 0) return 0;
+/// A token count as reported: a number, cut to [0, 2^32 - 1] and truncated; anything else 0.
+std::uint32_t CountOf(double v) {
+  if (!(v > 0)) return 0;
   if (v >= 4294967295.0) return 4294967295u;
   return static_cast<std::uint32_t>(v);
 }
 
+std::uint32_t AsCount(const nlohmann::json& obj, const char* key) {
+  auto it = obj.find(key);
+  if (it == obj.end() || !it->is_number()) return 0;
+  return CountOf(it->get<double>());
+}
+
+constexpr const char* kUsageKeys[] = {"prompt_tokens", "completion_tokens", "total_tokens"};
+
+// The type of a value json_scan validated, from its first byte.
+bool IsObject(std::string_view value) { return !value.empty() && value.front() == '{'; }
+bool IsArray(std::string_view value) { return !value.empty() && value.front() == '['; }
+bool IsString(std::string_view value) { return !value.empty() && value.front() == '"'; }
+bool IsNumber(std::string_view value) {
+  return !value.empty() && (value.front() == '-' || (value.front() >= '0' && value.front() <= '9'));
+}
+
+/// AsCount of a validated value text. Both this and nlohmann's reading of a number round its
+/// decimal value to the nearest double (an integer DOM value converts exactly as far as it can).
+std::uint32_t ScannedCount(std::string_view value) {
+  if (!IsNumber(value)) return 0;
+  double v = 0;
+  const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), v);
+  // Validate let only finite values through: out of range is an underflow, 0 as in nlohmann.
+  if (ec != std::errc() || end != value.data() + value.size()) return 0;
+  return CountOf(v);
+}
+
 }  // namespace
 
+bool ChatStreamAssembler::ScanPlainChunk(std::string_view data, std::vector<ScannedStep>& steps) {
+  if (json_scan::Validate(data) != json_scan::Verdict::kValid) return false;
+  const std::string_view root = json_scan::RootValue(data);
+  if (!IsObject(root)) return false;
+  // The last of repeated keys counts, as in the DOM.
+  std::string_view error, usage, choices;
+  json_scan::ForEachMember(root, [&](std::string_view key, std::string_view value) {
+    if (json_scan::KeyIs(key, "error")) {
+      error = value;
+    } else if (json_scan::KeyIs(key, "usage")) {
+      usage = value;
+    } else if (json_scan::KeyIs(key, "choices")) {
+      choices = value;
+    }
+    return true;
+  });
+  if (!error.empty() && error != "null") return false;
+  if (IsObject(usage)) {
+    ScannedStep& step = steps.emplace_back();
+    step.kind = ScannedStep::kUsage;
+    std::uint32_t* counts[] = {&step.prompt_tokens, &step.completion_tokens, &step.total_tokens};
+    json_scan::ForEachMember(usage, [&](std::string_view key, std::string_view value) {
+      for (std::size_t i = 0; i < std::size(kUsageKeys); ++i) {
+        if (json_scan::KeyIs(key, kUsageKeys[i])) *counts[i] = ScannedCount(value);
+      }
+      return true;
+    });
+  }
+  bool plain = true;
+  json_scan::ForEachElement(choices, [&](std::string_view choice) {
+    std::string_view index, delta, finish_reason;
+    json_scan::ForEachMember(choice, [&](std::string_view key, std::string_view value) {
+      if (json_scan::KeyIs(key, "index")) {
+        index = value;
+      } else if (json_scan::KeyIs(key, "delta")) {
+        delta = value;
+      } else if (json_scan::KeyIs(key, "finish_reason")) {
+        finish_reason = value;
+      }
+      return true;
+    });
+    if (IsNumber(index) && index != "0") {
+      plain = false;  // whether it is an integer other than 0 is the DOM's to say
+      return false;
+    }
+    std::string_view content, refusal, tool_calls;
+    json_scan::ForEachMember(delta, [&](std::string_view key, std::string_view value) {
+      if (json_scan::KeyIs(key, "content")) {
+        content = value;
+      } else if (json_scan::KeyIs(key, "refusal")) {
+        refusal = value;
+      } else if (json_scan::KeyIs(key, "tool_calls")) {
+        tool_calls = value;
+      }
+      return true;
+    });
+    if (IsArray(tool_calls)) {
+      plain = false;
+      return false;
+    }
+    for (std::string_view text : {content, refusal}) {
+      if (!IsString(text)) continue;
+      ScannedStep& step = steps.emplace_back();
+      step.kind = ScannedStep::kContent;
+      json_scan::AppendDecodedString(text, &step.text);
+    }
+    if (IsString(finish_reason)) {
+      ScannedStep& step = steps.emplace_back();
+      step.kind = ScannedStep::kFinishReason;
+      json_scan::AppendDecodedString(finish_reason, &step.text);
+    }
+    return true;
+  });
+  return plain;
+}
+
 Status ChatStreamAssembler::ApplyData(std::string_view data, const TokenFn& on_token) {
+  // Nearly every chunk is content, a role or a finish reason: read without building a DOM (a
+  // node per value, ~5 µs of a ~260-byte chunk), with the same outcome as ApplyChunk.
+  std::vector<ScannedStep> steps;
+  if (ScanPlainChunk(data, steps)) {
+    for (ScannedStep& step : steps) {
+      switch (step.kind) {
+        case ScannedStep::kUsage:
+          SetUsage(step.prompt_tokens, step.completion_tokens, step.total_tokens);
+          break;
+        case ScannedStep::kContent:
+          if (Status st = AppendContent(step.text, on_token); !st.ok()) return st;
+          break;
+        case ScannedStep::kFinishReason:
+          finish_reason_ = std::move(step.text);
+          break;
+      }
+    }
+    return Status::Ok();
+  }
   // Bounded: a chunk is copied and serialized recursively (error objects, object arguments).
   Result<nlohmann::json> chunk = ParseBoundedJson(data);
   if (!chunk.ok() && chunk.error().code == ErrorCode::kBadRequest) {
@@ -116,7 +240,8 @@ Status ChatStreamAssembler::ApplyToolCallDelta(const nlohmann::json& delta) {
   auto idx = delta.find("index");
   if (idx != delta.end() && idx->is_number_integer()) {
     const long long index = idx->get<long long>();
-    if (index < 0 || index > 1024) return Status(ErrorCode::kLlmError, "LLM tool call index out of range");
+    if (index < 0 || index > 1024)
+      return Status(ErrorCode::kLlmError, "LLM tool call index out of range");
     for (std::size_t i = 0; i < calls_.size(); ++i) {
       if (calls_[i].index == index) pos = i;  // the latest call with that index
     }
@@ -176,11 +301,15 @@ Status ChatStreamAssembler::AppendContent(std::string_view text, const TokenFn& 
 }
 
 void ChatStreamAssembler::ApplyUsage(const nlohmann::json& usage) {
-  usage_.set_prompt_tokens(AsCount(usage, "prompt_tokens"));
-  usage_.set_completion_tokens(AsCount(usage, "completion_tokens"));
-  std::uint32_t total = AsCount(usage, "total_tokens");
-  if (total == 0) total = usage_.prompt_tokens() + usage_.completion_tokens();
-  usage_.set_total_tokens(total);
+  SetUsage(AsCount(usage, kUsageKeys[0]), AsCount(usage, kUsageKeys[1]),
+           AsCount(usage, kUsageKeys[2]));
+}
+
+void ChatStreamAssembler::SetUsage(std::uint32_t prompt, std::uint32_t completion,
+                                   std::uint32_t total) {
+  usage_.set_prompt_tokens(prompt);
+  usage_.set_completion_tokens(completion);
+  usage_.set_total_tokens(total != 0 ? total : prompt + completion);
   has_usage_ = true;
 }
 

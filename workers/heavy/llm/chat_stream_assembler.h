@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <string_view>
@@ -65,10 +66,22 @@ class ChatStreamAssembler {
     std::string arguments;
   };
 
+  /// A step of a chunk read by ScanPlainChunk, in the order ApplyChunk would take it.
+  struct ScannedStep {
+    enum Kind { kUsage, kContent, kFinishReason } kind = kContent;
+    std::string text;  ///< kContent, kFinishReason
+    std::uint32_t prompt_tokens = 0, completion_tokens = 0, total_tokens = 0;  ///< kUsage
+  };
+  /// Reads a chunk of the common shape (valid JSON within the nesting limit; an object with no
+  /// `error` but null, and no choice with a `tool_calls` array or a numeric `index` other than
+  /// `0`) into `steps`, without a DOM. False for any other chunk, and then `steps` is to be
+  /// ignored: ApplyChunk reads it.
+  static bool ScanPlainChunk(std::string_view data, std::vector<ScannedStep>& steps);
   Status ApplyDelta(const nlohmann::json& delta, const TokenFn& on_token);
   Status ApplyToolCallDelta(const nlohmann::json& delta);
   Status AppendContent(std::string_view text, const TokenFn& on_token);
   void ApplyUsage(const nlohmann::json& usage);
+  void SetUsage(std::uint32_t prompt, std::uint32_t completion, std::uint32_t total);
 
   std::size_t max_bytes_;
   std::string secret_;

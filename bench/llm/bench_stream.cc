@@ -1,0 +1,98 @@
+// Micro benchmarks of what wf-heavy does with every chunk of a streamed LLM answer: the SSE
+// parser splits the body into events, ChatStreamAssembler::ApplyData reads each event's JSON
+// chunk and passes its content on as a token.
+//
+//   build/bin/bench_stream [--benchmark_filter=ApplyData] [--benchmark_min_time=1]
+//
+// Figures are per CPU second on one thread. The chunks are those the scripted LLM sends, which
+// have the shape and size of OpenAI's (`chat.completion.chunk`, ~260 bytes).
+
+#include <benchmark/benchmark.h>
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "llm/chat_stream_assembler.h"
+#include "llm/sse_parser.h"
+
+namespace wf {
+namespace {
+
+std::string Chunk(std::string_view delta, std::string_view finish_reason) {
+  return std::string(R"({"choices":[{"delta":)") + std::string(delta) + R"(,"finish_reason":)" +
+         std::string(finish_reason) +
+         R"(,"index":0,"logprobs":null}],"created":1795731778,)"
+         R"("id":"chatcmpl-DO8hBPNubIw2sW5lTlqANVokJdc5j","model":"scripted",)"
+         R"("object":"chat.completion.chunk","system_fingerprint":"fp_scripted","usage":null})";
+}
+
+/// One whole answer as the scripted LLM streams it: a role chunk, eight content chunks, the
+/// finish chunk and the usage chunk.
+std::vector<std::string> AnswerChunks() {
+  std::vector<std::string> chunks;
+  chunks.push_back(Chunk(R"({"content":"","refusal":null,"role":"assistant"})", "null"));
+  for (const char* word : {"Hello ", "there, ", "how ", "can ", "I ", "help ", "you ", "today?"}) {
+    chunks.push_back(Chunk(std::string(R"({"content":")") + word + "\"}", "null"));
+  }
+  chunks.push_back(Chunk("{}", R"("stop")"));
+  chunks.push_back(
+      R"({"choices":[],"created":1795731778,"id":"chatcmpl-DO8hBPNubIw2sW5lTlqANVokJdc5j",)"
+      R"("model":"scripted","object":"chat.completion.chunk","system_fingerprint":"fp_scripted",)"
+      R"("usage":{"completion_tokens":8,"prompt_tokens":21,"total_tokens":29}})");
+  return chunks;
+}
+
+void BM_ApplyData_ContentChunk(benchmark::State& state) {
+  const std::string chunk = Chunk(R"({"content":"Hello "})", "null");
+  std::size_t bytes = 0;
+  for (auto _ : state) {
+    ChatStreamAssembler assembler;
+    Status st = assembler.ApplyData(chunk, [&](std::string_view token) { bytes += token.size(); });
+    benchmark::DoNotOptimize(st);
+  }
+  benchmark::DoNotOptimize(bytes);
+  state.SetItemsProcessed(state.iterations());
+  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(chunk.size()));
+}
+BENCHMARK(BM_ApplyData_ContentChunk);
+
+/// The eleven chunks of one answer through one assembler, Finish included.
+void BM_ApplyData_Answer(benchmark::State& state) {
+  const std::vector<std::string> chunks = AnswerChunks();
+  std::size_t bytes = 0;
+  for (auto _ : state) {
+    ChatStreamAssembler assembler;
+    const auto on_token = [&](std::string_view token) { bytes += token.size(); };
+    for (const std::string& chunk : chunks) {
+      Status st = assembler.ApplyData(chunk, on_token);
+      benchmark::DoNotOptimize(st);
+    }
+    ChatOutcome outcome = assembler.Finish(on_token);
+    benchmark::DoNotOptimize(outcome);
+  }
+  benchmark::DoNotOptimize(bytes);
+  state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(chunks.size()));
+}
+BENCHMARK(BM_ApplyData_Answer);
+
+/// The answer's SSE body (`data: ...` events, then `data: [DONE]`) split into events.
+void BM_SseParser_Answer(benchmark::State& state) {
+  std::string body;
+  for (const std::string& chunk : AnswerChunks()) body += "data: " + chunk + "\n\n";
+  body += "data: [DONE]\n\n";
+  for (auto _ : state) {
+    SseParser parser;
+    std::vector<SseEvent> events;
+    Status st = parser.Feed(body, events);
+    benchmark::DoNotOptimize(st);
+    benchmark::DoNotOptimize(events);
+  }
+  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(body.size()));
+}
+BENCHMARK(BM_SseParser_Answer);
+
+}  // namespace
+}  // namespace wf
+
+BENCHMARK_MAIN();
