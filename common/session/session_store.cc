@@ -355,16 +355,49 @@ Result<std::unique_ptr<SessionStore>> SessionStore::Connect(const std::string& r
       new SessionStore(std::move(*redis), std::move(*pg), std::move(options)));
 }
 
+Result<std::string> SessionStore::ScriptSha(std::string_view script) {
+  {
+    std::lock_guard lock(script_mu_);
+    for (const auto& [text, sha] : script_shas_) {
+      if (text == script.data()) return sha;
+    }
+  }
+  const std::string_view load[] = {"SCRIPT", "LOAD", script};
+  Result<RedisReply> loaded = RedisCommand(load);
+  if (!loaded && loaded.error().code == ErrorCode::kUnavailable) return std::move(loaded).error();
+  // Refused (an ACL without SCRIPT) or an odd answer: EVAL from now on, without asking again.
+  std::string loaded_sha;
+  if (loaded && loaded->type == RedisReply::Type::kString && loaded->str.size() == 40) {
+    loaded_sha = loaded->str;
+  }
+  std::lock_guard lock(script_mu_);
+  for (const auto& [text, sha] : script_shas_) {
+    if (text == script.data()) return sha;  // another thread was first
+  }
+  script_shas_.emplace_back(script.data(), loaded_sha);
+  return loaded_sha;
+}
+
 Result<RedisReply> SessionStore::Eval(std::string_view script, const std::vector<std::string>& keys,
                                       const std::vector<std::string>& args) {
+  Result<std::string> loaded = ScriptSha(script);
+  if (!loaded) return std::move(loaded).error();  // unreachable: EVAL would only wait as long
+  const std::string sha = std::move(loaded).value();
   std::vector<std::string_view> argv;
   argv.reserve(3 + keys.size() + args.size());
   const std::string key_count = std::to_string(keys.size());
-  argv.push_back("EVAL");
-  argv.push_back(script);
+  argv.push_back(sha.empty() ? "EVAL" : "EVALSHA");
+  argv.push_back(sha.empty() ? script : std::string_view(sha));
   argv.push_back(key_count);
   argv.insert(argv.end(), keys.begin(), keys.end());
   argv.insert(argv.end(), args.begin(), args.end());
+  Result<RedisReply> reply = RedisCommand(argv);
+  // NOSCRIPT: not run. EVAL runs it and caches it in Redis again for the next EVALSHA.
+  if (sha.empty() || reply.ok() || reply.error().message.find("NOSCRIPT") == std::string::npos) {
+    return reply;
+  }
+  argv[0] = "EVAL";
+  argv[1] = script;
   return RedisCommand(argv);
 }
 

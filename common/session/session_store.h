@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <pqxx/transaction>
 #include <span>
@@ -187,9 +188,15 @@ class SessionStore {
   /// Runs a command on a pooled connection, once more on another after kUnavailable (a stale
   /// connection after a Redis restart); every command this class sends is safe to repeat.
   Result<RedisReply> RedisCommand(std::span<const std::string_view> argv);
-  /// RedisCommand of EVAL `script` with `keys` and `args`.
+  /// Runs `script` with `keys` and `args`: EVALSHA of its SHA-1 (SCRIPT LOAD once per store),
+  /// so the script's text is not sent and hashed on every call; EVAL when Redis has lost it
+  /// (NOSCRIPT: a restart, a failover, SCRIPT FLUSH), which also caches it there again.
   Result<RedisReply> Eval(std::string_view script, const std::vector<std::string>& keys,
                           const std::vector<std::string>& args);
+  /// The SHA-1 SCRIPT LOAD gave for `script` (one of session_store.cc's constants), loading it
+  /// the first time. Empty (for good) when Redis refused or answered something else; the error
+  /// (asked again next time) when Redis was unreachable.
+  Result<std::string> ScriptSha(std::string_view script);
   /// The rest of LoadHistory after the hot-copy read: `reply` is the load script's answer, or
   /// null when Redis failed. A hit is decoded; a miss (or an undecodable or missing copy) reads
   /// PostgreSQL and re-warms Redis when nothing changed since the miss.
@@ -212,6 +219,9 @@ class SessionStore {
   std::unique_ptr<RedisPool> redis_;
   std::unique_ptr<PgPool> pg_;
   SessionStoreOptions options_;
+  std::mutex script_mu_;
+  /// Script text (its address: the scripts are constants) -> SHA-1, under script_mu_.
+  std::vector<std::pair<const char*, std::string>> script_shas_;
   std::atomic<std::int64_t> last_redis_warning_ms_{0};
   std::atomic<std::int64_t> suppressed_redis_warnings_{0};
 };

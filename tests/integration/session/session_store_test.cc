@@ -282,6 +282,39 @@ TEST_F(SessionStoreTest, FlushAllReloadsFromPostgresAndRewarms) {
             (std::vector<std::string>{"one", "two", "three"}));
 }
 
+/// Calls of `command` Redis counted since the last CONFIG RESETSTAT (INFO commandstats).
+long long CommandCalls(RedisConnection& redis, std::string_view command) {
+  auto info = redis.Command({"INFO", "commandstats"});
+  EXPECT_TRUE(info.ok());
+  if (!info.ok()) return -1;
+  const std::string key = "cmdstat_" + std::string(command) + ":calls=";
+  const std::size_t at = info->str.find(key);
+  return at == std::string::npos ? 0 : std::stoll(info->str.substr(at + key.size()));
+}
+
+// The scripts run by their SHA-1 (their text is not sent and hashed on every call), and a Redis
+// that lost its script cache (restart, failover, SCRIPT FLUSH) gets the text once again.
+TEST_F(SessionStoreTest, ScriptsRunBySha1AndSurviveAScriptFlush) {
+  ASSERT_TRUE(store_->AppendTurn(MakeTurn("by-sha", "s-1", {{"user", "one"}})).ok());
+  auto redis = RawRedis(redis_->port());
+  ASSERT_TRUE(redis.Command({"CONFIG", "RESETSTAT"}).ok());
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(Contents(*store_->LoadHistory("by-sha")), (std::vector<std::string>{"one"}));
+  }
+  EXPECT_EQ(CommandCalls(redis, "evalsha"), 3);
+  EXPECT_EQ(CommandCalls(redis, "eval"), 0);
+
+  ASSERT_TRUE(redis.Command({"SCRIPT", "FLUSH"}).ok());
+  ASSERT_TRUE(redis.Command({"CONFIG", "RESETSTAT"}).ok());
+  EXPECT_EQ(Contents(*store_->LoadHistory("by-sha")), (std::vector<std::string>{"one"}));
+  EXPECT_EQ(CommandCalls(redis, "eval"), 1);  // after EVALSHA's NOSCRIPT
+  ASSERT_TRUE(store_->AppendTurn(MakeTurn("by-sha", "s-2", {{"user", "two"}})).ok());
+  EXPECT_EQ(Contents(*store_->LoadHistory("by-sha")), (std::vector<std::string>{"one", "two"}));
+  // The append script was lost too (once more EVAL); the load script is cached again.
+  EXPECT_EQ(CommandCalls(redis, "eval"), 2);
+  EXPECT_EQ(Integer(redis, {"LLEN", "wf:hist:by-sha"}), 2);
+}
+
 TEST_F(SessionStoreTest, HotCopyHasTheTtl) {
   SessionStoreOptions options;
   options.ttl = milliseconds(60000);
