@@ -1,8 +1,8 @@
 #include "llm/chat_stream_assembler.h"
 
 #include <algorithm>
+#include <array>
 #include <charconv>
-#include <iterator>
 #include <system_error>
 #include <utility>
 
@@ -43,6 +43,23 @@ bool IsNumber(std::string_view value) {
   return !value.empty() && (value.front() == '-' || (value.front() >= '0' && value.front() <= '9'));
 }
 
+/// The values of the members `names` of a validated `object` in one pass (the last of repeated
+/// keys, as in a DOM); empty for a name it lacks or when it is not an object.
+template <std::size_t N>
+std::array<std::string_view, N> Members(std::string_view object, const char* const (&names)[N]) {
+  std::array<std::string_view, N> values;
+  json_scan::ForEachMember(object, [&](std::string_view key, std::string_view value) {
+    for (std::size_t i = 0; i < N; ++i) {
+      if (json_scan::KeyIs(key, names[i])) {
+        values[i] = value;
+        break;
+      }
+    }
+    return true;
+  });
+  return values;
+}
+
 /// AsCount of a validated value text. Both this and nlohmann's reading of a number round its
 /// decimal value to the nearest double (an integer DOM value converts exactly as far as it can).
 std::uint32_t ScannedCount(std::string_view value) {
@@ -60,58 +77,25 @@ bool ChatStreamAssembler::ScanPlainChunk(std::string_view data, std::vector<Scan
   if (json_scan::Validate(data) != json_scan::Verdict::kValid) return false;
   const std::string_view root = json_scan::RootValue(data);
   if (!IsObject(root)) return false;
-  // The last of repeated keys counts, as in the DOM.
-  std::string_view error, usage, choices;
-  json_scan::ForEachMember(root, [&](std::string_view key, std::string_view value) {
-    if (json_scan::KeyIs(key, "error")) {
-      error = value;
-    } else if (json_scan::KeyIs(key, "usage")) {
-      usage = value;
-    } else if (json_scan::KeyIs(key, "choices")) {
-      choices = value;
-    }
-    return true;
-  });
+  const auto [error, usage, choices] = Members(root, {"error", "usage", "choices"});
   if (!error.empty() && error != "null") return false;
   if (IsObject(usage)) {
+    const auto counts = Members(usage, kUsageKeys);
     ScannedStep& step = steps.emplace_back();
     step.kind = ScannedStep::kUsage;
-    std::uint32_t* counts[] = {&step.prompt_tokens, &step.completion_tokens, &step.total_tokens};
-    json_scan::ForEachMember(usage, [&](std::string_view key, std::string_view value) {
-      for (std::size_t i = 0; i < std::size(kUsageKeys); ++i) {
-        if (json_scan::KeyIs(key, kUsageKeys[i])) *counts[i] = ScannedCount(value);
-      }
-      return true;
-    });
+    step.prompt_tokens = ScannedCount(counts[0]);
+    step.completion_tokens = ScannedCount(counts[1]);
+    step.total_tokens = ScannedCount(counts[2]);
   }
   bool plain = true;
   json_scan::ForEachElement(choices, [&](std::string_view choice) {
-    std::string_view index, delta, finish_reason;
-    json_scan::ForEachMember(choice, [&](std::string_view key, std::string_view value) {
-      if (json_scan::KeyIs(key, "index")) {
-        index = value;
-      } else if (json_scan::KeyIs(key, "delta")) {
-        delta = value;
-      } else if (json_scan::KeyIs(key, "finish_reason")) {
-        finish_reason = value;
-      }
-      return true;
-    });
+    const auto [index, delta, finish_reason] = Members(choice, {"index", "delta", "finish_reason"});
     if (IsNumber(index) && index != "0") {
       plain = false;  // whether it is an integer other than 0 is the DOM's to say
       return false;
     }
-    std::string_view content, refusal, tool_calls;
-    json_scan::ForEachMember(delta, [&](std::string_view key, std::string_view value) {
-      if (json_scan::KeyIs(key, "content")) {
-        content = value;
-      } else if (json_scan::KeyIs(key, "refusal")) {
-        refusal = value;
-      } else if (json_scan::KeyIs(key, "tool_calls")) {
-        tool_calls = value;
-      }
-      return true;
-    });
+    const auto [content, refusal, tool_calls] =
+        Members(delta, {"content", "refusal", "tool_calls"});
     if (IsArray(tool_calls)) {
       plain = false;
       return false;
