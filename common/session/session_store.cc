@@ -359,7 +359,7 @@ Result<std::string> SessionStore::ScriptSha(std::string_view script) {
   {
     std::lock_guard lock(script_mu_);
     for (const auto& [text, sha] : script_shas_) {
-      if (text == script.data()) return sha;
+      if (text == script) return sha;
     }
   }
   const std::string_view load[] = {"SCRIPT", "LOAD", script};
@@ -372,9 +372,9 @@ Result<std::string> SessionStore::ScriptSha(std::string_view script) {
   }
   std::lock_guard lock(script_mu_);
   for (const auto& [text, sha] : script_shas_) {
-    if (text == script.data()) return sha;  // another thread was first
+    if (text == script) return sha;  // another thread was first
   }
-  script_shas_.emplace_back(script.data(), loaded_sha);
+  script_shas_.emplace_back(std::string(script), loaded_sha);
   return loaded_sha;
 }
 

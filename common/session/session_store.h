@@ -193,9 +193,9 @@ class SessionStore {
   /// (NOSCRIPT: a restart, a failover, SCRIPT FLUSH), which also caches it there again.
   Result<RedisReply> Eval(std::string_view script, const std::vector<std::string>& keys,
                           const std::vector<std::string>& args);
-  /// The SHA-1 SCRIPT LOAD gave for `script` (one of session_store.cc's constants), loading it
-  /// the first time. Empty (for good) when Redis refused or answered something else; the error
-  /// (asked again next time) when Redis was unreachable.
+  /// The SHA-1 SCRIPT LOAD gave for `script`, loading it the first time. Empty (for good) when
+  /// Redis refused or answered something else; the error (asked again next time) when Redis was
+  /// unreachable.
   Result<std::string> ScriptSha(std::string_view script);
   /// The rest of LoadHistory after the hot-copy read: `reply` is the load script's answer, or
   /// null when Redis failed. A hit is decoded; a miss (or an undecodable or missing copy) reads
@@ -220,8 +220,8 @@ class SessionStore {
   std::unique_ptr<PgPool> pg_;
   SessionStoreOptions options_;
   std::mutex script_mu_;
-  /// Script text (its address: the scripts are constants) -> SHA-1, under script_mu_.
-  std::vector<std::pair<const char*, std::string>> script_shas_;
+  /// Script text -> SHA-1 (a handful of scripts), under script_mu_.
+  std::vector<std::pair<std::string, std::string>> script_shas_;
   std::atomic<std::int64_t> last_redis_warning_ms_{0};
   std::atomic<std::int64_t> suppressed_redis_warnings_{0};
 };
