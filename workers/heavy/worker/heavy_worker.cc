@@ -345,27 +345,43 @@ void HeavyWorker::FetchLoop(natsSubscription* sub, bool history) {
       }
       continue;
     }
+    // The batch's last turn starts on this thread, the others on the executor: a lone turn (the
+    // common case below saturation) reaches Redis without a hand-off to another thread (an
+    // across-CPU wake), and this thread's next pull request waits until the turn's LLM call is
+    // on its way instead of competing with it. Meanwhile new turns wait in JetStream, where
+    // another worker can take them.
+    std::shared_ptr<Turn> last;
     for (int i = 0; i < list.Count; ++i) {
       natsMsg* msg = list.Msgs[i];
       list.Msgs[i] = nullptr;  // ownership moves on
       if (history) {
         OnHistoryMessage(msg);
-      } else {
-        OnQueryMessage(msg);
+      } else if (auto turn = OnQueryMessage(msg)) {
+        if (last) executor_->Post([this, last] { BeginTurn(last); });
+        last = std::move(turn);
       }
     }
     natsMsgList_Destroy(&list);
+    if (last) {
+      try {
+        BeginTurn(last);
+      } catch (const std::exception& e) {  // as the executor does with a task that throws
+        spdlog::error("starting turn {}: {}", last->request.request_id(), e.what());
+      } catch (...) {
+        spdlog::error("starting turn {}: a non-exception was thrown", last->request.request_id());
+      }
+    }
   }
 }
 
-void HeavyWorker::OnQueryMessage(natsMsg* msg) {
+std::shared_ptr<HeavyWorker::Turn> HeavyWorker::OnQueryMessage(natsMsg* msg) {
   auto turn = std::make_shared<Turn>(msg);
   if (!turn->request.ParseFromArray(natsMsg_GetData(msg), natsMsg_GetDataLength(msg))) {
     // No reply subject can be trusted: drop it for good.
     spdlog::warn("undecodable message on {}: terminated", natsMsg_GetSubject(msg));
     turn->msg.Term();
     query_stats_->Record(std::chrono::nanoseconds(0), "bad message");
-    return;
+    return nullptr;
   }
   turn->reply_to = turn->request.reply_to();
   turn->traceparent = turn->request.traceparent();
@@ -382,11 +398,11 @@ void HeavyWorker::OnQueryMessage(natsMsg* msg) {
   }
   if (running) {
     OnRequestIdRunning(turn, *running);
-    return;
+    return nullptr;
   }
   active_count_.fetch_add(1);
   turns_started_.fetch_add(1, std::memory_order_relaxed);
-  executor_->Post([this, turn] { BeginTurn(turn); });
+  return turn;
 }
 
 void HeavyWorker::OnRequestIdRunning(const std::shared_ptr<Turn>& turn, const Turn& running) {

@@ -76,7 +76,9 @@ class HeavyWorker {
               LlmClient& llm, Timer& timer, Options options);
   Status Setup();
   void FetchLoop(natsSubscription* sub, bool history);
-  void OnQueryMessage(natsMsg* msg);
+  /// Decodes and registers a query; returns the turn to start (BeginTurn), or null when the
+  /// message was settled here (undecodable, or the id of a turn running here).
+  std::shared_ptr<Turn> OnQueryMessage(natsMsg* msg);
   /// A query whose request id names a turn `running` here: a redelivery of it is kept in
   /// progress; another message is refused (`duplicate_request_id`) on its own reply subject,
   /// or dropped when it shares the running turn's (which answers it). Never waits.
