@@ -13,6 +13,9 @@
 #include <string_view>
 #include <vector>
 
+#include "agent/tool_catalog.h"
+#include "config/config.h"
+#include "llm/chat_request.h"
 #include "llm/chat_stream_assembler.h"
 #include "llm/sse_parser.h"
 
@@ -91,6 +94,47 @@ void BM_SseParser_Answer(benchmark::State& state) {
   state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(body.size()));
 }
 BENCHMARK(BM_SseParser_Answer);
+
+wf::v1::ChatMessage Message(const char* role, std::string content) {
+  wf::v1::ChatMessage m;
+  m.set_role(role);
+  m.set_content(std::move(content));
+  m.set_run_id("r-6b1f0d2a9c");
+  m.set_created_unix_ms(1795731778000);
+  return m;
+}
+
+/// The request body of a turn's first LLM call, as AgentTurn::StartCall and HttpLlmClient build
+/// it: the demo config's agent (system prompt, two tools, nine flows, two skills) and a session
+/// with three earlier turns.
+void BM_ChatRequest_FirstCall(benchmark::State& state) {
+  auto config = LoadConfigFile(WF_DEMO_CONFIG);
+  if (!config.ok()) {
+    state.SkipWithError(config.error().message.c_str());
+    return;
+  }
+  const ToolCatalog catalog = ToolCatalog::ForAgent(**config);
+  std::vector<wf::v1::ChatMessage> prefix;
+  prefix.push_back(Message("system", (*config)->agent.system_prompt));
+  for (const char* q : {"I want to take leave next Monday", "check order 1234", "thanks"}) {
+    prefix.push_back(Message("user", q));
+    prefix.push_back(Message("assistant", std::string("Done: ") + q +
+                                              ". Is there anything else I can help you with?"));
+  }
+  prefix.push_back(Message("user", "what is the weather like in Paris today?"));
+  std::size_t bytes = 0;
+  for (auto _ : state) {
+    ChatRequestOptions options;
+    options.messages = prefix;
+    options.tools = catalog.Specs();
+    options.temperature = 0.2;
+    const std::string body = BuildChatRequestJson(options, "gpt-4o-mini").dump();
+    bytes += body.size();
+    benchmark::DoNotOptimize(body.data());
+  }
+  state.SetBytesProcessed(static_cast<std::int64_t>(bytes));
+}
+BENCHMARK(BM_ChatRequest_FirstCall);
 
 }  // namespace
 }  // namespace wf
