@@ -4,7 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "codec/json_struct.h"
-#include "gateway/json_text.h"
+#include "codec/json_text.h"
 
 namespace wf {
 namespace {

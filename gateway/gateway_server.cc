@@ -22,12 +22,12 @@
 #include <vector>
 
 #include "cli/command_line.h"
+#include "codec/json_text.h"
 #include "gateway/event_format.h"
 #include "gateway/exchange.h"
 #include "gateway/exchange_table.h"
 #include "gateway/http_response.h"
 #include "gateway/ids.h"
-#include "gateway/json_text.h"
 #include "gateway/metrics.h"
 #include "gateway/query_body.h"
 #include "io/event_loop.h"

@@ -9,7 +9,7 @@
 #include "codec/json_limits.h"
 #include "codec/json_scan.h"
 #include "codec/json_struct.h"
-#include "gateway/json_text.h"
+#include "codec/json_text.h"
 #include "protocol/query_rules.h"
 #include "text/utf8.h"
 

@@ -126,9 +126,9 @@ void BM_ChatRequest_FirstCall(benchmark::State& state) {
   for (auto _ : state) {
     ChatRequestOptions options;
     options.messages = prefix;
-    options.tools = catalog.Specs();
+    options.tools = catalog.Tools();
     options.temperature = 0.2;
-    const std::string body = BuildChatRequestJson(options, "gpt-4o-mini").dump();
+    const std::string body = EncodeChatRequest(options, "gpt-4o-mini");
     bytes += body.size();
     benchmark::DoNotOptimize(body.data());
   }

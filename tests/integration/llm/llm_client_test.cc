@@ -138,8 +138,8 @@ TEST_F(LlmClientIntegrationTest, AssemblesParallelToolCalls) {
   HttpLlmClient client(Options(), http_, timer_);
   ChatRun run;
   auto options = UserMessage("weather in Reykjavik");
-  options.tools.push_back(ChatToolSpec{"weather", "w", nullptr});
-  options.tools.push_back(ChatToolSpec{"time", "t", nullptr});
+  options.tools = std::make_shared<const ChatTools>(std::vector<ChatToolSpec>{
+      ChatToolSpec{"weather", "w", nullptr}, ChatToolSpec{"time", "t", nullptr}});
   client.StartChat(options, run.Callbacks());
   auto result = run.Wait();
   ASSERT_TRUE(result.ok()) << result.error().message;

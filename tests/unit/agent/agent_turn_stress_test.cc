@@ -28,7 +28,7 @@ class AutoLlm : public LlmClient {
     }
     bool has_tool_result = false;
     for (const auto& m : options.messages) has_tool_result = has_tool_result || m.role() == "tool";
-    const bool call_tools = !options.tools.empty() && !has_tool_result;
+    const bool call_tools = options.tools && !options.tools->empty() && !has_tool_result;
     io_.Post([cancelled, call_tools, callbacks = std::move(callbacks)] {
       for (int i = 0; i < 3 && !call_tools; ++i) {
         if (*cancelled) break;

@@ -141,14 +141,15 @@ TEST_F(AgentTurnTest, PlainAnswerIsStreamedThenFinal) {
   EXPECT_EQ(o.messages[0].content(), "SYS");
   EXPECT_EQ(o.messages[1].role(), "user");
   EXPECT_EQ(o.messages[1].content(), "hello");
-  ASSERT_EQ(o.tools.size(), 5u);
-  EXPECT_EQ(o.tools[0].name, "weather");
-  EXPECT_EQ(o.tools[1].name, "time");
-  EXPECT_EQ(o.tools[2].name, "order_status");
-  EXPECT_EQ(o.tools[2].description, "Look up an order by number");
-  EXPECT_EQ(o.tools[2].parameters["required"][0], "order_id");
-  EXPECT_EQ(o.tools[3].name, "researcher");
-  EXPECT_EQ(o.tools[4].name, "extract");
+  ASSERT_NE(o.tools, nullptr);
+  ASSERT_EQ(o.tools->size(), 5u);
+  EXPECT_EQ(o.tools->specs()[0].name, "weather");
+  EXPECT_EQ(o.tools->specs()[1].name, "time");
+  EXPECT_EQ(o.tools->specs()[2].name, "order_status");
+  EXPECT_EQ(o.tools->specs()[2].description, "Look up an order by number");
+  EXPECT_EQ(o.tools->specs()[2].parameters["required"][0], "order_id");
+  EXPECT_EQ(o.tools->specs()[3].name, "researcher");
+  EXPECT_EQ(o.tools->specs()[4].name, "extract");
   EXPECT_FALSE(o.output_schema.has_value());
 
   llm_.Tokens(0, {"Hi", " there"});
@@ -367,8 +368,9 @@ TEST_F(AgentTurnTest, AgentSkillRunsASubAgentWhoseAnswerIsTheResult) {
   EXPECT_EQ(sub.messages[0].role(), "system");
   EXPECT_EQ(sub.messages[0].content(), "You research.");
   EXPECT_EQ(sub.messages[1].content(), "weather in Oslo");
-  ASSERT_EQ(sub.tools.size(), 1u);
-  EXPECT_EQ(sub.tools[0].name, "weather");
+  ASSERT_NE(sub.tools, nullptr);
+  ASSERT_EQ(sub.tools->size(), 1u);
+  EXPECT_EQ(sub.tools->specs()[0].name, "weather");
   EXPECT_EQ(Events()[0].tool_call().kind(), "skill");
 
   llm_.Tokens(1, {"thinking..."});  // not streamed as the main answer
@@ -417,7 +419,7 @@ TEST_F(AgentTurnTest, FunctionSkillWithValidOutput) {
   Run();
   ASSERT_EQ(llm_.size(), 2u);
   const auto& fn = llm_.at(1)->options;
-  EXPECT_TRUE(fn.tools.empty());
+  EXPECT_EQ(fn.tools, nullptr);  // a function call offers no tools
   ASSERT_TRUE(fn.output_schema.has_value());
   EXPECT_EQ((*fn.output_schema)["required"][0], "city");
   EXPECT_EQ(fn.output_schema_name, "extract");

@@ -42,6 +42,24 @@ TEST(ToolCatalog, AgentOffersToolsFlowsAndSkills) {
   EXPECT_EQ(cat.Find("planner")->skill, &c.skills[0]);
   EXPECT_EQ(cat.Find("nope"), nullptr);
   EXPECT_EQ(ToolKindName(ToolKind::kFlow), "flow");
+
+  // The request's functions: the same entries, in catalog order, encoded once.
+  ASSERT_NE(cat.Tools(), nullptr);
+  ASSERT_EQ(cat.Tools()->size(), 4u);
+  EXPECT_EQ(cat.Tools()->specs()[1].name, "leave_request");
+  const auto tools = nlohmann::json::parse(cat.Tools()->json());
+  ASSERT_EQ(tools.size(), 4u);
+  EXPECT_EQ(tools[1]["function"]["name"], "leave_request");
+  EXPECT_EQ(tools[1]["function"]["parameters"]["properties"]["days"]["type"], "integer");
+  EXPECT_EQ(tools[3]["function"]["name"], "summarize");
+  EXPECT_EQ(cat.Tools(), cat.Tools());  // shared, not rebuilt per call
+}
+
+TEST(ToolCatalog, AnEmptyCatalogOffersNoFunctions) {
+  const ToolCatalog empty;
+  ASSERT_NE(empty.Tools(), nullptr);
+  EXPECT_TRUE(empty.Tools()->empty());
+  EXPECT_EQ(empty.Tools()->json(), "[]");
 }
 
 TEST(ToolCatalog, SkillSeesOnlyItsAllowedTools) {

@@ -4,8 +4,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "codec/json_text.h"
 #include "gateway/http_response.h"
-#include "gateway/json_text.h"
 #include "text/utf8.h"
 
 namespace wf {

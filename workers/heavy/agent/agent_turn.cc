@@ -256,7 +256,7 @@ void AgentTurn::StartCall(const std::shared_ptr<Loop>& loop) {
     options.messages = loop->prefix;
     options.messages.insert(options.messages.end(), loop->added.begin(), loop->added.end());
     if (!loop->function) {
-      options.tools = loop->catalog->Specs();
+      options.tools = loop->catalog->Tools();
     } else if (loop->skill->output_schema) {
       options.output_schema = *loop->skill->output_schema;
       options.output_schema_name = loop->skill->name;

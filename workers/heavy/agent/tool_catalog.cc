@@ -26,9 +26,12 @@ OfferedTool FromSkill(const SkillConfig& s) {
 
 std::string_view ToolKindName(ToolKind kind) {
   switch (kind) {
-    case ToolKind::kTool: return "tool";
-    case ToolKind::kFlow: return "flow";
-    case ToolKind::kSkill: return "skill";
+    case ToolKind::kTool:
+      return "tool";
+    case ToolKind::kFlow:
+      return "flow";
+    case ToolKind::kSkill:
+      return "skill";
   }
   return "tool";
 }
@@ -44,6 +47,7 @@ ToolCatalog ToolCatalog::ForAgent(const Config& config) {
   for (const auto& t : config.tools) catalog.Add(FromTool(t));
   for (const auto& f : config.flows) catalog.Add(FromFlow(f));
   for (const auto& s : config.skills) catalog.Add(FromSkill(s));
+  catalog.Seal();
   return catalog;
 }
 
@@ -60,6 +64,7 @@ ToolCatalog ToolCatalog::ForSkill(const Config& config, const SkillConfig& skill
       catalog.Add(FromSkill(*s));
     }
   }
+  catalog.Seal();
   return catalog;
 }
 
@@ -68,11 +73,11 @@ const OfferedTool* ToolCatalog::Find(std::string_view name) const {
   return it == index_.end() ? nullptr : &entries_[it->second];
 }
 
-std::vector<ChatToolSpec> ToolCatalog::Specs() const {
+void ToolCatalog::Seal() {
   std::vector<ChatToolSpec> specs;
   specs.reserve(entries_.size());
   for (const auto& e : entries_) specs.push_back(e.spec);
-  return specs;
+  tools_ = std::make_shared<const ChatTools>(std::move(specs));
 }
 
 std::string ToolCatalog::NameList() const {

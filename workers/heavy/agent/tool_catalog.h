@@ -1,5 +1,6 @@
 #pragma once
 
+#include <memory>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -41,8 +42,8 @@ class ToolCatalog {
 
   /// The entry named `name`, or nullptr.
   const OfferedTool* Find(std::string_view name) const;
-  /// Specs in catalog order, for the request.
-  std::vector<ChatToolSpec> Specs() const;
+  /// The functions in catalog order, encoded once for every request that offers them.
+  const std::shared_ptr<const ChatTools>& Tools() const { return tools_; }
   /// Names in catalog order, joined by ", " (for "unknown tool" messages).
   std::string NameList() const;
   bool empty() const { return entries_.empty(); }
@@ -50,9 +51,13 @@ class ToolCatalog {
 
  private:
   void Add(OfferedTool entry);
+  /// Encodes tools_ from entries_ (the factories' last step).
+  void Seal();
 
   std::vector<OfferedTool> entries_;
   std::unordered_map<std::string, std::size_t> index_;
+  std::shared_ptr<const ChatTools> tools_ =
+      std::make_shared<const ChatTools>(std::vector<ChatToolSpec>{});
 };
 
 }  // namespace wf

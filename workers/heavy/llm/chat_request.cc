@@ -1,14 +1,17 @@
 #include "llm/chat_request.h"
 
-#include <string>
+#include <nlohmann/json.hpp>
 
-#include "llm/utf8.h"
+#include "codec/json_text.h"
 
 namespace wf {
 namespace {
 
-nlohmann::json EmptyObjectSchema() {
-  return {{"type", "object"}, {"properties", nlohmann::json::object()}};
+constexpr std::string_view kEmptyObjectSchema = R"({"type":"object","properties":{}})";
+
+/// `value` as JSON text; invalid UTF-8 in its strings becomes U+FFFD instead of an exception.
+std::string DumpJson(const nlohmann::json& value) {
+  return value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 /// OpenAI accepts [A-Za-z0-9_-]{1,64} as a response_format name.
@@ -23,69 +26,96 @@ std::string SchemaName(std::string_view name) {
   return out.empty() ? std::string("output") : out;
 }
 
-}  // namespace
-
-nlohmann::json ChatMessageToJson(const wf::v1::ChatMessage& message) {
-  nlohmann::json m;
-  const std::string& role = message.role();
-  m["role"] = role;
-  if (role == "tool") {
-    m["tool_call_id"] = SanitizeUtf8(message.tool_call_id());
-    m["content"] = SanitizeUtf8(message.content());
-    return m;
-  }
-  if (role == "assistant" && message.tool_calls_size() > 0) {
-    // OpenAI wants null content next to tool calls when the model said nothing.
-    m["content"] = message.content().empty() ? nlohmann::json(nullptr)
-                                             : nlohmann::json(SanitizeUtf8(message.content()));
-    nlohmann::json calls = nlohmann::json::array();
-    for (const auto& call : message.tool_calls()) {
-      calls.push_back({{"id", SanitizeUtf8(call.id())},
-                       {"type", "function"},
-                       {"function",
-                        {{"name", SanitizeUtf8(call.name())},
-                         {"arguments", SanitizeUtf8(call.arguments_json().empty()
-                                                        ? std::string("{}")
-                                                        : call.arguments_json())}}}});
-    }
-    m["tool_calls"] = std::move(calls);
-    return m;
-  }
-  m["content"] = SanitizeUtf8(message.content());
-  return m;
+/// Appends `,"name":` and `text` as a JSON string.
+void AppendField(std::string* out, std::string_view name, std::string_view text) {
+  out->append(",\"").append(name).append("\":");
+  AppendJsonString(out, text);
 }
 
-nlohmann::json BuildChatRequestJson(const ChatRequestOptions& options,
-                                    std::string_view default_model) {
-  nlohmann::json body;
-  body["model"] = options.model.empty() ? std::string(default_model) : options.model;
-  nlohmann::json messages = nlohmann::json::array();
-  for (const auto& message : options.messages) messages.push_back(ChatMessageToJson(message));
-  body["messages"] = std::move(messages);
-  if (!options.tools.empty()) {
-    nlohmann::json tools = nlohmann::json::array();
-    for (const auto& tool : options.tools) {
-      nlohmann::json fn = {{"name", tool.name}};
-      if (!tool.description.empty()) fn["description"] = SanitizeUtf8(tool.description);
-      const bool usable = tool.parameters.is_object() && !tool.parameters.empty();
-      fn["parameters"] = usable ? tool.parameters : EmptyObjectSchema();
-      tools.push_back({{"type", "function"}, {"function", std::move(fn)}});
+void AppendMessage(std::string* out, const wf::v1::ChatMessage& message) {
+  const std::string& role = message.role();
+  out->append("{\"role\":");
+  AppendJsonString(out, role);
+  if (role == "tool") {
+    AppendField(out, "tool_call_id", message.tool_call_id());
+    AppendField(out, "content", message.content());
+  } else if (role == "assistant" && message.tool_calls_size() > 0) {
+    // OpenAI wants null content next to tool calls when the model said nothing.
+    if (message.content().empty()) {
+      out->append(",\"content\":null");
+    } else {
+      AppendField(out, "content", message.content());
     }
-    body["tools"] = std::move(tools);
-    body["tool_choice"] = "auto";
+    out->append(",\"tool_calls\":[");
+    bool first = true;
+    for (const auto& call : message.tool_calls()) {
+      if (!first) out->push_back(',');
+      first = false;
+      out->append("{\"id\":");
+      AppendJsonString(out, call.id());
+      out->append(",\"type\":\"function\",\"function\":{\"name\":");
+      AppendJsonString(out, call.name());
+      AppendField(out, "arguments",
+                  call.arguments_json().empty() ? std::string_view("{}") : call.arguments_json());
+      out->append("}}");
+    }
+    out->push_back(']');
+  } else {
+    AppendField(out, "content", message.content());
   }
-  if (options.temperature) body["temperature"] = *options.temperature;
+  out->push_back('}');
+}
+
+}  // namespace
+
+ChatTools::ChatTools(std::vector<ChatToolSpec> specs) : specs_(std::move(specs)) {
+  json_.push_back('[');
+  for (const ChatToolSpec& tool : specs_) {
+    if (json_.size() > 1) json_.push_back(',');
+    json_.append(R"({"type":"function","function":{"name":)");
+    AppendJsonString(&json_, tool.name);
+    if (!tool.description.empty()) AppendField(&json_, "description", tool.description);
+    json_.append(",\"parameters\":");
+    const bool usable = tool.parameters.is_object() && !tool.parameters.empty();
+    json_.append(usable ? DumpJson(tool.parameters) : std::string(kEmptyObjectSchema));
+    json_.append("}}");
+  }
+  json_.push_back(']');
+}
+
+std::string EncodeChatRequest(const ChatRequestOptions& options, std::string_view default_model) {
+  const std::string_view model = options.model.empty() ? default_model : options.model;
+  const bool tools = options.tools != nullptr && !options.tools->empty();
+  std::size_t size = 192 + model.size() + (tools ? options.tools->json().size() : 0);
+  for (const auto& message : options.messages) size += 40 + message.ByteSizeLong();
+  std::string out;
+  out.reserve(size);
+  out.append("{\"model\":");
+  AppendJsonString(&out, model);
+  out.append(",\"messages\":[");
+  bool first = true;
+  for (const auto& message : options.messages) {
+    if (!first) out.push_back(',');
+    first = false;
+    AppendMessage(&out, message);
+  }
+  out.push_back(']');
+  if (tools) {
+    out.append(",\"tools\":").append(options.tools->json());
+    out.append(",\"tool_choice\":\"auto\"");
+  }
+  if (options.temperature) {
+    out.append(",\"temperature\":").append(nlohmann::json(*options.temperature).dump());
+  }
   if (options.output_schema) {
-    body["response_format"] = {
-        {"type", "json_schema"},
-        {"json_schema",
-         {{"name", SchemaName(options.output_schema_name)}, {"schema", *options.output_schema}}}};
+    out.append(R"(,"response_format":{"type":"json_schema","json_schema":{"name":)");
+    AppendJsonString(&out, SchemaName(options.output_schema_name));
+    out.append(",\"schema\":").append(DumpJson(*options.output_schema)).append("}}");
   } else if (options.json_object) {
-    body["response_format"] = {{"type", "json_object"}};
+    out.append(R"(,"response_format":{"type":"json_object"})");
   }
-  body["stream"] = true;
-  body["stream_options"] = {{"include_usage", true}};
-  return body;
+  out.append(R"(,"stream":true,"stream_options":{"include_usage":true}})");
+  return out;
 }
 
 }  // namespace wf

@@ -1,24 +1,20 @@
 #pragma once
 
+#include <string>
 #include <string_view>
-
-#include <nlohmann/json.hpp>
 
 #include "llm/chat_types.h"
 
 namespace wf {
 
-/// The OpenAI chat completions request body for `options`: model (`default_model` when
-/// options.model is empty), messages (assistant `tool_calls` as
-/// {id, type:"function", function:{name, arguments}}, tool results as {role:"tool", tool_call_id,
-/// content}), tools as {type:"function", function:{name, description, parameters}} with
-/// tool_choice "auto", temperature, stream true with stream_options.include_usage, and
-/// response_format json_schema (or json_object) when asked. Message text is made valid UTF-8.
-/// Pure; any thread.
-nlohmann::json BuildChatRequestJson(const ChatRequestOptions& options,
-                                    std::string_view default_model);
-
-/// One ChatMessage in OpenAI form (see BuildChatRequestJson). Pure.
-nlohmann::json ChatMessageToJson(const wf::v1::ChatMessage& message);
+/// The OpenAI chat completions request body for `options`, as JSON text: model (`default_model`
+/// when options.model is empty), messages (assistant `tool_calls` as
+/// {id, type:"function", function:{name, arguments}} with null content when the model said
+/// nothing, tool results as {role:"tool", tool_call_id, content}), tools (ChatTools::json) with
+/// tool_choice "auto", temperature, response_format json_schema (or json_object) when asked, and
+/// stream true with stream_options.include_usage. Written straight into one string, the tools
+/// copied as encoded once; every string is escaped and made valid UTF-8 (invalid bytes become
+/// U+FFFD), so the body is always valid JSON. Pure; any thread; never throws but for bad_alloc.
+std::string EncodeChatRequest(const ChatRequestOptions& options, std::string_view default_model);
 
 }  // namespace wf

@@ -3,12 +3,12 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "error/error.h"
 #include "wf/v1/query.pb.h"
@@ -18,9 +18,29 @@ namespace wf {
 
 /// A function the model may call (`tools[].function` of a chat completions request).
 struct ChatToolSpec {
-  std::string name;           ///< [A-Za-z0-9_-]{1,64}, as validated by the config.
+  std::string name;  ///< [A-Za-z0-9_-]{1,64}, as validated by the config.
   std::string description;
   nlohmann::json parameters;  ///< JSON Schema of the arguments; null = an empty object schema.
+};
+
+/// The functions offered to the model, with the `tools` array's JSON text encoded once: a
+/// catalog builds it once and every call that offers the same functions shares it. Immutable;
+/// any thread.
+class ChatTools {
+ public:
+  explicit ChatTools(std::vector<ChatToolSpec> specs);
+
+  const std::vector<ChatToolSpec>& specs() const { return specs_; }
+  /// `[{"type":"function","function":{"name","description","parameters"}}, ...]`: no
+  /// `description` when it is empty, an empty object schema when `parameters` is not a non-empty
+  /// object, invalid UTF-8 replaced by U+FFFD.
+  const std::string& json() const { return json_; }
+  bool empty() const { return specs_.empty(); }
+  std::size_t size() const { return specs_.size(); }
+
+ private:
+  std::vector<ChatToolSpec> specs_;
+  std::string json_;
 };
 
 /// Everything one chat completions call needs. Plain data.
@@ -29,8 +49,8 @@ struct ChatRequestOptions {
   std::string model;
   /// The conversation, oldest first (system prompt first when there is one).
   std::vector<wf::v1::ChatMessage> messages;
-  /// Functions offered; empty = no `tools` field (and no tool_choice).
-  std::vector<ChatToolSpec> tools;
+  /// Functions offered; null or empty = no `tools` field (and no tool_choice).
+  std::shared_ptr<const ChatTools> tools;
   /// Sampling temperature; absent = the server's default.
   std::optional<double> temperature;
   /// When set: `response_format: {type: json_schema, json_schema: {name, schema}}`.
@@ -47,11 +67,11 @@ struct ChatRequestOptions {
 
 /// What one finished chat completions call produced.
 struct ChatOutcome {
-  std::string content;                          ///< The assistant text (all content deltas).
-  std::vector<wf::v1::ToolCall> tool_calls;     ///< In index order; `kind` left empty.
-  std::string finish_reason;                    ///< "stop", "tool_calls", "length", ... or "".
-  wf::v1::Usage usage;                          ///< As reported (zeros when the server did not).
-  int attempts = 1;                             ///< HTTP attempts made (1 = no retry).
+  std::string content;                       ///< The assistant text (all content deltas).
+  std::vector<wf::v1::ToolCall> tool_calls;  ///< In index order; `kind` left empty.
+  std::string finish_reason;                 ///< "stop", "tool_calls", "length", ... or "".
+  wf::v1::Usage usage;                       ///< As reported (zeros when the server did not).
+  int attempts = 1;                          ///< HTTP attempts made (1 = no retry).
 };
 
 /// Callbacks of one chat call. Both run on the HTTP client's I/O thread (or the client's timer

@@ -128,7 +128,7 @@ ChatHandle HttpLlmClient::StartChat(ChatRequestOptions options, ChatCallbacks ca
     }
   }
   try {
-    call->body = BuildChatRequestJson(options, options_.default_model).dump();
+    call->body = EncodeChatRequest(options, options_.default_model);
   } catch (const std::exception& e) {
     CompleteLater(call, Error{ErrorCode::kInternal,
                               std::string("cannot encode the LLM request: ") + e.what()});

@@ -1,4 +1,4 @@
-#include "gateway/json_text.h"
+#include "codec/json_text.h"
 
 #include <cstdint>
 
