@@ -82,8 +82,9 @@ start() {  # start NAME CMD...
   PIDS+=("$LAST_PID")
 }
 
-NATS_PORT=$(free_port); REDIS_PORT=$(free_port); PG_PORT=$(free_port)
-API_PORT=$(free_port); LLM_PORT=$(free_port); GW_PORT=$(free_port)
+# wf-heavy is started twice (for the streams again, with another concurrency): a port each.
+read -r NATS_PORT REDIS_PORT PG_PORT API_PORT LLM_PORT GW_PORT HEAVY_ADMIN_FIRST \
+  HEAVY_ADMIN_SECOND <<<"$(free_ports 8)"
 
 # shellcheck disable=SC2086  # NATS_ENV is a command prefix (e.g. "env GOMAXPROCS=1")
 start nats ${NATS_ENV:-env} nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$RUN/nats"
@@ -140,8 +141,8 @@ export WF_LOG_LEVEL=warn
 
 start lightweight "$BIN/wf-lightweight" --threads 1
 LW_PID=$LAST_PID
-start_heavy() {  # start_heavy CONCURRENCY
-  HEAVY_ADMIN=$(free_port)
+start_heavy() {  # start_heavy CONCURRENCY ADMIN_PORT
+  HEAVY_ADMIN=$2
   # shellcheck disable=SC2086  # HEAVY_WRAP is a command prefix, e.g. "heaptrack -o /tmp/heavy"
   start "heavy-$1" ${HEAVY_WRAP:-} "$BIN/wf-heavy" --concurrency "$1" --drain-ms 2000 --admin-listen "127.0.0.1:$HEAVY_ADMIN"
   HEAVY_PID=$LAST_PID
@@ -155,7 +156,7 @@ start_heavy() {  # start_heavy CONCURRENCY
     if [[ -n "$child" ]]; then HEAVY_PID=$child; PIDS+=("$child"); fi
   fi
 }
-start_heavy 64
+start_heavy 64 "$HEAVY_ADMIN_FIRST"
 start gateway "$BIN/wf-gateway" --listen "127.0.0.1:$GW_PORT" --heartbeat-ms 1000 --drain-ms 1000
 GW_PID=$LAST_PID
 wait_port "$GW_PORT" gateway
@@ -236,7 +237,7 @@ fi
 if has_part streams; then
   # A heavy worker that takes every stream's turn at once.
   kill -TERM "$HEAVY_PID"; wait "$HEAVY_WRAPPER_PID" 2>/dev/null || true
-  start_heavy "$STREAMS_CONCURRENCY"
+  start_heavy "$STREAMS_CONCURRENCY" "$HEAVY_ADMIN_SECOND"
   wait_ready
   for count in $STREAMS; do
     echo "\$ python3 bench/agent/agent_bench.py streams --gw $GW_PORT --llm $LLM_PORT --count $count --hold $HOLD_S (heavy --concurrency $STREAMS_CONCURRENCY)"

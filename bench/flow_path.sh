@@ -30,7 +30,7 @@ source "$ROOT/bench/lib.sh"
 wait_port() { for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
 rss() { awk '/VmRSS/ {print $2/1024 " MB"}' "/proc/$1/status"; }
 
-NATS_PORT=$(free_port); API_PORT=$(free_port); GW_PORT=$(free_port)
+read -r NATS_PORT API_PORT GW_PORT <<<"$(free_ports 3)"
 ${NATS_ENV:-} nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$WORK/js" >"$WORK/nats.log" 2>&1 & PIDS+=($!); NATS_PID=$!
 "$BIN/wf-demo-api" --listen "127.0.0.1:$API_PORT" --threads 1 >"$WORK/api.log" 2>&1 & PIDS+=($!); API_PID=$!
 wait_port "$NATS_PORT"; wait_port "$API_PORT"

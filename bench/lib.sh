@@ -1,8 +1,15 @@
 # shellcheck shell=bash
 # Helpers shared by the benchmark scripts (sourced, not run).
 
-# A free local TCP port.
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# N distinct free local TCP ports, space-separated: bound all at once, so no two are the same
+# (one bind-and-close per port lets the kernel hand out a port twice, and a server then finds
+# its port taken, or a client talks to the wrong server).
+free_ports() {
+  python3 -c 'import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks: s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))' "$1"
+}
 
 # CPU time of process $1 so far, in clock ticks (utime + stime; the name field has no spaces);
 # 0 once it is gone.

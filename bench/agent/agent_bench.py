@@ -17,6 +17,7 @@ import os
 import resource
 import selectors
 import socket
+import sys
 import threading
 import time
 
@@ -169,12 +170,20 @@ def ttft_samples(llm_port, gw_port, n, prefix, new_connections=False, interleave
     Returns (direct, first, follow-up, errors)."""
     direct, gateway = DirectLlm(llm_port), GatewayStream(gw_port, new_connections)
     d, first, follow, errors = [], [], [], 0
+    in_a_row = 0
 
     def keep(series, t):
-        nonlocal errors
+        nonlocal errors, in_a_row
         if t is None:
             errors += 1
+            in_a_row += 1
+            # Each failure may have waited for the 30 s timeout: a stack that is not answering
+            # ends the run instead of retrying for hours.
+            if in_a_row >= 3:
+                sys.exit(f"ttft: {in_a_row} requests in a row failed ({errors} in all): "
+                         "is the stack (scripted LLM, gateway) answering?")
         else:
+            in_a_row = 0
             series.append(t)
 
     if interleaved:

@@ -15,9 +15,11 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
+#include <unordered_set>
 
 extern char** environ;
 
@@ -36,7 +38,10 @@ void SleepMs(int ms) { std::this_thread::sleep_for(milliseconds(ms)); }
 
 }  // namespace
 
-int FreePort() {
+namespace {
+
+/// A port the kernel has no socket on right now (bound to port 0, then closed).
+int UnboundPort() {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) throw std::runtime_error("socket failed");
   sockaddr_in addr{};
@@ -51,6 +56,21 @@ int FreePort() {
   ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
   ::close(fd);
   return ntohs(addr.sin_port);
+}
+
+}  // namespace
+
+int FreePort() {
+  // A port is closed again before its server binds it, so the kernel may hand it out twice; a
+  // test that starts several servers would then see one fail to start, or talk to the wrong one.
+  // Never the same port twice in one test process.
+  static std::mutex mu;
+  static std::unordered_set<int> given;
+  std::lock_guard lock(mu);
+  for (;;) {
+    const int port = UnboundPort();
+    if (given.insert(port).second) return port;
+  }
 }
 
 TempDir::TempDir() {

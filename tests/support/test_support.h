@@ -13,7 +13,8 @@
 /// stopped when the owning object dies, even when a test fails.
 namespace wf::testing {
 
-/// A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0, read it back).
+/// A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0, read it back), never one
+/// this process was given before.
 int FreePort();
 
 /// A fresh directory under $TMPDIR, removed recursively on destruction.

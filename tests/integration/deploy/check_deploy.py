@@ -850,11 +850,18 @@ def http_status(port, path, timeout=2.0):
         return None
 
 
-def free_port():
+def free_ports(n):
+    """n distinct free local ports, bound all at once (closing each before asking for the next
+    lets the kernel hand out the same port twice)."""
     import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def wait_for(pred, timeout=15.0):
@@ -877,7 +884,7 @@ def check_live_probes():
     procs = []
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            nport = free_port()
+            nport, gport, aport = free_ports(3)
             procs.append(subprocess.Popen([nats, "-a", "127.0.0.1", "-p", str(nport), "-js", "-sd", tmp],
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             import socket
@@ -891,7 +898,6 @@ def check_live_probes():
             if not R.check(wait_for(nats_up), "live: nats-server started"):
                 return
             env = dict(os.environ, NATS_URL=f"nats://127.0.0.1:{nport}", WF_CONFIG=src("config", "workflow_config.json"))
-            gport, aport = free_port(), free_port()
             for name, extra in (("wf-gateway", {"WF_LISTEN": f"127.0.0.1:{gport}"}),
                                 ("wf-lightweight", {"WF_ADMIN_LISTEN": f"127.0.0.1:{aport}"})):
                 log = open(os.path.join(tmp, name + ".log"), "w")
