@@ -221,7 +221,7 @@ void AgentTurn::OnDeadline() {
 
 bool AgentTurn::finished() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return finished_;
+  return finished_ && on_done_returned_;
 }
 
 wf::v1::ChatMessage AgentTurn::MakeMessage(std::string role, std::string content) const {
@@ -686,6 +686,13 @@ void AgentTurn::EndTurnLocked(EndKind kind, const std::string& answer, const Err
                        record = std::move(record)]() mutable {
     if (deadline_task != 0) deps_.timer.Cancel(deadline_task);
     for (ChatHandle h : handles) deps_.llm.Cancel(h);
+    struct Returned {  // also when on_done throws
+      AgentTurn& turn;
+      ~Returned() {
+        std::lock_guard<std::mutex> lock(turn.mu_);
+        turn.on_done_returned_ = true;
+      }
+    } returned{*this};
     if (on_done) on_done(std::move(record));
   });
 }

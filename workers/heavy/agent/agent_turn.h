@@ -111,7 +111,9 @@ class AgentTurn : public std::enable_shared_from_this<AgentTurn> {
   /// emitted and on_done runs before Cancel returns, on the caller's thread.
   void Cancel();
 
-  /// True once the terminal event was emitted.
+  /// True once the terminal event was emitted and on_done has returned: from then on the turn
+  /// posts nothing to the executor and calls nothing of its owner (so the owner may shut its
+  /// executors down).
   bool finished() const;
 
   const std::string& request_id() const { return params_.request_id; }
@@ -159,6 +161,7 @@ class AgentTurn : public std::enable_shared_from_this<AgentTurn> {
 
   mutable std::mutex mu_;
   bool finished_ = false;
+  bool on_done_returned_ = false;
   std::uint64_t seq_ = 0;
   wf::v1::Usage usage_;
   std::shared_ptr<Loop> main_;

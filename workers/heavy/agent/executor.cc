@@ -36,10 +36,11 @@ ThreadPoolExecutor::~ThreadPoolExecutor() {
 }
 
 void ThreadPoolExecutor::Post(std::function<void()> task) {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    queue_.push_back(std::move(task));
-  }
+  // Notified under the lock: once a task is taken, the executor may be destroyed (its owner
+  // waits for the work, not for Post to return), and a notify after the unlock would touch a
+  // destroyed condition variable.
+  std::lock_guard<std::mutex> lock(mu_);
+  queue_.push_back(std::move(task));
   cv_.notify_one();
 }
 
