@@ -532,7 +532,8 @@ TEST(HeavyWorkerTest, AnUpstreamErrorThatEchoesTheApiKeyDoesNotShowIt) {
 
 // An LLM that fails mid-answer the way OpenAI reports it (an error object as a stream frame after
 // some tokens): the client gets the tokens, then an llm_error naming the server's message; the
-// half answer is not stored as the assistant's, and the session goes on.
+// history keeps what the client saw of the answer (as for a deadline, AgentTurnTest.
+// DeadlineEndsTheTurnWithAnError), never the rest of it, and the session goes on.
 TEST(HeavyWorkerTest, AnErrorObjectMidStreamEndsTheTurnWithAnLlmError) {
   json rules = DefaultRules();
   rules["rules"].insert(rules["rules"].begin(),
@@ -558,10 +559,16 @@ TEST(HeavyWorkerTest, AnErrorObjectMidStreamEndsTheTurnWithAnLlmError) {
   ASSERT_EQ(status, 200) << body << s.Logs();
   auto stored = HttpCall("GET", s.Url("/api/v1/session/midway"));
   ASSERT_EQ(stored.status, 200) << stored.body;
-  for (const auto& m : json::parse(stored.body)["messages"]) {
-    EXPECT_NE(m["content"], "one two ") << stored.body;
+  const json history = json::parse(stored.body);  // alive through the loop (not a temporary)
+  std::vector<std::string> failed_run;
+  for (const auto& m : history["messages"]) {
     EXPECT_NE(m["content"], "one two three four") << stored.body;
+    if (m["run_id"] == "midway-1")
+      failed_run.push_back(m["role"].get<std::string>() + ": " + m["content"].get<std::string>());
   }
+  EXPECT_EQ(failed_run,
+            (std::vector<std::string>{"user: please fail midway", "assistant: one two "}))
+      << stored.body;
 }
 
 // Ollama numbers every tool call of one streamed answer 0 (ollama/ollama#15457). Two calls of one
