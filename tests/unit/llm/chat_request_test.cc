@@ -218,7 +218,7 @@ json Reference(const ChatRequestOptions& o, const std::string& default_model) {
 
 TEST(ChatRequest, RandomConversationsEncodeAsTheReferenceDom) {
   std::mt19937 rng(20261127);
-  const std::string alphabet = std::string("aZ09 _-{}[]:,\"\\/\n\r\t\b\f", 23) +
+  const std::string alphabet = std::string("aZ09 _-{}[]:,\"\\/\n\r\t\b\f") +
                                std::string("\x00\x01\x1F\x7F", 4) +
                                "\xC3\xA9\xE4\xBD\xA0\xF0\x9F\x98\x80\xFF\xC0\xED\xA0\x80";
   auto text = [&](int max) {
