@@ -52,7 +52,6 @@ TEST(ToolCatalog, AgentOffersToolsFlowsAndSkills) {
   EXPECT_EQ(tools[1]["function"]["name"], "leave_request");
   EXPECT_EQ(tools[1]["function"]["parameters"]["properties"]["days"]["type"], "integer");
   EXPECT_EQ(tools[3]["function"]["name"], "summarize");
-  EXPECT_EQ(cat.Tools(), cat.Tools());  // shared, not rebuilt per call
 }
 
 TEST(ToolCatalog, AnEmptyCatalogOffersNoFunctions) {

@@ -26,12 +26,9 @@ OfferedTool FromSkill(const SkillConfig& s) {
 
 std::string_view ToolKindName(ToolKind kind) {
   switch (kind) {
-    case ToolKind::kTool:
-      return "tool";
-    case ToolKind::kFlow:
-      return "flow";
-    case ToolKind::kSkill:
-      return "skill";
+    case ToolKind::kTool: return "tool";
+    case ToolKind::kFlow: return "flow";
+    case ToolKind::kSkill: return "skill";
   }
   return "tool";
 }

@@ -4,11 +4,12 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "error/error.h"
 #include "wf/v1/query.pb.h"
@@ -18,7 +19,7 @@ namespace wf {
 
 /// A function the model may call (`tools[].function` of a chat completions request).
 struct ChatToolSpec {
-  std::string name;  ///< [A-Za-z0-9_-]{1,64}, as validated by the config.
+  std::string name;           ///< [A-Za-z0-9_-]{1,64}, as validated by the config.
   std::string description;
   nlohmann::json parameters;  ///< JSON Schema of the arguments; null = an empty object schema.
 };
@@ -67,11 +68,11 @@ struct ChatRequestOptions {
 
 /// What one finished chat completions call produced.
 struct ChatOutcome {
-  std::string content;                       ///< The assistant text (all content deltas).
-  std::vector<wf::v1::ToolCall> tool_calls;  ///< In index order; `kind` left empty.
-  std::string finish_reason;                 ///< "stop", "tool_calls", "length", ... or "".
-  wf::v1::Usage usage;                       ///< As reported (zeros when the server did not).
-  int attempts = 1;                          ///< HTTP attempts made (1 = no retry).
+  std::string content;                          ///< The assistant text (all content deltas).
+  std::vector<wf::v1::ToolCall> tool_calls;     ///< In index order; `kind` left empty.
+  std::string finish_reason;                    ///< "stop", "tool_calls", "length", ... or "".
+  wf::v1::Usage usage;                          ///< As reported (zeros when the server did not).
+  int attempts = 1;                             ///< HTTP attempts made (1 = no retry).
 };
 
 /// Callbacks of one chat call. Both run on the HTTP client's I/O thread (or the client's timer
