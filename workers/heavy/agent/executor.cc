@@ -6,9 +6,8 @@
 #include <spdlog/spdlog.h>
 
 namespace wf {
-namespace {
 
-void RunGuarded(std::function<void()>& task) {
+void RunGuarded(const std::function<void()>& task) {
   try {
     task();
   } catch (const std::exception& e) {
@@ -17,8 +16,6 @@ void RunGuarded(std::function<void()>& task) {
     spdlog::error("executor task threw a non-exception");
   }
 }
-
-}  // namespace
 
 ThreadPoolExecutor::ThreadPoolExecutor(std::size_t threads) {
   if (threads == 0) threads = 1;

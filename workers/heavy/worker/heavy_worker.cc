@@ -362,15 +362,7 @@ void HeavyWorker::FetchLoop(natsSubscription* sub, bool history) {
       }
     }
     natsMsgList_Destroy(&list);
-    if (last) {
-      try {
-        BeginTurn(last);
-      } catch (const std::exception& e) {  // as the executor does with a task that throws
-        spdlog::error("starting turn {}: {}", last->request.request_id(), e.what());
-      } catch (...) {
-        spdlog::error("starting turn {}: a non-exception was thrown", last->request.request_id());
-      }
-    }
+    if (last) RunGuarded([this, &last] { BeginTurn(last); });
   }
 }
 
