@@ -224,8 +224,7 @@ Status ChatStreamAssembler::ApplyToolCallDelta(const nlohmann::json& delta) {
   auto idx = delta.find("index");
   if (idx != delta.end() && idx->is_number_integer()) {
     const long long index = idx->get<long long>();
-    if (index < 0 || index > 1024)
-      return Status(ErrorCode::kLlmError, "LLM tool call index out of range");
+    if (index < 0 || index > 1024) return Status(ErrorCode::kLlmError, "LLM tool call index out of range");
     for (std::size_t i = 0; i < calls_.size(); ++i) {
       if (calls_[i].index == index) pos = i;  // the latest call with that index
     }
