@@ -16,7 +16,8 @@
 #      largest of STREAMS), HEAVY_WRAP (command prefix for wf-heavy, e.g. "heaptrack -o FILE";
 #      wf-heavy itself, the wrapper's child, is signalled and measured), ROUND_HOOK (command
 #      run after each streams round with HEAVY_PID exported, e.g. bench/agent/malloc_trim_hook.sh),
-#      NATS_ENV (command prefix for nats-server, default "env"; e.g. "env GOMAXPROCS=1").
+#      NATS_ENV (command prefix for nats-server; default as scripts/run.sh starts it:
+#      "env GOMAXPROCS=1" on 2 cores or fewer, else "env"; "env" for Go's default).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -87,7 +88,8 @@ read -r NATS_PORT REDIS_PORT PG_PORT API_PORT LLM_PORT GW_PORT HEAVY_ADMIN_FIRST
   HEAVY_ADMIN_SECOND <<<"$(free_ports 8)"
 
 # shellcheck disable=SC2086  # NATS_ENV is a command prefix (e.g. "env GOMAXPROCS=1")
-start nats ${NATS_ENV:-env} nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$RUN/nats"
+# shellcheck disable=SC2046  # the prefix is several words
+start nats $(nats_env) nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$RUN/nats"
 NATS_PID=$LAST_PID
 wait_port "$NATS_PORT" nats
 start redis redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$RUN" --save "" --appendonly no --daemonize no
@@ -173,7 +175,7 @@ echo "# machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: 
 echo "# git: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- . 2>/dev/null || echo ' (+ local changes)'), binaries $BIN, open-files limit $(ulimit -n)"
 echo "# load: $(uptime | sed 's/.*load average/load average/')"
 echo "# $(calibrate)"
-echo "# stack: nats :$NATS_PORT, redis :$REDIS_PORT, postgres :$PG_PORT, scripted LLM :$LLM_PORT (--max-connections $LLM_MAX_CONNECTIONS), gateway :$GW_PORT (2 threads, heartbeat 1 s), 1 lightweight, 1 heavy"
+echo "# stack: nats :$NATS_PORT ($(nats_env)), redis :$REDIS_PORT, postgres :$PG_PORT, scripted LLM :$LLM_PORT (--max-connections $LLM_MAX_CONNECTIONS), gateway :$GW_PORT (2 threads, heartbeat 1 s), 1 lightweight, 1 heavy"
 echo
 
 # CPU time (user + system, clock ticks) of each process of the stack; PostgreSQL is this

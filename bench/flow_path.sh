@@ -9,7 +9,8 @@
 #      LW_THREADS (wf-lightweight --threads, default 1), PIN (CPU placement, e.g.
 #      "gw=0 lw=0 api=0 nats=0 wrk=1": each named process, all its threads, on that CPU list;
 #      unnamed ones float; default: nothing pinned), NATS_ENV (prefix for the nats-server
-#      command, e.g. "env GOMAXPROCS=1").
+#      command; default as scripts/run.sh starts it: "env GOMAXPROCS=1" on 2 cores or fewer,
+#      else "env"; "env" for Go's default).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -31,7 +32,8 @@ wait_port() { for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev
 rss() { awk '/VmRSS/ {print $2/1024 " MB"}' "/proc/$1/status"; }
 
 read -r NATS_PORT API_PORT GW_PORT <<<"$(free_ports 3)"
-${NATS_ENV:-} nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$WORK/js" >"$WORK/nats.log" 2>&1 & PIDS+=($!); NATS_PID=$!
+# shellcheck disable=SC2046  # the prefix is several words
+$(nats_env) nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$WORK/js" >"$WORK/nats.log" 2>&1 & PIDS+=($!); NATS_PID=$!
 "$BIN/wf-demo-api" --listen "127.0.0.1:$API_PORT" --threads 1 >"$WORK/api.log" 2>&1 & PIDS+=($!); API_PID=$!
 wait_port "$NATS_PORT"; wait_port "$API_PORT"
 sed "s#http://127.0.0.1:8081#http://127.0.0.1:$API_PORT#g" config/workflow_config.json >"$WORK/config.json"
@@ -68,6 +70,7 @@ LUA
 echo "sample answer: $(curl -s "http://127.0.0.1:$GW_PORT/api/v1/query" -H 'Content-Type: application/json' \
   -d '{"message":"check order 1234","session_id":"bench-1"}')"
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "nats-server under: $(nats_env)"
 echo "before: $(calibrate)"
 echo "RSS before: gateway $(rss $GW_PID), lightweight $(rss $LW_PID), demo-api $(rss $API_PID), nats $(rss $NATS_PID)"
 for c in $CONCS; do

@@ -25,3 +25,12 @@ calibrate() {
   local tool=$ROOT/build/bin/bench_calibrate
   if [[ -x "$tool" ]]; then "$tool" --trips 1000; else echo "calibration: bench_calibrate not built"; fi
 }
+
+# The command prefix nats-server runs under, as scripts/run.sh starts it: GOMAXPROCS=1 on a
+# machine of 2 cores or fewer (it shares them with every other process of the stack), Go's
+# default otherwise. NATS_ENV overrides it ("env" for Go's default everywhere).
+nats_env() {
+  if [[ -n "${NATS_ENV+set}" ]]; then echo "${NATS_ENV:-env}"
+  elif (($(nproc) <= 2)); then echo "env GOMAXPROCS=1"
+  else echo "env"; fi
+}

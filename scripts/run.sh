@@ -7,7 +7,9 @@
 # Env: WF_LISTEN (gateway, default 0.0.0.0:8000), WF_CONFIG (default config/workflow_config.json),
 #      LLM_BASE_URL / LLM_API_KEY / LLM_MODEL (a real OpenAI-compatible endpoint),
 #      NATS_PORT (4222), REDIS_PORT (6390), PG_PORT (5442), LIGHTWEIGHT_REPLICAS (2),
-#      SKIP_BUILD=1 to reuse build/ as it is.
+#      NATS_GOMAXPROCS (nats-server's GOMAXPROCS; default 1 on a machine of 2 cores or fewer,
+#      where it shares them with every other process here, else Go's default), SKIP_BUILD=1
+#      to reuse build/ as it is.
 set -euo pipefail
 # Paths the caller gives are relative to the caller's directory, not the repository's.
 if [[ -n "${WF_CONFIG:-}" ]]; then WF_CONFIG=$(realpath -m -- "$WF_CONFIG"); fi
@@ -57,6 +59,13 @@ if runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$RUN_DIR/pg" status >/dev/null 2>
   runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$RUN_DIR/pg" -m fast stop >/dev/null
 fi
 NATS_PORT=$(free_port "${NATS_PORT:-4222}")
+# On a 2-core machine nats-server shares the cores with six busy processes; with one Go
+# processor it spends 20-30 % less CPU per message there (bench/flow/RESULTS.md, session 14).
+if [[ -z "${NATS_GOMAXPROCS+set}" ]] && (($(nproc) <= 2)); then NATS_GOMAXPROCS=1; fi
+if [[ -n "${NATS_GOMAXPROCS:-}" && ! "$NATS_GOMAXPROCS" =~ ^[1-9][0-9]*$ ]]; then
+  echo "run.sh: NATS_GOMAXPROCS must be a positive whole number or empty (Go's default)" >&2
+  exit 2
+fi
 REDIS_PORT=$(free_port "${REDIS_PORT:-6390}")
 PG_PORT=$(free_port "${PG_PORT:-5442}")
 LLM_PORT=$(free_port 8090)
@@ -90,7 +99,8 @@ start() {  # start NAME CMD...
 }
 
 echo "run.sh: nats-server (JetStream) on :$NATS_PORT"
-start nats nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$RUN_DIR/nats"
+start nats env ${NATS_GOMAXPROCS:+GOMAXPROCS=$NATS_GOMAXPROCS} \
+  nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$RUN_DIR/nats"
 wait_port "$NATS_PORT" nats-server "$RUN_DIR/logs/nats.log"
 
 echo "run.sh: redis-server on :$REDIS_PORT"
