@@ -203,6 +203,7 @@ std::string SessionHistoryJson(const v1::SessionHistory& history,
     AppendInt(&out, m.created_unix_ms());
     StringField(&out, "run_id", m.run_id());
     if (m.cancelled()) out.append(",\"cancelled\":true");
+    if (m.failed()) out.append(",\"failed\":true");
     out.push_back('}');
   }
   out.push_back(']');

@@ -6,6 +6,7 @@
 #include <array>
 #include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
+#include <unordered_map>
 
 #include "pg/migrations.h"
 #include "session/session_codec.h"
@@ -697,15 +698,24 @@ Result<wf::v1::SessionHistory> SessionStore::GetSession(const std::string& sessi
         if (Status status = ReadMessages(rows, *history.mutable_messages()); !status.ok()) {
           return status.error();
         }
-        const pqxx::result cancelled = tx.exec_params(
-            "SELECT run_id FROM runs WHERE session_id = $1 AND status = 'cancelled'", session_id);
-        if (!cancelled.empty()) {
-          std::vector<std::string> runs;
-          for (const pqxx::row& row : cancelled) runs.push_back(row[0].as<std::string>());
+        // Turns cut short: their assistant messages are partial answers, marked as such.
+        const pqxx::result cut_short = tx.exec_params(
+            "SELECT run_id, status = 'cancelled' FROM runs"
+            " WHERE session_id = $1 AND status IN ('cancelled', 'error')",
+            session_id);
+        if (!cut_short.empty()) {
+          std::unordered_map<std::string, bool> cancelled_by_run;  // run id -> cancelled?
+          for (const pqxx::row& row : cut_short) {
+            cancelled_by_run.emplace(row[0].as<std::string>(), row[1].as<bool>());
+          }
           for (wf::v1::ChatMessage& message : *history.mutable_messages()) {
-            if (message.role() == "assistant" &&
-                std::find(runs.begin(), runs.end(), message.run_id()) != runs.end()) {
+            if (message.role() != "assistant") continue;
+            auto run = cancelled_by_run.find(message.run_id());
+            if (run == cancelled_by_run.end()) continue;
+            if (run->second) {
               message.set_cancelled(true);
+            } else {
+              message.set_failed(true);
             }
           }
         }

@@ -87,7 +87,8 @@ class SessionStore {
   Status AppendTurns(std::vector<wf::v1::TurnRecord> turns);
 
   /// The stored history from PostgreSQL (for GET /api/v1/session/{id}). The assistant messages
-  /// of a turn stored with status "cancelled" (a partial answer) carry ChatMessage.cancelled.
+  /// of a turn stored with status "cancelled" (a partial answer) carry ChatMessage.cancelled,
+  /// those of a turn stored with status "error" ChatMessage.failed.
   /// Errors: kBadRequest, kSessionNotFound (no record), kUnavailable.
   Result<wf::v1::SessionHistory> GetSession(const std::string& session_id);
 

@@ -561,14 +561,23 @@ TEST(HeavyWorkerTest, AnErrorObjectMidStreamEndsTheTurnWithAnLlmError) {
   ASSERT_EQ(stored.status, 200) << stored.body;
   const json history = json::parse(stored.body);  // alive through the loop (not a temporary)
   std::vector<std::string> failed_run;
+  int marked_failed = 0;
   for (const auto& m : history["messages"]) {
     EXPECT_NE(m["content"], "one two three four") << stored.body;
-    if (m["run_id"] == "midway-1")
+    EXPECT_FALSE(m.contains("cancelled")) << stored.body;
+    if (m["run_id"] == "midway-1") {
       failed_run.push_back(m["role"].get<std::string>() + ": " + m["content"].get<std::string>());
+      // Only the partial answer is marked, not the user's message.
+      EXPECT_EQ(m.value("failed", false), m["role"] == "assistant") << stored.body;
+    } else {
+      EXPECT_FALSE(m.contains("failed")) << stored.body;  // the next turn answered in full
+    }
+    if (m.value("failed", false)) ++marked_failed;
   }
   EXPECT_EQ(failed_run,
             (std::vector<std::string>{"user: please fail midway", "assistant: one two "}))
       << stored.body;
+  EXPECT_EQ(marked_failed, 1) << stored.body;
 }
 
 // Ollama numbers every tool call of one streamed answer 0 (ollama/ollama#15457). Two calls of one

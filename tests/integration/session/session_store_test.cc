@@ -801,7 +801,27 @@ TEST_F(SessionStoreTest, ACancelledTurnsAnswerIsMarkedInTheStoredHistory) {
   ASSERT_EQ(history->messages_size(), 4);
   EXPECT_FALSE(history->messages(0).cancelled());
   EXPECT_TRUE(history->messages(1).cancelled());
+  EXPECT_FALSE(history->messages(1).failed());
   EXPECT_FALSE(history->messages(3).cancelled());
+}
+
+TEST_F(SessionStoreTest, AFailedTurnsAnswerIsMarkedFailedInTheStoredHistory) {
+  wf::v1::TurnRecord turn =
+      MakeTurn("fails", "fails-1", {{"user", "q"}, {"assistant", "calling"}, {"assistant", "par"}});
+  turn.set_status("error");
+  ASSERT_TRUE(store_->AppendTurn(turn).ok());
+  ASSERT_TRUE(
+      store_->AppendTurn(MakeTurn("fails", "fails-2", {{"user", "q2"}, {"assistant", "whole"}}))
+          .ok());
+  auto history = store_->GetSession("fails");
+  ASSERT_TRUE(history.ok());
+  ASSERT_EQ(history->messages_size(), 5);
+  std::vector<bool> failed;
+  for (const auto& m : history->messages()) {
+    failed.push_back(m.failed());
+    EXPECT_FALSE(m.cancelled()) << m.DebugString();
+  }
+  EXPECT_EQ(failed, (std::vector<bool>{false, true, true, false, false}));
 }
 
 // Turns waiting for a session's lock get it in the order of their queue positions.

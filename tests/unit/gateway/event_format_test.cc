@@ -207,7 +207,7 @@ TEST(Sse, ReRunTurnsCarryTheirAttemptAndTruncationIsMarked) {
   EXPECT_EQ(data, (json{{"request_id", "REQ9"}, {"attempt", 3}}));
 }
 
-TEST(SessionJson, CancelledAnswersAndOmittedMessagesAreShown) {
+TEST(SessionJson, CancelledAndFailedAnswersAndOmittedMessagesAreShown) {
   v1::SessionHistory h;
   auto* user = h.add_messages();
   user->set_role("user");
@@ -219,6 +219,13 @@ TEST(SessionJson, CancelledAnswersAndOmittedMessagesAreShown) {
   json j = json::parse(SessionHistoryJson(h, "sess"));
   EXPECT_FALSE(j["messages"][0].contains("cancelled"));
   EXPECT_EQ(j["messages"][1]["cancelled"], true);
+  EXPECT_FALSE(j["messages"][1].contains("failed"));
+  partial->set_cancelled(false);
+  partial->set_failed(true);
+  j = json::parse(SessionHistoryJson(h, "sess"));
+  EXPECT_FALSE(j["messages"][1].contains("cancelled"));
+  EXPECT_EQ(j["messages"][1]["failed"], true);
+  EXPECT_FALSE(j["messages"][0].contains("failed"));
   EXPECT_FALSE(j.contains("omitted_messages"));
   h.set_omitted_messages(40);
   j = json::parse(SessionHistoryJson(h, "sess"));
