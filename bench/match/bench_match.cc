@@ -199,6 +199,27 @@ void BM_ResponseRender_Field(benchmark::State& state) {
 }
 BENCHMARK(BM_ResponseRender_Field);
 
+// The demo's order_status answer (config/workflow_config.json) over wf-demo-api's body for order
+// 1234, as the flow benchmark renders it on every request: four fields, the last at the end.
+void BM_ResponseRender_DemoOrder(benchmark::State& state) {
+  auto t = ResponseTemplate::Compile(
+      "Order {order_id}: {result.status} (total {result.total} {result.currency}, ETA "
+      "{result.eta})");
+  const std::string body =
+      R"({"order_id":"1234","status":"pending_payment","items":[{"sku":"SKU-1003","name":)"
+      R"("Laptop Stand","quantity":2,"unit_price":34.0},{"sku":"SKU-1006","name":"27\" 4K )"
+      R"(Monitor","quantity":3,"unit_price":239.0}],"total":785.0,"currency":"USD",)"
+      R"("eta":"2025-05-20"})";
+  nlohmann::json values = {{"order_id", "1234"}, {"verbose", false}};
+  for (auto _ : state) {
+    std::string out = t->Render(values, body);
+    benchmark::DoNotOptimize(out);
+  }
+  state.SetItemsProcessed(state.iterations());
+  state.SetLabel(std::to_string(body.size()) + " B JSON body");
+}
+BENCHMARK(BM_ResponseRender_DemoOrder);
+
 void BM_ResponseRender_WholeBody(benchmark::State& state) {
   auto t = ResponseTemplate::Compile("✅ 已提交\n\n{result}");
   std::string body = R"({"status": "submitted", "request_id": "lr-2024-000123"})";

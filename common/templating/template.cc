@@ -1,6 +1,7 @@
 #include "templating/template.h"
 
 #include <algorithm>
+#include <array>
 #include <optional>
 
 #include "codec/json_scan.h"
@@ -339,13 +340,21 @@ Result<PreparedRequest> EndpointTemplate::Render(const nlohmann::json& values) c
 // ResponseTemplate
 
 ResponseTemplate::ResponseTemplate(std::vector<TemplateSegment> segments)
-    : segments_(std::move(segments)) {
-  for (const auto& s : segments_) {
-    if (s.is_placeholder) {
-      uses_result_fields_ = uses_result_fields_ || (s.path.size() > 1 && s.path[0] == "result");
-    } else {
+    : segments_(std::move(segments)), result_key_of_(segments_.size(), -1) {
+  for (std::size_t i = 0; i < segments_.size(); ++i) {
+    const TemplateSegment& s = segments_[i];
+    if (!s.is_placeholder) {
       literal_size_ += s.text.size();
+      continue;
     }
+    if (s.path.size() < 2 || s.path[0] != "result") continue;
+    uses_result_fields_ = true;
+    auto known = std::find(result_keys_.begin(), result_keys_.end(), s.path[1]);
+    if (known == result_keys_.end()) {
+      if (result_keys_.size() == kMaxScannedKeys) continue;
+      known = result_keys_.insert(result_keys_.end(), s.path[1]);
+    }
+    result_key_of_[i] = static_cast<int>(known - result_keys_.begin());
   }
 }
 
@@ -373,7 +382,12 @@ std::optional<std::string> ResponseTemplate::RenderAtMost(const nlohmann::json& 
   // limit) counts as not JSON: a DOM of it would be copied and dumped recursively.
   enum class Body { kUnread, kScanned, kInvalid } body = Body::kUnread;
   std::string_view root;
-  for (const auto& s : segments_) {
+  // For an object body: the value of each of result_keys_ (the last of a repeated key), found in
+  // one walk over its members.
+  std::array<std::optional<std::string_view>, kMaxScannedKeys> members;
+  bool members_read = false;
+  for (std::size_t i = 0; i < segments_.size(); ++i) {
+    const TemplateSegment& s = segments_[i];
     if (out.size() > max_bytes) return std::nullopt;
     if (!s.is_placeholder) {
       out += s.text;
@@ -398,9 +412,27 @@ std::optional<std::string> ResponseTemplate::RenderAtMost(const nlohmann::json& 
               break;
           }
         }
-        if (body == Body::kScanned) {
-          if (auto v = ScanPath(root, s.path, 1)) json_scan::AppendValueText(*v, &out);
+        if (body != Body::kScanned) continue;
+        std::optional<std::string_view> v;
+        if (root.front() == '{' && result_key_of_[i] >= 0) {
+          if (!members_read) {
+            members_read = true;
+            json_scan::ForEachMember(root, [&](std::string_view key, std::string_view value) {
+              for (std::size_t k = 0; k < result_keys_.size(); ++k) {
+                if (json_scan::KeyIs(key, result_keys_[k])) {
+                  members[k] = value;  // the keys are distinct: no other can match
+                  break;
+                }
+              }
+              return true;
+            });
+          }
+          v = members[static_cast<std::size_t>(result_key_of_[i])];
+          if (v) v = ScanPath(*v, s.path, 2);
+        } else {
+          v = ScanPath(root, s.path, 1);
         }
+        if (v) json_scan::AppendValueText(*v, &out);
         continue;
       }
       if (const Json* v = LookupValue(values, s)) AppendValueText(*v, &out);

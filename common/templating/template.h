@@ -93,6 +93,14 @@ class ResponseTemplate {
  private:
   explicit ResponseTemplate(std::vector<TemplateSegment> segments);
   std::vector<TemplateSegment> segments_;
+  /// The distinct top-level keys the {result.x...} placeholders read (x), at most
+  /// kMaxScannedKeys, in order of first use: a JSON object body is walked once for all of them
+  /// (each lookup alone walks the whole object, as the last of a repeated key wins).
+  static constexpr std::size_t kMaxScannedKeys = 16;
+  std::vector<std::string> result_keys_;
+  /// Per segment: its index in result_keys_, or -1 (not a {result.x...} placeholder, or its key
+  /// is past kMaxScannedKeys and is looked up alone).
+  std::vector<int> result_key_of_;
   bool uses_result_fields_ = false;
   std::size_t literal_size_ = 0;
 };

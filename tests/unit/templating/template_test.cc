@@ -2,6 +2,12 @@
 
 #include <gtest/gtest.h>
 
+#include <cctype>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
 namespace wf {
 namespace {
 
@@ -350,6 +356,81 @@ TEST(ResponseTemplateTest, BodiesReadAsAFullParseWouldReadThem) {
         R"({"status": "deep", "x": )" + std::string(levels, '[') + std::string(levels, ']') + "}";
     EXPECT_EQ(RenderResponse("[{result.status}]", json::object(), deep), "[]") << levels;
     EXPECT_EQ(RenderResponse("{result.x}", json::object(), deep), "") << levels;
+  }
+}
+
+// The fields of an object body are found in one walk for all of a template's keys, except
+// past the 16th distinct key, which is looked up alone: both give what a DOM gives. The oracle
+// here parses the body with nlohmann and follows each path, as the documented rules say.
+TEST(ResponseTemplateTest, ManyFieldsReadInOneWalkMatchADom) {
+  std::mt19937 rng(20261127);
+  const std::vector<std::string> names = {"a",   "b",   "k0",  "k1",  "k2",  "k3",  "k4",  "k5",
+                                          "k6",  "k7",  "k8",  "k9",  "k10", "k11", "k12", "k13",
+                                          "k14", "k15", "k16", "k17", "k18", "0",   "1"};
+  auto pick = [&](std::size_t n) {
+    return std::uniform_int_distribution<std::size_t>(0, n - 1)(rng);
+  };
+  std::function<json(int)> value = [&](int depth) -> json {
+    switch (depth > 2 ? pick(3) : pick(5)) {
+      case 0:
+        return names[pick(names.size())];
+      case 1:
+        return static_cast<int>(pick(100));
+      case 2:
+        return nullptr;
+      case 3: {
+        json arr = json::array();
+        for (std::size_t i = pick(3); i > 0; --i) arr.push_back(value(depth + 1));
+        return arr;
+      }
+      default: {
+        json obj = json::object();
+        for (std::size_t i = pick(4); i > 0; --i) obj[names[pick(names.size())]] = value(depth + 1);
+        return obj;
+      }
+    }
+  };
+  auto expected_text = [](const json* v) -> std::string {
+    if (v == nullptr) return "";
+    return v->is_string() ? v->get<std::string>() : v->dump();
+  };
+  for (int round = 0; round < 500; ++round) {
+    // An object body whose members may repeat (the text keeps every copy; a DOM the last).
+    std::string body = "{";
+    json dom = json::object();
+    for (std::size_t i = pick(30); i > 0; --i) {
+      const std::string& key = names[pick(names.size())];
+      const json v = value(0);
+      if (body.size() > 1) body += ", ";
+      body += json(key).dump() + ": " + v.dump();
+      dom[key] = v;
+    }
+    body += "}";
+    std::string text;
+    std::string want;
+    for (std::size_t i = 1 + pick(24); i > 0; --i) {
+      std::vector<std::string> path = {names[pick(names.size())]};
+      for (std::size_t depth = pick(3); depth > 0; --depth)
+        path.push_back(names[pick(names.size())]);
+      std::string name = "result";
+      const json* node = &dom;
+      for (const std::string& part : path) {
+        name += "." + part;
+        if (node == nullptr) continue;
+        if (node->is_object()) {
+          auto it = node->find(part);
+          node = it == node->end() ? nullptr : &*it;
+        } else if (node->is_array() && std::isdigit(static_cast<unsigned char>(part[0]))) {
+          const std::size_t index = std::stoul(part);
+          node = index < node->size() ? &(*node)[index] : nullptr;
+        } else {
+          node = nullptr;
+        }
+      }
+      text += "[{" + name + "}]";
+      want += "[" + expected_text(node) + "]";
+    }
+    ASSERT_EQ(RenderResponse(text, json::object(), body), want) << text << "\n" << body;
   }
 }
 
