@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <exception>
 #include <future>
 #include <limits>
@@ -143,7 +144,10 @@ void InvokeDone(HttpCallback& on_done, Result<HttpResponse> result) noexcept {
 
 class HttpClient::Impl {
  public:
-  explicit Impl(Options options) : options_(std::move(options)) {
+  explicit Impl(Options options)
+      : options_(std::move(options)),
+        proxy_from_env_(http_client_internal::ProxyFromEnvironment(
+            [](const char* name) -> const char* { return std::getenv(name); })) {
     InitCurlOnce();
     multi_.reset(curl_multi_init());
     if (!multi_) throw std::runtime_error("curl_multi_init failed");
@@ -471,6 +475,12 @@ class HttpClient::Impl {
       if (rc == CURLE_OK) rc = curl_easy_setopt(e, option, value);
     };
     set(CURLOPT_PROTOCOLS_STR, "http,https");
+    if (!proxy_from_env_) {
+      // No proxy in the environment (read at start): say so, or libcurl reads five environment
+      // variables again for every request (1 % of the lightweight worker's instructions).
+      set(CURLOPT_PROXY, "");
+      set(CURLOPT_NOPROXY, "");
+    }
     // Send the path exactly as given: libcurl would otherwise resolve "/./" and "/../" segments,
     // so a substituted ".." could move a request to another endpoint of the upstream.
     set(CURLOPT_PATH_AS_IS, 1L);
@@ -630,6 +640,9 @@ class HttpClient::Impl {
   }
 
   const Options options_;
+  /// Whether the environment names a proxy for http(s) (then libcurl's own environment handling
+  /// decides per request, no_proxy included).
+  const bool proxy_from_env_;
   MultiHandle multi_;  // Declared first: destroyed after every easy handle.
 
   std::shared_ptr<Inbox> inbox_ = std::make_shared<Inbox>();

@@ -81,7 +81,8 @@ struct HttpClientOptions {
 
 /// Asynchronous HTTP/1.1 client with connection reuse (a curl share/connection cache: never a new
 /// TCP connection per request when one to the host is idle), per-request timeout and size limit.
-/// Environment proxies (http_proxy, no_proxy) are honoured as libcurl does.
+/// Environment proxies (http_proxy, https_proxy, all_proxy, no_proxy) are honoured as libcurl
+/// does; the environment is read when the client is made.
 ///
 /// Threading: all I/O runs on one EventLoop thread (the "loop thread"): either Options::loop, run
 /// by the caller, or a thread the client starts. libcurl's multi-socket interface puts each

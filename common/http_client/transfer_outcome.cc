@@ -84,4 +84,12 @@ Error ErrorForCurlCode(CURLcode code, std::string_view host, std::string_view de
   }
 }
 
+bool ProxyFromEnvironment(const std::function<const char*(const char*)>& lookup) {
+  for (const char* name : {"http_proxy", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"}) {
+    const char* value = lookup(name);
+    if (value != nullptr && *value != '\0') return true;
+  }
+  return false;
+}
+
 }  // namespace wf::http_client_internal

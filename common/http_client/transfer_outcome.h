@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <functional>
 #include <string>
 #include <string_view>
 
@@ -30,6 +31,11 @@ Error ErrorForCurlCode(CURLcode code, std::string_view host, std::string_view de
 
 /// kUpstreamError "<host>: response exceeds N bytes".
 Error ResponseTooLarge(std::string_view host, std::size_t limit);
+
+/// True when the environment names a proxy that libcurl would use for an http or https URL
+/// (http_proxy, https_proxy, HTTPS_PROXY, all_proxy or ALL_PROXY set and non-empty; libcurl
+/// ignores HTTP_PROXY). `lookup` is getenv or a stand-in; read once, at start.
+bool ProxyFromEnvironment(const std::function<const char*(const char*)>& lookup);
 
 /// True for 200..299.
 inline bool IsSuccessStatus(long status) { return status >= 200 && status <= 299; }

@@ -6,10 +6,12 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <future>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -54,6 +56,66 @@ TEST_F(HttpClientTest, GetReturnsBodyStatusAndContentType) {
   EXPECT_TRUE(order.contains("status"));
   EXPECT_TRUE(order["items"].is_array());
   EXPECT_EQ(order["currency"], "USD");
+}
+
+/// Sets (or, with nullopt, removes) an environment variable for a scope, then restores it.
+class ScopedEnv {
+ public:
+  ScopedEnv(std::string name, const std::optional<std::string>& value) : name_(std::move(name)) {
+    if (const char* old = std::getenv(name_.c_str())) old_ = old;
+    if (value) {
+      ::setenv(name_.c_str(), value->c_str(), 1);
+    } else {
+      ::unsetenv(name_.c_str());
+    }
+  }
+  ~ScopedEnv() {
+    if (old_) {
+      ::setenv(name_.c_str(), old_->c_str(), 1);
+    } else {
+      ::unsetenv(name_.c_str());
+    }
+  }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  std::string name_;
+  std::optional<std::string> old_;
+};
+
+// A proxy named in the environment when the client is made is used, by libcurl's rules
+// (no_proxy included); without one the client tells libcurl there is none (it skips reading
+// the environment per request) and goes straight to the host.
+TEST_F(HttpClientTest, EnvironmentProxiesAreHonoured) {
+  ScopedEnv no_proxy("no_proxy", std::nullopt);
+  ScopedEnv no_proxy_upper("NO_PROXY", std::nullopt);
+  ScopedEnv all_proxy("all_proxy", std::nullopt);
+  ScopedEnv all_proxy_upper("ALL_PROXY", std::nullopt);
+  {
+    // Nothing listens on the proxy's port: a request that goes through it is refused.
+    ScopedEnv proxy("http_proxy", "http://127.0.0.1:" + std::to_string(testing::FreePort()));
+    {
+      HttpClient client;
+      auto result = HttpCallBlocking(client, Get("/api/orders/1234"));
+      ASSERT_FALSE(result.ok()) << "the environment's proxy was not used";
+      EXPECT_EQ(result.error().code, ErrorCode::kUpstreamUnavailable) << result.error().message;
+    }
+    {
+      ScopedEnv bypass("no_proxy", "127.0.0.1");
+      HttpClient client;
+      auto result = HttpCallBlocking(client, Get("/api/orders/1234"));
+      ASSERT_TRUE(result.ok()) << result.error().message;
+      EXPECT_EQ(result->status, 200);
+    }
+  }
+  {
+    ScopedEnv proxy("http_proxy", std::nullopt);
+    HttpClient client;
+    auto result = HttpCallBlocking(client, Get("/api/orders/1234"));
+    ASSERT_TRUE(result.ok()) << result.error().message;
+    EXPECT_EQ(result->status, 200);
+  }
 }
 
 TEST_F(HttpClientTest, PostSendsBodyAndHeaders) {

@@ -4,6 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
+#include <string>
+
 namespace wf::http_client_internal {
 namespace {
 
@@ -88,6 +91,22 @@ TEST(ResponseTooLargeTest, NamesTheLimit) {
   Error e = ResponseTooLarge("h:1", 1024);
   EXPECT_EQ(e.code, ErrorCode::kUpstreamError);
   EXPECT_EQ(e.message, "h:1: response exceeds 1024 bytes");
+}
+
+TEST(ProxyFromEnvironmentTest, OnlyAVariableLibcurlReadsForHttpOrHttpsCounts) {
+  auto with = [](std::map<std::string, std::string> env) {
+    return ProxyFromEnvironment([&env](const char* name) -> const char* {
+      auto it = env.find(name);
+      return it == env.end() ? nullptr : it->second.c_str();
+    });
+  };
+  EXPECT_FALSE(with({}));
+  for (const char* name : {"http_proxy", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"}) {
+    EXPECT_TRUE(with({{name, "http://proxy:3128"}})) << name;
+    EXPECT_FALSE(with({{name, ""}})) << name;  // set but empty: no proxy, as libcurl reads it
+  }
+  // libcurl never uses HTTP_PROXY (httpoxy), and no_proxy alone names no proxy.
+  EXPECT_FALSE(with({{"HTTP_PROXY", "http://proxy:3128"}, {"no_proxy", "*"}, {"NO_PROXY", "x"}}));
 }
 
 }  // namespace
