@@ -1,7 +1,6 @@
 #include "gateway/event_format.h"
 
 #include <charconv>
-#include <nlohmann/json.hpp>
 
 #include "codec/json_struct.h"
 #include "codec/json_text.h"
@@ -72,8 +71,7 @@ void AppendAnswer(std::string* out, const v1::Final& final, std::string_view req
   } else {
     Key(out, "parameters");
     if (final.has_parameters() && final.parameters().fields_size() > 0) {
-      out->append(StructToJson(final.parameters())
-                      .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+      AppendStructJson(out, final.parameters());
     } else {
       out->append("{}");
     }

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdint>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 
 #include "codec/json_limits.h"
@@ -25,27 +26,6 @@ Status FieldError(std::string_view field, std::string_view problem) {
   message.reserve(field.size() + problem.size() + 2);
   message.append(field).append(": ").append(problem);
   return Status(ErrorCode::kBadRequest, std::move(message));
-}
-
-const char* TypeName(const json& value) {
-  switch (value.type()) {
-    case json::value_t::null:
-      return "null";
-    case json::value_t::object:
-      return "an object";
-    case json::value_t::array:
-      return "an array";
-    case json::value_t::string:
-      return "a string";
-    case json::value_t::boolean:
-      return "a boolean";
-    case json::value_t::number_integer:
-    case json::value_t::number_unsigned:
-    case json::value_t::number_float:
-      return "a number";
-    default:
-      return "not a JSON value";
-  }
 }
 
 /// 2^53: beyond it not every integer is a double, and `parameters` travel as a
@@ -185,6 +165,37 @@ Inexact FindInexactNumber(std::string_view value, std::string* path, std::string
   }
 }
 
+/// The DOM type name of a validated JSON value, from its first character.
+const char* TypeNameOfText(std::string_view value) {
+  switch (value.empty() ? '\0' : value.front()) {
+    case 'n':
+      return "null";
+    case '{':
+      return "an object";
+    case '[':
+      return "an array";
+    case '"':
+      return "a string";
+    case 't':
+    case 'f':
+      return "a boolean";
+    default:
+      return "a number";
+  }
+}
+
+/// The error for a body nlohmann::json::parse rejects, with its position.
+Status InvalidJson(std::string_view body) {
+  std::string reason = "malformed";
+  try {
+    json ignored = json::parse(body);
+    (void)ignored;
+  } catch (const json::exception& e) {
+    reason = e.what();
+  }
+  return Status(ErrorCode::kInvalidJson, "body is not valid JSON: " + reason);
+}
+
 }  // namespace
 
 Status ParseQueryBody(std::string_view body, const GatewayConfig& limits, v1::QueryRequest* out) {
@@ -192,98 +203,106 @@ Status ParseQueryBody(std::string_view body, const GatewayConfig& limits, v1::Qu
     return Status(ErrorCode::kBadRequest,
                   "body: JSON nested deeper than " + std::to_string(kMaxQueryNesting) + " levels");
   }
-  json doc = json::parse(body, nullptr, /*allow_exceptions=*/false);
-  if (doc.is_discarded()) {
-    // Parse again with exceptions only on this (rare) path, for a message with the position.
-    std::string reason = "malformed";
-    try {
-      json ignored = json::parse(body);
-      (void)ignored;
-    } catch (const json::exception& e) {
-      reason = e.what();
-    }
-    return Status(ErrorCode::kInvalidJson, "body is not valid JSON: " + reason);
-  }
-  if (!doc.is_object()) {
+  // Validated once as nlohmann::json::parse would accept it, then read field by field from the
+  // text (json_scan): no DOM of the body. kMaxQueryNesting is below the scanner's own limit.
+  static_assert(kMaxQueryNesting <= static_cast<int>(json_scan::kMaxDepth));
+  if (json_scan::Validate(body) != json_scan::Verdict::kValid) return InvalidJson(body);
+  const std::string_view root = json_scan::RootValue(body);
+  if (root.front() != '{') {
     return Status(ErrorCode::kBadRequest,
-                  std::string("body must be a JSON object, not ") + TypeName(doc));
+                  std::string("body must be a JSON object, not ") + TypeNameOfText(root));
   }
 
-  json* message = nullptr;
-  json* session_id = nullptr;
-  json* user_id = nullptr;
-  json* parameters = nullptr;
-  for (auto it = doc.begin(); it != doc.end(); ++it) {
-    const std::string& key = it.key();
+  // The last of a repeated key counts, as in a DOM. Of several unknown keys the first in byte
+  // order is named, as iterating a DOM (a sorted map) names it.
+  std::optional<std::string_view> message;
+  std::optional<std::string_view> session_id;
+  std::optional<std::string_view> user_id;
+  std::optional<std::string_view> parameters;
+  std::optional<std::string> unknown;
+  std::string key;
+  json_scan::ForEachMember(root, [&](std::string_view quoted_key, std::string_view value) {
+    key.clear();
+    json_scan::AppendDecodedString(quoted_key, &key);
     if (key == "message") {
-      message = &it.value();
+      message = value;
     } else if (key == "session_id") {
-      session_id = &it.value();
+      session_id = value;
     } else if (key == "user_id") {
-      user_id = &it.value();
+      user_id = value;
     } else if (key == "parameters") {
-      parameters = &it.value();
-    } else {
-      std::string text = "unknown field ";
-      AppendJsonString(&text, Utf8Truncate(key, 64));
-      text.append(" (allowed: ").append(kAllowedFields).append(")");
-      return Status(ErrorCode::kBadRequest, std::move(text));
+      parameters = value;
+    } else if (!unknown || key < *unknown) {
+      unknown = key;
     }
+    return true;
+  });
+  if (unknown) {
+    std::string text = "unknown field ";
+    AppendJsonString(&text, Utf8Truncate(*unknown, 64));
+    text.append(" (allowed: ").append(kAllowedFields).append(")");
+    return Status(ErrorCode::kBadRequest, std::move(text));
   }
 
   // The JSON shape here; the values' rules (lengths, the session id's alphabet) are the wire
   // contract's, checked below by ValidateQueryRequest as for any publisher on `wf.query`.
-  if (message == nullptr) return FieldError("message", "required");
-  if (!message->is_string()) {
-    return FieldError("message", std::string("must be a string, not ") + TypeName(*message));
+  if (!message) return FieldError("message", "required");
+  if (message->front() != '"') {
+    return FieldError("message", std::string("must be a string, not ") + TypeNameOfText(*message));
   }
-  if (session_id == nullptr) return FieldError("session_id", "required");
-  if (!session_id->is_string()) {
-    return FieldError("session_id", std::string("must be a string, not ") + TypeName(*session_id));
+  if (!session_id) return FieldError("session_id", "required");
+  if (session_id->front() != '"') {
+    return FieldError("session_id",
+                      std::string("must be a string, not ") + TypeNameOfText(*session_id));
   }
-  if (user_id != nullptr && !user_id->is_null() && !user_id->is_string()) {
-    return FieldError("user_id", std::string("must be a string, not ") + TypeName(*user_id));
+  if (user_id && user_id->front() != 'n' && user_id->front() != '"') {
+    return FieldError("user_id", std::string("must be a string, not ") + TypeNameOfText(*user_id));
   }
-  if (parameters != nullptr && !parameters->is_null() && !parameters->is_object()) {
+  if (parameters && parameters->front() != 'n' && parameters->front() != '{') {
     return FieldError("parameters",
-                      std::string("must be a JSON object, not ") + TypeName(*parameters));
+                      std::string("must be a JSON object, not ") + TypeNameOfText(*parameters));
   }
-  if (parameters != nullptr && parameters->is_object()) {
-    // On the text: a double has lost what the check must see by the time the DOM holds it.
-    if (auto text = json_scan::FindMember(json_scan::RootValue(body), "parameters")) {
-      std::string path = "parameters";
-      std::string_view number;
-      switch (FindInexactNumber(*text, &path, &number)) {
-        case Inexact::kNo:
-          break;
-        case Inexact::kBeyondRange:
-          return FieldError(path,
-                            "number beyond ±2^53 (9007199254740992) cannot be passed exactly "
-                            "(parameters travel as double-precision numbers); send it as a "
-                            "string");
-        case Inexact::kLosesDigits: {
-          double value = 0;
-          (void)std::from_chars(number.data(), number.data() + number.size(), value);
-          std::string problem = "number ";
-          problem.append(Utf8Truncate(number, 48))
-              .append(
-                  " has more digits than a double-precision number carries (it would "
-                  "arrive as ")
-              .append(ShortestText(value))
-              .append("; parameters travel as doubles); send it as a string");
-          return FieldError(path, problem);
-        }
+  if (parameters && parameters->front() == '{') {
+    // On the text: a double has lost what the check must see by the time it holds the number.
+    std::string path = "parameters";
+    std::string_view number;
+    switch (FindInexactNumber(*parameters, &path, &number)) {
+      case Inexact::kNo:
+        break;
+      case Inexact::kBeyondRange:
+        return FieldError(path,
+                          "number beyond ±2^53 (9007199254740992) cannot be passed exactly "
+                          "(parameters travel as double-precision numbers); send it as a "
+                          "string");
+      case Inexact::kLosesDigits: {
+        double value = 0;
+        (void)std::from_chars(number.data(), number.data() + number.size(), value);
+        std::string problem = "number ";
+        problem.append(Utf8Truncate(number, 48))
+            .append(
+                " has more digits than a double-precision number carries (it would "
+                "arrive as ")
+            .append(ShortestText(value))
+            .append("; parameters travel as doubles); send it as a string");
+        return FieldError(path, problem);
       }
     }
   }
 
-  out->set_message(std::move(message->get_ref<std::string&>()));
-  out->set_session_id(std::move(session_id->get_ref<std::string&>()));
-  if (user_id != nullptr && user_id->is_string()) {
-    out->set_user_id(std::move(user_id->get_ref<std::string&>()));
+  std::string text;
+  json_scan::AppendDecodedString(*message, &text);
+  out->set_message(std::move(text));
+  text.clear();
+  json_scan::AppendDecodedString(*session_id, &text);
+  out->set_session_id(std::move(text));
+  if (user_id && user_id->front() == '"') {
+    text.clear();
+    json_scan::AppendDecodedString(*user_id, &text);
+    out->set_user_id(std::move(text));
   }
-  if (parameters != nullptr && parameters->is_object() && !parameters->empty()) {
-    *out->mutable_parameters() = JsonToStruct(*parameters);
+  if (parameters && parameters->front() == '{') {
+    google::protobuf::Struct fields = JsonTextToStruct(*parameters);
+    if (fields.fields_size() > 0) *out->mutable_parameters() = std::move(fields);
   }
   return ValidateQueryRequest(*out, limits);
 }

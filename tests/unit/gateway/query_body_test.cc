@@ -3,8 +3,14 @@
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 #include <string>
+#include <vector>
+
+#include "codec/json_struct.h"
+#include "codec/json_text.h"
+#include "protocol/query_rules.h"
 
 namespace wf {
 namespace {
@@ -256,6 +262,166 @@ TEST(QueryBody, FuzzedBodiesNeverCrash) {
     }
   }
   EXPECT_GT(accepted, 0);
+}
+
+/// The reading a DOM gives, by the rules of query_body.h, for the differential test below: the
+/// parser reads the text without building a DOM and must decide every body exactly as this does.
+struct DomReading {
+  std::optional<Error> error;  ///< set: the body is refused with exactly this
+  v1::QueryRequest request;    ///< otherwise: what it carries (then ValidateQueryRequest decides)
+};
+
+const char* DomTypeName(const json& value) {
+  if (value.is_null()) return "null";
+  if (value.is_object()) return "an object";
+  if (value.is_array()) return "an array";
+  if (value.is_string()) return "a string";
+  if (value.is_boolean()) return "a boolean";
+  return "a number";
+}
+
+DomReading ReadWithDom(const std::string& body) {
+  DomReading r;
+  auto refuse = [&](ErrorCode code, std::string message) {
+    r.error = Error{code, std::move(message)};
+    return r;
+  };
+  json doc = json::parse(body, nullptr, false);
+  if (doc.is_discarded()) {
+    try {
+      json ignored = json::parse(body);
+      (void)ignored;
+    } catch (const json::exception& e) {
+      return refuse(ErrorCode::kInvalidJson, std::string("body is not valid JSON: ") + e.what());
+    }
+  }
+  if (!doc.is_object()) {
+    return refuse(ErrorCode::kBadRequest,
+                  std::string("body must be a JSON object, not ") + DomTypeName(doc));
+  }
+  for (const auto& [key, value] : doc.items()) {  // in key order
+    if (key != "message" && key != "session_id" && key != "user_id" && key != "parameters") {
+      std::string text = "unknown field ";
+      AppendJsonString(&text, key);
+      return refuse(ErrorCode::kBadRequest,
+                    text + " (allowed: message, session_id, user_id, parameters)");
+    }
+  }
+  auto field = [&](const char* name) { return doc.contains(name) ? &doc[name] : nullptr; };
+  const json* message = field("message");
+  const json* session_id = field("session_id");
+  const json* user_id = field("user_id");
+  const json* parameters = field("parameters");
+  if (message == nullptr) return refuse(ErrorCode::kBadRequest, "message: required");
+  if (!message->is_string()) {
+    return refuse(ErrorCode::kBadRequest,
+                  std::string("message: must be a string, not ") + DomTypeName(*message));
+  }
+  if (session_id == nullptr) return refuse(ErrorCode::kBadRequest, "session_id: required");
+  if (!session_id->is_string()) {
+    return refuse(ErrorCode::kBadRequest,
+                  std::string("session_id: must be a string, not ") + DomTypeName(*session_id));
+  }
+  if (user_id != nullptr && !user_id->is_null() && !user_id->is_string()) {
+    return refuse(ErrorCode::kBadRequest,
+                  std::string("user_id: must be a string, not ") + DomTypeName(*user_id));
+  }
+  if (parameters != nullptr && !parameters->is_null() && !parameters->is_object()) {
+    return refuse(ErrorCode::kBadRequest, std::string("parameters: must be a JSON object, not ") +
+                                              DomTypeName(*parameters));
+  }
+  r.request.set_message(message->get<std::string>());
+  r.request.set_session_id(session_id->get<std::string>());
+  if (user_id != nullptr && user_id->is_string())
+    r.request.set_user_id(user_id->get<std::string>());
+  if (parameters != nullptr && parameters->is_object() && !parameters->empty()) {
+    *r.request.mutable_parameters() = JsonToStruct(*parameters);
+  }
+  return r;
+}
+
+// Bodies built from the four fields, unknown and repeated keys, escaped keys, every JSON type
+// in every place, and random byte edits: each is decided as the DOM reading decides it, to the
+// byte of the error message, and an accepted body carries the same request.
+TEST(QueryBody, DecidesEveryBodyAsADomReadingWould) {
+  std::mt19937 rng(20261127);
+  auto pick = [&](std::size_t n) {
+    return std::uniform_int_distribution<std::size_t>(0, n - 1)(rng);
+  };
+  const std::vector<std::string> keys = {
+      R"("message")", R"("session_id")", R"("user_id")", R"("parameters")", R"("mess\u0061ge")",
+      R"("extra")",   R"("Message")",    R"("")",        R"("zz")",         R"("a\"b")"};
+  const std::vector<std::string> values = {
+      R"("hi there")",
+      R"("s-1")",
+      R"("")",
+      R"("caf\u00e9 \n")",
+      R"("bad id!")",
+      "null",
+      "true",
+      "0",
+      "-0",
+      "1.5",
+      "9007199254740993",
+      "[]",
+      "[1, \"a\"]",
+      "{}",
+      R"({"days": 3, "k": "v", "k": -0, "deep": {"x": [null, 2.5e-3]}})",
+      R"({"n": 0.1})",
+      R"({"big": 123456789012345678})",
+      R"({"a": {"b": {"c": 1}}})",
+      R"("查询订单 42")"};
+  int accepted = 0;
+  for (int round = 0; round < 4000; ++round) {
+    std::string body;
+    if (pick(10) == 0) {
+      body = values[pick(values.size())];  // not an object
+    } else {
+      body = "{";
+      const bool valid_first = pick(2) == 0;
+      if (valid_first) body += R"("message": "check order 1234", "session_id": "s1")";
+      for (std::size_t n = pick(5); n > 0; --n) {
+        if (body.size() > 1) body += ", ";
+        body += keys[pick(keys.size())] + ": " + values[pick(values.size())];
+      }
+      body += "}";
+    }
+    for (std::size_t edits = pick(6) == 0 ? 1 + pick(3) : 0; edits > 0; --edits) {
+      const std::size_t at = pick(body.size() + 1);
+      const char byte = "{}[]\":,\\ a0-.e\x01\xff"[pick(16)];
+      if (pick(2) == 0 || at == body.size()) {
+        body.insert(at, 1, byte);
+      } else {
+        body[at] = byte;
+      }
+    }
+    const DomReading want = ReadWithDom(body);
+    v1::QueryRequest got;
+    const Status status = ParseQueryBody(body, GatewayConfig{}, &got);
+    if (want.error) {
+      ASSERT_FALSE(status.ok()) << body;
+      EXPECT_EQ(status.error().code, want.error->code) << body;
+      ASSERT_EQ(status.error().message, want.error->message) << body;
+      continue;
+    }
+    const Status rules = ValidateQueryRequest(want.request, GatewayConfig{});
+    if (!status.ok() && status.error().message.rfind("parameters", 0) == 0 &&
+        status.error().message.find("number") != std::string::npos) {
+      continue;  // a number the worker would not get exactly: checked on the text, tested above
+    }
+    ASSERT_EQ(status.ok(), rules.ok()) << body << (status.ok() ? "" : status.error().message);
+    if (!status.ok()) {
+      EXPECT_EQ(status.error().message, rules.error().message) << body;
+      continue;
+    }
+    ++accepted;
+    EXPECT_EQ(got.message(), want.request.message()) << body;
+    EXPECT_EQ(got.session_id(), want.request.session_id()) << body;
+    EXPECT_EQ(got.user_id(), want.request.user_id()) << body;
+    ASSERT_EQ(got.has_parameters(), want.request.has_parameters()) << body;
+    EXPECT_EQ(got.parameters().DebugString(), want.request.parameters().DebugString()) << body;
+  }
+  EXPECT_GT(accepted, 100);
 }
 
 }  // namespace
