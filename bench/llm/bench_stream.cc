@@ -79,6 +79,39 @@ void BM_ApplyData_Answer(benchmark::State& state) {
 }
 BENCHMARK(BM_ApplyData_Answer);
 
+/// A tool call streamed as OpenAI streams one: a chunk with the call's id and name, then its
+/// arguments a few characters per chunk (`{"city": "Paris", "unit": "celsius"}` in 12 pieces),
+/// then the finish chunk.
+void BM_ApplyData_ToolCallStream(benchmark::State& state) {
+  std::vector<std::string> chunks;
+  chunks.push_back(Chunk(
+      R"({"role":"assistant","content":null,"tool_calls":[{"index":0,"id":"call_Q3xVb1","type":)"
+      R"("function","function":{"name":"weather","arguments":""}}]})",
+      "null"));
+  for (const char* piece : {R"({\")", R"(city)", R"(\":)", R"( \")", R"(Par)", R"(is)", R"(\",)",
+                            R"( \")", R"(unit)", R"(\":)", R"( \"cel)", R"(sius\"})"}) {
+    chunks.push_back(Chunk(
+        std::string(R"({"tool_calls":[{"index":0,"function":{"arguments":")") + piece + R"("}}]})",
+        "null"));
+  }
+  chunks.push_back(Chunk("{}", R"("tool_calls")"));
+  for (auto _ : state) {
+    ChatStreamAssembler assembler;
+    for (const std::string& chunk : chunks) {
+      Status st = assembler.ApplyData(chunk, nullptr);
+      benchmark::DoNotOptimize(st);
+    }
+    ChatOutcome outcome = assembler.Finish(nullptr);
+    if (outcome.tool_calls.size() != 1 ||
+        outcome.tool_calls[0].arguments_json() != R"({"city": "Paris", "unit": "celsius"})") {
+      state.SkipWithError("the call was not assembled");
+    }
+    benchmark::DoNotOptimize(outcome);
+  }
+  state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(chunks.size()));
+}
+BENCHMARK(BM_ApplyData_ToolCallStream);
+
 /// The answer's SSE body (`data: ...` events, then `data: [DONE]`) split into events.
 void BM_SseParser_Answer(benchmark::State& state) {
   std::string body;

@@ -73,6 +73,29 @@ std::uint32_t ScannedCount(std::string_view value) {
 
 }  // namespace
 
+bool ChatStreamAssembler::ScanToolCallDelta(std::string_view call, ToolCallDelta& out) {
+  const auto [index, id, function] = Members(call, {"index", "id", "function"});
+  if (IsNumber(index) && index.find_first_of(".eE") == std::string_view::npos) {
+    // An integer: nlohmann reads one beyond long long as unsigned or a double; leave those to it.
+    const auto [end, ec] = std::from_chars(index.data(), index.data() + index.size(), out.index);
+    if (ec != std::errc() || end != index.data() + index.size()) return false;
+    out.has_index = true;
+  }
+  if (IsNumber(id)) return false;  // AsString prints integers; rare enough for the DOM
+  if (IsString(id)) json_scan::AppendDecodedString(id, &out.id);
+  if (!IsObject(function)) return true;
+  out.has_function = true;
+  const auto [name, arguments] = Members(function, {"name", "arguments"});
+  if (IsString(name)) {
+    out.has_name = true;
+    json_scan::AppendDecodedString(name, &out.name);
+  }
+  if (IsObject(arguments)) return false;  // its dump() is the DOM's
+  out.has_arguments = !arguments.empty();
+  if (IsString(arguments)) json_scan::AppendDecodedString(arguments, &out.arguments);
+  return true;
+}
+
 bool ChatStreamAssembler::ScanPlainChunk(std::string_view data, std::vector<ScannedStep>& steps) {
   if (json_scan::Validate(data) != json_scan::Verdict::kValid) return false;
   const std::string_view root = json_scan::RootValue(data);
@@ -96,15 +119,21 @@ bool ChatStreamAssembler::ScanPlainChunk(std::string_view data, std::vector<Scan
     }
     const auto [content, refusal, tool_calls] =
         Members(delta, {"content", "refusal", "tool_calls"});
-    if (IsArray(tool_calls)) {
-      plain = false;
-      return false;
-    }
     for (std::string_view text : {content, refusal}) {
       if (!IsString(text)) continue;
       ScannedStep& step = steps.emplace_back();
       step.kind = ScannedStep::kContent;
       json_scan::AppendDecodedString(text, &step.text);
+    }
+    if (IsArray(tool_calls)) {
+      json_scan::ForEachElement(tool_calls, [&](std::string_view call) {
+        if (!IsObject(call)) return true;  // skipped, as ApplyDelta skips it
+        ScannedStep& step = steps.emplace_back();
+        step.kind = ScannedStep::kToolCall;
+        plain = ScanToolCallDelta(call, step.call);
+        return plain;
+      });
+      if (!plain) return false;
     }
     if (IsString(finish_reason)) {
       ScannedStep& step = steps.emplace_back();
@@ -131,6 +160,9 @@ Status ChatStreamAssembler::ApplyData(std::string_view data, const TokenFn& on_t
           break;
         case ScannedStep::kFinishReason:
           finish_reason_ = std::move(step.text);
+          break;
+        case ScannedStep::kToolCall:
+          if (Status st = ApplyToolCallDelta(step.call); !st.ok()) return st;
           break;
       }
     }
@@ -212,19 +244,41 @@ Status ChatStreamAssembler::ApplyDelta(const nlohmann::json& delta, const TokenF
   if (calls != delta.end() && calls->is_array()) {
     for (const auto& call : *calls) {
       if (!call.is_object()) continue;
-      if (Status st = ApplyToolCallDelta(call); !st.ok()) return st;
+      ToolCallDelta fields;
+      if (auto idx = call.find("index"); idx != call.end() && idx->is_number_integer()) {
+        fields.has_index = true;
+        fields.index = idx->get<long long>();
+      }
+      if (auto id = call.find("id"); id != call.end()) fields.id = AsString(*id);
+      if (auto fn = call.find("function"); fn != call.end() && fn->is_object()) {
+        fields.has_function = true;
+        if (auto name = fn->find("name"); name != fn->end() && name->is_string()) {
+          fields.has_name = true;
+          fields.name = name->get<std::string>();
+        }
+        if (auto args = fn->find("arguments"); args != fn->end()) {
+          fields.has_arguments = true;
+          if (args->is_string()) {
+            fields.arguments = args->get<std::string>();
+          } else if (args->is_object()) {
+            fields.arguments = args->dump();  // some servers send the arguments as an object
+          }
+        }
+      }
+      if (Status st = ApplyToolCallDelta(fields); !st.ok()) return st;
     }
   }
   return Status::Ok();
 }
 
-Status ChatStreamAssembler::ApplyToolCallDelta(const nlohmann::json& delta) {
-  const std::string id = delta.contains("id") ? AsString(delta["id"]) : std::string();
+Status ChatStreamAssembler::ApplyToolCallDelta(const ToolCallDelta& delta) {
+  const std::string& id = delta.id;
   std::size_t pos = calls_.size();
-  auto idx = delta.find("index");
-  if (idx != delta.end() && idx->is_number_integer()) {
-    const long long index = idx->get<long long>();
-    if (index < 0 || index > 1024) return Status(ErrorCode::kLlmError, "LLM tool call index out of range");
+  if (delta.has_index) {
+    const long long index = delta.index;
+    if (index < 0 || index > 1024) {
+      return Status(ErrorCode::kLlmError, "LLM tool call index out of range");
+    }
     for (std::size_t i = 0; i < calls_.size(); ++i) {
       if (calls_[i].index == index) pos = i;  // the latest call with that index
     }
@@ -245,24 +299,14 @@ Status ChatStreamAssembler::ApplyToolCallDelta(const nlohmann::json& delta) {
   PendingCall& call = calls_[pos];
   produced_output_ = true;
   if (call.id.empty() && !id.empty()) call.id = id;
-  auto fn = delta.find("function");
-  if (fn == delta.end() || !fn->is_object()) return Status::Ok();
-  if (auto name = fn->find("name"); name != fn->end() && name->is_string() && call.name.empty()) {
-    call.name = name->get<std::string>();
-  }
-  auto args = fn->find("arguments");
-  if (args != fn->end()) {
-    std::string piece;
-    if (args->is_string()) {
-      piece = args->get<std::string>();
-    } else if (args->is_object()) {
-      piece = args->dump();  // some servers send the arguments as an object
-    }
-    tool_bytes_ += piece.size();
+  if (!delta.has_function) return Status::Ok();
+  if (delta.has_name && call.name.empty()) call.name = delta.name;
+  if (delta.has_arguments) {
+    tool_bytes_ += delta.arguments.size();
     if (tool_bytes_ > max_bytes_) {
       return Status(ErrorCode::kTooLarge, "LLM tool call arguments exceed the size limit");
     }
-    call.arguments += piece;
+    call.arguments += delta.arguments;
   }
   return Status::Ok();
 }

@@ -66,19 +66,35 @@ class ChatStreamAssembler {
     std::string arguments;
   };
 
+  /// What a tool call delta (an element of `delta.tool_calls`) says, however it was read.
+  struct ToolCallDelta {
+    bool has_index = false;  ///< `index` is an integer
+    long long index = 0;
+    std::string id;             ///< `id` as AsString reads it; empty when absent
+    bool has_function = false;  ///< `function` is an object
+    bool has_name = false;      ///< `function.name` is a string
+    std::string name;
+    bool has_arguments = false;  ///< `function.arguments` is present
+    std::string arguments;       ///< its string, or an object's JSON text; else empty
+  };
   /// A step of a chunk read by ScanPlainChunk, in the order ApplyChunk would take it.
   struct ScannedStep {
-    enum Kind { kUsage, kContent, kFinishReason } kind = kContent;
+    enum Kind { kUsage, kContent, kFinishReason, kToolCall } kind = kContent;
     std::string text;  ///< kContent, kFinishReason
     std::uint32_t prompt_tokens = 0, completion_tokens = 0, total_tokens = 0;  ///< kUsage
+    ToolCallDelta call;                                                        ///< kToolCall
   };
   /// Reads a chunk of the common shape (valid JSON within the nesting limit; an object with no
-  /// `error` but null, and no choice with a `tool_calls` array or a numeric `index` other than
-  /// `0`) into `steps`, without a DOM. False for any other chunk, and then `steps` is to be
-  /// ignored: ApplyChunk reads it.
+  /// `error` but null, and no choice with a numeric `index` other than `0`; tool call deltas
+  /// whose `index` is absent or an integer within long long, whose `id` is not a number and
+  /// whose arguments are not an object) into `steps`, without a DOM. False for any other
+  /// chunk, and then `steps` is to be ignored: ApplyChunk reads it.
   static bool ScanPlainChunk(std::string_view data, std::vector<ScannedStep>& steps);
+  /// One tool call delta (a validated object) into `out`; false for one ScanPlainChunk leaves
+  /// to the DOM (see above).
+  static bool ScanToolCallDelta(std::string_view call, ToolCallDelta& out);
   Status ApplyDelta(const nlohmann::json& delta, const TokenFn& on_token);
-  Status ApplyToolCallDelta(const nlohmann::json& delta);
+  Status ApplyToolCallDelta(const ToolCallDelta& delta);
   Status AppendContent(std::string_view text, const TokenFn& on_token);
   void ApplyUsage(const nlohmann::json& usage);
   void SetUsage(std::uint32_t prompt, std::uint32_t completion, std::uint32_t total);
