@@ -771,5 +771,101 @@ TEST(HeavyWorkerTest, TurnsStillStartWhileStoresWaitOnASlowPostgres) {
   EXPECT_TRUE(Eventually([&] { return HeavyMetric(s, 0, "wf_heavy_turns_storing") == 0; }));
 }
 
+// Session requests have a thread of their own: DELETEs stuck on PostgreSQL (their sessions'
+// rows locked) hold up other session requests, never a turn's start. They used to run on the
+// turn executor, so four stuck DELETEs stopped every turn of the process from starting. The
+// requests waiting for the session thread are bounded: past 256 the rest are refused at once
+// with `unavailable` (an answer, never silence), and the held ones are answered once
+// PostgreSQL is free again.
+TEST(HeavyWorkerTest, SessionRequestsStuckOnPostgresNeverHoldUpTurns) {
+  Stack s;
+  HeavyClient c(s);
+  constexpr int kStuck = 6;  // more than wf-heavy's turn executor threads
+  for (int i = 0; i < kStuck; ++i) {
+    const std::string id = "stuck-warm-" + std::to_string(i);
+    c.Send(id, "stuck-" + std::to_string(i), "hello");
+    auto end = c.Terminal(id);
+    ASSERT_TRUE(end && end->has_final()) << (end ? end->DebugString() : "") << s.Logs();
+  }
+  pqxx::connection pg(s.pg_.url());
+  auto locker = std::make_unique<pqxx::work>(pg);
+  ASSERT_EQ(
+      locker->exec("SELECT 1 FROM sessions WHERE session_id LIKE 'stuck-%' FOR UPDATE").size(),
+      kStuck);
+
+  // DELETEs of the locked sessions, then many more of one of them, all at once; replies
+  // gathered on one inbox.
+  constexpr int kRequests = 300;
+  std::mutex mu;
+  std::map<std::string, wf::v1::SessionReply> replies;  // by request number
+  const std::string inbox = NatsConnection::NewInbox();
+  auto sub = c.conn().Subscribe(inbox + ".*", [&](const NatsMsgView& m) {
+    wf::v1::SessionReply reply;
+    reply.ParseFromString(std::string(m.data()));
+    std::lock_guard lock(mu);
+    replies[std::string(m.subject().substr(inbox.size() + 1))] = reply;
+  });
+  ASSERT_TRUE(sub.ok()) << sub.error().message;
+  for (int i = 0; i < kRequests; ++i) {
+    wf::v1::SessionRequest request;
+    request.set_session_id("stuck-" + std::to_string(i < kStuck ? i : 0));
+    ASSERT_TRUE(c.conn()
+                    .Publish("wf.session.delete", request.SerializeAsString(),
+                             inbox + "." + std::to_string(i))
+                    .ok());
+  }
+  auto refused = [&] {  // by the bound (not, say, a PostgreSQL timeout)
+    std::lock_guard lock(mu);
+    int n = 0;
+    for (const auto& [id, reply] : replies) {
+      if (reply.has_error() && reply.error().code() == "unavailable" &&
+          reply.error().message().find("too many session requests") != std::string::npos) {
+        ++n;
+      }
+    }
+    return n;
+  };
+  // One DELETE runs (and waits on its row) and 256 wait for the session thread; the rest are
+  // refused at once (one more if the thread had not yet taken the first when the rest came).
+  ASSERT_TRUE(Eventually([&] { return refused() >= kRequests - 1 - 256; }))
+      << refused() << " refused" << s.Logs();
+  std::this_thread::sleep_for(milliseconds(200));  // any last refusal
+  const int refused_now = refused();
+  EXPECT_TRUE(refused_now == kRequests - 1 - 256 || refused_now == kRequests - 256) << refused_now;
+  {
+    std::lock_guard lock(mu);
+    EXPECT_EQ(replies.size(), static_cast<std::size_t>(refused_now))
+        << "a session request was answered while PostgreSQL held every one";
+  }
+
+  // Meanwhile turns start and stream: a warm session's (Redis) and a new one's (PostgreSQL).
+  c.Send("stuck-hot", "stuck-1", "please recall", 0, /*stream=*/true);
+  c.Send("stuck-fresh", "stuck-fresh", "please recall", 0, /*stream=*/true);
+  EXPECT_TRUE(c.WaitToken("stuck-hot", milliseconds(5000))) << s.Logs();
+  EXPECT_TRUE(c.WaitToken("stuck-fresh", milliseconds(5000))) << s.Logs();
+  auto fresh = c.Terminal("stuck-fresh", milliseconds(10000));
+  ASSERT_TRUE(fresh && fresh->has_final()) << (fresh ? fresh->DebugString() : "") << s.Logs();
+
+  // PostgreSQL free again: every held request is answered; the locked sessions are deleted.
+  locker->abort();
+  ASSERT_TRUE(Eventually(
+      [&] {
+        std::lock_guard lock(mu);
+        return replies.size() == static_cast<std::size_t>(kRequests);
+      },
+      seconds(30)))
+      << replies.size() << s.Logs();
+  std::lock_guard lock(mu);
+  int deleted = 0;
+  for (const auto& [id, reply] : replies) {
+    if (reply.has_ack() && reply.ack().deleted()) ++deleted;
+  }
+  EXPECT_EQ(deleted, kStuck) << "each locked session deleted once";
+  for (int i = 0; i < kStuck; ++i) {
+    if (i == 1) continue;  // the "please recall" turn may have been stored after its delete
+    EXPECT_EQ(GetSession(c, "stuck-" + std::to_string(i)).error().code(), "session_not_found");
+  }
+}
+
 }  // namespace
 }  // namespace wf::testing

@@ -233,6 +233,7 @@ Result<std::unique_ptr<HeavyWorker>> HeavyWorker::Start(std::shared_ptr<const Co
 
 Status HeavyWorker::Setup() {
   executor_ = std::make_unique<ThreadPoolExecutor>(std::max(1, options_.executor_threads));
+  session_executor_ = std::make_unique<ThreadPoolExecutor>(std::max(1, options_.session_threads));
   store_executor_ = std::make_unique<ThreadPoolExecutor>(std::max(1, options_.store_threads));
   lease_executor_ = std::make_unique<ThreadPoolExecutor>(1);
   tools_ = std::make_unique<NatsToolRunner>(conn_, timer_, prefix_);
@@ -921,8 +922,21 @@ void HeavyWorker::OnCancel(const NatsMsgView& msg) {
 void HeavyWorker::OnSessionRequest(const NatsMsgView& msg, bool del) {
   std::string reply(msg.reply());
   if (reply.empty()) return;
+  if (session_requests_queued_.fetch_add(1, std::memory_order_relaxed) >=
+      std::max(1, options_.max_queued_session_requests)) {
+    session_requests_queued_.fetch_sub(1, std::memory_order_relaxed);
+    wf::v1::SessionReply out;
+    out.mutable_error()->set_code(std::string(WireName(ErrorCode::kUnavailable)));
+    out.mutable_error()->set_message("too many session requests waiting here; retry shortly");
+    session_stats_->Record(std::chrono::nanoseconds(0), out.error().message());
+    if (Status sent = conn_.Publish(reply, out.SerializeAsString()); !sent.ok()) {
+      spdlog::warn("session request refusal not published: {}", sent.error().message);
+    }
+    return;
+  }
   std::string data(msg.data());
-  executor_->Post([this, reply, data, del] {
+  session_executor_->Post([this, reply, data, del] {
+    session_requests_queued_.fetch_sub(1, std::memory_order_relaxed);
     auto started = Clock::now();
     wf::v1::SessionRequest request;
     wf::v1::SessionReply out;
@@ -1057,8 +1071,9 @@ void HeavyWorker::Shutdown(std::chrono::milliseconds grace) {
   }
   subs_.clear();
   if (service_) service_->Stop();
-  executor_.reset();        // runs what was queued (which may post stores), then joins
-  store_executor_.reset();  // then the stores
+  executor_.reset();          // runs what was queued (which may post stores), then joins
+  session_executor_.reset();  // session requests already taken are answered
+  store_executor_.reset();    // then the stores
   lease_executor_.reset();
   for (natsSubscription** sub : {&query_sub_, &history_sub_}) {
     if (*sub) {

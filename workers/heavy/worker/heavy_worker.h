@@ -33,8 +33,9 @@ namespace wf {
 /// `<prefix>.cancel.<request_id>`, and `$SRV.*` discovery as service "heavy".
 ///
 /// Threads: one fetch thread per consumer (blocking JetStream fetch); an executor pool that
-/// starts turns (session lock, history), runs the agent's later rounds and answers session
-/// requests; a store pool that stores finished turns and WF_HISTORY records (PostgreSQL, then
+/// starts turns (session lock, history) and runs the agent's later rounds; a session pool that
+/// answers session requests (GET and DELETE of a history), so that a burst of them never delays
+/// a turn; a store pool that stores finished turns and WF_HISTORY records (PostgreSQL, then
 /// Redis) on fewer threads than there are PostgreSQL connections, so a PostgreSQL slow to write
 /// holds up stores but not turn starts; NATS delivery threads for cancel/session requests (which
 /// only post work); curl and timer threads driving the agent loop.
@@ -42,7 +43,12 @@ class HeavyWorker {
  public:
   struct Options {
     int concurrency = 64;      ///< Turns in flight in this process.
-    int executor_threads = 4;  ///< Threads starting turns and answering session requests.
+    int executor_threads = 4;  ///< Threads starting turns and running agent rounds.
+    /// Threads answering session requests (wf.session.get / .delete).
+    int session_threads = 1;
+    /// Session requests waiting for a session thread at most; more are refused at once with
+    /// `unavailable` (the NATS subscription's own limits do not bound what was handed over).
+    int max_queued_session_requests = 256;
     /// Threads storing finished turns and flow-turn records. Fewer than the session store's
     /// PostgreSQL connections, so stores waiting on PostgreSQL never take the last connection
     /// a turn start needs to read a history.
@@ -144,7 +150,9 @@ class HeavyWorker {
   Options options_;
   std::string prefix_;
   std::unique_ptr<JetStream> js_;
-  std::unique_ptr<ThreadPoolExecutor> executor_;        ///< Turn starts, agent rounds, sessions.
+  std::unique_ptr<ThreadPoolExecutor> executor_;          ///< Turn starts, agent rounds.
+  std::unique_ptr<ThreadPoolExecutor> session_executor_;  ///< Session GET and DELETE.
+  std::atomic<int> session_requests_queued_{0};           ///< Posted, not yet started.
   std::unique_ptr<ThreadPoolExecutor> store_executor_;  ///< FinishTurn, WF_HISTORY records.
   std::unique_ptr<ThreadPoolExecutor> lease_executor_;  ///< Lock renewals only (Redis).
   std::unique_ptr<NatsToolRunner> tools_;
