@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cstddef>
 #include <iostream>
 
 #include "admin_http/admin_server.h"
@@ -90,7 +91,9 @@ int main(int argc, char** argv) {
 
   wf::HeavyWorker::Options options;
   options.concurrency = static_cast<int>(concurrency);
-  options.store_threads = static_cast<int>(std::max<std::size_t>(1, store_options.pg_pool - 1));
+  // Stores and session requests together leave one PostgreSQL connection for turn starts.
+  options.store_threads = static_cast<int>(std::max<std::ptrdiff_t>(
+      1, static_cast<std::ptrdiff_t>(store_options.pg_pool) - 1 - options.session_threads));
   options.ack_wait = std::chrono::milliseconds(ack_wait_ms);
   options.in_progress_every = options.ack_wait / 3;
   auto worker = wf::HeavyWorker::Start(config, **conn, **store, llm, timer, options);

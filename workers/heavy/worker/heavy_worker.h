@@ -49,9 +49,9 @@ class HeavyWorker {
     /// Session requests waiting for a session thread at most; more are refused at once with
     /// `unavailable` (the NATS subscription's own limits do not bound what was handed over).
     int max_queued_session_requests = 256;
-    /// Threads storing finished turns and flow-turn records. Fewer than the session store's
-    /// PostgreSQL connections, so stores waiting on PostgreSQL never take the last connection
-    /// a turn start needs to read a history.
+    /// Threads storing finished turns and flow-turn records. With the session threads, fewer
+    /// than the session store's PostgreSQL connections, so stores and session requests waiting
+    /// on PostgreSQL never take the last connection a turn start needs to read a history.
     int store_threads = 3;
     std::chrono::milliseconds ack_wait{30000};
     int max_deliver = 3;
