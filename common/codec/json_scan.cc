@@ -1,5 +1,6 @@
 #include "codec/json_scan.h"
 
+#include <bit>
 #include <charconv>
 #include <cmath>
 #include <cstdint>
@@ -40,6 +41,28 @@ const Byte* ScanString(const Byte* p, const Byte* end) {
   if (p == end || *p != '"') return nullptr;
   ++p;
   while (p < end) {
+    // Plain ASCII (no quote, backslash, control byte or byte of 0x80 and above), eight bytes at
+    // a time: the lowest flagged byte of `special` is the first one the loop below must see.
+    constexpr std::uint64_t kOnes = 0x0101010101010101ULL;
+    constexpr std::uint64_t kHigh = 0x8080808080808080ULL;
+    while (end - p >= 8) {
+      std::uint64_t w;
+      std::memcpy(&w, p, sizeof w);
+      const std::uint64_t quote = w ^ (kOnes * '"');
+      const std::uint64_t backslash = w ^ (kOnes * '\\');
+      const std::uint64_t special = (((w - kOnes * 0x20) & ~w) | ((quote - kOnes) & ~quote) |
+                                     ((backslash - kOnes) & ~backslash) | w) &
+                                    kHigh;
+      if (special == 0) {
+        p += 8;
+        continue;
+      }
+      if constexpr (std::endian::native == std::endian::little) {
+        p += std::countr_zero(special) / 8;
+      }
+      break;
+    }
+    if (p == end) break;
     const Byte c = *p;
     if (c == '"') return p + 1;
     if (c < 0x20) return nullptr;

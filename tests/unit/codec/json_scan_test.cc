@@ -123,6 +123,36 @@ TEST(JsonScanTest, AgreesWithNlohmannOnHandPickedTexts) {
   }
 }
 
+// Strings are read eight plain bytes at a time: every kind of byte that ends such a run (a
+// quote, a backslash escape, a control byte, UTF-8 lead and continuation bytes, invalid bytes)
+// at every offset of strings up to 40 bytes long, at every alignment, is judged as nlohmann
+// judges it, and a valid string's member is found with its exact text.
+TEST(JsonScanTest, EveryByteAtEveryOffsetOfAStringIsJudgedLikeNlohmann) {
+  const std::vector<std::string> specials = {
+      "\"",   "\\\"", "\\\\", "\\n",         "\\u00e9",  "\\ud83d\\ude00", "\\x",
+      "\\",   "\x01", "\x1f", "\x7f",        "\xc3\xa9", "\xe4\xbd\xa0",   "\xf0\x9f\x98\x80",
+      "\xc3", "\x80", "\xff", "\xed\xa0\x80"};
+  for (std::size_t prefix = 0; prefix < 8; ++prefix) {
+    for (std::size_t length = 0; length <= 40; ++length) {
+      for (std::size_t at = 0; at <= length; ++at) {
+        for (const std::string& special : specials) {
+          std::string text = std::string(prefix, ' ') + "{\"k\": \"";
+          const std::size_t value_start = text.size() - 1;
+          text += std::string(at, 'a') + special + std::string(length - at, 'b') + "\"}";
+          ASSERT_EQ(Validate(text), Reference(text)) << text;
+          if (Validate(text) == Verdict::kValid) {
+            const auto member = FindMember(RootValue(text), "k");
+            ASSERT_TRUE(member) << text;
+            EXPECT_EQ(*member, std::string_view(text).substr(value_start, member->size()));
+            EXPECT_EQ(member->back(), '"') << text;
+            EXPECT_EQ(ScanValueText(*member), Json::parse(text)["k"].get<std::string>()) << text;
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST(JsonScanTest, DeepNestingIsLeftToADomParser) {
   const auto nested = [](std::size_t open, std::size_t close) {
     return std::string(open, '[') + "1" + std::string(close, ']');
