@@ -81,6 +81,27 @@ bool ForEachElement(std::string_view array, Visit&& visit) {
       &visit);
 }
 
+/// In a validated value: the members `names` of `object` found in one walk (FindMember walks
+/// the whole object for each name, as the last of a repeated key wins): `values[i]` becomes the
+/// value text of `names[i]`, and stays as it was for a name the object lacks. The names must be
+/// distinct and `values` at least as long. Returns false when `object` is not an object.
+/// `names`: any range of things convertible to std::string_view. No allocation unless a key
+/// has escapes.
+template <class Names>
+bool FindMembers(std::string_view object, const Names& names, std::string_view* values) {
+  return ForEachMember(object, [&](std::string_view key, std::string_view value) {
+    std::size_t i = 0;
+    for (const auto& name : names) {
+      if (KeyIs(key, name)) {
+        values[i] = value;
+        break;  // the names are distinct: no other can match
+      }
+      ++i;
+    }
+    return true;
+  });
+}
+
 /// Appends the decoded text of a validated string value (with its quotes) to `out`.
 void AppendDecodedString(std::string_view string_value, std::string* out);
 

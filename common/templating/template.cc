@@ -382,9 +382,9 @@ std::optional<std::string> ResponseTemplate::RenderAtMost(const nlohmann::json& 
   // limit) counts as not JSON: a DOM of it would be copied and dumped recursively.
   enum class Body { kUnread, kScanned, kInvalid } body = Body::kUnread;
   std::string_view root;
-  // For an object body: the value of each of result_keys_ (the last of a repeated key), found in
-  // one walk over its members.
-  std::array<std::optional<std::string_view>, kMaxScannedKeys> members;
+  // For an object body: the value of each of result_keys_ (empty when absent), found in one walk
+  // over its members.
+  std::array<std::string_view, kMaxScannedKeys> members;
   bool members_read = false;
   for (std::size_t i = 0; i < segments_.size(); ++i) {
     const TemplateSegment& s = segments_[i];
@@ -417,18 +417,10 @@ std::optional<std::string> ResponseTemplate::RenderAtMost(const nlohmann::json& 
         if (root.front() == '{' && result_key_of_[i] >= 0) {
           if (!members_read) {
             members_read = true;
-            json_scan::ForEachMember(root, [&](std::string_view key, std::string_view value) {
-              for (std::size_t k = 0; k < result_keys_.size(); ++k) {
-                if (json_scan::KeyIs(key, result_keys_[k])) {
-                  members[k] = value;  // the keys are distinct: no other can match
-                  break;
-                }
-              }
-              return true;
-            });
+            json_scan::FindMembers(root, result_keys_, members.data());
           }
-          v = members[static_cast<std::size_t>(result_key_of_[i])];
-          if (v) v = ScanPath(*v, s.path, 2);
+          const std::string_view member = members[static_cast<std::size_t>(result_key_of_[i])];
+          if (!member.empty()) v = ScanPath(member, s.path, 2);
         } else {
           v = ScanPath(root, s.path, 1);
         }

@@ -192,6 +192,14 @@ TEST(JsonScanTest, FindsMembersAndElementsLikeADom) {
   EXPECT_EQ(ScanValueText(*FindMember(root, "f")), "1.5");
   EXPECT_EQ(ScanValueText(*FindMember(root, "e")), "null");
   EXPECT_EQ(ScanValueText(*FindMember(root, "o")), R"({"y":[2,3],"z":1})");
+
+  // Several names in one walk: each value as FindMember finds it; a missing name's slot stays.
+  const std::vector<std::string> names = {"a", "ab", "", "zz", "o"};
+  std::vector<std::string_view> values(names.size(), "unset");
+  EXPECT_TRUE(FindMembers(root, names, values.data()));
+  EXPECT_EQ(values, (std::vector<std::string_view>{"\"last\"", "true", "\"empty key\"", "unset",
+                                                   *FindMember(root, "o")}));
+  EXPECT_FALSE(FindMembers(*c, names, values.data()));  // not an object
 }
 
 TEST(JsonScanTest, NumbersComeOutAsNlohmannDumpsThem) {

@@ -48,15 +48,7 @@ bool IsNumber(std::string_view value) {
 template <std::size_t N>
 std::array<std::string_view, N> Members(std::string_view object, const char* const (&names)[N]) {
   std::array<std::string_view, N> values;
-  json_scan::ForEachMember(object, [&](std::string_view key, std::string_view value) {
-    for (std::size_t i = 0; i < N; ++i) {
-      if (json_scan::KeyIs(key, names[i])) {
-        values[i] = value;
-        break;
-      }
-    }
-    return true;
-  });
+  json_scan::FindMembers(object, names, values.data());
   return values;
 }
 
