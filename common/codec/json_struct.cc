@@ -4,12 +4,26 @@
 #include <charconv>
 #include <cmath>
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "codec/json_scan.h"
 #include "codec/json_text.h"
 
 namespace wf {
+namespace {
+
+/// A Struct number that is whole and within ±2^53 (so every such integer is exact): the value as
+/// an integer, which StructToJson gives back instead of the double.
+std::optional<std::int64_t> ExactInteger(double d) {
+  constexpr double kMaxExact = 9007199254740992.0;  // 2^53
+  if (std::isfinite(d) && std::floor(d) == d && std::fabs(d) <= kMaxExact) {
+    return static_cast<std::int64_t>(d);
+  }
+  return std::nullopt;
+}
+
+}  // namespace
 
 google::protobuf::Value JsonToValue(const nlohmann::json& j) {
   google::protobuf::Value v;
@@ -59,14 +73,9 @@ nlohmann::json ValueToJson(const google::protobuf::Value& v) {
       return nullptr;
     case google::protobuf::Value::kBoolValue:
       return v.bool_value();
-    case google::protobuf::Value::kNumberValue: {
-      double d = v.number_value();
-      constexpr double kMaxExact = 9007199254740992.0;  // 2^53
-      if (std::isfinite(d) && std::floor(d) == d && std::fabs(d) <= kMaxExact) {
-        return static_cast<int64_t>(d);
-      }
-      return d;
-    }
+    case google::protobuf::Value::kNumberValue:
+      if (auto integer = ExactInteger(v.number_value())) return *integer;
+      return v.number_value();
     case google::protobuf::Value::kStringValue:
       return v.string_value();
     case google::protobuf::Value::kListValue: {
@@ -151,18 +160,15 @@ void AppendValueJson(std::string* out, const google::protobuf::Value& v) {
     case google::protobuf::Value::kBoolValue:
       out->append(v.bool_value() ? "true" : "false");
       return;
-    case google::protobuf::Value::kNumberValue: {
-      const double d = v.number_value();
-      constexpr double kMaxExact = 9007199254740992.0;  // 2^53, as ValueToJson
-      if (std::isfinite(d) && std::floor(d) == d && std::fabs(d) <= kMaxExact) {
+    case google::protobuf::Value::kNumberValue:
+      if (auto integer = ExactInteger(v.number_value())) {
         char text[24];
-        const auto result = std::to_chars(text, text + sizeof text, static_cast<std::int64_t>(d));
+        const auto result = std::to_chars(text, text + sizeof text, *integer);
         out->append(text, result.ptr);
       } else {
-        out->append(nlohmann::json(d).dump());  // nlohmann's own double format (or null)
+        out->append(nlohmann::json(v.number_value()).dump());  // nlohmann's format (or null)
       }
       return;
-    }
     case google::protobuf::Value::kStringValue:
       AppendJsonString(out, v.string_value());
       return;
