@@ -26,11 +26,17 @@ calibrate() {
   if [[ -x "$tool" ]]; then "$tool" --trips 1000; else echo "calibration: bench_calibrate not built"; fi
 }
 
-# The command prefix nats-server runs under, as scripts/run.sh starts it: GOMAXPROCS=1 on a
-# machine of 2 cores or fewer (it shares them with every other process of the stack), Go's
-# default otherwise. NATS_ENV overrides it ("env" for Go's default everywhere).
+# shellcheck source=scripts/nats_defaults.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/nats_defaults.sh"
+
+# The command prefix nats-server runs under, as scripts/run.sh starts it (GOMAXPROCS from
+# default_nats_gomaxprocs). NATS_ENV overrides it ("env" for Go's default everywhere).
 nats_env() {
-  if [[ -n "${NATS_ENV+set}" ]]; then echo "${NATS_ENV:-env}"
-  elif (($(nproc) <= 2)); then echo "env GOMAXPROCS=1"
-  else echo "env"; fi
+  if [[ -n "${NATS_ENV+set}" ]]; then
+    echo "${NATS_ENV:-env}"
+    return
+  fi
+  local procs
+  procs=$(default_nats_gomaxprocs)
+  echo "env${procs:+ GOMAXPROCS=$procs}"
 }

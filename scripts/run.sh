@@ -59,9 +59,9 @@ if runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$RUN_DIR/pg" status >/dev/null 2>
   runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$RUN_DIR/pg" -m fast stop >/dev/null
 fi
 NATS_PORT=$(free_port "${NATS_PORT:-4222}")
-# On a 2-core machine nats-server shares the cores with six busy processes; with one Go
-# processor it spends 20-30 % less CPU per message there (bench/flow/RESULTS.md, session 14).
-if [[ -z "${NATS_GOMAXPROCS+set}" ]] && (($(nproc) <= 2)); then NATS_GOMAXPROCS=1; fi
+# shellcheck source=scripts/nats_defaults.sh
+source "$ROOT/scripts/nats_defaults.sh"
+if [[ -z "${NATS_GOMAXPROCS+set}" ]]; then NATS_GOMAXPROCS=$(default_nats_gomaxprocs); fi
 if [[ -n "${NATS_GOMAXPROCS:-}" && ! "$NATS_GOMAXPROCS" =~ ^[1-9][0-9]*$ ]]; then
   echo "run.sh: NATS_GOMAXPROCS must be a positive whole number or empty (Go's default)" >&2
   exit 2
