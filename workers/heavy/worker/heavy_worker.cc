@@ -928,10 +928,7 @@ void HeavyWorker::OnSessionRequest(const NatsMsgView& msg, bool del) {
     wf::v1::SessionReply out;
     out.mutable_error()->set_code(std::string(WireName(ErrorCode::kUnavailable)));
     out.mutable_error()->set_message("too many session requests waiting here; retry shortly");
-    session_stats_->Record(std::chrono::nanoseconds(0), out.error().message());
-    if (Status sent = conn_.Publish(reply, out.SerializeAsString()); !sent.ok()) {
-      spdlog::warn("session request refusal not published: {}", sent.error().message);
-    }
+    ReplySession(reply, out, std::chrono::nanoseconds(0), "(refused)");
     return;
   }
   std::string data(msg.data());
@@ -978,15 +975,20 @@ void HeavyWorker::OnSessionRequest(const NatsMsgView& msg, bool del) {
       spdlog::info("session {}: the oldest {} messages left out of the reply to fit NATS",
                    request.session_id(), omitted);
     }
-    session_stats_->Record(
-        Clock::now() - started,
-        out.has_error() && out.error().code() != "session_not_found" ? out.error().message() : "");
-    const std::string payload = out.SerializeAsString();
-    if (Status sent = conn_.Publish(reply, payload); !sent.ok()) {
-      spdlog::warn("session {} reply ({} bytes) not published: {}", request.session_id(),
-                   payload.size(), sent.error().message);
-    }
+    ReplySession(reply, out, Clock::now() - started, request.session_id());
   });
+}
+
+void HeavyWorker::ReplySession(const std::string& reply, const wf::v1::SessionReply& out,
+                               std::chrono::nanoseconds took, std::string_view session_id) {
+  session_stats_->Record(took, out.has_error() && out.error().code() != "session_not_found"
+                                   ? out.error().message()
+                                   : "");
+  const std::string payload = out.SerializeAsString();
+  if (Status sent = conn_.Publish(reply, payload); !sent.ok()) {
+    spdlog::warn("session {} reply ({} bytes) not published: {}", session_id, payload.size(),
+                 sent.error().message);
+  }
 }
 
 void HeavyWorker::StopLeaseRenewal(Turn& turn) {

@@ -1,12 +1,14 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <unordered_map>
 
@@ -136,6 +138,9 @@ class HeavyWorker {
   void ArmHistoryRetry();
   void OnCancel(const NatsMsgView& msg);
   void OnSessionRequest(const NatsMsgView& msg, bool del);
+  /// Records the session request in the service stats and publishes `out` on `reply`.
+  void ReplySession(const std::string& reply, const wf::v1::SessionReply& out,
+                    std::chrono::nanoseconds took, std::string_view session_id);
   /// Every in_progress_every (timer thread): in-progress acks for the turns running here, and
   /// their session locks' leases renewed on lease_executor_ (taken again when lost).
   void TickInProgress();
