@@ -168,6 +168,46 @@ Result<RedisReply> RedisConnection::Command(std::span<const std::string_view> ar
   return out;
 }
 
+Result<RedisReply> RedisConnection::CommandWhile(std::span<const std::string_view> args,
+                                                 const std::function<void()>& meanwhile) {
+  Status sent =
+      args.empty() ? Status(ErrorCode::kBadRequest, "redis: empty command") : EnsureConnected();
+  if (sent.ok()) {
+    std::vector<const char*> argv;
+    std::vector<std::size_t> argvlen;
+    argv.reserve(args.size());
+    argvlen.reserve(args.size());
+    for (const auto& arg : args) {
+      argv.push_back(arg.data());
+      argvlen.push_back(arg.size());
+    }
+    int done = 0;
+    if (redisAppendCommandArgv(ctx_.get(), static_cast<int>(args.size()), argv.data(),
+                               argvlen.data()) != REDIS_OK) {
+      sent = TransportError("command");
+    } else {
+      // The write is blocking (bounded by the command timeout): flush it all now.
+      while (done == 0) {
+        if (redisBufferWrite(ctx_.get(), &done) != REDIS_OK) {
+          sent = TransportError("command write");
+          break;
+        }
+      }
+    }
+  }
+  meanwhile();
+  if (!sent.ok()) return sent.error();
+  void* raw = nullptr;
+  if (redisGetReply(ctx_.get(), &raw) != REDIS_OK || raw == nullptr) {
+    if (raw != nullptr) freeReplyObject(raw);
+    return TransportError("command read");
+  }
+  ReplyPtr reply(static_cast<redisReply*>(raw));
+  RedisReply out = RedisReply::FromHiredis(reply.get());
+  if (out.IsError()) return RedisServerError(out.str);
+  return out;
+}
+
 Result<RedisReply> RedisConnection::Command(std::initializer_list<std::string_view> args) {
   return Command(std::span<const std::string_view>(args.begin(), args.size()));
 }

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
 #include <memory>
 #include <span>
@@ -55,6 +56,13 @@ class RedisConnection {
   Result<RedisReply> Command(std::span<const std::string_view> args);
   Result<RedisReply> Command(std::initializer_list<std::string_view> args);
   Result<RedisReply> Command(const std::vector<std::string>& args);
+
+  /// Command, with `meanwhile` run between sending the command and reading its reply: the
+  /// server works on the command while this thread does something else (e.g. asks another
+  /// server). `meanwhile` runs exactly once whatever happens (also when the command could not be
+  /// sent), and must not use this connection. Errors: as Command.
+  Result<RedisReply> CommandWhile(std::span<const std::string_view> args,
+                                  const std::function<void()>& meanwhile);
 
   /// Sends all commands in one write and reads all replies (pipelining: one round trip).
   /// Error replies of single commands are kError elements of the result; the whole call fails

@@ -238,6 +238,12 @@ constexpr std::string_view kLoadHistory =
     " WHERE session_id = $1 AND $2::boolean"
     " ORDER BY 1, 2";
 
+/// Whether a session exists (TryLockAndLoadHistory's look-up while the lock is taken).
+/// Messages and runs belong to a session row, so "no row" means "no history".
+constexpr const char* kSessionExistsName = "wf_session_exists";
+constexpr std::string_view kSessionExists =
+    "SELECT EXISTS (SELECT 1 FROM sessions WHERE session_id = $1)";
+
 /// Storing a turn: one call of wf_append_turn (schemas/sql/002_append_turn.sql, last replaced by
 /// 003_session_times.sql), which upserts and locks the session, inserts the run, its messages and
 /// the counters, only if the run is new, and otherwise names the session the run belongs to.
@@ -380,7 +386,8 @@ Result<std::string> SessionStore::ScriptSha(std::string_view script) {
 }
 
 Result<RedisReply> SessionStore::Eval(std::string_view script, const std::vector<std::string>& keys,
-                                      const std::vector<std::string>& args) {
+                                      const std::vector<std::string>& args,
+                                      const std::function<void()>* meanwhile) {
   Result<std::string> loaded = ScriptSha(script);
   if (!loaded) return std::move(loaded).error();  // unreachable: EVAL would only wait as long
   const std::string sha = std::move(loaded).value();
@@ -392,7 +399,7 @@ Result<RedisReply> SessionStore::Eval(std::string_view script, const std::vector
   argv.push_back(key_count);
   argv.insert(argv.end(), keys.begin(), keys.end());
   argv.insert(argv.end(), args.begin(), args.end());
-  Result<RedisReply> reply = RedisCommand(argv);
+  Result<RedisReply> reply = RedisCommand(argv, meanwhile);
   // NOSCRIPT: not run. EVAL runs it and caches it in Redis again for the next EVALSHA.
   if (sha.empty() || reply.ok() || reply.error().message.find("NOSCRIPT") == std::string::npos) {
     return reply;
@@ -402,12 +409,15 @@ Result<RedisReply> SessionStore::Eval(std::string_view script, const std::vector
   return RedisCommand(argv);
 }
 
-Result<RedisReply> SessionStore::RedisCommand(std::span<const std::string_view> argv) {
+Result<RedisReply> SessionStore::RedisCommand(std::span<const std::string_view> argv,
+                                              const std::function<void()>* meanwhile) {
   Error last;
   for (int attempt = 0; attempt < 2; ++attempt) {
     Result<RedisPool::Lease> lease = redis_->Borrow();
     if (!lease) return std::move(lease).error();
-    Result<RedisReply> reply = (*lease)->Command(argv);
+    Result<RedisReply> reply =
+        meanwhile != nullptr ? (*lease)->CommandWhile(argv, *meanwhile) : (*lease)->Command(argv);
+    meanwhile = nullptr;
     if (reply.ok() || reply.error().code != ErrorCode::kUnavailable) return reply;
     last = std::move(reply).error();
   }
@@ -446,6 +456,16 @@ Result<SessionStore::PgHistory> SessionStore::LoadFromPostgres(const std::string
       PgRetry::kIdempotent);
 }
 
+Result<bool> SessionStore::ExistsInPostgres(const std::string& session_id) {
+  return pg_->Run(
+      [&](pqxx::connection& connection) -> Result<bool> {
+        connection.prepare(kSessionExistsName, std::string(kSessionExists));  // no-op once done
+        pqxx::nontransaction tx(connection);
+        return tx.exec_prepared1(kSessionExistsName, session_id)[0].as<bool>();
+      },
+      PgRetry::kNever);
+}
+
 void SessionStore::WarmRedis(const std::string& session_id, const std::string& expected_version,
                              const PgHistory& history) {
   const SessionKeys keys = SessionKeys::For(options_.key_prefix, session_id);
@@ -459,7 +479,11 @@ void SessionStore::WarmRedis(const std::string& session_id, const std::string& e
     args.push_back(message.SerializeAsString());
   }
   Result<RedisReply> reply = Eval(kWarmScript, {keys.history, keys.runs, keys.version}, args);
-  if (!reply) WarnRedis("re-warming a session failed", reply.error());
+  if (!reply) {
+    WarnRedis("re-warming a session failed", reply.error());
+  } else if (reply->integer == 1) {
+    hot_sessions_.Add(session_id);
+  }
 }
 
 Result<std::vector<wf::v1::ChatMessage>> SessionStore::LoadHistory(const std::string& session_id) {
@@ -481,12 +505,20 @@ Result<SessionStore::LockedHistory> SessionStore::TryLockAndLoadHistory(
     return status.error();
   }
   const SessionKeys keys = SessionKeys::For(options_.key_prefix, session_id);
+  // A session not seen lately may well be new: ask PostgreSQL while Redis runs the script
+  // (not for waiters in the queue, who ask again every 100 ms).
+  std::optional<Result<bool>> in_postgres;
+  const std::function<void()> ask_postgres = [&] {
+    in_postgres.emplace(ExistsInPostgres(session_id));
+  };
+  const bool ask = queue_position == 0 && !hot_sessions_.Contains(session_id);
   Result<RedisReply> reply =
       Eval(kTryLockLoadScript,
            {keys.lock, keys.history, keys.runs, keys.version, keys.queue, keys.queue_leases},
            {owner, std::to_string(lease.count()), std::to_string(options_.ttl.count()),
             queue_position > 0 ? std::to_string(queue_position) : std::string(),
-            std::to_string(kWaiterLeaseMs)});
+            std::to_string(kWaiterLeaseMs)},
+           ask ? &ask_postgres : nullptr);
   if (!reply) return std::move(reply).error();
   if (reply->type != RedisReply::Type::kArray || reply->elements.empty() ||
       (reply->elements[0].integer == 1 && reply->elements.size() != 3)) {
@@ -500,12 +532,14 @@ Result<SessionStore::LockedHistory> SessionStore::TryLockAndLoadHistory(
   hot.type = RedisReply::Type::kArray;
   hot.elements.assign(std::make_move_iterator(reply->elements.begin() + 1),
                       std::make_move_iterator(reply->elements.end()));
-  out.history = LoadAfterHotCopy(session_id, keys, &hot);
+  const bool absent = in_postgres.has_value() && in_postgres->ok() && !in_postgres->value();
+  out.history = LoadAfterHotCopy(session_id, keys, &hot, absent);
   return out;
 }
 
 Result<std::vector<wf::v1::ChatMessage>> SessionStore::LoadAfterHotCopy(
-    const std::string& session_id, const SessionKeys& keys, const RedisReply* reply) {
+    const std::string& session_id, const SessionKeys& keys, const RedisReply* reply,
+    bool absent_from_postgres) {
   bool may_warm = false;
   std::string version;
   if (reply == nullptr) {
@@ -519,11 +553,16 @@ Result<std::vector<wf::v1::ChatMessage>> SessionStore::LoadAfterHotCopy(
     for (std::size_t i = 0; i < messages.size() && intact; ++i) {
       intact = messages[i].ParseFromString(reply->elements[1].elements[i].str);
     }
-    if (intact) return messages;
+    if (intact) {
+      hot_sessions_.Add(session_id);
+      return messages;
+    }
     spdlog::warn("session store: hot copy of session {} does not decode; reloading it", session_id);
     Result<RedisReply> dropped = Eval(kDropScript, {keys.history, keys.runs, keys.version},
                                       {std::to_string(options_.ttl.count())});
     if (!dropped) WarnRedis("dropping a session failed", dropped.error());
+  } else if (absent_from_postgres) {
+    return std::vector<wf::v1::ChatMessage>{};  // a new session: nothing to read or re-warm
   } else {
     may_warm = true;
     version = reply->elements[1].str;
@@ -555,6 +594,8 @@ bool SessionStore::AppendToRedis(
   }
   if (reply->integer == 2) {
     spdlog::debug("session store: hot copy of session {} dropped at run {}", session_id, run_id);
+  } else {
+    hot_sessions_.Add(session_id);
   }
   return true;
 }
@@ -749,6 +790,7 @@ Result<bool> SessionStore::DeleteSession(const std::string& session_id) {
       },
       PgRetry::kIdempotent);
   if (!deleted) return deleted;
+  hot_sessions_.Remove(session_id);  // new again: its next turn may skip the PostgreSQL read
   const SessionKeys keys = SessionKeys::For(options_.key_prefix, session_id);
   Result<RedisReply> dropped = Eval(kDropScript, {keys.history, keys.runs, keys.version},
                                     {std::to_string(options_.ttl.count())});

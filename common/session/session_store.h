@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -16,6 +17,7 @@
 #include "error/error.h"
 #include "pg/pg_pool.h"
 #include "redis/redis_pool.h"
+#include "session/recent_keys.h"
 #include "wf/v1/session.pb.h"
 
 namespace wf {
@@ -145,6 +147,15 @@ class SessionStore {
   /// PostgreSQL is read and Redis re-warmed as in LoadHistory. Errors (lock not attempted or its
   /// outcome unknown): kBadRequest (id, owner or lease <= 0), kUnavailable (Redis), kInternal.
   ///
+  /// A session whose hot copy this store has not seen lately (most often a new one) costs no
+  /// second round trip when PostgreSQL does not know it either: while Redis runs the script
+  /// (sent first), PostgreSQL is asked whether the session exists, and "no" together with a
+  /// hot-copy miss is an empty history. Its only blind spot: a turn of that session stored and
+  /// unlocked between PostgreSQL's answer and Redis running this script, whose hot copy is
+  /// gone by then (a FLUSHALL or eviction within those microseconds). That turn is then
+  /// missing from this turn's history only: nothing is re-warmed from an empty answer, and this
+  /// turn's append, finding the copy not to be the history before it, drops the copy.
+  ///
   /// `queue_position` > 0 (on_busy "enqueue"): waiting turns take the lock in the order of their
   /// positions (e.g. JetStream stream sequences): the caller joins the session's wait queue
   /// (`<prefix>queue:<id>`, a sorted set, with a 5 s lease per waiter kept in
@@ -188,22 +199,31 @@ class SessionStore {
 
   /// Runs a command on a pooled connection, once more on another after kUnavailable (a stale
   /// connection after a Redis restart); every command this class sends is safe to repeat.
-  Result<RedisReply> RedisCommand(std::span<const std::string_view> argv);
+  /// `meanwhile` (if not null) runs at most once, while the first attempt's command is on the
+  /// server (RedisConnection::CommandWhile); not at all when no connection could be borrowed.
+  Result<RedisReply> RedisCommand(std::span<const std::string_view> argv,
+                                  const std::function<void()>* meanwhile = nullptr);
   /// Runs `script` with `keys` and `args`: EVALSHA of its SHA-1 (SCRIPT LOAD once per store),
   /// so the script's text is not sent and hashed on every call; EVAL when Redis has lost it
   /// (NOSCRIPT: a restart, a failover, SCRIPT FLUSH), which also caches it there again.
+  /// `meanwhile`: as RedisCommand's.
   Result<RedisReply> Eval(std::string_view script, const std::vector<std::string>& keys,
-                          const std::vector<std::string>& args);
+                          const std::vector<std::string>& args,
+                          const std::function<void()>* meanwhile = nullptr);
   /// The SHA-1 SCRIPT LOAD gave for `script`, loading it the first time. Empty (for good) when
   /// Redis refused or answered something else; the error (asked again next time) when Redis was
   /// unreachable.
   Result<std::string> ScriptSha(std::string_view script);
   /// The rest of LoadHistory after the hot-copy read: `reply` is the load script's answer, or
   /// null when Redis failed. A hit is decoded; a miss (or an undecodable or missing copy) reads
-  /// PostgreSQL and re-warms Redis when nothing changed since the miss.
+  /// PostgreSQL and re-warms Redis when nothing changed since the miss, except that a plain miss
+  /// of a session PostgreSQL was just found not to hold (`absent_from_postgres`) is empty.
   Result<std::vector<wf::v1::ChatMessage>> LoadAfterHotCopy(const std::string& session_id,
                                                             const SessionKeys& keys,
-                                                            const RedisReply* reply);
+                                                            const RedisReply* reply,
+                                                            bool absent_from_postgres = false);
+  /// Whether PostgreSQL holds the session (one primary-key lookup, prepared). No retry.
+  Result<bool> ExistsInPostgres(const std::string& session_id);
   /// The history from PostgreSQL in one statement (and the session's run ids when `with_runs`).
   Result<PgHistory> LoadFromPostgres(const std::string& session_id, bool with_runs);
   void WarmRedis(const std::string& session_id, const std::string& expected_version,
@@ -223,6 +243,9 @@ class SessionStore {
   std::mutex script_mu_;
   /// Script text -> SHA-1 (a handful of scripts), under script_mu_.
   std::vector<std::pair<std::string, std::string>> script_shas_;
+  /// Sessions whose hot copy this store read or wrote lately: the others are looked up in
+  /// PostgreSQL while their lock is taken (TryLockAndLoadHistory). A hint only.
+  RecentKeys<4096> hot_sessions_;
   std::atomic<std::int64_t> last_redis_warning_ms_{0};
   std::atomic<std::int64_t> suppressed_redis_warnings_{0};
 };

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <functional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -69,6 +70,49 @@ TEST(RedisConnectionTest, PipelineReturnsEveryReplyInOrder) {
   ASSERT_EQ((*replies)[100].elements.size(), 100u);
   EXPECT_EQ((*replies)[100].elements[42].str, "42");
   EXPECT_TRUE((*replies)[101].IsError());
+}
+
+TEST(RedisConnectionTest, CommandWhileRunsTheCommandWhileTheCallerWorks) {
+  testing::RedisServer server;
+  RedisConnection connection(Endpoint(server.port()), {});
+  RedisConnection observer(Endpoint(server.port()), {});
+  // The command is on the server before `meanwhile` starts: another connection sees its effect
+  // from inside `meanwhile`, before the reply is read.
+  int runs = 0;
+  bool seen_meanwhile = false;
+  const std::function<void()> meanwhile = [&] {
+    ++runs;
+    seen_meanwhile = testing::Eventually([&] {
+      auto value = observer.Command({"GET", "while-key"});
+      return value.ok() && value->str == "set";
+    });
+  };
+  const std::string_view set[] = {"SET", "while-key", "set"};
+  auto reply = connection.CommandWhile(set, meanwhile);
+  ASSERT_TRUE(reply.ok()) << reply.error().message;
+  EXPECT_EQ(reply->str, "OK");
+  EXPECT_EQ(runs, 1);
+  EXPECT_TRUE(seen_meanwhile);
+  // The connection carries on with ordinary commands (no reply left unread).
+  auto get = connection.Command({"GET", "while-key"});
+  ASSERT_TRUE(get.ok());
+  EXPECT_EQ(get->str, "set");
+
+  // Server errors are errors, as with Command; `meanwhile` still runs once.
+  const std::string_view wrong[] = {"INCR", "while-key"};
+  auto refused = connection.CommandWhile(wrong, meanwhile);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code, ErrorCode::kInternal);
+  EXPECT_EQ(runs, 2);
+  // So do an empty command and an unreachable server.
+  auto empty = connection.CommandWhile({}, [&] { ++runs; });
+  EXPECT_EQ(empty.error().code, ErrorCode::kBadRequest);
+  EXPECT_EQ(runs, 3);
+  RedisConnection dead(Endpoint(testing::FreePort()), {});
+  const std::string_view ping[] = {"PING"};
+  auto unreachable = dead.CommandWhile(ping, [&] { ++runs; });
+  EXPECT_EQ(unreachable.error().code, ErrorCode::kUnavailable);
+  EXPECT_EQ(runs, 4);
 }
 
 TEST(RedisConnectionTest, UnreachableServerIsUnavailable) {

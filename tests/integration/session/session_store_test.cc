@@ -497,6 +497,56 @@ TEST_F(SessionStoreTest, LockAndLoadAfterFlushAllReadsPostgresAndRewarms) {
   EXPECT_TRUE(store_->Unlock("lock-new", "owner").ok());
 }
 
+// A store that has not seen a session's hot copy lately asks PostgreSQL whether the session
+// exists while Redis takes the lock: an existing session missing from Redis is still read in
+// full and re-warmed, a new one is empty without anything warmed, a deleted one is new again.
+TEST_F(SessionStoreTest, ASessionNotSeenLatelyIsLookedUpInPostgresWhileTheLockIsTaken) {
+  const milliseconds lease(60000);
+  ASSERT_TRUE(store_->AppendTurn(MakeTurn("unseen", "un-1", {{"user", "one"}})).ok());
+  ASSERT_TRUE(store_->AppendTurn(MakeTurn("unseen", "un-2", {{"user", "two"}})).ok());
+  auto redis = RawRedis(redis_->port());
+  ASSERT_TRUE(redis.Command({"FLUSHALL"}).ok());
+
+  auto other = Connect();  // another worker: it has seen nothing
+  ASSERT_TRUE(other);
+  auto locked = other->TryLockAndLoadHistory("unseen", "owner", lease);
+  ASSERT_TRUE(locked.ok()) << locked.error().message;
+  ASSERT_TRUE(locked->locked);
+  ASSERT_TRUE(locked->history.ok()) << locked->history.error().message;
+  EXPECT_EQ(Contents(*locked->history), (std::vector<std::string>{"one", "two"}));
+  EXPECT_EQ(Integer(redis, {"LLEN", "wf:hist:unseen"}), 2);
+  ASSERT_TRUE(other->AppendTurn(MakeTurn("unseen", "un-3", {{"user", "three"}}), "owner").ok());
+
+  // Its hot copy, now seen, is read as always; a store that has not seen it reads the same.
+  auto third = Connect();
+  ASSERT_TRUE(third);
+  for (SessionStore* store : {other.get(), third.get()}) {
+    auto again = store->TryLockAndLoadHistory("unseen", "owner-2", lease);
+    ASSERT_TRUE(again.ok() && again->locked && again->history.ok());
+    EXPECT_EQ(Contents(*again->history), (std::vector<std::string>{"one", "two", "three"}));
+    ASSERT_TRUE(store->Unlock("unseen", "owner-2").ok());
+  }
+
+  // New: empty, nothing warmed; its first turn creates the hot copy.
+  auto fresh = other->TryLockAndLoadHistory("unseen-new", "owner", lease);
+  ASSERT_TRUE(fresh.ok() && fresh->locked && fresh->history.ok());
+  EXPECT_TRUE(fresh->history->empty());
+  EXPECT_EQ(Integer(redis, {"EXISTS", "wf:hist:unseen-new"}), 0);
+  ASSERT_TRUE(
+      other->AppendTurn(MakeTurn("unseen-new", "un-new-1", {{"user", "first"}}), "owner").ok());
+  EXPECT_EQ(Integer(redis, {"LLEN", "wf:hist:unseen-new"}), 1);
+
+  // Deleted (by this store or another): new again, whatever was seen before.
+  ASSERT_TRUE(store_->DeleteSession("unseen").ok());
+  ASSERT_TRUE(other->DeleteSession("unseen-new").ok());
+  for (const char* id : {"unseen", "unseen-new"}) {
+    auto after = other->TryLockAndLoadHistory(id, "owner-3", lease);
+    ASSERT_TRUE(after.ok() && after->locked && after->history.ok()) << id;
+    EXPECT_TRUE(after->history->empty()) << id;
+    ASSERT_TRUE(other->Unlock(id, "owner-3").ok());
+  }
+}
+
 TEST_F(SessionStoreTest, ExpiredLeaseLetsAnotherOwnerIn) {
   ASSERT_TRUE(store_->TryLock("leased", "crashed-worker", milliseconds(150)).value());
   EXPECT_FALSE(store_->TryLock("leased", "next-worker", milliseconds(60000)).value());
