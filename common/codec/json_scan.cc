@@ -8,6 +8,7 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "codec/json_dump.h"
 #include "text/hex.h"
 #include "text/utf8.h"
 
@@ -488,7 +489,7 @@ void AppendValueText(std::string_view value, std::string* out) {
   const auto parsed = nlohmann::json::parse(value.begin(), value.end(), nullptr,
                                             /*allow_exceptions=*/false);
   if (!parsed.is_discarded()) {
-    out->append(parsed.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+    out->append(DumpJson(parsed));
   }
 }
 

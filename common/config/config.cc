@@ -12,6 +12,7 @@
 #include <sstream>
 #include <system_error>
 
+#include "codec/json_dump.h"
 #include "config/json_path.h"
 #include "config/pattern.h"
 #include "config/placeholder.h"
@@ -41,10 +42,7 @@ struct ConfigError {
   throw ConfigError{(path.empty() ? std::string("config") : path) + ": " + reason};
 }
 
-std::string Quote(std::string_view s) {
-  return nlohmann::json(std::string(s))
-      .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-}
+std::string Quote(std::string_view s) { return DumpJson(nlohmann::json(std::string(s))); }
 
 std::string TypeName(const OrderedJson& v) {
   switch (v.type()) {

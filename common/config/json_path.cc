@@ -2,6 +2,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "codec/json_dump.h"
+
 namespace wf {
 namespace {
 
@@ -24,8 +26,7 @@ std::string JsonPathMember(std::string_view parent, std::string_view key) {
     out.append(key);
   } else {
     out += '[';
-    out += nlohmann::json(std::string(key))
-               .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    out += DumpJson(nlohmann::json(std::string(key)));
     out += ']';
   }
   return out;

@@ -3,6 +3,8 @@
 #include <array>
 #include <nlohmann/json.hpp>
 
+#include "codec/json_dump.h"
+
 namespace wf {
 namespace {
 
@@ -66,7 +68,7 @@ std::string ErrorJson(const Error& error, std::string_view request_id) {
   nlohmann::json j = {{"error", {{"code", WireName(error.code)}, {"message", error.message}}}};
   if (!request_id.empty()) j["error"]["request_id"] = request_id;
   // Replace invalid UTF-8 rather than throwing: an error body must always be produced.
-  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  return DumpJson(j);
 }
 
 }  // namespace wf

@@ -10,6 +10,7 @@
 #include <string_view>
 #include <utility>
 
+#include "codec/json_dump.h"
 #include "codec/json_limits.h"
 #include "text/ascii.h"
 
@@ -19,7 +20,7 @@ namespace {
 using Json = nlohmann::json;
 
 std::string Preview(const Json& value) {
-  std::string text = value.dump(-1, ' ', false, Json::error_handler_t::replace);
+  std::string text = DumpJson(value);
   constexpr std::size_t kMax = 64;
   if (text.size() > kMax) {
     std::size_t cut = kMax;

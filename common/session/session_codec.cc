@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "codec/json_dump.h"
 #include "protocol/query_rules.h"
 #include "text/utf8.h"
 
@@ -93,7 +94,7 @@ std::string ToolCallsToJson(const wf::v1::ChatMessage& message) {
                      {"arguments_json", call.arguments_json()},
                      {"kind", call.kind()}});
   }
-  return calls.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  return DumpJson(calls);
 }
 
 Status ToolCallsFromJson(std::string_view json, wf::v1::ChatMessage& message) {

@@ -8,6 +8,7 @@
 #include <pqxx/pqxx>
 #include <unordered_map>
 
+#include "codec/json_dump.h"
 #include "pg/migrations.h"
 #include "session/session_codec.h"
 
@@ -274,7 +275,7 @@ std::string MessagesParameter(const wf::v1::TurnRecord& turn) {
                     {"created_ms", message.created_unix_ms()}});
   }
   // NormalizeTurn made every string valid UTF-8; replace guards the invariant, never throws.
-  return rows.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  return DumpJson(rows);
 }
 
 /// Reads one message from the columns of kSelectMessages starting at `first`.

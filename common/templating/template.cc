@@ -4,6 +4,7 @@
 #include <array>
 #include <optional>
 
+#include "codec/json_dump.h"
 #include "codec/json_scan.h"
 #include "config/json_path.h"
 #include "text/ascii.h"
@@ -12,10 +13,6 @@ namespace wf {
 namespace {
 
 using Json = nlohmann::json;
-
-std::string Dump(const Json& value) {
-  return value.dump(-1, ' ', false, Json::error_handler_t::replace);
-}
 
 bool IsDecimal(std::string_view s) {
   if (s.empty() || s.size() > 18) return false;
@@ -76,7 +73,7 @@ void AppendValueText(const Json& value, std::string* out) {
   if (value.is_string()) {
     out->append(value.get_ref<const std::string&>());
   } else {
-    out->append(Dump(value));
+    out->append(DumpJson(value));
   }
 }
 
@@ -301,7 +298,7 @@ Result<PreparedRequest> EndpointTemplate::Render(const nlohmann::json& values) c
         const std::string& text = v->get_ref<const std::string&>();
         AppendPercentEncoded(text, &request.url, in_path && IsAllDots(text));
       } else {
-        AppendPercentEncoded(Dump(*v), &request.url, /*encode_dots=*/false);
+        AppendPercentEncoded(DumpJson(*v), &request.url, /*encode_dots=*/false);
       }
     }
     request.headers.reserve(impl_->headers.size() + 1);
@@ -327,7 +324,7 @@ Result<PreparedRequest> EndpointTemplate::Render(const nlohmann::json& values) c
     if (impl_->body) {
       auto body = RenderBody(*impl_->body, values);
       if (!body.ok()) return std::move(body).error();
-      request.body = Dump(*body);
+      request.body = DumpJson(*body);
       if (impl_->add_content_type) request.headers.emplace_back("Content-Type", "application/json");
     }
     return request;

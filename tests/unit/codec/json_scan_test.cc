@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "codec/json_dump.h"
 #include "codec/json_limits.h"
 
 namespace wf::json_scan {
@@ -19,10 +20,10 @@ Verdict Reference(std::string_view text) {
   return Json::accept(text.begin(), text.end()) ? Verdict::kValid : Verdict::kInvalid;
 }
 
-std::string Dump(const Json& v) { return v.dump(-1, ' ', false, Json::error_handler_t::replace); }
-
 /// The value's text as the DOM-based template rendered it: strings raw, the rest dumped.
-std::string DomValueText(const Json& v) { return v.is_string() ? v.get<std::string>() : Dump(v); }
+std::string DomValueText(const Json& v) {
+  return v.is_string() ? v.get<std::string>() : DumpJson(v);
+}
 
 std::string ScanValueText(std::string_view v) {
   std::string out;
@@ -237,7 +238,7 @@ TEST(JsonScanTest, NumbersComeOutAsNlohmannDumpsThem) {
                                             std::string(100, '7') + ".5"};
   for (const auto& n : numbers) {
     ASSERT_EQ(Validate(n), Verdict::kValid) << n;
-    EXPECT_EQ(ScanValueText(n), Dump(Json::parse(n))) << n;
+    EXPECT_EQ(ScanValueText(n), DumpJson(Json::parse(n))) << n;
   }
 }
 

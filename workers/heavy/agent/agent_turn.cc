@@ -9,6 +9,7 @@
 
 #include "agent/history.h"
 #include "agent/output_validation.h"
+#include "codec/json_dump.h"
 #include "codec/json_limits.h"
 #include "llm/utf8.h"
 
@@ -425,11 +426,7 @@ void AgentTurn::HandleFunctionOutcomeLocked(const std::shared_ptr<Loop>& loop,
                      act);
     return;
   }
-  FinishLoopLocked(
-      loop,
-      LoopResult{std::nullopt,
-                 parsed->dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)},
-      act);
+  FinishLoopLocked(loop, LoopResult{std::nullopt, DumpJson(*parsed)}, act);
 }
 
 void AgentTurn::DispatchTools(const std::shared_ptr<Loop>& loop, int round) {

@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "codec/json_dump.h"
 #include "codec/json_limits.h"
 #include "llm/utf8.h"
 
@@ -61,11 +62,9 @@ Status Check(const nlohmann::json& value, const nlohmann::json& schema, const st
     bool found = false;
     for (const auto& option : *e) found = found || option == value;
     if (!found) {
-      return Status(ErrorCode::kBadRequest,
-                    path + ": " + TruncateUtf8(value.dump(-1, ' ', false,
-                                                          nlohmann::json::error_handler_t::replace),
-                                               60) +
-                        " is not one of " + TruncateUtf8(e->dump(), 200));
+      return Status(ErrorCode::kBadRequest, path + ": " + TruncateUtf8(DumpJson(value), 60) +
+                                                " is not one of " +
+                                                TruncateUtf8(DumpJson(*e), 200));
     }
   }
   if (value.is_object()) {

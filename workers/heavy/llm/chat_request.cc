@@ -2,17 +2,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include "codec/json_dump.h"
 #include "codec/json_text.h"
 
 namespace wf {
 namespace {
 
 constexpr std::string_view kEmptyObjectSchema = R"({"type":"object","properties":{}})";
-
-/// `value` as JSON text; invalid UTF-8 in its strings becomes U+FFFD instead of an exception.
-std::string DumpJson(const nlohmann::json& value) {
-  return value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-}
 
 /// OpenAI accepts [A-Za-z0-9_-]{1,64} as a response_format name.
 std::string SchemaName(std::string_view name) {
