@@ -23,6 +23,9 @@ constexpr std::int64_t kTombstoneLifeMs = 7LL * 24 * 3600 * 1000;
 /// How long a turn waiting for a session's lock keeps its place in the wait queue without
 /// asking again (waiters ask every 100 ms; one that crashed or gave up is skipped after this).
 constexpr std::int64_t kWaiterLeaseMs = 5000;
+/// After a failed look-up of a session in PostgreSQL while its lock is taken (down, or no
+/// connection idle), the look-ups pause this long: they are an optimization, never a wait.
+constexpr std::int64_t kLookupPauseMs = 1000;
 /// Longest run id (NormalizeTurn's rule).
 constexpr std::size_t kMaxRunIdBytes = 128;
 
@@ -464,7 +467,7 @@ Result<bool> SessionStore::ExistsInPostgres(const std::string& session_id) {
         pqxx::nontransaction tx(connection);
         return tx.exec_prepared1(kSessionExistsName, session_id)[0].as<bool>();
       },
-      PgRetry::kNever);
+      PgRetry::kNever, PgBorrow::kIdleOnly);
 }
 
 void SessionStore::WarmRedis(const std::string& session_id, const std::string& expected_version,
@@ -511,8 +514,13 @@ Result<SessionStore::LockedHistory> SessionStore::TryLockAndLoadHistory(
   std::optional<Result<bool>> in_postgres;
   const std::function<void()> ask_postgres = [&] {
     in_postgres.emplace(ExistsInPostgres(session_id));
+    if (!in_postgres->ok()) {
+      last_lookup_failure_ms_.store(NowUnixMs(), std::memory_order_relaxed);
+    }
   };
-  const bool ask = queue_position == 0 && !hot_sessions_.Contains(session_id);
+  const bool ask =
+      queue_position == 0 && !hot_sessions_.Contains(session_id) &&
+      NowUnixMs() - last_lookup_failure_ms_.load(std::memory_order_relaxed) >= kLookupPauseMs;
   Result<RedisReply> reply =
       Eval(kTryLockLoadScript,
            {keys.lock, keys.history, keys.runs, keys.version, keys.queue, keys.queue_leases},

@@ -150,11 +150,12 @@ class SessionStore {
   /// A session whose hot copy this store has not seen lately (most often a new one) costs no
   /// second round trip when PostgreSQL does not know it either: while Redis runs the script
   /// (sent first), PostgreSQL is asked whether the session exists, and "no" together with a
-  /// hot-copy miss is an empty history. Its only blind spot: a turn of that session stored and
-  /// unlocked between PostgreSQL's answer and Redis running this script, whose hot copy is
-  /// gone by then (a FLUSHALL or eviction within those microseconds). That turn is then
-  /// missing from this turn's history only: nothing is re-warmed from an empty answer, and this
-  /// turn's append, finding the copy not to be the history before it, drops the copy.
+  /// hot-copy miss is an empty history. The question never waits: it is skipped when no
+  /// PostgreSQL connection is idle, and for a second after one failed. Its only blind spot: a turn
+  /// of that session stored and unlocked between PostgreSQL's answer and Redis running this script,
+  /// whose hot copy is gone by then (a FLUSHALL or eviction within those microseconds). That turn
+  /// is then missing from this turn's history only: nothing is re-warmed from an empty answer, and
+  /// this turn's append, finding the copy not to be the history before it, drops the copy.
   ///
   /// `queue_position` > 0 (on_busy "enqueue"): waiting turns take the lock in the order of their
   /// positions (e.g. JetStream stream sequences): the caller joins the session's wait queue
@@ -222,7 +223,8 @@ class SessionStore {
                                                             const SessionKeys& keys,
                                                             const RedisReply* reply,
                                                             bool absent_from_postgres = false);
-  /// Whether PostgreSQL holds the session (one primary-key lookup, prepared). No retry.
+  /// Whether PostgreSQL holds the session (one primary-key lookup, prepared), on a connection
+  /// that is idle now (kUnavailable at once if none is). No retry.
   Result<bool> ExistsInPostgres(const std::string& session_id);
   /// The history from PostgreSQL in one statement (and the session's run ids when `with_runs`).
   Result<PgHistory> LoadFromPostgres(const std::string& session_id, bool with_runs);
@@ -246,6 +248,8 @@ class SessionStore {
   /// Sessions whose hot copy this store read or wrote lately: the others are looked up in
   /// PostgreSQL while their lock is taken (TryLockAndLoadHistory). A hint only.
   RecentKeys<4096> hot_sessions_;
+  /// When such a look-up last failed (Unix ms): they pause for a while after one.
+  std::atomic<std::int64_t> last_lookup_failure_ms_{0};
   std::atomic<std::int64_t> last_redis_warning_ms_{0};
   std::atomic<std::int64_t> suppressed_redis_warnings_{0};
 };

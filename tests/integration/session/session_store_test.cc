@@ -547,6 +547,42 @@ TEST_F(SessionStoreTest, ASessionNotSeenLatelyIsLookedUpInPostgresWhileTheLockIs
   }
 }
 
+// The look-up in PostgreSQL while the lock is taken is an optimization: with PostgreSQL down, a
+// store that has not seen a session still serves its hot copy, and one that must read
+// PostgreSQL fails as before (kUnavailable), and works again once it is back.
+TEST_F(SessionStoreTest, TheLookUpOfAnUnseenSessionNeverStandsInTheWay) {
+  testing::PostgresServer postgres;
+  auto writer = SessionStore::Connect(redis_->url(), postgres.url(), {});
+  ASSERT_TRUE(writer.ok()) << writer.error().message;
+  ASSERT_TRUE((*writer)->AppendTurn(MakeTurn("pg-down", "pd-1", {{"user", "one"}})).ok());
+  auto reader = SessionStore::Connect(redis_->url(), postgres.url(), {});
+  ASSERT_TRUE(reader.ok()) << reader.error().message;
+  postgres.Stop();
+
+  const milliseconds lease(60000);
+  auto hot = (*reader)->TryLockAndLoadHistory("pg-down", "owner", lease);
+  ASSERT_TRUE(hot.ok()) << hot.error().message;
+  ASSERT_TRUE(hot->locked);
+  ASSERT_TRUE(hot->history.ok()) << hot->history.error().message;
+  EXPECT_EQ(Contents(*hot->history), (std::vector<std::string>{"one"}));
+  ASSERT_TRUE((*reader)->Unlock("pg-down", "owner").ok());
+
+  auto cold = (*reader)->TryLockAndLoadHistory("pg-down-new", "owner", lease);
+  ASSERT_TRUE(cold.ok()) << cold.error().message;
+  ASSERT_TRUE(cold->locked);
+  ASSERT_FALSE(cold->history.ok());
+  EXPECT_EQ(cold->history.error().code, ErrorCode::kUnavailable);
+  ASSERT_TRUE((*reader)->Unlock("pg-down-new", "owner").ok());
+
+  postgres.Start();
+  EXPECT_TRUE(testing::Eventually([&] {
+    auto back = (*reader)->TryLockAndLoadHistory("pg-down-new", "owner", lease);
+    const bool ok = back.ok() && back->locked && back->history.ok() && back->history->empty();
+    if (back.ok() && back->locked) (void)(*reader)->Unlock("pg-down-new", "owner");
+    return ok;
+  }));
+}
+
 TEST_F(SessionStoreTest, ExpiredLeaseLetsAnotherOwnerIn) {
   ASSERT_TRUE(store_->TryLock("leased", "crashed-worker", milliseconds(150)).value());
   EXPECT_FALSE(store_->TryLock("leased", "next-worker", milliseconds(60000)).value());
