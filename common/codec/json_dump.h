@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
 
 namespace wf {
 
@@ -12,6 +13,11 @@ namespace wf {
 template <typename Json>
 std::string DumpJson(const Json& value) {
   return value.dump(-1, ' ', false, Json::error_handler_t::replace);
+}
+
+/// `text` as a JSON string literal, quotes included (for messages that name a key or a value).
+inline std::string JsonQuote(std::string_view text) {
+  return DumpJson(nlohmann::json(std::string(text)));
 }
 
 }  // namespace wf

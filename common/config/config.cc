@@ -42,8 +42,6 @@ struct ConfigError {
   throw ConfigError{(path.empty() ? std::string("config") : path) + ": " + reason};
 }
 
-std::string Quote(std::string_view s) { return DumpJson(nlohmann::json(std::string(s))); }
-
 std::string TypeName(const OrderedJson& v) {
   switch (v.type()) {
     case OrderedJson::value_t::null:
@@ -256,7 +254,7 @@ std::string CheckPropertySchema(const OrderedJson& v, const std::string& path, i
     }
     type = t->get<std::string>();
     if (!Contains(kParameterTypes, type)) {
-      Fail(f.PathOf("type"), "unsupported type " + Quote(type) +
+      Fail(f.PathOf("type"), "unsupported type " + JsonQuote(type) +
                                  " (expected one of string, number, integer, boolean, object, "
                                  "array)");
     }
@@ -291,7 +289,7 @@ std::string CheckPropertySchema(const OrderedJson& v, const std::string& path, i
       if (!item.is_string()) Fail(item_path, "expected a string, got " + TypeName(item));
       std::string name = item.get<std::string>();
       if (!property_names.count(name))
-        Fail(item_path, "required property " + Quote(name) + " is not declared in properties");
+        Fail(item_path, "required property " + JsonQuote(name) + " is not declared in properties");
       if (!seen.insert(name).second) Fail(item_path, "listed twice");
     }
   }
@@ -303,13 +301,14 @@ std::string CheckPropertySchema(const OrderedJson& v, const std::string& path, i
     }
     for (std::size_t i = 0; i < enum_values->size(); ++i) {
       if (!MatchesType((*enum_values)[i], type)) {
-        Fail(JsonPathIndex(f.PathOf("enum"), i), "does not match type " + Quote(type));
+        Fail(JsonPathIndex(f.PathOf("enum"), i), "does not match type " + JsonQuote(type));
       }
     }
   }
   if (const OrderedJson* def = f.Get("default")) {
     if (!MatchesType(*def, type)) {
-      Fail(f.PathOf("default"), "default " + def->dump() + " does not match type " + Quote(type));
+      Fail(f.PathOf("default"),
+           "default " + def->dump() + " does not match type " + JsonQuote(type));
     }
     if (enum_values != nullptr &&
         std::find(enum_values->begin(), enum_values->end(), *def) == enum_values->end()) {
@@ -332,7 +331,7 @@ ParsedSchema ParseParametersSchema(const OrderedJson& v, const std::string& path
   Fields f(v, path,
            {"type", "properties", "required", "description", "title", "additionalProperties"});
   std::string type = *f.String("type", /*required=*/true);
-  if (type != "object") Fail(f.PathOf("type"), "must be \"object\", got " + Quote(type));
+  if (type != "object") Fail(f.PathOf("type"), "must be \"object\", got " + JsonQuote(type));
   f.String("description");
   f.String("title");
   f.Bool("additionalProperties");
@@ -347,8 +346,8 @@ ParsedSchema ParseParametersSchema(const OrderedJson& v, const std::string& path
         Fail(prop_path, "invalid parameter name (expected [A-Za-z_][A-Za-z0-9_]{0,63})");
       }
       if (Contains(kReservedNames, name)) {
-        Fail(prop_path,
-             "parameter name " + Quote(name) + " is reserved (user_message, session_id, result)");
+        Fail(prop_path, "parameter name " + JsonQuote(name) +
+                            " is reserved (user_message, session_id, result)");
       }
       ParameterSpec spec;
       spec.name = name;
@@ -380,7 +379,7 @@ ParsedSchema ParseParametersSchema(const OrderedJson& v, const std::string& path
       std::string name = item.get<std::string>();
       ParameterSpec* spec = find_spec(name);
       if (spec == nullptr) {
-        Fail(item_path, "required parameter " + Quote(name) +
+        Fail(item_path, "required parameter " + JsonQuote(name) +
                             (extra_names.empty() ? " is not declared in properties"
                                                  : " is neither a property nor a named capture "
                                                    "group of the flow's trigger_patterns"));
@@ -446,7 +445,7 @@ EndpointConfig ParseEndpoint(const OrderedJson& v, const std::string& path) {
   if (auto method = f.String("method")) {
     e.method = ToUpper(*method);
     if (!Contains(kMethods, e.method)) {
-      Fail(f.PathOf("method"), "unsupported method " + Quote(*method) +
+      Fail(f.PathOf("method"), "unsupported method " + JsonQuote(*method) +
                                    " (expected one of GET, POST, PUT, PATCH, DELETE)");
     }
   }
@@ -509,7 +508,7 @@ void CheckPlaceholderNames(const std::string& text, const std::string& path,
                          (response ? ", capture group or result field" : " or capture group") +
                          ": only a request's \"parameters\" can fill it, else the call fails "
                          "with missing_parameter (declare " +
-                         Quote(name) + " under \"parameters\" if it is meant)");
+                         JsonQuote(name) + " under \"parameters\" if it is meant)");
     }
   }
 }
@@ -557,7 +556,7 @@ std::string ParseResponseTemplate(const Fields& f) {
 
 void CheckToolName(const std::string& name, const std::string& path) {
   if (!IsValidToolName(name))
-    Fail(path, "invalid name " + Quote(name) + " (expected [A-Za-z0-9_-]{1,64})");
+    Fail(path, "invalid name " + JsonQuote(name) + " (expected [A-Za-z0-9_-]{1,64})");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -598,16 +597,16 @@ FlowConfig ParseFlow(const OrderedJson& v, const std::string& path,
     for (const auto& [index, group] : (*re)->CapturingGroupNames()) {
       if (!groups_of_pattern.insert(group).second) {
         // RE2 accepts it, but only one of the groups could become the parameter.
-        Fail(pattern_path, "named group " + Quote(group) +
+        Fail(pattern_path, "named group " + JsonQuote(group) +
                                " appears more than once in this pattern (use it once, or give "
                                "the alternatives their own trigger_patterns)");
       }
       if (Contains(kReservedNames, group)) {
         Fail(pattern_path,
-             "named group " + Quote(group) + " is reserved (user_message, session_id, result)");
+             "named group " + JsonQuote(group) + " is reserved (user_message, session_id, result)");
       }
       if (!IsValidParameterName(group)) {
-        Fail(pattern_path, "named group " + Quote(group) +
+        Fail(pattern_path, "named group " + JsonQuote(group) +
                                " is not a valid parameter name ([A-Za-z_][A-Za-z0-9_]{0,63})");
       }
       if (!Contains(flow.capture_groups, group)) flow.capture_groups.push_back(group);
@@ -714,7 +713,7 @@ SkillConfig ParseSkill(const OrderedJson& v, const std::string& path, const std:
   skill.mode = f.String("mode").value_or("agent");
   if (skill.mode != "agent" && skill.mode != "function") {
     Fail(f.PathOf("mode"),
-         "unsupported mode " + Quote(skill.mode) + " (expected \"agent\" or \"function\")");
+         "unsupported mode " + JsonQuote(skill.mode) + " (expected \"agent\" or \"function\")");
   }
   auto inline_text = f.String("instructions");
   auto file = f.String("instructions_file", false, /*non_empty=*/true);
@@ -786,7 +785,7 @@ AgentConfig ParseAgent(const OrderedJson& v, const std::string& path) {
   if (auto s = f.String("on_busy")) {
     if (*s != "reject" && *s != "enqueue") {
       Fail(f.PathOf("on_busy"),
-           "unsupported value " + Quote(*s) + " (expected \"reject\" or \"enqueue\")");
+           "unsupported value " + JsonQuote(*s) + " (expected \"reject\" or \"enqueue\")");
     }
     a.on_busy = *s;
   }
@@ -833,7 +832,7 @@ void CheckFlowTimeout(Config& c, bool given) {
       Fail("gateway.flow_timeout_ms",
            std::to_string(c.gateway.flow_timeout.count()) + " is shorter than " +
                JsonPathIndex("flows", i) + ".endpoint.timeout_ms (" +
-               std::to_string(flow.endpoint.timeout.count()) + ", flow " + Quote(flow.flow_id) +
+               std::to_string(flow.endpoint.timeout.count()) + ", flow " + JsonQuote(flow.flow_id) +
                "): the gateway would give up before the flow's own timeout");
     }
   }
@@ -845,8 +844,8 @@ void CheckUniqueNames(const Config& c) {
   auto claim = [&](const std::string& name, const std::string& path, std::string_view what) {
     auto [it, inserted] = owner.emplace(name, path);
     if (!inserted) {
-      Fail(path, "duplicate " + std::string(what) + " " + Quote(name) + " (already defined at " +
-                     it->second + ")");
+      Fail(path, "duplicate " + std::string(what) + " " + JsonQuote(name) +
+                     " (already defined at " + it->second + ")");
     }
   };
   for (std::size_t i = 0; i < c.flows.size(); ++i) {
@@ -872,7 +871,7 @@ void CheckSkillReferences(const Config& c) {
       if (name == skill.name) Fail(item_path, "a skill cannot allow itself");
       if (c.FindFlow(name) == nullptr && c.FindTool(name) == nullptr &&
           c.FindSkill(name) == nullptr) {
-        Fail(item_path, "unknown tool, flow or skill " + Quote(name));
+        Fail(item_path, "unknown tool, flow or skill " + JsonQuote(name));
       }
     }
   }
@@ -911,7 +910,7 @@ std::shared_ptr<Config> BuildConfig(const OrderedJson& root, const std::string& 
   if (auto prefix = f.String("subject_prefix")) {
     if (!IsValidToolName(*prefix)) {
       Fail(f.PathOf("subject_prefix"),
-           "invalid subject prefix " + Quote(*prefix) + " (expected [A-Za-z0-9_-]{1,64})");
+           "invalid subject prefix " + JsonQuote(*prefix) + " (expected [A-Za-z0-9_-]{1,64})");
     }
     c->subject_prefix = *prefix;
   }

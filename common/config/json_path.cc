@@ -26,7 +26,7 @@ std::string JsonPathMember(std::string_view parent, std::string_view key) {
     out.append(key);
   } else {
     out += '[';
-    out += DumpJson(nlohmann::json(std::string(key)));
+    out += JsonQuote(key);
     out += ']';
   }
   return out;
