@@ -197,12 +197,10 @@ Result<std::unique_ptr<pqxx::connection>> PgPool::Open() {
   }
 }
 
-Result<PgPool::Lease> PgPool::Borrow(PgBorrow how) {
+Result<PgPool::Lease> PgPool::Borrow() {
   std::unique_lock lock(mutex_);
-  if (how == PgBorrow::kIdleOnly) {
-    if (idle_.empty()) return Error{ErrorCode::kUnavailable, "postgres: no idle connection"};
-  } else if (!available_.wait_for(lock, options_.borrow_timeout,
-                                  [&] { return !idle_.empty() || open_ < options_.size; })) {
+  if (!available_.wait_for(lock, options_.borrow_timeout,
+                           [&] { return !idle_.empty() || open_ < options_.size; })) {
     return Error{ErrorCode::kUnavailable, "postgres: no free connection within " +
                                               std::to_string(options_.borrow_timeout.count()) +
                                               " ms"};

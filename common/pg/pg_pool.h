@@ -41,12 +41,6 @@ enum class PgRetry {
   kIdempotent,  ///< Safe to repeat (e.g. guarded by a unique key): one retry on a new connection.
 };
 
-/// How PgPool::Borrow gets a connection.
-enum class PgBorrow {
-  kWait,      ///< An idle one, else a new one while fewer than `size` exist, else wait.
-  kIdleOnly,  ///< An idle one or nothing (kUnavailable at once): for work that may be skipped.
-};
-
 /// A bounded set of libpqxx connections shared by threads. Connections open lazily (the first at
 /// Connect), each with the statement timeout set; one that breaks is closed together with the
 /// idle ones (which most likely broke too) and replaced by new ones on later Borrows, so the pool
@@ -86,18 +80,16 @@ class PgPool {
   ~PgPool();
 
   /// A connection: an idle one, else a new one while fewer than `size` exist, else waits up to
-  /// borrow_timeout (PgBorrow::kWait); or an idle one only (kIdleOnly). Errors: kUnavailable
-  /// (none free in time or none idle, or connecting failed).
-  Result<Lease> Borrow(PgBorrow how = PgBorrow::kWait);
+  /// borrow_timeout. Errors: kUnavailable (none free in time, or connecting failed).
+  Result<Lease> Borrow();
 
   /// Runs `fn(pqxx::connection&)` on a borrowed connection and returns its (non-void) result
   /// (a function may return a Result itself to report its own errors).
   /// Exceptions become errors: lost connection, statement timeout, admin shutdown, too many
   /// connections -> kUnavailable (the connection is discarded); other SQL errors -> kInternal.
   /// With PgRetry::kIdempotent a broken connection is retried once on a new connection.
-  /// `how`: as Borrow's.
   template <typename Fn>
-  auto Run(Fn&& fn, PgRetry retry = PgRetry::kNever, PgBorrow how = PgBorrow::kWait)
+  auto Run(Fn&& fn, PgRetry retry = PgRetry::kNever)
       -> PgRunResult<std::invoke_result_t<Fn&, pqxx::connection&>>;
 
   /// `SELECT 1` on a pooled connection.
@@ -128,7 +120,7 @@ class PgPool {
 std::string RedactPostgresUri(const std::string& uri);
 
 template <typename Fn>
-auto PgPool::Run(Fn&& fn, PgRetry retry, PgBorrow how)
+auto PgPool::Run(Fn&& fn, PgRetry retry)
     -> PgRunResult<std::invoke_result_t<Fn&, pqxx::connection&>> {
   using T = std::invoke_result_t<Fn&, pqxx::connection&>;
   using R = PgRunResult<T>;
@@ -136,7 +128,7 @@ auto PgPool::Run(Fn&& fn, PgRetry retry, PgBorrow how)
   const int attempts = retry == PgRetry::kIdempotent ? 2 : 1;
   Error last;
   for (int attempt = 0; attempt < attempts; ++attempt) {
-    Result<Lease> lease = Borrow(how);
+    Result<Lease> lease = Borrow();
     if (!lease) return R(std::move(lease).error());
     bool broken = false;
     try {

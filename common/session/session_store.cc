@@ -23,9 +23,14 @@ constexpr std::int64_t kTombstoneLifeMs = 7LL * 24 * 3600 * 1000;
 /// How long a turn waiting for a session's lock keeps its place in the wait queue without
 /// asking again (waiters ask every 100 ms; one that crashed or gave up is skipped after this).
 constexpr std::int64_t kWaiterLeaseMs = 5000;
-/// After a failed look-up of a session in PostgreSQL while its lock is taken (down, or no
-/// connection idle), the look-ups pause this long: they are an optimization, never a wait.
+/// The look-up of a session in PostgreSQL while its lock is taken (TryLockAndLoadHistory) is an
+/// optimization, never a wait: its statement timeout; the longest it may take without counting
+/// as a failure; and the pause of the look-ups after a failure (in use by another turn, down,
+/// timed out, slow), doubled after each failure in a row up to the longest pause.
+constexpr std::chrono::milliseconds kLookupStatementTimeout{250};
+constexpr std::int64_t kLookupSlowMs = 20;
 constexpr std::int64_t kLookupPauseMs = 1000;
+constexpr std::int64_t kLookupLongestPauseMs = 60000;
 /// Longest run id (NormalizeTurn's rule).
 constexpr std::size_t kMaxRunIdBytes = 128;
 
@@ -335,8 +340,11 @@ struct SessionStore::StoredTurn {
 };
 
 SessionStore::SessionStore(std::unique_ptr<RedisPool> redis, std::unique_ptr<PgPool> pg,
-                           SessionStoreOptions options)
-    : redis_(std::move(redis)), pg_(std::move(pg)), options_(std::move(options)) {}
+                           std::unique_ptr<PgPool> lookup_pg, SessionStoreOptions options)
+    : redis_(std::move(redis)),
+      pg_(std::move(pg)),
+      lookup_pg_(std::move(lookup_pg)),
+      options_(std::move(options)) {}
 
 Result<std::unique_ptr<SessionStore>> SessionStore::Connect(const std::string& redis_url,
                                                             const std::string& database_url,
@@ -361,9 +369,18 @@ Result<std::unique_ptr<SessionStore>> SessionStore::Connect(const std::string& r
   if (Status status = ApplyMigrations(**pg, BundledMigrations()); !status.ok()) {
     return status.error();
   }
+  // The look-ups of TryLockAndLoadHistory: their own connection, so they never wait for the
+  // stores' pool, and a short statement timeout, so a slow server cannot hold a turn for long.
+  PgPoolOptions lookup_options;
+  lookup_options.size = 1;
+  lookup_options.connect_timeout = options.pg_connect_timeout;
+  lookup_options.statement_timeout = kLookupStatementTimeout;
+  lookup_options.borrow_timeout = std::chrono::milliseconds{0};  // never waits (see lookup_busy_)
+  Result<std::unique_ptr<PgPool>> lookup_pg = PgPool::Connect(database_url, lookup_options);
+  if (!lookup_pg) return std::move(lookup_pg).error();
   spdlog::info("session store: redis {}, postgres {}", (*redis)->Describe(), (*pg)->Describe());
-  return std::unique_ptr<SessionStore>(
-      new SessionStore(std::move(*redis), std::move(*pg), std::move(options)));
+  return std::unique_ptr<SessionStore>(new SessionStore(std::move(*redis), std::move(*pg),
+                                                        std::move(*lookup_pg), std::move(options)));
 }
 
 Result<std::string> SessionStore::ScriptSha(std::string_view script) {
@@ -460,14 +477,29 @@ Result<SessionStore::PgHistory> SessionStore::LoadFromPostgres(const std::string
       PgRetry::kIdempotent);
 }
 
-Result<bool> SessionStore::ExistsInPostgres(const std::string& session_id) {
-  return pg_->Run(
-      [&](pqxx::connection& connection) -> Result<bool> {
-        connection.prepare(kSessionExistsName, std::string(kSessionExists));  // no-op once done
-        pqxx::nontransaction tx(connection);
-        return tx.exec_prepared1(kSessionExistsName, session_id)[0].as<bool>();
-      },
-      PgRetry::kNever, PgBorrow::kIdleOnly);
+std::optional<bool> SessionStore::LookUpInPostgres(const std::string& session_id) {
+  // In use by another turn: not a failure, this turn just goes without.
+  if (lookup_busy_.exchange(true, std::memory_order_acquire)) return std::nullopt;
+  const std::int64_t start = NowUnixMs();
+  Result<bool> exists = lookup_pg_->Run([&](pqxx::connection& connection) -> Result<bool> {
+    connection.prepare(kSessionExistsName, std::string(kSessionExists));  // no-op once done
+    pqxx::nontransaction tx(connection);
+    return tx.exec_prepared1(kSessionExistsName, session_id)[0].as<bool>();
+  });
+  lookup_busy_.store(false, std::memory_order_release);
+  const std::int64_t end = NowUnixMs();
+  if (exists.ok() && end - start < kLookupSlowMs) {
+    lookup_failures_.store(0, std::memory_order_relaxed);
+    return *exists;
+  }
+  const int failures = lookup_failures_.fetch_add(1, std::memory_order_relaxed) + 1;
+  const std::int64_t pause =
+      std::min(kLookupLongestPauseMs, kLookupPauseMs << std::min(failures - 1, 6));
+  lookup_paused_until_ms_.store(end + pause, std::memory_order_relaxed);
+  spdlog::debug("session store: look-up of session {} {} ({} ms); paused for {} ms", session_id,
+                exists.ok() ? "slow" : exists.error().message, end - start, pause);
+  if (!exists.ok()) return std::nullopt;
+  return *exists;
 }
 
 void SessionStore::WarmRedis(const std::string& session_id, const std::string& expected_version,
@@ -511,16 +543,10 @@ Result<SessionStore::LockedHistory> SessionStore::TryLockAndLoadHistory(
   const SessionKeys keys = SessionKeys::For(options_.key_prefix, session_id);
   // A session not seen lately may well be new: ask PostgreSQL while Redis runs the script
   // (not for waiters in the queue, who ask again every 100 ms).
-  std::optional<Result<bool>> in_postgres;
-  const std::function<void()> ask_postgres = [&] {
-    in_postgres.emplace(ExistsInPostgres(session_id));
-    if (!in_postgres->ok()) {
-      last_lookup_failure_ms_.store(NowUnixMs(), std::memory_order_relaxed);
-    }
-  };
-  const bool ask =
-      queue_position == 0 && !hot_sessions_.Contains(session_id) &&
-      NowUnixMs() - last_lookup_failure_ms_.load(std::memory_order_relaxed) >= kLookupPauseMs;
+  std::optional<bool> in_postgres;
+  const std::function<void()> ask_postgres = [&] { in_postgres = LookUpInPostgres(session_id); };
+  const bool ask = queue_position == 0 && !hot_sessions_.Contains(session_id) &&
+                   NowUnixMs() >= lookup_paused_until_ms_.load(std::memory_order_relaxed);
   Result<RedisReply> reply =
       Eval(kTryLockLoadScript,
            {keys.lock, keys.history, keys.runs, keys.version, keys.queue, keys.queue_leases},
@@ -541,7 +567,7 @@ Result<SessionStore::LockedHistory> SessionStore::TryLockAndLoadHistory(
   hot.type = RedisReply::Type::kArray;
   hot.elements.assign(std::make_move_iterator(reply->elements.begin() + 1),
                       std::make_move_iterator(reply->elements.end()));
-  const bool absent = in_postgres.has_value() && in_postgres->ok() && !in_postgres->value();
+  const bool absent = in_postgres.has_value() && !*in_postgres;
   out.history = LoadAfterHotCopy(session_id, keys, &hot, absent);
   return out;
 }

@@ -150,12 +150,15 @@ class SessionStore {
   /// A session whose hot copy this store has not seen lately (most often a new one) costs no
   /// second round trip when PostgreSQL does not know it either: while Redis runs the script
   /// (sent first), PostgreSQL is asked whether the session exists, and "no" together with a
-  /// hot-copy miss is an empty history. The question never waits: it is skipped when no
-  /// PostgreSQL connection is idle, and for a second after one failed. Its only blind spot: a turn
-  /// of that session stored and unlocked between PostgreSQL's answer and Redis running this script,
-  /// whose hot copy is gone by then (a FLUSHALL or eviction within those microseconds). That turn
-  /// is then missing from this turn's history only: nothing is re-warmed from an empty answer, and
-  /// this turn's append, finding the copy not to be the history before it, drops the copy.
+  /// hot-copy miss is an empty history. The question never waits for anything but its answer:
+  /// it has its own connection (one more per store; skipped while another turn uses it) and a
+  /// 250 ms statement timeout, and after a failure or an answer slower than 20 ms the
+  /// questions pause (1 s, doubling while they keep failing, up to 60 s). Its only blind spot: a
+  /// turn of that session stored and unlocked between PostgreSQL's answer and Redis running this
+  /// script, whose hot copy is gone by then (a FLUSHALL or eviction within those microseconds).
+  /// That turn is then missing from this turn's history only: nothing is re-warmed from an empty
+  /// answer, and this turn's append, finding the copy not to be the history before it, drops the
+  /// copy.
   ///
   /// `queue_position` > 0 (on_busy "enqueue"): waiting turns take the lock in the order of their
   /// positions (e.g. JetStream stream sequences): the caller joins the session's wait queue
@@ -188,7 +191,7 @@ class SessionStore {
 
  private:
   SessionStore(std::unique_ptr<RedisPool> redis, std::unique_ptr<PgPool> pg,
-               SessionStoreOptions options);
+               std::unique_ptr<PgPool> lookup_pg, SessionStoreOptions options);
 
   struct StoredTurn;
   struct PgHistory;
@@ -223,9 +226,10 @@ class SessionStore {
                                                             const SessionKeys& keys,
                                                             const RedisReply* reply,
                                                             bool absent_from_postgres = false);
-  /// Whether PostgreSQL holds the session (one primary-key lookup, prepared), on a connection
-  /// that is idle now (kUnavailable at once if none is). No retry.
-  Result<bool> ExistsInPostgres(const std::string& session_id);
+  /// Whether PostgreSQL holds the session (one primary-key look-up, prepared) on the look-up
+  /// connection; nullopt when it is in use by another turn or the look-up failed. A failure or
+  /// a slow answer pauses the look-ups (see TryLockAndLoadHistory).
+  std::optional<bool> LookUpInPostgres(const std::string& session_id);
   /// The history from PostgreSQL in one statement (and the session's run ids when `with_runs`).
   Result<PgHistory> LoadFromPostgres(const std::string& session_id, bool with_runs);
   void WarmRedis(const std::string& session_id, const std::string& expected_version,
@@ -241,6 +245,7 @@ class SessionStore {
 
   std::unique_ptr<RedisPool> redis_;
   std::unique_ptr<PgPool> pg_;
+  std::unique_ptr<PgPool> lookup_pg_;  ///< One connection for TryLockAndLoadHistory's look-ups.
   SessionStoreOptions options_;
   std::mutex script_mu_;
   /// Script text -> SHA-1 (a handful of scripts), under script_mu_.
@@ -248,8 +253,11 @@ class SessionStore {
   /// Sessions whose hot copy this store read or wrote lately: the others are looked up in
   /// PostgreSQL while their lock is taken (TryLockAndLoadHistory). A hint only.
   RecentKeys<4096> hot_sessions_;
-  /// When such a look-up last failed (Unix ms): they pause for a while after one.
-  std::atomic<std::int64_t> last_lookup_failure_ms_{0};
+  /// A turn is using the look-up connection (the others go without).
+  std::atomic<bool> lookup_busy_{false};
+  /// Look-ups fail or come slowly this many times in a row; none until this time (Unix ms).
+  std::atomic<int> lookup_failures_{0};
+  std::atomic<std::int64_t> lookup_paused_until_ms_{0};
   std::atomic<std::int64_t> last_redis_warning_ms_{0};
   std::atomic<std::int64_t> suppressed_redis_warnings_{0};
 };

@@ -207,37 +207,6 @@ TEST_F(PgPoolTest, BorrowWaitsForAFreeConnection) {
   EXPECT_EQ(c.error().code, ErrorCode::kUnavailable);
 }
 
-TEST_F(PgPoolTest, IdleOnlyBorrowNeitherWaitsNorOpens) {
-  PgPoolOptions options;
-  options.size = 3;
-  options.borrow_timeout = milliseconds(5000);
-  auto pool = Pool(options);  // one connection, opened by Connect, idle
-  ASSERT_TRUE(pool);
-  auto idle = pool->Borrow(PgBorrow::kIdleOnly);
-  ASSERT_TRUE(idle.ok()) << idle.error().message;
-  // None idle: refused at once (not after the 5 s borrow timeout), though two more may open.
-  const auto start = std::chrono::steady_clock::now();
-  auto none = pool->Borrow(PgBorrow::kIdleOnly);
-  ASSERT_FALSE(none.ok());
-  EXPECT_EQ(none.error().code, ErrorCode::kUnavailable);
-  EXPECT_LT(std::chrono::steady_clock::now() - start, milliseconds(2500));
-  auto ran = pool->Run([](pqxx::connection&) { return 1; }, PgRetry::kNever, PgBorrow::kIdleOnly);
-  EXPECT_FALSE(ran.ok());
-  // A waiting borrow opens a new one; given back, it is idle for the next kIdleOnly.
-  {
-    auto opened = pool->Borrow();
-    ASSERT_TRUE(opened.ok()) << opened.error().message;
-  }
-  auto again = pool->Run(
-      [](pqxx::connection& connection) {
-        pqxx::nontransaction tx(connection);
-        return tx.exec1("SELECT 7")[0].as<int>();
-      },
-      PgRetry::kNever, PgBorrow::kIdleOnly);
-  ASSERT_TRUE(again.ok()) << again.error().message;
-  EXPECT_EQ(*again, 7);
-}
-
 TEST_F(PgPoolTest, MigrationsApplyOnceEvenConcurrently) {
   PgPoolOptions options;
   options.size = 1;

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <future>
 #include <map>
 #include <memory>
 #include <pqxx/pqxx>
@@ -581,6 +582,33 @@ TEST_F(SessionStoreTest, TheLookUpOfAnUnseenSessionNeverStandsInTheWay) {
     if (back.ok() && back->locked) (void)(*reader)->Unlock("pg-down-new", "owner");
     return ok;
   }));
+}
+
+// A PostgreSQL that does not answer (here: the sessions table locked by another transaction)
+// holds an unseen session's turn only for the look-up's statement timeout: its hot copy is
+// served while the lock is still held.
+TEST_F(SessionStoreTest, ALookUpThatGetsNoAnswerGivesUpAndTheHotCopyIsServed) {
+  ASSERT_TRUE(store_->AppendTurn(MakeTurn("pg-stuck", "ps-1", {{"user", "one"}})).ok());
+  SessionStoreOptions options;
+  options.pg_statement_timeout = milliseconds(120000);  // the stores' own: longer than the wait
+  auto reader = Connect(options);                       // has seen nothing
+  ASSERT_TRUE(reader);
+  pqxx::connection holder(postgres_->url());
+  pqxx::work lock_tx(holder);
+  lock_tx.exec("LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE");
+
+  auto load = std::async(std::launch::async, [&] {
+    return reader->TryLockAndLoadHistory("pg-stuck", "owner", milliseconds(60000));
+  });
+  // Without the look-up's own timeout this would wait for the table lock, i.e. forever here.
+  ASSERT_EQ(load.wait_for(std::chrono::seconds(30)), std::future_status::ready);
+  auto locked = load.get();
+  ASSERT_TRUE(locked.ok()) << locked.error().message;
+  ASSERT_TRUE(locked->locked);
+  ASSERT_TRUE(locked->history.ok()) << locked->history.error().message;
+  EXPECT_EQ(Contents(*locked->history), (std::vector<std::string>{"one"}));
+  lock_tx.abort();
+  EXPECT_TRUE(reader->Unlock("pg-stuck", "owner").ok());
 }
 
 TEST_F(SessionStoreTest, ExpiredLeaseLetsAnotherOwnerIn) {
