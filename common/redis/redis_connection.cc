@@ -20,18 +20,29 @@ timeval ToTimeval(std::chrono::milliseconds ms) {
 constexpr std::array<std::string_view, 8> kTransientPrefixes = {
     "LOADING", "BUSY", "READONLY", "MASTERDOWN", "OOM", "TRYAGAIN", "CLUSTERDOWN", "NOREPLICAS"};
 
-/// Runs a hiredis command built from argv; returns the raw reply or null on transport error.
-redisReply* RunArgv(redisContext* ctx, std::span<const std::string_view> args) {
+/// A command's arguments as hiredis's *Argv functions take them (pointers and lengths; not
+/// const, as they take `const char**`).
+template <typename Strings>
+struct HiredisArgv {
+  explicit HiredisArgv(const Strings& args) {
+    argv.reserve(args.size());
+    argvlen.reserve(args.size());
+    for (const auto& arg : args) {
+      argv.push_back(arg.data());
+      argvlen.push_back(arg.size());
+    }
+  }
+  int count() const { return static_cast<int>(argv.size()); }
+
   std::vector<const char*> argv;
   std::vector<std::size_t> argvlen;
-  argv.reserve(args.size());
-  argvlen.reserve(args.size());
-  for (const auto& arg : args) {
-    argv.push_back(arg.data());
-    argvlen.push_back(arg.size());
-  }
+};
+
+/// Runs a hiredis command built from argv; returns the raw reply or null on transport error.
+redisReply* RunArgv(redisContext* ctx, std::span<const std::string_view> args) {
+  HiredisArgv command(args);
   return static_cast<redisReply*>(
-      redisCommandArgv(ctx, static_cast<int>(args.size()), argv.data(), argvlen.data()));
+      redisCommandArgv(ctx, command.count(), command.argv.data(), command.argvlen.data()));
 }
 
 struct ReplyFree {
@@ -173,17 +184,10 @@ Result<RedisReply> RedisConnection::CommandWhile(std::span<const std::string_vie
   Status sent =
       args.empty() ? Status(ErrorCode::kBadRequest, "redis: empty command") : EnsureConnected();
   if (sent.ok()) {
-    std::vector<const char*> argv;
-    std::vector<std::size_t> argvlen;
-    argv.reserve(args.size());
-    argvlen.reserve(args.size());
-    for (const auto& arg : args) {
-      argv.push_back(arg.data());
-      argvlen.push_back(arg.size());
-    }
+    HiredisArgv command(args);
     int done = 0;
-    if (redisAppendCommandArgv(ctx_.get(), static_cast<int>(args.size()), argv.data(),
-                               argvlen.data()) != REDIS_OK) {
+    if (redisAppendCommandArgv(ctx_.get(), command.count(), command.argv.data(),
+                               command.argvlen.data()) != REDIS_OK) {
       sent = TransportError("command");
     } else {
       // The write is blocking (bounded by the command timeout): flush it all now.
@@ -225,15 +229,10 @@ Result<std::vector<RedisReply>> RedisConnection::Pipeline(
     if (command.empty()) return Error{ErrorCode::kBadRequest, "redis: empty command in pipeline"};
   }
   if (Status status = EnsureConnected(); !status.ok()) return status.error();
-  for (const auto& command : commands) {
-    std::vector<const char*> argv;
-    std::vector<std::size_t> argvlen;
-    for (const auto& arg : command) {
-      argv.push_back(arg.data());
-      argvlen.push_back(arg.size());
-    }
-    if (redisAppendCommandArgv(ctx_.get(), static_cast<int>(command.size()), argv.data(),
-                               argvlen.data()) != REDIS_OK) {
+  for (const auto& strings : commands) {
+    HiredisArgv command(strings);
+    if (redisAppendCommandArgv(ctx_.get(), command.count(), command.argv.data(),
+                               command.argvlen.data()) != REDIS_OK) {
       return TransportError("pipeline append");
     }
   }

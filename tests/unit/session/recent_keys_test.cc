@@ -5,10 +5,25 @@
 
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace wf {
 namespace {
+
+/// Adds `count` keys `<prefix><i>` in order; returns them and how many are remembered after.
+template <std::size_t Slots>
+std::pair<std::vector<std::string>, int> AddAndCount(RecentKeys<Slots>& keys,
+                                                     const std::string& prefix, int count) {
+  std::vector<std::string> added;
+  for (int i = 0; i < count; ++i) {
+    added.push_back(prefix + std::to_string(i));
+    keys.Add(added.back());
+  }
+  int remembered = 0;
+  for (const std::string& key : added) remembered += keys.Contains(key) ? 1 : 0;
+  return {added, remembered};
+}
 
 TEST(RecentKeysTest, RemembersWhatWasAddedUntilRemoved) {
   RecentKeys<64> keys;
@@ -30,13 +45,7 @@ TEST(RecentKeysTest, ALaterKeyOfTheSameSlotPushesTheEarlierOut) {
   RecentKeys<8> keys;
   // With 8 slots, 9 keys share a slot somewhere; the later one wins it, and the other keys
   // stay. Never a key that was not added.
-  std::vector<std::string> added;
-  for (int i = 0; i < 200; ++i) {
-    added.push_back("session-" + std::to_string(i));
-    keys.Add(added.back());
-  }
-  int remembered = 0;
-  for (const std::string& key : added) remembered += keys.Contains(key) ? 1 : 0;
+  const auto [added, remembered] = AddAndCount(keys, "session-", 200);
   EXPECT_GE(remembered, 1);
   EXPECT_LE(remembered, 8);
   for (int i = 0; i < 1000; ++i) EXPECT_FALSE(keys.Contains("other-" + std::to_string(i)));
@@ -57,14 +66,7 @@ TEST(RecentKeysTest, SpreadsKeysOverTheSlots) {
   // Session ids that differ in one character must not pile into a few slots: of 4096 ids in a
   // 4096-slot table, a uniform hash keeps about 63% (1 - 1/e).
   RecentKeys<4096> keys;
-  std::vector<std::string> added;
-  for (int i = 0; i < 4096; ++i) {
-    added.push_back("bench-" + std::to_string(i));
-    keys.Add(added.back());
-  }
-  int remembered = 0;
-  for (const std::string& key : added) remembered += keys.Contains(key) ? 1 : 0;
-  EXPECT_GT(remembered, 2400);
+  EXPECT_GT(AddAndCount(keys, "bench-", 4096).second, 2400);
 }
 
 TEST(RecentKeysTest, ThreadsAddAndReadAtOnce) {
