@@ -118,9 +118,9 @@ class HeavyClient {
  private:
   std::unique_ptr<NatsConnection> conn_;
   std::string inbox_;
-  NatsSubscription sub_;
   std::mutex mu_;
   std::vector<wf::v1::QueryEvent> events_;
+  NatsSubscription sub_;  // last: gone (its handler finished) before what the handler touches
 };
 
 /// wf.session.get over NATS.
