@@ -407,8 +407,7 @@ Result<std::string> SessionStore::ScriptSha(std::string_view script) {
 }
 
 Result<RedisReply> SessionStore::Eval(std::string_view script, const std::vector<std::string>& keys,
-                                      const std::vector<std::string>& args,
-                                      const std::function<void()>* meanwhile) {
+                                      const std::vector<std::string>& args, Meanwhile* meanwhile) {
   Result<std::string> loaded = ScriptSha(script);
   if (!loaded) return std::move(loaded).error();  // unreachable: EVAL would only wait as long
   const std::string sha = std::move(loaded).value();
@@ -427,19 +426,23 @@ Result<RedisReply> SessionStore::Eval(std::string_view script, const std::vector
   }
   argv[0] = "EVAL";
   argv[1] = script;
+  if (meanwhile != nullptr) meanwhile->alongside = false;
   return RedisCommand(argv);
 }
 
 Result<RedisReply> SessionStore::RedisCommand(std::span<const std::string_view> argv,
-                                              const std::function<void()>* meanwhile) {
+                                              Meanwhile* meanwhile) {
   Error last;
   for (int attempt = 0; attempt < 2; ++attempt) {
     Result<RedisPool::Lease> lease = redis_->Borrow();
     if (!lease) return std::move(lease).error();
+    const bool alongside = attempt == 0 && meanwhile != nullptr;
     Result<RedisReply> reply =
-        meanwhile != nullptr ? (*lease)->CommandWhile(argv, *meanwhile) : (*lease)->Command(argv);
-    meanwhile = nullptr;
-    if (reply.ok() || reply.error().code != ErrorCode::kUnavailable) return reply;
+        alongside ? (*lease)->CommandWhile(argv, meanwhile->run) : (*lease)->Command(argv);
+    if (reply.ok() || reply.error().code != ErrorCode::kUnavailable) {
+      if (meanwhile != nullptr) meanwhile->alongside = alongside;
+      return reply;
+    }
     last = std::move(reply).error();
   }
   return last;
@@ -543,8 +546,10 @@ Result<SessionStore::LockedHistory> SessionStore::TryLockAndLoadHistory(
   const SessionKeys keys = SessionKeys::For(options_.key_prefix, session_id);
   // A session not seen lately may well be new: ask PostgreSQL while Redis runs the script
   // (not for waiters in the queue, who ask again every 100 ms).
+  // Its answer counts only if it came while Redis ran the script that took the lock (not an
+  // attempt after a stale connection or NOSCRIPT, which ran later).
   std::optional<bool> in_postgres;
-  const std::function<void()> ask_postgres = [&] { in_postgres = LookUpInPostgres(session_id); };
+  Meanwhile ask_postgres{[&] { in_postgres = LookUpInPostgres(session_id); }};
   const bool ask = queue_position == 0 && !hot_sessions_.Contains(session_id) &&
                    NowUnixMs() >= lookup_paused_until_ms_.load(std::memory_order_relaxed);
   Result<RedisReply> reply =
@@ -567,7 +572,7 @@ Result<SessionStore::LockedHistory> SessionStore::TryLockAndLoadHistory(
   hot.type = RedisReply::Type::kArray;
   hot.elements.assign(std::make_move_iterator(reply->elements.begin() + 1),
                       std::make_move_iterator(reply->elements.end()));
-  const bool absent = in_postgres.has_value() && !*in_postgres;
+  const bool absent = ask_postgres.alongside && in_postgres.has_value() && !*in_postgres;
   out.history = LoadAfterHotCopy(session_id, keys, &hot, absent);
   return out;
 }

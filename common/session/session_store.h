@@ -150,15 +150,16 @@ class SessionStore {
   /// A session whose hot copy this store has not seen lately (most often a new one) costs no
   /// second round trip when PostgreSQL does not know it either: while Redis runs the script
   /// (sent first), PostgreSQL is asked whether the session exists, and "no" together with a
-  /// hot-copy miss is an empty history. The question never waits for anything but its answer:
-  /// it has its own connection (one more per store; skipped while another turn uses it) and a
-  /// 250 ms statement timeout, and after a failure or an answer slower than 20 ms the
-  /// questions pause (1 s, doubling while they keep failing, up to 60 s). Its only blind spot: a
-  /// turn of that session stored and unlocked between PostgreSQL's answer and Redis running this
-  /// script, whose hot copy is gone by then (a FLUSHALL or eviction within those microseconds).
-  /// That turn is then missing from this turn's history only: nothing is re-warmed from an empty
-  /// answer, and this turn's append, finding the copy not to be the history before it, drops the
-  /// copy.
+  /// hot-copy miss is an empty history (unless the script that took the lock was a later attempt:
+  /// after a stale connection or NOSCRIPT the history is read as before). The question never waits
+  /// for anything but its answer: it has its own connection (one more per store; skipped while
+  /// another turn uses it) and a 250 ms statement timeout, and after a failure or an answer slower
+  /// than 20 ms the questions pause (1 s, doubling while they keep failing, up to 60 s). Its only
+  /// blind spot: a turn of that session stored and unlocked between PostgreSQL's answer and Redis
+  /// running this script, whose hot copy is gone by then (a FLUSHALL or eviction within those
+  /// microseconds). That turn is then missing from this turn's history only: nothing is re-warmed
+  /// from an empty answer, and this turn's append, finding the copy not to be the history before
+  /// it, drops the copy.
   ///
   /// `queue_position` > 0 (on_busy "enqueue"): waiting turns take the lock in the order of their
   /// positions (e.g. JetStream stream sequences): the caller joins the session's wait queue
@@ -201,19 +202,25 @@ class SessionStore {
   /// run is a repeat. Inside a batch's transaction, which the caller commits.
   Result<StoredTurn> StoreTurn(pqxx::transaction_base& tx, const wf::v1::TurnRecord& turn);
 
+  /// Work done while a Redis command is on the server (RedisCommand, Eval).
+  struct Meanwhile {
+    /// Runs at most once, alongside the first attempt's command (RedisConnection::
+    /// CommandWhile); not at all when no connection could be borrowed.
+    std::function<void()> run;
+    /// Set when the reply returned is the answer to that command, not to a later attempt.
+    bool alongside = false;
+  };
+
   /// Runs a command on a pooled connection, once more on another after kUnavailable (a stale
   /// connection after a Redis restart); every command this class sends is safe to repeat.
-  /// `meanwhile` (if not null) runs at most once, while the first attempt's command is on the
-  /// server (RedisConnection::CommandWhile); not at all when no connection could be borrowed.
   Result<RedisReply> RedisCommand(std::span<const std::string_view> argv,
-                                  const std::function<void()>* meanwhile = nullptr);
+                                  Meanwhile* meanwhile = nullptr);
   /// Runs `script` with `keys` and `args`: EVALSHA of its SHA-1 (SCRIPT LOAD once per store),
   /// so the script's text is not sent and hashed on every call; EVAL when Redis has lost it
   /// (NOSCRIPT: a restart, a failover, SCRIPT FLUSH), which also caches it there again.
-  /// `meanwhile`: as RedisCommand's.
+  /// `meanwhile`: as RedisCommand's (an EVAL after NOSCRIPT is a later attempt).
   Result<RedisReply> Eval(std::string_view script, const std::vector<std::string>& keys,
-                          const std::vector<std::string>& args,
-                          const std::function<void()>* meanwhile = nullptr);
+                          const std::vector<std::string>& args, Meanwhile* meanwhile = nullptr);
   /// The SHA-1 SCRIPT LOAD gave for `script`, loading it the first time. Empty (for good) when
   /// Redis refused or answered something else; the error (asked again next time) when Redis was
   /// unreachable.

@@ -314,6 +314,24 @@ TEST_F(SessionStoreTest, ScriptsRunBySha1AndSurviveAScriptFlush) {
   // The append script was lost too (once more EVAL); the load script is cached again.
   EXPECT_EQ(CommandCalls(redis, "eval"), 2);
   EXPECT_EQ(Integer(redis, {"LLEN", "wf:hist:by-sha"}), 2);
+
+  // A lock-and-load whose EVALSHA meets NOSCRIPT while PostgreSQL is asked about an unseen
+  // session: the EVAL that follows takes the lock; a stored session is read in full, a new one
+  // is empty.
+  auto other = Connect();  // has seen neither session
+  ASSERT_TRUE(other);
+  // Its SHA-1 of the script known (so it sends EVALSHA first).
+  ASSERT_TRUE(other->TryLockAndLoadHistory("by-sha-warm", "warm", milliseconds(60000)).ok());
+  ASSERT_TRUE(redis.Command({"FLUSHALL"}).ok());
+  ASSERT_TRUE(redis.Command({"SCRIPT", "FLUSH"}).ok());
+  ASSERT_TRUE(redis.Command({"CONFIG", "RESETSTAT"}).ok());
+  auto stored = other->TryLockAndLoadHistory("by-sha", "owner", milliseconds(60000));
+  ASSERT_TRUE(stored.ok() && stored->locked && stored->history.ok());
+  EXPECT_EQ(Contents(*stored->history), (std::vector<std::string>{"one", "two"}));
+  EXPECT_EQ(CommandCalls(redis, "eval"), 1);
+  auto fresh = other->TryLockAndLoadHistory("by-sha-new", "owner", milliseconds(60000));
+  ASSERT_TRUE(fresh.ok() && fresh->locked && fresh->history.ok());
+  EXPECT_TRUE(fresh->history->empty());
 }
 
 TEST_F(SessionStoreTest, HotCopyHasTheTtl) {
