@@ -549,9 +549,11 @@ Result<SessionStore::LockedHistory> SessionStore::TryLockAndLoadHistory(
   // Its answer counts only if it came while Redis ran the script that took the lock (not an
   // attempt after a stale connection or NOSCRIPT, which ran later).
   std::optional<bool> in_postgres;
-  Meanwhile ask_postgres{[&] { in_postgres = LookUpInPostgres(session_id); }};
+  Meanwhile ask_postgres;
   const bool ask = queue_position == 0 && !hot_sessions_.Contains(session_id) &&
                    NowUnixMs() >= lookup_paused_until_ms_.load(std::memory_order_relaxed);
+  // Only then the callback (a heap allocation): a session seen lately costs nothing here.
+  if (ask) ask_postgres.run = [&] { in_postgres = LookUpInPostgres(session_id); };
   Result<RedisReply> reply =
       Eval(kTryLockLoadScript,
            {keys.lock, keys.history, keys.runs, keys.version, keys.queue, keys.queue_leases},
