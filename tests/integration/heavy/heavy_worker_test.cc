@@ -712,6 +712,25 @@ TEST(HeavyWorkerTest, EnqueuedTurnsRunInArrivalOrder) {
   EXPECT_EQ(users, (std::vector<std::string>{"slow one", "msg1", "msg2", "msg3", "msg4", "msg5"}));
 }
 
+/// Runs one turn on each of the sessions `<prefix>-0` .. `<prefix>-<count - 1>` (ids
+/// `<prefix>-warm-<i>`), so PostgreSQL holds them, then locks their rows in `*locker`, a
+/// transaction on `pg` left open: writes to those sessions wait until it ends.
+void StoreThenLockSessions(Stack& s, HeavyClient& c, pqxx::connection& pg,
+                           const std::string& prefix, int count,
+                           std::unique_ptr<pqxx::work>* locker) {
+  for (int i = 0; i < count; ++i) {
+    const std::string id = prefix + "-warm-" + std::to_string(i);
+    c.Send(id, prefix + "-" + std::to_string(i), "hello");
+    auto end = c.Terminal(id);
+    ASSERT_TRUE(end && end->has_final()) << (end ? end->DebugString() : "") << s.Logs();
+  }
+  *locker = std::make_unique<pqxx::work>(pg);
+  ASSERT_EQ((*locker)
+                ->exec("SELECT 1 FROM sessions WHERE session_id LIKE '" + prefix + "-%' FOR UPDATE")
+                .size(),
+            static_cast<std::size_t>(count));
+}
+
 // PostgreSQL slow to write (here: the rows of the stalled sessions locked, so their stores wait):
 // finished turns wait to be stored, but other turns still start, from their Redis hot copy or
 // from a PostgreSQL read. The stores used to take every executor thread and PostgreSQL
@@ -720,17 +739,9 @@ TEST(HeavyWorkerTest, TurnsStillStartWhileStoresWaitOnASlowPostgres) {
   Stack s;
   HeavyClient c(s);
   constexpr int kStalled = 6;  // more than wf-heavy's threads and PostgreSQL connections
-  for (int i = 0; i <= kStalled; ++i) {
-    const std::string id = "stall-warm-" + std::to_string(i);
-    c.Send(id, "stall-" + std::to_string(i), "hello");
-    auto end = c.Terminal(id);
-    ASSERT_TRUE(end && end->has_final()) << (end ? end->DebugString() : "") << s.Logs();
-  }
   pqxx::connection pg(s.pg_.url());
-  auto locker = std::make_unique<pqxx::work>(pg);
-  ASSERT_EQ(
-      locker->exec("SELECT 1 FROM sessions WHERE session_id LIKE 'stall-%' FOR UPDATE").size(),
-      kStalled + 1);
+  std::unique_ptr<pqxx::work> locker;
+  ASSERT_NO_FATAL_FAILURE(StoreThenLockSessions(s, c, pg, "stall", kStalled + 1, &locker));
   for (int i = 0; i < kStalled; ++i) {
     c.Send("stall-next-" + std::to_string(i), "stall-" + std::to_string(i), "hello again");
   }
@@ -781,17 +792,9 @@ TEST(HeavyWorkerTest, SessionRequestsStuckOnPostgresNeverHoldUpTurns) {
   Stack s;
   HeavyClient c(s);
   constexpr int kStuck = 6;  // more than wf-heavy's turn executor threads
-  for (int i = 0; i < kStuck; ++i) {
-    const std::string id = "stuck-warm-" + std::to_string(i);
-    c.Send(id, "stuck-" + std::to_string(i), "hello");
-    auto end = c.Terminal(id);
-    ASSERT_TRUE(end && end->has_final()) << (end ? end->DebugString() : "") << s.Logs();
-  }
   pqxx::connection pg(s.pg_.url());
-  auto locker = std::make_unique<pqxx::work>(pg);
-  ASSERT_EQ(
-      locker->exec("SELECT 1 FROM sessions WHERE session_id LIKE 'stuck-%' FOR UPDATE").size(),
-      kStuck);
+  std::unique_ptr<pqxx::work> locker;
+  ASSERT_NO_FATAL_FAILURE(StoreThenLockSessions(s, c, pg, "stuck", kStuck, &locker));
 
   // DELETEs of the locked sessions, then many more of one of them, all at once; replies
   // gathered on one inbox.
