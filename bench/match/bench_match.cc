@@ -182,6 +182,17 @@ void BM_EndpointRender_PostBody(benchmark::State& state) {
 }
 BENCHMARK(BM_EndpointRender_PostBody);
 
+/// Renders `t` over `values` and `body` in the benchmark loop; labels the run with the body size.
+void RunResponseRender(benchmark::State& state, const ResponseTemplate& t,
+                       const nlohmann::json& values, const std::string& body) {
+  for (auto _ : state) {
+    std::string out = t.Render(values, body);
+    benchmark::DoNotOptimize(out);
+  }
+  state.SetItemsProcessed(state.iterations());
+  state.SetLabel(std::to_string(body.size()) + " B JSON body");
+}
+
 void BM_ResponseRender_Field(benchmark::State& state) {
   auto t =
       ResponseTemplate::Compile("订单 {order_id}: {result.status}，预计 {result.eta.days} 天送达");
@@ -189,13 +200,7 @@ void BM_ResponseRender_Field(benchmark::State& state) {
   for (int i = 0; i < 10; ++i)
     body += std::string(i ? "," : "") + R"({"sku": "A-)" + std::to_string(i) + R"(", "qty": 1})";
   body += "]}";
-  nlohmann::json values = Values();
-  for (auto _ : state) {
-    std::string out = t->Render(values, body);
-    benchmark::DoNotOptimize(out);
-  }
-  state.SetItemsProcessed(state.iterations());
-  state.SetLabel(std::to_string(body.size()) + " B JSON body");
+  RunResponseRender(state, *t, Values(), body);
 }
 BENCHMARK(BM_ResponseRender_Field);
 
@@ -210,25 +215,14 @@ void BM_ResponseRender_DemoOrder(benchmark::State& state) {
       R"("Laptop Stand","quantity":2,"unit_price":34.0},{"sku":"SKU-1006","name":"27\" 4K )"
       R"(Monitor","quantity":3,"unit_price":239.0}],"total":785.0,"currency":"USD",)"
       R"("eta":"2025-05-20"})";
-  nlohmann::json values = {{"order_id", "1234"}, {"verbose", false}};
-  for (auto _ : state) {
-    std::string out = t->Render(values, body);
-    benchmark::DoNotOptimize(out);
-  }
-  state.SetItemsProcessed(state.iterations());
-  state.SetLabel(std::to_string(body.size()) + " B JSON body");
+  RunResponseRender(state, *t, {{"order_id", "1234"}, {"verbose", false}}, body);
 }
 BENCHMARK(BM_ResponseRender_DemoOrder);
 
 void BM_ResponseRender_WholeBody(benchmark::State& state) {
   auto t = ResponseTemplate::Compile("✅ 已提交\n\n{result}");
   std::string body = R"({"status": "submitted", "request_id": "lr-2024-000123"})";
-  nlohmann::json values = Values();
-  for (auto _ : state) {
-    std::string out = t->Render(values, body);
-    benchmark::DoNotOptimize(out);
-  }
-  state.SetItemsProcessed(state.iterations());
+  RunResponseRender(state, *t, Values(), body);
 }
 BENCHMARK(BM_ResponseRender_WholeBody);
 
