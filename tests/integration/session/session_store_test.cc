@@ -921,14 +921,22 @@ TEST_F(SessionStoreTest, FindRunTellsWhichSessionMessageAndAnswerARunHas) {
   EXPECT_EQ(store_->FindRun(std::string(129, 'x')).error().code, ErrorCode::kBadRequest);
 }
 
+/// Stores a turn of `status` with `messages` (run `<id>-1`), then a complete one (`<id>-2`: "q2",
+/// "whole"), in session `id`, and reads the session back as GET /api/v1/session does.
+Result<wf::v1::SessionHistory> HistoryAfterATurnOfStatus(
+    SessionStore& store, const std::string& id, const std::string& status,
+    std::vector<std::pair<std::string, std::string>> messages) {
+  wf::v1::TurnRecord turn = MakeTurn(id, id + "-1", std::move(messages));
+  turn.set_status(status);
+  EXPECT_TRUE(store.AppendTurn(turn).ok());
+  EXPECT_TRUE(
+      store.AppendTurn(MakeTurn(id, id + "-2", {{"user", "q2"}, {"assistant", "whole"}})).ok());
+  return store.GetSession(id);
+}
+
 TEST_F(SessionStoreTest, ACancelledTurnsAnswerIsMarkedInTheStoredHistory) {
-  wf::v1::TurnRecord turn = MakeTurn("marks", "marks-1", {{"user", "q"}, {"assistant", "part"}});
-  turn.set_status("cancelled");
-  ASSERT_TRUE(store_->AppendTurn(turn).ok());
-  ASSERT_TRUE(
-      store_->AppendTurn(MakeTurn("marks", "marks-2", {{"user", "q2"}, {"assistant", "whole"}}))
-          .ok());
-  auto history = store_->GetSession("marks");
+  auto history = HistoryAfterATurnOfStatus(*store_, "marks", "cancelled",
+                                           {{"user", "q"}, {"assistant", "part"}});
   ASSERT_TRUE(history.ok());
   ASSERT_EQ(history->messages_size(), 4);
   EXPECT_FALSE(history->messages(0).cancelled());
@@ -938,14 +946,8 @@ TEST_F(SessionStoreTest, ACancelledTurnsAnswerIsMarkedInTheStoredHistory) {
 }
 
 TEST_F(SessionStoreTest, AFailedTurnsAnswerIsMarkedFailedInTheStoredHistory) {
-  wf::v1::TurnRecord turn =
-      MakeTurn("fails", "fails-1", {{"user", "q"}, {"assistant", "calling"}, {"assistant", "par"}});
-  turn.set_status("error");
-  ASSERT_TRUE(store_->AppendTurn(turn).ok());
-  ASSERT_TRUE(
-      store_->AppendTurn(MakeTurn("fails", "fails-2", {{"user", "q2"}, {"assistant", "whole"}}))
-          .ok());
-  auto history = store_->GetSession("fails");
+  auto history = HistoryAfterATurnOfStatus(
+      *store_, "fails", "error", {{"user", "q"}, {"assistant", "calling"}, {"assistant", "par"}});
   ASSERT_TRUE(history.ok());
   ASSERT_EQ(history->messages_size(), 5);
   std::vector<bool> failed;
