@@ -167,6 +167,21 @@ TEST_F(DemoApiTest, EchoShowsExactlyWhatArrived) {
   EXPECT_TRUE(echo["json"].is_null());
 }
 
+TEST_F(DemoApiTest, RepliesCarryTheirTypeAndHeadersButNoInjectedLine) {
+  HttpResponse raw = Call("GET", "/raw?status=201&hex=6869&repeat=2&type=text/csv");
+  EXPECT_EQ(raw.status, 201);
+  EXPECT_EQ(raw.content_type, "text/csv");
+  EXPECT_EQ(raw.body, "hihi");
+  HttpResponse limited = Call("GET", "/status/503?retry_after=7");
+  EXPECT_EQ(limited.status, 503);
+  EXPECT_EQ(limited.retry_after, "7");
+  // The type becomes a header line as sent: a CR/LF in it would add a header of the caller's.
+  EXPECT_EQ(CallJson("GET", "/raw?status=200&hex=6869&type=text/plain%0D%0AX-Evil:%201",
+                     400)["error"]["code"],
+            "bad_request");
+  EXPECT_EQ(CallJson("GET", "/raw?status=200&hex=6869&type=", 400)["error"]["code"], "bad_request");
+}
+
 TEST_F(DemoApiTest, UnknownPathsAre404) {
   EXPECT_EQ(CallJson("GET", "/api/nothing", 404)["error"]["code"], "not_found");
   EXPECT_EQ(CallJson("GET", "/", 404)["error"]["code"], "not_found");
