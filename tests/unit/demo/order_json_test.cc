@@ -18,23 +18,6 @@ namespace {
 
 using Json = nlohmann::ordered_json;
 
-struct Product {
-  const char* sku;
-  const char* name;
-  std::int64_t cents;
-};
-
-constexpr std::array<Product, 8> kCatalog = {{
-    {"SKU-1001", "Wireless Mouse", 1999},
-    {"SKU-1002", "USB-C Cable (2 m)", 950},
-    {"SKU-1003", "Laptop Stand", 3400},
-    {"SKU-1004", "Mechanical Keyboard", 8900},
-    {"SKU-1005", "Noise-cancelling Headphones", 12900},
-    {"SKU-1006", "27\" 4K Monitor", 23900},
-    {"SKU-1007", "Webcam 1080p", 4500},
-    {"SKU-1008", "Desk Lamp", 2750},
-}};
-
 /// The date `offset` days after 1 January 2025, by the standard library's calendar.
 std::string Date2025(std::uint64_t offset) {
   using namespace std::chrono;
@@ -54,7 +37,7 @@ std::string Reference(std::uint64_t id, const std::string& id_text, bool verbose
   Json items = Json::array();
   std::int64_t total = 0;
   for (std::uint64_t i = 0; i < 1 + id % 3; ++i) {
-    const Product& p = kCatalog[(id + i * 3) % kCatalog.size()];
+    const DemoProduct& p = Catalog()[(id + i * 3) % Catalog().size()];
     const auto quantity = static_cast<std::int64_t>(1 + (id / (i + 1)) % 3);
     total += p.cents * quantity;
     items.push_back(
