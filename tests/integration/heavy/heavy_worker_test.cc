@@ -712,6 +712,58 @@ TEST(HeavyWorkerTest, EnqueuedTurnsRunInArrivalOrder) {
   EXPECT_EQ(users, (std::vector<std::string>{"slow one", "msg1", "msg2", "msg3", "msg4", "msg5"}));
 }
 
+// How wf-heavy pulls queries: with a backlog in JetStream it asks for batches (few round trips);
+// once the consumer has nothing more and at most one turn runs here, it asks for one query at a
+// time, without "no_wait" (a pull for several ends with a status message after the query, an
+// extra wake-up before the turn starts). Seen from the pull requests on the wire; every query is
+// answered either way.
+TEST(HeavyWorkerTest, ABacklogIsPulledInBatchesAndALoneQueryAlone) {
+  Stack s({.heavy_workers = 0});
+  HeavyClient c(s);
+  std::mutex mu;
+  std::vector<json> pulls;
+  auto sub =
+      c.conn().Subscribe("$JS.API.CONSUMER.MSG.NEXT.WF_HEAVY.heavy", [&](const NatsMsgView& m) {
+        json pull = json::parse(m.data(), nullptr, false);
+        std::lock_guard lock(mu);
+        pulls.push_back(std::move(pull));
+      });
+  ASSERT_TRUE(sub.ok()) << sub.error().message;
+  ASSERT_TRUE(c.conn().Flush(milliseconds(2000)).ok());
+  constexpr int kBacklog = 40;
+  for (int i = 0; i < kBacklog; ++i) {
+    c.Send("backlog-" + std::to_string(i), "backlog-" + std::to_string(i), "hello");
+  }
+  s.StartHeavy();
+  for (int i = 0; i < kBacklog; ++i) {
+    auto end = c.Terminal("backlog-" + std::to_string(i));
+    ASSERT_TRUE(end && end->has_final()) << i << (end ? end->DebugString() : "") << s.Logs();
+  }
+  std::size_t after_backlog = 0;
+  {
+    std::lock_guard lock(mu);
+    after_backlog = pulls.size();
+    bool batched = false;
+    for (const auto& pull : pulls) batched = batched || pull.value("batch", 0) > 1;
+    EXPECT_TRUE(batched) << json(pulls).dump();
+    // 40 queries in far fewer pulls than one each.
+    EXPECT_LT(pulls.size(), static_cast<std::size_t>(kBacklog)) << json(pulls).dump();
+  }
+  c.Send("lone", "lone", "hello");
+  auto end = c.Terminal("lone");
+  ASSERT_TRUE(end && end->has_final()) << (end ? end->DebugString() : "") << s.Logs();
+  // The pull that follows a lone query (sent once its turn started) asks for one, and waits.
+  ASSERT_TRUE(Eventually([&] {
+    std::lock_guard lock(mu);
+    return pulls.size() > after_backlog + 1;
+  }));
+  std::lock_guard lock(mu);
+  const json& last = pulls.back();
+  EXPECT_EQ(last.value("batch", 0), 1) << json(pulls).dump();
+  EXPECT_FALSE(last.value("no_wait", false)) << json(pulls).dump();
+  EXPECT_GT(last.value("expires", 0LL), 0LL) << json(pulls).dump();
+}
+
 /// Runs one turn on each of the sessions `<prefix>-0` .. `<prefix>-<count - 1>` (ids
 /// `<prefix>-warm-<i>`), so PostgreSQL holds them, then locks their rows in `*locker`, a
 /// transaction on `pg` left open: writes to those sessions wait until it ends.

@@ -27,6 +27,16 @@ constexpr std::size_t kMaxRememberedCancels = 100000;
 /// How long a finished turn handed to WF_HISTORY may wait for JetStream's acknowledgement.
 constexpr auto kHistoryPublishTimeout = std::chrono::seconds(5);
 
+/// Messages the consumer still had for its clients when it delivered `msg` (from the message's
+/// JetStream metadata); 1 when unknown, so that a backlog is assumed.
+uint64_t PendingAfter(natsMsg* msg) {
+  jsMsgMetaData* meta = nullptr;
+  if (natsMsg_GetMetaData(&meta, msg) != NATS_OK) return 1;
+  const uint64_t pending = meta->NumPending;
+  jsMsgMetaData_Destroy(meta);
+  return pending;
+}
+
 }  // namespace
 
 /// Owns one JetStream message (natsMsg*); acks/naks are idempotent through `settled`.
@@ -314,6 +324,15 @@ Status HeavyWorker::Setup() {
 }
 
 void HeavyWorker::FetchLoop(natsSubscription* sub, bool history) {
+  // Whether the consumer had nothing more for us after the last fetch (its last message said
+  // 0 pending, or none came). Then, while at most one turn runs here (so a query's time to its
+  // first token is what counts), the next pull asks for one message: nats.c sends a pull request
+  // for several as "no_wait" with an expiry, which JetStream answers with what it has and then a
+  // status message, and the fetch thread wakes for each (twice, since nats.c signals under the
+  // subscription's lock) before the turn starts; a pull for one ends with that one. With a
+  // backlog, or busy, the next pull asks for a batch, which takes what arrived meanwhile in one
+  // round trip.
+  bool nothing_pending = true;
   while (fetching_) {
     int batch = 16;
     if (!history) {
@@ -324,6 +343,7 @@ void HeavyWorker::FetchLoop(natsSubscription* sub, bool history) {
       if (!fetching_) break;
       batch = std::min(16, options_.concurrency - active_count_.load());
       if (batch <= 0) continue;
+      if (nothing_pending && active_count_.load() <= 1) batch = 1;
     } else {
       // Storing history blocks executor threads that agent turns share: only a few batches at
       // a time, and the rest stays in JetStream (not in this process's memory, not past ack_wait).
@@ -338,6 +358,11 @@ void HeavyWorker::FetchLoop(natsSubscription* sub, bool history) {
     natsMsgList list{nullptr, 0};
     jsErrCode jerr = static_cast<jsErrCode>(0);
     natsStatus s = natsSubscription_Fetch(&list, sub, batch, 500, &jerr);
+    if (!history) {
+      nothing_pending =
+          s == NATS_TIMEOUT ||
+          (s == NATS_OK && (list.Count == 0 || PendingAfter(list.Msgs[list.Count - 1]) == 0));
+    }
     if (s == NATS_TIMEOUT) continue;
     if (s != NATS_OK) {
       if (fetching_) {
