@@ -61,6 +61,17 @@ Error RedisServerError(std::string_view server_message) {
   return Error{ErrorCode::kInternal, "redis: " + std::string(server_message)};
 }
 
+namespace {
+
+/// A command's reply as Command and CommandWhile return it: an error reply becomes an Error.
+Result<RedisReply> CommandResult(const redisReply* reply) {
+  RedisReply out = RedisReply::FromHiredis(reply);
+  if (out.IsError()) return RedisServerError(out.str);
+  return out;
+}
+
+}  // namespace
+
 void RedisConnection::ContextFree::operator()(redisContext* ctx) const { redisFree(ctx); }
 
 RedisConnection::RedisConnection(RedisEndpoint endpoint, RedisOptions options)
@@ -174,9 +185,7 @@ Result<RedisReply> RedisConnection::Command(std::span<const std::string_view> ar
   if (Status status = EnsureConnected(); !status.ok()) return status.error();
   ReplyPtr reply(RunArgv(ctx_.get(), args));
   if (!reply) return TransportError("command");
-  RedisReply out = RedisReply::FromHiredis(reply.get());
-  if (out.IsError()) return RedisServerError(out.str);
-  return out;
+  return CommandResult(reply.get());
 }
 
 Result<RedisReply> RedisConnection::CommandWhile(std::span<const std::string_view> args,
@@ -207,9 +216,7 @@ Result<RedisReply> RedisConnection::CommandWhile(std::span<const std::string_vie
     return TransportError("command read");
   }
   ReplyPtr reply(static_cast<redisReply*>(raw));
-  RedisReply out = RedisReply::FromHiredis(reply.get());
-  if (out.IsError()) return RedisServerError(out.str);
-  return out;
+  return CommandResult(reply.get());
 }
 
 Result<RedisReply> RedisConnection::Command(std::initializer_list<std::string_view> args) {
