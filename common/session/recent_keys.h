@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <string_view>
 
+#include "text/fnv1a.h"
+
 namespace wf {
 
 /// A lossy memory of keys seen lately: a direct-mapped table of `Slots` key hashes. Contains()
@@ -39,10 +41,7 @@ class RecentKeys {
   static std::uint64_t Hash(std::string_view key) {
     // FNV-1a over the bytes, then a final mix (splitmix64) so the low bits choosing the slot
     // depend on every byte.
-    std::uint64_t h = 1469598103934665603ULL;
-    for (const char c : key) {
-      h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ULL;
-    }
+    std::uint64_t h = Fnv1a64(key);
     h ^= h >> 30;
     h *= 0xbf58476d1ce4e5b9ULL;
     h ^= h >> 27;
