@@ -118,14 +118,15 @@ std::string NatsMsgView::Header(const char* name) const {
 void NatsSubscription::HandlerBox::OnMessage(natsConnection*, natsSubscription*, natsMsg* msg,
                                              void* closure) {
   auto* box = static_cast<HandlerBox*>(closure);
+  NatsMsgView view(msg);
   try {
-    box->handler(NatsMsgView(msg));
+    box->handler(view);
   } catch (const std::exception& e) {
     spdlog::error("handler for {} threw: {}", box->subject, e.what());
   } catch (...) {
     spdlog::error("handler for {} threw a non-exception", box->subject);
   }
-  DestroyNatsMsg(msg);
+  if (!view.taken()) DestroyNatsMsg(msg);
 }
 
 void NatsSubscription::HandlerBox::OnComplete(void* closure) {
@@ -163,7 +164,9 @@ struct NatsSubscription::PolledSub {
       }
       natsMsg* msg = nullptr;
       natsStatus s = natsSubscription_NextMsg(&msg, sub, 0);
-      if (s == NATS_SLOW_CONSUMER) continue;  // Reported once; messages are still queued.
+      // Slow consumer: reported once, messages are still queued. No responders: the status
+      // message was swallowed (and freed); those after it are still to deliver.
+      if (s == NATS_SLOW_CONSUMER || s == NATS_NO_RESPONDERS) continue;
       if (s != NATS_OK) return true;
       HandlerBox::OnMessage(nullptr, sub, msg, box);
     }

@@ -40,9 +40,17 @@ class NatsMsgView {
   std::string Header(const char* name) const;
   /// The underlying message (still owned by the caller of the handler).
   natsMsg* raw() const { return msg_; }
+  /// Within the handler: takes the message over. The handler's caller no longer destroys it;
+  /// the taker frees it (DestroyNatsMsg).
+  natsMsg* Take() const {
+    taken_ = true;
+    return msg_;
+  }
+  bool taken() const { return taken_; }
 
  private:
   natsMsg* msg_;
+  mutable bool taken_ = false;
 };
 
 /// Handler of received messages. Runs on a nats.c delivery thread (or, for a connection on an

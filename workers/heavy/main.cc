@@ -119,8 +119,8 @@ int main(int argc, char** argv) {
   int sig = wf::WaitForTerminationSignal();
   spdlog::info("signal {}: draining ({} turns in flight)", sig, (*worker)->active_turns());
   (*worker)->Shutdown(std::chrono::milliseconds(drain_ms));
+  if (admin) admin->Stop();  // its handlers call into the worker
   worker->reset();
-  if (admin) admin->Stop();
   spdlog::info("stopped");
   return 0;
 }

@@ -764,6 +764,46 @@ TEST(HeavyWorkerTest, ABacklogIsPulledInBatchesAndALoneQueryAlone) {
   EXPECT_GT(last.value("expires", 0LL), 0LL) << json(pulls).dump();
 }
 
+/// Messages WF_HEAVY holds (a work queue: an acked query leaves it), or -1.
+long long HeavyStreamMessages(HeavyClient& c) {
+  auto info = c.conn().Request("$JS.API.STREAM.INFO.WF_HEAVY", "", milliseconds(2000));
+  if (!info.ok()) return -1;
+  json j = json::parse(*info, nullptr, false);
+  if (!j.is_object() || !j.contains("state")) return -1;
+  return j["state"].value("messages", -1LL);
+}
+
+// The queries come through the intake's own connection, with pull requests and acks written by
+// hand: a turn leaves WF_HEAVY once stored (the ack works), and after the NATS server restarts
+// (a pull lost with the connection is given up and sent again) turns come in as before.
+TEST(HeavyWorkerTest, TurnsAreAckedAndStillComeInAfterNatsRestarts) {
+  Stack s({.start_gateway = false, .start_lightweight = false});
+  HeavyClient c(s);
+  c.Send("before-restart", "restart-session", "hello");
+  auto before = c.Terminal("before-restart");
+  ASSERT_TRUE(before && before->has_final()) << (before ? before->DebugString() : "") << s.Logs();
+  EXPECT_TRUE(Eventually([&] { return HeavyStreamMessages(c) == 0; }))
+      << HeavyStreamMessages(c) << s.Logs();
+
+  s.nats_.Restart();
+  const std::string ready =
+      "http://127.0.0.1:" + std::to_string(s.heavy_admin_ports_.at(0)) + "/ready";
+  ASSERT_TRUE(
+      Eventually([&] { return HttpCall("GET", ready).status == 200; }, std::chrono::seconds(20)))
+      << s.Logs();
+  ASSERT_TRUE(Eventually([&] { return c.conn().Connected(); }, std::chrono::seconds(20)));
+  for (int i = 0; i < 3; ++i) {
+    const std::string id = "after-restart-" + std::to_string(i);
+    c.Send(id, "restart-session", "recall " + std::to_string(i));
+    auto after = c.Terminal(id, milliseconds(20000));
+    ASSERT_TRUE(after && after->has_final())
+        << i << (after ? after->DebugString() : "") << s.Logs();
+  }
+  EXPECT_TRUE(Eventually([&] { return HeavyStreamMessages(c) == 0; }))
+      << HeavyStreamMessages(c) << s.Logs();
+  EXPECT_EQ(HeavyMetric(s, 0, "wf_heavy_redeliveries_total"), 0) << s.Logs();
+}
+
 /// Runs one turn on each of the sessions `<prefix>-0` .. `<prefix>-<count - 1>` (ids
 /// `<prefix>-warm-<i>`), so PostgreSQL holds them, then locks their rows in `*locker`, a
 /// transaction on `pg` left open: writes to those sessions wait until it ends.

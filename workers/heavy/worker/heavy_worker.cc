@@ -27,39 +27,28 @@ constexpr std::size_t kMaxRememberedCancels = 100000;
 /// How long a finished turn handed to WF_HISTORY may wait for JetStream's acknowledgement.
 constexpr auto kHistoryPublishTimeout = std::chrono::seconds(5);
 
-/// Messages the consumer still had for its clients when it delivered `msg` (from the message's
-/// JetStream metadata); 1 when unknown, so that a backlog is assumed.
-uint64_t PendingAfter(natsMsg* msg) {
-  jsMsgMetaData* meta = nullptr;
-  if (natsMsg_GetMetaData(&meta, msg) != NATS_OK) return 1;
-  const uint64_t pending = meta->NumPending;
-  jsMsgMetaData_Destroy(meta);
-  return pending;
-}
-
 }  // namespace
 
 /// Owns one JetStream message (natsMsg*); acks/naks are idempotent through `settled`.
+/// A JetStream message and its acknowledgement. Acks are published on `nc` to the message's
+/// reply subject (JetStream's ack protocol), whichever connection and subscription brought it:
+/// nats.c's natsMsg_Ack works only for messages of its own JetStream subscriptions, and the
+/// queries come through PullIntake's plain one.
 struct HeavyWorker::JsMessage {
-  explicit JsMessage(natsMsg* m) : msg(m) {}
+  JsMessage(natsMsg* m, natsConnection* c) : msg(m), nc(c) {}
   ~JsMessage() { DestroyNatsMsg(msg); }
   JsMessage(const JsMessage&) = delete;
   JsMessage& operator=(const JsMessage&) = delete;
-  void Ack() {
-    Settle([&] { return natsMsg_Ack(msg, nullptr); });
-  }
-  void Nak() {
-    Settle([&] { return natsMsg_Nak(msg, nullptr); });
-  }
+  void Ack() { Settle("+ACK"); }
+  void Nak() { Settle("-NAK"); }
   void NakWithDelay(std::chrono::milliseconds d) {
-    Settle([&] { return natsMsg_NakWithDelay(msg, d.count(), nullptr); });
+    Settle("-NAK {\"delay\":" +
+           std::to_string(std::chrono::duration_cast<std::chrono::nanoseconds>(d).count()) + "}");
   }
-  void Term() {
-    Settle([&] { return natsMsg_Term(msg, nullptr); });
-  }
+  void Term() { Settle("+TERM"); }
   void InProgress() {
     std::lock_guard lock(mu);
-    if (!settled) natsMsg_InProgress(msg, nullptr);
+    if (!settled) Send("+WPI");
   }
   /// The message's sequence number in its stream (0 when unknown).
   uint64_t StreamSeq() const {
@@ -80,15 +69,23 @@ struct HeavyWorker::JsMessage {
     }
     return n;
   }
-  template <typename F>
-  void Settle(F f) {
+  void Settle(const std::string& body) {
     std::lock_guard lock(mu);
     if (settled) return;
     settled = true;
-    natsStatus s = f();
+    Send(body);
+  }
+  void Send(const std::string& body) {
+    const char* reply = natsMsg_GetReply(msg);
+    if (reply == nullptr || *reply == '\0') {
+      spdlog::warn("JetStream ack {}: the message has no reply subject", body);
+      return;
+    }
+    natsStatus s = natsConnection_Publish(nc, reply, body.data(), static_cast<int>(body.size()));
     if (s != NATS_OK) spdlog::warn("JetStream ack failed: {}", NatsStatusText(s));
   }
   natsMsg* msg;
+  natsConnection* nc;
   std::mutex mu;
   bool settled = false;
 };
@@ -132,7 +129,9 @@ std::atomic<int64_t> g_turn_objects{0};
 }  // namespace
 
 struct HeavyWorker::Turn {
-  explicit Turn(natsMsg* m) : msg(m) { g_turn_objects.fetch_add(1, std::memory_order_relaxed); }
+  Turn(natsMsg* m, natsConnection* nc) : msg(m, nc) {
+    g_turn_objects.fetch_add(1, std::memory_order_relaxed);
+  }
   ~Turn() { g_turn_objects.fetch_sub(1, std::memory_order_relaxed); }
   Turn(const Turn&) = delete;
   Turn& operator=(const Turn&) = delete;
@@ -226,7 +225,14 @@ HeavyWorker::HeavyWorker(std::shared_ptr<const Config> config, NatsConnection& c
       options_(options),
       prefix_(config_->subject_prefix) {}
 
-HeavyWorker::~HeavyWorker() { Shutdown(std::chrono::milliseconds(0)); }
+HeavyWorker::~HeavyWorker() {
+  Shutdown(std::chrono::milliseconds(0));
+  // While every other member lives (a last delivery still runs OnQueryMessages): the intake
+  // before its connection, the connection before the loop it runs on.
+  intake_.reset();
+  intake_conn_.reset();
+  intake_loop_.reset();
+}
 
 Result<std::unique_ptr<HeavyWorker>> HeavyWorker::Start(std::shared_ptr<const Config> config,
                                                         NatsConnection& conn, SessionStore& store,
@@ -276,22 +282,41 @@ Status HeavyWorker::Setup() {
       !s.ok()) {
     return s;
   }
-  for (auto [stream, consumer, subject, sub] :
-       {std::tuple{kHeavyStream, kHeavyConsumer, query_subject, &query_sub_},
-        std::tuple{kHistoryStream, kHistoryConsumer, history_subject, &history_sub_}}) {
+  {
     jsSubOptions so;
     jsSubOptions_Init(&so);
-    so.Stream = stream;
-    so.Consumer = consumer;
+    so.Stream = kHistoryStream;
+    so.Consumer = kHistoryConsumer;
     so.ManualAck = true;
     jsErrCode jerr = static_cast<jsErrCode>(0);
-    natsStatus s =
-        js_PullSubscribe(sub, js_->raw(), subject.c_str(), consumer, nullptr, &so, &jerr);
+    natsStatus s = js_PullSubscribe(&history_sub_, js_->raw(), history_subject.c_str(),
+                                    kHistoryConsumer, nullptr, &so, &jerr);
     if (s != NATS_OK) {
-      return Status(ErrorCode::kUnavailable,
-                    std::string("pull subscribe ") + consumer + ": " + JsErrorText(s, jerr));
+      return Status(ErrorCode::kUnavailable, std::string("pull subscribe ") + kHistoryConsumer +
+                                                 ": " + JsErrorText(s, jerr));
     }
   }
+  // The queries come through their own connection, whose socket the intake thread reads
+  // itself (PullIntake): the server's message wakes the thread that starts the turn.
+  intake_loop_ = std::make_unique<EventLoopThread>("heavy-intake");
+  NatsOptions intake_options;
+  intake_options.url = conn_.url();
+  intake_options.name = "wf-heavy intake";
+  intake_options.loop = &intake_loop_->loop();
+  auto intake_conn = NatsConnection::Connect(std::move(intake_options));
+  if (!intake_conn.ok()) return intake_conn.error();
+  intake_conn_ = std::move(intake_conn).value();
+  PullIntake::Options pull;
+  pull.stream = heavy_stream;
+  pull.consumer = kHeavyConsumer;
+  intake_ = std::make_unique<PullIntake>(
+      *intake_conn_, intake_loop_->loop(), pull,
+      [this](bool nothing_pending) {
+        if (!fetching_) return 0;
+        const int active = active_count_.load();
+        return NextPullBatch(options_.concurrency - active, active, nothing_pending);
+      },
+      [this](std::vector<natsMsg*> messages) { OnQueryMessages(std::move(messages)); });
 
   service_ = std::make_unique<MicroService>(conn_, "heavy", options_.version,
                                             "agent turns, sessions", prefix_);
@@ -310,8 +335,8 @@ Status HeavyWorker::Setup() {
   subs_.push_back(std::move(cancel).value());
   if (auto s = service_->Start(); !s.ok()) return s;
 
-  query_fetcher_ = std::thread([this] { FetchLoop(query_sub_, false); });
-  history_fetcher_ = std::thread([this] { FetchLoop(history_sub_, true); });
+  if (auto s = intake_->Start(); !s.ok()) return s;
+  history_fetcher_ = std::thread([this] { FetchHistoryLoop(); });
   {
     // Under the tick's lock: the first tick (timer thread) re-arms and writes tick_task_ too.
     std::lock_guard tick(tick_mu_);
@@ -323,28 +348,10 @@ Status HeavyWorker::Setup() {
   return Status::Ok();
 }
 
-void HeavyWorker::FetchLoop(natsSubscription* sub, bool history) {
-  // Whether the consumer had nothing more for us after the last fetch (its last message said
-  // 0 pending, or none came). Then, while at most one turn runs here (so a query's time to its
-  // first token is what counts), the next pull asks for one message: nats.c sends a pull request
-  // for several as "no_wait" with an expiry, which JetStream answers with what it has and then a
-  // status message, and the fetch thread wakes for each (twice, since nats.c signals under the
-  // subscription's lock) before the turn starts; a pull for one ends with that one. With a
-  // backlog, or busy, the next pull asks for a batch, which takes what arrived meanwhile in one
-  // round trip.
-  bool nothing_pending = true;
+void HeavyWorker::FetchHistoryLoop() {
   while (fetching_) {
-    int batch = 16;
-    if (!history) {
-      std::unique_lock lock(mu_);
-      slots_cv_.wait_for(lock, std::chrono::milliseconds(200), [this] {
-        return !fetching_ || active_count_.load() < options_.concurrency;
-      });
-      if (!fetching_) break;
-      batch = std::min(16, options_.concurrency - active_count_.load());
-      if (batch <= 0) continue;
-      if (nothing_pending && active_count_.load() <= 1) batch = 1;
-    } else {
+    int batch = 0;
+    {
       // Storing history blocks executor threads that agent turns share: only a few batches at
       // a time, and the rest stays in JetStream (not in this process's memory, not past ack_wait).
       std::unique_lock lock(mu_);
@@ -357,43 +364,47 @@ void HeavyWorker::FetchLoop(natsSubscription* sub, bool history) {
     }
     natsMsgList list{nullptr, 0};
     jsErrCode jerr = static_cast<jsErrCode>(0);
-    natsStatus s = natsSubscription_Fetch(&list, sub, batch, 500, &jerr);
-    if (!history) {
-      nothing_pending =
-          s == NATS_TIMEOUT ||
-          (s == NATS_OK && (list.Count == 0 || PendingAfter(list.Msgs[list.Count - 1]) == 0));
-    }
+    natsStatus s = natsSubscription_Fetch(&list, history_sub_, batch, 500, &jerr);
     if (s == NATS_TIMEOUT) continue;
     if (s != NATS_OK) {
       if (fetching_) {
-        spdlog::warn("fetch from {}: {}", history ? "history" : "heavy", JsErrorText(s, jerr));
+        spdlog::warn("fetch from history: {}", JsErrorText(s, jerr));
         std::this_thread::sleep_for(std::chrono::milliseconds(250));
       }
       continue;
     }
-    // The batch's last turn starts on this thread, the others on the executor: a lone turn (the
-    // common case below saturation) reaches Redis without a hand-off to another thread (an
-    // across-CPU wake), and this thread's next pull request waits until the turn's LLM call is
-    // on its way instead of competing with it. Meanwhile new turns wait in JetStream, where
-    // another worker can take them.
-    std::shared_ptr<Turn> last;
     for (int i = 0; i < list.Count; ++i) {
       natsMsg* msg = list.Msgs[i];
       list.Msgs[i] = nullptr;  // ownership moves on
-      if (history) {
-        OnHistoryMessage(msg);
-      } else if (auto turn = OnQueryMessage(msg)) {
-        if (last) executor_->Post([this, last] { BeginTurn(last); });
-        last = std::move(turn);
-      }
+      OnHistoryMessage(msg);
     }
     natsMsgList_Destroy(&list);
-    if (last) RunGuarded([this, &last] { BeginTurn(last); });
   }
 }
 
+void HeavyWorker::OnQueryMessages(std::vector<natsMsg*> messages) {
+  if (!fetching_) {
+    // Shutting down: what a last pull brought goes straight back, for another worker.
+    for (natsMsg* msg : messages) JsMessage(msg, conn_.raw()).Nak();
+    return;
+  }
+  // The read's last turn starts on this thread, the others on the executor: a lone turn (the
+  // common case below saturation) reaches Redis without a hand-off to another thread (an
+  // across-CPU wake), and the next pull waits until the turn's LLM call is on its way instead
+  // of competing with it. Meanwhile new turns wait in JetStream, where another worker can take
+  // them.
+  std::shared_ptr<Turn> last;
+  for (natsMsg* msg : messages) {
+    if (auto turn = OnQueryMessage(msg)) {
+      if (last) executor_->Post([this, last] { BeginTurn(last); });
+      last = std::move(turn);
+    }
+  }
+  if (last) RunGuarded([this, &last] { BeginTurn(last); });
+}
+
 std::shared_ptr<HeavyWorker::Turn> HeavyWorker::OnQueryMessage(natsMsg* msg) {
-  auto turn = std::make_shared<Turn>(msg);
+  auto turn = std::make_shared<Turn>(msg, conn_.raw());
   if (!turn->request.ParseFromArray(natsMsg_GetData(msg), natsMsg_GetDataLength(msg))) {
     // No reply subject can be trusted: drop it for good.
     spdlog::warn("undecodable message on {}: terminated", natsMsg_GetSubject(msg));
@@ -813,11 +824,11 @@ void HeavyWorker::ReleaseTurn(const std::shared_ptr<Turn>& turn) {
     if (it != active_.end() && it->second == turn) active_.erase(it);
   }
   active_count_.fetch_sub(1);
-  slots_cv_.notify_all();
+  if (intake_) intake_->Wake();
 }
 
 void HeavyWorker::OnHistoryMessage(natsMsg* raw) {
-  auto msg = std::make_shared<JsMessage>(raw);
+  auto msg = std::make_shared<JsMessage>(raw, conn_.raw());
   history_in_flight_.fetch_add(1);
   store_executor_->Post([this, msg] {
     {
@@ -1055,7 +1066,7 @@ void HeavyWorker::Shutdown(std::chrono::milliseconds grace) {
   if (shutting_down_.exchange(true)) return;
   fetching_ = false;
   slots_cv_.notify_all();
-  if (query_fetcher_.joinable()) query_fetcher_.join();
+  if (intake_) intake_->Stop();
   if (history_fetcher_.joinable()) history_fetcher_.join();
   auto until = Clock::now() + grace;
   while (active_count_.load() > 0 && Clock::now() < until) {
@@ -1102,18 +1113,18 @@ void HeavyWorker::Shutdown(std::chrono::milliseconds grace) {
   session_executor_.reset();  // session requests already taken are answered
   store_executor_.reset();    // then the stores
   lease_executor_.reset();
-  for (natsSubscription** sub : {&query_sub_, &history_sub_}) {
-    if (*sub) {
-      natsSubscription_Destroy(*sub);
-      *sub = nullptr;
-    }
+  if (history_sub_) {
+    natsSubscription_Destroy(history_sub_);
+    history_sub_ = nullptr;
   }
   tools_.reset();
+  // The intake, its connection and its loop stay until the destructor (in that order): Ready
+  // may still read the connection, and a message of the last pull is handed back (Nak).
   (void)conn_.Flush(std::chrono::milliseconds(1000));
 }
 
 bool HeavyWorker::Ready(std::string* why) {
-  if (!conn_.Connected()) {
+  if (!conn_.Connected() || (intake_conn_ && !intake_conn_->Connected())) {
     *why = "NATS disconnected";
     return false;
   }

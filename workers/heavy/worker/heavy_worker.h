@@ -11,6 +11,7 @@
 #include <string_view>
 #include <thread>
 #include <unordered_map>
+#include <vector>
 
 #include "agent/agent_turn.h"
 #include "agent/executor.h"
@@ -23,6 +24,7 @@
 #include "session/session_store.h"
 #include "wf/v1/query.pb.h"
 #include "worker/nats_tool_runner.h"
+#include "worker/pull_intake.h"
 
 namespace wf {
 
@@ -34,7 +36,9 @@ namespace wf {
 /// recorded by the lightweight pool), `<prefix>.session.get|delete` (queue "heavy"),
 /// `<prefix>.cancel.<request_id>`, and `$SRV.*` discovery as service "heavy".
 ///
-/// Threads: one fetch thread per consumer (blocking JetStream fetch); an executor pool that
+/// Threads: the intake thread, an event loop reading its own NATS connection, which pulls the
+/// queries (PullIntake) and starts the last turn of each read itself; a fetch thread for
+/// WF_HISTORY (blocking JetStream fetch); an executor pool that
 /// starts turns (session lock, history) and runs the agent's later rounds; a session pool that
 /// answers session requests (GET and DELETE of a history), so that a burst of them never delays
 /// a turn; a store pool that stores finished turns and WF_HISTORY records (PostgreSQL, then
@@ -83,7 +87,11 @@ class HeavyWorker {
   HeavyWorker(std::shared_ptr<const Config> config, NatsConnection& conn, SessionStore& store,
               LlmClient& llm, Timer& timer, Options options);
   Status Setup();
-  void FetchLoop(natsSubscription* sub, bool history);
+  /// The WF_HISTORY fetch thread.
+  void FetchHistoryLoop();
+  /// The queries one read of the intake brought (intake thread): each registered
+  /// (OnQueryMessage) and started (BeginTurn), the last on this thread.
+  void OnQueryMessages(std::vector<natsMsg*> messages);
   /// Decodes and registers a query; returns the turn to start (BeginTurn), or null when the
   /// message was settled here (undecodable, or the id of a turn running here).
   std::shared_ptr<Turn> OnQueryMessage(natsMsg* msg);
@@ -164,10 +172,12 @@ class HeavyWorker {
   std::unique_ptr<MicroService> service_;
   EndpointStats* query_stats_ = nullptr;
   EndpointStats* session_stats_ = nullptr;
-  natsSubscription* query_sub_ = nullptr;
   natsSubscription* history_sub_ = nullptr;
   std::vector<NatsSubscription> subs_;
-  std::thread query_fetcher_, history_fetcher_;
+  std::unique_ptr<EventLoopThread> intake_loop_;  ///< Runs intake_conn_ and intake_.
+  std::unique_ptr<NatsConnection> intake_conn_;
+  std::unique_ptr<PullIntake> intake_;  ///< Pulls the queries (consumer "heavy").
+  std::thread history_fetcher_;
   std::atomic<bool> fetching_{true};
   std::mutex tick_mu_;   // Guards ticking_ and tick_task_.
   bool ticking_ = true;  // False once Shutdown stopped the in-progress tick.
