@@ -9,6 +9,7 @@
 #include <unordered_map>
 
 #include "codec/json_dump.h"
+#include "io/event_loop.h"
 #include "pg/migrations.h"
 #include "session/session_codec.h"
 
@@ -344,7 +345,31 @@ SessionStore::SessionStore(std::unique_ptr<RedisPool> redis, std::unique_ptr<PgP
     : redis_(std::move(redis)),
       pg_(std::move(pg)),
       lookup_pg_(std::move(lookup_pg)),
-      options_(std::move(options)) {}
+      options_(std::move(options)),
+      lookup_thread_(std::make_unique<EventLoopThread>("pg-lookup")) {}
+
+SessionStore::~SessionStore() = default;
+
+void SessionStore::DeferredLookup::Then(std::function<void(bool absent)> then) {
+  std::unique_lock lock(mu_);
+  if (!absent_.has_value()) {
+    then_ = std::move(then);
+    return;
+  }
+  const bool absent = *absent_;
+  lock.unlock();
+  then(absent);
+}
+
+void SessionStore::DeferredLookup::Resolve(bool absent) {
+  std::function<void(bool)> then;
+  {
+    std::lock_guard lock(mu_);
+    absent_ = absent;
+    then = std::move(then_);
+  }
+  if (then) then(absent);
+}
 
 Result<std::unique_ptr<SessionStore>> SessionStore::Connect(const std::string& redis_url,
                                                             const std::string& database_url,
@@ -480,9 +505,9 @@ Result<SessionStore::PgHistory> SessionStore::LoadFromPostgres(const std::string
       PgRetry::kIdempotent);
 }
 
-std::optional<bool> SessionStore::LookUpInPostgres(const std::string& session_id) {
+std::optional<bool> SessionStore::LookUpInPostgres(const std::string& session_id, bool taken) {
   // In use by another turn: not a failure, this turn just goes without.
-  if (lookup_busy_.exchange(true, std::memory_order_acquire)) return std::nullopt;
+  if (!taken && lookup_busy_.exchange(true, std::memory_order_acquire)) return std::nullopt;
   const std::int64_t start = NowUnixMs();
   Result<bool> exists = lookup_pg_->Run([&](pqxx::connection& connection) -> Result<bool> {
     connection.prepare(kSessionExistsName, std::string(kSessionExists));  // no-op once done
@@ -539,7 +564,7 @@ Result<std::vector<wf::v1::ChatMessage>> SessionStore::LoadHistory(const std::st
 
 Result<SessionStore::LockedHistory> SessionStore::TryLockAndLoadHistory(
     const std::string& session_id, const std::string& owner, std::chrono::milliseconds lease,
-    std::uint64_t queue_position) {
+    std::uint64_t queue_position, bool may_defer_lookup) {
   if (Status status = CheckLockArgs(session_id, owner, lease); !status.ok()) {
     return status.error();
   }
@@ -552,8 +577,20 @@ Result<SessionStore::LockedHistory> SessionStore::TryLockAndLoadHistory(
   Meanwhile ask_postgres;
   const bool ask = queue_position == 0 && !hot_sessions_.Contains(session_id) &&
                    NowUnixMs() >= lookup_paused_until_ms_.load(std::memory_order_relaxed);
-  // Only then the callback (a heap allocation): a session seen lately costs nothing here.
-  if (ask) ask_postgres.run = [&] { in_postgres = LookUpInPostgres(session_id); };
+  std::shared_ptr<DeferredLookup> deferred;
+  if (ask && may_defer_lookup && !lookup_busy_.exchange(true, std::memory_order_acquire)) {
+    // On the look-up thread, sent as the script is; the caller may go on without its answer.
+    deferred = std::make_shared<DeferredLookup>();
+    deferred->session_id_ = session_id;
+    lookup_thread_->loop().Post([this, deferred] {
+      const std::optional<bool> exists = LookUpInPostgres(deferred->session_id_, true);
+      deferred->Resolve(exists.has_value() && !*exists);
+    });
+    ask_postgres.run = [] {};  // to learn whether the reply answers the first attempt
+  } else if (ask) {
+    // Only then the callback (a heap allocation): a session seen lately costs nothing here.
+    ask_postgres.run = [&] { in_postgres = LookUpInPostgres(session_id); };
+  }
   Result<RedisReply> reply =
       Eval(kTryLockLoadScript,
            {keys.lock, keys.history, keys.runs, keys.version, keys.queue, keys.queue_leases},
@@ -574,9 +611,25 @@ Result<SessionStore::LockedHistory> SessionStore::TryLockAndLoadHistory(
   hot.type = RedisReply::Type::kArray;
   hot.elements.assign(std::make_move_iterator(reply->elements.begin() + 1),
                       std::make_move_iterator(reply->elements.end()));
+  if (deferred && ask_postgres.alongside && hot.type == RedisReply::Type::kArray &&
+      hot.elements.size() == 2 && hot.elements[0].integer != 1) {
+    // A miss, and PostgreSQL still to answer: the caller decides what to do meanwhile.
+    deferred->version_ = hot.elements[1].str;
+    out.deferred = std::move(deferred);
+    return out;
+  }
+  // (A deferred look-up not handed out here answers nobody.)
   const bool absent = ask_postgres.alongside && in_postgres.has_value() && !*in_postgres;
   out.history = LoadAfterHotCopy(session_id, keys, &hot, absent);
   return out;
+}
+
+Result<std::vector<wf::v1::ChatMessage>> SessionStore::LoadDeferred(
+    const DeferredLookup& deferred) {
+  Result<PgHistory> history = LoadFromPostgres(deferred.session_id_, true);
+  if (!history) return std::move(history).error();
+  if (!history->messages.empty()) WarmRedis(deferred.session_id_, deferred.version_, *history);
+  return std::vector<wf::v1::ChatMessage>(history->messages.begin(), history->messages.end());
 }
 
 Result<std::vector<wf::v1::ChatMessage>> SessionStore::LoadAfterHotCopy(

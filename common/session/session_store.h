@@ -23,6 +23,7 @@
 namespace wf {
 
 struct SessionKeys;
+class EventLoopThread;
 
 /// Tuning of a SessionStore.
 struct SessionStoreOptions {
@@ -56,6 +57,10 @@ class SessionStore {
   /// (idempotent; safe when several processes start at once).
   /// Errors: kBadRequest (bad URL or options), kUnavailable (a server unreachable or refusing),
   /// kInternal (schema failed to apply).
+  ~SessionStore();
+  SessionStore(const SessionStore&) = delete;
+  SessionStore& operator=(const SessionStore&) = delete;
+
   static Result<std::unique_ptr<SessionStore>> Connect(const std::string& redis_url,
                                                        const std::string& database_url,
                                                        SessionStoreOptions options);
@@ -132,6 +137,26 @@ class SessionStore {
   Result<bool> TryLock(const std::string& session_id, const std::string& owner,
                        std::chrono::milliseconds lease);
 
+  /// PostgreSQL's answer, still to come, to whether a session with no hot copy exists
+  /// (TryLockAndLoadHistory with `may_defer_lookup`). Thread-safe.
+  class DeferredLookup {
+   public:
+    /// Calls `then` once: with true when PostgreSQL said the session does not exist (a new
+    /// session: its history is empty), with false when it does or there is no answer that
+    /// counts (a failure, a timeout): then LoadDeferred reads the history. Runs on the store's
+    /// look-up thread, or inline when the answer is already in; must not block for long.
+    void Then(std::function<void(bool absent)> then);
+
+   private:
+    friend class SessionStore;
+    void Resolve(bool absent);
+    std::string session_id_;
+    std::string version_;  // the hot copy's change counter at the miss, for re-warming
+    std::mutex mu_;
+    std::optional<bool> absent_;
+    std::function<void(bool)> then_;
+  };
+
   /// What TryLockAndLoadHistory found.
   struct LockedHistory {
     /// False: another owner holds the lock; nothing was read and `history` is empty.
@@ -139,6 +164,10 @@ class SessionStore {
     /// When `locked`: the history as LoadHistory returns it, or its error (the lock is held
     /// all the same: Unlock it).
     Result<std::vector<wf::v1::ChatMessage>> history = std::vector<wf::v1::ChatMessage>{};
+    /// Only with `may_defer_lookup`: set, with `history` empty, when the session had no hot
+    /// copy and PostgreSQL had not yet said whether it exists. The history is empty if its
+    /// answer says the session is new, else LoadDeferred's.
+    std::shared_ptr<DeferredLookup> deferred;
   };
 
   /// TryLock, then, only when the lock is held by `owner`, LoadHistory, with the lock and the
@@ -167,10 +196,20 @@ class SessionStore {
   /// `<prefix>qlease:<id>`), and gets the lock only when it is free and the caller is the first
   /// live waiter; a waiter that stops calling (crashed, gave up) is skipped once its lease ran
   /// out. 0: no queue, the lock is taken whenever it is free.
+  ///
+  /// `may_defer_lookup`: the look-up runs on the store's look-up thread instead, and when Redis
+  /// answers first with a hot-copy miss, the call returns without waiting for PostgreSQL (see
+  /// LockedHistory::deferred): a caller can start work that needs the history to be empty and
+  /// act on it only once the answer says so.
   Result<LockedHistory> TryLockAndLoadHistory(const std::string& session_id,
                                               const std::string& owner,
                                               std::chrono::milliseconds lease,
-                                              std::uint64_t queue_position = 0);
+                                              std::uint64_t queue_position = 0,
+                                              bool may_defer_lookup = false);
+
+  /// After a DeferredLookup said false: the history read from PostgreSQL and the hot copy
+  /// re-warmed, as TryLockAndLoadHistory would have done. Blocks.
+  Result<std::vector<wf::v1::ChatMessage>> LoadDeferred(const DeferredLookup& deferred);
 
   /// Extends the lock to `lease` from now if `owner` still holds it, or takes it again for
   /// `owner` when nobody holds it (its lease ran out, or Redis lost it: FLUSHALL, a restart), so
@@ -235,8 +274,9 @@ class SessionStore {
                                                             bool absent_from_postgres = false);
   /// Whether PostgreSQL holds the session (one primary-key look-up, prepared) on the look-up
   /// connection; nullopt when it is in use by another turn or the look-up failed. A failure or
-  /// a slow answer pauses the look-ups (see TryLockAndLoadHistory).
-  std::optional<bool> LookUpInPostgres(const std::string& session_id);
+  /// a slow answer pauses the look-ups (see TryLockAndLoadHistory). `taken`: the caller
+  /// already set lookup_busy_.
+  std::optional<bool> LookUpInPostgres(const std::string& session_id, bool taken = false);
   /// The history from PostgreSQL in one statement (and the session's run ids when `with_runs`).
   Result<PgHistory> LoadFromPostgres(const std::string& session_id, bool with_runs);
   void WarmRedis(const std::string& session_id, const std::string& expected_version,
@@ -267,6 +307,8 @@ class SessionStore {
   std::atomic<std::int64_t> lookup_paused_until_ms_{0};
   std::atomic<std::int64_t> last_redis_warning_ms_{0};
   std::atomic<std::int64_t> suppressed_redis_warnings_{0};
+  /// Runs deferred look-ups. Last: stopped (its queued look-ups run) before anything they use.
+  std::unique_ptr<EventLoopThread> lookup_thread_;
 };
 
 }  // namespace wf

@@ -627,6 +627,68 @@ std::string RedisCli(Stack& s, std::vector<std::string> args) {
 // used to fail silently, so a second query on the busy session was taken and ran alongside the
 // first (without seeing it). The running turn now takes its lock again at the next renewal, and
 // the second query is refused as busy.
+// A turn whose session has no hot copy starts before PostgreSQL has said whether the session is
+// new: its LLM call is on its way meanwhile, but nothing it brings is acted on until then. When
+// PostgreSQL holds the session after all (here: a worker that never saw it, Redis flushed),
+// the turn runs again with the stored history: the tool the first call asked for does not run,
+// and the answer is the one made with the history. PostgreSQL is held up (its tables locked)
+// until the first call's answer, a tool call, is back and the look-up gave up (its 250 ms
+// statement timeout: an answer that does not count is taken as "exists").
+TEST(HeavyWorkerTest, ATurnStartedAheadOfPostgresRunsAgainWithTheStoredHistory) {
+  json rules = {
+      {"rules",
+       {{{"when", {{"last_user_contains", "weather"}, {"no_tool_result", true}}},
+         {"then", {{"tool_calls", {{{"name", "weather"}, {"arguments", {{"city", "Paris"}}}}}}}}},
+        {{"when", {{"last_message_role", "tool"}}},
+         {"then", {{"reply", "history: {history_users}"}}}},
+        {{"when", {{"last_user_contains", "name"}}}, {"then", {{"reply", "nice to meet you"}}}}}}};
+  Stack s({.llm_rules = rules});
+  HeavyClient c(s);
+  c.Send("ahead-1", "ahead", "my name is Ada");
+  auto first = c.Terminal("ahead-1");
+  ASSERT_TRUE(first && first->has_final()) << (first ? first->DebugString() : "") << s.Logs();
+  s.heavy_[0]->Stop();
+  s.StartHeavy();  // has not seen the session
+  ASSERT_EQ(RedisCli(s, {"FLUSHALL"}), "OK");
+  std::atomic<int> tool_runs{0};
+  auto tools = c.conn().Subscribe("wf.tool.execute", [&](const NatsMsgView&) { ++tool_runs; });
+  ASSERT_TRUE(tools.ok()) << tools.error().message;
+  ASSERT_TRUE(c.conn().Flush(milliseconds(2000)).ok());
+  const int completed = LlmStats(s)["completed"].get<int>();
+
+  pqxx::connection pg(s.pg_.url());
+  pqxx::work table_lock(pg);
+  table_lock.exec("LOCK TABLE sessions, messages, runs IN ACCESS EXCLUSIVE MODE");
+  c.Send("ahead-2", "ahead", "what is the weather");
+  ASSERT_TRUE(Eventually([&] { return LlmStats(s)["completed"].get<int>() > completed; }))
+      << s.Logs();
+  // Past the look-up's statement timeout: the first call's tool call came back and waits.
+  std::this_thread::sleep_for(milliseconds(400));
+  EXPECT_EQ(tool_runs.load(), 0);
+  EXPECT_TRUE(c.Events("ahead-2").empty());
+  table_lock.abort();
+
+  auto end = c.Terminal("ahead-2");
+  ASSERT_TRUE(end && end->has_final()) << (end ? end->DebugString() : "") << s.Logs();
+  EXPECT_EQ(end->final().answer(), "history: my name is Ada | what is the weather");
+  EXPECT_EQ(tool_runs.load(), 1);
+  int tool_call_events = 0;
+  for (const auto& event : c.Events("ahead-2")) tool_call_events += event.has_tool_call() ? 1 : 0;
+  EXPECT_EQ(tool_call_events, 1);
+  EXPECT_EQ(HeavyMetric(s, 1, "wf_heavy_turns_started_ahead_total"), 1) << s.Logs();
+  EXPECT_EQ(HeavyMetric(s, 1, "wf_heavy_turns_restarted_total"), 1) << s.Logs();
+
+  // A new session started ahead is not run again: PostgreSQL says it is new (once the
+  // look-ups, paused after that timeout, are back).
+  std::this_thread::sleep_for(milliseconds(1500));
+  c.Send("ahead-3", "ahead-new", "my name is Bob");
+  auto fresh = c.Terminal("ahead-3");
+  ASSERT_TRUE(fresh && fresh->has_final()) << (fresh ? fresh->DebugString() : "") << s.Logs();
+  EXPECT_EQ(fresh->final().answer(), "nice to meet you");
+  EXPECT_EQ(HeavyMetric(s, 1, "wf_heavy_turns_started_ahead_total"), 2) << s.Logs();
+  EXPECT_EQ(HeavyMetric(s, 1, "wf_heavy_turns_restarted_total"), 1) << s.Logs();
+}
+
 TEST(HeavyWorkerTest, ALockLostWhileItsTurnRunsIsTakenAgain) {
   json rules = DefaultRules();
   rules["rules"].insert(rules["rules"].begin(),

@@ -629,6 +629,72 @@ TEST_F(SessionStoreTest, ALookUpThatGetsNoAnswerGivesUpAndTheHotCopyIsServed) {
   EXPECT_TRUE(reader->Unlock("pg-stuck", "owner").ok());
 }
 
+/// What a DeferredLookup said, waiting up to 10 s for it.
+std::optional<bool> AnswerOf(SessionStore::DeferredLookup& deferred) {
+  auto answer = std::make_shared<std::promise<bool>>();
+  std::future<bool> future = answer->get_future();
+  deferred.Then([answer](bool absent) { answer->set_value(absent); });
+  if (future.wait_for(std::chrono::seconds(10)) != std::future_status::ready) return std::nullopt;
+  return future.get();
+}
+
+// With may_defer_lookup, a hot-copy miss of a session not seen lately returns as soon as Redis
+// answered, PostgreSQL's answer to come: "new" for a session it does not hold, else the history
+// is read by LoadDeferred (and re-warmed). A hot copy is served as always, with no look-up left.
+TEST_F(SessionStoreTest, ADeferredLookUpLetsTheCallerGoOnBeforePostgresAnswers) {
+  const milliseconds lease(60000);
+  ASSERT_TRUE(store_->AppendTurn(MakeTurn("deferred", "df-1", {{"user", "one"}})).ok());
+  ASSERT_TRUE(store_->AppendTurn(MakeTurn("deferred", "df-2", {{"user", "two"}})).ok());
+  auto redis = RawRedis(redis_->port());
+  ASSERT_TRUE(redis.Command({"FLUSHALL"}).ok());
+
+  auto reader = Connect();  // has seen nothing
+  ASSERT_TRUE(reader);
+  auto stored = reader->TryLockAndLoadHistory("deferred", "owner", lease, 0, true);
+  ASSERT_TRUE(stored.ok() && stored->locked) << (stored.ok() ? "" : stored.error().message);
+  ASSERT_TRUE(stored->deferred);
+  ASSERT_TRUE(stored->history.ok());
+  EXPECT_TRUE(stored->history->empty());
+  EXPECT_EQ(AnswerOf(*stored->deferred), std::optional<bool>(false));
+  auto history = reader->LoadDeferred(*stored->deferred);
+  ASSERT_TRUE(history.ok()) << history.error().message;
+  EXPECT_EQ(Contents(*history), (std::vector<std::string>{"one", "two"}));
+  EXPECT_EQ(Integer(redis, {"LLEN", "wf:hist:deferred"}), 2);  // re-warmed
+  ASSERT_TRUE(reader->Unlock("deferred", "owner").ok());
+
+  // Warm now: read from Redis, nothing deferred.
+  auto hot = reader->TryLockAndLoadHistory("deferred", "owner", lease, 0, true);
+  ASSERT_TRUE(hot.ok() && hot->locked && hot->history.ok());
+  EXPECT_FALSE(hot->deferred);
+  EXPECT_EQ(Contents(*hot->history), (std::vector<std::string>{"one", "two"}));
+  ASSERT_TRUE(reader->Unlock("deferred", "owner").ok());
+
+  // New: PostgreSQL says so.
+  auto fresh = reader->TryLockAndLoadHistory("deferred-new", "owner", lease, 0, true);
+  ASSERT_TRUE(fresh.ok() && fresh->locked && fresh->history.ok());
+  ASSERT_TRUE(fresh->deferred);
+  EXPECT_EQ(AnswerOf(*fresh->deferred), std::optional<bool>(true));
+  EXPECT_EQ(Integer(redis, {"EXISTS", "wf:hist:deferred-new"}), 0);
+  ASSERT_TRUE(reader->Unlock("deferred-new", "owner").ok());
+
+  // PostgreSQL not answering (the table locked): the call still returns at Redis's answer; the
+  // look-up gives up at its statement timeout, which does not count as "new".
+  auto stuck_reader = Connect();
+  ASSERT_TRUE(stuck_reader);
+  pqxx::connection holder(postgres_->url());
+  pqxx::work lock_tx(holder);
+  lock_tx.exec("LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE");
+  auto stuck = stuck_reader->TryLockAndLoadHistory("deferred-stuck", "owner", lease, 0, true);
+  ASSERT_TRUE(stuck.ok() && stuck->locked && stuck->history.ok());
+  ASSERT_TRUE(stuck->deferred);
+  EXPECT_EQ(AnswerOf(*stuck->deferred), std::optional<bool>(false));
+  lock_tx.abort();
+  auto empty = stuck_reader->LoadDeferred(*stuck->deferred);
+  ASSERT_TRUE(empty.ok()) << empty.error().message;
+  EXPECT_TRUE(empty->empty());
+  ASSERT_TRUE(stuck_reader->Unlock("deferred-stuck", "owner").ok());
+}
+
 TEST_F(SessionStoreTest, ExpiredLeaseLetsAnotherOwnerIn) {
   ASSERT_TRUE(store_->TryLock("leased", "crashed-worker", milliseconds(150)).value());
   EXPECT_FALSE(store_->TryLock("leased", "next-worker", milliseconds(60000)).value());

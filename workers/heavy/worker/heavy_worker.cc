@@ -8,6 +8,7 @@
 #include <iterator>
 #include <optional>
 
+#include "llm/held_llm_client.h"
 #include "session/session_codec.h"
 #include "wf/v1/session.pb.h"
 #include "worker/event_fit.h"
@@ -141,6 +142,9 @@ struct HeavyWorker::Turn {
   std::string traceparent;
   std::shared_ptr<AgentTurn> agent;
   std::unique_ptr<EventSink> sink;
+  // Set when the turn was started ahead of PostgreSQL's answer (RunAgent): its first agent
+  // refers to it.
+  std::shared_ptr<Ahead> ahead;
   bool locked = false;
   // The session lock's lease is renewed (TickInProgress) only while this is true; it is cleared
   // under lease_mu before the turn gives the lock up, so a renewal in flight never takes a lock
@@ -183,6 +187,30 @@ class HeavyWorker::TurnEvents final : public EventSink {
  private:
   HeavyWorker& worker_;
   Turn& turn_;
+};
+
+/// A turn started on a hot-copy miss before PostgreSQL said whether its session is new, as if
+/// it were (an empty history): its LLM call goes out at once, but what it brings is held, so
+/// nothing is published and no tool runs until the answer says "new" (`held` released). Else
+/// the call is dropped, the agent ended without a trace (`superseded`: its events and its end
+/// go nowhere) and the turn run again with the history from PostgreSQL.
+struct HeavyWorker::Ahead {
+  class Events final : public EventSink {
+   public:
+    Events(EventSink& inner, const std::atomic<bool>& superseded)
+        : inner_(inner), superseded_(superseded) {}
+    void Emit(wf::v1::QueryEvent event) override {
+      if (!superseded_.load()) inner_.Emit(std::move(event));
+    }
+
+   private:
+    EventSink& inner_;
+    const std::atomic<bool>& superseded_;
+  };
+  Ahead(LlmClient& llm, EventSink& sink) : held(llm), events(sink, superseded) {}
+  HeldLlmClient held;
+  std::atomic<bool> superseded{false};
+  Events events;
 };
 
 std::size_t HeavyWorker::MaxPayload() const {
@@ -618,7 +646,8 @@ void HeavyWorker::AcquireLockThenRun(const std::shared_ptr<Turn>& turn) {
   // history is read after the lock is taken, on the path to the first token. Queued turns take
   // the lock in the order they entered WF_HEAVY (their stream sequence).
   auto locked = store_.TryLockAndLoadHistory(req.session_id(), req.request_id(), lease,
-                                             enqueue ? turn->stream_seq : 0);
+                                             enqueue ? turn->stream_seq : 0,
+                                             /*may_defer_lookup=*/true);
   if (!locked.ok() && locked.error().code == ErrorCode::kBadRequest) {
     RejectTurn(turn, ErrorCode::kBadRequest, locked.error().message);
     return;
@@ -656,8 +685,18 @@ void HeavyWorker::AcquireLockThenRun(const std::shared_ptr<Turn>& turn) {
     std::lock_guard lease(turn->lease_mu);
     turn->lease_renewing = true;
   }
-  if (!turn->id_assigned && !turn->store_checked && locked->history.ok() &&
-      std::any_of(locked->history->begin(), locked->history->end(),
+  if (locked->deferred) {
+    RunAgent(turn, std::move(locked->history), std::move(locked->deferred));
+    return;
+  }
+  RunLocked(turn, std::move(locked->history));
+}
+
+void HeavyWorker::RunLocked(const std::shared_ptr<Turn>& turn,
+                            Result<std::vector<wf::v1::ChatMessage>> history) {
+  const auto& req = turn->request;
+  if (!turn->id_assigned && !turn->store_checked && history.ok() &&
+      std::any_of(history->begin(), history->end(),
                   [&](const wf::v1::ChatMessage& m) { return m.run_id() == req.request_id(); })) {
     // The session already holds this run: a repeat of a stored turn, or another query reusing
     // its id. Answered (or refused) from PostgreSQL without the lock; if PostgreSQL does not
@@ -668,11 +707,30 @@ void HeavyWorker::AcquireLockThenRun(const std::shared_ptr<Turn>& turn) {
     if (!AnsweredFromStore(turn)) AcquireLockThenRun(turn);
     return;
   }
-  RunAgent(turn, std::move(locked->history));
+  RunAgent(turn, std::move(history));
+}
+
+void HeavyWorker::RunAgainWithStoredHistory(const std::shared_ptr<Turn>& turn,
+                                            const std::shared_ptr<Ahead>& ahead,
+                                            const SessionStore::DeferredLookup& deferred) {
+  std::shared_ptr<AgentTurn> first;
+  {
+    std::lock_guard lock(mu_);
+    first = turn->agent;
+    // Ended meanwhile (cancelled, its deadline, handed back on shutdown): that end stands.
+    if (turn->handed_back || turn->cancelled || !first || first->finished()) return;
+    ahead->superseded = true;
+  }
+  first->Cancel();  // silently: its events and its end are dropped (superseded)
+  restarted_turns_.fetch_add(1, std::memory_order_relaxed);
+  spdlog::debug("turn {}: session {} is stored in PostgreSQL: running again with its history",
+                turn->request.request_id(), turn->request.session_id());
+  RunLocked(turn, store_.LoadDeferred(deferred));
 }
 
 void HeavyWorker::RunAgent(const std::shared_ptr<Turn>& turn,
-                           Result<std::vector<wf::v1::ChatMessage>> history) {
+                           Result<std::vector<wf::v1::ChatMessage>> history,
+                           std::shared_ptr<SessionStore::DeferredLookup> deferred) {
   const auto& req = turn->request;
   if (!history.ok()) {
     spdlog::warn("history of {}: {}", req.session_id(), history.error().message);
@@ -688,7 +746,13 @@ void HeavyWorker::RunAgent(const std::shared_ptr<Turn>& turn,
     ReleaseTurn(turn);
     return;
   }
-  turn->sink = std::make_unique<TurnEvents>(*this, *turn);
+  if (!turn->sink) turn->sink = std::make_unique<TurnEvents>(*this, *turn);
+  std::shared_ptr<Ahead> ahead;
+  if (deferred) {
+    ahead = std::make_shared<Ahead>(llm_, *turn->sink);
+    turn->ahead = ahead;
+    turns_started_ahead_.fetch_add(1, std::memory_order_relaxed);
+  }
   TurnParams params;
   params.config = config_;
   params.history = std::move(history).value();
@@ -700,23 +764,45 @@ void HeavyWorker::RunAgent(const std::shared_ptr<Turn>& turn,
   params.deadline_unix_ms = turn->deadline_unix_ms;
   params.stream_tokens = req.stream();
   params.first_call_on_caller = true;  // this is an executor thread: no hand-off before the LLM
-  AgentDeps deps{llm_, *tools_, *turn->sink, *executor_, timer_};
+  AgentDeps deps{ahead ? static_cast<LlmClient&>(ahead->held) : llm_, *tools_,
+                 ahead ? static_cast<EventSink&>(ahead->events) : *turn->sink, *executor_, timer_};
   std::weak_ptr<Turn> weak = turn;
-  auto agent = AgentTurn::Start(deps, std::move(params), [this, weak](wf::v1::TurnRecord record) {
-    if (auto t = weak.lock()) {
-      turns_storing_.fetch_add(1, std::memory_order_relaxed);
-      store_executor_->Post([this, t, record = std::move(record)]() mutable {
-        struct Done {  // also when FinishTurn throws (the executor logs and drops the task)
-          std::atomic<int>& count;
-          ~Done() { count.fetch_sub(1, std::memory_order_relaxed); }
-        } done{turns_storing_};
-        FinishTurn(t, std::move(record));
+  auto agent =
+      AgentTurn::Start(deps, std::move(params), [this, weak, ahead](wf::v1::TurnRecord record) {
+        if (ahead && ahead->superseded.load()) return;  // run again (RunAgainWithStoredHistory)
+        if (auto t = weak.lock()) {
+          turns_storing_.fetch_add(1, std::memory_order_relaxed);
+          store_executor_->Post([this, t, record = std::move(record)]() mutable {
+            struct Done {  // also when FinishTurn throws (the executor logs and drops the task)
+              std::atomic<int>& count;
+              ~Done() { count.fetch_sub(1, std::memory_order_relaxed); }
+            } done{turns_storing_};
+            FinishTurn(t, std::move(record));
+          });
+        }
       });
+  {
+    std::lock_guard lock(mu_);
+    turn->agent = std::move(agent);
+    if (turn->cancelled) turn->agent->Cancel();
+  }
+  if (!ahead) return;
+  lookups_pending_.fetch_add(1);
+  deferred->Then([this, weak, ahead, deferred](bool absent) {
+    struct Done {  // Shutdown waits for this before the executor goes
+      std::atomic<int>& count;
+      ~Done() { count.fetch_sub(1); }
+    } done{lookups_pending_};
+    if (absent) {
+      ahead->held.Release();  // a new session: what the call brought counts
+      return;
+    }
+    ahead->held.Discard();  // nothing it brings is acted on
+    if (auto t = weak.lock()) {
+      executor_->Post(
+          [this, t, ahead, deferred] { RunAgainWithStoredHistory(t, ahead, *deferred); });
     }
   });
-  std::lock_guard lock(mu_);
-  turn->agent = std::move(agent);
-  if (turn->cancelled) turn->agent->Cancel();
 }
 
 void HeavyWorker::FinishTurn(const std::shared_ptr<Turn>& turn, wf::v1::TurnRecord record) {
@@ -1094,6 +1180,11 @@ void HeavyWorker::Shutdown(std::chrono::milliseconds grace) {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
   }
+  // PostgreSQL's answers for turns started ahead of them (a 250 ms statement timeout each)
+  // call back into this worker and may post to the executor.
+  while (lookups_pending_.load() > 0 && Clock::now() < cancel_until + std::chrono::seconds(1)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
   {
     std::lock_guard tick(tick_mu_);
     ticking_ = false;
@@ -1151,6 +1242,12 @@ std::string HeavyWorker::MetricsText() const {
          redeliveries_.load());
   metric("wf_heavy_handed_back_total", "counter", "Turns handed back on shutdown.",
          handed_back_.load());
+  metric("wf_heavy_turns_started_ahead_total", "counter",
+         "Turns whose LLM call started before PostgreSQL said their session was new.",
+         turns_started_ahead_.load());
+  metric("wf_heavy_turns_restarted_total", "counter",
+         "Turns started ahead whose session PostgreSQL held after all: run again with it.",
+         restarted_turns_.load());
   metric("wf_heavy_history_stored_total", "counter", "Flow turns stored from WF_HISTORY.",
          history_stored_.load());
   metric("wf_heavy_store_failures_total", "counter", "Turns that could not be stored.",

@@ -36,6 +36,10 @@ namespace wf {
 /// recorded by the lightweight pool), `<prefix>.session.get|delete` (queue "heavy"),
 /// `<prefix>.cancel.<request_id>`, and `$SRV.*` discovery as service "heavy".
 ///
+/// A turn whose session has no hot copy and that this worker has not seen lately starts ahead
+/// of PostgreSQL's answer to whether the session exists, as a new session (see Ahead): its LLM
+/// call is on its way while PostgreSQL answers, and nothing it brings is acted on until then.
+///
 /// Threads: the intake thread, an event loop reading its own NATS connection, which pulls the
 /// queries (PullIntake) and starts the last turn of each read itself; a fetch thread for
 /// WF_HISTORY (blocking JetStream fetch); an executor pool that
@@ -83,6 +87,7 @@ class HeavyWorker {
   struct Turn;
   class TurnEvents;
   struct JsMessage;
+  struct Ahead;
 
   HeavyWorker(std::shared_ptr<const Config> config, NatsConnection& conn, SessionStore& store,
               LlmClient& llm, Timer& timer, Options options);
@@ -102,10 +107,21 @@ class HeavyWorker {
   void BeginTurn(const std::shared_ptr<Turn>& turn);
   void AcquireLockThenRun(const std::shared_ptr<Turn>& turn);
   bool AnsweredFromStore(const std::shared_ptr<Turn>& turn);
+  /// With the session lock held and the history read: a turn whose session already holds its
+  /// run id is answered from the store (or refused); the others run (RunAgent).
+  void RunLocked(const std::shared_ptr<Turn>& turn,
+                 Result<std::vector<wf::v1::ChatMessage>> history);
   /// Runs the turn with the session lock held and its history loaded (or unlocks and hands the
-  /// turn back when the history could not be read).
-  void RunAgent(const std::shared_ptr<Turn>& turn,
-                Result<std::vector<wf::v1::ChatMessage>> history);
+  /// turn back when the history could not be read). With `deferred` (a hot-copy miss not yet
+  /// answered by PostgreSQL), ahead of that answer with an empty history (see Ahead).
+  void RunAgent(const std::shared_ptr<Turn>& turn, Result<std::vector<wf::v1::ChatMessage>> history,
+                std::shared_ptr<SessionStore::DeferredLookup> deferred = nullptr);
+  /// A turn started ahead whose session PostgreSQL holds after all (executor thread): ends its
+  /// first agent without a trace and runs it again with the stored history, unless it ended
+  /// meanwhile.
+  void RunAgainWithStoredHistory(const std::shared_ptr<Turn>& turn,
+                                 const std::shared_ptr<Ahead>& ahead,
+                                 const SessionStore::DeferredLookup& deferred);
   void FinishTurn(const std::shared_ptr<Turn>& turn, wf::v1::TurnRecord record);
   /// Removes the turn from this worker's active table and frees its slot. Idempotent. Called
   /// before the turn's final or error event is published: a client that has its answer may at
@@ -196,6 +212,8 @@ class HeavyWorker {
       redeliveries_{0}, handed_back_{0}, history_stored_{0}, store_failures_{0}, deferred_turns_{0};
   std::atomic<int> history_in_flight_{0};  // History messages being stored (or held).
   std::atomic<int> turns_storing_{0};      // Finished turns posted to store_executor_, not done.
+  std::atomic<int> lookups_pending_{0};    // Turns started ahead, PostgreSQL's answer to come.
+  std::atomic<uint64_t> turns_started_ahead_{0}, restarted_turns_{0};
   static constexpr std::chrono::milliseconds kHistoryRetryFirst{2000};
   static constexpr std::chrono::milliseconds kHistoryRetryMax{10000};
   std::mutex history_mu_;
