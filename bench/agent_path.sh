@@ -17,7 +17,11 @@
 #      wf-heavy itself, the wrapper's child, is signalled and measured), ROUND_HOOK (command
 #      run after each streams round with HEAVY_PID exported, e.g. bench/agent/malloc_trim_hook.sh),
 #      NATS_ENV (command prefix for nats-server; default as scripts/run.sh starts it:
-#      "env GOMAXPROCS=1" on 2 cores or fewer, else "env"; "env" for Go's default).
+#      "env GOMAXPROCS=1" on 2 cores or fewer, else "env"; "env" for Go's default),
+#      PG_DELAY_MS (0; else wf-heavy reaches PostgreSQL through bench/agent/delay_proxy.py,
+#      which delays its answers by that much: a PostgreSQL on another host), LLM_DELAY_MS (0:
+#      the scripted LLM's delay per token of the ttft/turns answers, e.g. 20 for a real model's
+#      pace; the first token comes that much after the request, direct or not).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -108,12 +112,13 @@ wait_port "$PG_PORT" postgres
 start demo-api "$BIN/wf-demo-api" --listen "127.0.0.1:$API_PORT"
 wait_port "$API_PORT" demo-api
 
-cat >"$RUN/rules.json" <<'JSON'
+LLM_DELAY_MS=${LLM_DELAY_MS:-0}
+cat >"$RUN/rules.json" <<JSON
 {"default_delay_ms": 0,
  "default_reply": "Hello! You said: {last_user}.",
  "rules": [
   {"name": "hang", "when": {"last_user_contains": "hang"}, "then": {"hang": true}},
-  {"name": "hi", "when": {"last_user_regex": "(?i)^hi"}, "then": {"reply": "Hello there, how can I help you today?", "delay_ms": 0}}
+  {"name": "hi", "when": {"last_user_regex": "(?i)^hi"}, "then": {"reply": "Hello there, how can I help you today?", "delay_ms": $LLM_DELAY_MS}}
  ]}
 JSON
 start scripted-llm "$BIN/wf-scripted-llm" --listen "127.0.0.1:$LLM_PORT" --rules "$RUN/rules.json" \
@@ -137,6 +142,16 @@ export WF_CONFIG=$RUN/config.json
 export NATS_URL=nats://127.0.0.1:$NATS_PORT
 export REDIS_URL=redis://127.0.0.1:$REDIS_PORT
 export DATABASE_URL=postgresql://postgres@127.0.0.1:$PG_PORT/postgres
+PG_NOTE=""
+if [[ "${PG_DELAY_MS:-0}" != 0 ]]; then
+  # PostgreSQL "further away" for wf-heavy: its answers reach it PG_DELAY_MS later.
+  PG_PROXY_PORT=$(free_ports 1)
+  start pg-delay python3 "$ROOT/bench/agent/delay_proxy.py" --listen "$PG_PROXY_PORT" \
+    --target "$PG_PORT" --delay-ms "$PG_DELAY_MS"
+  wait_port "$PG_PROXY_PORT" pg-delay
+  export DATABASE_URL=postgresql://postgres@127.0.0.1:$PG_PROXY_PORT/postgres
+  PG_NOTE=" (wf-heavy through a proxy :$PG_PROXY_PORT delaying its answers by $PG_DELAY_MS ms)"
+fi
 export LLM_BASE_URL=http://127.0.0.1:$LLM_PORT/v1
 export LLM_MODEL=scripted
 export WF_LOG_LEVEL=warn
@@ -175,7 +190,7 @@ echo "# machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: 
 echo "# git: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- . 2>/dev/null || echo ' (+ local changes)'), binaries $BIN, open-files limit $(ulimit -n)"
 echo "# load: $(uptime | sed 's/.*load average/load average/')"
 echo "# $(calibrate)"
-echo "# stack: nats :$NATS_PORT ($(nats_env)), redis :$REDIS_PORT, postgres :$PG_PORT, scripted LLM :$LLM_PORT (--max-connections $LLM_MAX_CONNECTIONS), gateway :$GW_PORT (2 threads, heartbeat 1 s), 1 lightweight, 1 heavy"
+echo "# stack: nats :$NATS_PORT ($(nats_env)), redis :$REDIS_PORT, postgres :$PG_PORT$PG_NOTE, scripted LLM :$LLM_PORT (--max-connections $LLM_MAX_CONNECTIONS), gateway :$GW_PORT (2 threads, heartbeat 1 s), 1 lightweight, 1 heavy"
 echo
 
 # CPU time (user + system, clock ticks) of each process of the stack; PostgreSQL is this
