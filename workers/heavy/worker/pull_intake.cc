@@ -57,16 +57,16 @@ PullIntake::PullIntake(NatsConnection& conn, EventLoop& loop, Options options, B
 
 PullIntake::~PullIntake() {
   sub_.Unsubscribe();  // no reply is handled after this
-  // The loop thread's state goes on the loop thread, after every task posted before.
-  loop_.RunAndWait(
-      [this] {
-        stopped_ = true;
-        if (retry_timer_ != 0) loop_.CancelTimer(retry_timer_);
-        EndPull();
-        for (natsMsg* msg : arrived_) DestroyNatsMsg(msg);
-        arrived_.clear();
-      },
-      std::chrono::seconds(5));
+  // The loop thread's state goes on the loop thread, after every task posted before. No time
+  // limit (the task refers to this object): the loop is at most finishing a turn's start, which
+  // its Redis and PostgreSQL timeouts bound.
+  loop_.RunAndWait([this] {
+    stopped_ = true;
+    if (retry_timer_ != 0) loop_.CancelTimer(retry_timer_);
+    EndPull();
+    for (natsMsg* msg : arrived_) DestroyNatsMsg(msg);
+    arrived_.clear();
+  });
 }
 
 Status PullIntake::Start() {
@@ -82,16 +82,14 @@ void PullIntake::Wake() {
 }
 
 void PullIntake::Stop() {
-  loop_.RunAndWait([this] { stopped_ = true; }, std::chrono::seconds(2));
+  // Without a time limit, as the destructor's (the tasks refer to this object and this frame).
+  loop_.RunAndWait([this] { stopped_ = true; });
   // A pull still at the server may yet bring a message: wait for its end, so that whatever it
   // brings is handed over (and settled) rather than left to the ack wait.
   const auto until = std::chrono::steady_clock::now() + options_.expires + options_.grace;
   while (std::chrono::steady_clock::now() < until) {
     bool open = true;
-    if (!loop_.RunAndWait([&open, this] { open = pull_.has_value() || deliver_posted_; },
-                          std::chrono::seconds(2))) {
-      return;
-    }
+    loop_.RunAndWait([&open, this] { open = pull_.has_value() || deliver_posted_; });
     if (!open) return;
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }

@@ -84,9 +84,9 @@ class PullIntake {
   Status Start();
   /// Any thread: a slot became free. Posts a pull only when the last attempt found none.
   void Wake();
-  /// Sends no more pulls; returns once the loop has taken that in. Messages of a pull already
-  /// sent may still arrive and are handed over as before (the owner settles them). Not on the
-  /// loop thread.
+  /// Sends no more pulls, and waits (up to expires + grace) for the last one to end: messages
+  /// it brings are handed over as before (the owner settles them). Not on the loop thread; the
+  /// loop must be running.
   void Stop();
   /// The subject pulls are sent to.
   const std::string& next_subject() const { return next_subject_; }
