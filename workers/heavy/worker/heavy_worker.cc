@@ -784,7 +784,9 @@ void HeavyWorker::RunAgent(const std::shared_ptr<Turn>& turn,
   {
     std::lock_guard lock(mu_);
     turn->agent = std::move(agent);
-    if (turn->cancelled) turn->agent->Cancel();
+    // Cancelled, or handed back by Shutdown, while this agent was being made (e.g. a turn run
+    // again with its stored history): it ends at once.
+    if (turn->cancelled || turn->handed_back) turn->agent->Cancel();
   }
   if (!ahead) return;
   lookups_pending_.fetch_add(1);
@@ -1164,11 +1166,19 @@ void HeavyWorker::Shutdown(std::chrono::milliseconds grace) {
     std::lock_guard lock(mu_);
     for (auto& [id, turn] : active_) left.push_back(turn);
   }
+  // A turn's agent under mu_: one being made meanwhile (RunAgent) sees handed_back and ends.
+  auto agent_of = [this](Turn& turn) {
+    std::lock_guard lock(mu_);
+    return turn.agent;
+  };
   for (auto& turn : left) {
-    turn->handed_back = true;
+    {
+      std::lock_guard lock(mu_);
+      turn->handed_back = true;
+    }
     turn->msg.Nak();
     handed_back_.fetch_add(1, std::memory_order_relaxed);
-    if (turn->agent) turn->agent->Cancel();
+    if (auto agent = agent_of(*turn)) agent->Cancel();
     StopLeaseRenewal(*turn);
     if (turn->locked) (void)store_.Unlock(turn->request.session_id(), turn->request.request_id());
     spdlog::info("turn {} handed back for redelivery", turn->request.request_id());
@@ -1176,7 +1186,8 @@ void HeavyWorker::Shutdown(std::chrono::milliseconds grace) {
   // Cancelled agents end within ~100 ms; wait for them so no callback outlives the executor.
   auto cancel_until = Clock::now() + std::chrono::seconds(2);
   for (auto& turn : left) {
-    while (turn->agent && !turn->agent->finished() && Clock::now() < cancel_until) {
+    for (auto agent = agent_of(*turn); agent && !agent->finished() && Clock::now() < cancel_until;
+         agent = agent_of(*turn)) {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
   }
