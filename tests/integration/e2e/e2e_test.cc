@@ -152,6 +152,29 @@ TEST(AgentPathTest, MultiTurnMemoryIncludesFlowTurns) {
   EXPECT_TRUE(saw_flow_answer) << last.dump();
 }
 
+// Flow turns a client sends one after the other reach the history in that order, also through
+// two wf-lightweight workers (each batching its own records into WF_HISTORY): wf-heavy stores
+// WF_HISTORY's records one at a time, in stream order. It stored two at once, and a later turn's
+// record could be stored first.
+TEST(AgentPathTest, FlowTurnsSentOneAfterTheOtherAreStoredInThatOrder) {
+  Stack s;
+  s.StartLightweight();
+  constexpr int kTurns = 12;
+  std::vector<std::string> sent;
+  for (int i = 0; i < kTurns; ++i) {
+    sent.push_back("check order " + std::to_string(1000 + i));
+    auto [status, body] = s.Query(sent.back(), "flows-in-order");
+    ASSERT_EQ(status, 200) << body << s.Logs();
+    EXPECT_EQ(body["routed_to"], "lightweight") << body;
+  }
+  json history = WaitForHistory(s, "flows-in-order", 2 * kTurns);
+  std::vector<std::string> stored;
+  for (const auto& m : history["messages"]) {
+    if (m["role"] == "user") stored.push_back(m["content"].get<std::string>());
+  }
+  EXPECT_EQ(stored, sent) << history.dump();
+}
+
 TEST(AgentPathTest, AReusedRequestIdIsRefusedNotLeftWithoutAnswer) {
   // An outside publisher sets request_id itself. wf-lightweight queues an agent turn on JetStream
   // with that id as the message id, so a second query with the same id is not stored again:

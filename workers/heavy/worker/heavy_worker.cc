@@ -19,8 +19,11 @@ namespace {
 using Clock = std::chrono::steady_clock;
 constexpr const char* kHeavyConsumer = "heavy";
 constexpr const char* kHistoryConsumer = "history";
-/// History messages (each a batch of up to a few hundred flow turns) stored at once.
-constexpr int kHistoryInFlight = 2;
+/// History messages (each a batch of up to a few hundred flow turns) stored at once: one, so
+/// that they are stored in stream order (a client's consecutive flow turns, recorded by
+/// different lightweight workers, stay in the order they were sent). Under load the batches
+/// are large, and PostgreSQL's inserts, not this, bound how fast they are stored.
+constexpr int kHistoryInFlight = 1;
 /// Longest request id: it is the turn's run id, which the store limits to 128 bytes.
 constexpr std::size_t kMaxRequestIdBytes = 128;
 /// Recently cancelled request ids remembered for turns still queued in JetStream.
