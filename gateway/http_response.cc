@@ -13,14 +13,6 @@ void AppendNumber(std::string* out, std::size_t n) {
   out->append(buf, end);
 }
 
-void AppendStatusLine(std::string* out, int status) {
-  out->append("HTTP/1.1 ");
-  AppendNumber(out, static_cast<std::size_t>(status));
-  out->push_back(' ');
-  out->append(HttpReasonPhrase(status));
-  out->append("\r\n");
-}
-
 }  // namespace
 
 std::string FormatHttpResponse(int status, std::string_view content_type, std::string_view body,
@@ -28,7 +20,7 @@ std::string FormatHttpResponse(int status, std::string_view content_type, std::s
                                std::string_view extra_headers) {
   std::string out;
   out.reserve(160 + extra_headers.size() + body.size());
-  AppendStatusLine(&out, status);
+  AppendHttpStatusLine(&out, status);
   out.append("Content-Type: ").append(content_type).append("\r\n");
   out.append("Content-Length: ");
   AppendNumber(&out, body.size());
@@ -49,7 +41,7 @@ std::string FormatErrorResponse(const Error& error, std::string_view request_id,
 std::string FormatSseHead(std::string_view request_id, bool keep_alive) {
   std::string out;
   out.reserve(256);
-  AppendStatusLine(&out, 200);
+  AppendHttpStatusLine(&out, 200);
   out.append(
       "Content-Type: text/event-stream; charset=utf-8\r\n"
       "Cache-Control: no-cache\r\n"

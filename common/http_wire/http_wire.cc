@@ -53,6 +53,17 @@ std::string_view HttpReasonPhrase(int status) {
   }
 }
 
+void AppendHttpStatusLine(std::string* out, int status) {
+  char buf[16];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, status);
+  (void)ec;
+  out->append("HTTP/1.1 ");
+  out->append(buf, end);
+  out->push_back(' ');
+  out->append(HttpReasonPhrase(status));
+  out->append("\r\n");
+}
+
 void AppendHttpChunk(std::string* out, std::string_view data) {
   if (data.empty()) return;
   char buf[16];

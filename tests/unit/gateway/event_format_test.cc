@@ -301,5 +301,14 @@ TEST(HttpResponse, FormatsHeadersAndChunks) {
   EXPECT_TRUE(chunk.empty());
 }
 
+TEST(HttpWire, StatusLine) {
+  std::string line = "x";
+  AppendHttpStatusLine(&line, 404);
+  EXPECT_EQ(line, "xHTTP/1.1 404 Not Found\r\n");
+  line.clear();
+  AppendHttpStatusLine(&line, 599);
+  EXPECT_EQ(line, "HTTP/1.1 599 Unknown\r\n");
+}
+
 }  // namespace
 }  // namespace wf
