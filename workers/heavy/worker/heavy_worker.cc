@@ -31,15 +31,20 @@ constexpr std::size_t kMaxRememberedCancels = 100000;
 /// How long a finished turn handed to WF_HISTORY may wait for JetStream's acknowledgement.
 constexpr auto kHistoryPublishTimeout = std::chrono::seconds(5);
 
+/// Decrements `count` when it goes out of scope, also when what runs meanwhile throws.
+struct ScopedDecrement {
+  std::atomic<int>& count;
+  ~ScopedDecrement() { count.fetch_sub(1); }
+};
+
 }  // namespace
 
-/// Owns one JetStream message (natsMsg*); acks/naks are idempotent through `settled`.
-/// A JetStream message and its acknowledgement. Acks are published on `nc` to the message's
-/// reply subject (JetStream's ack protocol), whichever connection and subscription brought it:
-/// nats.c's natsMsg_Ack works only for messages of its own JetStream subscriptions, and the
-/// queries come through PullIntake's plain one.
+/// Owns one JetStream message (natsMsg*) and settles it once (`settled`). Acks are published on
+/// `conn` to the message's reply subject (JetStream's ack protocol), whichever connection and
+/// subscription brought it: nats.c's natsMsg_Ack works only for messages of its own JetStream
+/// subscriptions, and the queries come through PullIntake's plain one.
 struct HeavyWorker::JsMessage {
-  JsMessage(natsMsg* m, natsConnection* c) : msg(m), nc(c) {}
+  JsMessage(natsMsg* m, NatsConnection& c) : msg(m), conn(c) {}
   ~JsMessage() { DestroyNatsMsg(msg); }
   JsMessage(const JsMessage&) = delete;
   JsMessage& operator=(const JsMessage&) = delete;
@@ -85,11 +90,12 @@ struct HeavyWorker::JsMessage {
       spdlog::warn("JetStream ack {}: the message has no reply subject", body);
       return;
     }
-    natsStatus s = natsConnection_Publish(nc, reply, body.data(), static_cast<int>(body.size()));
-    if (s != NATS_OK) spdlog::warn("JetStream ack failed: {}", NatsStatusText(s));
+    if (Status sent = conn.Publish(reply, body); !sent.ok()) {
+      spdlog::warn("JetStream ack failed: {}", sent.error().message);
+    }
   }
   natsMsg* msg;
-  natsConnection* nc;
+  NatsConnection& conn;
   std::mutex mu;
   bool settled = false;
 };
@@ -133,7 +139,7 @@ std::atomic<int64_t> g_turn_objects{0};
 }  // namespace
 
 struct HeavyWorker::Turn {
-  Turn(natsMsg* m, natsConnection* nc) : msg(m, nc) {
+  Turn(natsMsg* m, NatsConnection& conn) : msg(m, conn) {
     g_turn_objects.fetch_add(1, std::memory_order_relaxed);
   }
   ~Turn() { g_turn_objects.fetch_sub(1, std::memory_order_relaxed); }
@@ -416,7 +422,7 @@ void HeavyWorker::FetchHistoryLoop() {
 void HeavyWorker::OnQueryMessages(std::vector<natsMsg*> messages) {
   if (!fetching_) {
     // Shutting down: what a last pull brought goes straight back, for another worker.
-    for (natsMsg* msg : messages) JsMessage(msg, conn_.raw()).Nak();
+    for (natsMsg* msg : messages) JsMessage(msg, conn_).Nak();
     return;
   }
   // The read's last turn starts on this thread, the others on the executor: a lone turn (the
@@ -435,7 +441,7 @@ void HeavyWorker::OnQueryMessages(std::vector<natsMsg*> messages) {
 }
 
 std::shared_ptr<HeavyWorker::Turn> HeavyWorker::OnQueryMessage(natsMsg* msg) {
-  auto turn = std::make_shared<Turn>(msg, conn_.raw());
+  auto turn = std::make_shared<Turn>(msg, conn_);
   if (!turn->request.ParseFromArray(natsMsg_GetData(msg), natsMsg_GetDataLength(msg))) {
     // No reply subject can be trusted: drop it for good.
     spdlog::warn("undecodable message on {}: terminated", natsMsg_GetSubject(msg));
@@ -776,10 +782,8 @@ void HeavyWorker::RunAgent(const std::shared_ptr<Turn>& turn,
         if (auto t = weak.lock()) {
           turns_storing_.fetch_add(1, std::memory_order_relaxed);
           store_executor_->Post([this, t, record = std::move(record)]() mutable {
-            struct Done {  // also when FinishTurn throws (the executor logs and drops the task)
-              std::atomic<int>& count;
-              ~Done() { count.fetch_sub(1, std::memory_order_relaxed); }
-            } done{turns_storing_};
+            // Also when FinishTurn throws (the executor logs and drops the task).
+            ScopedDecrement done{turns_storing_};
             FinishTurn(t, std::move(record));
           });
         }
@@ -794,10 +798,7 @@ void HeavyWorker::RunAgent(const std::shared_ptr<Turn>& turn,
   if (!ahead) return;
   lookups_pending_.fetch_add(1);
   deferred->Then([this, weak, ahead, deferred](bool absent) {
-    struct Done {  // Shutdown waits for this before the executor goes
-      std::atomic<int>& count;
-      ~Done() { count.fetch_sub(1); }
-    } done{lookups_pending_};
+    ScopedDecrement done{lookups_pending_};  // Shutdown waits for this before the executor goes
     if (absent) {
       ahead->held.Release();  // a new session: what the call brought counts
       return;
@@ -919,7 +920,7 @@ void HeavyWorker::ReleaseTurn(const std::shared_ptr<Turn>& turn) {
 }
 
 void HeavyWorker::OnHistoryMessage(natsMsg* raw) {
-  auto msg = std::make_shared<JsMessage>(raw, conn_.raw());
+  auto msg = std::make_shared<JsMessage>(raw, conn_);
   history_in_flight_.fetch_add(1);
   store_executor_->Post([this, msg] {
     {
