@@ -462,6 +462,7 @@ Result<RedisReply> SessionStore::RedisCommand(std::span<const std::string_view> 
     Result<RedisPool::Lease> lease = redis_->Borrow();
     if (!lease) return std::move(lease).error();
     const bool alongside = attempt == 0 && meanwhile != nullptr;
+    if (alongside) meanwhile->ran = true;  // CommandWhile runs it, whatever becomes of the command
     Result<RedisReply> reply =
         alongside ? (*lease)->CommandWhile(argv, meanwhile->run) : (*lease)->Command(argv);
     if (reply.ok() || reply.error().code != ErrorCode::kUnavailable) {
@@ -579,14 +580,16 @@ Result<SessionStore::LockedHistory> SessionStore::TryLockAndLoadHistory(
                    NowUnixMs() >= lookup_paused_until_ms_.load(std::memory_order_relaxed);
   std::shared_ptr<DeferredLookup> deferred;
   if (ask && may_defer_lookup && !lookup_busy_.exchange(true, std::memory_order_acquire)) {
-    // On the look-up thread, sent as the script is; the caller may go on without its answer.
+    // On the look-up thread, once the script is on its way (its wake-up, and PostgreSQL's, must
+    // not hold back the script's write on a busy core); the caller may go on without its answer.
     deferred = std::make_shared<DeferredLookup>();
     deferred->session_id_ = session_id;
-    lookup_thread_->loop().Post([this, deferred] {
-      const std::optional<bool> exists = LookUpInPostgres(deferred->session_id_, true);
-      deferred->Resolve(exists.has_value() && !*exists);
-    });
-    ask_postgres.run = [] {};  // to learn whether the reply answers the first attempt
+    ask_postgres.run = [this, deferred] {
+      lookup_thread_->loop().Post([this, deferred] {
+        const std::optional<bool> exists = LookUpInPostgres(deferred->session_id_, true);
+        deferred->Resolve(exists.has_value() && !*exists);
+      });
+    };
   } else if (ask) {
     // Only then the callback (a heap allocation): a session seen lately costs nothing here.
     ask_postgres.run = [&] { in_postgres = LookUpInPostgres(session_id); };
@@ -598,6 +601,8 @@ Result<SessionStore::LockedHistory> SessionStore::TryLockAndLoadHistory(
             queue_position > 0 ? std::to_string(queue_position) : std::string(),
             std::to_string(kWaiterLeaseMs)},
            ask ? &ask_postgres : nullptr);
+  // No connection to send the script on: the look-up was never posted, so it is not busy.
+  if (deferred && !ask_postgres.ran) lookup_busy_.store(false, std::memory_order_release);
   if (!reply) return std::move(reply).error();
   if (reply->type != RedisReply::Type::kArray || reply->elements.empty() ||
       (reply->elements[0].integer == 1 && reply->elements.size() != 3)) {

@@ -248,6 +248,8 @@ class SessionStore {
     std::function<void()> run;
     /// Set when the reply returned is the answer to that command, not to a later attempt.
     bool alongside = false;
+    /// Set once `run` has run.
+    bool ran = false;
   };
 
   /// Runs a command on a pooled connection, once more on another after kUnavailable (a stale
