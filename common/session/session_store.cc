@@ -263,6 +263,12 @@ constexpr std::string_view kAppendTurn =
     "SELECT inserted, first_seq, owner FROM wf_append_turn("
     "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12)";
 
+/// Storing a batch of turns: one call of wf_append_turns (schemas/sql/005_append_turns.sql),
+/// one row per turn in the order given, each as wf_append_turn's. Prepared once per connection.
+constexpr const char* kAppendTurnsName = "wf_append_turns";
+constexpr std::string_view kAppendTurns =
+    "SELECT inserted, first_seq, owner FROM wf_append_turns($1::jsonb)";
+
 /// The content of the first user message of a turn (empty when it has none).
 std::string_view UserMessage(
     const google::protobuf::RepeatedPtrField<wf::v1::ChatMessage>& messages) {
@@ -273,7 +279,7 @@ std::string_view UserMessage(
 }
 
 /// A turn's messages as wf_append_turn's p_messages.
-std::string MessagesParameter(const wf::v1::TurnRecord& turn) {
+nlohmann::json MessagesJson(const wf::v1::TurnRecord& turn) {
   nlohmann::json rows = nlohmann::json::array();
   for (const wf::v1::ChatMessage& message : turn.messages()) {
     rows.push_back({{"role", message.role()},
@@ -283,7 +289,33 @@ std::string MessagesParameter(const wf::v1::TurnRecord& turn) {
                     {"tool_calls", ToolCallsToJson(message)},
                     {"created_ms", message.created_unix_ms()}});
   }
-  // NormalizeTurn made every string valid UTF-8; replace guards the invariant, never throws.
+  return rows;
+}
+
+/// NormalizeTurn made every string valid UTF-8; DumpJson's replace guards the invariant and
+/// never throws.
+std::string MessagesParameter(const wf::v1::TurnRecord& turn) {
+  return DumpJson(MessagesJson(turn));
+}
+
+/// Turns as wf_append_turns's p_turns, in their order.
+std::string TurnsParameter(const std::vector<wf::v1::TurnRecord>& turns) {
+  nlohmann::json rows = nlohmann::json::array();
+  for (const wf::v1::TurnRecord& turn : turns) {
+    rows.push_back(
+        {{"run_id", turn.run_id()},
+         {"session_id", turn.session_id()},
+         {"request_id", turn.request_id()},
+         {"route", turn.route()},
+         {"flow_id", turn.flow_id()},
+         {"status", turn.status()},
+         {"prompt_tokens", static_cast<std::int64_t>(turn.usage().prompt_tokens())},
+         {"completion_tokens", static_cast<std::int64_t>(turn.usage().completion_tokens())},
+         {"started_ms", turn.started_unix_ms()},
+         {"finished_ms", turn.finished_unix_ms()},
+         {"user_id", turn.user_id()},
+         {"messages", MessagesJson(turn)}});
+  }
   return DumpJson(rows);
 }
 
@@ -472,6 +504,13 @@ Result<RedisReply> SessionStore::RedisCommand(std::span<const std::string_view> 
     last = std::move(reply).error();
   }
   return last;
+}
+
+Result<std::vector<RedisReply>> SessionStore::RedisPipeline(
+    const std::vector<std::vector<std::string>>& commands) {
+  Result<RedisPool::Lease> lease = redis_->Borrow();
+  if (!lease) return std::move(lease).error();
+  return (*lease)->Pipeline(commands);
 }
 
 void SessionStore::WarnRedis(std::string_view what, const Error& error) {
@@ -679,6 +718,20 @@ bool SessionStore::AppendToRedis(
     const google::protobuf::RepeatedPtrField<wf::v1::ChatMessage>& messages,
     const std::string& unlock_owner) {
   const SessionKeys keys = SessionKeys::For(options_.key_prefix, session_id);
+  Result<RedisReply> reply = Eval(kAppendScript, {keys.history, keys.runs, keys.version, keys.lock},
+                                  AppendArgs(run_id, first_seq, messages, unlock_owner));
+  if (!reply) {
+    WarnRedis("appending a turn failed", reply.error());
+    return false;
+  }
+  NoteAppended(session_id, run_id, *reply);
+  return true;
+}
+
+std::vector<std::string> SessionStore::AppendArgs(
+    const std::string& run_id, std::int64_t first_seq,
+    const google::protobuf::RepeatedPtrField<wf::v1::ChatMessage>& messages,
+    const std::string& unlock_owner) const {
   std::vector<std::string> args;
   args.reserve(4 + static_cast<std::size_t>(messages.size()));
   args.push_back(std::to_string(options_.ttl.count()));
@@ -686,29 +739,93 @@ bool SessionStore::AppendToRedis(
   args.push_back(std::to_string(first_seq));
   args.push_back(unlock_owner);
   for (const wf::v1::ChatMessage& message : messages) args.push_back(message.SerializeAsString());
-  Result<RedisReply> reply =
-      Eval(kAppendScript, {keys.history, keys.runs, keys.version, keys.lock}, args);
-  if (!reply) {
-    WarnRedis("appending a turn failed", reply.error());
-    return false;
-  }
-  if (reply->integer == 2) {
+  return args;
+}
+
+void SessionStore::NoteAppended(const std::string& session_id, const std::string& run_id,
+                                const RedisReply& reply) {
+  if (reply.integer == 2) {
     spdlog::debug("session store: hot copy of session {} dropped at run {}", session_id, run_id);
   } else {
     hot_sessions_.Add(session_id);
   }
-  return true;
+}
+
+void SessionStore::AppendManyToRedis(const std::vector<wf::v1::TurnRecord>& turns,
+                                     const std::vector<StoredTurn>& stored) {
+  // The batch's appends in one round trip (each is still the append script, run in order), so
+  // a batch of a hundred turns does not wait a hundred times for Redis.
+  std::vector<std::size_t> sent;  // indexes into turns
+  std::vector<std::vector<std::string>> commands;
+  Result<std::string> sha = ScriptSha(kAppendScript);
+  if (sha.ok() && !sha->empty()) {
+    for (std::size_t i = 0; i < turns.size(); ++i) {
+      if (!stored[i].inserted && stored[i].messages.empty()) continue;
+      const SessionKeys keys = SessionKeys::For(options_.key_prefix, turns[i].session_id());
+      std::vector<std::string> command = {"EVALSHA", *sha,         "4",      keys.history,
+                                          keys.runs, keys.version, keys.lock};
+      std::vector<std::string> args =
+          AppendArgs(turns[i].run_id(), stored[i].first_seq, stored[i].messages, {});
+      command.insert(command.end(), std::make_move_iterator(args.begin()),
+                     std::make_move_iterator(args.end()));
+      commands.push_back(std::move(command));
+      sent.push_back(i);
+    }
+  }
+  std::vector<bool> done(turns.size(), false);
+  if (!commands.empty()) {
+    Result<std::vector<RedisReply>> replies = RedisPipeline(commands);
+    if (replies.ok() && replies->size() == sent.size()) {
+      for (std::size_t k = 0; k < sent.size(); ++k) {
+        const RedisReply& reply = (*replies)[k];
+        if (reply.IsError()) continue;  // e.g. NOSCRIPT: one by one below
+        NoteAppended(turns[sent[k]].session_id(), turns[sent[k]].run_id(), reply);
+        done[sent[k]] = true;
+      }
+    }
+  }
+  // What the pipeline did not do (no SHA yet, a transport failure, NOSCRIPT after a Redis
+  // restart): one by one, as before. Every append is safe to run twice.
+  for (std::size_t i = 0; i < turns.size(); ++i) {
+    if (done[i] || (!stored[i].inserted && stored[i].messages.empty())) continue;
+    (void)AppendToRedis(turns[i].session_id(), turns[i].run_id(), stored[i].first_seq,
+                        stored[i].messages, /*unlock_owner=*/{});
+  }
 }
 
 Result<SessionStore::StoredTurn> SessionStore::StoreTurn(pqxx::transaction_base& tx,
                                                          const wf::v1::TurnRecord& turn) {
-  StoredTurn out;
   tx.conn().prepare(kAppendTurnName, std::string(kAppendTurn));  // no-op once done
   const pqxx::row stored = tx.exec_prepared1(
       kAppendTurnName, turn.run_id(), turn.session_id(), turn.request_id(), turn.route(),
       turn.flow_id(), turn.status(), static_cast<std::int64_t>(turn.usage().prompt_tokens()),
       static_cast<std::int64_t>(turn.usage().completion_tokens()), turn.started_unix_ms(),
       turn.finished_unix_ms(), MessagesParameter(turn), turn.user_id());
+  return ReadStoredTurn(tx, turn, stored);
+}
+
+Result<std::vector<SessionStore::StoredTurn>> SessionStore::StoreTurns(
+    pqxx::transaction_base& tx, const std::vector<wf::v1::TurnRecord>& turns) {
+  tx.conn().prepare(kAppendTurnsName, std::string(kAppendTurns));  // no-op once done
+  const pqxx::result rows = tx.exec_prepared(kAppendTurnsName, TurnsParameter(turns));
+  if (rows.size() != turns.size()) {
+    return Error{ErrorCode::kInternal, "wf_append_turns answered " + std::to_string(rows.size()) +
+                                           " rows for " + std::to_string(turns.size()) + " turns"};
+  }
+  std::vector<StoredTurn> out;
+  out.reserve(turns.size());
+  for (std::size_t i = 0; i < turns.size(); ++i) {
+    Result<StoredTurn> one = ReadStoredTurn(tx, turns[i], rows[static_cast<int>(i)]);
+    if (!one.ok()) return one.error();
+    out.push_back(std::move(one).value());
+  }
+  return out;
+}
+
+Result<SessionStore::StoredTurn> SessionStore::ReadStoredTurn(pqxx::transaction_base& tx,
+                                                              const wf::v1::TurnRecord& turn,
+                                                              const pqxx::row& stored) {
+  StoredTurn out;
   if (stored[0].as<bool>()) {
     out.inserted = true;
     out.first_seq = stored[1].as<std::int64_t>();
@@ -785,14 +902,8 @@ Status SessionStore::AppendTurns(std::vector<wf::v1::TurnRecord> turns) {
   Result<std::vector<StoredTurn>> stored = pg_->Run(
       [&](pqxx::connection& connection) -> Result<std::vector<StoredTurn>> {
         pqxx::work tx(connection);
-        std::vector<StoredTurn> out;
-        out.reserve(turns.size());
-        for (const auto& turn : turns) {
-          Result<StoredTurn> one = StoreTurn(tx, turn);
-          if (!one.ok()) return one.error();  // rolls the whole batch back
-          out.push_back(std::move(one).value());
-        }
-        tx.commit();
+        Result<std::vector<StoredTurn>> out = StoreTurns(tx, turns);
+        if (out.ok()) tx.commit();  // else the whole batch rolls back
         return out;
       },
       PgRetry::kIdempotent);
@@ -807,12 +918,7 @@ Status SessionStore::AppendTurns(std::vector<wf::v1::TurnRecord> turns) {
     }
     return first;
   }
-  for (std::size_t i = 0; i < turns.size(); ++i) {
-    const StoredTurn& one = (*stored)[i];
-    if (!one.inserted && one.messages.empty()) continue;
-    (void)AppendToRedis(turns[i].session_id(), turns[i].run_id(), one.first_seq, one.messages,
-                        /*unlock_owner=*/{});
-  }
+  AppendManyToRedis(turns, *stored);
   return Status::Ok();
 }
 

@@ -240,6 +240,12 @@ class SessionStore {
   /// its own, so `tx` may be a nontransaction), plus reads of what was stored before when the
   /// run is a repeat. Inside a batch's transaction, which the caller commits.
   Result<StoredTurn> StoreTurn(pqxx::transaction_base& tx, const wf::v1::TurnRecord& turn);
+  /// StoreTurn for a batch of normalized turns, sorted by session: one call of wf_append_turns.
+  Result<std::vector<StoredTurn>> StoreTurns(pqxx::transaction_base& tx,
+                                             const std::vector<wf::v1::TurnRecord>& turns);
+  /// What wf_append_turn(s) answered for `turn` (`stored`: inserted, first_seq, owner).
+  Result<StoredTurn> ReadStoredTurn(pqxx::transaction_base& tx, const wf::v1::TurnRecord& turn,
+                                    const pqxx::row& stored);
 
   /// Work done while a Redis command is on the server (RedisCommand, Eval).
   struct Meanwhile {
@@ -256,6 +262,10 @@ class SessionStore {
   /// connection after a Redis restart); every command this class sends is safe to repeat.
   Result<RedisReply> RedisCommand(std::span<const std::string_view> argv,
                                   Meanwhile* meanwhile = nullptr);
+  /// Commands in one round trip on one pooled connection (RedisConnection::Pipeline); not
+  /// repeated on a transport failure, after which nothing is known of what ran.
+  Result<std::vector<RedisReply>> RedisPipeline(
+      const std::vector<std::vector<std::string>>& commands);
   /// Runs `script` with `keys` and `args`: EVALSHA of its SHA-1 (SCRIPT LOAD once per store),
   /// so the script's text is not sent and hashed on every call; EVAL when Redis has lost it
   /// (NOSCRIPT: a restart, a failover, SCRIPT FLUSH), which also caches it there again.
@@ -289,6 +299,18 @@ class SessionStore {
                      std::int64_t first_seq,
                      const google::protobuf::RepeatedPtrField<wf::v1::ChatMessage>& messages,
                      const std::string& unlock_owner);
+  /// The append script's ARGV.
+  std::vector<std::string> AppendArgs(
+      const std::string& run_id, std::int64_t first_seq,
+      const google::protobuf::RepeatedPtrField<wf::v1::ChatMessage>& messages,
+      const std::string& unlock_owner) const;
+  /// Bookkeeping after the append script answered `reply`.
+  void NoteAppended(const std::string& session_id, const std::string& run_id,
+                    const RedisReply& reply);
+  /// AppendToRedis for each turn of a batch that has something to append (`stored` matches
+  /// `turns`), pipelined; whatever the pipeline did not do goes one by one.
+  void AppendManyToRedis(const std::vector<wf::v1::TurnRecord>& turns,
+                         const std::vector<StoredTurn>& stored);
   /// Logs a Redis problem at warn level, at most about once per 10 s (outages are loud enough).
   void WarnRedis(std::string_view what, const Error& error);
 

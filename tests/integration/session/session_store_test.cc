@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <future>
 #include <map>
@@ -260,6 +261,107 @@ TEST_F(SessionStoreTest, ARefusedTurnDoesNotHoldBackTheRestOfItsBatch) {
                                              MakeTurn("bad id", "n-2", {})};
   EXPECT_EQ(store_->AppendTurns(invalid).error().code, ErrorCode::kBadRequest);
   EXPECT_TRUE(store_->LoadHistory("batch-new")->empty());
+}
+
+/// Rows of `sql` (its $1 is a session-id prefix) as text, with `prefix` cut from every value
+/// that starts with it, so two sets of sessions stored under two prefixes can be compared.
+std::vector<std::string> RowsWithout(const std::string& url, const std::string& sql,
+                                     const std::string& prefix) {
+  pqxx::connection connection(url);
+  pqxx::nontransaction tx(connection);
+  std::vector<std::string> out;
+  for (const pqxx::row& row : tx.exec_params(sql, prefix)) {
+    std::string line;
+    for (const pqxx::field& field : row) {
+      std::string value = field.is_null() ? "NULL" : field.as<std::string>();
+      if (value.rfind(prefix, 0) == 0) value.erase(0, prefix.size());
+      line += value + "|";
+    }
+    out.push_back(line);
+  }
+  return out;
+}
+
+TEST_F(SessionStoreTest, ABatchStoresExactlyWhatItsTurnsStoredOneByOneWould) {
+  // The same turns under two prefixes: one by one (wf_append_turn) and as one batch
+  // (wf_append_turns' set-based path: every run new, no deleted session).
+  auto turns_for = [](const std::string& p) {
+    std::vector<wf::v1::TurnRecord> turns;
+    turns.push_back(MakeTurn(p + "x", p + "x-2", {{"user", "x2"}, {"assistant", "X2"}}));
+    turns.back().set_user_id("ann");  // then "bob": the session keeps the last one given
+    turns.back().set_route("flow");
+    turns.back().set_flow_id("order_status");
+    turns.push_back(MakeTurn(p + "y", p + "y-1", {{"user", "y1"}}));
+    turns.back().set_started_unix_ms(1699999990000);  // earlier than x's first turn
+    turns.back().set_finished_unix_ms(1699999995000);
+    turns.push_back(MakeTurn(p + "x", p + "x-3", {{"user", "x3"}, {"assistant", ""}}));
+    turns.back().set_user_id("bob");
+    turns.back().set_started_unix_ms(1699999000000);   // moves x's start back
+    turns.back().set_finished_unix_ms(1700000009000);  // and its end on
+    wf::v1::ChatMessage* tool = turns.back().add_messages();
+    tool->set_role("tool");
+    tool->set_name("weather");
+    tool->set_tool_call_id("call-1");
+    tool->set_content("{\"temp\":21}");
+    tool->set_created_unix_ms(1700000008000);
+    turns.push_back(MakeTurn(p + "y", p + "y-2", {{"user", "y2"}, {"assistant", "Y2"}}));
+    turns.back().set_user_id("");
+    turns.back().set_status("cancelled");
+    return turns;
+  };
+  for (const std::string p : {"one-", "many-"}) {
+    ASSERT_TRUE(
+        store_->AppendTurn(MakeTurn(p + "x", p + "x-1", {{"user", "x1"}, {"assistant", "X1"}}))
+            .ok());
+  }
+  std::vector<wf::v1::TurnRecord> one = turns_for("one-");
+  std::stable_sort(one.begin(), one.end(),
+                   [](const auto& a, const auto& b) { return a.session_id() < b.session_id(); });
+  for (const auto& turn : one) ASSERT_TRUE(store_->AppendTurn(turn).ok());
+  ASSERT_TRUE(store_->AppendTurns(turns_for("many-")).ok());
+
+  const std::string url = postgres_->url();
+  const std::string sessions =
+      "SELECT session_id, user_id, turn_count, created_at, updated_at FROM sessions"
+      " WHERE starts_with(session_id, $1) ORDER BY 1";
+  const std::string runs =
+      "SELECT run_id, session_id, replace(request_id, $1, ''), route, flow_id, status, "
+      "prompt_tokens,"
+      " completion_tokens, started_at, finished_at FROM runs"
+      " WHERE starts_with(session_id, $1) ORDER BY 1";
+  const std::string messages =
+      "SELECT session_id, run_id, seq, role, content, name, tool_call_id, tool_calls::text,"
+      " created_at FROM messages WHERE starts_with(session_id, $1) ORDER BY 1, 3";
+  for (const std::string& sql : {sessions, runs, messages}) {
+    std::vector<std::string> expected = RowsWithout(url, sql, "one-");
+    EXPECT_EQ(RowsWithout(url, sql, "many-"), expected) << sql;
+    EXPECT_FALSE(expected.empty());
+  }
+  EXPECT_EQ(Contents(*store_->LoadHistory("many-x")),
+            (std::vector<std::string>{"x1", "X1", "x2", "X2", "x3", "", "{\"temp\":21}"}));
+  EXPECT_EQ(store_->GetSession("many-y")->turn_count(), 2u);
+  auto redis = RawRedis(redis_->port());
+  EXPECT_EQ(Integer(redis, {"LLEN", "wf:hist:many-x"}), 7);  // appended to the hot copy
+  EXPECT_EQ(Integer(redis, {"LLEN", "wf:hist:many-y"}), 3);  // created by the batch
+}
+
+TEST_F(SessionStoreTest, ABatchWithATurnOfADeletedSessionStoresTheOthers) {
+  const std::int64_t now =
+      std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count();
+  ASSERT_TRUE(store_->AppendTurn(MakeTurn("batch-tomb", "bt-1", {{"user", "before"}})).ok());
+  ASSERT_TRUE(*store_->DeleteSession("batch-tomb"));
+  std::vector<wf::v1::TurnRecord> batch = {
+      MakeTurn("batch-live", "bl-1", {{"user", "one"}}),
+      MakeTurn("batch-tomb", "bt-2", {{"user", "cancelled"}}),
+      MakeTurn("batch-live", "bl-2", {{"user", "two"}}),
+  };
+  batch[1].set_started_unix_ms(now - 1000);  // started before the delete: refused
+  ASSERT_TRUE(store_->AppendTurns(batch).ok());
+  EXPECT_EQ(store_->GetSession("batch-tomb").error().code, ErrorCode::kSessionNotFound);
+  EXPECT_FALSE(store_->FindRun("bt-2")->has_value());
+  EXPECT_EQ(Contents(*store_->LoadHistory("batch-live")), (std::vector<std::string>{"one", "two"}));
+  EXPECT_EQ(store_->GetSession("batch-live")->turn_count(), 2u);
 }
 
 TEST_F(SessionStoreTest, FlushAllReloadsFromPostgresAndRewarms) {
