@@ -19,11 +19,12 @@ namespace {
 using Clock = std::chrono::steady_clock;
 constexpr const char* kHeavyConsumer = "heavy";
 constexpr const char* kHistoryConsumer = "history";
-/// History messages (each a batch of up to a few hundred flow turns) stored at once: one, so
-/// that they are stored in stream order (a client's consecutive flow turns, recorded by
-/// different lightweight workers, stay in the order they were sent). Under load the batches
-/// are large, and PostgreSQL's inserts, not this, bound how fast they are stored.
-constexpr int kHistoryInFlight = 1;
+/// History messages (each a batch of up to a few hundred flow turns) taken at once: two, stored
+/// side by side unless they share a session (HistoryOrder): then one after the other in stream
+/// order, so a client's consecutive flow turns, recorded by different lightweight workers, stay
+/// in the order they were sent. Two keep PostgreSQL busy while the other batch waits for its
+/// commit, Redis or JetStream; more would take store threads that finished agent turns need.
+constexpr int kHistoryInFlight = 2;
 /// Longest request id: it is the turn's run id, which the store limits to 128 bytes.
 constexpr std::size_t kMaxRequestIdBytes = 128;
 /// Recently cancelled request ids remembered for turns still queued in JetStream.
@@ -920,50 +921,85 @@ void HeavyWorker::ReleaseTurn(const std::shared_ptr<Turn>& turn) {
 }
 
 void HeavyWorker::OnHistoryMessage(natsMsg* raw) {
-  auto msg = std::make_shared<JsMessage>(raw, conn_);
-  history_in_flight_.fetch_add(1);
-  store_executor_->Post([this, msg] {
-    {
-      // PostgreSQL failed for an earlier record: this one waits behind it, so records of one
-      // session are stored in the order they were published.
-      std::lock_guard lock(history_mu_);
-      if (!held_history_.empty()) {
-        held_history_.emplace(msg->StreamSeq(), msg);
-        return;
-      }
-    }
-    if (StoreHistoryMessage(*msg)) {
-      history_in_flight_.fetch_sub(1);
-      slots_cv_.notify_all();
-    } else {
-      HoldHistory(msg);
-    }
-  });
-}
-
-bool HeavyWorker::StoreHistoryMessage(JsMessage& msg) {
+  auto item = std::make_shared<HistoryItem>(std::make_shared<JsMessage>(raw, conn_));
   // A TurnRecordBatch (lightweight workers batch their flow turns) or one TurnRecord.
   const char* type = nullptr;
-  bool batch = natsMsgHeader_Get(msg.msg, kPayloadTypeHeader, &type) == NATS_OK && type &&
-               std::string_view(type) == "wf.v1.TurnRecordBatch";
-  wf::v1::TurnRecordBatch records;
-  bool parsed =
-      batch ? records.ParseFromArray(natsMsg_GetData(msg.msg), natsMsg_GetDataLength(msg.msg))
-            : records.add_turns()->ParseFromArray(natsMsg_GetData(msg.msg),
-                                                  natsMsg_GetDataLength(msg.msg));
-  for (const auto& record : records.turns()) {
-    parsed = parsed && !record.session_id().empty() && !record.run_id().empty();
+  JsMessage& msg = *item->msg;
+  const bool batch = natsMsgHeader_Get(msg.msg, kPayloadTypeHeader, &type) == NATS_OK && type &&
+                     std::string_view(type) == "wf.v1.TurnRecordBatch";
+  item->parsed =
+      batch ? item->records.ParseFromArray(natsMsg_GetData(msg.msg), natsMsg_GetDataLength(msg.msg))
+            : item->records.add_turns()->ParseFromArray(natsMsg_GetData(msg.msg),
+                                                        natsMsg_GetDataLength(msg.msg));
+  std::vector<std::string> sessions;
+  for (const auto& record : item->records.turns()) {
+    item->parsed = item->parsed && !record.session_id().empty() && !record.run_id().empty();
+    sessions.push_back(record.session_id());
   }
-  if (!parsed) {
+  if (!item->parsed) sessions.clear();  // terminated without a store: it waits for nothing
+  history_in_flight_.fetch_add(1);
+  {
+    std::lock_guard lock(history_mu_);
+    if (!held_history_.empty()) {
+      // PostgreSQL failed for an earlier record: this one waits behind it, so records of one
+      // session are stored in the order they were published.
+      held_history_.emplace(msg.StreamSeq(), item);
+      return;
+    }
+    if (!history_order_.Arrive(msg.StreamSeq(), sessions)) {
+      waiting_history_.emplace(msg.StreamSeq(), item);
+      return;
+    }
+  }
+  store_executor_->Post([this, item] { StoreInOrder(item); });
+}
+
+void HeavyWorker::StoreInOrder(const std::shared_ptr<HistoryItem>& item) {
+  const bool settled = StoreHistoryItem(*item);
+  const std::uint64_t seq = item->msg->StreamSeq();
+  std::vector<std::shared_ptr<HistoryItem>> ready;
+  {
+    std::lock_guard lock(history_mu_);
+    if (settled) {
+      for (std::uint64_t id : history_order_.Done(seq)) {
+        auto waiting = waiting_history_.extract(id);
+        if (!waiting.empty()) ready.push_back(std::move(waiting.mapped()));
+      }
+    } else {
+      // Kept for the retry, and what waits behind it (sharing a session with it or with what
+      // shares one) keeps its place: all of it is retried in stream order.
+      std::vector<std::uint64_t> behind = history_order_.Abandon(seq);
+      if (shutting_down_) {
+        item->msg->Nak();  // another worker stores it (the shutdown hands back the others)
+        history_in_flight_.fetch_sub(1);
+      } else {
+        held_history_.emplace(seq, item);
+        for (std::uint64_t id : behind) {
+          auto waiting = waiting_history_.extract(id);
+          if (!waiting.empty()) held_history_.emplace(id, std::move(waiting.mapped()));
+        }
+        if (history_retry_task_ == 0) ArmHistoryRetry();
+      }
+    }
+  }
+  for (auto& next : ready) store_executor_->Post([this, next] { StoreInOrder(next); });
+  if (settled) {
+    history_in_flight_.fetch_sub(1);
+    slots_cv_.notify_all();
+  }
+}
+
+bool HeavyWorker::StoreHistoryItem(const HistoryItem& item) {
+  JsMessage& msg = *item.msg;
+  if (!item.parsed) {
     spdlog::warn("undecodable turn record on {}: terminated", natsMsg_GetSubject(msg.msg));
     msg.Term();
     return true;
   }
   // One PostgreSQL transaction for the whole batch; idempotent by run_id, so a message that
   // is retried after a failure stores nothing twice.
-  const std::size_t count = static_cast<std::size_t>(records.turns_size());
-  Status stored = store_.AppendTurns({std::make_move_iterator(records.mutable_turns()->begin()),
-                                      std::make_move_iterator(records.mutable_turns()->end())});
+  const std::size_t count = static_cast<std::size_t>(item.records.turns_size());
+  Status stored = store_.AppendTurns({item.records.turns().begin(), item.records.turns().end()});
   if (stored.ok()) {
     history_stored_.fetch_add(count, std::memory_order_relaxed);
     msg.Ack();
@@ -980,17 +1016,6 @@ bool HeavyWorker::StoreHistoryMessage(JsMessage& msg) {
   return false;
 }
 
-void HeavyWorker::HoldHistory(const std::shared_ptr<JsMessage>& msg) {
-  std::lock_guard lock(history_mu_);
-  if (shutting_down_) {
-    msg->Nak();  // another worker stores it
-    history_in_flight_.fetch_sub(1);
-    return;
-  }
-  held_history_.emplace(msg->StreamSeq(), msg);
-  if (history_retry_task_ == 0) ArmHistoryRetry();
-}
-
 void HeavyWorker::ArmHistoryRetry() {
   history_retry_task_ = timer_.After(
       history_retry_delay_, [this] { store_executor_->Post([this] { RetryHeldHistory(); }); });
@@ -998,7 +1023,7 @@ void HeavyWorker::ArmHistoryRetry() {
 
 void HeavyWorker::RetryHeldHistory() {
   for (;;) {
-    std::shared_ptr<JsMessage> next;
+    std::shared_ptr<HistoryItem> next;
     {
       std::lock_guard lock(history_mu_);
       history_retry_task_ = 0;
@@ -1008,10 +1033,16 @@ void HeavyWorker::RetryHeldHistory() {
       }
       // Each attempt tells JetStream the held records are still being worked on (the history
       // consumer's ack_wait is 30 s; attempts are at most kHistoryRetryMax apart).
-      for (auto& [seq, held] : held_history_) held->InProgress();
+      for (auto& [seq, held] : held_history_) held->msg->InProgress();
+      if (history_order_.storing() > 0) {
+        // A record taken beside the one that failed is still being stored, and a held one may
+        // share a session with it: after it.
+        if (!shutting_down_) ArmHistoryRetry();
+        return;
+      }
       next = held_history_.begin()->second;
     }
-    if (!StoreHistoryMessage(*next)) {
+    if (!StoreHistoryItem(*next)) {
       std::lock_guard lock(history_mu_);
       history_retry_delay_ = std::min(history_retry_delay_ * 2, kHistoryRetryMax);
       if (!shutting_down_) ArmHistoryRetry();
@@ -1210,8 +1241,11 @@ void HeavyWorker::Shutdown(std::chrono::milliseconds grace) {
     std::lock_guard lock(history_mu_);
     if (history_retry_task_ != 0) timer_.Cancel(history_retry_task_);
     history_retry_task_ = 0;
-    for (auto& [seq, held] : held_history_) held->Nak();
+    for (auto& [seq, held] : held_history_) held->msg->Nak();
     held_history_.clear();
+    // And those waiting for a record still being stored (which ends on the store pool).
+    for (auto& [seq, waiting] : waiting_history_) waiting->msg->Nak();
+    waiting_history_.clear();
   }
   subs_.clear();
   if (service_) service_->Stop();

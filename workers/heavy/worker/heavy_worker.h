@@ -23,6 +23,7 @@
 #include "nats/micro_service.h"
 #include "session/session_store.h"
 #include "wf/v1/query.pb.h"
+#include "worker/history_order.h"
 #include "worker/nats_tool_runner.h"
 #include "worker/pull_intake.h"
 
@@ -148,15 +149,26 @@ class HeavyWorker {
   /// longest turn could have ended; bounded to kMaxRememberedCancels ids.
   void RememberCancel(const std::string& request_id);
   bool WasCancelled(const std::string& request_id);
+  /// A WF_HISTORY message and its turns, decoded once.
+  struct HistoryItem {
+    explicit HistoryItem(std::shared_ptr<JsMessage> m) : msg(std::move(m)) {}
+    std::shared_ptr<JsMessage> msg;
+    wf::v1::TurnRecordBatch records;
+    bool parsed = false;  // False: undecodable, or a turn without session or run id.
+  };
+  /// Decodes a WF_HISTORY message and stores it now (on the store pool) or after the records
+  /// ahead of it that share a session with it (HistoryOrder), or behind the held ones.
   void OnHistoryMessage(natsMsg* msg);
-  /// Stores one WF_HISTORY message (executor thread). True when it is settled (acked, or
-  /// terminated as undecodable or refused); false when PostgreSQL failed (not settled).
-  bool StoreHistoryMessage(JsMessage& msg);
-  /// Keeps a message PostgreSQL could not store, in stream order with the others held, and
-  /// arms the retry (2 s, doubling to 10 s, no limit): while records are held, new ones queue
-  /// behind them, so a session's turns are stored in the order they were published.
-  void HoldHistory(const std::shared_ptr<JsMessage>& msg);
-  /// Stores the held messages oldest first until one fails (then re-arms) or none is left.
+  /// Stores `item` (store pool), then starts what waited for it. When PostgreSQL failed, keeps
+  /// it, and everything waiting, in stream order for the retry (2 s, doubling to 10 s, no
+  /// limit): while records are held, new ones queue behind them, so a session's turns are
+  /// stored in the order they were published.
+  void StoreInOrder(const std::shared_ptr<HistoryItem>& item);
+  /// Stores one WF_HISTORY message. True when it is settled (acked, or terminated as
+  /// undecodable or refused); false when PostgreSQL failed (not settled).
+  bool StoreHistoryItem(const HistoryItem& item);
+  /// Stores the held messages oldest first until one fails (then re-arms) or none is left; not
+  /// while a record taken beside them is still being stored.
   void RetryHeldHistory();
   /// Runs RetryHeldHistory on the store pool after history_retry_delay_. history_mu_ held.
   void ArmHistoryRetry();
@@ -217,8 +229,11 @@ class HeavyWorker {
   static constexpr std::chrono::milliseconds kHistoryRetryFirst{2000};
   static constexpr std::chrono::milliseconds kHistoryRetryMax{10000};
   std::mutex history_mu_;
-  // WF_HISTORY messages PostgreSQL could not store yet, by stream sequence (HoldHistory).
-  std::map<uint64_t, std::shared_ptr<JsMessage>> held_history_;
+  // WF_HISTORY messages PostgreSQL could not store yet, by stream sequence (StoreInOrder).
+  std::map<uint64_t, std::shared_ptr<HistoryItem>> held_history_;
+  // Which records may be stored now, and the records waiting for others, by stream sequence.
+  HistoryOrder history_order_;
+  std::map<uint64_t, std::shared_ptr<HistoryItem>> waiting_history_;
   Timer::TaskId history_retry_task_ = 0;  // 0 = no retry armed.
   std::chrono::milliseconds history_retry_delay_ = kHistoryRetryFirst;
 };
