@@ -4,11 +4,15 @@
 #   turns   agent turns/s, POST /api/v1/query, K concurrent clients for SECONDS_TURNS seconds
 #   soak    TURNS agent turns (K clients) through one heavy worker; turns/s and the RSS of wf-heavy
 #           and wf-gateway at the start, every REPORT_EVERY turns, at the end and after a pause
+#   history WF_HISTORY stored by one heavy worker: flow turns (a new session each, wrk -c64 for
+#           HISTORY_LOAD_S seconds) recorded while wf-heavy is stopped (SIGSTOP), then the time
+#           until it has stored them all (SIGCONT; PostgreSQL's runs counted every 0.1 s)
 #   streams concurrent hanging SSE streams, each size of STREAMS in turn (stops at the first that
 #           fails); every stream must get 200 + a heartbeat, its turn must hang at the scripted LLM
 #           and survive HOLD_S seconds, and closing them must cancel every turn
 # Starts its own stack on free ports from build/bin, prints every figure, stops everything on exit.
-# Env: WF_BIN_DIR (default build/bin), PARTS ("ttft turns soak streams"), N (200), K (16),
+# Env: WF_BIN_DIR (default build/bin), PARTS ("ttft turns soak history streams"), N (200), K (16),
+#      HISTORY_LOAD_S (5),
 #      TTFT_NEW_CONNECTIONS (1: a new connection per gateway turn in ttft), TTFT_ORDER
 #      (sequential, the default: all direct requests, then the turns; interleaved: a direct
 #      request, a first turn and its follow-up per round, see agent_bench.py ttft_samples), SECONDS_TURNS (10), TURNS (100000), REPORT_EVERY (20000), STREAMS ("1000 5000 10000"),
@@ -26,7 +30,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 BIN=${WF_BIN_DIR:-$ROOT/build/bin}
-PARTS=${PARTS:-"ttft turns soak streams"}
+PARTS=${PARTS:-"ttft turns soak history streams"}
+HISTORY_LOAD_S=${HISTORY_LOAD_S:-5}
 N=${N:-200}
 K=${K:-16}
 SECONDS_TURNS=${SECONDS_TURNS:-10}
@@ -248,6 +253,33 @@ if has_part soak; then
   python3 "$BENCH" soak --gw "$GW_PORT" --k "$K" --turns "$TURNS" --report-every "$REPORT_EVERY" \
     --pids "wf-heavy=$HEAVY_PID,wf-gateway=$GW_PID"
   echo "# load: $(uptime | sed 's/.*load average/load average/')"
+  echo
+fi
+
+if has_part history; then
+  echo "\$ wrk -t2 -c64 -d${HISTORY_LOAD_S}s (flow turns, a new session each) with wf-heavy stopped; then one heavy worker stores WF_HISTORY"
+  runs() { psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -tAc "SELECT count(*) FROM runs"; }
+  records_before=$(python3 "$BENCH" stream-messages --nats "$NATS_PORT" --stream WF_HISTORY)
+  kill -STOP "$HEAVY_PID"
+  wrk -t2 -c64 -d"${HISTORY_LOAD_S}s" -s "$ROOT/bench/agent/history_flows.lua" \
+    "http://127.0.0.1:$GW_PORT/api/v1/query" | grep -E "requests in|Requests/sec|Non-2xx" || true
+  sleep 1  # the lightweight worker's last batch (5 ms) is in
+  records=$(python3 "$BENCH" stream-messages --nats "$NATS_PORT" --stream WF_HISTORY)
+  base=$(runs)
+  before=$(cpu_snapshot)
+  start_s=$(date +%s.%N)
+  kill -CONT "$HEAVY_PID"
+  last=$base; last_s=$start_s; still=0
+  while ((still < 20)); do  # 2 s without a new run: done
+    sleep 0.1
+    now=$(runs)
+    if [[ "$now" != "$last" ]]; then last=$now; last_s=$(date +%s.%N); still=0; else still=$((still + 1)); fi
+  done
+  stored=$((last - base))
+  python3 -c "import sys; n, r, t = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]) - float(sys.argv[4]);
+print(f'history      : {n} turns in {r} records ({n / max(r, 1):.1f} turns each) stored in {t:.2f} s = {n / t:.0f} turns/s')" \
+    "$stored" "$((records - records_before))" "$last_s" "$start_s"
+  ((stored > 0)) && cpu_per_turn "$before" "$(cpu_snapshot)" "$stored"
   echo
 fi
 

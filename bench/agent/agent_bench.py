@@ -627,6 +627,27 @@ def cmd_streams(a):
     raise SystemExit(0 if ok else 1)
 
 
+def cmd_stream_messages(a):
+    """Prints how many messages a JetStream stream holds ($JS.API.STREAM.INFO over plain NATS)."""
+    with socket.create_connection(("127.0.0.1", a.nats), timeout=5) as sock:
+        f = sock.makefile("rb")
+        f.readline()  # INFO
+        sock.sendall(b'CONNECT {"verbose":false,"headers":true}\r\nSUB _INBOX.bench_si 1\r\n'
+                     b"PUB $JS.API.STREAM.INFO." + a.stream.encode() + b" _INBOX.bench_si 0\r\n\r\n")
+        while True:
+            line = f.readline()
+            if not line:
+                raise SystemExit("stream-messages: connection closed")
+            if line.startswith(b"MSG"):
+                body = json.loads(f.read(int(line.split()[-1]) + 2)[:-2])
+                if "state" not in body:
+                    raise SystemExit(f"stream-messages: {body}")
+                print(body["state"]["messages"])
+                return
+            if line.startswith(b"PING"):
+                sock.sendall(b"PONG\r\n")
+
+
 def main():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -662,8 +683,12 @@ def main():
     s.add_argument("--hold", type=float, default=5)
     s.add_argument("--timeout", type=float, default=120)
     s.add_argument("--heavy-admin", type=int, default=0)
+    m = sub.add_parser("stream-messages")
+    m.add_argument("--nats", type=int, required=True)
+    m.add_argument("--stream", required=True)
     a = p.parse_args()
-    {"ttft": cmd_ttft, "turns": cmd_turns, "soak": cmd_soak, "streams": cmd_streams}[a.cmd](a)
+    {"ttft": cmd_ttft, "turns": cmd_turns, "soak": cmd_soak, "streams": cmd_streams,
+     "stream-messages": cmd_stream_messages}[a.cmd](a)
 
 
 if __name__ == "__main__":
