@@ -58,13 +58,21 @@ BEGIN
   END IF;
 
   -- Each session's row, created or locked, in session_id order (as every batch locks them, so
-  -- two batches never deadlock). Times as wf_append_turn's: a turn begins at its start or its
-  -- earliest message (else now) and ends at its end or its latest message (else now).
-  INSERT INTO sessions (session_id, user_id, created_at, updated_at)
-    SELECT s.session_id, '', min(s.v_first), max(s.v_last)
-    FROM (SELECT x.session_id, tt.v_first, GREATEST(tt.v_first, tt.v_last) AS v_last
-          FROM jsonb_to_recordset(p_turns) AS x(session_id text, started_ms bigint,
-                                                finished_ms bigint, messages jsonb),
+  -- two batches never deadlock), with its counters, times and last non-empty user id as
+  -- wf_append_turn would leave them after these turns: a turn begins at its start or its
+  -- earliest message (else now) and ends at its end or its latest message (else now). Anything
+  -- that fails below rolls all of it back.
+  INSERT INTO sessions AS s (session_id, user_id, created_at, updated_at, turn_count)
+    SELECT t.session_id,
+           COALESCE((array_agg(t.user_id ORDER BY t.ord DESC) FILTER (WHERE t.user_id <> ''))[1],
+                    ''),
+           min(t.v_first), max(t.v_last), count(*)
+    FROM (SELECT x.session_id, x.user_id, x.ord, tt.v_first,
+                 GREATEST(tt.v_first, tt.v_last) AS v_last
+          FROM ROWS FROM (jsonb_to_recordset(p_turns) AS (session_id text, started_ms bigint,
+                                                          finished_ms bigint, user_id text,
+                                                          messages jsonb))
+               WITH ORDINALITY AS x(session_id, started_ms, finished_ms, user_id, messages, ord),
           LATERAL (SELECT
             COALESCE(LEAST(timestamptz 'epoch' + min(m.created_ms) * interval '1 ms',
                            CASE WHEN x.started_ms > 0
@@ -75,10 +83,14 @@ BEGIN
                                    THEN timestamptz 'epoch' + x.finished_ms * interval '1 ms' END),
                      now()) AS v_last
             FROM jsonb_to_recordset(x.messages) AS m(created_ms bigint)
-            WHERE m.created_ms > 0) tt) s
-    GROUP BY s.session_id
-    ORDER BY s.session_id
-    ON CONFLICT (session_id) DO UPDATE SET updated_at = sessions.updated_at;
+            WHERE m.created_ms > 0) tt) t
+    GROUP BY t.session_id
+    ORDER BY t.session_id
+    ON CONFLICT (session_id) DO UPDATE
+      SET turn_count = s.turn_count + EXCLUDED.turn_count,
+          created_at = LEAST(s.created_at, EXCLUDED.created_at),
+          updated_at = GREATEST(s.updated_at, EXCLUDED.updated_at),
+          user_id = CASE WHEN EXCLUDED.user_id <> '' THEN EXCLUDED.user_id ELSE s.user_id END;
   -- What committed while this waited for those locks (this statement's snapshot sees it).
   IF EXISTS (SELECT 1 FROM jsonb_to_recordset(p_turns) AS x(run_id text) JOIN runs USING (run_id))
      OR EXISTS (SELECT 1 FROM jsonb_to_recordset(p_turns) AS x(session_id text, started_ms bigint)
@@ -133,32 +145,5 @@ BEGIN
       RETURNING 1)
   SELECT true, n.seq0::bigint, n.session_id FROM numbered n ORDER BY n.ord;
 
-  -- Counts, times and the last non-empty user id of each session.
-  UPDATE sessions s
-    SET turn_count = s.turn_count + a.turns,
-        created_at = LEAST(s.created_at, a.v_first),
-        updated_at = GREATEST(s.updated_at, a.v_last),
-        user_id = COALESCE(a.user_id, s.user_id)
-    FROM (SELECT x.session_id, count(*) AS turns, min(tt.v_first) AS v_first,
-                 max(GREATEST(tt.v_first, tt.v_last)) AS v_last,
-                 (array_agg(x.user_id ORDER BY x.ord DESC)
-                    FILTER (WHERE x.user_id <> ''))[1] AS user_id
-          FROM ROWS FROM (jsonb_to_recordset(p_turns) AS (session_id text, started_ms bigint,
-                                                          finished_ms bigint, user_id text,
-                                                          messages jsonb))
-               WITH ORDINALITY AS x(session_id, started_ms, finished_ms, user_id, messages, ord),
-          LATERAL (SELECT
-            COALESCE(LEAST(timestamptz 'epoch' + min(m.created_ms) * interval '1 ms',
-                           CASE WHEN x.started_ms > 0
-                                THEN timestamptz 'epoch' + x.started_ms * interval '1 ms' END),
-                     now()) AS v_first,
-            COALESCE(GREATEST(timestamptz 'epoch' + max(m.created_ms) * interval '1 ms',
-                              CASE WHEN x.finished_ms > 0
-                                   THEN timestamptz 'epoch' + x.finished_ms * interval '1 ms' END),
-                     now()) AS v_last
-            FROM jsonb_to_recordset(x.messages) AS m(created_ms bigint)
-            WHERE m.created_ms > 0) tt
-          GROUP BY x.session_id) a
-    WHERE s.session_id = a.session_id;
 END
 $fn$;
