@@ -899,14 +899,28 @@ Status SessionStore::AppendTurns(std::vector<wf::v1::TurnRecord> turns) {
   // the stable sort keeps each session's turns in the order they finished.
   std::stable_sort(turns.begin(), turns.end(),
                    [](const auto& a, const auto& b) { return a.session_id() < b.session_id(); });
-  Result<std::vector<StoredTurn>> stored = pg_->Run(
-      [&](pqxx::connection& connection) -> Result<std::vector<StoredTurn>> {
-        pqxx::work tx(connection);
-        Result<std::vector<StoredTurn>> out = StoreTurns(tx, turns);
-        if (out.ok()) tx.commit();  // else the whole batch rolls back
-        return out;
-      },
-      PgRetry::kIdempotent);
+  // wf_append_turns raises serialization_failure when a run or a delete of this batch was
+  // committed while it waited for its session locks: once more at once, and that call takes
+  // the one-turn-at-a-time path (instead of the caller's retry seconds later).
+  Result<std::vector<StoredTurn>> stored = Error{ErrorCode::kInternal, "not run"};
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    bool conflict = false;
+    stored = pg_->Run(
+        [&](pqxx::connection& connection) -> Result<std::vector<StoredTurn>> {
+          pqxx::work tx(connection);
+          try {
+            Result<std::vector<StoredTurn>> out = StoreTurns(tx, turns);
+            if (out.ok()) tx.commit();  // else the whole batch rolls back
+            return out;
+          } catch (const pqxx::serialization_failure&) {
+            if (attempt > 0) throw;
+            conflict = true;
+            return Error{ErrorCode::kUnavailable, "batch conflicted with another store"};
+          }
+        },
+        PgRetry::kIdempotent);
+    if (!conflict) break;
+  }
   if (!stored) {
     if (stored.error().code != ErrorCode::kBadRequest) return stored.error();
     // One record the database refuses (e.g. a run id stored for another session) must not hold

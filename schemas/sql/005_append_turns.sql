@@ -22,6 +22,7 @@ LANGUAGE plpgsql AS $fn$
 DECLARE
   v_count    bigint;
   v_distinct bigint;
+  v_stored   bigint;
   v_turn     record;
   v_one      record;
 BEGIN
@@ -109,7 +110,14 @@ BEGIN
     FROM jsonb_to_recordset(p_turns) AS x(run_id text, session_id text, request_id text,
                                           route text, flow_id text, status text,
                                           prompt_tokens bigint, completion_tokens bigint,
-                                          started_ms bigint, finished_ms bigint);
+                                          started_ms bigint, finished_ms bigint)
+    ON CONFLICT (run_id) DO NOTHING;
+  GET DIAGNOSTICS v_stored = ROW_COUNT;
+  IF v_stored <> v_count THEN
+    -- A run id stored meanwhile for a session this batch does not lock (another session's).
+    RAISE EXCEPTION 'a run of this batch was stored meanwhile'
+      USING ERRCODE = 'serialization_failure';
+  END IF;
 
   -- Messages numbered on from each session's last seq, turn after turn in batch order (the
   -- session rows are locked: MAX(seq) sees every turn committed before).

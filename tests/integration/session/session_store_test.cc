@@ -364,6 +364,40 @@ TEST_F(SessionStoreTest, ABatchWithATurnOfADeletedSessionStoresTheOthers) {
   EXPECT_EQ(store_->GetSession("batch-live")->turn_count(), 2u);
 }
 
+// A batch that waits for a session's lock while another transaction stores one of its run ids
+// for another session: once it has the lock it sees that run, starts again one turn at a time,
+// and stores everything but the turn whose run id is taken.
+TEST_F(SessionStoreTest, ARunIdTakenWhileABatchWaitsForItsSessionIsRefusedAlone) {
+  ASSERT_TRUE(store_->AppendTurn(MakeTurn("race-a", "race-0", {{"user", "zero"}})).ok());
+  pqxx::connection holder(postgres_->url());
+  pqxx::work other(holder);
+  other.exec("SELECT 1 FROM sessions WHERE session_id = 'race-a' FOR UPDATE");
+  std::vector<wf::v1::TurnRecord> batch = {MakeTurn("race-a", "race-1", {{"user", "one"}}),
+                                           MakeTurn("race-a", "race-2", {{"user", "two"}})};
+  auto stored = std::async(std::launch::async, [&] { return store_->AppendTurns(batch); });
+  // The batch is past its first look at the runs and waits for race-a's row.
+  pqxx::connection watcher(postgres_->url());
+  ASSERT_TRUE(testing::Eventually([&] {
+    pqxx::nontransaction tx(watcher);
+    return tx.exec1(
+                 "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                 " AND query LIKE '%wf_append_turns%'")[0]
+               .as<int>() > 0;
+  }));
+  other.exec(
+      "SELECT * FROM wf_append_turn('race-1', 'race-b', '', 'flow', '', 'ok', 0, 0, 0, 0,"
+      " '[{\"role\":\"user\",\"content\":\"elsewhere\",\"name\":\"\","
+      "\"tool_call_id\":\"\",\"tool_calls\":\"\",\"created_ms\":1}]', '')");
+  other.commit();
+  ASSERT_EQ(stored.wait_for(std::chrono::seconds(30)), std::future_status::ready);
+  Status status = stored.get();
+  ASSERT_FALSE(status.ok());
+  EXPECT_EQ(status.error().code, ErrorCode::kBadRequest) << status.error().message;
+  EXPECT_EQ(Contents(*store_->LoadHistory("race-a")), (std::vector<std::string>{"zero", "two"}));
+  EXPECT_EQ(store_->GetSession("race-a")->turn_count(), 2u);
+  EXPECT_EQ(Contents(*store_->LoadHistory("race-b")), (std::vector<std::string>{"elsewhere"}));
+}
+
 TEST_F(SessionStoreTest, FlushAllReloadsFromPostgresAndRewarms) {
   ASSERT_TRUE(store_->AppendTurn(MakeTurn("flushed", "f-1", {{"user", "one"}})).ok());
   ASSERT_TRUE(store_->AppendTurn(MakeTurn("flushed", "f-2", {{"user", "two"}})).ok());
