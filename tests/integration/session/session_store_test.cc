@@ -43,6 +43,13 @@ wf::v1::TurnRecord MakeTurn(const std::string& session_id, const std::string& ru
   return turn;
 }
 
+/// Now as Unix epoch milliseconds, the clock turns carry in started_unix_ms.
+std::int64_t UnixNowMs() {
+  return std::chrono::duration_cast<milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
 std::vector<std::string> Contents(const std::vector<wf::v1::ChatMessage>& messages) {
   std::vector<std::string> out;
   for (const auto& message : messages) out.push_back(message.content());
@@ -346,9 +353,7 @@ TEST_F(SessionStoreTest, ABatchStoresExactlyWhatItsTurnsStoredOneByOneWould) {
 }
 
 TEST_F(SessionStoreTest, ABatchWithATurnOfADeletedSessionStoresTheOthers) {
-  const std::int64_t now =
-      std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-          .count();
+  const std::int64_t now = UnixNowMs();
   ASSERT_TRUE(store_->AppendTurn(MakeTurn("batch-tomb", "bt-1", {{"user", "before"}})).ok());
   ASSERT_TRUE(*store_->DeleteSession("batch-tomb"));
   std::vector<wf::v1::TurnRecord> batch = {
@@ -522,10 +527,7 @@ TEST_F(SessionStoreTest, DeleteThenGetIsNotFound) {
   // The id can start over (with a turn that started after the delete; one that started before
   // it is refused, see ATurnThatStartedBeforeADeleteIsNotStoredAfterIt).
   wf::v1::TurnRecord later = MakeTurn("doomed", "d-2", {{"user", "hello again"}});
-  later.set_started_unix_ms(
-      std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-          .count() +
-      1000);
+  later.set_started_unix_ms(UnixNowMs() + 1000);
   ASSERT_TRUE(store_->AppendTurn(later).ok());
   EXPECT_EQ(Contents(*store_->LoadHistory("doomed")), (std::vector<std::string>{"hello again"}));
   EXPECT_EQ(store_->GetSession("doomed")->turn_count(), 1u);
@@ -1091,9 +1093,7 @@ TEST_F(SessionStoreTest, SchemaAppliesOnceWhenStoresStartTogether) {
 // A delete leaves a tombstone: a turn that started before it and is stored after it (the turn the
 // delete cancelled, a late flow record) does not bring the session back; a later turn does.
 TEST_F(SessionStoreTest, ATurnThatStartedBeforeADeleteIsNotStoredAfterIt) {
-  const std::int64_t now =
-      std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-          .count();
+  const std::int64_t now = UnixNowMs();
   ASSERT_TRUE(store_->AppendTurn(MakeTurn("tomb", "tomb-1", {{"user", "before"}})).ok());
   ASSERT_TRUE(*store_->DeleteSession("tomb"));
   wf::v1::TurnRecord late = MakeTurn("tomb", "tomb-2", {{"user", "cancelled"}});
