@@ -132,6 +132,10 @@ if ARGV[4] ~= '' and redis.call('GET', KEYS[4]) == ARGV[4] then
 end
 return result
 )lua";
+/// kAppendScript's KEYS for a session.
+std::vector<std::string> AppendKeys(const SessionKeys& keys) {
+  return {keys.history, keys.runs, keys.version, keys.lock};
+}
 
 /// ARGV: ttl. Drops the copy and bumps the version (so no in-flight re-warm resurrects it).
 /// Returns how many of hist/runs existed.
@@ -370,6 +374,10 @@ struct SessionStore::StoredTurn {
   bool refused = false;   // The session was deleted after the turn started: nothing stored.
   std::int64_t first_seq = 0;
   google::protobuf::RepeatedPtrField<wf::v1::ChatMessage> messages;  // As stored.
+
+  /// Whether the hot copy has anything to get from this turn (its messages, or a repeat's
+  /// stored messages to repair it with).
+  bool ToAppend() const { return inserted || !messages.empty(); }
 };
 
 SessionStore::SessionStore(std::unique_ptr<RedisPool> redis, std::unique_ptr<PgPool> pg,
@@ -717,9 +725,9 @@ bool SessionStore::AppendToRedis(
     const std::string& session_id, const std::string& run_id, std::int64_t first_seq,
     const google::protobuf::RepeatedPtrField<wf::v1::ChatMessage>& messages,
     const std::string& unlock_owner) {
-  const SessionKeys keys = SessionKeys::For(options_.key_prefix, session_id);
-  Result<RedisReply> reply = Eval(kAppendScript, {keys.history, keys.runs, keys.version, keys.lock},
-                                  AppendArgs(run_id, first_seq, messages, unlock_owner));
+  Result<RedisReply> reply =
+      Eval(kAppendScript, AppendKeys(SessionKeys::For(options_.key_prefix, session_id)),
+           AppendArgs(run_id, first_seq, messages, unlock_owner));
   if (!reply) {
     WarnRedis("appending a turn failed", reply.error());
     return false;
@@ -760,12 +768,15 @@ void SessionStore::AppendManyToRedis(const std::vector<wf::v1::TurnRecord>& turn
   Result<std::string> sha = ScriptSha(kAppendScript);
   if (sha.ok() && !sha->empty()) {
     for (std::size_t i = 0; i < turns.size(); ++i) {
-      if (!stored[i].inserted && stored[i].messages.empty()) continue;
-      const SessionKeys keys = SessionKeys::For(options_.key_prefix, turns[i].session_id());
-      std::vector<std::string> command = {"EVALSHA", *sha,         "4",      keys.history,
-                                          keys.runs, keys.version, keys.lock};
+      if (!stored[i].ToAppend()) continue;
+      // As Eval sends it: EVALSHA, the SHA, the key count, the keys, the arguments.
+      std::vector<std::string> keys =
+          AppendKeys(SessionKeys::For(options_.key_prefix, turns[i].session_id()));
       std::vector<std::string> args =
           AppendArgs(turns[i].run_id(), stored[i].first_seq, stored[i].messages, {});
+      std::vector<std::string> command = {"EVALSHA", *sha, std::to_string(keys.size())};
+      command.insert(command.end(), std::make_move_iterator(keys.begin()),
+                     std::make_move_iterator(keys.end()));
       command.insert(command.end(), std::make_move_iterator(args.begin()),
                      std::make_move_iterator(args.end()));
       commands.push_back(std::move(command));
@@ -787,7 +798,7 @@ void SessionStore::AppendManyToRedis(const std::vector<wf::v1::TurnRecord>& turn
   // What the pipeline did not do (no SHA yet, a transport failure, NOSCRIPT after a Redis
   // restart): one by one, as before. Every append is safe to run twice.
   for (std::size_t i = 0; i < turns.size(); ++i) {
-    if (done[i] || (!stored[i].inserted && stored[i].messages.empty())) continue;
+    if (done[i] || !stored[i].ToAppend()) continue;
     (void)AppendToRedis(turns[i].session_id(), turns[i].run_id(), stored[i].first_seq,
                         stored[i].messages, /*unlock_owner=*/{});
   }
@@ -875,9 +886,8 @@ Status SessionStore::AppendTurn(const wf::v1::TurnRecord& record, const std::str
     spdlog::info("session store: run {} not stored: session {} was deleted after it started",
                  turn.run_id(), turn.session_id());
   }
-  const bool nothing_to_append = !stored->inserted && stored->messages.empty();
-  if ((nothing_to_append || !AppendToRedis(turn.session_id(), turn.run_id(), stored->first_seq,
-                                           stored->messages, unlock_owner)) &&
+  if ((!stored->ToAppend() || !AppendToRedis(turn.session_id(), turn.run_id(), stored->first_seq,
+                                             stored->messages, unlock_owner)) &&
       !unlock_owner.empty()) {
     // No append carried the unlock (or it failed, perhaps only for a moment): unlock alone, so a
     // Redis blip does not keep the session busy until the lease runs out.
