@@ -15,6 +15,19 @@
 -- twice in the batch: every turn goes through wf_append_turn, one after the other, exactly as
 -- before. A run or a delete committed by another transaction meanwhile (seen once the session
 -- rows are locked): serialization_failure, and the caller's retry takes that path.
+-- Whether a run of p_turns is stored already, or a turn's session was deleted at or after the
+-- turn started (wf_append_turn refuses those): the batch then goes one turn at a time.
+-- Evaluated by wf_append_turns before and again after it locks the sessions; each evaluation
+-- sees what committed before it.
+CREATE OR REPLACE FUNCTION wf_turns_stored_or_deleted(p_turns jsonb) RETURNS boolean
+LANGUAGE sql STABLE AS $fn$
+  SELECT EXISTS (SELECT 1 FROM jsonb_to_recordset(p_turns) AS x(run_id text)
+                 JOIN runs USING (run_id))
+      OR EXISTS (SELECT 1 FROM jsonb_to_recordset(p_turns) AS x(session_id text, started_ms bigint)
+                 JOIN session_deletions d USING (session_id)
+                 WHERE x.started_ms > 0 AND d.deleted_ms >= x.started_ms)
+$fn$;
+
 CREATE OR REPLACE FUNCTION wf_append_turns(p_turns jsonb)
 RETURNS TABLE (inserted boolean, first_seq bigint, owner text)
 LANGUAGE plpgsql AS $fn$
@@ -31,12 +44,7 @@ BEGIN
   IF v_count = 0 THEN
     RETURN;
   END IF;
-  IF v_distinct <> v_count
-     OR EXISTS (SELECT 1 FROM jsonb_to_recordset(p_turns) AS x(run_id text)
-                JOIN runs USING (run_id))
-     OR EXISTS (SELECT 1 FROM jsonb_to_recordset(p_turns) AS x(session_id text, started_ms bigint)
-                JOIN session_deletions d USING (session_id)
-                WHERE x.started_ms > 0 AND d.deleted_ms >= x.started_ms) THEN
+  IF v_distinct <> v_count OR wf_turns_stored_or_deleted(p_turns) THEN
     FOR v_turn IN SELECT * FROM ROWS FROM (jsonb_to_recordset(p_turns) AS (
                  run_id text, session_id text, request_id text, route text, flow_id text,
                  status text, prompt_tokens bigint, completion_tokens bigint, started_ms bigint,
@@ -93,10 +101,7 @@ BEGIN
           updated_at = GREATEST(s.updated_at, EXCLUDED.updated_at),
           user_id = CASE WHEN EXCLUDED.user_id <> '' THEN EXCLUDED.user_id ELSE s.user_id END;
   -- What committed while this waited for those locks (this statement's snapshot sees it).
-  IF EXISTS (SELECT 1 FROM jsonb_to_recordset(p_turns) AS x(run_id text) JOIN runs USING (run_id))
-     OR EXISTS (SELECT 1 FROM jsonb_to_recordset(p_turns) AS x(session_id text, started_ms bigint)
-                JOIN session_deletions d USING (session_id)
-                WHERE x.started_ms > 0 AND d.deleted_ms >= x.started_ms) THEN
+  IF wf_turns_stored_or_deleted(p_turns) THEN
     RAISE EXCEPTION 'a turn of this batch was stored or its session deleted meanwhile'
       USING ERRCODE = 'serialization_failure';
   END IF;
