@@ -2,6 +2,8 @@
 # Benchmarks the agent path (gateway -> NATS -> lightweight -> JetStream -> heavy -> scripted LLM):
 #   ttft    TTFT through the gateway vs directly from the scripted LLM (N sequential requests each)
 #   turns   agent turns/s, POST /api/v1/query, K concurrent clients for SECONDS_TURNS seconds
+#   sse-turns the same through POST /api/v1/query/stream (every token event on its way, each
+#           stream read to its end)
 #   soak    TURNS agent turns (K clients) through one heavy worker; turns/s and the RSS of wf-heavy
 #           and wf-gateway at the start, every REPORT_EVERY turns, at the end and after a pause
 #   history WF_HISTORY stored by one heavy worker: flow turns (a new session each, wrk -c64 for
@@ -11,7 +13,7 @@
 #           fails); every stream must get 200 + a heartbeat, its turn must hang at the scripted LLM
 #           and survive HOLD_S seconds, and closing them must cancel every turn
 # Starts its own stack on free ports from build/bin, prints every figure, stops everything on exit.
-# Env: WF_BIN_DIR (default build/bin), PARTS ("ttft turns soak history streams"), N (200), K (16),
+# Env: WF_BIN_DIR (default build/bin), PARTS ("ttft turns sse-turns soak history streams"), N (200), K (16),
 #      HISTORY_LOAD_S (5),
 #      TTFT_NEW_CONNECTIONS (1: a new connection per gateway turn in ttft), TTFT_ORDER
 #      (sequential, the default: all direct requests, then the turns; interleaved: a direct
@@ -30,7 +32,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 BIN=${WF_BIN_DIR:-$ROOT/build/bin}
-PARTS=${PARTS:-"ttft turns soak history streams"}
+PARTS=${PARTS:-"ttft turns sse-turns soak history streams"}
 HISTORY_LOAD_S=${HISTORY_LOAD_S:-5}
 N=${N:-200}
 K=${K:-16}
@@ -236,16 +238,21 @@ if has_part ttft; then
   echo
 fi
 
-if has_part turns; then
-  echo "\$ python3 bench/agent/agent_bench.py turns --gw $GW_PORT --k $K --seconds $SECONDS_TURNS (heavy --concurrency 64)"
+# turns/s through one of the two query endpoints: $1 = "" (POST /api/v1/query) or "--stream".
+run_turns() {
+  echo "\$ python3 bench/agent/agent_bench.py turns --gw $GW_PORT --k $K --seconds $SECONDS_TURNS $1 (heavy --concurrency 64)"
+  local before out turns
   before=$(cpu_snapshot)
-  out=$(python3 "$BENCH" turns --gw "$GW_PORT" --k "$K" --seconds "$SECONDS_TURNS" \
+  # shellcheck disable=SC2086  # $1 is an optional flag
+  out=$(python3 "$BENCH" turns --gw "$GW_PORT" --k "$K" --seconds "$SECONDS_TURNS" $1 \
     --pids "wf-heavy=$HEAVY_PID,wf-gateway=$GW_PID")
   echo "$out"
   turns=$(sed -n 's/^turns *: \([0-9]*\) .*/\1/p' <<<"$out")
   ((${turns:-0} > 0)) && cpu_per_turn "$before" "$(cpu_snapshot)" "$turns"
   echo
-fi
+}
+if has_part turns; then run_turns ""; fi
+if has_part sse-turns; then run_turns --stream; fi
 
 if has_part soak; then
   echo "\$ python3 bench/agent/agent_bench.py soak --gw $GW_PORT --k $K --turns $TURNS --report-every $REPORT_EVERY (heavy --concurrency 64)"

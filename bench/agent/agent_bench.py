@@ -234,6 +234,8 @@ def cmd_turns(a):
     errs = [0] * a.k
     status_seen = {}
     lock = threading.Lock()
+    path = "/api/v1/query/stream" if a.stream else "/api/v1/query"
+    token_events = [0] * a.k
 
     def worker(t):
         conn = http.client.HTTPConnection("127.0.0.1", a.gw, timeout=30)
@@ -243,11 +245,15 @@ def cmd_turns(a):
             i += 1
             t0 = time.perf_counter()
             try:
-                conn.request("POST", "/api/v1/query", body, {"Content-Type": "application/json"})
+                conn.request("POST", path, body, {"Content-Type": "application/json"})
                 resp = conn.getresponse()
                 data = resp.read()
                 dt = time.perf_counter() - t0
-                ok = resp.status == 200 and b'"routed_to":"heavy"' in data.replace(b' ', b'')
+                # A stream is whole when its `done` event (the answer, from wf-heavy) came.
+                ok = (resp.status == 200 and b'"routed_to":"heavy"' in data.replace(b' ', b'')
+                      and (not a.stream or b"event: done" in data))
+                if ok and a.stream:
+                    token_events[t] += data.count(b"event: token")
                 if ok:
                     lat[t].append(dt)
                 else:
@@ -270,9 +276,11 @@ def cmd_turns(a):
     elapsed = time.perf_counter() - t_start
     after = {k: rss_kib(v) for k, v in pids.items()}
     all_lat = [x for l in lat for x in l]
-    print(f"== 2. Agent turns/s, POST /api/v1/query, K={a.k} threads, {a.seconds:.0f} s, "
+    print(f"== 2. Agent turns/s, POST {path}, K={a.k} threads, {a.seconds:.0f} s, "
           f"new session per request, zero-delay scripted LLM")
     print(f"turns        : {len(all_lat)} in {elapsed:.2f} s = {len(all_lat) / elapsed:.1f} turns/s")
+    if a.stream and all_lat:
+        print(f"token events : {sum(token_events) / len(all_lat):.1f} per streamed turn")
     print(f"latency      : p50 {fmt_ms(pct(all_lat, 50))}  p99 {fmt_ms(pct(all_lat, 99))}")
     print(f"errors       : {sum(errs)} {status_seen if status_seen else ''}")
     for k in pids:
@@ -666,6 +674,8 @@ def main():
     u.add_argument("--k", type=int, default=16)
     u.add_argument("--seconds", type=float, default=10)
     u.add_argument("--pids", default="")
+    u.add_argument("--stream", action="store_true",
+                   help="POST /api/v1/query/stream (SSE, read to its end) instead of /api/v1/query")
     k = sub.add_parser("soak")
     k.add_argument("--gw", type=int, required=True)
     k.add_argument("--k", type=int, default=16)
