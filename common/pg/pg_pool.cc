@@ -271,6 +271,10 @@ Error PgPool::TranslateCurrentException(bool& broken) const {
       error = {ErrorCode::kUnavailable, std::string("postgres unavailable: ") + e.what()};
     } else if (state == "40001" || state == "40P01") {
       error = {ErrorCode::kUnavailable, std::string("postgres transaction aborted: ") + e.what()};
+    } else if (StartsWith(state, "22")) {
+      // Data exception (a value out of range, an invalid text): the statement's input is
+      // refused, and running it again cannot change that.
+      error = {ErrorCode::kBadRequest, "postgres refused a value (" + state + "): " + e.what()};
     } else {
       error = {ErrorCode::kInternal, "postgres error " + state + ": " + e.what()};
     }

@@ -86,7 +86,9 @@ class PgPool {
   /// Runs `fn(pqxx::connection&)` on a borrowed connection and returns its (non-void) result
   /// (a function may return a Result itself to report its own errors).
   /// Exceptions become errors: lost connection, statement timeout, admin shutdown, too many
-  /// connections -> kUnavailable (the connection is discarded); other SQL errors -> kInternal.
+  /// connections -> kUnavailable (the connection is discarded); serialization failures and
+  /// deadlocks -> kUnavailable; data exceptions (SQLSTATE class 22: a value the database cannot
+  /// hold) -> kBadRequest; other SQL errors -> kInternal.
   /// With PgRetry::kIdempotent a broken connection is retried once on a new connection.
   template <typename Fn>
   auto Run(Fn&& fn, PgRetry retry = PgRetry::kNever)

@@ -10,6 +10,9 @@ namespace wf {
 namespace {
 
 constexpr std::size_t kMaxRunIdLength = 128;
+/// Latest time a turn may carry: 9999-12-31T23:59:59.999Z. PostgreSQL's timestamps go further,
+/// but `epoch + ms * interval '1 ms'` overflows its interval (int64 µs) past ~292,000 years.
+constexpr std::int64_t kMaxUnixMs = 253402300799999;
 constexpr std::string_view kReplacement = "\xEF\xBF\xBD";  // U+FFFD
 
 bool IsClean(std::string_view text) {
@@ -61,6 +64,16 @@ Status NormalizeTurn(wf::v1::TurnRecord& turn, std::int64_t now_unix_ms) {
   if (turn.status().empty()) turn.set_status("ok");
   if (turn.status() != "ok" && turn.status() != "error" && turn.status() != "cancelled") {
     return Status(ErrorCode::kBadRequest, "status must be ok, error or cancelled");
+  }
+  if (turn.started_unix_ms() > kMaxUnixMs || turn.finished_unix_ms() > kMaxUnixMs) {
+    return Status(ErrorCode::kBadRequest,
+                  "started_unix_ms and finished_unix_ms must be Unix ms before the year 10000");
+  }
+  for (const wf::v1::ChatMessage& message : turn.messages()) {
+    if (message.created_unix_ms() > kMaxUnixMs) {
+      return Status(ErrorCode::kBadRequest,
+                    "messages[].created_unix_ms must be Unix ms before the year 10000");
+    }
   }
   SanitizeInPlace(turn.mutable_request_id());
   SanitizeInPlace(turn.mutable_user_id());

@@ -21,8 +21,9 @@ std::string SanitizeText(std::string_view text);
 /// PostgreSQL hold identical messages: texts sanitized (SanitizeText), empty status -> "ok",
 /// every message's run_id set to the turn's, a message without created_unix_ms gets the turn's
 /// finished time (else `now_unix_ms`). Pure.
-/// Errors: kBadRequest for an invalid session id, an empty or over 128-byte run id, or a status
-/// other than ok|error|cancelled.
+/// Errors: kBadRequest for an invalid session id, an empty or over 128-byte run id, a status
+/// other than ok|error|cancelled, or a time (started, finished, a message's created) after the
+/// year 9999.
 Status NormalizeTurn(wf::v1::TurnRecord& turn, std::int64_t now_unix_ms);
 
 /// Tool calls as the JSON array stored in messages.tool_calls

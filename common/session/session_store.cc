@@ -901,9 +901,22 @@ Status SessionStore::AppendTurn(const wf::v1::TurnRecord& record, const std::str
 Status SessionStore::AppendTurns(std::vector<wf::v1::TurnRecord> turns) {
   if (turns.empty()) return Status::Ok();
   if (turns.size() == 1) return AppendTurn(turns[0]);
+  // A turn that cannot be stored is refused alone (the first refusal is reported); the others
+  // are stored.
   const std::int64_t now = NowUnixMs();
-  for (auto& turn : turns) {
-    if (Status status = NormalizeTurn(turn, now); !status.ok()) return status;
+  Status refused = Status::Ok();
+  std::erase_if(turns, [&](wf::v1::TurnRecord& turn) {
+    Status status = NormalizeTurn(turn, now);
+    if (status.ok()) return false;
+    if (refused.ok()) {
+      refused = Status(status.error().code,
+                       "run " + SanitizeText(turn.run_id()) + ": " + status.error().message);
+    }
+    return true;
+  });
+  if (turns.size() <= 1) {
+    Status one = turns.empty() ? Status::Ok() : AppendTurn(turns[0]);
+    return refused.ok() ? one : refused;
   }
   // Sessions are locked in one order (by id) by every batch, so two batches never deadlock;
   // the stable sort keeps each session's turns in the order they finished.
@@ -935,15 +948,23 @@ Status SessionStore::AppendTurns(std::vector<wf::v1::TurnRecord> turns) {
     if (stored.error().code != ErrorCode::kBadRequest) return stored.error();
     // One record the database refuses (e.g. a run id stored for another session) must not hold
     // back the others: store them one by one, and report the first refusal.
-    Status first = Status::Ok();
+    // A turn that failed for another reason (PostgreSQL went away meanwhile) makes the whole
+    // call fail for a retry, which stores nothing twice: a refusal would end the record.
+    Status first = refused;
+    Status transient = Status::Ok();
     for (const auto& turn : turns) {
       Status one = AppendTurn(turn);
-      if (!one.ok() && first.ok()) first = one;
+      if (one.ok()) continue;
+      if (one.error().code != ErrorCode::kBadRequest) {
+        if (transient.ok()) transient = one;
+      } else if (first.ok()) {
+        first = one;
+      }
     }
-    return first;
+    return transient.ok() ? first : transient;
   }
   AppendManyToRedis(turns, *stored);
-  return Status::Ok();
+  return refused;
 }
 
 Result<wf::v1::SessionHistory> SessionStore::GetSession(const std::string& session_id) {

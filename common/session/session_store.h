@@ -87,9 +87,11 @@ class SessionStore {
 
   /// Stores several finished turns (a TurnRecordBatch of flow turns) in ONE PostgreSQL
   /// transaction, each exactly as AppendTurn would (idempotent by run_id, per-session order
-  /// kept), then Redis. All or nothing in PostgreSQL, except that when the database refuses one
-  /// record (kBadRequest) the others are stored one by one and the first refusal is returned.
-  /// Errors: as AppendTurn (an invalid record fails the call before anything is stored).
+  /// kept), then Redis. A record that is invalid (NormalizeTurn) is left out; when the database
+  /// refuses one (kBadRequest, e.g. a value it cannot hold) the others are stored one by one.
+  /// Either way the others are stored and the first refusal is returned (kBadRequest: calling
+  /// again cannot change it). Errors: as AppendTurn; any other error means "retry the call"
+  /// (what it stored is not stored twice).
   /// Takes the records by value: they are normalized and sorted in place.
   Status AppendTurns(std::vector<wf::v1::TurnRecord> turns);
 

@@ -86,6 +86,22 @@ TEST_F(PgPoolTest, SqlErrorsAreInternalAndKeepThePoolUsable) {
   EXPECT_TRUE(pool->Ping());
 }
 
+// A value the database cannot hold is the caller's input, refused for good: kBadRequest, so a
+// store does not retry it forever.
+TEST_F(PgPoolTest, DataExceptionsAreBadRequests) {
+  auto pool = Pool();
+  ASSERT_TRUE(pool);
+  auto bad = pool->Run([](pqxx::connection& connection) {
+    pqxx::work tx(connection);
+    tx.exec("SELECT timestamptz 'epoch' + 10000000000000000 * interval '1 ms'");
+    return 0;
+  });
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error().code, ErrorCode::kBadRequest);
+  EXPECT_NE(bad.error().message.find("22008"), std::string::npos) << bad.error().message;
+  EXPECT_TRUE(pool->Ping());
+}
+
 TEST_F(PgPoolTest, StatementTimeoutIsUnavailable) {
   PgPoolOptions options;
   options.statement_timeout = milliseconds(100);

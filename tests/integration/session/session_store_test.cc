@@ -263,11 +263,11 @@ TEST_F(SessionStoreTest, ARefusedTurnDoesNotHoldBackTheRestOfItsBatch) {
   EXPECT_EQ(status.error().code, ErrorCode::kBadRequest);
   EXPECT_EQ(Contents(*store_->LoadHistory("batch-ok")), (std::vector<std::string>{"one", "two"}));
   EXPECT_TRUE(store_->LoadHistory("batch-thief")->empty());
-  // An invalid record fails the whole call before anything is stored.
-  std::vector<wf::v1::TurnRecord> invalid = {MakeTurn("batch-new", "n-1", {{"user", "z"}}),
-                                             MakeTurn("bad id", "n-2", {})};
+  // An invalid record is refused alone too.
+  std::vector<wf::v1::TurnRecord> invalid = {MakeTurn("batch-new", "bn-1", {{"user", "z"}}),
+                                             MakeTurn("bad id", "bn-2", {})};
   EXPECT_EQ(store_->AppendTurns(invalid).error().code, ErrorCode::kBadRequest);
-  EXPECT_TRUE(store_->LoadHistory("batch-new")->empty());
+  EXPECT_EQ(Contents(*store_->LoadHistory("batch-new")), (std::vector<std::string>{"z"}));
 }
 
 /// Rows of `sql` (its $1 is a session-id prefix) as text, with `prefix` cut from every value
@@ -367,6 +367,26 @@ TEST_F(SessionStoreTest, ABatchWithATurnOfADeletedSessionStoresTheOthers) {
   EXPECT_FALSE(store_->FindRun("bt-2")->has_value());
   EXPECT_EQ(Contents(*store_->LoadHistory("batch-live")), (std::vector<std::string>{"one", "two"}));
   EXPECT_EQ(store_->GetSession("batch-live")->turn_count(), 2u);
+}
+
+// One turn of a batch that cannot be stored (a time past the year 9999, an invalid session id)
+// is refused alone: the call says so (kBadRequest, so the record is not retried forever) and the
+// other turns are stored.
+TEST_F(SessionStoreTest, AnInvalidTurnOfABatchIsRefusedAndTheOthersStored) {
+  std::vector<wf::v1::TurnRecord> batch = {
+      MakeTurn("poison-a", "pa-1", {{"user", "one"}}),
+      MakeTurn("poison-b", "pb-1", {{"user", "far future"}}),
+      MakeTurn("poison-a", "pa-2", {{"user", "two"}}),
+      MakeTurn("bad id!", "pc-1", {{"user", "bad session"}}),
+  };
+  batch[1].mutable_messages(0)->set_created_unix_ms(10000000000000000);  // year ~318,000
+  Status stored = store_->AppendTurns(batch);
+  ASSERT_FALSE(stored.ok());
+  EXPECT_EQ(stored.error().code, ErrorCode::kBadRequest);
+  EXPECT_NE(stored.error().message.find("pb-1"), std::string::npos) << stored.error().message;
+  EXPECT_EQ(Contents(*store_->LoadHistory("poison-a")), (std::vector<std::string>{"one", "two"}));
+  EXPECT_FALSE(store_->FindRun("pb-1")->has_value());
+  EXPECT_FALSE(store_->FindRun("pc-1")->has_value());
 }
 
 // A batch that waits for a session's lock while another transaction stores one of its run ids

@@ -96,6 +96,26 @@ TEST(NormalizeTurnTest, RejectsInvalidRecords) {
   }
 }
 
+// Times PostgreSQL's `epoch + ms * interval '1 ms'` cannot hold are refused before they reach it
+// (a record it refused with "interval out of range" used to be retried forever).
+TEST(NormalizeTurnTest, RejectsTimesAfterTheYear9999) {
+  constexpr std::int64_t kLast = 253402300799999;  // 9999-12-31T23:59:59.999Z
+  wf::v1::TurnRecord turn = SampleTurn();
+  turn.set_started_unix_ms(kLast);
+  turn.set_finished_unix_ms(kLast);
+  turn.mutable_messages(1)->set_created_unix_ms(kLast);
+  EXPECT_TRUE(NormalizeTurn(turn, 1).ok());
+  turn = SampleTurn();
+  turn.set_started_unix_ms(kLast + 1);
+  EXPECT_EQ(NormalizeTurn(turn, 1).error().code, ErrorCode::kBadRequest);
+  turn = SampleTurn();
+  turn.set_finished_unix_ms(INT64_MAX);
+  EXPECT_EQ(NormalizeTurn(turn, 1).error().code, ErrorCode::kBadRequest);
+  turn = SampleTurn();
+  turn.mutable_messages(1)->set_created_unix_ms(10000000000000000);
+  EXPECT_EQ(NormalizeTurn(turn, 1).error().code, ErrorCode::kBadRequest);
+}
+
 TEST(ToolCallsJsonTest, RoundTrips) {
   wf::v1::ChatMessage message;
   message.set_role("assistant");
