@@ -150,7 +150,7 @@ void FlowRuntime::Run(const Compiled& compiled, CallInput input, CallDone done) 
   request.body = std::move(p.body);
   request.timeout = p.timeout;
   request.max_response_bytes = p.max_response_bytes;
-  if (input.deadline_unix_ms > 0) {
+  if (input.deadline_unix_ms != 0) {  // 0: none; a negative one is long past
     int64_t left = input.deadline_unix_ms - UnixMillisNow();
     if (left <= 0) {
       done(Error{ErrorCode::kDeadlineExceeded,

@@ -60,7 +60,8 @@ class HeavyClient {
     sub_ = std::move(sub).value();
   }
 
-  /// Publishes a query whose events come to this client (tagged by request id).
+  /// Publishes a query whose events come to this client (tagged by request id); its deadline is
+  /// 20 s from now unless `deadline_unix_ms` is not 0.
   void Send(const std::string& request_id, const std::string& session, const std::string& message,
             std::int64_t deadline_unix_ms = 0, bool stream = false) {
     wf::v1::QueryRequest request;
@@ -69,7 +70,8 @@ class HeavyClient {
     request.set_message(message);
     request.set_reply_to(inbox_ + ".r");
     request.set_stream(stream);
-    request.set_deadline_unix_ms(deadline_unix_ms > 0 ? deadline_unix_ms : UnixMillisNow() + 20000);
+    request.set_deadline_unix_ms(deadline_unix_ms != 0 ? deadline_unix_ms
+                                                       : UnixMillisNow() + 20000);
     ASSERT_TRUE(conn_->Publish("wf.heavy.query", request.SerializeAsString()).ok());
     ASSERT_TRUE(conn_->Flush(milliseconds(2000)).ok());
   }
@@ -348,15 +350,92 @@ TEST(HeavyWorkerTest, ARequestIdReusedTheMomentItsAnswerArrivesIsAnsweredAtOnce)
   }
 }
 
-TEST(HeavyWorkerTest, AnInvalidSessionIdIsABadRequestAndNotRedelivered) {
+/// The `query` endpoint of wf-heavy's $SRV.STATS.
+json HeavyQueryStats(HeavyClient& c) {
+  auto reply = c.conn().Request("$SRV.STATS.heavy", "", seconds(2));
+  if (!reply.ok()) return json();
+  const json stats = json::parse(*reply, nullptr, false);
+  if (!stats.is_object() || !stats.contains("endpoints")) return json();
+  for (const json& endpoint : stats["endpoints"]) {
+    if (endpoint["name"] == "query") return endpoint;
+  }
+  return json();
+}
+
+// Input that breaks the rules of wf.query, published straight on wf.heavy.query: refused at once
+// as a bad request (not "session store unavailable" after three deliveries), the LLM never
+// asked. A request id must be one subject token of [A-Za-z0-9_-] (else `wf.cancel.<id>` could
+// not reach the turn, and the id would not be stored as given), and a negative deadline is a
+// time long past. Each refusal is counted in $SRV.STATS.
+TEST(HeavyWorkerTest, InvalidQueriesAreRefusedAtOnceAndCounted) {
   Stack s;
   HeavyClient c(s);
+  const json before = HeavyQueryStats(c);
   c.Send("bad-session-1", "bad id with spaces!", "hello");
   auto event = c.Terminal("bad-session-1");
   ASSERT_TRUE(event && event->has_error()) << s.Logs();
   EXPECT_EQ(event->error().code(), "bad_request") << event->DebugString();
+  for (const std::string& id : std::vector<std::string>{"a.b", "*", "with space", "x\r\ny", "qa.>"}) {
+    c.Send(id, "fine-session", "hello");
+    auto refused = c.Terminal(id);
+    ASSERT_TRUE(refused && refused->has_error()) << id << s.Logs();
+    EXPECT_EQ(refused->error().code(), "bad_request") << id << refused->DebugString();
+    EXPECT_NE(refused->error().message().find("request_id"), std::string::npos)
+        << refused->error().message();
+  }
+  c.Send("negative-deadline", "fine-session", "hello", -1);
+  auto late = c.Terminal("negative-deadline");
+  ASSERT_TRUE(late && late->has_error()) << s.Logs();
+  EXPECT_EQ(late->error().code(), "deadline_exceeded") << late->DebugString();
+
   EXPECT_EQ(HeavyMetric(s, 0, "wf_heavy_redeliveries_total"), 0);
   EXPECT_EQ(LlmStats(s)["requests"].get<int>(), 0);
+  const json after = HeavyQueryStats(c);
+  ASSERT_TRUE(before.is_object() && after.is_object()) << before << after;
+  EXPECT_EQ(after["num_requests"].get<int>() - before["num_requests"].get<int>(), 7) << after;
+  EXPECT_EQ(after["num_errors"].get<int>() - before["num_errors"].get<int>(), 7) << after;
+  EXPECT_GT(after["processing_time"].get<long long>(), 0) << after;
+}
+
+/// A flow turn's record as wf-lightweight publishes it on wf.history.append (one TurnRecord).
+std::string FlowTurnRecord(const std::string& session, const std::string& run,
+                           std::int64_t created_unix_ms) {
+  wf::v1::TurnRecord turn;
+  turn.set_session_id(session);
+  turn.set_run_id(run);
+  turn.set_request_id(run);
+  turn.set_route("flow");
+  turn.set_status("ok");
+  for (const char* role : {"user", "assistant"}) {
+    auto* message = turn.add_messages();
+    message->set_role(role);
+    message->set_content(std::string(role) + " of " + run);
+    message->set_created_unix_ms(created_unix_ms);
+  }
+  return turn.SerializeAsString();
+}
+
+// Records PostgreSQL cannot hold (a time some 300,000 years ahead: "interval out of range") used
+// to be held and retried for ever; two of them took both of a worker's history slots, and no
+// record behind them was stored again. They are refused for good now.
+TEST(HeavyWorkerTest, RecordsThatCannotBeStoredDoNotHoldUpTheOnesBehindThem) {
+  Stack s;
+  HeavyClient c(s);
+  for (const char* run : {"poison-1", "poison-2"}) {
+    ASSERT_TRUE(c.conn()
+                    .Publish("wf.history.append",
+                             FlowTurnRecord(std::string("poisoned-") + run, run, 10000000000000000))
+                    .ok());
+  }
+  ASSERT_TRUE(c.conn().Flush(seconds(2)).ok());
+  std::this_thread::sleep_for(milliseconds(500));  // both taken (and, before, both held)
+  ASSERT_TRUE(c.conn().Publish("wf.history.append",
+                               FlowTurnRecord("behind", "behind-1", UnixMillisNow()))
+                  .ok());
+  ASSERT_TRUE(Eventually([&] { return GetSession(c, "behind").has_history(); }, seconds(10)))
+      << s.Logs();
+  EXPECT_FALSE(GetSession(c, "poisoned-poison-1").has_history());
+  EXPECT_FALSE(GetSession(c, "poisoned-poison-2").has_history());
 }
 
 // A publisher's far deadline is capped by agent.turn_timeout_ms: a hanging LLM does not hold the

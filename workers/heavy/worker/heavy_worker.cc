@@ -9,6 +9,7 @@
 #include <optional>
 
 #include "llm/held_llm_client.h"
+#include "protocol/query_rules.h"
 #include "session/session_codec.h"
 #include "wf/v1/session.pb.h"
 #include "worker/event_fit.h"
@@ -25,8 +26,6 @@ constexpr const char* kHistoryConsumer = "history";
 /// in the order they were sent. Two keep PostgreSQL busy while the other batch waits for its
 /// commit, Redis or JetStream; more would take store threads that finished agent turns need.
 constexpr int kHistoryInFlight = 2;
-/// Longest request id: it is the turn's run id, which the store limits to 128 bytes.
-constexpr std::size_t kMaxRequestIdBytes = 128;
 /// Recently cancelled request ids remembered for turns still queued in JetStream.
 constexpr std::size_t kMaxRememberedCancels = 100000;
 /// How long a finished turn handed to WF_HISTORY may wait for JetStream's acknowledgement.
@@ -167,6 +166,8 @@ struct HeavyWorker::Turn {
   std::atomic<uint64_t> seq{0};
   uint32_t attempt = 1;  // JetStream delivery count, set on every event (attempt field)
   uint64_t stream_seq = 0;
+  const Clock::time_point received = Clock::now();
+  std::atomic<bool> counted{false};  // in $SRV.STATS (CountTurn)
   bool id_assigned = false;      // the request came without an id: this worker made a fresh one
   bool store_checked = false;    // its run id was looked up in PostgreSQL (AnsweredFromStore)
   int64_t deadline_unix_ms = 0;  // min(request's deadline, start + agent.turn_timeout)
@@ -493,10 +494,16 @@ void HeavyWorker::OnRequestIdRunning(const std::shared_ptr<Turn>& turn, const Tu
   query_stats_->Record(std::chrono::nanoseconds(0), "duplicate request id");
 }
 
+void HeavyWorker::CountTurn(Turn& turn, std::string_view error) {
+  if (turn.counted.exchange(true)) return;
+  query_stats_->Record(Clock::now() - turn.received, error);
+}
+
 void HeavyWorker::EmitTerminalError(const std::shared_ptr<Turn>& turn, ErrorCode code,
                                     const std::string& message) {
   ReleaseTurn(turn);  // before the client can see the end (see ReleaseTurn)
   PublishError(*turn, code, message);
+  CountTurn(*turn, message);
 }
 
 void HeavyWorker::PublishError(const Turn& turn, ErrorCode code, const std::string& message) {
@@ -548,27 +555,21 @@ void HeavyWorker::BeginTurn(const std::shared_ptr<Turn>& turn) {
   // A publisher's deadline never holds a slot and the session lock longer than the configured
   // turn timeout.
   const int64_t longest = now + config_->agent.turn_timeout.count();
+  // 0 is "no deadline of its own"; any other value is a time, and a negative one is long past.
   turn->deadline_unix_ms =
-      req.deadline_unix_ms() > 0 ? std::min(req.deadline_unix_ms(), longest) : longest;
-  if (req.deadline_unix_ms() > 0 && req.deadline_unix_ms() <= now) {
+      req.deadline_unix_ms() != 0 ? std::min(req.deadline_unix_ms(), longest) : longest;
+  if (req.deadline_unix_ms() != 0 && req.deadline_unix_ms() <= now) {
     EmitTerminalError(turn, ErrorCode::kDeadlineExceeded,
                       "the turn's deadline passed before it ran");
     turn->msg.Ack();
     turns_failed_.fetch_add(1, std::memory_order_relaxed);
     return;
   }
-  // Invalid input is refused at once and for good: a redelivery cannot make it valid.
-  if (req.message().empty() || req.session_id().empty()) {
-    RejectTurn(turn, ErrorCode::kBadRequest, "message and session_id are required");
-    return;
-  }
-  if (!IsValidSessionId(req.session_id())) {
-    RejectTurn(turn, ErrorCode::kBadRequest,
-               "session_id must be 1-128 characters of [A-Za-z0-9._:-]");
-    return;
-  }
-  if (req.request_id().size() > kMaxRequestIdBytes) {
-    RejectTurn(turn, ErrorCode::kBadRequest, "request_id must be at most 128 bytes");
+  // Invalid input is refused at once and for good: a redelivery cannot make it valid. The rules
+  // of wf.query, for publishers that bypass the lightweight worker: among them, a request id
+  // that is one NATS subject token (so `wf.cancel.<id>` reaches the turn) and stored as given.
+  if (Status valid = ValidateQueryRequest(req, config_->gateway); !valid.ok()) {
+    RejectTurn(turn, ErrorCode::kBadRequest, valid.error().message);
     return;
   }
   if (WasCancelled(req.request_id())) {
@@ -625,6 +626,7 @@ bool HeavyWorker::AnsweredFromStore(const std::shared_ptr<Turn>& turn) {
       final->set_session_id(req.session_id());
       final->set_cancelled(run.status == "cancelled");
       PublishEvent(*turn, std::move(event));
+      CountTurn(*turn, "");
     } else {
       EmitTerminalError(turn, ErrorCode::kDuplicateRequestId,
                         "request_id " + req.request_id() + " already ended (status " + run.status +
@@ -889,8 +891,7 @@ void HeavyWorker::FinishTurn(const std::shared_ptr<Turn>& turn, wf::v1::TurnReco
       turn->msg.NakWithDelay(std::chrono::seconds(2));
     }
   }
-  query_stats_->Record(std::chrono::nanoseconds(0),
-                       record.status() == "error" ? "turn failed" : "");
+  CountTurn(*turn, record.status() == "error" ? "turn failed" : "");
 }
 
 Status HeavyWorker::PublishHistoryRecord(const wf::v1::TurnRecord& record) {

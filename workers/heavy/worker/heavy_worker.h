@@ -132,7 +132,10 @@ class HeavyWorker {
   void ReleaseTurn(const std::shared_ptr<Turn>& turn);
   /// Publishes `turn`'s `error` event (after its last event), nothing else. Any thread.
   void PublishError(const Turn& turn, ErrorCode code, const std::string& message);
-  /// Releases the turn (ReleaseTurn), then publishes its `error` event.
+  /// Counts the turn in the `query` endpoint's $SRV.STATS once (the first call wins): its time
+  /// since its message came in, and `error` when it failed. Any thread.
+  void CountTurn(Turn& turn, std::string_view error);
+  /// Releases the turn (ReleaseTurn), then publishes its `error` event; counts it as failed.
   void EmitTerminalError(const std::shared_ptr<Turn>& turn, ErrorCode code,
                          const std::string& message);
   /// EmitTerminalError, then terminates the message (no redelivery) and releases the turn.
