@@ -243,6 +243,7 @@ TEST_F(AgentTurnTest, OneToolCall) {
   EXPECT_EQ(events[1].tool_result().call_id(), "c1");
   EXPECT_EQ(events[1].tool_result().name(), "weather");
   EXPECT_TRUE(events[1].tool_result().ok());
+  EXPECT_FALSE(events[1].tool_result().has_error());  // "set when ok is false"
   EXPECT_EQ(events[2].token(), "It is sunny in Paris.");
   EXPECT_EQ(events[3].final().answer(), "It is sunny in Paris.");
   EXPECT_EQ(events[3].final().usage().total_tokens(), 30u);
@@ -281,6 +282,7 @@ TEST_F(AgentTurnTest, ParallelCallsRunTogetherAndResultsGoBackInCallOrder) {
   EXPECT_EQ(events[2].tool_result().call_id(), "c2");  // in arrival order
   EXPECT_EQ(events[3].tool_result().call_id(), "c1");
   EXPECT_FALSE(events[3].tool_result().ok());
+  EXPECT_TRUE(events[3].tool_result().has_error());
   EXPECT_TRUE(events[5].has_final());
 }
 

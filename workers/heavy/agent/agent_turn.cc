@@ -558,7 +558,9 @@ void AgentTurn::DeliverToolResultLocked(const std::shared_ptr<Loop>& loop, int r
   result.set_call_id(call.id());
   result.set_name(call.name());
   result.set_content(SanitizeUtf8(result.content()));
-  result.mutable_error()->set_message(SanitizeUtf8(result.error().message()));
+  if (result.has_error()) {  // set only when the call failed (ToolResult.error)
+    result.mutable_error()->set_message(SanitizeUtf8(result.error().message()));
+  }
   if (loop->main) {
     wf::v1::QueryEvent event;
     *event.mutable_tool_result() = result;
