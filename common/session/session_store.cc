@@ -137,12 +137,14 @@ std::vector<std::string> AppendKeys(const SessionKeys& keys) {
   return {keys.history, keys.runs, keys.version, keys.lock};
 }
 
-/// ARGV: ttl. Drops the copy and bumps the version (so no in-flight re-warm resurrects it).
-/// Returns how many of hist/runs existed.
+/// KEYS: hist, runs, ver[, lock]. ARGV: ttl. Drops the copy and bumps the version (so no
+/// in-flight re-warm resurrects it); the lock is left to its owner. Returns how many of
+/// hist/runs/lock existed.
 constexpr std::string_view kDropScript = R"lua(
 local n = redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('INCR', KEYS[3])
 redis.call('PEXPIRE', KEYS[3], ARGV[1])
+if KEYS[4] then n = n + redis.call('EXISTS', KEYS[4]) end
 return n
 )lua";
 
@@ -1024,6 +1026,10 @@ Result<bool> SessionStore::DeleteSession(const std::string& session_id) {
   Result<bool> deleted = pg_->Run(
       [&](pqxx::connection& connection) {
         pqxx::work tx(connection);
+        // After the stores of this session in progress, before any that comes later
+        // (006_delete_serialized.sql): what they stored is seen and deleted here, and they see
+        // the tombstone.
+        tx.exec_params("SELECT pg_advisory_xact_lock(1464226643, hashtext($1))", session_id);
         // The tombstone first, in the same transaction: a turn that started before now and is
         // stored later is refused by wf_append_turn (004_session_deletions.sql).
         const std::int64_t now = NowUnixMs();
@@ -1043,7 +1049,8 @@ Result<bool> SessionStore::DeleteSession(const std::string& session_id) {
   if (!deleted) return deleted;
   hot_sessions_.Remove(session_id);  // new again: its next turn may skip the PostgreSQL read
   const SessionKeys keys = SessionKeys::For(options_.key_prefix, session_id);
-  Result<RedisReply> dropped = Eval(kDropScript, {keys.history, keys.runs, keys.version},
+  // A turn holding the session's lock (its first, not stored yet) counts as the session.
+  Result<RedisReply> dropped = Eval(kDropScript, {keys.history, keys.runs, keys.version, keys.lock},
                                     {std::to_string(options_.ttl.count())});
   if (!dropped) {
     return Error{ErrorCode::kUnavailable,

@@ -105,8 +105,10 @@ class SessionStore {
   /// lock is left to its owner). Also records a tombstone (schemas/sql/004_session_deletions.sql,
   /// this process's clock) in the same transaction: a turn that started before this moment and is
   /// stored afterwards (a turn cancelled by the delete, a late flow record) is refused instead of
-  /// bringing the session back (AppendTurn returns Ok and stores nothing). Returns false if
-  /// neither store held it. Errors: kBadRequest, kUnavailable (PostgreSQL failed: nothing
+  /// bringing the session back (AppendTurn returns Ok and stores nothing). It waits for the
+  /// stores of the session in progress, and deletes what they stored
+  /// (006_delete_serialized.sql). Returns false if neither store held it and no turn holds its
+  /// lock. Errors: kBadRequest, kUnavailable (PostgreSQL failed: nothing
   /// deleted; or Redis failed after PostgreSQL was deleted: retry to clear the hot copy).
   Result<bool> DeleteSession(const std::string& session_id);
 

@@ -539,8 +539,11 @@ TEST_F(SessionStoreTest, DeleteThenGetIsNotFound) {
   EXPECT_TRUE(store_->LoadHistory("doomed")->empty());
   auto redis = RawRedis(redis_->port());
   EXPECT_EQ(Integer(redis, {"EXISTS", "wf:hist:doomed", "wf:runs:doomed"}), 0);
-  // The running turn's lock is its owner's to release.
+  // The running turn's lock is its owner's to release; while it holds it, the session is there
+  // (a turn of it runs).
   EXPECT_FALSE(store_->TryLock("doomed", "other", milliseconds(100)).value());
+  EXPECT_TRUE(*store_->DeleteSession("doomed"));
+  ASSERT_TRUE(store_->Unlock("doomed", "someone").ok());
   auto again = store_->DeleteSession("doomed");
   ASSERT_TRUE(again.ok());
   EXPECT_FALSE(*again);
@@ -551,6 +554,62 @@ TEST_F(SessionStoreTest, DeleteThenGetIsNotFound) {
   ASSERT_TRUE(store_->AppendTurn(later).ok());
   EXPECT_EQ(Contents(*store_->LoadHistory("doomed")), (std::vector<std::string>{"hello again"}));
   EXPECT_EQ(store_->GetSession("doomed")->turn_count(), 1u);
+}
+
+// A session whose first turn runs (its lock held, nothing stored yet) is there for a DELETE.
+TEST_F(SessionStoreTest, ASessionWhoseFirstTurnRunsIsDeleted) {
+  ASSERT_TRUE(store_->TryLock("first-running", "turn-1", milliseconds(60000)).value());
+  EXPECT_TRUE(*store_->DeleteSession("first-running"));
+  wf::v1::TurnRecord cancelled = MakeTurn("first-running", "fr-1", {{"user", "cut short"}});
+  cancelled.set_started_unix_ms(UnixNowMs() - 1000);
+  ASSERT_TRUE(store_->AppendTurn(cancelled, "turn-1").ok());
+  EXPECT_EQ(store_->GetSession("first-running").error().code, ErrorCode::kSessionNotFound);
+  EXPECT_FALSE(*store_->DeleteSession("first-running"));  // unlocked by the append
+}
+
+// A DELETE while a store of a new session is in progress (its transaction not committed): the
+// delete used to see no session, answer "not found", and the store committed after it. It now
+// waits for the store, then deletes what it stored.
+TEST_F(SessionStoreTest, ADeleteWaitsForAStoreInProgressAndDeletesWhatItStored) {
+  pqxx::connection holder(postgres_->url());
+  pqxx::work store(holder);
+  store.exec(
+      "SELECT * FROM wf_append_turn('racing-1', 'racing', '', 'flow', '', 'ok', 0, 0, 1, 1,"
+      " '[{\"role\":\"user\",\"content\":\"hi\",\"name\":\"\","
+      "\"tool_call_id\":\"\",\"tool_calls\":\"\",\"created_ms\":1}]', '')");
+  auto deleted = std::async(std::launch::async, [&] { return store_->DeleteSession("racing"); });
+  pqxx::connection watcher(postgres_->url());
+  ASSERT_TRUE(testing::Eventually([&] {
+    pqxx::nontransaction tx(watcher);
+    return tx.exec1("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")[0]
+               .as<int>() > 0;
+  }));
+  EXPECT_EQ(deleted.wait_for(milliseconds(200)), std::future_status::timeout);
+  store.commit();
+  auto result = deleted.get();
+  ASSERT_TRUE(result.ok()) << result.error().message;
+  EXPECT_TRUE(*result);
+  EXPECT_EQ(store_->GetSession("racing").error().code, ErrorCode::kSessionNotFound);
+  EXPECT_FALSE(store_->FindRun("racing-1")->has_value());
+}
+
+// The other order: a store that comes while a delete of its session is in progress waits for
+// it, then sees its tombstone and stores nothing.
+TEST_F(SessionStoreTest, AStoreDuringADeleteWaitsAndSeesItsTombstone) {
+  pqxx::connection holder(postgres_->url());
+  pqxx::work del(holder);
+  del.exec("SELECT pg_advisory_xact_lock(1464226643, hashtext('racing-2'))");
+  del.exec_params("INSERT INTO session_deletions (session_id, deleted_ms) VALUES ('racing-2', $1)",
+                  UnixNowMs());
+  std::vector<wf::v1::TurnRecord> batch = {MakeTurn("racing-2", "r2-1", {{"user", "late"}}),
+                                           MakeTurn("racing-3", "r3-1", {{"user", "fine"}})};
+  batch[0].set_started_unix_ms(UnixNowMs() - 1000);
+  auto stored = std::async(std::launch::async, [&] { return store_->AppendTurns(batch); });
+  EXPECT_EQ(stored.wait_for(milliseconds(300)), std::future_status::timeout);
+  del.commit();
+  ASSERT_TRUE(stored.get().ok());
+  EXPECT_FALSE(store_->FindRun("r2-1")->has_value());
+  EXPECT_EQ(Contents(*store_->LoadHistory("racing-3")), (std::vector<std::string>{"fine"}));
 }
 
 TEST_F(SessionStoreTest, LockIsExclusiveBetweenOwners) {
