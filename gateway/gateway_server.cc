@@ -57,6 +57,12 @@ constexpr auto kRouteDeadlineGrace = std::chrono::milliseconds(500);
 /// handler.
 constexpr auto kMinKeepAlive = std::chrono::seconds(300);
 constexpr std::string_view kSessionPath = "/api/v1/session/";
+/// Room left under the NATS max payload (which counts headers too) when an encoded query is
+/// checked against it: the gateway's headers (`NATS/1.0`, Wf-Request-Id, traceparent: ~115
+/// bytes) and what the lightweight worker adds when it forwards the query to JetStream
+/// (Nats-Msg-Id, Wf-Publish-Token: ~80 bytes; it keeps the proto's fields). 512 bytes is more
+/// than twice that, so a query that passes the check also fits after the forward.
+constexpr std::size_t kQueryPayloadMargin = 512;
 const std::string kConnKey = "wf.gw.conn";  // fits the inline buffer: no allocation per lookup
 const std::string kTraceparentName = "traceparent";
 
@@ -898,6 +904,18 @@ void GatewayCore::StartQuery(ExchangeKind kind, const Http::Request& request, Co
   query.set_reply_to(InboxSubject(events_inbox, request_id));
   std::string payload;
   query.SerializeToString(&payload);
+  // A body under max_body_bytes can still encode larger than a NATS message may be (a Struct
+  // of many small numbers grows ~4x): refuse it as too large, not as NATS being unavailable.
+  const std::size_t max_payload = nats->MaxPayload();
+  const std::size_t limit =
+      max_payload > kQueryPayloadMargin ? max_payload - kQueryPayloadMargin : 0;
+  if (payload.size() > limit) {
+    return ReplyError(conn, route, start,
+                      Error{ErrorCode::kTooLarge, "the query is " + std::to_string(payload.size()) +
+                                                      " bytes once encoded; the limit is " +
+                                                      std::to_string(limit) + " bytes"},
+                      keep_alive, request_id);
+  }
 
   Exchange::Params params;
   params.kind = kind;
@@ -972,8 +990,10 @@ void GatewayCore::Launch(const std::shared_ptr<Exchange>& exchange, ConnState& c
   auto status = nats->Publish(subject, payload, InboxSubject(inbox, request_id),
                               {{kRequestIdHeader, request_id}, {kTraceparentHeader, traceparent}});
   if (!status.ok()) {
-    Settle(exchange, exchange->Fail(Error{ErrorCode::kUnavailable,
-                                          "could not publish: " + status.error().message}));
+    // nats.c's text (with its source file and line) goes to the log, not to the client.
+    spdlog::warn("request {}: {}", request_id, status.error().message);
+    Settle(exchange,
+           exchange->Fail(Error{ErrorCode::kUnavailable, "could not publish the request to NATS"}));
   }
 }
 

@@ -464,6 +464,30 @@ TEST_F(GatewayTest, MalformedHeadsGetAnImmediateJson400AndTheConnectionEnds) {
   EXPECT_EQ(HttpCall("GET", gateway_->Url("/health")).status, 200);
 }
 
+// A body under max_body_bytes whose QueryRequest encoding exceeds the NATS max payload (a Struct
+// of many small numbers grows ~4x): 413 too_large in plain words, not a 503 with nats.c's text.
+TEST_F(GatewayTest, QueryTooLargeOnceEncodedIs413) {
+  std::string zeros;
+  for (int i = 0; i < 300000; ++i) zeros.append(i == 0 ? "0" : ",0");
+  const std::string body =
+      R"({"message":"check order 1234","session_id":"p","parameters":{"a":[)" + zeros + "]}}";
+  ASSERT_LT(body.size(), std::size_t{1} << 20);  // under the default max_body_bytes
+  for (const char* path : {"/api/v1/query", "/api/v1/query/stream"}) {
+    HttpReply r =
+        HttpCall("POST", gateway_->Url(path), body, {"Content-Type: application/json", "Expect:"});
+    EXPECT_EQ(r.status, 413) << path << " -> " << r.body;
+    json error = Body(r);
+    ASSERT_TRUE(error.is_object()) << r.body;
+    EXPECT_EQ(error["error"]["code"], "too_large");
+    const std::string message = error["error"]["message"];
+    EXPECT_NE(message.find("bytes once encoded; the limit is"), std::string::npos) << message;
+    EXPECT_EQ(message.find(".c:"), std::string::npos) << message;
+    EXPECT_EQ(message.find("NATS"), std::string::npos) << message;
+  }
+  // The connection's next query is served as usual.
+  EXPECT_EQ(Post(*gateway_, QueryBody("after a large one")).status, 200);
+}
+
 // Errors the gateway makes itself name the request like the ones that come from a worker:
 // `X-Request-Id` and `error.request_id`, the same id.
 TEST_F(GatewayTest, EveryAnswerCarriesItsRequestId) {
