@@ -26,6 +26,7 @@
 #include "gateway/event_format.h"
 #include "gateway/exchange.h"
 #include "gateway/exchange_table.h"
+#include "gateway/http_request.h"
 #include "gateway/http_response.h"
 #include "gateway/ids.h"
 #include "gateway/metrics.h"
@@ -216,8 +217,9 @@ struct ConnState {
   /// answer and read until the client closes (closing first could reset the connection before
   /// the answer is read).
   bool discard = false;
-  /// The body-stage checks (Content-Length limit, Expect: 100-continue) ran for this request.
-  bool body_checked = false;
+  /// The head checks (CheckHead: the raw head scan, Content-Length, and before the body the
+  /// limit and `Expect: 100-continue`) ran for the request being read.
+  bool head_checked = false;
 };
 
 bool WantsKeepAlive(const Http::Request& request) {
@@ -258,6 +260,14 @@ template struct PrivateMember<ParserBufferTag, &Http::Private::ParserBase::buffe
 std::string_view UnparsedInput(Http::RequestParser& parser) {
   const auto& buffer = parser.*MemberOf(ParserBufferTag{});
   return {buffer.curptr(), static_cast<std::size_t>(buffer.endptr() - buffer.curptr())};
+}
+
+/// The parser's whole buffered input: once it is past the request line, the current request
+/// from its first byte on (a request's bytes are fed to a reset parser; empty lines before it
+/// are dropped first, see HandleInput).
+std::string_view BufferedInput(Http::RequestParser& parser) {
+  const auto& buffer = parser.*MemberOf(ParserBufferTag{});
+  return {buffer.begptr(), static_cast<std::size_t>(buffer.endptr() - buffer.begptr())};
 }
 
 /// `input` without the empty lines a client may send before a request line (RFC 9112 2.2;
@@ -621,9 +631,8 @@ class GatewayHttpHandler final : public Http::Handler {
         return;
       }
       if (!parser->feed(buffer, len)) {
-        parser->reset();
         RejectAndDiscard(
-            peer, *conn,
+            peer, *conn, parser.get(),
             Error{ErrorCode::kTooLarge,
                   "request larger than " + std::to_string(getMaxRequestSize()) + " bytes"});
         return;
@@ -646,24 +655,21 @@ class GatewayHttpHandler final : public Http::Handler {
         if (state == Http::Private::State::Again) {
           const auto step = parser->step()->id();
           if (step == Http::Private::BodyStep::Id) {
-            if (!conn->body_checked) {
-              conn->body_checked = true;
-              CheckBeforeBody(peer, *conn, *parser);
+            if (!conn->head_checked) {
+              conn->head_checked = true;
+              (void)CheckHead(peer, *conn, *parser, /*body_pending=*/true);
             }
           } else if (const char* what = UnparsableHead(*parser, step)) {
             // Pistache waits for more input on a request line or header it cannot parse (no
             // space in "BLAH", no colon, no CRLF): once the head is complete, more input cannot
             // help, so answer now instead of at the header timeout.
-            parser->reset();
-            RejectAndDiscard(peer, *conn, Error{ErrorCode::kBadRequest, what});
+            RejectAndDiscard(peer, *conn, parser.get(), Error{ErrorCode::kBadRequest, what});
           }
           return;
         }
-        // Done: one complete request.
-        conn->body_checked = false;
-        if (!ContentLengthIsValid(parser->request)) {
-          parser->reset();
-          RejectAndDiscard(peer, *conn, Error{ErrorCode::kBadRequest, kBadContentLength});
+        // Done: one complete request; its head is checked now if it all came at once.
+        if (!std::exchange(conn->head_checked, false) &&
+            !CheckHead(peer, *conn, *parser, /*body_pending=*/false)) {
           return;
         }
         const std::string_view rest = PipelinedInput(*parser);
@@ -709,35 +715,48 @@ class GatewayHttpHandler final : public Http::Handler {
     return *conn;
   }
 
-  void CheckBeforeBody(const std::shared_ptr<Tcp::Peer>& peer, ConnState& conn,
-                       Http::RequestParser& parser) {
-    const auto& headers = parser.request.headers();
-    if (!ContentLengthIsValid(parser.request)) {
-      parser.reset();
-      RejectAndDiscard(peer, conn, Error{ErrorCode::kBadRequest, kBadContentLength});
-      return;
+  /// Once per request, as soon as its head is complete. Refuses (400, the connection ends) a
+  /// head that ScanRequestHead refuses (request smuggling: repeated Content-Length, obs-fold,
+  /// whitespace before a colon, bare CR/LF) or whose Content-Length is not a plain number. With
+  /// the body still to come (`body_pending`) it also refuses a declared length above
+  /// gateway.max_body_bytes (413 at once, so the body is never uploaded) and otherwise answers
+  /// `Expect: 100-continue`. Returns false when it refused (the parser is then reset).
+  bool CheckHead(const std::shared_ptr<Tcp::Peer>& peer, ConnState& conn,
+                 Http::RequestParser& parser, bool body_pending) {
+    const RequestHeadScan scan = ScanRequestHead(BufferedInput(parser));
+    if (scan.error != nullptr) {
+      RejectAndDiscard(peer, conn, &parser, Error{ErrorCode::kBadRequest, scan.error});
+      return false;
     }
-    if (auto length = headers.tryGet<Http::Header::ContentLength>()) {
+    if (!ContentLengthIsValid(parser.request)) {
+      RejectAndDiscard(peer, conn, &parser, Error{ErrorCode::kBadRequest, kBadContentLength});
+      return false;
+    }
+    if (!body_pending) return true;
+    if (auto length = parser.request.headers().tryGet<Http::Header::ContentLength>()) {
       if (length->value() > core_->max_body_bytes) {
-        parser.reset();
         RejectAndDiscard(
-            peer, conn,
+            peer, conn, &parser,
             Error{ErrorCode::kTooLarge,
                   "body larger than " + std::to_string(core_->max_body_bytes) + " bytes"});
-        return;
+        return false;
       }
     }
-    if (auto expect = headers.tryGet<Http::Header::Expect>()) {
-      if (expect->expectation() == Http::Expectation::Continue) {
-        conn.writer->Write(std::string(kContinueResponse));
-      }
+    // From the raw scan: Pistache's own Expect header compares its value with strcmp on bytes
+    // that are not NUL-terminated (the rest of the request follows them), so it never says
+    // 100-continue. An HTTP/1.0 request's expectation is ignored (RFC 9110 10.1.1).
+    if (scan.expect_continue && parser.request.version() == Http::Version::Http11) {
+      conn.writer->Write(std::string(kContinueResponse));
     }
+    return true;
   }
 
   /// Answers once with `Connection: close` and ends the connection (the byte stream cannot be
-  /// trusted any more); later input is dropped until the client closes.
+  /// trusted any more); later input is dropped until the client closes. Resets `parser` (when
+  /// given).
   void RejectAndDiscard(const std::shared_ptr<Tcp::Peer>& peer, ConnState& conn,
-                        const Error& error) {
+                        Http::RequestParser* parser, const Error& error) {
+    if (parser != nullptr) parser->reset();
     peer->setIdle(true);
     core_->ReplyError(conn, Route::kOther, Clock::now(), error, /*keep_alive=*/false,
                       core_->ids.Next());
@@ -763,9 +782,10 @@ class GatewayHttpHandler final : public Http::Handler {
           message = "malformed HTTP body (Content-Length or chunked encoding)";
         }
       }
-      if (parser) parser->reset();
       if (conn != nullptr && !conn->discard) {
-        RejectAndDiscard(peer, *conn, Error{code, std::move(message)});
+        RejectAndDiscard(peer, *conn, parser.get(), Error{code, std::move(message)});
+      } else if (parser) {
+        parser->reset();
       }
     } catch (...) {
     }

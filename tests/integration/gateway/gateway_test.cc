@@ -464,6 +464,101 @@ TEST_F(GatewayTest, MalformedHeadsGetAnImmediateJson400AndTheConnectionEnds) {
   EXPECT_EQ(HttpCall("GET", gateway_->Url("/health")).status, 200);
 }
 
+// Request smuggling: heads that Pistache reads differently from a proxy in front of the gateway
+// (two Content-Length headers, whitespace before a colon, obs-fold) get a JSON 400 and the
+// connection ends, so the bytes after them (here a hidden DELETE) are never taken as a request.
+// Each is sent in one write and, to take the path where the body is still to come, with its
+// head first.
+TEST_F(GatewayTest, SmuggledRequestsAreRefusedAndNeverRun) {
+  const std::string hidden = "DELETE /api/v1/session/ch-1 HTTP/1.1\r\nHost: x\r\n\r\n";
+  const std::string body = "{}" + hidden;
+  const std::string length = std::to_string(body.size());
+  const std::string post =
+      "POST /api/v1/query HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n";
+  struct Case {
+    std::string head;
+    std::string rest;
+    std::string names;  // part of the message
+  };
+  const std::vector<Case> cases = {
+      {post + "Content-Length: 2\r\nContent-Length: " + length + "\r\n\r\n", body,
+       "more than one Content-Length"},
+      {post + "Content-Length: " + length + "\r\nContent-Length: 2\r\n\r\n", body,
+       "more than one Content-Length"},
+      {post + "Content-Length: 2\r\ncontent-length: 2\r\n\r\n", body,
+       "more than one Content-Length"},
+      {post + "Content-Length : " + length + "\r\n\r\n", body, "before its colon"},
+      {"GET /health HTTP/1.1\r\nHost : x\r\n\r\n", hidden, "before its colon"},
+      {post + "X-A: a\r\n b\r\nContent-Length: " + length + "\r\n\r\n", body, "folded"},
+      {post + "X-A: a\r\n\tb\r\nContent-Length: 2\r\n\r\n", body, "folded"},
+  };
+  for (const bool split : {false, true}) {
+    for (const auto& c : cases) {
+      RawConnection conn(gateway_->port());
+      if (split) {
+        ASSERT_TRUE(conn.Send(c.head));
+        std::this_thread::sleep_for(milliseconds(50));  // the head alone is read first
+        conn.Send(c.rest);  // may fail: the gateway may have answered and half-closed already
+      } else {
+        ASSERT_TRUE(conn.Send(c.head + c.rest));
+      }
+      ASSERT_TRUE(conn.WaitFor([](const std::string& d) { return ParseResponse(d).consumed > 0; },
+                               milliseconds(5000)))
+          << "no answer to " << c.head;
+      auto parsed = ParseResponse(conn.Data());
+      EXPECT_EQ(parsed.status, 400) << c.head << " -> " << parsed.body;
+      json error = json::parse(parsed.body, nullptr, false);
+      ASSERT_TRUE(error.is_object()) << parsed.body;
+      EXPECT_EQ(error["error"]["code"], "bad_request");
+      EXPECT_NE(error["error"]["message"].get<std::string>().find(c.names), std::string::npos)
+          << error;
+      EXPECT_EQ(parsed.headers["connection"], "close") << c.head;
+      EXPECT_TRUE(conn.WaitClosed(milliseconds(5000))) << c.head;
+      // Nothing else was answered: the hidden request never ran.
+      EXPECT_EQ(conn.Data().size(), parsed.consumed) << c.head << " -> " << conn.Data();
+    }
+  }
+  EXPECT_EQ(HttpCall("GET", gateway_->Url("/health")).status, 200);
+}
+
+// `Expect: 100-continue` is answered as soon as the head is in and the body is not: the client
+// does not wait (curl waits 1 s for it) and a raw client that sends only the head gets it.
+TEST_F(GatewayTest, ExpectContinueIsAnsweredBeforeTheBody) {
+  for (const char* expect : {"Expect: 100-continue", "expect: 100-Continue"}) {
+    RawConnection conn(gateway_->port());
+    const std::string body = QueryBody("continue please");
+    ASSERT_TRUE(conn.Send(
+        "POST /api/v1/query HTTP/1.1\r\nHost: x\r\nContent-Type: "
+        "application/json\r\n" +
+        std::string(expect) + "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n"));
+    ASSERT_TRUE(conn.WaitFor([](const std::string& d) { return !d.empty(); }, milliseconds(3000)))
+        << "no 100 Continue for " << expect;
+    EXPECT_EQ(conn.Data(), "HTTP/1.1 100 Continue\r\n\r\n");
+    ASSERT_TRUE(conn.Send(body));
+    const std::size_t interim = std::string_view("HTTP/1.1 100 Continue\r\n\r\n").size();
+    ASSERT_TRUE(conn.WaitFor([&](const std::string& d) {
+      return ParseResponse(d.substr(interim)).consumed > 0;
+    })) << conn.Data();
+    auto parsed = ParseResponse(conn.Data().substr(interim));
+    EXPECT_EQ(parsed.status, 200) << parsed.body;
+    EXPECT_EQ(json::parse(parsed.body)["message"], "echo: continue please");
+    EXPECT_EQ(parsed.headers["connection"], "keep-alive");
+  }
+  // A request whose body came with its head gets no interim answer.
+  {
+    RawConnection conn(gateway_->port());
+    ASSERT_TRUE(conn.Send(
+        RequestText("POST", "/api/v1/query", QueryBody("all at once"), {"Expect: 100-continue"})));
+    ASSERT_TRUE(conn.WaitFor([](const std::string& d) { return ParseResponse(d).consumed > 0; }));
+    EXPECT_EQ(ParseResponse(conn.Data()).status, 200) << conn.Data();
+  }
+  // curl sends the head, waits for the 100 (1 s at most), then the body.
+  const auto sent = std::chrono::steady_clock::now();
+  HttpReply r = Post(*gateway_, QueryBody("check order 1234", "e"), {"Expect: 100-continue"});
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_LT(std::chrono::steady_clock::now() - sent, milliseconds(900));
+}
+
 // A body under max_body_bytes whose QueryRequest encoding exceeds the NATS max payload (a Struct
 // of many small numbers grows ~4x): 413 too_large in plain words, not a 503 with nats.c's text.
 TEST_F(GatewayTest, QueryTooLargeOnceEncodedIs413) {
