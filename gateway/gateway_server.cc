@@ -834,18 +834,27 @@ void GatewayCore::Dispatch(const Http::Request& request, const std::shared_ptr<T
       if (method != Http::Method::Get && method != Http::Method::Delete) {
         return method_not_allowed("GET, DELETE");
       }
-      const std::string_view id = std::string_view(path).substr(kSessionPath.size());
-      const Route route = method == Http::Method::Get ? Route::kSessionGet : Route::kSessionDelete;
-      if (!IsValidSessionId(id)) {
+      const std::string_view raw_id = std::string_view(path).substr(kSessionPath.size());
+      const Route route =
+          method == Http::Method::Get ? Route::kSessionGet : Route::kSessionDelete;
+      // Clients percent-encode what a path segment may not hold as it is ("user%3A42").
+      auto id = DecodePathSegment(raw_id);
+      if (!id.ok()) {
+        return ReplyError(conn, route, start,
+                          Error{ErrorCode::kBadRequest,
+                                "session id " + Escaped(raw_id, 160) + ": " + id.error().message},
+                          keep_alive, request_id);
+      }
+      if (!IsValidSessionId(*id)) {
         return ReplyError(
             conn, route, start,
-            Error{ErrorCode::kBadRequest, "session id " + Escaped(id, 160) +
+            Error{ErrorCode::kBadRequest, "session id " + Escaped(*id, 160) +
                                               " must be 1-128 characters of A-Z a-z 0-9 . _ : -"},
             keep_alive, request_id);
       }
       StartSession(
           method == Http::Method::Get ? ExchangeKind::kSessionGet : ExchangeKind::kSessionDelete,
-          id, conn, keep_alive, start, std::move(request_id));
+          *id, conn, keep_alive, start, std::move(request_id));
       return;
     }
     if (path == "/health") {

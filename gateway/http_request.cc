@@ -37,6 +37,13 @@ std::string_view TrimBlanks(std::string_view text) {
   return text;
 }
 
+int HexValue(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
 }  // namespace
 
 RequestHeadScan ScanRequestHead(std::string_view input) {
@@ -102,6 +109,33 @@ RequestHeadScan ScanRequestHead(std::string_view input) {
       scan.expect_continue = EqualsLower(TrimBlanks(value), "100-continue");
     }
   }
+}
+
+Result<std::string> DecodePathSegment(std::string_view segment) {
+  std::string out;
+  out.reserve(segment.size());
+  for (std::size_t i = 0; i < segment.size(); ++i) {
+    if (segment[i] != '%') {
+      out.push_back(segment[i]);
+      continue;
+    }
+    const bool room = i + 2 < segment.size();
+    const int high = room ? HexValue(segment[i + 1]) : -1;
+    const int low = room ? HexValue(segment[i + 2]) : -1;
+    if (high < 0 || low < 0) {
+      return Error{ErrorCode::kBadRequest,
+                   "malformed percent-escape in the path: '%' must be followed by two hex digits"};
+    }
+    const char c = static_cast<char>(high * 16 + low);
+    if (c == '/' || c == '\0') {
+      return Error{ErrorCode::kBadRequest, c == '/'
+                                               ? "the path segment holds an encoded '/' (%2F)"
+                                               : "the path segment holds an encoded NUL (%00)"};
+    }
+    out.push_back(c);
+    i += 2;
+  }
+  return out;
 }
 
 }  // namespace wf

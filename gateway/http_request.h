@@ -1,7 +1,10 @@
 #pragma once
 
 #include <cstddef>
+#include <string>
 #include <string_view>
+
+#include "error/error.h"
 
 namespace wf {
 
@@ -33,5 +36,11 @@ struct RequestHeadScan {
 /// An `input` that ends before the empty line ending the head is refused too (callers scan a
 /// head the parser has taken as complete). Pure; any thread.
 RequestHeadScan ScanRequestHead(std::string_view input);
+
+/// Decodes the percent-escapes of one path segment (RFC 3986 2.1): `%XX` with two hex digits
+/// becomes that byte; every other byte stays as it is ('+' too: it means a space only in form
+/// data). Refused (kBadRequest, the message says why): a '%' not followed by two hex digits, and
+/// an escape that decodes to '/' or NUL (a segment cannot hold them). Pure; any thread.
+Result<std::string> DecodePathSegment(std::string_view segment);
 
 }  // namespace wf

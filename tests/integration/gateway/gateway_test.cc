@@ -764,6 +764,32 @@ TEST_F(GatewayTest, SessionGetAndDelete) {
   EXPECT_EQ(r.status, 400);
 }
 
+// Percent-encoded session ids are decoded before they are checked: "user%3A42" is "user:42".
+TEST_F(GatewayTest, PercentEncodedSessionIdsAreDecoded) {
+  HttpReply r = HttpCall("GET", gateway_->Url("/api/v1/session/%6Bnown"));
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(Body(r)["session_id"], "known");
+  r = HttpCall("DELETE", gateway_->Url("/api/v1/session/kn%6fwn"));
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(Body(r), (json{{"session_id", "known"}, {"deleted", true}}));
+  for (const char* method : {"GET", "DELETE"}) {
+    r = HttpCall(method, gateway_->Url("/api/v1/session/user%3A42"));
+    EXPECT_EQ(r.status, 404) << method << " " << r.body;
+    EXPECT_EQ(Body(r)["error"]["code"], "session_not_found");
+    EXPECT_EQ(Body(r)["error"]["message"], "no session user:42");  // the stand-in's words
+  }
+  // Malformed escapes, an encoded '/' or NUL, and what decodes to a bad id: 400.
+  for (const char* bad : {"/api/v1/session/a%ZZ", "/api/v1/session/a%4", "/api/v1/session/a%",
+                          "/api/v1/session/a%2Fb", "/api/v1/session/a%00b",
+                          "/api/v1/session/bad%20id", "/api/v1/session/%2A"}) {
+    for (const char* method : {"GET", "DELETE"}) {
+      r = HttpCall(method, gateway_->Url(bad));
+      EXPECT_EQ(r.status, 400) << method << " " << bad << " " << r.body;
+      EXPECT_EQ(Body(r)["error"]["code"], "bad_request") << r.body;
+    }
+  }
+}
+
 TEST_F(GatewayTest, KeepAliveReusesTheConnection) {
   CURL* curl = curl_easy_init();
   std::string sink;

@@ -100,5 +100,30 @@ TEST(ScanRequestHead, FindsExpectContinue) {
   }
 }
 
+TEST(DecodePathSegment, DecodesHexEscapes) {
+  EXPECT_EQ(DecodePathSegment("user%3A42").value(), "user:42");
+  EXPECT_EQ(DecodePathSegment("a%3a%2E%5f%2d").value(), "a:._-");
+  EXPECT_EQ(DecodePathSegment("plain-id_1.2:3").value(), "plain-id_1.2:3");
+  EXPECT_EQ(DecodePathSegment("a+b%20c").value(), "a+b c");  // '+' is not a space in a path
+  EXPECT_EQ(DecodePathSegment("%25").value(), "%");          // decoded once, not twice
+  EXPECT_EQ(DecodePathSegment("%C3%A9").value(), "\xc3\xa9");
+  EXPECT_EQ(DecodePathSegment("").value(), "");
+}
+
+TEST(DecodePathSegment, RefusesMalformedEscapesSlashAndNul) {
+  for (const char* bad : {"%", "%3", "a%", "a%4", "%G1", "%1G", "%%41", "%-1", "% 1"}) {
+    auto r = DecodePathSegment(bad);
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_EQ(r.error().code, ErrorCode::kBadRequest);
+    EXPECT_NE(r.error().message.find("percent-escape"), std::string::npos) << r.error().message;
+  }
+  for (const char* bad : {"a%2Fb", "a%2fb", "%00", "x%00y"}) {
+    auto r = DecodePathSegment(bad);
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_EQ(r.error().code, ErrorCode::kBadRequest);
+    EXPECT_NE(r.error().message.find("encoded"), std::string::npos) << r.error().message;
+  }
+}
+
 }  // namespace
 }  // namespace wf
