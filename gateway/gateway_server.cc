@@ -220,6 +220,9 @@ struct ConnState {
   /// The head checks (CheckHead: the raw head scan, Content-Length, and before the body the
   /// limit and `Expect: 100-continue`) ran for the request being read.
   bool head_checked = false;
+  /// The request being answered now is HEAD: Reply and ReplyError send the head without the
+  /// body. Set for every request before it is answered (Dispatch, RejectAndDiscard).
+  bool head = false;
 };
 
 bool WantsKeepAlive(const Http::Request& request) {
@@ -268,6 +271,12 @@ std::string_view UnparsedInput(Http::RequestParser& parser) {
 std::string_view BufferedInput(Http::RequestParser& parser) {
   const auto& buffer = parser.*MemberOf(ParserBufferTag{});
   return {buffer.begptr(), static_cast<std::size_t>(buffer.endptr() - buffer.begptr())};
+}
+
+/// The parser has read the request line of a HEAD request.
+bool IsHeadRequest(Http::RequestParser& parser) {
+  return parser.step()->id() != Http::Private::RequestLineStep::Id &&
+         parser.request.method() == Http::Method::Head;
 }
 
 /// `input` without the empty lines a client may send before a request line (RFC 9112 2.2;
@@ -397,13 +406,15 @@ struct GatewayCore {
   void Dispatch(const Http::Request& request, const std::shared_ptr<Tcp::Peer>& peer,
                 ConnState& conn);
 
-  /// Answers with a complete response now (with `X-Request-Id: request_id`) and records it.
-  /// Without keep-alive the connection ends after it (see Finish).
+  /// Answers with a complete response now (with `X-Request-Id: request_id`; without the body
+  /// when `conn.head`) and records it. Without keep-alive the connection ends after it (see
+  /// EndConnection).
   void Reply(ConnState& conn, Route route, Clock::time_point start, int status,
              std::string_view content_type, std::string_view body, bool keep_alive,
              std::string_view request_id, std::string_view extra_headers = {}) {
-    conn.writer->Write(
-        FormatHttpResponse(status, content_type, body, request_id, keep_alive, extra_headers));
+    std::string response =
+        FormatHttpResponse(status, content_type, body, request_id, keep_alive, extra_headers);
+    conn.writer->Write(conn.head ? HeadResponse(std::move(response)) : std::move(response));
     metrics.RecordRequest(route, status, Clock::now() - start);
     if (!keep_alive) EndConnection(conn);
   }
@@ -411,7 +422,8 @@ struct GatewayCore {
   void ReplyError(ConnState& conn, Route route, Clock::time_point start, const Error& error,
                   bool keep_alive, std::string_view request_id,
                   std::string_view extra_headers = {}) {
-    conn.writer->Write(FormatErrorResponse(error, request_id, keep_alive, extra_headers));
+    std::string response = FormatErrorResponse(error, request_id, keep_alive, extra_headers);
+    conn.writer->Write(conn.head ? HeadResponse(std::move(response)) : std::move(response));
     metrics.RecordRequest(route, HttpStatus(error.code), Clock::now() - start);
     if (!keep_alive) EndConnection(conn);
   }
@@ -753,9 +765,10 @@ class GatewayHttpHandler final : public Http::Handler {
 
   /// Answers once with `Connection: close` and ends the connection (the byte stream cannot be
   /// trusted any more); later input is dropped until the client closes. Resets `parser` (when
-  /// given).
+  /// given) after reading whether the request is HEAD (then the answer has no body).
   void RejectAndDiscard(const std::shared_ptr<Tcp::Peer>& peer, ConnState& conn,
                         Http::RequestParser* parser, const Error& error) {
+    conn.head = parser != nullptr && IsHeadRequest(*parser);
     if (parser != nullptr) parser->reset();
     peer->setIdle(true);
     core_->ReplyError(conn, Route::kOther, Clock::now(), error, /*keep_alive=*/false,
@@ -815,6 +828,10 @@ void GatewayCore::Dispatch(const Http::Request& request, const std::shared_ptr<T
 
     const std::string& path = request.resource();
     const auto method = request.method();
+    // HEAD is GET without the body, on every GET route (load balancers' health checks use it);
+    // its error answers have no body either (RFC 9110 9.3.2).
+    conn.head = method == Http::Method::Head;
+    const bool get = method == Http::Method::Get || conn.head;
     auto method_not_allowed = [&](std::string_view allow) {
       std::string header = "Allow: ";
       header.append(allow).append("\r\n");
@@ -831,12 +848,9 @@ void GatewayCore::Dispatch(const Http::Request& request, const std::shared_ptr<T
     }
     if (path.size() > kSessionPath.size() &&
         path.compare(0, kSessionPath.size(), kSessionPath) == 0) {
-      if (method != Http::Method::Get && method != Http::Method::Delete) {
-        return method_not_allowed("GET, DELETE");
-      }
+      if (!get && method != Http::Method::Delete) return method_not_allowed("GET, HEAD, DELETE");
       const std::string_view raw_id = std::string_view(path).substr(kSessionPath.size());
-      const Route route =
-          method == Http::Method::Get ? Route::kSessionGet : Route::kSessionDelete;
+      const Route route = get ? Route::kSessionGet : Route::kSessionDelete;
       // Clients percent-encode what a path segment may not hold as it is ("user%3A42").
       auto id = DecodePathSegment(raw_id);
       if (!id.ok()) {
@@ -852,22 +866,21 @@ void GatewayCore::Dispatch(const Http::Request& request, const std::shared_ptr<T
                                               " must be 1-128 characters of A-Z a-z 0-9 . _ : -"},
             keep_alive, request_id);
       }
-      StartSession(
-          method == Http::Method::Get ? ExchangeKind::kSessionGet : ExchangeKind::kSessionDelete,
-          *id, conn, keep_alive, start, std::move(request_id));
+      StartSession(get ? ExchangeKind::kSessionGet : ExchangeKind::kSessionDelete, *id, conn,
+                   keep_alive, start, std::move(request_id));
       return;
     }
     if (path == "/health") {
-      if (method != Http::Method::Get) return method_not_allowed("GET");
+      if (!get) return method_not_allowed("GET, HEAD");
       return Reply(conn, Route::kHealth, start, 200, kJsonType, R"({"status":"ok"})", keep_alive,
                    request_id);
     }
     if (path == "/ready") {
-      if (method != Http::Method::Get) return method_not_allowed("GET");
+      if (!get) return method_not_allowed("GET, HEAD");
       return ServeReady(conn, start, keep_alive, request_id);
     }
     if (path == "/metrics") {
-      if (method != Http::Method::Get) return method_not_allowed("GET");
+      if (!get) return method_not_allowed("GET, HEAD");
       return Reply(conn, Route::kMetrics, start, 200, kPrometheusType, metrics.Render(Gauges()),
                    keep_alive, request_id);
     }
@@ -996,6 +1009,7 @@ void GatewayCore::StartSession(ExchangeKind kind, std::string_view session_id, C
   params.request_id = std::move(request_id);
   params.session_id = std::string(session_id);
   params.keep_alive = keep_alive;
+  params.head_only = conn.head;
   params.start = start;
   params.deadline = start + options.session_timeout;
   auto exchange =

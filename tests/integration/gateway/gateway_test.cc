@@ -249,9 +249,10 @@ TEST_F(GatewayTest, UnknownPathsAndMethodsAreJson) {
   EXPECT_EQ(r.headers["allow"], "POST");
   r = HttpCall("PUT", gateway_->Url("/api/v1/session/known"), "{}");
   EXPECT_EQ(r.status, 405);
-  EXPECT_EQ(r.headers["allow"], "GET, DELETE");
+  EXPECT_EQ(r.headers["allow"], "GET, HEAD, DELETE");
   r = HttpCall("POST", gateway_->Url("/health"), "{}");
   EXPECT_EQ(r.status, 405);
+  EXPECT_EQ(r.headers["allow"], "GET, HEAD");
 }
 
 TEST_F(GatewayTest, OversizedUploadsGetJson413) {
@@ -787,6 +788,75 @@ TEST_F(GatewayTest, PercentEncodedSessionIdsAreDecoded) {
       EXPECT_EQ(r.status, 400) << method << " " << bad << " " << r.body;
       EXPECT_EQ(Body(r)["error"]["code"], "bad_request") << r.body;
     }
+  }
+}
+
+// HEAD works on every GET route with GET's status and headers (Content-Length of the body it
+// would have sent) and no body; so do its errors. Pipelined HEAD and GET stay in step.
+TEST_F(GatewayTest, HeadAnswersLikeGetWithoutABody) {
+  RawConnection conn(gateway_->port());
+  const std::vector<std::pair<std::string, std::string>> requests = {
+      {"HEAD", "/health"}, {"GET", "/health"},
+      {"HEAD", "/ready"},  {"HEAD", "/metrics"},
+      {"HEAD", "/nope"},   {"HEAD", "/api/v1/query"},
+      {"GET", "/ready"},   {"HEAD", "/api/v1/session/bad*id"},
+      {"GET", "/health"}};
+  std::string all;
+  for (const auto& [method, path] : requests) all += RequestText(method, path);
+  ASSERT_TRUE(conn.Send(all));
+  auto parse_all = [&](std::string data) {
+    std::vector<ParsedResponse> out;
+    for (const auto& request : requests) {
+      ParsedResponse r = ParseResponse(data, request.first == "HEAD");
+      if (r.consumed == 0) break;
+      out.push_back(r);
+      data.erase(0, r.consumed);
+    }
+    return out;
+  };
+  ASSERT_TRUE(conn.WaitFor([&](const std::string& d) { return parse_all(d).size() == 9; }))
+      << conn.Data();
+  auto responses = parse_all(conn.Data());
+  const std::vector<int> statuses = {200, 200, 200, 200, 404, 405, 200, 400, 200};
+  std::size_t consumed = 0;
+  for (std::size_t i = 0; i < responses.size(); ++i) {
+    auto r = responses[i];
+    consumed += r.consumed;
+    EXPECT_EQ(r.status, statuses[i]) << requests[i].first << " " << requests[i].second;
+    EXPECT_EQ(r.headers["connection"], "keep-alive");
+    EXPECT_FALSE(r.headers["x-request-id"].empty());
+    if (requests[i].first == "HEAD") {
+      EXPECT_GT(std::stoul(r.headers["content-length"]), 0u) << requests[i].second;
+    }
+  }
+  EXPECT_EQ(conn.Data().size(), consumed) << "bytes after the last answer: " << conn.Data();
+  // HEAD /health: exactly GET's head but for the request id.
+  EXPECT_EQ(responses[0].headers["content-length"], responses[1].headers["content-length"]);
+  EXPECT_EQ(responses[0].headers["content-type"], responses[1].headers["content-type"]);
+  EXPECT_EQ(responses[3].headers["content-type"], "text/plain; version=0.0.4; charset=utf-8");
+  EXPECT_EQ(responses[5].headers["allow"], "POST");
+
+  // A session GET answered later over NATS: same status and length as GET, no body; the
+  // connection then serves the next request.
+  const HttpReply get = HttpCall("GET", gateway_->Url("/api/v1/session/known"));
+  ASSERT_EQ(get.status, 200);
+  for (const char* path : {"/api/v1/session/known", "/api/v1/session/unknown-head"}) {
+    RawConnection session(gateway_->port());
+    ASSERT_TRUE(session.Send(RequestText("HEAD", path)));
+    ASSERT_TRUE(
+        session.WaitFor([](const std::string& d) { return ParseResponse(d, true).consumed > 0; }));
+    auto head = ParseResponse(session.Data(), true);
+    if (std::string(path) == "/api/v1/session/known") {
+      EXPECT_EQ(head.status, 200);
+      EXPECT_EQ(head.headers["content-length"], std::to_string(get.body.size()));
+    } else {
+      EXPECT_EQ(head.status, 404);
+    }
+    ASSERT_TRUE(session.Send(RequestText("GET", "/health")));
+    ASSERT_TRUE(session.WaitFor([&](const std::string& d) {
+      return d.size() > head.consumed && ParseResponse(d.substr(head.consumed)).consumed > 0;
+    })) << session.Data();
+    EXPECT_EQ(ParseResponse(session.Data().substr(head.consumed)).body, R"({"status":"ok"})");
   }
 }
 
