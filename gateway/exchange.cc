@@ -59,7 +59,9 @@ void Exchange::EndStream(std::string bytes) {
 
 ExchangeOutcome Exchange::FinishWithResponse(int status, std::string body) {
   finished_ = true;
-  Send(FormatHttpResponse(status, kJsonType, body, params_.request_id, keep_alive_), Clock::now());
+  std::string response =
+      FormatHttpResponse(status, kJsonType, body, params_.request_id, keep_alive_);
+  Send(params_.head_only ? HeadResponse(std::move(response)) : std::move(response), Clock::now());
   // `Connection: close` (asked by the client, or input arrived that cannot be answered in
   // order): end the connection, so the client is not left waiting on it.
   if (!keep_alive_ && !client_gone_) channel_->EndConnection();
@@ -77,7 +79,8 @@ ExchangeOutcome Exchange::FinishWithError(const Error& error, bool cancel) {
     return ExchangeOutcome{true, 200, cancel};
   }
   finished_ = true;
-  Send(FormatErrorResponse(error, params_.request_id, keep_alive_), Clock::now());
+  std::string response = FormatErrorResponse(error, params_.request_id, keep_alive_);
+  Send(params_.head_only ? HeadResponse(std::move(response)) : std::move(response), Clock::now());
   if (!keep_alive_ && !client_gone_) channel_->EndConnection();
   return ExchangeOutcome{true, HttpStatus(error.code), cancel};
 }

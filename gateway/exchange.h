@@ -62,6 +62,9 @@ class Exchange {
     /// HTTP keep-alive: the connection carries the next request after this answer (a JSON
     /// response or a complete SSE stream).
     bool keep_alive = true;
+    /// The request was HEAD (kSessionGet only): the answer is the GET answer's status and
+    /// headers without its body (HeadResponse).
+    bool head_only = false;
     std::chrono::steady_clock::time_point start{};
     /// After this, a query/stream ends with 504 deadline_exceeded (and a cancel) and a session
     /// request with 503 no_agent_worker.

@@ -26,6 +26,7 @@
 #include "gateway/event_format.h"
 #include "gateway/exchange.h"
 #include "gateway/exchange_table.h"
+#include "gateway/http_request.h"
 #include "gateway/http_response.h"
 #include "gateway/ids.h"
 #include "gateway/metrics.h"
@@ -57,6 +58,12 @@ constexpr auto kRouteDeadlineGrace = std::chrono::milliseconds(500);
 /// handler.
 constexpr auto kMinKeepAlive = std::chrono::seconds(300);
 constexpr std::string_view kSessionPath = "/api/v1/session/";
+/// Room left under the NATS max payload (which counts headers too) when an encoded query is
+/// checked against it: the gateway's headers (`NATS/1.0`, Wf-Request-Id, traceparent: ~115
+/// bytes) and what the lightweight worker adds when it forwards the query to JetStream
+/// (Nats-Msg-Id, Wf-Publish-Token: ~80 bytes; it keeps the proto's fields). 512 bytes is more
+/// than twice that, so a query that passes the check also fits after the forward.
+constexpr std::size_t kQueryPayloadMargin = 512;
 const std::string kConnKey = "wf.gw.conn";  // fits the inline buffer: no allocation per lookup
 const std::string kTraceparentName = "traceparent";
 
@@ -210,8 +217,12 @@ struct ConnState {
   /// answer and read until the client closes (closing first could reset the connection before
   /// the answer is read).
   bool discard = false;
-  /// The body-stage checks (Content-Length limit, Expect: 100-continue) ran for this request.
-  bool body_checked = false;
+  /// The head checks (CheckHead: the raw head scan, Content-Length, and before the body the
+  /// limit and `Expect: 100-continue`) ran for the request being read.
+  bool head_checked = false;
+  /// The request being answered now is HEAD: Reply and ReplyError send the head without the
+  /// body. Set for every request before it is answered (Dispatch, RejectAndDiscard).
+  bool head = false;
 };
 
 bool WantsKeepAlive(const Http::Request& request) {
@@ -252,6 +263,20 @@ template struct PrivateMember<ParserBufferTag, &Http::Private::ParserBase::buffe
 std::string_view UnparsedInput(Http::RequestParser& parser) {
   const auto& buffer = parser.*MemberOf(ParserBufferTag{});
   return {buffer.curptr(), static_cast<std::size_t>(buffer.endptr() - buffer.curptr())};
+}
+
+/// The parser's whole buffered input: once it is past the request line, the current request
+/// from its first byte on (a request's bytes are fed to a reset parser; empty lines before it
+/// are dropped first, see HandleInput).
+std::string_view BufferedInput(Http::RequestParser& parser) {
+  const auto& buffer = parser.*MemberOf(ParserBufferTag{});
+  return {buffer.begptr(), static_cast<std::size_t>(buffer.endptr() - buffer.begptr())};
+}
+
+/// The parser has read the request line of a HEAD request.
+bool IsHeadRequest(Http::RequestParser& parser) {
+  return parser.step()->id() != Http::Private::RequestLineStep::Id &&
+         parser.request.method() == Http::Method::Head;
 }
 
 /// `input` without the empty lines a client may send before a request line (RFC 9112 2.2;
@@ -381,13 +406,15 @@ struct GatewayCore {
   void Dispatch(const Http::Request& request, const std::shared_ptr<Tcp::Peer>& peer,
                 ConnState& conn);
 
-  /// Answers with a complete response now (with `X-Request-Id: request_id`) and records it.
-  /// Without keep-alive the connection ends after it (see Finish).
+  /// Answers with a complete response now (with `X-Request-Id: request_id`; without the body
+  /// when `conn.head`) and records it. Without keep-alive the connection ends after it (see
+  /// EndConnection).
   void Reply(ConnState& conn, Route route, Clock::time_point start, int status,
              std::string_view content_type, std::string_view body, bool keep_alive,
              std::string_view request_id, std::string_view extra_headers = {}) {
-    conn.writer->Write(
-        FormatHttpResponse(status, content_type, body, request_id, keep_alive, extra_headers));
+    std::string response =
+        FormatHttpResponse(status, content_type, body, request_id, keep_alive, extra_headers);
+    conn.writer->Write(conn.head ? HeadResponse(std::move(response)) : std::move(response));
     metrics.RecordRequest(route, status, Clock::now() - start);
     if (!keep_alive) EndConnection(conn);
   }
@@ -395,7 +422,8 @@ struct GatewayCore {
   void ReplyError(ConnState& conn, Route route, Clock::time_point start, const Error& error,
                   bool keep_alive, std::string_view request_id,
                   std::string_view extra_headers = {}) {
-    conn.writer->Write(FormatErrorResponse(error, request_id, keep_alive, extra_headers));
+    std::string response = FormatErrorResponse(error, request_id, keep_alive, extra_headers);
+    conn.writer->Write(conn.head ? HeadResponse(std::move(response)) : std::move(response));
     metrics.RecordRequest(route, HttpStatus(error.code), Clock::now() - start);
     if (!keep_alive) EndConnection(conn);
   }
@@ -615,9 +643,8 @@ class GatewayHttpHandler final : public Http::Handler {
         return;
       }
       if (!parser->feed(buffer, len)) {
-        parser->reset();
         RejectAndDiscard(
-            peer, *conn,
+            peer, *conn, parser.get(),
             Error{ErrorCode::kTooLarge,
                   "request larger than " + std::to_string(getMaxRequestSize()) + " bytes"});
         return;
@@ -640,24 +667,21 @@ class GatewayHttpHandler final : public Http::Handler {
         if (state == Http::Private::State::Again) {
           const auto step = parser->step()->id();
           if (step == Http::Private::BodyStep::Id) {
-            if (!conn->body_checked) {
-              conn->body_checked = true;
-              CheckBeforeBody(peer, *conn, *parser);
+            if (!conn->head_checked) {
+              conn->head_checked = true;
+              (void)CheckHead(peer, *conn, *parser, /*body_pending=*/true);
             }
           } else if (const char* what = UnparsableHead(*parser, step)) {
             // Pistache waits for more input on a request line or header it cannot parse (no
             // space in "BLAH", no colon, no CRLF): once the head is complete, more input cannot
             // help, so answer now instead of at the header timeout.
-            parser->reset();
-            RejectAndDiscard(peer, *conn, Error{ErrorCode::kBadRequest, what});
+            RejectAndDiscard(peer, *conn, parser.get(), Error{ErrorCode::kBadRequest, what});
           }
           return;
         }
-        // Done: one complete request.
-        conn->body_checked = false;
-        if (!ContentLengthIsValid(parser->request)) {
-          parser->reset();
-          RejectAndDiscard(peer, *conn, Error{ErrorCode::kBadRequest, kBadContentLength});
+        // Done: one complete request; its head is checked now if it all came at once.
+        if (!std::exchange(conn->head_checked, false) &&
+            !CheckHead(peer, *conn, *parser, /*body_pending=*/false)) {
           return;
         }
         const std::string_view rest = PipelinedInput(*parser);
@@ -703,35 +727,49 @@ class GatewayHttpHandler final : public Http::Handler {
     return *conn;
   }
 
-  void CheckBeforeBody(const std::shared_ptr<Tcp::Peer>& peer, ConnState& conn,
-                       Http::RequestParser& parser) {
-    const auto& headers = parser.request.headers();
-    if (!ContentLengthIsValid(parser.request)) {
-      parser.reset();
-      RejectAndDiscard(peer, conn, Error{ErrorCode::kBadRequest, kBadContentLength});
-      return;
+  /// Once per request, as soon as its head is complete. Refuses (400, the connection ends) a
+  /// head that ScanRequestHead refuses (request smuggling: repeated Content-Length, obs-fold,
+  /// whitespace before a colon, bare CR/LF) or whose Content-Length is not a plain number. With
+  /// the body still to come (`body_pending`) it also refuses a declared length above
+  /// gateway.max_body_bytes (413 at once, so the body is never uploaded) and otherwise answers
+  /// `Expect: 100-continue`. Returns false when it refused (the parser is then reset).
+  bool CheckHead(const std::shared_ptr<Tcp::Peer>& peer, ConnState& conn,
+                 Http::RequestParser& parser, bool body_pending) {
+    const RequestHeadScan scan = ScanRequestHead(BufferedInput(parser));
+    if (scan.error != nullptr) {
+      RejectAndDiscard(peer, conn, &parser, Error{ErrorCode::kBadRequest, scan.error});
+      return false;
     }
-    if (auto length = headers.tryGet<Http::Header::ContentLength>()) {
+    if (!ContentLengthIsValid(parser.request)) {
+      RejectAndDiscard(peer, conn, &parser, Error{ErrorCode::kBadRequest, kBadContentLength});
+      return false;
+    }
+    if (!body_pending) return true;
+    if (auto length = parser.request.headers().tryGet<Http::Header::ContentLength>()) {
       if (length->value() > core_->max_body_bytes) {
-        parser.reset();
         RejectAndDiscard(
-            peer, conn,
+            peer, conn, &parser,
             Error{ErrorCode::kTooLarge,
                   "body larger than " + std::to_string(core_->max_body_bytes) + " bytes"});
-        return;
+        return false;
       }
     }
-    if (auto expect = headers.tryGet<Http::Header::Expect>()) {
-      if (expect->expectation() == Http::Expectation::Continue) {
-        conn.writer->Write(std::string(kContinueResponse));
-      }
+    // From the raw scan: Pistache's own Expect header compares its value with strcmp on bytes
+    // that are not NUL-terminated (the rest of the request follows them), so it never says
+    // 100-continue. An HTTP/1.0 request's expectation is ignored (RFC 9110 10.1.1).
+    if (scan.expect_continue && parser.request.version() == Http::Version::Http11) {
+      conn.writer->Write(std::string(kContinueResponse));
     }
+    return true;
   }
 
   /// Answers once with `Connection: close` and ends the connection (the byte stream cannot be
-  /// trusted any more); later input is dropped until the client closes.
+  /// trusted any more); later input is dropped until the client closes. Resets `parser` (when
+  /// given) after reading whether the request is HEAD (then the answer has no body).
   void RejectAndDiscard(const std::shared_ptr<Tcp::Peer>& peer, ConnState& conn,
-                        const Error& error) {
+                        Http::RequestParser* parser, const Error& error) {
+    conn.head = parser != nullptr && IsHeadRequest(*parser);
+    if (parser != nullptr) parser->reset();
     peer->setIdle(true);
     core_->ReplyError(conn, Route::kOther, Clock::now(), error, /*keep_alive=*/false,
                       core_->ids.Next());
@@ -757,9 +795,10 @@ class GatewayHttpHandler final : public Http::Handler {
           message = "malformed HTTP body (Content-Length or chunked encoding)";
         }
       }
-      if (parser) parser->reset();
       if (conn != nullptr && !conn->discard) {
-        RejectAndDiscard(peer, *conn, Error{code, std::move(message)});
+        RejectAndDiscard(peer, *conn, parser.get(), Error{code, std::move(message)});
+      } else if (parser) {
+        parser->reset();
       }
     } catch (...) {
     }
@@ -789,6 +828,10 @@ void GatewayCore::Dispatch(const Http::Request& request, const std::shared_ptr<T
 
     const std::string& path = request.resource();
     const auto method = request.method();
+    // HEAD is GET without the body, on every GET route (load balancers' health checks use it);
+    // its error answers have no body either (RFC 9110 9.3.2).
+    conn.head = method == Http::Method::Head;
+    const bool get = method == Http::Method::Get || conn.head;
     auto method_not_allowed = [&](std::string_view allow) {
       std::string header = "Allow: ";
       header.append(allow).append("\r\n");
@@ -805,34 +848,39 @@ void GatewayCore::Dispatch(const Http::Request& request, const std::shared_ptr<T
     }
     if (path.size() > kSessionPath.size() &&
         path.compare(0, kSessionPath.size(), kSessionPath) == 0) {
-      if (method != Http::Method::Get && method != Http::Method::Delete) {
-        return method_not_allowed("GET, DELETE");
+      if (!get && method != Http::Method::Delete) return method_not_allowed("GET, HEAD, DELETE");
+      const std::string_view raw_id = std::string_view(path).substr(kSessionPath.size());
+      const Route route = get ? Route::kSessionGet : Route::kSessionDelete;
+      // Clients percent-encode what a path segment may not hold as it is ("user%3A42").
+      auto id = DecodePathSegment(raw_id);
+      if (!id.ok()) {
+        return ReplyError(conn, route, start,
+                          Error{ErrorCode::kBadRequest,
+                                "session id " + Escaped(raw_id, 160) + ": " + id.error().message},
+                          keep_alive, request_id);
       }
-      const std::string_view id = std::string_view(path).substr(kSessionPath.size());
-      const Route route = method == Http::Method::Get ? Route::kSessionGet : Route::kSessionDelete;
-      if (!IsValidSessionId(id)) {
+      if (!IsValidSessionId(*id)) {
         return ReplyError(
             conn, route, start,
-            Error{ErrorCode::kBadRequest, "session id " + Escaped(id, 160) +
+            Error{ErrorCode::kBadRequest, "session id " + Escaped(*id, 160) +
                                               " must be 1-128 characters of A-Z a-z 0-9 . _ : -"},
             keep_alive, request_id);
       }
-      StartSession(
-          method == Http::Method::Get ? ExchangeKind::kSessionGet : ExchangeKind::kSessionDelete,
-          id, conn, keep_alive, start, std::move(request_id));
+      StartSession(get ? ExchangeKind::kSessionGet : ExchangeKind::kSessionDelete, *id, conn,
+                   keep_alive, start, std::move(request_id));
       return;
     }
     if (path == "/health") {
-      if (method != Http::Method::Get) return method_not_allowed("GET");
+      if (!get) return method_not_allowed("GET, HEAD");
       return Reply(conn, Route::kHealth, start, 200, kJsonType, R"({"status":"ok"})", keep_alive,
                    request_id);
     }
     if (path == "/ready") {
-      if (method != Http::Method::Get) return method_not_allowed("GET");
+      if (!get) return method_not_allowed("GET, HEAD");
       return ServeReady(conn, start, keep_alive, request_id);
     }
     if (path == "/metrics") {
-      if (method != Http::Method::Get) return method_not_allowed("GET");
+      if (!get) return method_not_allowed("GET, HEAD");
       return Reply(conn, Route::kMetrics, start, 200, kPrometheusType, metrics.Render(Gauges()),
                    keep_alive, request_id);
     }
@@ -898,6 +946,18 @@ void GatewayCore::StartQuery(ExchangeKind kind, const Http::Request& request, Co
   query.set_reply_to(InboxSubject(events_inbox, request_id));
   std::string payload;
   query.SerializeToString(&payload);
+  // A body under max_body_bytes can still encode larger than a NATS message may be (a Struct
+  // of many small numbers grows ~4x): refuse it as too large, not as NATS being unavailable.
+  const std::size_t max_payload = nats->MaxPayload();
+  const std::size_t limit =
+      max_payload > kQueryPayloadMargin ? max_payload - kQueryPayloadMargin : 0;
+  if (payload.size() > limit) {
+    return ReplyError(conn, route, start,
+                      Error{ErrorCode::kTooLarge, "the query is " + std::to_string(payload.size()) +
+                                                      " bytes once encoded; the limit is " +
+                                                      std::to_string(limit) + " bytes"},
+                      keep_alive, request_id);
+  }
 
   Exchange::Params params;
   params.kind = kind;
@@ -949,6 +1009,7 @@ void GatewayCore::StartSession(ExchangeKind kind, std::string_view session_id, C
   params.request_id = std::move(request_id);
   params.session_id = std::string(session_id);
   params.keep_alive = keep_alive;
+  params.head_only = conn.head;
   params.start = start;
   params.deadline = start + options.session_timeout;
   auto exchange =
@@ -972,8 +1033,10 @@ void GatewayCore::Launch(const std::shared_ptr<Exchange>& exchange, ConnState& c
   auto status = nats->Publish(subject, payload, InboxSubject(inbox, request_id),
                               {{kRequestIdHeader, request_id}, {kTraceparentHeader, traceparent}});
   if (!status.ok()) {
-    Settle(exchange, exchange->Fail(Error{ErrorCode::kUnavailable,
-                                          "could not publish: " + status.error().message}));
+    // nats.c's text (with its source file and line) goes to the log, not to the client.
+    spdlog::warn("request {}: {}", request_id, status.error().message);
+    Settle(exchange,
+           exchange->Fail(Error{ErrorCode::kUnavailable, "could not publish the request to NATS"}));
   }
 }
 

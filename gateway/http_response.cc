@@ -38,6 +38,13 @@ std::string FormatErrorResponse(const Error& error, std::string_view request_id,
                             request_id, keep_alive, extra_headers);
 }
 
+std::string HeadResponse(std::string response) {
+  // The formatters write no empty line before the one that ends the head.
+  const std::size_t end = response.find("\r\n\r\n");
+  if (end != std::string::npos) response.resize(end + 4);
+  return response;
+}
+
 std::string FormatSseHead(std::string_view request_id, bool keep_alive) {
   std::string out;
   out.reserve(256);

@@ -31,6 +31,11 @@ std::string FormatHttpResponse(int status, std::string_view content_type, std::s
 std::string FormatErrorResponse(const Error& error, std::string_view request_id, bool keep_alive,
                                 std::string_view extra_headers = {});
 
+/// The answer to a HEAD request whose GET answer would be `response` (a complete response made
+/// by FormatHttpResponse or FormatErrorResponse): the same status line and headers, Content-Length
+/// still that of the body it would have sent, and no body (RFC 9110 9.3.2). Pure; any thread.
+std::string HeadResponse(std::string response);
+
 /// The head of a Server-Sent Events answer: 200, `text/event-stream`, chunked, no caching or
 /// proxy buffering, `X-Request-Id`. The stream ends with the last chunk, so the connection can
 /// carry the client's next request: `Connection: keep-alive` when `keep_alive`, else `close`.

@@ -545,6 +545,7 @@ Result<std::unique_ptr<NatsConnection>> NatsConnection::Connect(NatsOptions opti
     return Error{ErrorCode::kUnavailable, "cannot connect to NATS at " + self->redacted_url_ +
                                               ": " + RedactUrlCredentials(NatsStatusText(s))};
   }
+  self->max_payload_.store(natsConnection_GetMaxPayload(self->conn_));
   return self;
 }
 
@@ -592,8 +593,10 @@ void NatsConnection::OnDisconnected(natsConnection*, void* closure) {
   if (self->options_.on_disconnected) self->options_.on_disconnected();
 }
 
-void NatsConnection::OnReconnected(natsConnection*, void* closure) {
+void NatsConnection::OnReconnected(natsConnection* nc, void* closure) {
   auto* self = static_cast<NatsConnection*>(closure);
+  // nats.c's callback thread, without the connection's lock: the new server's limit.
+  self->max_payload_.store(natsConnection_GetMaxPayload(nc));
   spdlog::info("NATS connection to {} restored", self->redacted_url_);
   if (self->options_.on_reconnected) self->options_.on_reconnected();
 }
@@ -602,6 +605,11 @@ void NatsConnection::OnError(natsConnection*, natsSubscription* sub, natsStatus 
   const char* subject = sub ? natsSubscription_GetSubject(sub) : nullptr;
   if (!subject) subject = "";
   spdlog::warn("NATS async error on '{}': {}", subject, natsStatus_GetText(err));
+}
+
+std::size_t NatsConnection::MaxPayload() const {
+  const int64_t max = max_payload_.load(std::memory_order_relaxed);
+  return max > 0 ? static_cast<std::size_t>(max) : std::size_t{1} << 20;
 }
 
 Status NatsConnection::Publish(std::string_view subject, std::string_view data,

@@ -166,6 +166,10 @@ class NatsConnection {
   Status Flush(std::chrono::milliseconds timeout);
   /// True while connected (not reconnecting or closed).
   bool Connected() const;
+  /// The most bytes one message (data plus headers) may have: the server's max_payload as of
+  /// the last (re)connect, 1 MiB (the server's default) if it announced none. Lock-free (no
+  /// nats.c lock), any thread.
+  std::size_t MaxPayload() const;
   /// A new unique inbox prefix (`_INBOX.<nuid>`).
   static std::string NewInbox();
   natsConnection* raw() const { return conn_; }
@@ -192,6 +196,8 @@ class NatsConnection {
   std::shared_ptr<LoopBinding> binding_;  // Set when options_.loop is.
   // Set when the destructor starts: a disconnect then is ours, not news.
   std::atomic<bool> closing_{false};
+  // natsConnection_GetMaxPayload, read after each (re)connect (see MaxPayload).
+  std::atomic<int64_t> max_payload_{0};
   // The closed callback is nats.c's last call into this object; the destructor waits for it.
   std::mutex closed_mu_;
   std::condition_variable closed_cv_;

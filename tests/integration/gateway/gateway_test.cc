@@ -249,9 +249,10 @@ TEST_F(GatewayTest, UnknownPathsAndMethodsAreJson) {
   EXPECT_EQ(r.headers["allow"], "POST");
   r = HttpCall("PUT", gateway_->Url("/api/v1/session/known"), "{}");
   EXPECT_EQ(r.status, 405);
-  EXPECT_EQ(r.headers["allow"], "GET, DELETE");
+  EXPECT_EQ(r.headers["allow"], "GET, HEAD, DELETE");
   r = HttpCall("POST", gateway_->Url("/health"), "{}");
   EXPECT_EQ(r.status, 405);
+  EXPECT_EQ(r.headers["allow"], "GET, HEAD");
 }
 
 TEST_F(GatewayTest, OversizedUploadsGetJson413) {
@@ -464,6 +465,125 @@ TEST_F(GatewayTest, MalformedHeadsGetAnImmediateJson400AndTheConnectionEnds) {
   EXPECT_EQ(HttpCall("GET", gateway_->Url("/health")).status, 200);
 }
 
+// Request smuggling: heads that Pistache reads differently from a proxy in front of the gateway
+// (two Content-Length headers, whitespace before a colon, obs-fold) get a JSON 400 and the
+// connection ends, so the bytes after them (here a hidden DELETE) are never taken as a request.
+// Each is sent in one write and, to take the path where the body is still to come, with its
+// head first.
+TEST_F(GatewayTest, SmuggledRequestsAreRefusedAndNeverRun) {
+  const std::string hidden = "DELETE /api/v1/session/ch-1 HTTP/1.1\r\nHost: x\r\n\r\n";
+  const std::string body = "{}" + hidden;
+  const std::string length = std::to_string(body.size());
+  const std::string post =
+      "POST /api/v1/query HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n";
+  struct Case {
+    std::string head;
+    std::string rest;
+    std::string names;  // part of the message
+  };
+  const std::vector<Case> cases = {
+      {post + "Content-Length: 2\r\nContent-Length: " + length + "\r\n\r\n", body,
+       "more than one Content-Length"},
+      {post + "Content-Length: " + length + "\r\nContent-Length: 2\r\n\r\n", body,
+       "more than one Content-Length"},
+      {post + "Content-Length: 2\r\ncontent-length: 2\r\n\r\n", body,
+       "more than one Content-Length"},
+      {post + "Content-Length : " + length + "\r\n\r\n", body, "before its colon"},
+      {"GET /health HTTP/1.1\r\nHost : x\r\n\r\n", hidden, "before its colon"},
+      {post + "X-A: a\r\n b\r\nContent-Length: " + length + "\r\n\r\n", body, "folded"},
+      {post + "X-A: a\r\n\tb\r\nContent-Length: 2\r\n\r\n", body, "folded"},
+  };
+  for (const bool split : {false, true}) {
+    for (const auto& c : cases) {
+      RawConnection conn(gateway_->port());
+      if (split) {
+        ASSERT_TRUE(conn.Send(c.head));
+        std::this_thread::sleep_for(milliseconds(50));  // the head alone is read first
+        conn.Send(c.rest);  // may fail: the gateway may have answered and half-closed already
+      } else {
+        ASSERT_TRUE(conn.Send(c.head + c.rest));
+      }
+      ASSERT_TRUE(conn.WaitFor([](const std::string& d) { return ParseResponse(d).consumed > 0; },
+                               milliseconds(5000)))
+          << "no answer to " << c.head;
+      auto parsed = ParseResponse(conn.Data());
+      EXPECT_EQ(parsed.status, 400) << c.head << " -> " << parsed.body;
+      json error = json::parse(parsed.body, nullptr, false);
+      ASSERT_TRUE(error.is_object()) << parsed.body;
+      EXPECT_EQ(error["error"]["code"], "bad_request");
+      EXPECT_NE(error["error"]["message"].get<std::string>().find(c.names), std::string::npos)
+          << error;
+      EXPECT_EQ(parsed.headers["connection"], "close") << c.head;
+      EXPECT_TRUE(conn.WaitClosed(milliseconds(5000))) << c.head;
+      // Nothing else was answered: the hidden request never ran.
+      EXPECT_EQ(conn.Data().size(), parsed.consumed) << c.head << " -> " << conn.Data();
+    }
+  }
+  EXPECT_EQ(HttpCall("GET", gateway_->Url("/health")).status, 200);
+}
+
+// `Expect: 100-continue` is answered as soon as the head is in and the body is not: the client
+// does not wait (curl waits 1 s for it) and a raw client that sends only the head gets it.
+TEST_F(GatewayTest, ExpectContinueIsAnsweredBeforeTheBody) {
+  for (const char* expect : {"Expect: 100-continue", "expect: 100-Continue"}) {
+    RawConnection conn(gateway_->port());
+    const std::string body = QueryBody("continue please");
+    ASSERT_TRUE(conn.Send(
+        "POST /api/v1/query HTTP/1.1\r\nHost: x\r\nContent-Type: "
+        "application/json\r\n" +
+        std::string(expect) + "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n"));
+    ASSERT_TRUE(conn.WaitFor([](const std::string& d) { return !d.empty(); }, milliseconds(3000)))
+        << "no 100 Continue for " << expect;
+    EXPECT_EQ(conn.Data(), "HTTP/1.1 100 Continue\r\n\r\n");
+    ASSERT_TRUE(conn.Send(body));
+    const std::size_t interim = std::string_view("HTTP/1.1 100 Continue\r\n\r\n").size();
+    ASSERT_TRUE(conn.WaitFor([&](const std::string& d) {
+      return ParseResponse(d.substr(interim)).consumed > 0;
+    })) << conn.Data();
+    auto parsed = ParseResponse(conn.Data().substr(interim));
+    EXPECT_EQ(parsed.status, 200) << parsed.body;
+    EXPECT_EQ(json::parse(parsed.body)["message"], "echo: continue please");
+    EXPECT_EQ(parsed.headers["connection"], "keep-alive");
+  }
+  // A request whose body came with its head gets no interim answer.
+  {
+    RawConnection conn(gateway_->port());
+    ASSERT_TRUE(conn.Send(
+        RequestText("POST", "/api/v1/query", QueryBody("all at once"), {"Expect: 100-continue"})));
+    ASSERT_TRUE(conn.WaitFor([](const std::string& d) { return ParseResponse(d).consumed > 0; }));
+    EXPECT_EQ(ParseResponse(conn.Data()).status, 200) << conn.Data();
+  }
+  // curl sends the head, waits for the 100 (1 s at most), then the body.
+  const auto sent = std::chrono::steady_clock::now();
+  HttpReply r = Post(*gateway_, QueryBody("check order 1234", "e"), {"Expect: 100-continue"});
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_LT(std::chrono::steady_clock::now() - sent, milliseconds(900));
+}
+
+// A body under max_body_bytes whose QueryRequest encoding exceeds the NATS max payload (a Struct
+// of many small numbers grows ~4x): 413 too_large in plain words, not a 503 with nats.c's text.
+TEST_F(GatewayTest, QueryTooLargeOnceEncodedIs413) {
+  std::string zeros;
+  for (int i = 0; i < 300000; ++i) zeros.append(i == 0 ? "0" : ",0");
+  const std::string body =
+      R"({"message":"check order 1234","session_id":"p","parameters":{"a":[)" + zeros + "]}}";
+  ASSERT_LT(body.size(), std::size_t{1} << 20);  // under the default max_body_bytes
+  for (const char* path : {"/api/v1/query", "/api/v1/query/stream"}) {
+    HttpReply r =
+        HttpCall("POST", gateway_->Url(path), body, {"Content-Type: application/json", "Expect:"});
+    EXPECT_EQ(r.status, 413) << path << " -> " << r.body;
+    json error = Body(r);
+    ASSERT_TRUE(error.is_object()) << r.body;
+    EXPECT_EQ(error["error"]["code"], "too_large");
+    const std::string message = error["error"]["message"];
+    EXPECT_NE(message.find("bytes once encoded; the limit is"), std::string::npos) << message;
+    EXPECT_EQ(message.find(".c:"), std::string::npos) << message;
+    EXPECT_EQ(message.find("NATS"), std::string::npos) << message;
+  }
+  // The connection's next query is served as usual.
+  EXPECT_EQ(Post(*gateway_, QueryBody("after a large one")).status, 200);
+}
+
 // Errors the gateway makes itself name the request like the ones that come from a worker:
 // `X-Request-Id` and `error.request_id`, the same id.
 TEST_F(GatewayTest, EveryAnswerCarriesItsRequestId) {
@@ -643,6 +763,101 @@ TEST_F(GatewayTest, SessionGetAndDelete) {
   }
   r = HttpCall("GET", gateway_->Url("/api/v1/session/" + std::string(129, 'a')));
   EXPECT_EQ(r.status, 400);
+}
+
+// Percent-encoded session ids are decoded before they are checked: "user%3A42" is "user:42".
+TEST_F(GatewayTest, PercentEncodedSessionIdsAreDecoded) {
+  HttpReply r = HttpCall("GET", gateway_->Url("/api/v1/session/%6Bnown"));
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(Body(r)["session_id"], "known");
+  r = HttpCall("DELETE", gateway_->Url("/api/v1/session/kn%6fwn"));
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(Body(r), (json{{"session_id", "known"}, {"deleted", true}}));
+  for (const char* method : {"GET", "DELETE"}) {
+    r = HttpCall(method, gateway_->Url("/api/v1/session/user%3A42"));
+    EXPECT_EQ(r.status, 404) << method << " " << r.body;
+    EXPECT_EQ(Body(r)["error"]["code"], "session_not_found");
+    EXPECT_EQ(Body(r)["error"]["message"], "no session user:42");  // the stand-in's words
+  }
+  // Malformed escapes, an encoded '/' or NUL, and what decodes to a bad id: 400.
+  for (const char* bad : {"/api/v1/session/a%ZZ", "/api/v1/session/a%4", "/api/v1/session/a%",
+                          "/api/v1/session/a%2Fb", "/api/v1/session/a%00b",
+                          "/api/v1/session/bad%20id", "/api/v1/session/%2A"}) {
+    for (const char* method : {"GET", "DELETE"}) {
+      r = HttpCall(method, gateway_->Url(bad));
+      EXPECT_EQ(r.status, 400) << method << " " << bad << " " << r.body;
+      EXPECT_EQ(Body(r)["error"]["code"], "bad_request") << r.body;
+    }
+  }
+}
+
+// HEAD works on every GET route with GET's status and headers (Content-Length of the body it
+// would have sent) and no body; so do its errors. Pipelined HEAD and GET stay in step.
+TEST_F(GatewayTest, HeadAnswersLikeGetWithoutABody) {
+  RawConnection conn(gateway_->port());
+  const std::vector<std::pair<std::string, std::string>> requests = {
+      {"HEAD", "/health"}, {"GET", "/health"},
+      {"HEAD", "/ready"},  {"HEAD", "/metrics"},
+      {"HEAD", "/nope"},   {"HEAD", "/api/v1/query"},
+      {"GET", "/ready"},   {"HEAD", "/api/v1/session/bad*id"},
+      {"GET", "/health"}};
+  std::string all;
+  for (const auto& [method, path] : requests) all += RequestText(method, path);
+  ASSERT_TRUE(conn.Send(all));
+  auto parse_all = [&](std::string data) {
+    std::vector<ParsedResponse> out;
+    for (const auto& request : requests) {
+      ParsedResponse r = ParseResponse(data, request.first == "HEAD");
+      if (r.consumed == 0) break;
+      out.push_back(r);
+      data.erase(0, r.consumed);
+    }
+    return out;
+  };
+  ASSERT_TRUE(conn.WaitFor([&](const std::string& d) { return parse_all(d).size() == 9; }))
+      << conn.Data();
+  auto responses = parse_all(conn.Data());
+  const std::vector<int> statuses = {200, 200, 200, 200, 404, 405, 200, 400, 200};
+  std::size_t consumed = 0;
+  for (std::size_t i = 0; i < responses.size(); ++i) {
+    auto r = responses[i];
+    consumed += r.consumed;
+    EXPECT_EQ(r.status, statuses[i]) << requests[i].first << " " << requests[i].second;
+    EXPECT_EQ(r.headers["connection"], "keep-alive");
+    EXPECT_FALSE(r.headers["x-request-id"].empty());
+    if (requests[i].first == "HEAD") {
+      EXPECT_GT(std::stoul(r.headers["content-length"]), 0u) << requests[i].second;
+    }
+  }
+  EXPECT_EQ(conn.Data().size(), consumed) << "bytes after the last answer: " << conn.Data();
+  // HEAD /health: exactly GET's head but for the request id.
+  EXPECT_EQ(responses[0].headers["content-length"], responses[1].headers["content-length"]);
+  EXPECT_EQ(responses[0].headers["content-type"], responses[1].headers["content-type"]);
+  EXPECT_EQ(responses[3].headers["content-type"], "text/plain; version=0.0.4; charset=utf-8");
+  EXPECT_EQ(responses[5].headers["allow"], "POST");
+
+  // A session GET answered later over NATS: same status and length as GET, no body; the
+  // connection then serves the next request.
+  const HttpReply get = HttpCall("GET", gateway_->Url("/api/v1/session/known"));
+  ASSERT_EQ(get.status, 200);
+  for (const char* path : {"/api/v1/session/known", "/api/v1/session/unknown-head"}) {
+    RawConnection session(gateway_->port());
+    ASSERT_TRUE(session.Send(RequestText("HEAD", path)));
+    ASSERT_TRUE(
+        session.WaitFor([](const std::string& d) { return ParseResponse(d, true).consumed > 0; }));
+    auto head = ParseResponse(session.Data(), true);
+    if (std::string(path) == "/api/v1/session/known") {
+      EXPECT_EQ(head.status, 200);
+      EXPECT_EQ(head.headers["content-length"], std::to_string(get.body.size()));
+    } else {
+      EXPECT_EQ(head.status, 404);
+    }
+    ASSERT_TRUE(session.Send(RequestText("GET", "/health")));
+    ASSERT_TRUE(session.WaitFor([&](const std::string& d) {
+      return d.size() > head.consumed && ParseResponse(d.substr(head.consumed)).consumed > 0;
+    })) << session.Data();
+    EXPECT_EQ(ParseResponse(session.Data().substr(head.consumed)).body, R"({"status":"ok"})");
+  }
 }
 
 TEST_F(GatewayTest, KeepAliveReusesTheConnection) {

@@ -145,7 +145,9 @@ struct ParsedResponse {
   std::size_t consumed = 0;
 };
 
-inline ParsedResponse ParseResponse(const std::string& data) {
+/// `to_head`: the response answers a HEAD request, so it ends with its head whatever its
+/// Content-Length says (RFC 9110 9.3.2).
+inline ParsedResponse ParseResponse(const std::string& data, bool to_head = false) {
   ParsedResponse r;
   auto end = data.find("\r\n\r\n");
   if (end == std::string::npos || data.size() < 12) return r;
@@ -167,7 +169,10 @@ inline ParsedResponse ParseResponse(const std::string& data) {
     pos = nl + 2;
   }
   r.body = data.substr(end + 4);
-  if (r.headers.count("content-length")) {
+  if (to_head) {
+    r.body.clear();
+    r.consumed = end + 4;
+  } else if (r.headers.count("content-length")) {
     std::size_t len = std::stoul(r.headers["content-length"]);
     if (r.body.size() >= len) {
       r.body.resize(len);

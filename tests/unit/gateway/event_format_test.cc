@@ -301,6 +301,26 @@ TEST(HttpResponse, FormatsHeadersAndChunks) {
   EXPECT_TRUE(chunk.empty());
 }
 
+// RFC 9110 9.3.2: a HEAD answer is the GET answer's status and headers, Content-Length still
+// the body's, and nothing after the head.
+TEST(HttpResponse, HeadResponseKeepsTheHeadAndDropsTheBody) {
+  const std::string get = FormatHttpResponse(200, kJsonType, R"({"status":"ok"})", "rid", true);
+  const std::string head = HeadResponse(get);
+  EXPECT_EQ(head,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 15\r\n"
+            "X-Request-Id: rid\r\nConnection: keep-alive\r\n\r\n");
+  const std::string error = FormatErrorResponse(Error{ErrorCode::kMethodNotAllowed, "use GET"},
+                                                "rid", false, "Allow: GET, HEAD\r\n");
+  const std::string error_head = HeadResponse(error);
+  EXPECT_EQ(error_head, error.substr(0, error.find("\r\n\r\n") + 4));
+  EXPECT_NE(error_head.find("Allow: GET, HEAD\r\n"), std::string::npos);
+  EXPECT_NE(error_head.find("Content-Length: " + std::to_string(error.size() - error_head.size()) +
+                            "\r\n"),
+            std::string::npos);
+  EXPECT_EQ(HeadResponse(FormatHttpResponse(204, kJsonType, "", "", true)),
+            FormatHttpResponse(204, kJsonType, "", "", true));
+}
+
 TEST(HttpWire, StatusLine) {
   std::string line = "x";
   AppendHttpStatusLine(&line, 404);

@@ -512,6 +512,37 @@ TEST(Exchange, ClientGoneStopsAllWritesAndCancels) {
   EXPECT_EQ(f.capture->Count(), before);
 }
 
+// A HEAD of GET /api/v1/session/{id}: the GET answer's status and headers, no body, for
+// answers and errors alike.
+TEST(Exchange, HeadOfASessionGetHasNoBody) {
+  for (const bool found : {true, false}) {
+    auto capture = std::make_shared<Capture>();
+    Exchange::Params p;
+    p.kind = ExchangeKind::kSessionGet;
+    p.request_id = "REQ123";
+    p.session_id = "sess";
+    p.head_only = true;
+    p.start = Clock::now();
+    p.deadline = p.start + milliseconds(1000);
+    Exchange exchange(p, std::make_unique<CaptureChannel>(capture));
+    v1::SessionReply reply;
+    if (found) {
+      reply.mutable_history()->set_turn_count(2);
+    } else {
+      reply.mutable_error()->set_code("session_not_found");
+      reply.mutable_error()->set_message("no such session");
+    }
+    EXPECT_EQ(exchange.OnSessionReply(reply).status, found ? 200 : 404);
+    const std::string bytes = capture->All();
+    HttpParts http = SplitHttp(bytes);
+    EXPECT_EQ(http.status, found ? 200 : 404);
+    EXPECT_EQ(http.body, "") << bytes;
+    const auto length = http.head.find("Content-Length: ");
+    ASSERT_NE(length, std::string::npos);
+    EXPECT_GT(std::stoul(http.head.substr(length + 16)), 10u) << "the GET body's length";
+  }
+}
+
 TEST(Exchange, SessionRepliesMapToHttp) {
   {
     Fixture f(ExchangeKind::kSessionGet);
