@@ -35,15 +35,9 @@ void SetWireError(const Error& error, wf::v1::Error* out) {
   out->set_message(ToValidUtf8(error.message));
 }
 
-/// The largest payload (data plus headers) the server accepts on `conn`.
-std::size_t MaxPayload(NatsConnection& conn) {
-  const int64_t max = conn.raw() != nullptr ? natsConnection_GetMaxPayload(conn.raw()) : 0;
-  return max > 0 ? static_cast<std::size_t>(max) : std::size_t{1} << 20;
-}
-
-/// The most bytes a reply's data may have on `conn`.
+/// The most bytes a message's data (a reply, a forwarded query) may have on `conn`.
 std::size_t MaxReplyData(NatsConnection& conn) {
-  const std::size_t max = MaxPayload(conn);
+  const std::size_t max = conn.MaxPayload();
   return max > kHeaderRoom ? max - kHeaderRoom : max;
 }
 
@@ -381,9 +375,19 @@ void LightweightWorker::ForwardToAgents(wf::v1::QueryRequest request, const std:
 void LightweightWorker::Enqueue(wf::v1::QueryRequest request, const std::string& traceparent) {
   std::string request_id = request.request_id();
   std::string reply = request.reply_to();
+  std::string payload = request.SerializeAsString();
+  if (const std::size_t max = MaxReplyData(conn_); payload.size() > max) {
+    // It came in under the limit, but the forward adds reply_to and headers: too large for
+    // good, not "unavailable" (a retry cannot fit it).
+    ReplyError(reply, request_id,
+               {ErrorCode::kTooLarge, "the query is " + std::to_string(payload.size()) +
+                                          " bytes once forwarded to the agents; the limit is " +
+                                          std::to_string(max) + " bytes"});
+    return;
+  }
   in_flight_.fetch_add(1);
   js_->PublishAsync(
-      subjects_.heavy_query, request.SerializeAsString(), request_id,
+      subjects_.heavy_query, std::move(payload), request_id,
       {{kRequestIdHeader, request_id}, {kTraceparentHeader, traceparent}},
       [this, reply, request_id](Status stored, bool duplicate) {
         if (stored.ok() && duplicate) {

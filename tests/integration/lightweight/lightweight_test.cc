@@ -309,6 +309,24 @@ TEST_F(LightweightTest, UnmatchedQueryQueuedForTheAgentsIsAnnounced) {
   EXPECT_GE(nlohmann::json::parse(*info)["state"]["messages"].get<int>(), 1) << *info;
 }
 
+// A query that fits wf.query but not once forwarded (reply_to and headers added): too_large for
+// good, not "unavailable" with the NATS library's text (a retry could never fit it).
+TEST_F(LightweightTest, AQueryTooLargeToForwardIsTooLarge) {
+  MicroService heavy(*conn_, "heavy", "0.0.1", "agent pool stand-in", "wf");
+  ASSERT_TRUE(heavy.Start().ok());
+  wf::v1::QueryRequest request;
+  request.set_message("tell me a story about dragons");
+  request.set_session_id("s-big");
+  request.set_request_id("req-big-1");
+  (*request.mutable_parameters()->mutable_fields())["blob"].set_string_value(
+      std::string(conn_->MaxPayload() - 700, 'x'));
+  auto event = Send(request.SerializeAsString());
+  ASSERT_TRUE(event.has_error()) << event.DebugString().substr(0, 300);
+  EXPECT_EQ(event.error().code(), "too_large") << event.error().message();
+  EXPECT_NE(event.error().message().find("bytes once forwarded"), std::string::npos)
+      << event.error().message();
+}
+
 TEST_F(LightweightTest, UndecodableBytesGetAnErrorEvent) {
   auto event = Send(std::string("\xff\xff\xff\x01garbage", 11));
   ASSERT_TRUE(event.has_error()) << event.DebugString();
