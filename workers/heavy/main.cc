@@ -40,6 +40,10 @@ int main(int argc, char** argv) {
                                  "JetStream ack wait of consumer \"heavy\": a dead worker's turn "
                                  "is redelivered after this (in-progress acks every third of it)",
                                  1000, 3600000));
+  spec.push_back(wf::IntegerFlag("max-deliver", "WF_MAX_DELIVER", "3",
+                                 "JetStream max deliveries of a query (consumer \"heavy\"); after "
+                                 "the last, its client gets an error event",
+                                 1, 100));
   wf::CommandLine cli("wf-heavy",
                       "Agent worker: consumes WF_HEAVY (consumer \"heavy\"), runs the LLM agent "
                       "loop with tools, flows and skills, stores sessions in Redis and PostgreSQL.",
@@ -95,6 +99,7 @@ int main(int argc, char** argv) {
   options.store_threads = static_cast<int>(std::max<std::ptrdiff_t>(
       1, static_cast<std::ptrdiff_t>(store_options.pg_pool) - 1 - options.session_threads));
   options.ack_wait = std::chrono::milliseconds(ack_wait_ms);
+  options.max_deliver = static_cast<int>(flags.Int("max-deliver"));
   options.in_progress_every = options.ack_wait / 3;
   auto worker = wf::HeavyWorker::Start(config, **conn, **store, llm, timer, options);
   if (!worker.ok()) {

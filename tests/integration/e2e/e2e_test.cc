@@ -423,5 +423,35 @@ TEST(AgentPathTest, KilledWorkerMidTurnHandsTheTurnToAnother) {
   }
 }
 
+// The same on the query's last delivery (max_deliver 1 here): no worker will run it again, and
+// the client is told so when JetStream reports the deliveries used up (an advisory one of the
+// remaining workers answers), instead of waiting in silence for the turn's deadline.
+TEST(AgentPathTest, AWorkerKilledOnTheLastDeliveryEndsTheTurnInAnError) {
+  Stack s({.heavy_workers = 2, .ack_wait_ms = 1500, .heavy_args = {"--max-deliver", "1"}});
+  SseReader sse(s.Url("/api/v1/query/stream"),
+                R"({"message":"slow turn that survives","session_id":"kill-last"})");
+  int victim = -1;
+  ASSERT_TRUE(Eventually([&] {
+    for (size_t i = 0; i < s.heavy_admin_ports_.size(); ++i) {
+      auto m = HttpCall("GET", "http://127.0.0.1:" + std::to_string(s.heavy_admin_ports_[i]) +
+                                   "/metrics");
+      if (m.body.find("wf_heavy_active_turns 1") != std::string::npos) {
+        victim = static_cast<int>(i);
+        return true;
+      }
+    }
+    return false;
+  })) << s.Logs();
+  s.heavy_[victim]->Signal(SIGKILL);
+  sse.Join();
+  auto events = sse.Events();
+  ASSERT_FALSE(events.empty());
+  ASSERT_EQ(events.back().event, "error") << sse.Raw();
+  const json error = json::parse(events.back().data)["error"];
+  EXPECT_EQ(error["code"], "unavailable") << sse.Raw();
+  EXPECT_NE(error["message"].get<std::string>().find("in 1 delivery "), std::string::npos)
+      << error;
+}
+
 }  // namespace
 }  // namespace wf::testing

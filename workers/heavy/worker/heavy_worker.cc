@@ -1,5 +1,6 @@
 #include "worker/heavy_worker.h"
 
+#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -372,6 +373,12 @@ Status HeavyWorker::Setup() {
       conn_.Subscribe(prefix_ + ".cancel.*", [this](const NatsMsgView& m) { OnCancel(m); });
   if (!cancel.ok()) return cancel.error();
   subs_.push_back(std::move(cancel).value());
+  // One worker of the pool answers each advisory (queue group).
+  auto exhausted = conn_.Subscribe(
+      "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + heavy_stream + "." + kHeavyConsumer,
+      [this](const NatsMsgView& m) { OnDeliveriesExhausted(m); }, "heavy");
+  if (!exhausted.ok()) return exhausted.error();
+  subs_.push_back(std::move(exhausted).value());
   if (auto s = service_->Start(); !s.ok()) return s;
 
   if (auto s = intake_->Start(); !s.ok()) return s;
@@ -1056,6 +1063,58 @@ void HeavyWorker::RetryHeldHistory() {
     history_in_flight_.fetch_sub(1);
     slots_cv_.notify_all();
   }
+}
+
+void HeavyWorker::OnDeliveriesExhausted(const NatsMsgView& msg) {
+  // io.nats.jetstream.advisory.v1.max_deliver: {"stream", "consumer", "stream_seq",
+  // "deliveries", ...}
+  const nlohmann::json advisory = nlohmann::json::parse(msg.data(), nullptr, false);
+  if (!advisory.is_object()) return;
+  const auto seq = advisory.find("stream_seq");
+  const auto deliveries = advisory.find("deliveries");
+  if (seq == advisory.end() || !seq->is_number_unsigned()) return;
+  const std::uint64_t stream_seq = seq->get<std::uint64_t>();
+  const std::uint64_t count = deliveries != advisory.end() && deliveries->is_number_unsigned()
+                                  ? deliveries->get<std::uint64_t>()
+                                  : static_cast<std::uint64_t>(options_.max_deliver);
+  session_executor_->Post([this, stream_seq, count] { AnswerExhaustedQuery(stream_seq, count); });
+}
+
+void HeavyWorker::AnswerExhaustedQuery(std::uint64_t stream_seq, std::uint64_t deliveries) {
+  natsMsg* raw = nullptr;
+  jsErrCode jerr = static_cast<jsErrCode>(0);
+  const std::string stream = HeavyStreamName(prefix_);
+  natsStatus s = js_GetMsg(&raw, js_->raw(), stream.c_str(), stream_seq, nullptr, &jerr);
+  if (s != NATS_OK) {
+    spdlog::warn("query {} of {} used up its {} deliveries and cannot be read ({}): its client "
+                 "is not told",
+                 stream_seq, stream, deliveries, JsErrorText(s, jerr));
+    return;
+  }
+  wf::v1::QueryRequest request;
+  const bool parsed = request.ParseFromArray(natsMsg_GetData(raw), natsMsg_GetDataLength(raw));
+  natsMsg_Destroy(raw);
+  if (!parsed || request.reply_to().empty() || request.request_id().empty()) return;
+  {
+    std::lock_guard lock(mu_);
+    if (active_.count(request.request_id()) > 0) return;  // still running here
+  }
+  if (auto found = store_.FindRun(request.request_id()); found.ok() && found->has_value()) {
+    return;  // it ended and was stored; only its ack was lost
+  }
+  spdlog::warn("turn {} of {}: no worker finished it in {} deliveries: its client is told",
+               request.request_id(), request.session_id(), deliveries);
+  turns_failed_.fetch_add(1, std::memory_order_relaxed);
+  // As a further attempt, so a client drops what the last one streamed before it died.
+  Turn turn(nullptr, conn_);
+  turn.request = std::move(request);
+  turn.reply_to = turn.request.reply_to();
+  turn.traceparent = turn.request.traceparent();
+  turn.attempt = static_cast<uint32_t>(std::min<std::uint64_t>(deliveries + 1, UINT32_MAX));
+  PublishError(turn, ErrorCode::kUnavailable,
+               "no agent worker finished this turn in " + std::to_string(deliveries) +
+                   (deliveries == 1 ? " delivery" : " deliveries") +
+                   " (a worker running it may have crashed); it is not run again");
 }
 
 void HeavyWorker::OnCancel(const NatsMsgView& msg) {

@@ -176,6 +176,13 @@ class HeavyWorker {
   /// Runs RetryHeldHistory on the store pool after history_retry_delay_. history_mu_ held.
   void ArmHistoryRetry();
   void OnCancel(const NatsMsgView& msg);
+  /// JetStream's advisory that a query used up its max deliveries without being acked (the
+  /// workers that had it died or handed it back): its client gets an error event instead of
+  /// silence until its deadline (AnswerExhaustedQuery, on a session thread).
+  void OnDeliveriesExhausted(const NatsMsgView& msg);
+  /// Reads query `stream_seq` from WF_HEAVY and, unless its turn was stored or runs here,
+  /// publishes an `unavailable` error event to its reply subject. Blocks (NATS, PostgreSQL).
+  void AnswerExhaustedQuery(std::uint64_t stream_seq, std::uint64_t deliveries);
   void OnSessionRequest(const NatsMsgView& msg, bool del);
   /// Records the session request in the service stats and publishes `out` on `reply`.
   void ReplySession(const std::string& reply, const wf::v1::SessionReply& out,
