@@ -301,6 +301,12 @@ Result<PreparedRequest> EndpointTemplate::Render(const nlohmann::json& values) c
         AppendPercentEncoded(DumpJson(*v), &request.url, /*encode_dots=*/false);
       }
     }
+    if (request.url.size() > kMaxRenderedUrlBytes) {
+      return Error{ErrorCode::kBadRequest,
+                   "url: " + std::to_string(request.url.size()) +
+                       " bytes with its values substituted, more than the " +
+                       std::to_string(kMaxRenderedUrlBytes) + " an HTTP server is sure to take"};
+    }
     request.headers.reserve(impl_->headers.size() + 1);
     for (const auto& [name, segments] : impl_->headers) {
       std::string value;

@@ -16,6 +16,10 @@
 
 namespace wf {
 
+/// Longest URL EndpointTemplate::Render produces (8 KiB: the common request-line limit of HTTP
+/// servers; libcurl itself fails far longer ones as "out of memory").
+inline constexpr std::size_t kMaxRenderedUrlBytes = 8192;
+
 /// A fully substituted outbound HTTP call, ready for the HTTP client.
 struct PreparedRequest {
   std::string method;
@@ -54,6 +58,7 @@ class EndpointTemplate {
   ///   is built as a JSON value and serialized, never spliced as text. Content-Type:
   ///   application/json is added when there is a body and no Content-Type header is configured.
   /// A placeholder with no value (absent or null) is kMissingParameter "missing parameter: NAME".
+  /// A URL longer than kMaxRenderedUrlBytes once substituted is kBadRequest ("url: N bytes ...").
   Result<PreparedRequest> Render(const nlohmann::json& values) const;
 
  private:

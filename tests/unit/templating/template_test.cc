@@ -63,6 +63,22 @@ TEST(EndpointTemplateTest, UrlUnreservedCharactersAreKept) {
   EXPECT_EQ(r.url, "http://h/AZaz09-._~");
 }
 
+// A value too long for a URL (200,000 CJK characters are 1.8 MB percent-encoded) is the
+// caller's bad request, not libcurl's "out of memory" reported as an internal error.
+TEST(EndpointTemplateTest, AUrlLongerThanServersTakeIsABadRequest) {
+  const std::string prefix = "http://h/x?v=";
+  auto fits = MustRender(Endpoint(prefix + "{v}"),
+                         {{"v", std::string(kMaxRenderedUrlBytes - prefix.size(), 'a')}});
+  EXPECT_EQ(fits.url.size(), kMaxRenderedUrlBytes);
+  Error e = RenderError(Endpoint(prefix + "{v}"),
+                        {{"v", std::string(kMaxRenderedUrlBytes - prefix.size() + 1, 'a')}});
+  EXPECT_EQ(e.code, ErrorCode::kBadRequest);
+  EXPECT_NE(e.message.find("url: 8193 bytes"), std::string::npos) << e.message;
+  std::string cjk;
+  for (int i = 0; i < 200000; ++i) cjk += "中";
+  EXPECT_EQ(RenderError(Endpoint(prefix + "{v}"), {{"v", cjk}}).code, ErrorCode::kBadRequest);
+}
+
 TEST(EndpointTemplateTest, DotsInPathValuesNeverFormDotSegments) {
   // ".." in a path placeholder would make the upstream (or curl) resolve it to another
   // endpoint: "/api/x/../echo" is "/api/echo".
