@@ -394,23 +394,30 @@ TEST(AgentPathTest, RedisFlushedMidSessionHistoryComesBackFromPostgres) {
   EXPECT_EQ(body["message"], "history: first words | please recall");
 }
 
+/// The index of the wf-heavy that runs a turn (its /metrics say so), waiting for one; -1 if none.
+int WorkerRunningATurn(Stack& s) {
+  int running = -1;
+  Eventually([&] {
+    for (size_t i = 0; i < s.heavy_admin_ports_.size(); ++i) {
+      auto m = HttpCall("GET", "http://127.0.0.1:" + std::to_string(s.heavy_admin_ports_[i]) +
+                                   "/metrics");
+      if (m.body.find("wf_heavy_active_turns 1") != std::string::npos) {
+        running = static_cast<int>(i);
+        return true;
+      }
+    }
+    return false;
+  });
+  return running;
+}
+
 TEST(AgentPathTest, KilledWorkerMidTurnHandsTheTurnToAnother) {
   Stack s({.heavy_workers = 2, .ack_wait_ms = 3000});
   SseReader sse(s.Url("/api/v1/query/stream"),
                 R"({"message":"slow turn that survives","session_id":"kill-1"})");
   // Find the worker running the turn and kill it without warning.
-  int victim = -1;
-  ASSERT_TRUE(Eventually([&] {
-    for (size_t i = 0; i < s.heavy_admin_ports_.size(); ++i) {
-      auto m = HttpCall("GET", "http://127.0.0.1:" + std::to_string(s.heavy_admin_ports_[i]) +
-                                   "/metrics");
-      if (m.body.find("wf_heavy_active_turns 1") != std::string::npos) {
-        victim = static_cast<int>(i);
-        return true;
-      }
-    }
-    return false;
-  })) << s.Logs();
+  const int victim = WorkerRunningATurn(s);
+  ASSERT_GE(victim, 0) << s.Logs();
   s.heavy_[victim]->Signal(SIGKILL);
   sse.Join();
   auto events = sse.Events();
@@ -430,18 +437,8 @@ TEST(AgentPathTest, AWorkerKilledOnTheLastDeliveryEndsTheTurnInAnError) {
   Stack s({.heavy_workers = 2, .ack_wait_ms = 1500, .heavy_args = {"--max-deliver", "1"}});
   SseReader sse(s.Url("/api/v1/query/stream"),
                 R"({"message":"slow turn that survives","session_id":"kill-last"})");
-  int victim = -1;
-  ASSERT_TRUE(Eventually([&] {
-    for (size_t i = 0; i < s.heavy_admin_ports_.size(); ++i) {
-      auto m = HttpCall("GET", "http://127.0.0.1:" + std::to_string(s.heavy_admin_ports_[i]) +
-                                   "/metrics");
-      if (m.body.find("wf_heavy_active_turns 1") != std::string::npos) {
-        victim = static_cast<int>(i);
-        return true;
-      }
-    }
-    return false;
-  })) << s.Logs();
+  const int victim = WorkerRunningATurn(s);
+  ASSERT_GE(victim, 0) << s.Logs();
   s.heavy_[victim]->Signal(SIGKILL);
   sse.Join();
   auto events = sse.Events();
@@ -449,8 +446,7 @@ TEST(AgentPathTest, AWorkerKilledOnTheLastDeliveryEndsTheTurnInAnError) {
   ASSERT_EQ(events.back().event, "error") << sse.Raw();
   const json error = json::parse(events.back().data)["error"];
   EXPECT_EQ(error["code"], "unavailable") << sse.Raw();
-  EXPECT_NE(error["message"].get<std::string>().find("in 1 delivery "), std::string::npos)
-      << error;
+  EXPECT_NE(error["message"].get<std::string>().find("in 1 delivery "), std::string::npos) << error;
 }
 
 }  // namespace

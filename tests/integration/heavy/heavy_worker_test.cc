@@ -375,7 +375,8 @@ TEST(HeavyWorkerTest, InvalidQueriesAreRefusedAtOnceAndCounted) {
   auto event = c.Terminal("bad-session-1");
   ASSERT_TRUE(event && event->has_error()) << s.Logs();
   EXPECT_EQ(event->error().code(), "bad_request") << event->DebugString();
-  for (const std::string& id : std::vector<std::string>{"a.b", "*", "with space", "x\r\ny", "qa.>"}) {
+  for (const std::string& id :
+       std::vector<std::string>{"a.b", "*", "with space", "x\r\ny", "qa.>"}) {
     c.Send(id, "fine-session", "hello");
     auto refused = c.Terminal(id);
     ASSERT_TRUE(refused && refused->has_error()) << id << s.Logs();
@@ -429,9 +430,10 @@ TEST(HeavyWorkerTest, RecordsThatCannotBeStoredDoNotHoldUpTheOnesBehindThem) {
   }
   ASSERT_TRUE(c.conn().Flush(seconds(2)).ok());
   std::this_thread::sleep_for(milliseconds(500));  // both taken (and, before, both held)
-  ASSERT_TRUE(c.conn().Publish("wf.history.append",
-                               FlowTurnRecord("behind", "behind-1", UnixMillisNow()))
-                  .ok());
+  ASSERT_TRUE(
+      c.conn()
+          .Publish("wf.history.append", FlowTurnRecord("behind", "behind-1", UnixMillisNow()))
+          .ok());
   ASSERT_TRUE(Eventually([&] { return GetSession(c, "behind").has_history(); }, seconds(10)))
       << s.Logs();
   EXPECT_FALSE(GetSession(c, "poisoned-poison-1").has_history());

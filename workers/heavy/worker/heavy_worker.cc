@@ -1,12 +1,12 @@
 #include "worker/heavy_worker.h"
 
-#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <chrono>
 #include <future>
 #include <iterator>
+#include <nlohmann/json.hpp>
 #include <optional>
 
 #include "llm/held_llm_client.h"
@@ -1086,9 +1086,10 @@ void HeavyWorker::AnswerExhaustedQuery(std::uint64_t stream_seq, std::uint64_t d
   const std::string stream = HeavyStreamName(prefix_);
   natsStatus s = js_GetMsg(&raw, js_->raw(), stream.c_str(), stream_seq, nullptr, &jerr);
   if (s != NATS_OK) {
-    spdlog::warn("query {} of {} used up its {} deliveries and cannot be read ({}): its client "
-                 "is not told",
-                 stream_seq, stream, deliveries, JsErrorText(s, jerr));
+    spdlog::warn(
+        "query {} of {} used up its {} deliveries and cannot be read ({}): its client "
+        "is not told",
+        stream_seq, stream, deliveries, JsErrorText(s, jerr));
     return;
   }
   wf::v1::QueryRequest request;
