@@ -184,6 +184,20 @@ const char* TypeNameOfText(std::string_view value) {
   }
 }
 
+}  // namespace
+
+std::string_view JsonErrorReason(std::string_view what) {
+  // "[json.exception.parse_error.101] parse error at line 1, column 2: ...": the bracket is the
+  // library's own reference, nothing a client can use.
+  if (what.starts_with("[json.exception.")) {
+    const std::size_t end = what.find("] ");
+    if (end != std::string_view::npos) what.remove_prefix(end + 2);
+  }
+  return what;
+}
+
+namespace {
+
 /// The error for a body nlohmann::json::parse rejects, with its position.
 Status InvalidJson(std::string_view body) {
   std::string reason = "malformed";
@@ -191,7 +205,7 @@ Status InvalidJson(std::string_view body) {
     json ignored = json::parse(body);
     (void)ignored;
   } catch (const json::exception& e) {
-    reason = e.what();
+    reason = JsonErrorReason(e.what());
   }
   return Status(ErrorCode::kInvalidJson, "body is not valid JSON: " + reason);
 }

@@ -33,4 +33,9 @@ namespace wf {
 /// Pure; any thread.
 Status ParseQueryBody(std::string_view body, const GatewayConfig& limits, v1::QueryRequest* out);
 
+/// nlohmann::json's exception text without its "[json.exception.<kind>.<id>] " prefix (the
+/// library's reference, not the client's business): "parse error at line 1, column 2: ...".
+/// Pure.
+std::string_view JsonErrorReason(std::string_view what);
+
 }  // namespace wf

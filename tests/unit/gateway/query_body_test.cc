@@ -63,7 +63,13 @@ TEST(QueryBody, RejectsBadJsonWithInvalidJson) {
     ASSERT_FALSE(s.ok()) << body;
     EXPECT_EQ(s.error().code, ErrorCode::kInvalidJson) << body;
     EXPECT_EQ(HttpStatus(s.error().code), 400);
+    // Where it went wrong, without the library's own reference.
+    EXPECT_EQ(s.error().message.find("json.exception"), std::string::npos) << s.error().message;
+    EXPECT_EQ(s.error().message.rfind("body is not valid JSON: ", 0), 0u) << s.error().message;
   }
+  EXPECT_EQ(Parse("{\"a\":1,}").error().message.find("parse error at line 1, column 8"),
+            std::string("body is not valid JSON: ").size())
+      << Parse("{\"a\":1,}").error().message;
 }
 
 TEST(QueryBody, RejectsNonObjects) {
@@ -292,7 +298,8 @@ DomReading ReadWithDom(const std::string& body) {
       json ignored = json::parse(body);
       (void)ignored;
     } catch (const json::exception& e) {
-      return refuse(ErrorCode::kInvalidJson, std::string("body is not valid JSON: ") + e.what());
+      return refuse(ErrorCode::kInvalidJson,
+                    "body is not valid JSON: " + std::string(JsonErrorReason(e.what())));
     }
   }
   if (!doc.is_object()) {
