@@ -66,6 +66,7 @@ constexpr std::string_view kSessionPath = "/api/v1/session/";
 constexpr std::size_t kQueryPayloadMargin = 512;
 const std::string kConnKey = "wf.gw.conn";  // fits the inline buffer: no allocation per lookup
 const std::string kTraceparentName = "traceparent";
+const std::string kContentTypeName = "Content-Type";
 
 Route RouteOf(ExchangeKind kind) {
   switch (kind) {
@@ -917,6 +918,18 @@ void GatewayCore::StartQuery(ExchangeKind kind, const Http::Request& request, Co
                       Error{ErrorCode::kTooLarge,
                             "body larger than " + std::to_string(max_body_bytes) + " bytes"},
                       keep_alive, request_id);
+  }
+  // A body declared as something else is refused: a browser may send text/plain (or a form)
+  // to another origin without asking it first (no CORS preflight), but never application/json.
+  // No Content-Type at all is taken as JSON. (curl -d sends application/x-www-form-urlencoded:
+  // add -H 'Content-Type: application/json', as the README's examples do.)
+  if (auto type = request.headers().tryGetRaw(kContentTypeName);
+      type && !IsJsonMediaType(type->value())) {
+    return ReplyError(
+        conn, route, start,
+        Error{ErrorCode::kUnsupportedMediaType,
+              "Content-Type must be application/json, not " + Escaped(type->value(), 100)},
+        keep_alive, request_id);
   }
   v1::QueryRequest query;
   if (auto status = ParseQueryBody(body, limits, &query); !status.ok()) {

@@ -138,4 +138,9 @@ Result<std::string> DecodePathSegment(std::string_view segment) {
   return out;
 }
 
+bool IsJsonMediaType(std::string_view content_type) {
+  return EqualsLower(TrimBlanks(content_type.substr(0, content_type.find(';'))),
+                     "application/json");
+}
+
 }  // namespace wf

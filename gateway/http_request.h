@@ -43,4 +43,8 @@ RequestHeadScan ScanRequestHead(std::string_view input);
 /// an escape that decodes to '/' or NUL (a segment cannot hold them). Pure; any thread.
 Result<std::string> DecodePathSegment(std::string_view segment);
 
+/// True when a Content-Type value names JSON: media type `application/json` (case-insensitive,
+/// blanks around it and parameters such as `; charset=utf-8` allowed). Pure; any thread.
+bool IsJsonMediaType(std::string_view content_type);
+
 }  // namespace wf

@@ -31,6 +31,7 @@ constexpr std::array kCodes = {
     CodeInfo{ErrorCode::kCancelled, "cancelled", 409},
     CodeInfo{ErrorCode::kDuplicateRequestId, "duplicate_request_id", 409},
     CodeInfo{ErrorCode::kTooLarge, "too_large", 413},
+    CodeInfo{ErrorCode::kUnsupportedMediaType, "unsupported_media_type", 415},
     CodeInfo{ErrorCode::kRateLimited, "rate_limited", 429},
     CodeInfo{ErrorCode::kUpstreamError, "upstream_error", 502},
     CodeInfo{ErrorCode::kUpstreamUnavailable, "upstream_unavailable", 502},

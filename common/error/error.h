@@ -10,34 +10,35 @@ namespace wf {
 /// Every failure the system reports. Each code has exactly one wire name (the `code` of the JSON
 /// and NATS `error`) and one HTTP status; both live in error.cc and nowhere else.
 enum class ErrorCode {
-  kBadRequest,           ///< "bad_request" 400: a field is missing or malformed.
-  kInvalidJson,          ///< "invalid_json" 400: the body is not JSON.
-  kBadMessage,           ///< "bad_message" 400: NATS payload is not a valid protobuf.
-  kMissingParameter,     ///< "missing_parameter" 400: a placeholder has no value.
-  kUnauthorized,         ///< "unauthorized" 401.
-  kForbidden,            ///< "forbidden" 403.
-  kNotFound,             ///< "not_found" 404: unknown path or resource.
-  kFlowNotFound,         ///< "flow_not_found" 404.
-  kToolNotFound,         ///< "tool_not_found" 404.
-  kSessionNotFound,      ///< "session_not_found" 404.
-  kMethodNotAllowed,     ///< "method_not_allowed" 405.
-  kRequestTimeout,       ///< "request_timeout" 408: the HTTP request did not arrive in time.
-  kSessionBusy,          ///< "session_busy" 409: another turn of the session is running.
-  kCancelled,            ///< "cancelled" 409: the turn was cancelled.
-  kDuplicateRequestId,   ///< "duplicate_request_id" 409: the id names another stored turn.
-  kTooLarge,             ///< "too_large" 413.
-  kRateLimited,          ///< "rate_limited" 429.
-  kUpstreamError,        ///< "upstream_error" 502: business API answered non-2xx.
-  kUpstreamUnavailable,  ///< "upstream_unavailable" 502: business API unreachable.
-  kLlmError,             ///< "llm_error" 502: the LLM endpoint failed.
-  kResponseTooLarge,     ///< "response_too_large" 502: an answer too large to deliver (NATS max
-                         ///< payload, answer size limit).
-  kUnavailable,          ///< "unavailable" 503: a dependency (NATS, Redis, PostgreSQL) is down.
-  kNoWorker,             ///< "no_worker" 503: no lightweight worker answered.
-  kNoAgentWorker,        ///< "no_agent_worker" 503: no heavy worker consumes agent turns.
-  kUpstreamTimeout,      ///< "upstream_timeout" 504: business API did not answer in time.
-  kDeadlineExceeded,     ///< "deadline_exceeded" 504: the request's deadline passed.
-  kInternal,             ///< "internal" 500: a bug; details are in the logs.
+  kBadRequest,            ///< "bad_request" 400: a field is missing or malformed.
+  kInvalidJson,           ///< "invalid_json" 400: the body is not JSON.
+  kBadMessage,            ///< "bad_message" 400: NATS payload is not a valid protobuf.
+  kMissingParameter,      ///< "missing_parameter" 400: a placeholder has no value.
+  kUnauthorized,          ///< "unauthorized" 401.
+  kForbidden,             ///< "forbidden" 403.
+  kNotFound,              ///< "not_found" 404: unknown path or resource.
+  kFlowNotFound,          ///< "flow_not_found" 404.
+  kToolNotFound,          ///< "tool_not_found" 404.
+  kSessionNotFound,       ///< "session_not_found" 404.
+  kMethodNotAllowed,      ///< "method_not_allowed" 405.
+  kRequestTimeout,        ///< "request_timeout" 408: the HTTP request did not arrive in time.
+  kSessionBusy,           ///< "session_busy" 409: another turn of the session is running.
+  kCancelled,             ///< "cancelled" 409: the turn was cancelled.
+  kDuplicateRequestId,    ///< "duplicate_request_id" 409: the id names another stored turn.
+  kTooLarge,              ///< "too_large" 413.
+  kUnsupportedMediaType,  ///< "unsupported_media_type" 415: a body that is not declared JSON.
+  kRateLimited,           ///< "rate_limited" 429.
+  kUpstreamError,         ///< "upstream_error" 502: business API answered non-2xx.
+  kUpstreamUnavailable,   ///< "upstream_unavailable" 502: business API unreachable.
+  kLlmError,              ///< "llm_error" 502: the LLM endpoint failed.
+  kResponseTooLarge,      ///< "response_too_large" 502: an answer too large to deliver (NATS max
+                          ///< payload, answer size limit).
+  kUnavailable,           ///< "unavailable" 503: a dependency (NATS, Redis, PostgreSQL) is down.
+  kNoWorker,              ///< "no_worker" 503: no lightweight worker answered.
+  kNoAgentWorker,         ///< "no_agent_worker" 503: no heavy worker consumes agent turns.
+  kUpstreamTimeout,       ///< "upstream_timeout" 504: business API did not answer in time.
+  kDeadlineExceeded,      ///< "deadline_exceeded" 504: the request's deadline passed.
+  kInternal,              ///< "internal" 500: a bug; details are in the logs.
 };
 
 /// The wire name of a code ("no_agent_worker").

@@ -239,6 +239,28 @@ TEST_F(GatewayTest, BadInputsGetTheRightStatusAndJson) {
   }
 }
 
+// A query body must be declared JSON (or not declared): a browser page of another origin can
+// post text/plain or a form without a CORS preflight, never application/json.
+TEST_F(GatewayTest, QueryBodiesDeclaredAsSomethingElseAre415) {
+  const std::string body = QueryBody("hello");
+  for (const char* path : {"/api/v1/query", "/api/v1/query/stream"}) {
+    for (const char* type :
+         {"text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"}) {
+      HttpReply r = HttpCall("POST", gateway_->Url(path), body,
+                             {std::string("Content-Type: ") + type, "Expect:"});
+      EXPECT_EQ(r.status, 415) << path << " " << type << " " << r.body;
+      EXPECT_EQ(Body(r)["error"]["code"], "unsupported_media_type") << r.body;
+      EXPECT_FALSE(r.headers["x-request-id"].empty());
+    }
+  }
+  EXPECT_EQ(HttpCall("POST", gateway_->Url("/api/v1/query"), body,
+                     {"Content-Type: application/json; charset=utf-8"})
+                .status,
+            200);
+  // No Content-Type at all: taken as JSON (curl sends one unless told not to: "Content-Type:").
+  EXPECT_EQ(HttpCall("POST", gateway_->Url("/api/v1/query"), body, {"Content-Type:"}).status, 200);
+}
+
 TEST_F(GatewayTest, UnknownPathsAndMethodsAreJson) {
   HttpReply r = HttpCall("GET", gateway_->Url("/nope"));
   EXPECT_EQ(r.status, 404);

@@ -13,6 +13,8 @@ TEST(ErrorTest, WireNamesRoundTripAndMapToHttp) {
   EXPECT_EQ(HttpStatus(ErrorCode::kUpstreamError), 502);
   EXPECT_EQ(HttpStatus(ErrorCode::kSessionBusy), 409);
   EXPECT_EQ(HttpStatus(ErrorCode::kTooLarge), 413);
+  EXPECT_EQ(HttpStatus(ErrorCode::kUnsupportedMediaType), 415);
+  EXPECT_EQ(WireName(ErrorCode::kUnsupportedMediaType), "unsupported_media_type");
   for (auto code : {ErrorCode::kBadRequest, ErrorCode::kDeadlineExceeded, ErrorCode::kCancelled,
                     ErrorCode::kSessionNotFound, ErrorCode::kInternal}) {
     EXPECT_EQ(ErrorCodeFromWire(WireName(code)), code);

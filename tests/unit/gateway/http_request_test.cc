@@ -125,5 +125,17 @@ TEST(DecodePathSegment, RefusesMalformedEscapesSlashAndNul) {
   }
 }
 
+TEST(IsJsonMediaType, TakesApplicationJsonWithParametersOnly) {
+  for (const char* json : {"application/json", "Application/JSON", " application/json ",
+                           "application/json; charset=utf-8", "application/json;charset=UTF-8"}) {
+    EXPECT_TRUE(IsJsonMediaType(json)) << json;
+  }
+  for (const char* other : {"", "text/plain", "text/plain; charset=utf-8", "application/jsonx",
+                            "application/x-www-form-urlencoded", "multipart/form-data; boundary=x",
+                            "application/json-patch+json", "text/json"}) {
+    EXPECT_FALSE(IsJsonMediaType(other)) << other;
+  }
+}
+
 }  // namespace
 }  // namespace wf
