@@ -418,7 +418,7 @@ std::string FlowTurnRecord(const std::string& session, const std::string& run,
 
 // Records PostgreSQL cannot hold (a time some 300,000 years ahead: "interval out of range") used
 // to be held and retried for ever; two of them took both of a worker's history slots, and no
-// record behind them was stored again. They are refused for good now.
+// record behind them was stored again. They are refused for good now, each turn on its own.
 TEST(HeavyWorkerTest, RecordsThatCannotBeStoredDoNotHoldUpTheOnesBehindThem) {
   Stack s;
   HeavyClient c(s);
@@ -438,6 +438,20 @@ TEST(HeavyWorkerTest, RecordsThatCannotBeStoredDoNotHoldUpTheOnesBehindThem) {
       << s.Logs();
   EXPECT_FALSE(GetSession(c, "poisoned-poison-1").has_history());
   EXPECT_FALSE(GetSession(c, "poisoned-poison-2").has_history());
+
+  // A batch with a turn that names no session (or no run): that turn alone is refused, the
+  // batch's other turns are stored.
+  wf::v1::TurnRecordBatch batch;
+  batch.add_turns()->ParseFromString(FlowTurnRecord("", "nameless-1", UnixMillisNow()));
+  batch.add_turns()->ParseFromString(FlowTurnRecord("beside", "", UnixMillisNow()));
+  batch.add_turns()->ParseFromString(FlowTurnRecord("beside", "beside-1", UnixMillisNow()));
+  ASSERT_TRUE(c.conn()
+                  .Publish("wf.history.append", batch.SerializeAsString(), {},
+                           {{kPayloadTypeHeader, "wf.v1.TurnRecordBatch"}})
+                  .ok());
+  ASSERT_TRUE(Eventually([&] { return GetSession(c, "beside").has_history(); }, seconds(10)))
+      << s.Logs();
+  EXPECT_EQ(GetSession(c, "beside").history().turn_count(), 1u);
 }
 
 // A publisher's far deadline is capped by agent.turn_timeout_ms: a hanging LLM does not hold the

@@ -939,12 +939,15 @@ void HeavyWorker::OnHistoryMessage(natsMsg* raw) {
       batch ? item->records.ParseFromArray(natsMsg_GetData(msg.msg), natsMsg_GetDataLength(msg.msg))
             : item->records.add_turns()->ParseFromArray(natsMsg_GetData(msg.msg),
                                                         natsMsg_GetDataLength(msg.msg));
+  // The sessions the record writes (an undecodable one is terminated without a store: it waits
+  // for nothing). A turn without a session id is refused alone by the store (NormalizeTurn),
+  // and the record's other turns are stored: it has no session to wait for.
   std::vector<std::string> sessions;
-  for (const auto& record : item->records.turns()) {
-    item->parsed = item->parsed && !record.session_id().empty() && !record.run_id().empty();
-    sessions.push_back(record.session_id());
+  if (item->parsed) {
+    for (const auto& record : item->records.turns()) {
+      if (!record.session_id().empty()) sessions.push_back(record.session_id());
+    }
   }
-  if (!item->parsed) sessions.clear();  // terminated without a store: it waits for nothing
   history_in_flight_.fetch_add(1);
   {
     std::lock_guard lock(history_mu_);
