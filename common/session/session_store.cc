@@ -1029,7 +1029,7 @@ Result<bool> SessionStore::DeleteSession(const std::string& session_id) {
         // After the stores of this session in progress, before any that comes later
         // (006_delete_serialized.sql): what they stored is seen and deleted here, and they see
         // the tombstone.
-        tx.exec_params("SELECT pg_advisory_xact_lock(1464226643, hashtext($1))", session_id);
+        tx.exec_params("SELECT wf_lock_session_exclusive($1)", session_id);
         // The tombstone first, in the same transaction: a turn that started before now and is
         // stored later is refused by wf_append_turn (004_session_deletions.sql).
         const std::int64_t now = NowUnixMs();

@@ -13,18 +13,26 @@
 -- The functions of 004 and 005 are kept under new names and wrapped; the lock is taken before
 -- their first statement, so everything they read is read after it.
 
--- Lock namespace (first key of the two-key form; the migrations' lock uses the one-key form):
--- 'WFSS' = 1464226643. Sessions whose ids hash alike only share a lock.
+-- The lock's keys: a namespace (first key of the two-key form; the migrations' lock uses the
+-- one-key form), 'WFSS' = 1464226643, and the session id's hash. Sessions whose ids hash alike
+-- only share a lock.
+CREATE OR REPLACE FUNCTION wf_session_lock_key(p_session_id text) RETURNS integer
+LANGUAGE sql IMMUTABLE AS $fn$ SELECT hashtext(p_session_id) $fn$;
+
 CREATE OR REPLACE FUNCTION wf_lock_sessions_shared(p_session_ids text[]) RETURNS void
 LANGUAGE plpgsql AS $fn$
 DECLARE
   v_id text;
 BEGIN
   FOR v_id IN SELECT DISTINCT s FROM unnest(p_session_ids) AS s ORDER BY 1 LOOP
-    PERFORM pg_advisory_xact_lock_shared(1464226643, hashtext(v_id));
+    PERFORM pg_advisory_xact_lock_shared(1464226643, wf_session_lock_key(v_id));
   END LOOP;
 END
 $fn$;
+
+-- What a delete takes first (SessionStore::DeleteSession).
+CREATE OR REPLACE FUNCTION wf_lock_session_exclusive(p_session_id text) RETURNS void
+LANGUAGE sql AS $fn$ SELECT pg_advisory_xact_lock(1464226643, wf_session_lock_key(p_session_id)) $fn$;
 
 ALTER FUNCTION wf_append_turn(text, text, text, text, text, text, bigint, bigint, bigint, bigint,
                               jsonb, text)

@@ -598,7 +598,7 @@ TEST_F(SessionStoreTest, ADeleteWaitsForAStoreInProgressAndDeletesWhatItStored) 
 TEST_F(SessionStoreTest, AStoreDuringADeleteWaitsAndSeesItsTombstone) {
   pqxx::connection holder(postgres_->url());
   pqxx::work del(holder);
-  del.exec("SELECT pg_advisory_xact_lock(1464226643, hashtext('racing-2'))");
+  del.exec("SELECT wf_lock_session_exclusive('racing-2')");
   del.exec_params("INSERT INTO session_deletions (session_id, deleted_ms) VALUES ('racing-2', $1)",
                   UnixNowMs());
   std::vector<wf::v1::TurnRecord> batch = {MakeTurn("racing-2", "r2-1", {{"user", "late"}}),
