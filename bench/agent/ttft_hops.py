@@ -77,6 +77,7 @@ def classify(sport, dport, payload, ports, heavy):
     if sport == ports.nats and b"MSG wf.query " in head:
         return "nats->lw"
     if dport == ports.nats and b"PUB wf.heavy.query" in head:
+        heavy.setdefault("lightweight", set()).add(sport)
         return "lw->nats heavy"
     if sport == ports.nats and b"MSG wf.heavy.query" in head:
         heavy["port"] = dport
@@ -85,16 +86,21 @@ def classify(sport, dport, payload, ports, heavy):
         return "heavy->redis"
     if sport == ports.redis:
         return "redis->heavy"
-    if dport == ports.pg and b"wf_load_history" in payload:
-        return "heavy->pg"  # the history read (stores and other statements are not on the path)
+    if dport == ports.pg and (b"wf_load_history" in payload or b"wf_session_exists" in payload):
+        # A first turn's question (does PostgreSQL hold the session?) or its history read;
+        # stores and other statements are not on the path.
+        return "heavy->pg"
     if sport == ports.pg:
         return "pg->heavy"
     if dport == ports.llm and b"POST" in head:
         return "heavy->llm"
     if sport == ports.llm:
         return "llm->heavy"
-    if sport == heavy.get("port") and b"PUB _INBOX" in head:
-        return "heavy->nats token"  # wf-heavy's first event of the turn
+    if (dport == ports.nats and b"PUB _INBOX" in head
+            and sport not in heavy.get("lightweight", ())):
+        # wf-heavy's first event of the turn, on whichever of its connections (its queries come
+        # through a connection of their own); wf-lightweight's `queued` is told apart by port.
+        return "heavy->nats token"
     return None
 
 
