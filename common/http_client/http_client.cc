@@ -2,6 +2,7 @@
 
 #include <curl/curl.h>
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -47,6 +48,7 @@ enum class StopReason {
   kDataCallbackStopped,  ///< The streaming data callback returned false.
   kCallbackThrew,        ///< The data callback or a body append threw.
   kErrorBodyFull,        ///< Streaming, non-2xx: error body kept up to its limit, rest dropped.
+  kBadResponse,          ///< A response header makes the body unreadable (callback_error says).
 };
 
 /// One request from Send to completion. Owned by the command queue, then by the loop thread.
@@ -63,6 +65,13 @@ struct Transfer {
   std::size_t streamed = 0;
   StopReason stop = StopReason::kNone;
   std::string callback_error;
+  /// The current response's Content-Length and Content-Encoding checks (CheckResponseHeader).
+  http_client_internal::ResponseHeaderCheck header_check;
+  /// Set by the pre-request check: the kept-alive connection libcurl picked holds bytes nobody
+  /// asked for, so the transfer was stopped before sending and runs again on a new connection.
+  bool stale_connection = false;
+  bool fresh_retry = false;  ///< Already running again on a new connection (once at most).
+  void* owner = nullptr;  ///< The HttpClient::Impl running it (for OnPrereq).
   char error_buffer[CURL_ERROR_SIZE] = {};
 };
 
@@ -121,6 +130,25 @@ size_t OnBody(char* data, size_t size, size_t count, void* user) noexcept {
     }
     t.body.append(data, len);
     return len;
+  } catch (const std::exception& e) {
+    RecordThrow(t, e.what());
+  } catch (...) {
+    RecordThrow(t, "unknown exception");
+  }
+  return 0;
+}
+
+/// CURLOPT_HEADERFUNCTION: refuses a response whose headers make its body unreadable (two
+/// different Content-Lengths, an encoding that was not asked for). Returning less than `len`
+/// makes libcurl fail the transfer, and close its connection, before any body byte is passed on.
+size_t OnHeader(char* data, size_t size, size_t count, void* user) noexcept {
+  auto& t = *static_cast<Transfer*>(user);
+  const size_t len = size * count;
+  try {
+    std::string problem = t.header_check.Check(std::string_view(data, len));
+    if (problem.empty()) return len;
+    t.stop = StopReason::kBadResponse;
+    t.callback_error = std::move(problem);
   } catch (const std::exception& e) {
     RecordThrow(t, e.what());
   } catch (...) {
@@ -318,7 +346,85 @@ class HttpClient::Impl {
       self.loop_->Unwatch(fd);
       self.watched_.erase(it);
     }
+    self.ForgetIdle(fd);
     return ::close(fd);
+  }
+
+  /// CURLOPT_PREREQFUNCTION: libcurl has a connection for the transfer and is about to send the
+  /// request. On a kept-alive connection (no connect in this transfer) that already holds unread
+  /// bytes, those bytes are not an answer to this request: a server that wrote past its response
+  /// (a Content-Length counting characters, not bytes) or wrote again later. libcurl 7.88 reuses
+  /// such a connection and would read them as this request's response (one request's answer
+  /// given to the next, off by one from then on). Stop the transfer before anything is sent;
+  /// libcurl closes that connection and Reap starts the transfer again on a new one.
+  static int OnPrereq(void* user, char* primary_ip, char* /*local_ip*/, int primary_port,
+                      int local_port) noexcept {
+    auto& t = *static_cast<Transfer*>(user);
+    long connects = 0;
+    if (curl_easy_getinfo(t.easy.get(), CURLINFO_NUM_CONNECTS, &connects) != CURLE_OK ||
+        connects != 0 || t.owner == nullptr || primary_ip == nullptr) {
+      return CURL_PREREQFUNC_OK;  // a connection opened for this transfer
+    }
+    const int fd = static_cast<const Impl*>(t.owner)->IdleSocket(primary_ip, primary_port, local_port);
+    if (fd < 0) return CURL_PREREQFUNC_OK;
+    char byte = 0;
+    const ssize_t pending = ::recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (pending <= 0) return CURL_PREREQFUNC_OK;  // nothing unread (EOF is libcurl's to see)
+    t.stale_connection = true;
+    return CURL_PREREQFUNC_ABORT;
+  }
+
+  /// The socket of the kept-alive connection from this client to primary_ip:primary_port on
+  /// local port `local_port`, or -1.
+  int IdleSocket(std::string_view primary_ip, int primary_port, int local_port) const {
+    auto [begin, end] = idle_by_ports_.equal_range(PortsKey(primary_port, local_port));
+    for (auto it = begin; it != end; ++it) {
+      auto conn = idle_.find(it->second);
+      if (conn != idle_.end() && conn->second.primary_ip == primary_ip) return it->second;
+    }
+    return -1;
+  }
+
+  /// Notes the socket a finished transfer leaves in libcurl's cache, for OnPrereq to find when
+  /// the connection is picked again.
+  void RememberIdle(CURL* easy) {
+    curl_socket_t fd = CURL_SOCKET_BAD;
+    char* ip = nullptr;
+    long primary_port = 0;
+    long local_port = 0;
+    if (curl_easy_getinfo(easy, CURLINFO_ACTIVESOCKET, &fd) != CURLE_OK ||
+        fd == CURL_SOCKET_BAD ||
+        curl_easy_getinfo(easy, CURLINFO_PRIMARY_IP, &ip) != CURLE_OK || ip == nullptr ||
+        curl_easy_getinfo(easy, CURLINFO_PRIMARY_PORT, &primary_port) != CURLE_OK ||
+        curl_easy_getinfo(easy, CURLINFO_LOCAL_PORT, &local_port) != CURLE_OK) {
+      return;  // closed at the end of the transfer, or nothing to tell it by
+    }
+    auto [it, inserted] = idle_.try_emplace(fd);
+    const auto key = PortsKey(static_cast<int>(primary_port), static_cast<int>(local_port));
+    if (!inserted && it->second.key == key && it->second.primary_ip == ip) return;
+    if (!inserted) ForgetIdle(fd);  // the number of a closed socket: forget the old entry
+    IdleConnection& conn = idle_[fd];
+    conn.primary_ip = ip;
+    conn.key = key;
+    idle_by_ports_.emplace(key, fd);
+  }
+
+  void ForgetIdle(int fd) {
+    auto it = idle_.find(fd);
+    if (it == idle_.end()) return;
+    auto [begin, end] = idle_by_ports_.equal_range(it->second.key);
+    for (auto p = begin; p != end; ++p) {
+      if (p->second == fd) {
+        idle_by_ports_.erase(p);
+        break;
+      }
+    }
+    idle_.erase(it);
+  }
+
+  static std::uint32_t PortsKey(int primary_port, int local_port) {
+    return (static_cast<std::uint32_t>(primary_port & 0xffff) << 16) |
+           static_cast<std::uint32_t>(local_port & 0xffff);
   }
 
   void UpdateWatch(int fd, int what) {
@@ -409,6 +515,7 @@ class HttpClient::Impl {
       Finish(std::move(transfer), configured.error());
       return;
     }
+    transfer->owner = static_cast<void*>(this);
     CURL* easy = transfer->easy.get();
     const HttpRequestId id = transfer->id;
     auto [it, inserted] = active_.emplace(id, std::move(transfer));
@@ -496,11 +603,16 @@ class HttpClient::Impl {
     set(CURLOPT_HTTPHEADER, t.headers.get());
     set(CURLOPT_WRITEFUNCTION, &OnBody);
     set(CURLOPT_WRITEDATA, static_cast<void*>(&t));
+    set(CURLOPT_HEADERFUNCTION, &OnHeader);
+    set(CURLOPT_HEADERDATA, static_cast<void*>(&t));
+    set(CURLOPT_PREREQFUNCTION, &Impl::OnPrereq);
+    set(CURLOPT_PREREQDATA, static_cast<void*>(&t));
     set(CURLOPT_PRIVATE, static_cast<void*>(&t));
     set(CURLOPT_ERRORBUFFER, t.error_buffer);
     set(CURLOPT_MAXFILESIZE_LARGE, max_file);
     const bool sends_body =
         !rq.body.empty() || rq.method == "POST" || rq.method == "PUT" || rq.method == "PATCH";
+    t.header_check = http_client_internal::ResponseHeaderCheck(rq.method == "HEAD");
     if (rq.method == "HEAD") {
       set(CURLOPT_NOBODY, 1L);
     } else if (!sends_body) {
@@ -545,6 +657,7 @@ class HttpClient::Impl {
       const CURLcode rc = msg->data.result;
       char* raw = nullptr;
       curl_easy_getinfo(easy, CURLINFO_PRIVATE, &raw);
+      if (rc == CURLE_OK) RememberIdle(easy);
       curl_multi_remove_handle(multi_.get(), easy);
       auto* owner = reinterpret_cast<Transfer*>(raw);
       auto it = owner != nullptr ? active_.find(owner->id) : active_.end();
@@ -552,11 +665,28 @@ class HttpClient::Impl {
         spdlog::error("http client: libcurl reported an unknown transfer");
         continue;
       }
+      if (rc == CURLE_ABORTED_BY_CALLBACK && it->second->stale_connection &&
+          !it->second->fresh_retry && RetryOnNewConnection(*it->second)) {
+        continue;
+      }
       auto transfer = std::move(it->second);
       active_.erase(it);
       Result<HttpResponse> result = Outcome(*transfer, rc);
       Finish(std::move(transfer), std::move(result));
     }
+  }
+
+  /// OnPrereq stopped `t` before its request was sent: runs it again, on a new connection.
+  /// False (the transfer then fails) when libcurl refuses it back.
+  bool RetryOnNewConnection(Transfer& t) {
+    spdlog::warn(
+        "http client: a kept-alive connection to {} held bytes nobody asked for; closed, and the "
+        "request sent on a new connection",
+        http_client_internal::HostForMessage(t.request.url));
+    t.stale_connection = false;
+    t.fresh_retry = true;
+    return curl_easy_setopt(t.easy.get(), CURLOPT_FRESH_CONNECT, 1L) == CURLE_OK &&
+           curl_multi_add_handle(multi_.get(), t.easy.get()) == CURLM_OK;
   }
 
   /// What a finished transfer means for its caller.
@@ -576,6 +706,9 @@ class HttpClient::Impl {
       case StopReason::kErrorBodyFull:
         rc = CURLE_OK;
         break;
+      case StopReason::kBadResponse:
+        return Error{ErrorCode::kUpstreamError,
+                     http_client_internal::HostForMessage(rq.url) + ": " + t.callback_error};
       case StopReason::kNone:
         break;
     }
@@ -584,8 +717,12 @@ class HttpClient::Impl {
                                                     limit);
     }
     if (rc != CURLE_OK) {
+      // Bytes of the request on the wire: what failed after that is the server's answer.
+      long request_bytes = 0;
+      curl_easy_getinfo(t.easy.get(), CURLINFO_REQUEST_SIZE, &request_bytes);
       return http_client_internal::ErrorForCurlCode(
-          rc, http_client_internal::HostForMessage(rq.url), t.error_buffer, rq.timeout);
+          rc, http_client_internal::HostForMessage(rq.url), t.error_buffer, rq.timeout,
+          request_bytes > 0);
     }
     HttpResponse response;
     CURL* e = t.easy.get();
@@ -658,6 +795,13 @@ class HttpClient::Impl {
     bool parked;      // libcurl has removed it; still registered (see OnCurlSocket).
   };
   std::unordered_map<int, WatchedSocket> watched_;  // libcurl's sockets registered in the loop.
+  /// Sockets of kept-alive connections (RememberIdle), by descriptor and by their ports.
+  struct IdleConnection {
+    std::string primary_ip;
+    std::uint32_t key = 0;  // PortsKey
+  };
+  std::unordered_map<int, IdleConnection> idle_;
+  std::unordered_multimap<std::uint32_t, int> idle_by_ports_;
   EventLoop::TimerId timer_ = 0;                    // The libcurl timer, 0 when disarmed.
 
   EventLoop* loop_ = nullptr;

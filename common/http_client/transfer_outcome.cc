@@ -1,5 +1,6 @@
 #include "http_client/transfer_outcome.h"
 
+#include <optional>
 #include <string>
 
 namespace wf::http_client_internal {
@@ -55,7 +56,7 @@ Error ResponseTooLarge(std::string_view host, std::size_t limit) {
 }
 
 Error ErrorForCurlCode(CURLcode code, std::string_view host, std::string_view detail,
-                       std::chrono::milliseconds timeout) {
+                       std::chrono::milliseconds timeout, bool request_sent) {
   std::string reason = detail.empty() ? std::string(curl_easy_strerror(code)) : std::string(detail);
   std::string where = host.empty() ? std::string("upstream") : std::string(host);
   switch (code) {
@@ -74,14 +75,70 @@ Error ErrorForCurlCode(CURLcode code, std::string_view host, std::string_view de
       return Error{ErrorCode::kUpstreamUnavailable, where + ": " + reason};
     case CURLE_URL_MALFORMAT:
     case CURLE_UNSUPPORTED_PROTOCOL:
+      // Sent: the answer was not HTTP ("Received HTTP/0.9 when not allowed").
+      if (request_sent) return Error{ErrorCode::kUpstreamError, where + ": " + reason};
       return Error{ErrorCode::kBadRequest, "bad URL for " + where + ": " + reason};
     case CURLE_FILESIZE_EXCEEDED:
       return Error{ErrorCode::kUpstreamError, where + ": response exceeds the size limit"};
     case CURLE_OUT_OF_MEMORY:
+      // Sent: libcurl 7.88 says "Out of memory" for response headers past its 100 KB limit.
+      if (request_sent) {
+        return Error{ErrorCode::kUpstreamError,
+                     where + ": response headers too large or unreadable (" + reason + ")"};
+      }
       return Error{ErrorCode::kInternal, where + ": " + reason};
     default:
       return Error{ErrorCode::kUpstreamError, where + ": " + reason};
   }
+}
+
+namespace {
+
+/// `line`'s value when it is the header `name` (case-insensitive), trimmed; nullopt otherwise.
+std::optional<std::string_view> HeaderValue(std::string_view line, std::string_view name) {
+  if (line.size() <= name.size() || line[name.size()] != ':') return std::nullopt;
+  for (std::size_t i = 0; i < name.size(); ++i) {
+    const char c = line[i];
+    const char lower = (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+    if (lower != name[i]) return std::nullopt;
+  }
+  std::string_view value = line.substr(name.size() + 1);
+  const auto first = value.find_first_not_of(" \t");
+  if (first == std::string_view::npos) return std::string_view();
+  const auto last = value.find_last_not_of(" \t\r\n");
+  return value.substr(first, last - first + 1);
+}
+
+}  // namespace
+
+std::string ResponseHeaderCheck::Check(std::string_view line) {
+  if (line.substr(0, 5) == "HTTP/") {  // a status line: a new response begins
+    has_length_ = false;
+    length_.clear();
+    return {};
+  }
+  if (auto length = HeaderValue(line, "content-length")) {
+    if (!has_length_) {
+      has_length_ = true;
+      length_.assign(*length);
+    } else if (*length != length_) {
+      return "response has two different Content-Length headers (" + length_ + " and " +
+             std::string(length->substr(0, 32)) + ")";
+    }
+    return {};
+  }
+  if (auto encoding = HeaderValue(line, "content-encoding")) {
+    if (head_request_ || encoding->empty()) return {};
+    std::string lower(*encoding);
+    for (char& c : lower) {
+      if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+    }
+    if (lower != "identity") {
+      return "response body is " + std::string(encoding->substr(0, 32)) +
+             "-encoded, which was not asked for";
+    }
+  }
+  return {};
 }
 
 bool ProxyFromEnvironment(const std::function<const char*(const char*)>& lookup) {

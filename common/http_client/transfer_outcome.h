@@ -25,9 +25,31 @@ bool IsHttpToken(std::string_view text);
 bool IsSafeHeaderValue(std::string_view text);
 
 /// The error a failed transfer becomes. `host` comes from HostForMessage, `detail` is libcurl's
-/// error buffer (may be empty), `timeout` the request's timeout.
+/// error buffer (may be empty), `timeout` the request's timeout, `request_sent` whether any byte
+/// of the request went out (after that, what fails is the server's answer: a response that is
+/// not HTTP or whose headers overflow libcurl's buffer is the upstream's error, not a bad URL or
+/// an internal one).
 Error ErrorForCurlCode(CURLcode code, std::string_view host, std::string_view detail,
-                       std::chrono::milliseconds timeout);
+                       std::chrono::milliseconds timeout, bool request_sent = false);
+
+/// The checks of one transfer's response headers, line by line as libcurl passes them (status
+/// lines included; each starts a new response, e.g. after a 100 Continue).
+class ResponseHeaderCheck {
+ public:
+  /// `head_request`: the request was HEAD (no body is read, so its encoding does not matter).
+  explicit ResponseHeaderCheck(bool head_request = false) : head_request_(head_request) {}
+
+  /// Empty when `line` leaves the response readable; otherwise why not: a second Content-Length
+  /// with another value (which one frames the body is a guess, and a wrong guess reads the next
+  /// response's bytes as this one's), or a Content-Encoding other than identity (none was asked
+  /// for: the body would be passed on compressed).
+  std::string Check(std::string_view line);
+
+ private:
+  bool head_request_ = false;
+  bool has_length_ = false;
+  std::string length_;
+};
 
 /// kUpstreamError "<host>: response exceeds N bytes".
 Error ResponseTooLarge(std::string_view host, std::size_t limit);

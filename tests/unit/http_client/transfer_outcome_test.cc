@@ -80,6 +80,56 @@ TEST(ErrorForCurlCodeTest, BadUrlsAreBadRequests) {
             ErrorCode::kBadRequest);
 }
 
+TEST(ErrorForCurlCodeTest, AnAnswerThatIsNotHttpIsTheUpstreamsErrorNotABadUrl) {
+  // The same codes once the request is on the wire: libcurl 7.88 says "Received HTTP/0.9 when
+  // not allowed" for bytes that are not an HTTP response, and "Out of memory" for response
+  // headers past its limit.
+  Error not_http = ErrorForCurlCode(CURLE_UNSUPPORTED_PROTOCOL, "h:1",
+                                    "Received HTTP/0.9 when not allowed", milliseconds(1),
+                                    /*request_sent=*/true);
+  EXPECT_EQ(not_http.code, ErrorCode::kUpstreamError);
+  EXPECT_EQ(not_http.message, "h:1: Received HTTP/0.9 when not allowed");
+  Error headers = ErrorForCurlCode(CURLE_OUT_OF_MEMORY, "h:1", "Out of memory", milliseconds(1),
+                                   /*request_sent=*/true);
+  EXPECT_EQ(headers.code, ErrorCode::kUpstreamError);
+  EXPECT_NE(headers.message.find("response headers too large"), std::string::npos)
+      << headers.message;
+  EXPECT_EQ(ErrorForCurlCode(CURLE_OUT_OF_MEMORY, "h:1", "", milliseconds(1)).code,
+            ErrorCode::kInternal);
+}
+
+TEST(ResponseHeaderCheckTest, TwoDifferentContentLengthsAreRefused) {
+  ResponseHeaderCheck check;
+  EXPECT_EQ(check.Check("HTTP/1.1 200 OK\r\n"), "");
+  EXPECT_EQ(check.Check("Content-Length: 19\r\n"), "");
+  EXPECT_EQ(check.Check("content-length:19 \r\n"), "");  // the same value again: harmless
+  const std::string why = check.Check("CONTENT-LENGTH: 5\r\n");
+  EXPECT_NE(why.find("two different Content-Length headers (19 and 5)"), std::string::npos)
+      << why;
+}
+
+TEST(ResponseHeaderCheckTest, EachResponseIsCheckedOnItsOwn) {
+  ResponseHeaderCheck check;
+  EXPECT_EQ(check.Check("HTTP/1.1 100 Continue\r\n"), "");
+  EXPECT_EQ(check.Check("Content-Length: 0\r\n"), "");
+  EXPECT_EQ(check.Check("HTTP/1.1 200 OK\r\n"), "");
+  EXPECT_EQ(check.Check("Content-Length: 12\r\n"), "");
+  EXPECT_EQ(check.Check("\r\n"), "");
+}
+
+TEST(ResponseHeaderCheckTest, AnEncodingNobodyAskedForIsRefused) {
+  ResponseHeaderCheck check;
+  EXPECT_EQ(check.Check("Content-Encoding: identity\r\n"), "");
+  EXPECT_EQ(check.Check("Content-Encoding: IDENTITY\r\n"), "");
+  EXPECT_EQ(check.Check("X-Content-Encoding: gzip\r\n"), "");
+  EXPECT_EQ(check.Check("Content-Encoding-Extra: gzip\r\n"), "");
+  const std::string why = check.Check("Content-Encoding: gzip\r\n");
+  EXPECT_EQ(why, "response body is gzip-encoded, which was not asked for");
+  // A HEAD request reads no body: its encoding does not matter.
+  ResponseHeaderCheck head(/*head_request=*/true);
+  EXPECT_EQ(head.Check("Content-Encoding: br\r\n"), "");
+}
+
 TEST(ErrorForCurlCodeTest, OtherFailuresAreUpstreamErrors) {
   EXPECT_EQ(ErrorForCurlCode(CURLE_WEIRD_SERVER_REPLY, "h", "", milliseconds(1)).code,
             ErrorCode::kUpstreamError);
