@@ -1,5 +1,6 @@
 #include "cli/command_line.h"
 
+#include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -213,10 +214,77 @@ CommandLine::Outcome CommandLine::Parse(int argc, const char* const* argv) const
   return outcome;
 }
 
+namespace {
+
+/// Appends `text` to `out` as EscapeForLog returns it.
+template <typename Buffer>
+void AppendEscaped(std::string_view text, Buffer& out) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::size_t clean = 0;  // start of the run not yet copied
+  auto flush = [&](std::size_t end) {
+    out.append(text.data() + clean, text.data() + end);
+  };
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (c >= 0x20 && c != 0x7f && c != 0xc2) continue;
+    if (c == '\t') continue;
+    if (c == 0xc2) {
+      if (i + 1 >= text.size()) continue;
+      const auto next = static_cast<unsigned char>(text[i + 1]);
+      if (next < 0x80 || next > 0x9f) continue;
+      flush(i);
+      const char esc[] = {'\\', 'u', '0', '0', kHex[next >> 4], kHex[next & 15]};
+      out.append(esc, esc + sizeof esc);
+      clean = i + 2;
+      ++i;
+      continue;
+    }
+    flush(i);
+    if (c == '\n') {
+      out.append("\\n", "\\n" + 2);
+    } else if (c == '\r') {
+      out.append("\\r", "\\r" + 2);
+    } else {
+      const char esc[] = {'\\', 'x', kHex[c >> 4], kHex[c & 15]};
+      out.append(esc, esc + sizeof esc);
+    }
+    clean = i + 1;
+  }
+  flush(text.size());
+}
+
+/// The pattern flag %* : the message, escaped for one log line.
+class EscapedMessageFlag final : public spdlog::custom_flag_formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, const std::tm& /*time*/,
+              spdlog::memory_buf_t& dest) override {
+    AppendEscaped(std::string_view(msg.payload.data(), msg.payload.size()), dest);
+  }
+  std::unique_ptr<custom_flag_formatter> clone() const override {
+    return std::make_unique<EscapedMessageFlag>();
+  }
+};
+
+}  // namespace
+
+std::string EscapeForLog(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  struct StringBuffer {
+    std::string& s;
+    void append(const char* begin, const char* end) { s.append(begin, end); }
+  } buffer{out};
+  AppendEscaped(text, buffer);
+  return out;
+}
+
 void InitLogging(const std::string& program, const std::string& level) {
   auto logger = spdlog::stderr_color_mt(program);
   spdlog::set_default_logger(logger);
-  spdlog::set_pattern("[%Y-%m-%dT%H:%M:%S.%e] [%n] [%^%l%$] %v");
+  auto formatter = std::make_unique<spdlog::pattern_formatter>();
+  formatter->add_flag<EscapedMessageFlag>('*').set_pattern(
+      "[%Y-%m-%dT%H:%M:%S.%e] [%n] [%^%l%$] %*");
+  spdlog::set_formatter(std::move(formatter));
   auto lvl = spdlog::level::from_str(level);
   if (lvl == spdlog::level::off && level != "off") lvl = spdlog::level::info;
   spdlog::set_level(lvl);

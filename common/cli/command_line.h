@@ -3,6 +3,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "error/error.h"
@@ -91,8 +92,15 @@ class CommandLine {
 };
 
 /// Configures spdlog: "[time] [program] [level] message" on stderr, level from a name
-/// (trace, debug, info, warn, error); unknown names mean info.
+/// (trace, debug, info, warn, error); unknown names mean info. Messages are written through
+/// EscapeForLog, so text from outside (an upstream's error body, a client's field) cannot start
+/// a forged log line or send terminal escapes.
 void InitLogging(const std::string& program, const std::string& level);
+
+/// `text` for a one-line log record: CR and LF as \r and \n, the other C0 controls (tab
+/// excepted) and DEL as \xNN, C1 controls (U+0080..U+009F, which some terminals obey) as
+/// \u00NN; everything else, invalid UTF-8 included, unchanged.
+std::string EscapeForLog(std::string_view text);
 
 /// Splits "HOST:PORT" (IPv4 or name); error names the flag value.
 Result<std::pair<std::string, int>> ParseHostPort(const std::string& text);

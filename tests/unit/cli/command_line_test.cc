@@ -123,5 +123,29 @@ TEST(CommandLine, UsageShowsEnvDefaultAndAcceptedValues) {
   EXPECT_EQ(with_env.find("s3cr3t"), std::string::npos) << with_env;
 }
 
+TEST(EscapeForLog, LineBreaksAndTerminalEscapesCannotForgeALine) {
+  // An upstream's error body that tries to start a line of its own, in red.
+  const std::string body =
+      "denied\n[2026-11-27T17:24:24.093] [wf-heavy] [critical] FORGED \x1b[31mred\x1b[0m\r";
+  EXPECT_EQ(EscapeForLog(body),
+            "denied\\n[2026-11-27T17:24:24.093] [wf-heavy] [critical] FORGED "
+            "\\x1b[31mred\\x1b[0m\\r");
+  EXPECT_EQ(EscapeForLog(std::string("a\0b\x7f", 4)), "a\\x00b\\x7f");
+}
+
+TEST(EscapeForLog, TextAndUtf8StayAsTheyAre) {
+  EXPECT_EQ(EscapeForLog(""), "");
+  EXPECT_EQ(EscapeForLog("turn 42 of session s-1: 3 tokens\tdone"),
+            "turn 42 of session s-1: 3 tokens\tdone");
+  EXPECT_EQ(EscapeForLog("请假 3 天 — café"), "请假 3 天 — café");
+  EXPECT_EQ(EscapeForLog("\xc2\xa0nbsp"), "\xc2\xa0nbsp");  // U+00A0 is not a control
+  EXPECT_EQ(EscapeForLog("bad \xff\xc2"), "bad \xff\xc2");  // invalid UTF-8 left alone
+}
+
+TEST(EscapeForLog, C1ControlsAreEscaped) {
+  // U+009B is CSI for terminals that honour C1 controls.
+  EXPECT_EQ(EscapeForLog("x\xc2\x9b" "31my"), "x\\u009b31my");
+}
+
 }  // namespace
 }  // namespace wf
