@@ -251,6 +251,60 @@ TEST_F(SessionStoreTest, ABatchStoresEveryTurnInSessionOrder) {
   EXPECT_EQ(Integer(redis, {"LLEN", "wf:hist:batch-b"}), 5);
 }
 
+/// MakeTurn for a turn that started at `started_ms` and took 100 ms.
+wf::v1::TurnRecord TurnAt(const std::string& session_id, const std::string& run_id,
+                          std::int64_t started_ms, const std::string& user_text) {
+  wf::v1::TurnRecord turn =
+      MakeTurn(session_id, run_id, {{"user", user_text}, {"assistant", "re " + user_text}});
+  turn.set_started_unix_ms(started_ms);
+  turn.set_finished_unix_ms(started_ms + 100);
+  return turn;
+}
+
+TEST_F(SessionStoreTest, ATurnStoredLateGoesBeforeTheTurnsThatStartedAfterIt) {
+  // Turns 1 and 4 went straight in; 2 and 3 were answered meanwhile and are stored only now
+  // (held through a PostgreSQL outage, or taken from WF_HISTORY by another worker).
+  constexpr std::int64_t t0 = 1700000100000;
+  ASSERT_TRUE(store_->AppendTurn(TurnAt("late-one", "l-1", t0, "one")).ok());
+  ASSERT_TRUE(store_->AppendTurn(TurnAt("late-one", "l-4", t0 + 3000, "four")).ok());
+  ASSERT_TRUE(store_->AppendTurn(TurnAt("late-one", "l-3", t0 + 2000, "three")).ok());
+  ASSERT_TRUE(store_->AppendTurn(TurnAt("late-one", "l-2", t0 + 1000, "two")).ok());
+  const std::vector<std::string> in_order = {"one", "re one",   "two",  "re two",
+                                             "three", "re three", "four", "re four"};
+  // The hot copy, appended at its end, could not take them in their place: it was dropped, and
+  // the history comes from PostgreSQL, in start order, for the agent and GET alike.
+  EXPECT_EQ(Contents(*store_->LoadHistory("late-one")), in_order);
+  auto redis = RawRedis(redis_->port());
+  ASSERT_GE(Integer(redis, {"DEL", "wf:hist:late-one", "wf:runs:late-one"}), 0);
+  EXPECT_EQ(Contents(*store_->LoadHistory("late-one")), in_order);
+  EXPECT_EQ(store_->GetSession("late-one")->turn_count(), 4u);
+  // A repeat of a late turn changes nothing.
+  ASSERT_TRUE(store_->AppendTurn(TurnAt("late-one", "l-2", t0 + 1000, "two")).ok());
+  EXPECT_EQ(Contents(*store_->LoadHistory("late-one")), in_order);
+}
+
+TEST_F(SessionStoreTest, ABatchOfLateTurnsIsStoredInStartOrder) {
+  // Two heavy workers took one session's flow turns from a WF_HISTORY backlog: each record
+  // holds some of them, and the later record was stored first.
+  constexpr std::int64_t t0 = 1700000200000;
+  ASSERT_TRUE(store_->AppendTurns({TurnAt("late-batch", "lb-3", t0 + 2000, "three"),
+                                   TurnAt("late-other", "lo-1", t0, "other"),
+                                   TurnAt("late-batch", "lb-5", t0 + 4000, "five")})
+                  .ok());
+  // Out of order against what is stored, and within the batch itself.
+  ASSERT_TRUE(store_->AppendTurns({TurnAt("late-batch", "lb-4", t0 + 3000, "four"),
+                                   TurnAt("late-batch", "lb-1", t0, "one"),
+                                   TurnAt("late-other", "lo-2", t0 + 1000, "other two"),
+                                   TurnAt("late-batch", "lb-2", t0 + 1000, "two")})
+                  .ok());
+  EXPECT_EQ(Contents(*store_->LoadHistory("late-batch")),
+            (std::vector<std::string>{"one", "re one", "two", "re two", "three", "re three",
+                                      "four", "re four", "five", "re five"}));
+  EXPECT_EQ(Contents(*store_->LoadHistory("late-other")),
+            (std::vector<std::string>{"other", "re other", "other two", "re other two"}));
+  EXPECT_EQ(store_->GetSession("late-batch")->turn_count(), 5u);
+}
+
 TEST_F(SessionStoreTest, ARefusedTurnDoesNotHoldBackTheRestOfItsBatch) {
   ASSERT_TRUE(store_->AppendTurn(MakeTurn("batch-owner", "taken", {{"user", "x"}})).ok());
   std::vector<wf::v1::TurnRecord> batch = {
@@ -291,10 +345,14 @@ std::vector<std::string> RowsWithout(const std::string& url, const std::string& 
 
 TEST_F(SessionStoreTest, ABatchStoresExactlyWhatItsTurnsStoredOneByOneWould) {
   // The same turns under two prefixes: one by one (wf_append_turn) and as one batch
-  // (wf_append_turns' set-based path: every run new, no deleted session).
+  // (wf_append_turns' set-based path: every run new, no deleted session, every turn started
+  // after its session's stored turns ended and after the batch's turns of its session ahead
+  // of it).
   auto turns_for = [](const std::string& p) {
     std::vector<wf::v1::TurnRecord> turns;
     turns.push_back(MakeTurn(p + "x", p + "x-2", {{"user", "x2"}, {"assistant", "X2"}}));
+    turns.back().set_started_unix_ms(1700000002000);  // after x-1 ended
+    turns.back().set_finished_unix_ms(1700000002500);
     turns.back().set_user_id("ann");  // then "bob": the session keeps the last one given
     turns.back().set_route("flow");
     turns.back().set_flow_id("order_status");
@@ -303,8 +361,9 @@ TEST_F(SessionStoreTest, ABatchStoresExactlyWhatItsTurnsStoredOneByOneWould) {
     turns.back().set_finished_unix_ms(1699999995000);
     turns.push_back(MakeTurn(p + "x", p + "x-3", {{"user", "x3"}, {"assistant", ""}}));
     turns.back().set_user_id("bob");
-    turns.back().set_started_unix_ms(1699999000000);   // moves x's start back
-    turns.back().set_finished_unix_ms(1700000009000);  // and its end on
+    turns.back().set_started_unix_ms(1700000003000);
+    turns.back().set_finished_unix_ms(1700000009000);  // moves x's end on
+    turns.back().mutable_messages(0)->set_created_unix_ms(1699999000000);  // and its start back
     wf::v1::ChatMessage* tool = turns.back().add_messages();
     tool->set_role("tool");
     tool->set_name("weather");
