@@ -68,6 +68,7 @@ void AppendAnswer(std::string* out, const v1::Final& final, std::string_view req
     out->append(",\"total_tokens\":");
     AppendInt(out, usage.total_tokens());
     out->push_back('}');
+    if (!final.finish_reason().empty()) StringField(out, "finish_reason", final.finish_reason());
   } else {
     Key(out, "parameters");
     if (final.has_parameters() && final.parameters().fields_size() > 0) {

@@ -194,6 +194,21 @@ TEST_F(AgentTurnTest, PlainAnswerIsStreamedThenFinal) {
   EXPECT_EQ(timer_.pending(), 0u);  // the deadline timer was cancelled
 }
 
+TEST_F(AgentTurnTest, AnAnswerCutAtTheModelsOutputLimitIsMarked) {
+  Start("write a long story");
+  llm_.Tokens(0, {"Once upon"});
+  ChatOutcome out;
+  out.content = "Once upon";
+  out.finish_reason = "length";
+  llm_.Done(0, out);
+  Run();
+  const auto events = Events();
+  ASSERT_FALSE(events.empty());
+  ASSERT_TRUE(events.back().has_final());
+  EXPECT_EQ(events.back().final().answer(), "Once upon");
+  EXPECT_EQ(events.back().final().finish_reason(), "length");
+}
+
 TEST_F(AgentTurnTest, NoTokenEventsForANonStreamingClient) {
   Start("hello", {}, 0, /*stream=*/false);
   llm_.Answer(0, "Hi");

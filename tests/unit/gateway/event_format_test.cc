@@ -59,6 +59,21 @@ TEST(AnswerJson, AgentShape) {
             (json{{"prompt_tokens", 10}, {"completion_tokens", 5}, {"total_tokens", 15}}));
   EXPECT_FALSE(j.contains("flow_id"));
   EXPECT_FALSE(j.contains("parameters"));
+  EXPECT_FALSE(j.contains("finish_reason"));  // the model did not say
+}
+
+TEST(AnswerJson, AnAnswerCutAtTheModelsLimitSaysSo) {
+  v1::Final f = AgentFinal();
+  f.set_finish_reason("length");
+  json j = json::parse(AnswerJson(f, "req-2", "s"));
+  EXPECT_EQ(j["status"], "success");
+  EXPECT_EQ(j["finish_reason"], "length");
+  v1::QueryEvent done;
+  *done.mutable_final() = f;
+  std::string sse;
+  AppendSseForEvent(&sse, done, "req-2", "s");
+  EXPECT_NE(sse.find("event: done\n"), std::string::npos) << sse;
+  EXPECT_NE(sse.find("\"finish_reason\":\"length\""), std::string::npos) << sse;
 }
 
 TEST(AnswerJson, RunIdDefaultsToRequestIdAndCancelledIsReported) {

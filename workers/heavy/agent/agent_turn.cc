@@ -343,6 +343,11 @@ void AgentTurn::OnChatDone(const std::shared_ptr<Loop>& loop, std::uint64_t tick
 void AgentTurn::HandleOutcomeLocked(const std::shared_ptr<Loop>& loop, ChatOutcome outcome,
                                     Actions& act) {
   if (outcome.tool_calls.empty()) {
+    if (loop->main) finish_reason_ = outcome.finish_reason;
+    if (loop->main && outcome.finish_reason == "length") {
+      spdlog::info("request {}: the model's answer was cut at its output limit",
+                   params_.request_id);
+    }
     loop->added.push_back(MakeMessage("assistant", outcome.content));
     FinishLoopLocked(loop, LoopResult{std::nullopt, outcome.content}, act);
     return;
@@ -643,6 +648,7 @@ void AgentTurn::EndTurnLocked(EndKind kind, const std::string& answer, const Err
     *final->mutable_usage() = usage_;
     final->set_session_id(params_.session_id);
     final->set_cancelled(kind == EndKind::kCancelled);
+    if (kind == EndKind::kOk) final->set_finish_reason(finish_reason_);
   } else {
     event.mutable_error()->set_code(std::string(WireName(error.code)));
     event.mutable_error()->set_message(SanitizeUtf8(error.message));

@@ -164,6 +164,8 @@ class AgentTurn : public std::enable_shared_from_this<AgentTurn> {
   bool on_done_returned_ = false;
   std::uint64_t seq_ = 0;
   wf::v1::Usage usage_;
+  /// The main loop's last answer's finish_reason (Final::finish_reason).
+  std::string finish_reason_;
   std::shared_ptr<Loop> main_;
   /// LLM calls in flight, by ticket; the handle once StartChat returned.
   std::map<std::uint64_t, std::optional<ChatHandle>> chats_;
