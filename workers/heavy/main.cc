@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <atomic>
 #include <iostream>
 
 #include "admin_http/admin_server.h"
@@ -62,6 +63,32 @@ int main(int argc, char** argv) {
   const long drain_ms = flags.Int("drain-ms");
   const long ack_wait_ms = flags.Int("ack-wait-ms");
 
+  // The admin port is bound before anything connects: a port in use stops the start with one
+  // line, before the worker joins its consumer (it would take turns, then exit).
+  std::atomic<wf::HeavyWorker*> running{nullptr};
+  std::unique_ptr<wf::AdminServer> admin;
+  if (!flags.Get("admin-listen").empty()) {
+    auto started = wf::AdminServer::Start({flags.Get("admin-listen"),
+                                           [&running](std::string* why) {
+                                             wf::HeavyWorker* w = running.load();
+                                             if (w == nullptr) {
+                                               *why = "starting";
+                                               return false;
+                                             }
+                                             return w->Ready(why);
+                                           },
+                                           [&running] {
+                                             wf::HeavyWorker* w = running.load();
+                                             return w ? w->MetricsText() : std::string();
+                                           },
+                                           {}});
+    if (!started.ok()) {
+      std::cerr << "wf-heavy: admin port: " << started.error().message << "\n";
+      return 1;
+    }
+    admin = std::move(started).value();
+  }
+
   wf::NatsOptions nats_options;
   nats_options.url = flags.Get("nats-url");
   nats_options.name = "wf-heavy";
@@ -107,19 +134,7 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  std::unique_ptr<wf::AdminServer> admin;
-  if (!flags.Get("admin-listen").empty()) {
-    wf::HeavyWorker* w = worker->get();
-    auto started = wf::AdminServer::Start({flags.Get("admin-listen"),
-                                           [w](std::string* why) { return w->Ready(why); },
-                                           [w] { return w->MetricsText(); },
-                                           {}});
-    if (!started.ok()) {
-      std::cerr << "wf-heavy: admin port: " << started.error().message << "\n";
-      return 1;
-    }
-    admin = std::move(started).value();
-  }
+  running.store(worker->get());
 
   int sig = wf::WaitForTerminationSignal();
   spdlog::info("signal {}: draining ({} turns in flight)", sig, (*worker)->active_turns());

@@ -2,6 +2,7 @@
 // NATS connection, the worker and the admin port, then waits for SIGTERM.
 #include <spdlog/spdlog.h>
 
+#include <atomic>
 #include <iostream>
 #include <thread>
 
@@ -43,6 +44,34 @@ int main(int argc, char** argv) {
   if (auto exit_code = wf::LoadConfigStep(flags, "wf-lightweight", &config)) return *exit_code;
   const long drain_ms = flags.Int("drain-ms");
 
+  // The admin port is bound before anything connects: a port in use stops the start with one
+  // line, before the worker joins its queue group (it would take queries, then exit).
+  std::atomic<wf::LightweightWorker*> running{nullptr};
+  std::unique_ptr<wf::AdminServer> admin;
+  if (!flags.Get("admin-listen").empty()) {
+    auto started = wf::AdminServer::Start({flags.Get("admin-listen"),
+                                           [&running](std::string* why) {
+                                             wf::LightweightWorker* w = running.load();
+                                             if (w == nullptr) {
+                                               *why = "starting";
+                                               return false;
+                                             }
+                                             if (w->Connected()) return true;
+                                             *why = "NATS disconnected";
+                                             return false;
+                                           },
+                                           [&running] {
+                                             wf::LightweightWorker* w = running.load();
+                                             return w ? w->MetricsText() : std::string();
+                                           },
+                                           {}});
+    if (!started.ok()) {
+      std::cerr << "wf-lightweight: admin port: " << started.error().message << "\n";
+      return 1;
+    }
+    admin = std::move(started).value();
+  }
+
   wf::NatsOptions nats_options;
   nats_options.url = flags.Get("nats-url");
   nats_options.name = "wf-lightweight";
@@ -59,28 +88,12 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  std::unique_ptr<wf::AdminServer> admin;
-  if (!flags.Get("admin-listen").empty()) {
-    wf::LightweightWorker* w = worker->get();
-    auto started = wf::AdminServer::Start({flags.Get("admin-listen"),
-                                           [w](std::string* why) {
-                                             if (w->Connected()) return true;
-                                             *why = "NATS disconnected";
-                                             return false;
-                                           },
-                                           [w] { return w->MetricsText(); },
-                                           {}});
-    if (!started.ok()) {
-      std::cerr << "wf-lightweight: admin port: " << started.error().message << "\n";
-      return 1;
-    }
-    admin = std::move(started).value();
-  }
+  running.store(worker->get());
 
   int sig = wf::WaitForTerminationSignal();
   spdlog::info("signal {}: draining for up to {} ms", sig, drain_ms);
   (*worker)->Shutdown(std::chrono::milliseconds(drain_ms));
-  if (admin) admin->Stop();
+  if (admin) admin->Stop();  // its handlers call into the worker
   spdlog::info("stopped");
   return 0;
 }

@@ -1,7 +1,11 @@
 // The three binaries that load workflow_config.json treat it alike: --check-config validates it
 // and prints what it holds without touching any server; an invalid or missing config stops
 // start-up with exit code 2 and one line naming the JSON path of the mistake.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -155,6 +159,33 @@ TEST_P(ConfigCheckTest, NatsCredentialsAreNeverPrinted) {
     EXPECT_EQ(log.find("s3cretPW"), std::string::npos) << log;
     EXPECT_EQ(log.find("alice"), std::string::npos) << log;
   }
+}
+
+// A worker's admin port is bound before it connects anywhere: a port in use stops the start
+// with one line, before the worker could join its queue group or consumer and take work.
+TEST(WorkerAdminPort, APortInUseStopsTheStartBeforeAnyServerIsReached) {
+  const int busy = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(busy, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(busy, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(listen(busy, 1), 0);
+  socklen_t len = sizeof addr;
+  ASSERT_EQ(getsockname(busy, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  const std::string admin = "127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
+  for (const char* binary : {"wf-lightweight", "wf-heavy"}) {
+    // No NATS listens on this URL: reaching for it first would fail with another message.
+    Process p(BinPath(binary), {"--config", SourcePath("config/workflow_config.json"),
+                                "--nats-url", "nats://127.0.0.1:" + std::to_string(FreePort()),
+                                "--admin-listen", admin});
+    auto code = p.Wait(milliseconds(15000));
+    ASSERT_TRUE(code.has_value()) << binary << " did not exit";
+    EXPECT_EQ(*code, 1) << p.Log();
+    EXPECT_NE(p.Log().find(std::string(binary) + ": admin port: "), std::string::npos) << p.Log();
+    EXPECT_EQ(p.Log().find("NATS"), std::string::npos) << p.Log();
+  }
+  close(busy);
 }
 
 TEST_P(ConfigCheckTest, HelpListsTheSwitch) {
