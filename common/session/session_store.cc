@@ -523,6 +523,51 @@ Result<std::vector<RedisReply>> SessionStore::RedisPipeline(
   return (*lease)->Pipeline(commands);
 }
 
+void SessionStore::MarkStale(const std::string& session_id) {
+  std::lock_guard lock(stale_mu_);
+  if (stale_.size() >= kMaxStaleHotCopies) {
+    spdlog::error("session store: hot copy of session {} may be stale once Redis is back; {} "
+                  "such sessions remembered already, this one is not",
+                  session_id, stale_.size());
+    return;
+  }
+  if (stale_.insert(session_id).second) stale_count_.store(stale_.size());
+}
+
+bool SessionStore::DropIfStale(const std::string& session_id) {
+  {
+    std::lock_guard lock(stale_mu_);
+    if (stale_.count(session_id) == 0) return true;
+  }
+  const SessionKeys keys = SessionKeys::For(options_.key_prefix, session_id);
+  Result<RedisReply> dropped = Eval(kDropScript, {keys.history, keys.runs, keys.version},
+                                    {std::to_string(options_.ttl.count())});
+  if (!dropped) return false;
+  hot_sessions_.Remove(session_id);
+  std::lock_guard lock(stale_mu_);
+  stale_.erase(session_id);
+  stale_count_.store(stale_.size());
+  return true;
+}
+
+std::size_t SessionStore::DropStaleHotCopies() {
+  std::vector<std::string> sessions;
+  {
+    std::lock_guard lock(stale_mu_);
+    sessions.assign(stale_.begin(), stale_.end());
+  }
+  std::size_t dropped = 0;
+  for (const std::string& session_id : sessions) {
+    if (!DropIfStale(session_id)) break;  // Redis still down: the rest wait for the next call
+    ++dropped;
+  }
+  if (dropped > 0) {
+    spdlog::info("session store: {} hot cop{} left stale by a Redis failure dropped", dropped,
+                 dropped == 1 ? "y" : "ies");
+  }
+  return dropped;
+}
+
 void SessionStore::WarnRedis(std::string_view what, const Error& error) {
   const std::int64_t now = NowUnixMs();
   std::int64_t last = last_redis_warning_ms_.load();
@@ -617,6 +662,10 @@ Result<SessionStore::LockedHistory> SessionStore::TryLockAndLoadHistory(
     std::uint64_t queue_position, bool may_defer_lookup) {
   if (Status status = CheckLockArgs(session_id, owner, lease); !status.ok()) {
     return status.error();
+  }
+  if (stale_count_.load(std::memory_order_relaxed) > 0 && !DropIfStale(session_id)) {
+    return Error{ErrorCode::kUnavailable,
+                 "session " + session_id + ": Redis is unavailable (its hot copy is stale)"};
   }
   const SessionKeys keys = SessionKeys::For(options_.key_prefix, session_id);
   // A session not seen lately may well be new: ask PostgreSQL while Redis runs the script
@@ -732,6 +781,7 @@ bool SessionStore::AppendToRedis(
            AppendArgs(run_id, first_seq, messages, unlock_owner));
   if (!reply) {
     WarnRedis("appending a turn failed", reply.error());
+    MarkStale(session_id);
     return false;
   }
   NoteAppended(session_id, run_id, *reply);
@@ -1053,6 +1103,7 @@ Result<bool> SessionStore::DeleteSession(const std::string& session_id) {
   Result<RedisReply> dropped = Eval(kDropScript, {keys.history, keys.runs, keys.version, keys.lock},
                                     {std::to_string(options_.ttl.count())});
   if (!dropped) {
+    MarkStale(session_id);
     return Error{ErrorCode::kUnavailable,
                  "session " + session_id + " deleted from PostgreSQL but Redis failed (" +
                      dropped.error().message + "); retry to clear the hot copy"};

@@ -12,6 +12,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_set>
 #include <vector>
 
 #include "error/error.h"
@@ -111,6 +112,18 @@ class SessionStore {
   /// lock. Errors: kBadRequest, kUnavailable (PostgreSQL failed: nothing
   /// deleted; or Redis failed after PostgreSQL was deleted: retry to clear the hot copy).
   Result<bool> DeleteSession(const std::string& session_id);
+
+  /// Hot copies this store could not keep right while Redis failed: a stored turn not appended
+  /// to its session's copy, or a delete that cleared PostgreSQL only. Redis may come back with
+  /// those copies (restarted from its append-only file, a replica promoted) and a turn would
+  /// then read a history without the turn, or a deleted conversation. Each is dropped (the next
+  /// read reloads it from PostgreSQL) before this store locks its session again, and by
+  /// DropStaleHotCopies, which the worker calls every second so that other workers do not read
+  /// them either. At most kMaxStaleHotCopies are remembered (the rest only logged).
+  std::size_t StaleHotCopies() const { return stale_count_.load(std::memory_order_relaxed); }
+  /// Drops the remembered copies while Redis answers; returns how many it dropped.
+  std::size_t DropStaleHotCopies();
+  static constexpr std::size_t kMaxStaleHotCopies = 65536;
 
   /// What PostgreSQL holds of one stored run (FindRun).
   struct StoredRun {
@@ -334,6 +347,13 @@ class SessionStore {
   std::atomic<int> lookup_failures_{0};
   std::atomic<std::int64_t> lookup_paused_until_ms_{0};
   std::atomic<std::int64_t> last_redis_warning_ms_{0};
+  /// Sessions whose hot copy must be dropped once Redis answers (StaleHotCopies).
+  void MarkStale(const std::string& session_id);
+  /// Drops `session_id`'s copy if it is remembered as stale; false if Redis failed doing so.
+  bool DropIfStale(const std::string& session_id);
+  mutable std::mutex stale_mu_;
+  std::unordered_set<std::string> stale_;  // guarded by stale_mu_
+  std::atomic<std::size_t> stale_count_{0};
   std::atomic<std::int64_t> suppressed_redis_warnings_{0};
   /// Runs deferred look-ups. Last: stopped (its queued look-ups run) before anything they use.
   std::unique_ptr<EventLoopThread> lookup_thread_;

@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include <csignal>
+
 #include <algorithm>
 #include <atomic>
 #include <future>
@@ -1174,6 +1176,58 @@ TEST_F(SessionStoreTest, WorksOnPostgresAloneWhenRedisStops) {
   auto deleted = store->DeleteSession("no-redis");
   ASSERT_FALSE(deleted.ok());
   EXPECT_EQ(deleted.error().code, ErrorCode::kUnavailable);
+}
+
+TEST_F(SessionStoreTest, HotCopiesARedisFailureLeftStaleAreDroppedOnceItAnswers) {
+  // Redis stops answering (SIGSTOP) and comes back with what it held before (as after a restart
+  // from an append-only file that missed the last writes, or a replica promoted): a turn stored
+  // meanwhile is missing from the session's hot copy, and a session deleted meanwhile still has
+  // one. The keys are saved (DUMP) before and put back (RESTORE) after: the commands the
+  // stopped server finds in its sockets when it resumes would otherwise still run.
+  auto own_redis = std::make_unique<testing::RedisServer>();
+  auto store = Connect({}, own_redis->url());
+  auto other_worker = Connect({}, own_redis->url());
+  ASSERT_TRUE(store && other_worker);
+  ASSERT_TRUE(store->AppendTurn(MakeTurn("stale-hot", "sh-1", {{"user", "before"}})).ok());
+  ASSERT_TRUE(store->AppendTurn(MakeTurn("stale-gone", "sg-1", {{"user", "secret"}})).ok());
+  EXPECT_EQ(store->StaleHotCopies(), 0u);
+  auto raw = RawRedis(own_redis->port());
+  std::vector<std::pair<std::string, std::string>> saved;
+  for (const char* key : {"wf:hist:stale-hot", "wf:runs:stale-hot", "wf:hist:stale-gone",
+                          "wf:runs:stale-gone"}) {
+    auto dump = raw.Command({"DUMP", key});
+    ASSERT_TRUE(dump.ok() && dump->type == RedisReply::Type::kString) << key;
+    saved.emplace_back(key, dump->str);
+  }
+
+  own_redis->process().Signal(SIGSTOP);
+  ASSERT_TRUE(store->AppendTurn(MakeTurn("stale-hot", "sh-2", {{"user", "during"}})).ok());
+  auto deleted = store->DeleteSession("stale-gone");
+  ASSERT_FALSE(deleted.ok());
+  EXPECT_EQ(deleted.error().code, ErrorCode::kUnavailable);
+  EXPECT_EQ(store->StaleHotCopies(), 2u);
+  EXPECT_EQ(store->DropStaleHotCopies(), 0u);  // Redis still silent: nothing dropped, kept
+  EXPECT_EQ(store->StaleHotCopies(), 2u);
+  own_redis->process().Signal(SIGCONT);
+  std::this_thread::sleep_for(milliseconds(300));  // the resumed server runs what it found
+  for (const auto& [key, value] : saved) {
+    ASSERT_TRUE(raw.Command({"RESTORE", key, "0", value, "REPLACE"}).ok()) << key;
+  }
+
+  // The same store drops a stale copy before it locks the session again.
+  auto locked = store->TryLockAndLoadHistory("stale-gone", "owner", milliseconds(60000));
+  ASSERT_TRUE(locked.ok()) << locked.error().message;
+  ASSERT_TRUE(locked->locked);
+  ASSERT_TRUE(locked->history.ok());
+  EXPECT_TRUE(locked->history->empty()) << "the deleted conversation came back";
+  ASSERT_TRUE(store->Unlock("stale-gone", "owner").ok());
+  // The others go at the worker's next tick; until then another worker reads the stale copy.
+  EXPECT_EQ(Contents(*other_worker->LoadHistory("stale-hot")),
+            (std::vector<std::string>{"before"}));
+  EXPECT_EQ(store->DropStaleHotCopies(), 1u);
+  EXPECT_EQ(store->StaleHotCopies(), 0u);
+  EXPECT_EQ(Contents(*other_worker->LoadHistory("stale-hot")),
+            (std::vector<std::string>{"before", "during"}));
 }
 
 TEST_F(SessionStoreTest, ConnectFailsWhenAServerIsUnreachable) {

@@ -31,6 +31,8 @@ constexpr int kHistoryInFlight = 2;
 constexpr std::size_t kMaxRememberedCancels = 100000;
 /// How long a finished turn handed to WF_HISTORY may wait for JetStream's acknowledgement.
 constexpr auto kHistoryPublishTimeout = std::chrono::seconds(5);
+/// How often hot copies left stale by a Redis failure are dropped once it answers again.
+constexpr auto kHotCopyDropEvery = std::chrono::seconds(1);
 
 /// Decrements `count` when it goes out of scope, also when what runs meanwhile throws.
 struct ScopedDecrement {
@@ -387,6 +389,7 @@ Status HeavyWorker::Setup() {
     // Under the tick's lock: the first tick (timer thread) re-arms and writes tick_task_ too.
     std::lock_guard tick(tick_mu_);
     tick_task_ = timer_.After(options_.in_progress_every, [this] { TickInProgress(); });
+    hot_copy_task_ = timer_.After(kHotCopyDropEvery, [this] { TickHotCopies(); });
   }
   spdlog::info("heavy worker {} ready: concurrency {}, {} tools, {} flows, {} skills",
                service_->id(), options_.concurrency, config_->tools.size(), config_->flows.size(),
@@ -1249,6 +1252,13 @@ void HeavyWorker::TickInProgress() {
   tick_task_ = timer_.After(options_.in_progress_every, [this] { TickInProgress(); });
 }
 
+void HeavyWorker::TickHotCopies() {
+  std::lock_guard tick(tick_mu_);
+  if (!ticking_) return;
+  if (store_.StaleHotCopies() > 0) lease_executor_->Post([this] { store_.DropStaleHotCopies(); });
+  hot_copy_task_ = timer_.After(kHotCopyDropEvery, [this] { TickHotCopies(); });
+}
+
 void HeavyWorker::Shutdown(std::chrono::milliseconds grace) {
   if (shutting_down_.exchange(true)) return;
   fetching_ = false;
@@ -1299,6 +1309,7 @@ void HeavyWorker::Shutdown(std::chrono::milliseconds grace) {
     std::lock_guard tick(tick_mu_);
     ticking_ = false;
     timer_.Cancel(tick_task_);
+    timer_.Cancel(hot_copy_task_);
   }
   {
     // Records held for a PostgreSQL outage go back to JetStream for another worker.

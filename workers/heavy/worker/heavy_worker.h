@@ -190,6 +190,9 @@ class HeavyWorker {
   /// Every in_progress_every (timer thread): in-progress acks for the turns running here, and
   /// their session locks' leases renewed on lease_executor_ (taken again when lost).
   void TickInProgress();
+  /// Every second: hot copies a Redis failure left stale are dropped once Redis answers
+  /// (SessionStore::StaleHotCopies), on the lease thread.
+  void TickHotCopies();
   /// Stops renewing the turn's lease; called before the turn gives its session lock up.
   void StopLeaseRenewal(Turn& turn);
 
@@ -220,6 +223,7 @@ class HeavyWorker {
   std::mutex tick_mu_;   // Guards ticking_ and tick_task_.
   bool ticking_ = true;  // False once Shutdown stopped the in-progress tick.
   Timer::TaskId tick_task_ = 0;
+  Timer::TaskId hot_copy_task_ = 0;  // TickHotCopies, under tick_mu_
 
   mutable std::mutex mu_;
   std::condition_variable slots_cv_;
