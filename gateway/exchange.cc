@@ -39,14 +39,24 @@ void Exchange::Send(std::string bytes, Clock::time_point now) {
     head_pending_ = false;
     bytes.insert(0, FormatSseHead(params_.request_id, keep_alive_));
   }
-  channel_->Send(std::move(bytes));
+  if (!channel_->Send(std::move(bytes))) {
+    client_gone_ = true;
+    dropped_ = true;
+    return;
+  }
   last_write_ = now;
 }
 
-void Exchange::StartStream() {
+ExchangeOutcome Exchange::Dropped() {
+  finished_ = true;
+  return ExchangeOutcome{true, kClientClosedRequest, IsQueryLike()};
+}
+
+ExchangeOutcome Exchange::StartStream() {
   std::lock_guard lock(mu_);
-  if (!head_pending_ || finished_) return;
+  if (!head_pending_ || finished_) return {};
   Send(std::string(), Clock::now());
+  return dropped_ ? Dropped() : ExchangeOutcome{};
 }
 
 void Exchange::EndStream(std::string bytes) {
@@ -65,7 +75,7 @@ ExchangeOutcome Exchange::FinishWithResponse(int status, std::string body) {
   // `Connection: close` (asked by the client, or input arrived that cannot be answered in
   // order): end the connection, so the client is not left waiting on it.
   if (!keep_alive_ && !client_gone_) channel_->EndConnection();
-  return ExchangeOutcome{true, status, false};
+  return ExchangeOutcome{true, dropped_ ? kClientClosedRequest : status, false};
 }
 
 ExchangeOutcome Exchange::FinishWithError(const Error& error, bool cancel) {
@@ -76,13 +86,13 @@ ExchangeOutcome Exchange::FinishWithError(const Error& error, bool cancel) {
     AppendHttpChunk(&bytes, frame);
     bytes.append(kHttpLastChunk);
     EndStream(std::move(bytes));
-    return ExchangeOutcome{true, 200, cancel};
+    return ExchangeOutcome{true, dropped_ ? kClientClosedRequest : 200, cancel};
   }
   finished_ = true;
   std::string response = FormatErrorResponse(error, params_.request_id, keep_alive_);
   Send(params_.head_only ? HeadResponse(std::move(response)) : std::move(response), Clock::now());
   if (!keep_alive_ && !client_gone_) channel_->EndConnection();
-  return ExchangeOutcome{true, HttpStatus(error.code), cancel};
+  return ExchangeOutcome{true, dropped_ ? kClientClosedRequest : HttpStatus(error.code), cancel};
 }
 
 ExchangeOutcome Exchange::OnEvent(const v1::QueryEvent& event) {
@@ -120,11 +130,11 @@ ExchangeOutcome Exchange::OnEvent(const v1::QueryEvent& event) {
     wrote_since_head_ = true;
     if (!last) {
       Send(std::move(bytes), Clock::now());
-      return {};
+      return dropped_ ? Dropped() : ExchangeOutcome{};
     }
     bytes.append(kHttpLastChunk);
     EndStream(std::move(bytes));
-    return ExchangeOutcome{true, 200, false};
+    return ExchangeOutcome{true, dropped_ ? kClientClosedRequest : 200, false};
   }
   // A session request answered with a QueryEvent: a worker bug.
   return FinishWithError(Error{ErrorCode::kInternal, "unexpected reply to a session request"},
@@ -204,6 +214,7 @@ ExchangeOutcome Exchange::OnTick(Clock::time_point now) {
       AppendHttpChunk(&bytes, kSseHeartbeat);
       wrote_since_head_ = true;
       Send(std::move(bytes), now);
+      if (dropped_) return Dropped();
     }
   }
   return {};

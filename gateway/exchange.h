@@ -18,7 +18,10 @@ class ClientChannel {
   virtual ~ClientChannel() = default;
   /// Queues bytes for the client, in call order. Called by Exchange with its lock held (so calls
   /// never overlap) and never after Exchange::OnClientGone. Must not block and must not throw.
-  virtual void Send(std::string bytes) = 0;
+  /// Returns false when the bytes were not taken because the client stopped reading: the bytes
+  /// it has not taken yet would pass gateway.max_buffered_bytes_per_connection, and the
+  /// connection is being dropped. The exchange then counts the client as gone.
+  virtual bool Send(std::string bytes) = 0;
   /// No more requests on this connection: once the bytes sent so far are written, half-close it
   /// (the client reads them, then end-of-stream). Called after an answer that said (or, for a
   /// stream whose head promised keep-alive, should have said) `Connection: close`. Same calling
@@ -40,7 +43,7 @@ struct ExchangeOutcome {
   /// exchange from its table and records `status`.
   bool finished = false;
   /// HTTP status to record: the one sent; 200 for a stream that started; 499 when the client
-  /// went away first.
+  /// went away first, or stopped reading (ClientChannel::Send refused) before the answer's end.
   int status = 0;
   /// The caller should publish `<prefix>.cancel.<request_id>` (the worker may still be running).
   bool cancel = false;
@@ -89,11 +92,16 @@ class Exchange {
   /// heartbeat) already carried it. Call it right after the request is published: the head
   /// is then off the path to the workers, and an event that comes first carries it in the
   /// same write. A stream's every answer is SSE, whichever writes first.
-  void StartStream();
+  ///
+  /// The outcome is finished (499, with a cancel) only when the connection refused the head (an
+  /// earlier answer's bytes still wait for the client past the bound: see ClientChannel::Send).
+  ExchangeOutcome StartStream();
 
   /// A QueryEvent for this request. kQuery answers on final/error and ignores the rest; kStream
   /// forwards every event as SSE and ends after final/error. `queued` only lifts the
-  /// first-event deadline.
+  /// first-event deadline. Whenever the client's connection refuses bytes (it stopped reading,
+  /// see ClientChannel::Send), here or in OnTick's heartbeat, the exchange ends as if the client
+  /// had gone: 499, and a cancel while the query still runs.
   ExchangeOutcome OnEvent(const v1::QueryEvent& event);
   /// The reply of a session request (kSessionGet / kSessionDelete).
   ExchangeOutcome OnSessionReply(const v1::SessionReply& reply);
@@ -128,8 +136,12 @@ class Exchange {
   ExchangeOutcome FinishWithResponse(int status, std::string body);
   /// Ends with `error`: a JSON error response, or an `error` event + end of stream. Lock held.
   ExchangeOutcome FinishWithError(const Error& error, bool cancel);
-  /// Sends bytes (if the client is still there) and remembers when. Lock held.
+  /// Sends bytes (if the client is still there) and remembers when; when the channel refuses
+  /// them the client counts as gone (`client_gone_`, `dropped_`). Lock held.
   void Send(std::string bytes, std::chrono::steady_clock::time_point now);
+  /// Ends the exchange after the channel refused bytes mid-answer: 499, and a cancel for a query
+  /// or stream (the worker would run on for nobody). Lock held.
+  ExchangeOutcome Dropped();
   /// Sends a stream's last bytes (ending in the last chunk). Lock held.
   void EndStream(std::string bytes);
   bool IsQueryLike() const {
@@ -142,6 +154,7 @@ class Exchange {
   mutable std::mutex mu_;
   bool finished_ = false;
   bool client_gone_ = false;
+  bool dropped_ = false;       ///< The channel refused bytes: the client stopped reading.
   bool head_pending_ = false;  ///< kStream: the SSE head is not written yet (see Send)
   bool wrote_since_head_ = false;
   uint32_t attempt_ =

@@ -31,6 +31,7 @@
 #include "gateway/ids.h"
 #include "gateway/metrics.h"
 #include "gateway/query_body.h"
+#include "gateway/write_backlog.h"
 #include "io/event_loop.h"
 #include "nats/connection.h"
 #include "nats/micro_service.h"
@@ -89,14 +90,24 @@ Route RouteOf(ExchangeKind kind) {
 /// takes only part of the bytes (or none), the rest goes through Tcp::Peer::send, which pushes
 /// onto the owning transport's lock-free MPSC write queue and signals its eventfd; the transport
 /// thread writes it when the socket is writable. While anything of this connection sits in that
-/// queue (`queued_` > 0, decremented when Pistache reports the write done), later writes queue
-/// behind it, so bytes never overtake each other.
+/// queue (the backlog is not empty; Pistache reports each write done, and the callback releases
+/// its bytes), later writes queue behind it, so bytes never overtake each other.
 ///
-/// Why the descriptor is still this connection's when a foreign thread writes: every foreign
-/// write happens inside an Exchange, under its mutex, only while the exchange has not seen
-/// OnClientGone; the connection's onDisconnection calls OnClientGone (taking that mutex) before
-/// Pistache closes the descriptor, and Pistache's only other closing path, its idle/header
-/// timeouts, is configured to fire only after every exchange has ended. (ResponseWriter and
+/// The queue is bounded (WriteBacklog, gateway.max_buffered_bytes_per_connection): a client that
+/// stops reading would otherwise hold in the gateway everything its answer streams. Past the
+/// bound the connection is dropped: nothing more is written (a backed-up stream cannot carry an
+/// error event), it is reset (SO_LINGER 0: the kernel drops its unsent bytes too instead of
+/// holding them for a peer that does not read) and shut down both ways, so that Pistache, on
+/// the connection's own thread, reads end-of-stream, calls onDisconnection and removes the
+/// peer; removing it destroys the writes still queued for it, bytes included, and closing the
+/// descriptor sends the reset. Write returns false, so the exchange ends and cancels its query.
+///
+/// Why the descriptor is still this connection's when a foreign thread writes (or drops): every
+/// foreign write happens inside an Exchange, under its mutex, only while the exchange has not
+/// seen OnClientGone; the connection's onDisconnection calls OnClientGone (taking that mutex)
+/// before Pistache closes the descriptor, and Pistache's only other closing path, its
+/// idle/header timeouts, is configured to fire only after every exchange has ended. (The ticker's
+/// 408 follows the same rule under the read clock's mutex. ResponseWriter and
 /// ResponseStream::flush are never used off the worker thread: flush runs the transport's
 /// single-consumer drain on the calling thread and aborts the process.)
 ///
@@ -105,74 +116,108 @@ Route RouteOf(ExchangeKind kind) {
 /// exchange's writes are serialised by its mutex.
 class ConnectionWriter : public std::enable_shared_from_this<ConnectionWriter> {
  public:
-  explicit ConnectionWriter(const std::shared_ptr<Tcp::Peer>& peer)
-      : peer_(peer), fd_(peer->fd()) {}
+  ConnectionWriter(const std::shared_ptr<Tcp::Peer>& peer, std::size_t max_buffered,
+                   std::shared_ptr<WriteBacklogTotals> totals)
+      : peer_(peer), fd_(peer->fd()), backlog_(max_buffered, std::move(totals)) {}
 
-  void Write(std::string bytes) {
-    if (bytes.empty()) return;
+  /// Writes (or queues) `bytes` after everything written before. False when the connection was
+  /// dropped as too slow, by this call or an earlier one: the bytes were not sent, and nothing
+  /// more will be. `request_id` names the request in the drop's log line.
+  bool Write(std::string bytes, std::string_view request_id = {}) {
+    if (backlog_.overflowed()) return false;
+    if (bytes.empty()) return true;
     std::size_t offset = 0;
-    if (queued_.load(std::memory_order_acquire) == 0) {
+    if (backlog_.bytes() == 0) {
       const ssize_t n = ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-      if (n == static_cast<ssize_t>(bytes.size())) return;
+      if (n == static_cast<ssize_t>(bytes.size())) return true;
       if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-        return;  // the connection is broken; Pistache reports the disconnect on its thread
+        return true;  // the connection is broken; Pistache reports the disconnect on its thread
       }
       if (n > 0) offset = static_cast<std::size_t>(n);
     }
-    Queue(offset == 0 ? std::move(bytes) : bytes.substr(offset));
+    const std::size_t rest = bytes.size() - offset;
+    const std::size_t waiting = backlog_.bytes();
+    if (!backlog_.Reserve(rest)) {
+      Drop(waiting, rest, request_id);
+      return false;
+    }
+    Queue(offset == 0 ? std::move(bytes) : bytes.substr(offset), rest);
+    return true;
   }
 
   /// Half-closes the connection (FIN) once every byte written so far is on the socket: by the
   /// caller when nothing is queued, else by the transport thread after the last queued write.
   /// Either way the descriptor is still this connection's (see above).
   void ShutdownWrite() {
-    end_wanted_.store(true);
-    if (queued_.load() == 0) ::shutdown(fd_, SHUT_WR);
+    if (end_wanted_.exchange(true)) return;
+    if (backlog_.bytes() == 0) ::shutdown(fd_, SHUT_WR);
   }
 
-  /// ShutdownWrite was called: the connection carries no further request.
+  /// ShutdownWrite was called, or the connection was dropped: it carries no further request.
   bool Ended() const { return end_wanted_.load(std::memory_order_acquire); }
 
  private:
-  void Queue(std::string bytes) {
+  void Queue(std::string bytes, std::size_t n) {
     auto peer = peer_.lock();
-    if (!peer) return;
+    if (!peer) {
+      backlog_.Release(n);
+      return;
+    }
+    bool handed = false;  // to Pistache: from then on its callbacks release the bytes
     try {
-      if (queued_.fetch_add(1, std::memory_order_acq_rel) == 0) {
+      if (backlog_.bytes() == n) {
         spdlog::debug("connection fd {} backed up: queueing writes behind Pistache", fd_);
       }
-      const std::size_t n = bytes.size();
       auto self = shared_from_this();
+      handed = true;
       peer->send(Pistache::RawBuffer(std::move(bytes), n))
           .then(
-              [self](ssize_t) {
+              [self, n](ssize_t) {
                 // The transport thread, right after writing to the descriptor.
-                if (self->queued_.fetch_sub(1) == 1 && self->end_wanted_.load()) {
+                self->backlog_.Release(n);
+                if (self->backlog_.bytes() == 0 && self->end_wanted_.load()) {
                   ::shutdown(self->fd_, SHUT_WR);
                 }
               },
-              [self](std::exception_ptr) { self->queued_.fetch_sub(1); });
+              [self, n](std::exception_ptr) { self->backlog_.Release(n); });
     } catch (const std::exception& e) {
       spdlog::debug("queueing a response failed: {}", e.what());
+      if (!handed) backlog_.Release(n);
     } catch (...) {
+      if (!handed) backlog_.Release(n);
     }
+  }
+
+  /// The client stopped reading: `waiting` bytes are queued and `more` would pass the bound.
+  void Drop(std::size_t waiting, std::size_t more, std::string_view request_id) {
+    end_wanted_.store(true);
+    spdlog::warn(
+        "request {}: client on fd {} is not reading: {} bytes still queued for it, {} more would "
+        "pass gateway.max_buffered_bytes_per_connection ({}); connection dropped",
+        request_id.empty() ? std::string_view("-") : request_id, fd_, waiting, more,
+        backlog_.limit());
+    const linger reset{1, 0};
+    (void)::setsockopt(fd_, SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
+    ::shutdown(fd_, SHUT_RDWR);
   }
 
   std::weak_ptr<Tcp::Peer> peer_;  // weak: the peer owns the ConnState that owns this
   const int fd_;
-  std::atomic<int> queued_{0};
+  WriteBacklog backlog_;
   std::atomic<bool> end_wanted_{false};
 };
 
 /// An Exchange's view of its connection.
 class WriterChannel final : public ClientChannel {
  public:
-  explicit WriterChannel(std::shared_ptr<ConnectionWriter> writer) : writer_(std::move(writer)) {}
-  void Send(std::string bytes) override { writer_->Write(std::move(bytes)); }
+  WriterChannel(std::shared_ptr<ConnectionWriter> writer, std::string_view request_id)
+      : writer_(std::move(writer)), request_id_(request_id) {}
+  bool Send(std::string bytes) override { return writer_->Write(std::move(bytes), request_id_); }
   void EndConnection() override { writer_->ShutdownWrite(); }
 
  private:
   std::shared_ptr<ConnectionWriter> writer_;
+  std::string request_id_;
 };
 
 /// A connection's request-read deadline (gateway.request_read_timeout_ms). While the connection
@@ -204,8 +249,9 @@ struct ReadClock {
 /// Per-connection state, kept in the Tcp::Peer's data map; only its Pistache thread touches it
 /// (the writer is shared with the connection's exchanges, the read clock with the ticker).
 struct ConnState {
-  explicit ConnState(const std::shared_ptr<Tcp::Peer>& peer)
-      : writer(std::make_shared<ConnectionWriter>(peer)),
+  ConnState(const std::shared_ptr<Tcp::Peer>& peer, std::size_t max_buffered,
+            std::shared_ptr<WriteBacklogTotals> totals)
+      : writer(std::make_shared<ConnectionWriter>(peer, max_buffered, std::move(totals))),
         read_clock(std::make_shared<ReadClock>(writer)) {}
   std::shared_ptr<ConnectionWriter> writer;
   std::shared_ptr<ReadClock> read_clock;
@@ -356,6 +402,10 @@ struct GatewayCore {
   std::chrono::milliseconds flow_timeout{10000};
   /// gateway.request_read_timeout_ms (see ReadClock).
   std::chrono::milliseconds request_read_timeout{60000};
+  /// gateway.max_buffered_bytes_per_connection (see ConnectionWriter) and what the connections'
+  /// backlogs add up to, for /metrics.
+  std::size_t max_buffered_bytes = 1 << 20;
+  std::shared_ptr<WriteBacklogTotals> backlog_totals = std::make_shared<WriteBacklogTotals>();
 
   /// Publishes every request; its inbox (a nats.c asynchronous subscription) gets the replies
   /// of session requests and the "no responders" statuses of every request.
@@ -415,7 +465,8 @@ struct GatewayCore {
              std::string_view request_id, std::string_view extra_headers = {}) {
     std::string response =
         FormatHttpResponse(status, content_type, body, request_id, keep_alive, extra_headers);
-    conn.writer->Write(conn.head ? HeadResponse(std::move(response)) : std::move(response));
+    conn.writer->Write(conn.head ? HeadResponse(std::move(response)) : std::move(response),
+                       request_id);
     metrics.RecordRequest(route, status, Clock::now() - start);
     if (!keep_alive) EndConnection(conn);
   }
@@ -424,7 +475,8 @@ struct GatewayCore {
                   bool keep_alive, std::string_view request_id,
                   std::string_view extra_headers = {}) {
     std::string response = FormatErrorResponse(error, request_id, keep_alive, extra_headers);
-    conn.writer->Write(conn.head ? HeadResponse(std::move(response)) : std::move(response));
+    conn.writer->Write(conn.head ? HeadResponse(std::move(response)) : std::move(response),
+                       request_id);
     metrics.RecordRequest(route, HttpStatus(error.code), Clock::now() - start);
     if (!keep_alive) EndConnection(conn);
   }
@@ -513,7 +565,9 @@ struct GatewayCore {
       const Error error{ErrorCode::kRequestTimeout,
                         "the request did not arrive within gateway.request_read_timeout_ms (" +
                             std::to_string(request_read_timeout.count()) + " ms)"};
-      clock->writer->Write(FormatErrorResponse(error, ids.Next(), /*keep_alive=*/false));
+      const std::string request_id = ids.Next();
+      clock->writer->Write(FormatErrorResponse(error, request_id, /*keep_alive=*/false),
+                           request_id);
       clock->writer->ShutdownWrite();
       metrics.RecordRequest(Route::kOther, HttpStatus(error.code), request_read_timeout);
     }
@@ -525,6 +579,8 @@ struct GatewayCore {
     g.lightweight_workers = pools->Live("lightweight");
     g.heavy_workers = pools->Live("heavy");
     g.draining = draining.load(std::memory_order_relaxed);
+    g.queued_write_bytes = backlog_totals->queued_bytes.load(std::memory_order_relaxed);
+    g.slow_clients_dropped = backlog_totals->overflows.load(std::memory_order_relaxed);
     return g;
   }
 };
@@ -716,7 +772,7 @@ class GatewayHttpHandler final : public Http::Handler {
   /// the first request must be in within gateway.request_read_timeout_ms.
   ConnState& ConnOf(const std::shared_ptr<Tcp::Peer>& peer) {
     if (auto data = peer->tryGetData(kConnKey)) return *static_cast<ConnState*>(data.get());
-    auto conn = std::make_shared<ConnState>(peer);
+    auto conn = std::make_shared<ConnState>(peer, core_->max_buffered_bytes, core_->backlog_totals);
     {
       std::lock_guard lock(conn->read_clock->mu);
       core_->SetReadDeadline(conn->read_clock, Clock::now() + core_->request_read_timeout);
@@ -984,12 +1040,12 @@ void GatewayCore::StartQuery(ExchangeKind kind, const Http::Request& request, Co
   params.first_event_deadline = start + flow_timeout + kRouteDeadlineGrace;
   params.flow_timeout = flow_timeout;
   params.heartbeat = options.heartbeat;
-  auto exchange =
-      std::make_shared<Exchange>(std::move(params), std::make_unique<WriterChannel>(conn.writer));
+  auto channel = std::make_unique<WriterChannel>(conn.writer, params.request_id);
+  auto exchange = std::make_shared<Exchange>(std::move(params), std::move(channel));
   if (kind == ExchangeKind::kStream) metrics.AddOpenStreams(1);
   Launch(exchange, conn, query_subject, payload, traceparent);
   // After the publish: the head's write (and the client's wake-up) is not on the query's way.
-  exchange->StartStream();
+  Settle(exchange, exchange->StartStream());
 }
 
 bool GatewayCore::RefusedUnavailable(ConnState& conn, Route route, Clock::time_point start,
@@ -1025,8 +1081,8 @@ void GatewayCore::StartSession(ExchangeKind kind, std::string_view session_id, C
   params.head_only = conn.head;
   params.start = start;
   params.deadline = start + options.session_timeout;
-  auto exchange =
-      std::make_shared<Exchange>(std::move(params), std::make_unique<WriterChannel>(conn.writer));
+  auto channel = std::make_unique<WriterChannel>(conn.writer, params.request_id);
+  auto exchange = std::make_shared<Exchange>(std::move(params), std::move(channel));
   Launch(exchange, conn,
          kind == ExchangeKind::kSessionGet ? session_get_subject : session_delete_subject, payload,
          NewTraceparent());
@@ -1134,6 +1190,7 @@ Result<std::unique_ptr<GatewayServer>> GatewayServer::Start(GatewayOptions optio
   core->turn_timeout = config.agent.turn_timeout;
   core->flow_timeout = config.gateway.flow_timeout;
   core->request_read_timeout = config.gateway.request_read_timeout;
+  core->max_buffered_bytes = config.gateway.max_buffered_bytes_per_connection;
   const std::string& prefix = config.subject_prefix;
   core->query_subject = prefix + ".query";
   core->session_get_subject = prefix + ".session.get";

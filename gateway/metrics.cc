@@ -133,6 +133,15 @@ std::string GatewayMetrics::Render(const Gauges& gauges) const {
   add("# HELP wf_gateway_cancels_total Cancels published (client gone, deadline, shutdown).\n"
       "# TYPE wf_gateway_cancels_total counter\nwf_gateway_cancels_total %llu\n",
       static_cast<unsigned long long>(cancels_.load(std::memory_order_relaxed)));
+  add("# HELP wf_gateway_queued_write_bytes Response bytes waiting in the gateway for sockets "
+      "that do not take them yet (slow readers), all connections.\n"
+      "# TYPE wf_gateway_queued_write_bytes gauge\nwf_gateway_queued_write_bytes %lld\n",
+      static_cast<long long>(gauges.queued_write_bytes));
+  add("# HELP wf_gateway_slow_clients_dropped_total Connections dropped because the client stopped "
+      "reading: its queued bytes would have passed gateway.max_buffered_bytes_per_connection.\n"
+      "# TYPE wf_gateway_slow_clients_dropped_total counter\n"
+      "wf_gateway_slow_clients_dropped_total %llu\n",
+      static_cast<unsigned long long>(gauges.slow_clients_dropped));
   return out;
 }
 

@@ -35,6 +35,11 @@ class GatewayMetrics {
     int lightweight_workers = 0;
     int heavy_workers = 0;
     bool draining = false;
+    /// Bytes in Pistache's write queues, not yet taken by a socket (all connections).
+    int64_t queued_write_bytes = 0;
+    /// Connections dropped because a client stopped reading (their queue would have passed
+    /// gateway.max_buffered_bytes_per_connection).
+    uint64_t slow_clients_dropped = 0;
   };
 
   /// One finished HTTP request: its route, the status sent (499 when the client left first)

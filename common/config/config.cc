@@ -797,7 +797,8 @@ AgentConfig ParseAgent(const OrderedJson& v, const std::string& path) {
 
 GatewayConfig ParseGateway(const OrderedJson& v, const std::string& path) {
   Fields f(v, path,
-           {"max_body_bytes", "max_message_chars", "flow_timeout_ms", "request_read_timeout_ms"});
+           {"max_body_bytes", "max_message_chars", "flow_timeout_ms", "request_read_timeout_ms",
+            "max_buffered_bytes_per_connection"});
   GatewayConfig g;
   if (auto n = f.Integer("max_body_bytes", 1, std::int64_t{64} << 20)) {
     g.max_body_bytes = static_cast<std::size_t>(*n);
@@ -810,6 +811,9 @@ GatewayConfig ParseGateway(const OrderedJson& v, const std::string& path) {
   }
   if (auto n = f.Integer("request_read_timeout_ms", 100, 600000)) {
     g.request_read_timeout = std::chrono::milliseconds(*n);
+  }
+  if (auto n = f.Integer("max_buffered_bytes_per_connection", 16384, std::int64_t{1} << 30)) {
+    g.max_buffered_bytes_per_connection = static_cast<std::size_t>(*n);
   }
   return g;
 }

@@ -115,6 +115,11 @@ struct GatewayConfig {
   /// send a whole request (head and body) from its first byte, or its first request from the
   /// moment it connected; past it the gateway answers 408 `request_timeout` and closes it.
   std::chrono::milliseconds request_read_timeout{60000};
+  /// "max_buffered_bytes_per_connection" 16384..1073741824, default 1048576 (1 MiB): response
+  /// bytes the gateway holds for one connection whose socket does not take them (a client that
+  /// reads slowly or not at all). A write that would pass it drops the connection (and cancels
+  /// its query); one answer larger than it still goes out whole when nothing else is waiting.
+  std::size_t max_buffered_bytes_per_connection = 1 << 20;
 };
 
 /// The whole validated configuration. Immutable once built by ParseConfig; share it as

@@ -83,6 +83,11 @@ class CancelListener {
 };
 
 constexpr const char* kConfig = R"({"agent": {"turn_timeout_ms": 30000}})";
+/// The shared gateway of GatewayTest: SlowReaderGetsEverythingInOrder queues ~6 MB for a reader
+/// that pauses and then reads it all, above the default gateway.max_buffered_bytes_per_connection.
+constexpr const char* kFixtureConfig =
+    R"({"agent": {"turn_timeout_ms": 30000},
+        "gateway": {"max_buffered_bytes_per_connection": 33554432}})";
 
 json Body(const HttpReply& r) { return json::parse(r.body, nullptr, false); }
 
@@ -102,7 +107,7 @@ class GatewayTest : public ::testing::Test {
     nats_ = std::make_unique<NatsServer>();
     worker_ = std::make_unique<StandInWorker>(nats_->url());
     cancels_ = std::make_unique<CancelListener>(nats_->url());
-    gateway_ = std::make_unique<Gateway>(nats_->url(), kConfig);
+    gateway_ = std::make_unique<Gateway>(nats_->url(), kFixtureConfig);
     ASSERT_TRUE(gateway_->WaitReady()) << gateway_->process().Log();
   }
   static void TearDownTestSuite() {
@@ -1015,12 +1020,17 @@ TEST_F(GatewayTest, StressManyStreamsManyEventsWithChurn) {
   EXPECT_EQ(gateway_->process().Log().find("terminate"), std::string::npos);
 }
 
-/// wf_gateway_events_received_total{matched="true"} from /metrics.
-long long MatchedEvents(const Gateway& gw) {
+/// The value of the sample `name` (with its labels, if any) from /metrics; -1 when absent.
+long long MetricValue(const Gateway& gw, const std::string& name) {
   const std::string text = HttpCall("GET", gw.Url("/metrics")).body;
-  const std::string key = "wf_gateway_events_received_total{matched=\"true\"} ";
+  const std::string key = "\n" + name + " ";
   auto pos = text.find(key);
   return pos == std::string::npos ? -1 : std::stoll(text.substr(pos + key.size()));
+}
+
+/// wf_gateway_events_received_total{matched="true"} from /metrics.
+long long MatchedEvents(const Gateway& gw) {
+  return MetricValue(gw, "wf_gateway_events_received_total{matched=\"true\"}");
 }
 
 // A client that stops reading: its socket fills up, the gateway's writes fall back from direct
@@ -1348,6 +1358,122 @@ TEST(GatewayAlone, SlowRequestsGetAJson408AndTheConnectionEnds) {
   EXPECT_EQ(HttpCall("GET", gw.Url("/health")).status, 200);
   const std::string metrics = HttpCall("GET", gw.Url("/metrics")).body;
   EXPECT_NE(metrics.find("status=\"408\""), std::string::npos);
+}
+
+/// Token events "t<i>:pppp..." of `size` bytes, in order and complete, from a stream's events.
+::testing::AssertionResult AllTokensInOrder(const std::vector<SseEvent>& events, int count,
+                                            std::size_t size) {
+  int next = 0;
+  for (const auto& e : events) {
+    if (e.name != "token") continue;
+    const std::string token = json::parse(e.data)["token"];
+    if (token.substr(0, token.find(':')) != "t" + std::to_string(next) || token.size() != size) {
+      return ::testing::AssertionFailure() << "token " << next << " is " << token.substr(0, 20);
+    }
+    ++next;
+  }
+  if (next != count) return ::testing::AssertionFailure() << next << " tokens of " << count;
+  if (events.empty() || events.back().name != "done") {
+    return ::testing::AssertionFailure() << "no done event at the end";
+  }
+  return ::testing::AssertionSuccess();
+}
+
+// gateway.max_buffered_bytes_per_connection bounds what the gateway holds for a client that does
+// not read: a stream whose queued bytes would pass it is dropped (the connection reset, the turn
+// cancelled, the drop counted and logged), its queue is freed at once, and other clients,
+// including a paused reader under the bound, are not affected. A paused reader's queue is freed
+// when it goes away.
+TEST(GatewayAlone, AClientThatStopsReadingIsDroppedAndItsTurnCancelled) {
+  NatsServer nats;
+  StandInWorker worker(nats.url());
+  CancelListener cancels(nats.url());
+  // 8 MiB: a paused reader's socket takes up to ~4 MB (tcp_wmem max) before anything queues in
+  // the gateway, so a reader under the bound with something queued needs room above that.
+  Gateway gw(nats.url(), R"({"agent": {"turn_timeout_ms": 30000},
+                             "gateway": {"max_buffered_bytes_per_connection": 8388608}})");
+  ASSERT_TRUE(gw.WaitReady()) << gw.process().Log();
+  const std::string queued = "wf_gateway_queued_write_bytes";
+  const std::string dropped = "wf_gateway_slow_clients_dropped_total";
+  auto request_of = [&](const std::string& session) {
+    std::string id;
+    EXPECT_TRUE(Eventually([&] {
+      for (const auto& r : worker.received()) {
+        if (r.request.session_id() == session) id = r.request.request_id();
+      }
+      return !id.empty();
+    }));
+    return id;
+  };
+  // Every flood published so far has reached its exchange, and each has ended.
+  auto streams_done = [&](int floods) {
+    return Eventually([&] { return worker.floods_done() >= floods; }, seconds(30)) &&
+           Eventually([&] { return MetricValue(gw, "wf_gateway_open_streams") == 0; }, seconds(30));
+  };
+  // ~6.5 MB of events in all: under the bound whatever the kernel takes, and more than it takes.
+  constexpr int kSmall = 12000;
+  constexpr std::size_t kSize = 500;
+  const std::string small = "bigflood:" + std::to_string(kSmall) + ":" + std::to_string(kSize);
+
+  // A paused reader under the bound that goes away: what was queued for it is freed.
+  {
+    SseStream leaver(gw.port(), QueryBody(small, "leaver"), {}, /*paused=*/true,
+                     /*rcvbuf=*/4096);
+    ASSERT_TRUE(streams_done(1)) << gw.process().Log();
+    ASSERT_GT(MetricValue(gw, queued), 0) << "the kernel took it all: nothing to check";
+    leaver.connection().Close();
+  }
+  ASSERT_TRUE(Eventually([&] { return MetricValue(gw, queued) == 0; })) << MetricValue(gw, queued);
+
+  // A paused reader under the bound that will read later.
+  SseStream patient(gw.port(), QueryBody(small, "patient"), {}, /*paused=*/true,
+                    /*rcvbuf=*/4096);
+  ASSERT_TRUE(streams_done(2)) << gw.process().Log();
+  const long long patient_queued = MetricValue(gw, queued);
+  ASSERT_GT(patient_queued, 0);
+
+  // ~21.6 MB to a client that never reads, next to a reader that keeps up and a plain query.
+  constexpr int kBig = 40000;
+  SseStream stuck(
+      gw.port(),
+      QueryBody("bigflood:" + std::to_string(kBig) + ":" + std::to_string(kSize), "stuck"), {},
+      /*paused=*/true, /*rcvbuf=*/4096);
+  constexpr int kNormal = 4000;
+  SseStream reader(
+      gw.port(),
+      QueryBody("bigflood:" + std::to_string(kNormal) + ":" + std::to_string(kSize), "reader"));
+  const std::string stuck_id = request_of("stuck");
+  ASSERT_TRUE(Eventually([&] { return cancels.Seen(stuck_id); }, seconds(30)))
+      << gw.process().Log();
+  EXPECT_EQ(MetricValue(gw, dropped), 1);
+  EXPECT_EQ(MetricValue(gw, "wf_gateway_requests_total{route=\"query_stream\",status=\"499\"}"), 1);
+  const std::string log = gw.process().Log();
+  const auto line = log.find("request " + stuck_id + ": client on fd");
+  ASSERT_NE(line, std::string::npos) << log;
+  EXPECT_NE(log.find("max_buffered_bytes_per_connection (8388608); connection dropped", line),
+            std::string::npos)
+      << log.substr(line, 300);
+  HttpReply answer = Post(gw, QueryBody("meanwhile", "query"));
+  EXPECT_EQ(answer.status, 200) << answer.body;
+  ASSERT_TRUE(reader.WaitComplete(seconds(60)));
+  EXPECT_TRUE(AllTokensInOrder(reader.Events(), kNormal, kSize));
+
+  // The dropped connection's queue is gone (only the patient reader's is left), and the
+  // connection ends: reading now, the client gets no complete stream, then the end.
+  ASSERT_TRUE(streams_done(4));
+  EXPECT_TRUE(Eventually([&] { return MetricValue(gw, queued) == patient_queued; }))
+      << MetricValue(gw, queued) << " vs " << patient_queued;
+  stuck.connection().Resume();
+  EXPECT_TRUE(stuck.connection().WaitClosed(seconds(30)));
+  EXPECT_FALSE(stuck.Complete());
+
+  // The patient reader under the bound gets every byte, in order.
+  patient.connection().Resume();
+  ASSERT_TRUE(patient.WaitComplete(seconds(60)));
+  EXPECT_TRUE(AllTokensInOrder(patient.Events(), kSmall, kSize));
+  EXPECT_TRUE(Eventually([&] { return MetricValue(gw, queued) == 0; }));
+  EXPECT_EQ(MetricValue(gw, dropped), 1);
+  EXPECT_TRUE(gw.process().Running());
 }
 
 TEST(GatewayAlone, SigtermDrainsAnOpenStreamThenExitsZero) {

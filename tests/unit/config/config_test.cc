@@ -993,6 +993,19 @@ TEST(ConfigTest, GatewayRanges) {
   EXPECT_EQ((*ParseConfig(Base().dump()))->gateway.request_read_timeout,
             std::chrono::milliseconds(60000));
   c = Base();
+  c["gateway"]["max_buffered_bytes_per_connection"] = 16383;
+  EXPECT_STARTS_WITH(ErrorOf(c), "gateway.max_buffered_bytes_per_connection: out of range");
+  c["gateway"]["max_buffered_bytes_per_connection"] = (std::int64_t{1} << 30) + 1;
+  EXPECT_STARTS_WITH(ErrorOf(c), "gateway.max_buffered_bytes_per_connection: out of range");
+  c["gateway"]["max_buffered_bytes_per_connection"] = "1MiB";
+  EXPECT_STARTS_WITH(ErrorOf(c), "gateway.max_buffered_bytes_per_connection: expected an integer");
+  c["gateway"]["max_buffered_bytes_per_connection"] = 65536;
+  parsed = ParseConfig(c.dump());
+  ASSERT_TRUE(parsed.ok()) << parsed.error().message;
+  EXPECT_EQ((*parsed)->gateway.max_buffered_bytes_per_connection, 65536u);
+  EXPECT_EQ((*ParseConfig(Base().dump()))->gateway.max_buffered_bytes_per_connection,
+            std::size_t{1} << 20);
+  c = Base();
   c["gateway"] = "fast";
   EXPECT_EQ(ErrorOf(c), "gateway: expected an object, got string");
 }

@@ -22,6 +22,10 @@ struct Capture {
   std::vector<std::string> sends;
   /// EndConnection was called after this many sends (-1: never).
   long ended_after = -1;
+  /// Sends are refused (the client stopped reading) once this many were taken (-1: never).
+  long refuse_after = -1;
+  /// Sends attempted after the first refusal.
+  int after_refusal = 0;
   std::string All() {
     std::lock_guard lock(mu);
     std::string all;
@@ -35,11 +39,20 @@ struct Capture {
 };
 
 class CaptureChannel : public ClientChannel {
+  bool refused_ = false;
+
  public:
   explicit CaptureChannel(std::shared_ptr<Capture> capture) : capture_(std::move(capture)) {}
-  void Send(std::string bytes) override {
+  bool Send(std::string bytes) override {
     std::lock_guard lock(capture_->mu);
+    const long taken = static_cast<long>(capture_->sends.size());
+    if (capture_->refuse_after >= 0 && taken >= capture_->refuse_after) {
+      if (refused_) ++capture_->after_refusal;
+      refused_ = true;
+      return false;
+    }
     capture_->sends.push_back(std::move(bytes));
+    return true;
   }
   void EndConnection() override {
     std::lock_guard lock(capture_->mu);
@@ -510,6 +523,80 @@ TEST(Exchange, ClientGoneStopsAllWritesAndCancels) {
   f.exchange->OnTick(Clock::now() + milliseconds(100000));
   EXPECT_FALSE(f.exchange->Fail(Error{ErrorCode::kUnavailable, "x"}).finished);
   EXPECT_EQ(f.capture->Count(), before);
+}
+
+// A connection that refuses bytes (its client stopped reading: the gateway's write queue for it
+// is full) ends a stream as a disconnect does: 499, a cancel, and not another byte.
+TEST(Exchange, RefusedStreamWriteEndsTheStreamAndCancels) {
+  Fixture f(ExchangeKind::kStream);
+  f.capture->refuse_after = 2;  // the head and one event, then the client stops reading
+  EXPECT_FALSE(f.exchange->StartStream().finished);
+  EXPECT_FALSE(f.exchange->OnEvent(Token("a")).finished);
+  auto outcome = f.exchange->OnEvent(Token("b"));
+  EXPECT_TRUE(outcome.finished);
+  EXPECT_TRUE(outcome.cancel);
+  EXPECT_EQ(outcome.status, 499);
+  EXPECT_FALSE(f.exchange->OnEvent(Token("c")).finished);
+  EXPECT_FALSE(f.exchange->OnEvent(FinalEvent()).finished);
+  EXPECT_FALSE(f.exchange->OnTick(Clock::now() + milliseconds(100000)).finished);
+  EXPECT_FALSE(f.exchange->Fail(Error{ErrorCode::kUnavailable, "x"}).finished);
+  EXPECT_FALSE(f.exchange->OnClientGone().finished);
+  EXPECT_FALSE(f.exchange->DisableKeepAlive());
+  EXPECT_EQ(f.capture->Count(), 2u);
+  EXPECT_EQ(f.capture->after_refusal, 0);
+  EXPECT_EQ(f.capture->ended_after, -1);  // the connection is being dropped already
+}
+
+TEST(Exchange, RefusedHeartbeatEndsTheStreamAndCancels) {
+  Fixture f(ExchangeKind::kStream, true, milliseconds(100000), milliseconds(200));
+  f.capture->refuse_after = 1;
+  EXPECT_FALSE(f.exchange->StartStream().finished);
+  auto outcome = f.exchange->OnTick(Clock::now() + milliseconds(1000));
+  EXPECT_TRUE(outcome.finished);
+  EXPECT_TRUE(outcome.cancel);
+  EXPECT_EQ(outcome.status, 499);
+  EXPECT_EQ(f.capture->Count(), 1u);
+}
+
+// The head itself refused (an earlier answer on the kept-alive connection still fills it).
+TEST(Exchange, RefusedStreamHeadEndsTheStreamAndCancels) {
+  Fixture f(ExchangeKind::kStream);
+  f.capture->refuse_after = 0;
+  auto outcome = f.exchange->StartStream();
+  EXPECT_TRUE(outcome.finished);
+  EXPECT_TRUE(outcome.cancel);
+  EXPECT_EQ(outcome.status, 499);
+  EXPECT_FALSE(f.exchange->OnEvent(Token("a")).finished);
+  EXPECT_EQ(f.capture->Count(), 0u);
+  EXPECT_EQ(f.capture->after_refusal, 0);
+}
+
+// A refused last write: the answer is complete on the worker's side (no cancel), but the client
+// did not get it (499).
+TEST(Exchange, RefusedLastWriteRecords499WithoutCancel) {
+  Fixture query(ExchangeKind::kQuery);
+  query.capture->refuse_after = 0;
+  auto outcome = query.exchange->OnEvent(FinalEvent());
+  EXPECT_TRUE(outcome.finished);
+  EXPECT_FALSE(outcome.cancel);
+  EXPECT_EQ(outcome.status, 499);
+
+  Fixture stream(ExchangeKind::kStream, /*keep_alive=*/false);
+  stream.capture->refuse_after = 1;
+  EXPECT_FALSE(stream.exchange->StartStream().finished);
+  outcome = stream.exchange->OnEvent(FinalEvent());
+  EXPECT_TRUE(outcome.finished);
+  EXPECT_FALSE(outcome.cancel);
+  EXPECT_EQ(outcome.status, 499);
+  EXPECT_EQ(stream.capture->ended_after, -1);
+
+  Fixture late(ExchangeKind::kStream);
+  late.capture->refuse_after = 1;
+  EXPECT_FALSE(late.exchange->StartStream().finished);
+  outcome = late.exchange->OnTick(late.start + milliseconds(5000));  // past the deadline
+  EXPECT_TRUE(outcome.finished);
+  EXPECT_TRUE(outcome.cancel);
+  EXPECT_EQ(outcome.status, 499);
 }
 
 // A HEAD of GET /api/v1/session/{id}: the GET answer's status and headers, no body, for

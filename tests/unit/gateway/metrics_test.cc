@@ -22,6 +22,8 @@ TEST(GatewayMetrics, RendersCountersHistogramsAndGauges) {
   g.nats_connected = true;
   g.lightweight_workers = 2;
   g.heavy_workers = 1;
+  g.queued_write_bytes = 12345;
+  g.slow_clients_dropped = 4;
   const std::string text = m.Render(g);
   for (const char* expected : {
            "wf_gateway_requests_total{route=\"query\",status=\"200\"} 2\n",
@@ -37,6 +39,8 @@ TEST(GatewayMetrics, RendersCountersHistogramsAndGauges) {
            "wf_gateway_live_workers{pool=\"lightweight\"} 2\n",
            "wf_gateway_events_received_total{matched=\"true\"} 1\n",
            "wf_gateway_cancels_total 1\n",
+           "wf_gateway_queued_write_bytes 12345\n",
+           "wf_gateway_slow_clients_dropped_total 4\n",
        }) {
     EXPECT_NE(text.find(expected), std::string::npos) << "missing: " << expected << "\n" << text;
   }
