@@ -132,7 +132,11 @@ class Stack {
         "--drain-ms",     "5000"};
     args.insert(args.end(), options_.heavy_args.begin(), options_.heavy_args.end());
     heavy_.push_back(std::make_unique<Process>(BinPath("wf-heavy"), std::move(args)));
-    Require(WaitForTcpPort(admin, std::chrono::seconds(30)), "wf-heavy", heavy_.back()->Log());
+    // Ready once its admin port says so: the port is bound before the worker connects.
+    const std::string ready = "http://127.0.0.1:" + std::to_string(admin) + "/ready";
+    Require(Eventually([&] { return HttpCall("GET", ready, "", {}, 1000).status == 200; },
+                       std::chrono::seconds(30)),
+            "wf-heavy", heavy_.back()->Log());
     return *heavy_.back();
   }
 
