@@ -767,7 +767,8 @@ SkillConfig ParseSkill(const OrderedJson& v, const std::string& path, const std:
 AgentConfig ParseAgent(const OrderedJson& v, const std::string& path) {
   Fields f(v, path,
            {"system_prompt", "model", "temperature", "max_tool_rounds", "turn_timeout_ms",
-            "history_max_messages", "history_max_chars", "on_busy", "session_ttl_ms"});
+            "history_max_messages", "history_max_chars", "on_busy", "session_ttl_ms",
+            "max_answer_bytes"});
   AgentConfig a;
   if (auto s = f.String("system_prompt", false, /*non_empty=*/true)) a.system_prompt = *s;
   if (auto s = f.String("model")) a.model = *s;
@@ -791,6 +792,9 @@ AgentConfig ParseAgent(const OrderedJson& v, const std::string& path) {
   }
   if (auto n = f.Integer("session_ttl_ms", 1000, std::int64_t{31536000000})) {
     a.session_ttl = std::chrono::milliseconds(*n);
+  }
+  if (auto n = f.Integer("max_answer_bytes", 1024, std::int64_t{32} << 20)) {
+    a.max_answer_bytes = static_cast<std::size_t>(*n);
   }
   return a;
 }

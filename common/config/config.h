@@ -100,6 +100,11 @@ struct AgentConfig {
   std::size_t history_max_chars = 48000;            ///< 1000..10000000.
   std::string on_busy = "reject";                   ///< "reject" | "enqueue".
   std::chrono::milliseconds session_ttl{86400000};  ///< "session_ttl_ms", 1000..31536000000.
+  /// 1024..33554432 (the LLM stream limit): the most text one model call may produce, answer
+  /// content and tool-call arguments together. Past it the call is cut off and the turn fails
+  /// (`llm_error`), its partial answer stored cut to this size. Every copy of an answer (the
+  /// streamed text, the turn's record, the Redis and PostgreSQL writes) is bounded by it.
+  std::size_t max_answer_bytes = 1 << 20;
 };
 
 /// HTTP front end limits ("gateway": {...}); every field optional.

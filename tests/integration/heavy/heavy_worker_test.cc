@@ -474,7 +474,8 @@ TEST(HeavyWorkerTest, AnAnswerLargerThanANatsMessageIsAClearErrorAndTheSessionSt
   for (int i = 0; i < 1100; ++i) huge += std::string(999, 'y') + " ";
   rules["rules"].insert(rules["rules"].begin(), json{{"when", {{"last_user_contains", "huge"}}},
                                                      {"then", {{"reply", huge}}}});
-  Stack s({.llm_rules = rules});
+  // Within agent.max_answer_bytes, so that the NATS message is what it exceeds.
+  Stack s({.agent = {{"max_answer_bytes", 4 << 20}}, .llm_rules = rules});
   auto [status, body] = s.Query("a huge answer please", "big-1");
   EXPECT_EQ(status, 502) << body << s.Logs();
   EXPECT_EQ(body["error"]["code"], "response_too_large") << body;
@@ -814,6 +815,65 @@ TEST(HeavyWorkerTest, ALockLostWhileItsTurnRunsIsTakenAgain) {
       Eventually([&] { return s.Query("now it is my turn", "lease").first == 200; }, seconds(10)))
       << s.Logs();
   EXPECT_EQ(RedisCli(s, {"EXISTS", "wf:lock:lease"}), "0");
+}
+
+// A model that streams on and on (a black-box test streamed 100 MB): the call is cut off at
+// agent.max_answer_bytes, its connection closed, the client told why (llm_error), and what was
+// streamed is stored cut to the bound, marked, as a failed turn. It used to run to the 32 MiB
+// stream limit and store all of it, in Redis and PostgreSQL.
+TEST(HeavyWorkerTest, AnAnswerPastMaxAnswerBytesIsCutOffAndStoredCut) {
+  json rules = DefaultRules();
+  std::string endless;
+  for (int i = 0; i < 400; ++i) endless += std::string(99, 'n') + " ";  // 40,000 bytes
+  // Slow enough that the server is still streaming when the worker hangs up.
+  rules["rules"].insert(rules["rules"].begin(),
+                        json{{"when", {{"last_user_contains", "write a novel"}}},
+                             {"then", {{"reply", endless}, {"delay_ms", 5}}}});
+  Stack s({.agent = {{"max_answer_bytes", 4096}}, .llm_rules = rules});
+  HeavyClient c(s);
+  c.Send("novel-1", "novel", "write a novel", 0, /*stream=*/true);
+  auto end = c.Terminal("novel-1");
+  ASSERT_TRUE(end && end->has_error()) << (end ? end->DebugString() : "") << s.Logs();
+  EXPECT_EQ(end->error().code(), "llm_error");
+  EXPECT_EQ(end->error().message(),
+            "the LLM's answer exceeded 4096 bytes (agent.max_answer_bytes) and was cut off");
+  std::string streamed;
+  for (const auto& e : c.Events("novel-1")) {
+    if (e.has_token()) streamed += e.token();
+  }
+  EXPECT_EQ(streamed, endless.substr(0, 4096));
+  // The worker closed the LLM connection mid-stream: the server saw the client go, and never
+  // finished the answer.
+  ASSERT_TRUE(Eventually([&] {
+    const json stats = LlmStats(s);
+    return stats["client_disconnects"] == 1 && stats["active"] == 0;
+  })) << LlmStats(s).dump()
+      << s.Logs();
+  EXPECT_EQ(LlmStats(s)["completed"], 0);
+
+  const std::string stored_answer =
+      endless.substr(0, 4096) + "\n[answer cut: the model's answer exceeded 4096 bytes]";
+  wf::v1::SessionReply reply;
+  ASSERT_TRUE(Eventually([&] {
+    reply = GetSession(c, "novel");
+    return reply.has_history() && reply.history().messages_size() == 2;
+  })) << reply.DebugString().substr(0, 2000);
+  EXPECT_EQ(reply.history().messages(0).content(), "write a novel");
+  EXPECT_FALSE(reply.history().messages(0).failed());
+  EXPECT_EQ(reply.history().messages(1).role(), "assistant");
+  EXPECT_TRUE(reply.history().messages(1).failed());
+  EXPECT_EQ(reply.history().messages(1).content(), stored_answer);
+  // Both copies hold the cut answer, not the stream: the Redis hot copy and PostgreSQL.
+  const long long redis_bytes = std::stoll(RedisCli(s, {"MEMORY", "USAGE", "wf:hist:novel"}));
+  EXPECT_GT(redis_bytes, 4096);
+  EXPECT_LT(redis_bytes, 16384);
+  pqxx::connection pg(s.pg_.url());
+  pqxx::work tx(pg);
+  const pqxx::row row = tx.exec1(
+      "SELECT m.content, r.status FROM messages m JOIN runs r USING (run_id) "
+      "WHERE m.session_id = 'novel' AND m.role = 'assistant'");
+  EXPECT_EQ(row[0].as<std::string>(), stored_answer);
+  EXPECT_EQ(row[1].as<std::string>(), "error");
 }
 
 // The session history marks a cancelled turn's partial answer as such.

@@ -607,6 +607,48 @@ TEST_F(AgentTurnTest, LlmErrorEndsTheTurnWithAnErrorEvent) {
   EXPECT_EQ(record_->messages(0).role(), "user");
 }
 
+TEST_F(AgentTurnTest, AnswerPastTheBoundFailsTheTurnAndStoresItCut) {
+  config_->agent.max_answer_bytes = 4096;
+  Start("write a novel");
+  ASSERT_EQ(llm_.size(), 1u);
+  // Every call of the turn carries the bound to the client, which enforces it.
+  EXPECT_EQ(llm_.at(0)->options.max_answer_bytes, 4096u);
+  llm_.Tokens(0, {std::string(4000, 'a'), std::string(96, 'b')});
+  llm_.Fail(0, Error{ErrorCode::kTooLarge, "LLM answer exceeded 4096 bytes"});
+  Run();
+  const auto ev = Terminal();
+  ASSERT_TRUE(ev.has_error());
+  EXPECT_EQ(ev.error().code(), "llm_error");
+  EXPECT_EQ(ev.error().message(),
+            "the LLM's answer exceeded 4096 bytes (agent.max_answer_bytes) and was cut off");
+  ASSERT_EQ(done_count_, 1);
+  EXPECT_EQ(record_->status(), "error");
+  ASSERT_EQ(record_->messages_size(), 2);
+  EXPECT_EQ(record_->messages(1).role(), "assistant");
+  EXPECT_EQ(record_->messages(1).content(),
+            std::string(4000, 'a') + std::string(96, 'b') +
+                "\n[answer cut: the model's answer exceeded 4096 bytes]");
+}
+
+TEST_F(AgentTurnTest, SkillAnswerPastTheBoundIsAToolError) {
+  // A sub-agent's call has the same bound; its failure is the skill's error result, which the
+  // main agent can handle.
+  config_->agent.max_answer_bytes = 2048;
+  Start("summarise");
+  llm_.CallTools(0, {{"c1", "researcher", R"({"input":"long text"})"}});
+  Run();
+  ASSERT_EQ(llm_.size(), 2u);
+  EXPECT_EQ(llm_.at(1)->options.max_answer_bytes, 2048u);
+  llm_.Fail(1, Error{ErrorCode::kTooLarge, "LLM answer exceeded 2048 bytes"});
+  Run();
+  ASSERT_EQ(llm_.size(), 3u);
+  const auto& tool_message = llm_.at(2)->options.messages.back();
+  EXPECT_EQ(tool_message.role(), "tool");
+  EXPECT_EQ(tool_message.content(),
+            "Error (llm_error): the LLM's answer exceeded 2048 bytes (agent.max_answer_bytes) and "
+            "was cut off");
+}
+
 TEST_F(AgentTurnTest, HistoryIsTrimmedByWholeTurns) {
   config_->agent.history_max_messages = 4;
   std::vector<wf::v1::ChatMessage> history = {Msg("user", "u1"), Msg("assistant", "a1"),

@@ -171,6 +171,7 @@ TEST(ConfigTest, LoadsFullFixture) {
   EXPECT_EQ(c.agent.history_max_chars, 20000u);
   EXPECT_EQ(c.agent.on_busy, "enqueue");
   EXPECT_EQ(c.agent.session_ttl, std::chrono::milliseconds(3600000));
+  EXPECT_EQ(c.agent.max_answer_bytes, 65536u);
   EXPECT_EQ(c.gateway.max_body_bytes, 65536u);
   EXPECT_EQ(c.gateway.max_message_chars, 4000u);
   EXPECT_EQ(c.gateway.flow_timeout, std::chrono::milliseconds(5000));
@@ -200,6 +201,7 @@ TEST(ConfigTest, DefaultsForAnEmptyConfig) {
     EXPECT_EQ(c.agent.history_max_chars, 48000u);
     EXPECT_EQ(c.agent.on_busy, "reject");
     EXPECT_EQ(c.agent.session_ttl, std::chrono::milliseconds(86400000));
+    EXPECT_EQ(c.agent.max_answer_bytes, std::size_t{1} << 20);
     EXPECT_EQ(c.gateway.max_body_bytes, std::size_t{1} << 20);
     EXPECT_EQ(c.gateway.max_message_chars, 8000u);
     EXPECT_EQ(c.gateway.flow_timeout, std::chrono::milliseconds(10000));
@@ -957,6 +959,10 @@ TEST(ConfigTest, AgentRanges) {
            Case{"history_max_chars", 10, "agent.history_max_chars: out of range"},
            Case{"turn_timeout_ms", 10, "agent.turn_timeout_ms: out of range"},
            Case{"session_ttl_ms", 0, "agent.session_ttl_ms: out of range"},
+           Case{"max_answer_bytes", 1023,
+                "agent.max_answer_bytes: out of range: 1023 (allowed 1024..33554432)"},
+           Case{"max_answer_bytes", 33554433, "agent.max_answer_bytes: out of range"},
+           Case{"max_answer_bytes", "1MiB", "agent.max_answer_bytes: expected"},
            Case{"on_busy", "queue", "agent.on_busy: unsupported value \"queue\""},
            Case{"system_prompt", "", "agent.system_prompt: must not be empty"},
        }) {

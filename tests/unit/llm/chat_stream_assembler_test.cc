@@ -193,7 +193,53 @@ TEST(ChatStreamAssembler, SizeLimit) {
   ChatStreamAssembler a(8);
   Collector c;
   ASSERT_TRUE(a.ApplyChunk(ContentChunk("12345"), c.Fn()).ok());
-  EXPECT_EQ(a.ApplyChunk(ContentChunk("67890"), c.Fn()).error().code, ErrorCode::kTooLarge);
+  const Status st = a.ApplyChunk(ContentChunk("67890"), c.Fn());
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.error().code, ErrorCode::kTooLarge);
+  EXPECT_EQ(st.error().message, "LLM answer exceeded 8 bytes");
+}
+
+TEST(ChatStreamAssembler, ContentPastTheBoundIsPassedOnUpToIt) {
+  // The delta that crosses the bound still brings what fits, cut where a character ends, so
+  // the partial answer is as long as the bound allows and never more.
+  ChatStreamAssembler a(10);
+  Collector c;
+  ASSERT_TRUE(a.ApplyData(ContentChunk("12345").dump(), c.Fn()).ok());
+  const Status st = a.ApplyData(ContentChunk("67\u00e9\u00e9xyz").dump(), c.Fn());  // 67éé: 6 bytes
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.error().code, ErrorCode::kTooLarge);
+  EXPECT_EQ(c.tokens, (std::vector<std::string>{"12345", "67\u00e9"}));  // 9 bytes: é would be 11
+}
+
+TEST(ChatStreamAssembler, ToolCallsCountAgainstTheSameBound) {
+  // Content and tool calls (ids, names, arguments) share one bound: a model cannot get past it
+  // by moving its text into arguments or by opening ever new calls.
+  {
+    ChatStreamAssembler a(20);
+    Collector c;
+    ASSERT_TRUE(a.ApplyChunk(ContentChunk("0123456789"), c.Fn()).ok());
+    ASSERT_TRUE(a.ApplyChunk(ToolChunk({{"index", 0},
+                                        {"id", "c1"},
+                                        {"function", {{"name", "w"}, {"arguments", "{\"a\""}}}}),
+                             c.Fn())
+                    .ok());  // 10 + 2 + 1 + 4 = 17
+    const Status st =
+        a.ApplyChunk(ToolChunk({{"index", 0}, {"function", {{"arguments", ":1234}"}}}}), c.Fn());
+    ASSERT_FALSE(st.ok());
+    EXPECT_EQ(st.error().code, ErrorCode::kTooLarge);
+  }
+  {
+    ChatStreamAssembler a(64);
+    Collector c;
+    Status st = Status::Ok();
+    for (int i = 0; i < 100 && st.ok(); ++i) {
+      st = a.ApplyData(
+          ToolChunk({{"id", "call_" + std::to_string(i)}, {"function", {{"name", "x"}}}}).dump(),
+          c.Fn());
+    }
+    ASSERT_FALSE(st.ok());
+    EXPECT_EQ(st.error().code, ErrorCode::kTooLarge);
+  }
 }
 
 TEST(ChatStreamAssembler, NonStreamedCompletion) {

@@ -301,6 +301,53 @@ TEST_F(HttpLlmClientTest, CancelDuringTheStreamAbortsTheTransfer) {
   EXPECT_EQ(out.done_calls, 1);
 }
 
+TEST_F(HttpLlmClientTest, AnswerPastItsBoundAbortsTheTransfer) {
+  HttpLlmClient client(Options(), transport_, timer_);
+  Outcome out;
+  ChatRequestOptions request = Request();
+  request.max_answer_bytes = 1024;
+  client.StartChat(std::move(request), out.Callbacks());
+  const std::string word(100, 'x');
+  bool more = true;
+  int events = 0;
+  while (more && events < 100) {
+    more = transport_.Data(1, ContentEvent(word));
+    ++events;
+  }
+  // on_data said stop (the transport then aborts the transfer, closing the connection) on the
+  // event that crossed the bound, not at the end of the stream.
+  EXPECT_FALSE(more);
+  EXPECT_EQ(events, 11);
+  transport_.Finish(1, Error{ErrorCode::kUpstreamError, "aborted by the write callback"});
+  ASSERT_TRUE(out.result.has_value());
+  ASSERT_FALSE(out.result->ok());
+  EXPECT_EQ(out.result->error().code, ErrorCode::kTooLarge);
+  EXPECT_EQ(out.result->error().message, "LLM answer exceeded 1024 bytes");
+  std::string streamed;
+  for (const auto& t : out.tokens) streamed += t;
+  EXPECT_EQ(streamed, std::string(1024, 'x'));
+  EXPECT_EQ(transport_.count(), 1u);  // not retried
+  timer_.RunAll();
+  EXPECT_EQ(transport_.count(), 1u);
+  EXPECT_EQ(out.done_calls, 1);
+}
+
+TEST_F(HttpLlmClientTest, AnswerBoundIsAtMostTheStreamLimit) {
+  LlmClientOptions options = Options();
+  options.max_stream_bytes = 2048;
+  HttpLlmClient client(options, transport_, timer_);
+  Outcome out;
+  ChatRequestOptions request = Request();
+  request.max_answer_bytes = 1 << 20;
+  client.StartChat(std::move(request), out.Callbacks());
+  EXPECT_EQ(transport_.at(1).request.max_streamed_bytes, 2048u);
+  EXPECT_FALSE(transport_.Data(1, ContentEvent(std::string(3000, 'y'))));
+  transport_.Finish(1, Error{ErrorCode::kUpstreamError, "aborted by the write callback"});
+  ASSERT_TRUE(out.result.has_value());
+  ASSERT_FALSE(out.result->ok());
+  EXPECT_EQ(out.result->error().code, ErrorCode::kTooLarge);
+}
+
 TEST_F(HttpLlmClientTest, CancelDuringBackoffStopsTheRetry) {
   HttpLlmClient client(Options(), transport_, timer_);
   Outcome out;

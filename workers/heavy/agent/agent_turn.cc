@@ -74,6 +74,11 @@ void AddUsage(wf::v1::Usage& total, const wf::v1::Usage& u) {
   total.set_total_tokens(total.total_tokens() + u.total_tokens());
 }
 
+/// Ends the stored partial answer of a call cut off at agent.max_answer_bytes.
+std::string CutMarker(std::size_t bound) {
+  return "\n[answer cut: the model's answer exceeded " + std::to_string(bound) + " bytes]";
+}
+
 std::string LimitNotice(int rounds) {
   return "(I stopped here: the limit of " + std::to_string(rounds) +
          " tool rounds for one answer was reached before I could finish.)";
@@ -267,6 +272,7 @@ void AgentTurn::StartCall(const std::shared_ptr<Loop>& loop) {
     options.temperature = config.agent.temperature;
     options.deadline = deadline_;
     options.request_id = params_.request_id;
+    options.max_answer_bytes = config.agent.max_answer_bytes;
     ticket = next_ticket_++;
     chats_.emplace(ticket, std::nullopt);
     loop->ticket = ticket;
@@ -322,11 +328,18 @@ void AgentTurn::OnChatDone(const std::shared_ptr<Loop>& loop, std::uint64_t tick
       if (error.code == ErrorCode::kDeadlineExceeded) {
         EndTurnLocked(EndKind::kDeadline, "", error, act);
       } else {
-        if (error.code != ErrorCode::kLlmError) {
+        if (error.code == ErrorCode::kTooLarge) {
+          // The client cut the answer off at the bound: what was streamed is stored, marked.
+          const std::size_t bound = params_.config->agent.max_answer_bytes;
+          error =
+              Error{ErrorCode::kLlmError, "the LLM's answer exceeded " + std::to_string(bound) +
+                                              " bytes (agent.max_answer_bytes) and was cut off"};
+          loop->partial += CutMarker(bound);
+        } else if (error.code != ErrorCode::kLlmError) {
           error = Error{ErrorCode::kLlmError, error.message};
         }
         // Keep what was streamed as the partial answer of a failed main call.
-        FinishLoopLocked(loop, LoopResult{error, loop->partial}, act);
+        FinishLoopLocked(loop, LoopResult{error, std::move(loop->partial)}, act);
       }
     } else {
       AddUsage(usage_, result->usage);

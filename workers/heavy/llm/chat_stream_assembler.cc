@@ -290,23 +290,39 @@ Status ChatStreamAssembler::ApplyToolCallDelta(const ToolCallDelta& delta) {
   last_call_ = pos;
   PendingCall& call = calls_[pos];
   produced_output_ = true;
-  if (call.id.empty() && !id.empty()) call.id = id;
-  if (!delta.has_function) return Status::Ok();
-  if (delta.has_name && call.name.empty()) call.name = delta.name;
-  if (delta.has_arguments) {
-    tool_bytes_ += delta.arguments.size();
-    if (tool_bytes_ > max_bytes_) {
-      return Status(ErrorCode::kTooLarge, "LLM tool call arguments exceed the size limit");
-    }
-    call.arguments += delta.arguments;
-  }
+  // Ids and names count with the arguments: a stream of calls with ever new ids would grow the
+  // answer as surely as one long argument string.
+  const bool set_id = call.id.empty() && !id.empty();
+  const bool set_name = delta.has_function && delta.has_name && call.name.empty();
+  const std::size_t grows =
+      (set_id ? id.size() : 0) + (set_name ? delta.name.size() : 0) +
+      (delta.has_function && delta.has_arguments ? delta.arguments.size() : 0);
+  if (grows > Room()) return TooLarge();
+  tool_bytes_ += grows;
+  if (set_id) call.id = id;
+  if (set_name) call.name = delta.name;
+  if (delta.has_function && delta.has_arguments) call.arguments += delta.arguments;
   return Status::Ok();
+}
+
+std::size_t ChatStreamAssembler::Room() const {
+  const std::size_t used = content_.size() + tool_bytes_;
+  return used < max_bytes_ ? max_bytes_ - used : 0;
+}
+
+Status ChatStreamAssembler::TooLarge() const {
+  return Status(ErrorCode::kTooLarge,
+                "LLM answer exceeded " + std::to_string(max_bytes_) + " bytes");
 }
 
 Status ChatStreamAssembler::AppendContent(std::string_view text, const TokenFn& on_token) {
   if (text.empty()) return Status::Ok();
-  if (content_.size() + text.size() > max_bytes_) {
-    return Status(ErrorCode::kTooLarge, "LLM answer exceeds the size limit");
+  const bool over = text.size() > Room();
+  if (over) {
+    // Keep the answer up to the bound, cut where a character ends, so that the caller has the
+    // longest partial answer the bound allows.
+    text = text.substr(0, Room());
+    text = text.substr(0, Utf8CompletePrefixLength(text));
   }
   content_.append(text);
   const std::size_t complete = Utf8CompletePrefixLength(content_);
@@ -316,7 +332,7 @@ Status ChatStreamAssembler::AppendContent(std::string_view text, const TokenFn& 
     produced_output_ = true;
     if (on_token) on_token(piece);
   }
-  return Status::Ok();
+  return over ? TooLarge() : Status::Ok();
 }
 
 void ChatStreamAssembler::ApplyUsage(const nlohmann::json& usage) {

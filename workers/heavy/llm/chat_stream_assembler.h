@@ -30,7 +30,10 @@ class ChatStreamAssembler {
   using TokenFn = std::function<void(std::string_view)>;
 
   /// Applies one chunk object. Errors: kLlmError when the chunk is an `{"error": ...}` object,
-  /// kTooLarge when content or arguments grow beyond `max_bytes` (constructor).
+  /// kTooLarge ("LLM answer exceeded N bytes") when the answer would grow beyond `max_bytes`
+  /// (constructor): content, tool call ids, names and arguments counted together. Content is
+  /// then kept (and passed to on_token) up to the bound, cut at a character boundary; the
+  /// assembler is not to be fed again.
   Status ApplyChunk(const nlohmann::json& chunk, const TokenFn& on_token);
 
   /// Parses one SSE `data` payload (a JSON chunk) and applies it. Errors: kLlmError for text that
@@ -96,6 +99,9 @@ class ChatStreamAssembler {
   Status ApplyDelta(const nlohmann::json& delta, const TokenFn& on_token);
   Status ApplyToolCallDelta(const ToolCallDelta& delta);
   Status AppendContent(std::string_view text, const TokenFn& on_token);
+  /// Bytes the answer may still grow by.
+  std::size_t Room() const;
+  Status TooLarge() const;
   void ApplyUsage(const nlohmann::json& usage);
   void SetUsage(std::uint32_t prompt, std::uint32_t completion, std::uint32_t total);
 
@@ -105,7 +111,7 @@ class ChatStreamAssembler {
   std::size_t emitted_ = 0;  ///< Bytes of content_ already passed to on_token.
   std::vector<PendingCall> calls_;
   std::size_t last_call_ = 0;  ///< Position in calls_ of the call a delta without index continues.
-  std::size_t tool_bytes_ = 0;
+  std::size_t tool_bytes_ = 0;  ///< Bytes of the ids, names and arguments in calls_.
   std::string finish_reason_;
   wf::v1::Usage usage_;
   bool has_usage_ = false;

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -64,6 +65,11 @@ struct ChatRequestOptions {
   std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
   /// For log lines only (never the prompt, never a key).
   std::string request_id;
+  /// The most text the call may produce, answer content and tool calls (ids, names, arguments)
+  /// together, in bytes; 0 = the client's own limit. Past it the call is cut off at once (its
+  /// connection closed) and ends with kTooLarge, after the content up to the limit was passed
+  /// on as tokens. Keeps what one answer costs in memory close to this bound.
+  std::size_t max_answer_bytes = 0;
 };
 
 /// What one finished chat completions call produced.
@@ -80,7 +86,8 @@ struct ChatOutcome {
 struct ChatCallbacks {
   /// A piece of the assistant text, always whole UTF-8 characters. May be empty (not set).
   std::function<void(std::string_view token)> on_token;
-  /// Exactly once per StartChat: the outcome, or kCancelled / kDeadlineExceeded / kLlmError.
+  /// Exactly once per StartChat: the outcome, or kCancelled / kDeadlineExceeded / kLlmError, or
+  /// kTooLarge when the answer grew past ChatRequestOptions::max_answer_bytes.
   std::function<void(Result<ChatOutcome>)> on_done;
 };
 

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <exception>
 #include <random>
 #include <utility>
@@ -30,6 +31,14 @@ double Jitter01() {
 
 bool IsSuccess(int status) { return status >= 200 && status <= 299; }
 
+/// How an assembler's error ends the call: an answer past its bound stays kTooLarge (the caller
+/// tells it apart), anything else is the LLM's failure.
+Error StreamError(const Error& assembler_error) {
+  return Error{
+      assembler_error.code == ErrorCode::kTooLarge ? ErrorCode::kTooLarge : ErrorCode::kLlmError,
+      assembler_error.message};
+}
+
 std::string Trimmed(std::string base_url) {
   while (!base_url.empty() && base_url.back() == '/') base_url.pop_back();
   return base_url;
@@ -44,6 +53,7 @@ struct HttpLlmClient::Call {
   std::string body;
   Clock::time_point deadline;
   std::string request_id;
+  std::size_t max_answer_bytes = 0;  ///< The assembler's bound (see ChatRequestOptions).
   ChatCallbacks callbacks;
 
   std::mutex mu;
@@ -116,6 +126,9 @@ ChatHandle HttpLlmClient::StartChat(ChatRequestOptions options, ChatCallbacks ca
   auto call = std::make_shared<Call>();
   call->deadline = options.deadline;
   call->request_id = options.request_id;
+  call->max_answer_bytes = options.max_answer_bytes != 0
+                               ? std::min(options.max_answer_bytes, options_.max_stream_bytes)
+                               : options_.max_stream_bytes;
   call->callbacks = std::move(callbacks);
   ++stat_calls_;
   {
@@ -201,7 +214,7 @@ void HttpLlmClient::StartAttempt(const std::shared_ptr<Call>& call) {
     attempt = ++call->attempts;
     call->parser = std::make_unique<SseParser>();
     call->assembler =
-        std::make_unique<ChatStreamAssembler>(options_.max_stream_bytes, options_.api_key);
+        std::make_unique<ChatStreamAssembler>(call->max_answer_bytes, options_.api_key);
     call->raw.clear();
     call->saw_done = false;
     call->stream_error.reset();
@@ -250,7 +263,9 @@ bool HttpLlmClient::OnData(const std::shared_ptr<Call>& call, std::string_view b
     std::vector<SseEvent> events;
     Status st = call->parser->Feed(bytes, events);
     if (Status applied = call->Apply(events); !applied.ok()) {
-      call->stream_error = Error{ErrorCode::kLlmError, applied.error().message};
+      // Returning false aborts the transfer and closes the connection: an answer past its bound
+      // costs nothing more from here on.
+      call->stream_error = StreamError(applied.error());
       return false;
     }
     if (!st.ok()) {
@@ -327,7 +342,7 @@ void HttpLlmClient::OnHttpDone(const std::shared_ptr<Call>& call, int attempt,
   std::vector<SseEvent> events;
   call->parser->Finish(events);
   if (Status st = call->Apply(events); !st.ok()) {
-    Complete(call, Error{ErrorCode::kLlmError, st.error().message});
+    Complete(call, StreamError(st.error()));
     return;
   }
   if (call->parser->events_dispatched() == 0 && !call->raw.empty()) {
@@ -340,7 +355,7 @@ void HttpLlmClient::OnHttpDone(const std::shared_ptr<Call>& call, int attempt,
     }
     if (completion.ok() && completion->is_object()) {
       if (Status st = call->assembler->ApplyCompletion(*completion, on_token); !st.ok()) {
-        Complete(call, Error{ErrorCode::kLlmError, st.error().message});
+        Complete(call, StreamError(st.error()));
         return;
       }
       call->saw_done = true;

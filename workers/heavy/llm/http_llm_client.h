@@ -56,7 +56,8 @@ struct LlmClientOptions {
   RetryPolicy retry;
   /// Per-attempt timeout when a request has no deadline.
   std::chrono::milliseconds default_timeout{600000};
-  /// Largest streamed answer (bytes of the event stream) accepted per attempt.
+  /// Largest streamed answer (bytes of the event stream) accepted per attempt; also the bound of
+  /// the answer's text for a call that sets no (or a larger) max_answer_bytes.
   std::size_t max_stream_bytes = std::size_t{32} << 20;
   /// Largest error body kept to build the error message.
   std::size_t max_error_body_bytes = 64 << 10;
@@ -72,7 +73,9 @@ struct LlmClientOptions {
 /// retried while it has produced no output yet (no token, no tool call). Every attempt's timeout is
 /// the time left until the deadline. Errors (ChatCallbacks::on_done): kLlmError ("LLM returned
 /// HTTP 400: <upstream message, cut to 300 bytes>", "... after 3 attempts", "LLM unreachable:
-/// ..."), kDeadlineExceeded, kCancelled.
+/// ..."), kDeadlineExceeded, kCancelled, and kTooLarge when the answer grew past the call's
+/// max_answer_bytes (or max_stream_bytes): that call is not retried and its transfer is aborted
+/// at once, closing the connection.
 ///
 /// Thread-safe. Callbacks run on the transport's I/O thread or the timer's thread. The transport
 /// and the timer must outlive the client; the destructor cancels calls in flight and waits (up to

@@ -13,7 +13,8 @@ class LlmClient {
 
   /// Starts one call and returns at once (never blocks on the network). `callbacks.on_done` runs
   /// exactly once, possibly before StartChat returns (e.g. a deadline already past); tokens
-  /// (if on_token is set) arrive before it, in order.
+  /// (if on_token is set) arrive before it, in order. Implementations honour
+  /// `options.max_answer_bytes` (content passed on up to it, then kTooLarge).
   virtual ChatHandle StartChat(ChatRequestOptions options, ChatCallbacks callbacks) = 0;
 
   /// Aborts the call: the transfer is stopped and on_done gets kCancelled soon after (unless it
