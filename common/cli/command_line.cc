@@ -221,9 +221,7 @@ template <typename Buffer>
 void AppendEscaped(std::string_view text, Buffer& out) {
   static constexpr char kHex[] = "0123456789abcdef";
   std::size_t clean = 0;  // start of the run not yet copied
-  auto flush = [&](std::size_t end) {
-    out.append(text.data() + clean, text.data() + end);
-  };
+  auto flush = [&](std::size_t end) { out.append(text.data() + clean, text.data() + end); };
   for (std::size_t i = 0; i < text.size(); ++i) {
     const auto c = static_cast<unsigned char>(text[i]);
     if (c >= 0x20 && c != 0x7f && c != 0xc2) continue;

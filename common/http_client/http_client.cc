@@ -71,7 +71,7 @@ struct Transfer {
   /// asked for, so the transfer was stopped before sending and runs again on a new connection.
   bool stale_connection = false;
   bool fresh_retry = false;  ///< Already running again on a new connection (once at most).
-  void* owner = nullptr;  ///< The HttpClient::Impl running it (for OnPrereq).
+  void* owner = nullptr;     ///< The HttpClient::Impl running it (for OnPrereq).
   char error_buffer[CURL_ERROR_SIZE] = {};
 };
 
@@ -365,7 +365,8 @@ class HttpClient::Impl {
         connects != 0 || t.owner == nullptr || primary_ip == nullptr) {
       return CURL_PREREQFUNC_OK;  // a connection opened for this transfer
     }
-    const int fd = static_cast<const Impl*>(t.owner)->IdleSocket(primary_ip, primary_port, local_port);
+    const int fd =
+        static_cast<const Impl*>(t.owner)->IdleSocket(primary_ip, primary_port, local_port);
     if (fd < 0) return CURL_PREREQFUNC_OK;
     char byte = 0;
     const ssize_t pending = ::recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
@@ -392,8 +393,7 @@ class HttpClient::Impl {
     char* ip = nullptr;
     long primary_port = 0;
     long local_port = 0;
-    if (curl_easy_getinfo(easy, CURLINFO_ACTIVESOCKET, &fd) != CURLE_OK ||
-        fd == CURL_SOCKET_BAD ||
+    if (curl_easy_getinfo(easy, CURLINFO_ACTIVESOCKET, &fd) != CURLE_OK || fd == CURL_SOCKET_BAD ||
         curl_easy_getinfo(easy, CURLINFO_PRIMARY_IP, &ip) != CURLE_OK || ip == nullptr ||
         curl_easy_getinfo(easy, CURLINFO_PRIMARY_PORT, &primary_port) != CURLE_OK ||
         curl_easy_getinfo(easy, CURLINFO_LOCAL_PORT, &local_port) != CURLE_OK) {
@@ -720,9 +720,9 @@ class HttpClient::Impl {
       // Bytes of the request on the wire: what failed after that is the server's answer.
       long request_bytes = 0;
       curl_easy_getinfo(t.easy.get(), CURLINFO_REQUEST_SIZE, &request_bytes);
-      return http_client_internal::ErrorForCurlCode(
-          rc, http_client_internal::HostForMessage(rq.url), t.error_buffer, rq.timeout,
-          request_bytes > 0);
+      return http_client_internal::ErrorForCurlCode(rc,
+                                                    http_client_internal::HostForMessage(rq.url),
+                                                    t.error_buffer, rq.timeout, request_bytes > 0);
     }
     HttpResponse response;
     CURL* e = t.easy.get();

@@ -526,9 +526,10 @@ Result<std::vector<RedisReply>> SessionStore::RedisPipeline(
 void SessionStore::MarkStale(const std::string& session_id) {
   std::lock_guard lock(stale_mu_);
   if (stale_.size() >= kMaxStaleHotCopies) {
-    spdlog::error("session store: hot copy of session {} may be stale once Redis is back; {} "
-                  "such sessions remembered already, this one is not",
-                  session_id, stale_.size());
+    spdlog::error(
+        "session store: hot copy of session {} may be stale once Redis is back; {} "
+        "such sessions remembered already, this one is not",
+        session_id, stale_.size());
     return;
   }
   if (stale_.insert(session_id).second) stale_count_.store(stale_.size());

@@ -176,9 +176,9 @@ TEST(WorkerAdminPort, APortInUseStopsTheStartBeforeAnyServerIsReached) {
   const std::string admin = "127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
   for (const char* binary : {"wf-lightweight", "wf-heavy"}) {
     // No NATS listens on this URL: reaching for it first would fail with another message.
-    Process p(BinPath(binary), {"--config", SourcePath("config/workflow_config.json"),
-                                "--nats-url", "nats://127.0.0.1:" + std::to_string(FreePort()),
-                                "--admin-listen", admin});
+    Process p(BinPath(binary),
+              {"--config", SourcePath("config/workflow_config.json"), "--nats-url",
+               "nats://127.0.0.1:" + std::to_string(FreePort()), "--admin-listen", admin});
     auto code = p.Wait(milliseconds(15000));
     ASSERT_TRUE(code.has_value()) << binary << " did not exit";
     EXPECT_EQ(*code, 1) << p.Log();

@@ -3,10 +3,9 @@
 
 #include <gtest/gtest.h>
 
-#include <csignal>
-
 #include <algorithm>
 #include <atomic>
+#include <csignal>
 #include <future>
 #include <map>
 #include <memory>
@@ -271,7 +270,7 @@ TEST_F(SessionStoreTest, ATurnStoredLateGoesBeforeTheTurnsThatStartedAfterIt) {
   ASSERT_TRUE(store_->AppendTurn(TurnAt("late-one", "l-4", t0 + 3000, "four")).ok());
   ASSERT_TRUE(store_->AppendTurn(TurnAt("late-one", "l-3", t0 + 2000, "three")).ok());
   ASSERT_TRUE(store_->AppendTurn(TurnAt("late-one", "l-2", t0 + 1000, "two")).ok());
-  const std::vector<std::string> in_order = {"one", "re one",   "two",  "re two",
+  const std::vector<std::string> in_order = {"one",   "re one",   "two",  "re two",
                                              "three", "re three", "four", "re four"};
   // The hot copy, appended at its end, could not take them in their place: it was dropped, and
   // the history comes from PostgreSQL, in start order, for the agent and GET alike.
@@ -289,19 +288,21 @@ TEST_F(SessionStoreTest, ABatchOfLateTurnsIsStoredInStartOrder) {
   // Two heavy workers took one session's flow turns from a WF_HISTORY backlog: each record
   // holds some of them, and the later record was stored first.
   constexpr std::int64_t t0 = 1700000200000;
-  ASSERT_TRUE(store_->AppendTurns({TurnAt("late-batch", "lb-3", t0 + 2000, "three"),
-                                   TurnAt("late-other", "lo-1", t0, "other"),
-                                   TurnAt("late-batch", "lb-5", t0 + 4000, "five")})
+  ASSERT_TRUE(store_
+                  ->AppendTurns({TurnAt("late-batch", "lb-3", t0 + 2000, "three"),
+                                 TurnAt("late-other", "lo-1", t0, "other"),
+                                 TurnAt("late-batch", "lb-5", t0 + 4000, "five")})
                   .ok());
   // Out of order against what is stored, and within the batch itself.
-  ASSERT_TRUE(store_->AppendTurns({TurnAt("late-batch", "lb-4", t0 + 3000, "four"),
-                                   TurnAt("late-batch", "lb-1", t0, "one"),
-                                   TurnAt("late-other", "lo-2", t0 + 1000, "other two"),
-                                   TurnAt("late-batch", "lb-2", t0 + 1000, "two")})
+  ASSERT_TRUE(store_
+                  ->AppendTurns({TurnAt("late-batch", "lb-4", t0 + 3000, "four"),
+                                 TurnAt("late-batch", "lb-1", t0, "one"),
+                                 TurnAt("late-other", "lo-2", t0 + 1000, "other two"),
+                                 TurnAt("late-batch", "lb-2", t0 + 1000, "two")})
                   .ok());
   EXPECT_EQ(Contents(*store_->LoadHistory("late-batch")),
-            (std::vector<std::string>{"one", "re one", "two", "re two", "three", "re three",
-                                      "four", "re four", "five", "re five"}));
+            (std::vector<std::string>{"one", "re one", "two", "re two", "three", "re three", "four",
+                                      "re four", "five", "re five"}));
   EXPECT_EQ(Contents(*store_->LoadHistory("late-other")),
             (std::vector<std::string>{"other", "re other", "other two", "re other two"}));
   EXPECT_EQ(store_->GetSession("late-batch")->turn_count(), 5u);
@@ -364,7 +365,7 @@ TEST_F(SessionStoreTest, ABatchStoresExactlyWhatItsTurnsStoredOneByOneWould) {
     turns.push_back(MakeTurn(p + "x", p + "x-3", {{"user", "x3"}, {"assistant", ""}}));
     turns.back().set_user_id("bob");
     turns.back().set_started_unix_ms(1700000003000);
-    turns.back().set_finished_unix_ms(1700000009000);  // moves x's end on
+    turns.back().set_finished_unix_ms(1700000009000);                      // moves x's end on
     turns.back().mutable_messages(0)->set_created_unix_ms(1699999000000);  // and its start back
     wf::v1::ChatMessage* tool = turns.back().add_messages();
     tool->set_role("tool");
@@ -1193,8 +1194,8 @@ TEST_F(SessionStoreTest, HotCopiesARedisFailureLeftStaleAreDroppedOnceItAnswers)
   EXPECT_EQ(store->StaleHotCopies(), 0u);
   auto raw = RawRedis(own_redis->port());
   std::vector<std::pair<std::string, std::string>> saved;
-  for (const char* key : {"wf:hist:stale-hot", "wf:runs:stale-hot", "wf:hist:stale-gone",
-                          "wf:runs:stale-gone"}) {
+  for (const char* key :
+       {"wf:hist:stale-hot", "wf:runs:stale-hot", "wf:hist:stale-gone", "wf:runs:stale-gone"}) {
     auto dump = raw.Command({"DUMP", key});
     ASSERT_TRUE(dump.ok() && dump->type == RedisReply::Type::kString) << key;
     saved.emplace_back(key, dump->str);

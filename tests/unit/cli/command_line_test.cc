@@ -144,7 +144,9 @@ TEST(EscapeForLog, TextAndUtf8StayAsTheyAre) {
 
 TEST(EscapeForLog, C1ControlsAreEscaped) {
   // U+009B is CSI for terminals that honour C1 controls.
-  EXPECT_EQ(EscapeForLog("x\xc2\x9b" "31my"), "x\\u009b31my");
+  EXPECT_EQ(EscapeForLog("x\xc2\x9b"
+                         "31my"),
+            "x\\u009b31my");
 }
 
 }  // namespace

@@ -104,8 +104,7 @@ TEST(ResponseHeaderCheckTest, TwoDifferentContentLengthsAreRefused) {
   EXPECT_EQ(check.Check("Content-Length: 19\r\n"), "");
   EXPECT_EQ(check.Check("content-length:19 \r\n"), "");  // the same value again: harmless
   const std::string why = check.Check("CONTENT-LENGTH: 5\r\n");
-  EXPECT_NE(why.find("two different Content-Length headers (19 and 5)"), std::string::npos)
-      << why;
+  EXPECT_NE(why.find("two different Content-Length headers (19 and 5)"), std::string::npos) << why;
 }
 
 TEST(ResponseHeaderCheckTest, EachResponseIsCheckedOnItsOwn) {
