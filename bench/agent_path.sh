@@ -66,40 +66,10 @@ done
 
 RUN=$(mktemp -d /tmp/wf-agent-bench.XXXXXX)
 chmod 755 "$RUN"
-PIDS=()
-PG_STARTED=
-cleanup() {
-  trap - INT TERM EXIT
-  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do kill -TERM "${PIDS[i]}" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  if [[ -n "$PG_STARTED" ]]; then
-    runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$RUN/pg" -m immediate stop >/dev/null 2>&1 || true
-  fi
-  rm -rf "$RUN"
-}
-trap cleanup INT TERM EXIT
 
 # shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-wait_port() {  # wait_port PORT NAME
-  for _ in $(seq 1 300); do port_busy "$1" && return 0; sleep 0.1; done
-  echo "agent_path.sh: $2 did not open port $1; log:" >&2; tail -n 20 "$RUN/$2.log" >&2 || true; exit 1
-}
-wait_ready() {  # wait_ready ADMIN_PORT NAME: the admin port is bound before the worker connects
-  for _ in $(seq 1 300); do
-    curl -fsS -o /dev/null "http://127.0.0.1:$1/ready" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "agent_path.sh: $2 not ready on port $1; log:" >&2; tail -n 20 "$RUN/$2.log" >&2 || true; exit 1
-}
-LAST_PID=
-start() {  # start NAME CMD...
-  local name=$1; shift
-  "$@" >"$RUN/$name.log" 2>&1 &
-  LAST_PID=$!
-  PIDS+=("$LAST_PID")
-}
+bench_stack_init
 
 # wf-heavy is started twice (for the streams again, with another concurrency): a port each.
 read -r NATS_PORT REDIS_PORT PG_PORT API_PORT LLM_PORT GW_PORT HEAVY_ADMIN_FIRST \
@@ -178,7 +148,7 @@ start_heavy() {  # start_heavy CONCURRENCY ADMIN_PORT
   start "heavy-$1" ${HEAVY_WRAP:-} "$BIN/wf-heavy" --concurrency "$1" --drain-ms 2000 --admin-listen "127.0.0.1:$HEAVY_ADMIN"
   HEAVY_PID=$LAST_PID
   HEAVY_WRAPPER_PID=$LAST_PID
-  wait_ready "$HEAVY_ADMIN" "heavy-$1"
+  wait_admin_ready "$HEAVY_ADMIN" "heavy-$1"
   # A wrapper that does not exec (heaptrack's shell) would take the TERM meant for wf-heavy and
   # leave it running: signal and measure wf-heavy itself.
   if [[ -n "${HEAVY_WRAP:-}" ]]; then

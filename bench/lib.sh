@@ -40,3 +40,42 @@ nats_env() {
   procs=$(default_nats_gomaxprocs)
   echo "env${procs:+ GOMAXPROCS=$procs}"
 }
+
+# --- A stack of processes in a run directory ($RUN, made by the script), each logging to
+# $RUN/NAME.log and listed in PIDS. The script calls bench_stack_init after setting RUN and
+# PG_BIN; the EXIT trap stops the processes (newest first), PostgreSQL if PG_STARTED is set,
+# and removes $RUN.
+bench_stack_init() {
+  PIDS=()
+  PG_STARTED=
+  LAST_PID=
+  trap bench_stack_cleanup INT TERM EXIT
+}
+bench_stack_cleanup() {
+  trap - INT TERM EXIT
+  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do kill -TERM "${PIDS[i]}" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  if [[ -n "$PG_STARTED" ]]; then
+    runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$RUN/pg" -m immediate stop >/dev/null 2>&1 || true
+  fi
+  rm -rf "$RUN"
+}
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+wait_port() {  # wait_port PORT NAME
+  for _ in $(seq 1 600); do port_busy "$1" && return 0; sleep 0.1; done
+  echo "${0##*/}: $2 did not open port $1; log:" >&2; tail -n 20 "$RUN/$2.log" >&2 || true; exit 1
+}
+# A worker's admin port is bound before it connects: ready is its /ready answering 200.
+wait_admin_ready() {  # wait_admin_ready ADMIN_PORT NAME
+  for _ in $(seq 1 600); do
+    curl -fsS -o /dev/null "http://127.0.0.1:$1/ready" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "${0##*/}: $2 not ready on port $1; log:" >&2; tail -n 20 "$RUN/$2.log" >&2 || true; exit 1
+}
+start() {  # start NAME CMD...
+  local name=$1; shift
+  "$@" >"$RUN/$name.log" 2>&1 &
+  LAST_PID=$!
+  PIDS+=("$LAST_PID")
+}

@@ -20,33 +20,10 @@ done
 
 RUN=$(mktemp -d /tmp/wf-huge-answer.XXXXXX)
 chmod 755 "$RUN"
-PIDS=()
-PG_STARTED=
-cleanup() {
-  trap - INT TERM EXIT
-  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do kill -TERM "${PIDS[i]}" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  if [[ -n "$PG_STARTED" ]]; then
-    runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$RUN/pg" -m immediate stop >/dev/null 2>&1 || true
-  fi
-  rm -rf "$RUN"
-}
-trap cleanup INT TERM EXIT
 
 # shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-wait_port() {  # wait_port PORT NAME
-  for _ in $(seq 1 600); do port_busy "$1" && return 0; sleep 0.1; done
-  echo "huge_answer.sh: $2 did not open port $1; log:" >&2; tail -n 20 "$RUN/$2.log" >&2 || true; exit 1
-}
-LAST_PID=
-start() {  # start NAME CMD...
-  local name=$1; shift
-  "$@" >"$RUN/$name.log" 2>&1 &
-  LAST_PID=$!
-  PIDS+=("$LAST_PID")
-}
+bench_stack_init
 
 read -r NATS_PORT REDIS_PORT PG_PORT LLM_PORT GW_PORT HEAVY_ADMIN <<<"$(free_ports 6)"
 # shellcheck disable=SC2046  # the prefix is several words
@@ -81,7 +58,7 @@ export LLM_BASE_URL=http://127.0.0.1:$LLM_PORT/v1 LLM_MODEL=scripted WF_LOG_LEVE
 start lightweight "$BIN/wf-lightweight" --threads 1
 start heavy "$BIN/wf-heavy" --concurrency 64 --admin-listen "127.0.0.1:$HEAVY_ADMIN"
 HEAVY_PID=$LAST_PID
-wait_port "$HEAVY_ADMIN" heavy
+wait_admin_ready "$HEAVY_ADMIN" heavy
 start gateway "$BIN/wf-gateway" --listen "127.0.0.1:$GW_PORT"
 wait_port "$GW_PORT" gateway
 for _ in $(seq 1 200); do curl -fsS "http://127.0.0.1:$GW_PORT/ready" >/dev/null 2>&1 && break; sleep 0.1; done
