@@ -1,6 +1,7 @@
 #include "support/test_support.h"
 
 #include <arpa/inet.h>
+#include <cctype>
 #include <curl/curl.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -191,7 +192,32 @@ bool WaitForTcpPort(int port, milliseconds timeout) {
       timeout);
 }
 
-NatsServer::NatsServer() : port_(FreePort()) { Start(); }
+namespace {
+
+/// Runs `start` (which throws std::runtime_error with the server's log when it did not come
+/// up), and again on a new port from `next_port` while the log says the port was taken: FreePort
+/// closes the port it found, and a test process running beside this one (ctest -j) may bind it
+/// before the server does.
+template <typename Start>
+void StartOnAFreePort(int& port, Start start) {
+  for (int attempt = 1;; ++attempt) {
+    try {
+      start();
+      return;
+    } catch (const std::runtime_error& e) {
+      std::string log = e.what();
+      for (char& c : log) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      if (attempt == 5 || log.find("address already in use") == std::string::npos) throw;
+      port = FreePort();
+    }
+  }
+}
+
+}  // namespace
+
+NatsServer::NatsServer() : port_(FreePort()) {
+  StartOnAFreePort(port_, [this] { Start(); });
+}
 
 void NatsServer::Start() {
   process_.emplace(EnvOr("WF_NATS_SERVER", "nats-server"),
@@ -210,6 +236,11 @@ void NatsServer::Restart() {
 }
 
 RedisServer::RedisServer() : port_(FreePort()) {
+  StartOnAFreePort(port_, [this] { Start(); });
+}
+
+void RedisServer::Start() {
+  process_.reset();
   process_.emplace(EnvOr("WF_REDIS_SERVER", "redis-server"),
                    std::vector<std::string>{"--port", std::to_string(port_), "--bind", "127.0.0.1",
                                             "--save", "", "--appendonly", "no", "--daemonize",
@@ -248,7 +279,7 @@ PostgresServer::PostgresServer() : port_(FreePort()) {
   }
   RunAsPostgres({PgBin("initdb"), "-D", data_dir_, "-A", "trust", "-U", "postgres",
                  "--no-sync", "-E", "UTF8"});
-  Start();
+  StartOnAFreePort(port_, [this] { Start(); });
 }
 
 void PostgresServer::Start() {

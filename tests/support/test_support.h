@@ -100,6 +100,7 @@ class RedisServer {
   Process& process() { return *process_; }
 
  private:
+  void Start();
   int port_;
   std::optional<Process> process_;
 };
