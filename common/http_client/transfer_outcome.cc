@@ -3,6 +3,8 @@
 #include <optional>
 #include <string>
 
+#include "text/ascii.h"
+
 namespace wf::http_client_internal {
 
 std::string HostForMessage(std::string_view url) {
@@ -96,11 +98,9 @@ namespace {
 
 /// `line`'s value when it is the header `name` (case-insensitive), trimmed; nullopt otherwise.
 std::optional<std::string_view> HeaderValue(std::string_view line, std::string_view name) {
-  if (line.size() <= name.size() || line[name.size()] != ':') return std::nullopt;
-  for (std::size_t i = 0; i < name.size(); ++i) {
-    const char c = line[i];
-    const char lower = (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
-    if (lower != name[i]) return std::nullopt;
+  if (line.size() <= name.size() || line[name.size()] != ':' ||
+      !EqualsIgnoreCase(line.substr(0, name.size()), name)) {
+    return std::nullopt;
   }
   std::string_view value = line.substr(name.size() + 1);
   const auto first = value.find_first_not_of(" \t");
@@ -129,11 +129,7 @@ std::string ResponseHeaderCheck::Check(std::string_view line) {
   }
   if (auto encoding = HeaderValue(line, "content-encoding")) {
     if (head_request_ || encoding->empty()) return {};
-    std::string lower(*encoding);
-    for (char& c : lower) {
-      if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-    }
-    if (lower != "identity") {
+    if (!EqualsIgnoreCase(*encoding, "identity")) {
       return "response body is " + std::string(encoding->substr(0, 32)) +
              "-encoded, which was not asked for";
     }
