@@ -187,20 +187,41 @@ pg_ticks() {
   done
   echo "$t"
 }
-cpu_snapshot() {  # prints "name=ticks ..." for the stack's processes
-  echo "gateway=$(ticks "$GW_PID") lightweight=$(ticks "$LW_PID") heavy=$(ticks "$HEAVY_PID")" \
-    "nats=$(ticks "$NATS_PID") redis=$(ticks "$REDIS_PID") postgres=$(pg_ticks) llm=$(ticks "$LLM_PID")"
+pg_switches() {
+  local postmaster n=0 pid
+  postmaster=$(head -n 1 "$RUN/pg/postmaster.pid")
+  for pid in "$postmaster" $(pgrep -P "$postmaster" || true); do
+    n=$((n + $(switches "$pid")))
+  done
+  echo "$n"
 }
-cpu_per_turn() {  # cpu_per_turn "BEFORE" "AFTER" TURNS: microseconds of CPU per turn, per process
-  local line="CPU per turn (µs):" total=0 b a name us
+cpu_snapshot() {  # prints "name=ticks ..." for the stack's processes, then "sw:name=switches ..."
+  echo "gateway=$(ticks "$GW_PID") lightweight=$(ticks "$LW_PID") heavy=$(ticks "$HEAVY_PID")" \
+    "nats=$(ticks "$NATS_PID") redis=$(ticks "$REDIS_PID") postgres=$(pg_ticks) llm=$(ticks "$LLM_PID")" \
+    "sw:gateway=$(switches "$GW_PID") sw:lightweight=$(switches "$LW_PID")" \
+    "sw:heavy=$(switches "$HEAVY_PID") sw:nats=$(switches "$NATS_PID")" \
+    "sw:redis=$(switches "$REDIS_PID") sw:postgres=$(pg_switches) sw:llm=$(switches "$LLM_PID")"
+}
+# cpu_per_turn "BEFORE" "AFTER" TURNS: microseconds of CPU per turn, and context switches per
+# turn, per process.
+cpu_per_turn() {
+  local line="CPU per turn (µs):" sw_line="context switches per turn:" total=0 sw_total=0 b a name
+  local us
   for b in $1; do
     name=${b%%=*}
     a=$(tr ' ' '\n' <<<"$2" | sed -n "s/^$name=//p")
+    if [[ $name == sw:* ]]; then
+      us=$(awk -v d=$((a - ${b#*=})) -v t="$3" 'BEGIN {printf "%.1f", d / t}')
+      sw_total=$(awk -v s="$sw_total" -v d=$((a - ${b#*=})) -v t="$3" 'BEGIN {printf "%.1f", s + d / t}')
+      sw_line+=" ${name#sw:} $us,"
+      continue
+    fi
     us=$(( (a - ${b#*=}) * 1000000 / TICK_HZ / $3 ))
     total=$((total + us))
     line+=" $name $us,"
   done
   echo "$line sum $total"
+  echo "$sw_line sum $sw_total"
 }
 
 if has_part ttft; then

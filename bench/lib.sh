@@ -16,6 +16,12 @@ print(" ".join(str(s.getsockname()[1]) for s in socks))' "$1"
 # shellcheck disable=SC2034  # read by the scripts that source this file
 TICK_HZ=$(getconf CLK_TCK)
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# Context switches (voluntary + involuntary) of every thread of a process so far: each one is a
+# sleep and a wake-up, which on a VM whose idle vCPUs halt costs far more than the work between.
+switches() {
+  cat /proc/"$1"/task/*/status 2>/dev/null |
+    awk '/^(voluntary|nonvoluntary)_ctxt_switches/ {n += $2} END {print n + 0}'
+}
 
 # How fast the machine is right now (bench/calibrate): CPU speed and the wake-up round trip on
 # one vCPU and across two. Printed before and after a run, so figures of different hours can be

@@ -526,6 +526,18 @@ struct GatewayCore {
   // --- NATS delivery thread (inbox) or the events loop thread -------------------------------
 
   void OnInbox(const NatsMsgView& msg);
+  /// Events loop thread, after OnInbox: a worker asks for confirmation of a stream's last
+  /// event (QueryRequest.confirm_end) by giving it a reply subject. The empty reply goes out
+  /// whether or not the exchange is still here: a repeat of an event already handled must stop
+  /// the worker's resending too. Written after the client's bytes, in the loop's next flush.
+  void ConfirmEnd(const NatsMsgView& msg) {
+    const std::string_view reply = msg.reply();
+    if (reply.empty()) return;
+    metrics.CountEndConfirmed();
+    if (auto status = events->Publish(reply, ""); !status.ok()) {
+      spdlog::debug("confirming {}: {}", msg.subject(), status.error().message);
+    }
+  }
 
   /// Both connections are up.
   bool NatsConnected() const { return nats->Connected() && events->Connected(); }
@@ -1013,6 +1025,9 @@ void GatewayCore::StartQuery(ExchangeKind kind, const Http::Request& request, Co
   // Events come to the events connection; the NATS reply subject (the inbox, see Launch) then
   // only ever gets a "no responders" status.
   query.set_reply_to(InboxSubject(events_inbox, request_id));
+  // The last event is sent until we confirm it (ConfirmEnd), so an answer a worker sends while
+  // this connection resubscribes after a NATS reconnect is not lost.
+  query.set_confirm_end(true);
   std::string payload;
   query.SerializeToString(&payload);
   // A body under max_body_bytes can still encode larger than a NATS message may be (a Struct
@@ -1220,8 +1235,11 @@ Result<std::unique_ptr<GatewayServer>> GatewayServer::Start(GatewayOptions optio
   if (!events.ok()) return events.error();
   core->events = std::move(events).value();
   core->events_inbox = NatsConnection::NewInbox();
-  auto events_sub = core->events->Subscribe(
-      core->events_inbox + ".*", [raw_core](const NatsMsgView& msg) { raw_core->OnInbox(msg); });
+  auto events_sub =
+      core->events->Subscribe(core->events_inbox + ".*", [raw_core](const NatsMsgView& msg) {
+        raw_core->OnInbox(msg);
+        raw_core->ConfirmEnd(msg);
+      });
   if (!events_sub.ok()) return events_sub.error();
   core->events_sub = std::move(events_sub).value();
   // The subscription must be known to the server before the other connection publishes a query

@@ -133,6 +133,11 @@ std::string GatewayMetrics::Render(const Gauges& gauges) const {
   add("# HELP wf_gateway_cancels_total Cancels published (client gone, deadline, shutdown).\n"
       "# TYPE wf_gateway_cancels_total counter\nwf_gateway_cancels_total %llu\n",
       static_cast<unsigned long long>(cancels_.load(std::memory_order_relaxed)));
+  add("# HELP wf_gateway_end_events_confirmed_total Last events of queries confirmed to the worker "
+      "that sent them (repeats included: a worker sends again until confirmed).\n"
+      "# TYPE wf_gateway_end_events_confirmed_total counter\n"
+      "wf_gateway_end_events_confirmed_total %llu\n",
+      static_cast<unsigned long long>(ends_confirmed_.load(std::memory_order_relaxed)));
   add("# HELP wf_gateway_queued_write_bytes Response bytes waiting in the gateway for sockets "
       "that do not take them yet (slow readers), all connections.\n"
       "# TYPE wf_gateway_queued_write_bytes gauge\nwf_gateway_queued_write_bytes %lld\n",

@@ -51,6 +51,8 @@ class GatewayMetrics {
   void CountInboxMessage(bool matched);
   /// A cancel was published.
   void CountCancel() { cancels_.fetch_add(1, std::memory_order_relaxed); }
+  /// A worker's last event of a query was confirmed (QueryRequest.confirm_end).
+  void CountEndConfirmed() { ends_confirmed_.fetch_add(1, std::memory_order_relaxed); }
 
   /// The exposition text (format 0.0.4).
   std::string Render(const Gauges& gauges) const;
@@ -77,6 +79,7 @@ class GatewayMetrics {
   std::atomic<uint64_t> inbox_matched_{0};
   std::atomic<uint64_t> inbox_unmatched_{0};
   std::atomic<uint64_t> cancels_{0};
+  std::atomic<uint64_t> ends_confirmed_{0};
 };
 
 }  // namespace wf

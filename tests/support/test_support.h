@@ -83,12 +83,15 @@ class NatsServer {
   Process& process() { return *process_; }
   /// Stops and starts the server again on the same port and store (for reconnect tests).
   void Restart();
+  /// Stops the server (an outage); Start brings it back on the same port and store.
+  void Stop() { process_.reset(); }
+  /// Starts it (again); returns when it accepts connections.
+  void Start();
 
  private:
   TempDir dir_;
   int port_;
   std::optional<Process> process_;
-  void Start();
 };
 
 /// redis-server without persistence on a free port.

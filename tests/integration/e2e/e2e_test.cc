@@ -430,6 +430,68 @@ TEST(AgentPathTest, KilledWorkerMidTurnHandsTheTurnToAnother) {
   }
 }
 
+// A turn that ends while nats-server is down: the worker stores it and publishes its answer into
+// its connection's reconnect buffer, which it flushes as soon as it is back, often before the
+// gateway has subscribed again. The gateway confirms the answer (QueryRequest.confirm_end) and
+// the worker sends it again until it does, so the client gets the answer, not a 504 at the
+// deadline for a turn that is stored.
+TEST(AgentPathTest, AnAnswerSentWhileNatsIsDownStillReachesTheClient) {
+  Stack s({.agent = {{"turn_timeout_ms", 15000}}});
+  for (const bool stream : {false, true}) {
+    SCOPED_TRACE(stream ? "stream" : "query");
+    const std::string session = stream ? "outage-stream" : "outage-query";
+    const json body = {{"message", "slow answer through an outage"}, {"session_id", session}};
+    std::optional<SseReader> sse;
+    HttpReply reply;
+    std::thread client;
+    if (stream) {
+      sse.emplace(s.Url("/api/v1/query/stream"), body.dump());
+    } else {
+      client = std::thread([&] {
+        reply = HttpCall("POST", s.Url("/api/v1/query"), body.dump(),
+                         {"Content-Type: application/json"}, 30000);
+      });
+    }
+    ASSERT_GE(WorkerRunningATurn(s), 0) << s.Logs();
+    // The LLM streams six tokens 300 ms apart: the turn ends and is stored during the outage.
+    s.nats_.Stop();
+    const std::string metrics =
+        "http://127.0.0.1:" + std::to_string(s.heavy_admin_ports_[0]) + "/metrics";
+    ASSERT_TRUE(Eventually(
+        [&] {
+          return HttpCall("GET", metrics).body.find("wf_heavy_active_turns 0") != std::string::npos;
+        },
+        std::chrono::seconds(10)))
+        << s.Logs();
+    std::this_thread::sleep_for(std::chrono::seconds(5));
+    s.nats_.Start();
+    if (stream) {
+      sse->Join();
+      auto events = sse->Events();
+      ASSERT_FALSE(events.empty()) << sse->Raw();
+      EXPECT_EQ(events.back().event, "done") << sse->Raw() << s.Logs();
+      if (events.back().event == "done") {
+        EXPECT_EQ(json::parse(events.back().data)["message"], "one two three four five six");
+      }
+    } else {
+      client.join();
+      EXPECT_EQ(reply.status, 200) << reply.body << s.Logs();
+      const json answer = json::parse(reply.body, nullptr, false);
+      EXPECT_EQ(answer.value("message", ""), "one two three four five six") << reply.body;
+      EXPECT_EQ(answer.value("routed_to", ""), "heavy");
+    }
+    // Stored once: the next turn's history holds it a single time.
+    ASSERT_TRUE(Eventually([&] { return HttpCall("GET", s.Url("/ready")).status == 200; },
+                           std::chrono::seconds(10)));
+    auto [status, recalled] = s.Query("recall please", session);
+    ASSERT_EQ(status, 200) << recalled.dump();
+    const std::string said = recalled.value("message", "");
+    const std::string turn = "slow answer through an outage";
+    EXPECT_NE(said.find(turn), std::string::npos) << said;
+    EXPECT_EQ(said.find(turn), said.rfind(turn)) << said;
+  }
+}
+
 // The same on the query's last delivery (max_deliver 1 here): no worker will run it again, and
 // the client is told so when JetStream reports the deliveries used up (an advisory one of the
 // remaining workers answers), instead of waiting in silence for the turn's deadline.

@@ -1021,6 +1021,87 @@ TEST(HeavyWorkerTest, TurnsAreAckedAndStillComeInAfterNatsRestarts) {
   EXPECT_EQ(HeavyMetric(s, 0, "wf_heavy_redeliveries_total"), 0) << s.Logs();
 }
 
+// QueryRequest.confirm_end: the last event comes with a reply subject and is sent again until an
+// empty message on it confirms it, so a receiver that subscribes late (as the gateway does while
+// it reconnects to NATS) still gets it; then the resending stops. Without the flag it is sent
+// once, with no reply subject.
+TEST(HeavyWorkerTest, ALastEventIsSentAgainUntilItsReceiverConfirmsIt) {
+  Stack s({.start_gateway = false, .start_lightweight = false});
+  HeavyClient c(s);
+  struct Seen {
+    wf::v1::QueryEvent event;
+    std::string reply;
+  };
+  std::mutex mu;
+  std::vector<Seen> seen;
+  auto copies = [&] {
+    std::lock_guard lock(mu);
+    return seen;
+  };
+
+  wf::v1::QueryRequest request;
+  request.set_request_id("confirm-1");
+  request.set_session_id("confirm-session");
+  request.set_message("hello");
+  request.set_reply_to("late.confirm-1");  // nobody listens yet
+  request.set_deadline_unix_ms(UnixMillisNow() + 20000);
+  request.set_confirm_end(true);
+  ASSERT_TRUE(c.conn().Publish("wf.heavy.query", request.SerializeAsString()).ok());
+  // The turn ends and its final waits for a confirmation that cannot come.
+  ASSERT_TRUE(Eventually([&] {
+    return HeavyMetric(s, 0, "wf_heavy_end_events_awaiting_confirmation") == 1;
+  })) << s.Logs();
+
+  auto sub = c.conn().Subscribe("late.>", [&](const NatsMsgView& m) {
+    Seen one;
+    if (!one.event.ParseFromArray(m.data().data(), static_cast<int>(m.data().size()))) return;
+    one.reply = std::string(m.reply());
+    std::lock_guard lock(mu);
+    seen.push_back(std::move(one));
+  });
+  ASSERT_TRUE(sub.ok());
+  // Sent again: the late subscriber gets it, twice if it does not confirm.
+  ASSERT_TRUE(Eventually([&] { return copies().size() >= 2; }, seconds(10))) << s.Logs();
+  const auto two = copies();
+  for (const Seen& one : two) {
+    ASSERT_TRUE(one.event.has_final()) << one.event.DebugString();
+    EXPECT_EQ(one.event.request_id(), "confirm-1");
+    EXPECT_EQ(one.event.seq(), two[0].event.seq());
+    EXPECT_EQ(one.event.final().answer(), two[0].event.final().answer());
+    EXPECT_FALSE(one.reply.empty());
+  }
+  ASSERT_TRUE(c.conn().Publish(two.back().reply, "").ok());
+  ASSERT_TRUE(Eventually([&] {
+    return HeavyMetric(s, 0, "wf_heavy_end_events_awaiting_confirmation") == 0;
+  })) << s.Logs();
+  EXPECT_GE(HeavyMetric(s, 0, "wf_heavy_end_events_resent_total"), 2);
+  // Confirmed: no further copy (the next would have come within 0.8 s).
+  const std::size_t confirmed_at = copies().size();
+  std::this_thread::sleep_for(milliseconds(1500));
+  EXPECT_EQ(copies().size(), confirmed_at);
+
+  // Without confirm_end: one send, no reply subject, nothing awaits confirmation.
+  request.set_request_id("confirm-2");
+  request.set_reply_to("late.confirm-2");
+  request.set_confirm_end(false);
+  ASSERT_TRUE(c.conn().Publish("wf.heavy.query", request.SerializeAsString()).ok());
+  ASSERT_TRUE(Eventually([&] {
+    for (const Seen& one : copies()) {
+      if (one.event.request_id() == "confirm-2" && one.event.has_final()) return true;
+    }
+    return false;
+  })) << s.Logs();
+  std::this_thread::sleep_for(milliseconds(500));
+  int finals = 0;
+  for (const Seen& one : copies()) {
+    if (one.event.request_id() != "confirm-2" || !one.event.has_final()) continue;
+    ++finals;
+    EXPECT_TRUE(one.reply.empty());
+  }
+  EXPECT_EQ(finals, 1);
+  EXPECT_EQ(HeavyMetric(s, 0, "wf_heavy_end_events_awaiting_confirmation"), 0);
+}
+
 /// Runs one turn on each of the sessions `<prefix>-0` .. `<prefix>-<count - 1>` (ids
 /// `<prefix>-warm-<i>`), so PostgreSQL holds them, then locks their rows in `*locker`, a
 /// transaction on `pg` left open: writes to those sessions wait until it ends.

@@ -236,19 +236,35 @@ bool HeavyWorker::PublishEvent(const Turn& turn, wf::v1::QueryEvent event) {
   if (turn.reply_to.empty()) return false;
   event.set_attempt(turn.attempt);
   // The payload limit covers the headers too: leave room for them.
-  const std::size_t headers = 128 + turn.request.request_id().size() + turn.traceparent.size();
+  const std::size_t header_room = 128 + turn.request.request_id().size() + turn.traceparent.size();
   const std::size_t max = MaxPayload();
-  const EventFit fit = FitEvent(event, max > headers ? max - headers : 0);
+  const EventFit fit = FitEvent(event, max > header_room ? max - header_room : 0);
   if (fit == EventFit::kReplaced) {
     spdlog::warn("turn {}: the final answer does not fit in a NATS message: sent as an error",
                  turn.request.request_id());
   } else if (fit == EventFit::kTruncated) {
     spdlog::info("turn {}: an event was cut to fit in a NATS message", turn.request.request_id());
   }
-  const std::string data = event.SerializeAsString();
-  auto status = conn_.Publish(
-      turn.reply_to, data, {},
-      {{kRequestIdHeader, turn.request.request_id()}, {kTraceparentHeader, turn.traceparent}});
+  std::string data = event.SerializeAsString();
+  NatsHeaders headers{{kRequestIdHeader, turn.request.request_id()},
+                      {kTraceparentHeader, turn.traceparent}};
+  Status status;
+  if ((event.has_final() || event.has_error()) && turn.request.confirm_end() && confirmer_) {
+    // Until the receiver confirms it, or the turn's deadline: see EndConfirmer.
+    const auto deadline =
+        turn.deadline_unix_ms > 0
+            ? std::chrono::steady_clock::now() +
+                  std::chrono::milliseconds(turn.deadline_unix_ms - UnixMillisNow())
+            : std::chrono::steady_clock::time_point::max();
+    const std::size_t size = data.size();
+    status = confirmer_->Send(turn.reply_to, std::move(data), std::move(headers), deadline);
+    if (!status.ok()) {
+      spdlog::warn("last event {} of turn {} ({} bytes) not published yet: {}", event.seq(),
+                   turn.request.request_id(), size, status.error().message);
+    }
+    return status.ok();
+  }
+  status = conn_.Publish(turn.reply_to, data, {}, headers);
   if (!status.ok()) {
     spdlog::warn("event {} of turn {} ({} bytes) not published: {}", event.seq(),
                  turn.request.request_id(), data.size(), status.error().message);
@@ -348,6 +364,10 @@ Status HeavyWorker::Setup() {
   auto intake_conn = NatsConnection::Connect(std::move(intake_options));
   if (!intake_conn.ok()) return intake_conn.error();
   intake_conn_ = std::move(intake_conn).value();
+  // Confirmations come on the intake connection: read by its loop thread as they arrive.
+  confirmer_ =
+      std::make_unique<EndConfirmer>(conn_, *intake_conn_, timer_, EndConfirmer::Options{});
+  if (auto s = confirmer_->Start(); !s.ok()) return s;
   PullIntake::Options pull;
   pull.stream = heavy_stream;
   pull.consumer = kHeavyConsumer;
@@ -1333,6 +1353,15 @@ void HeavyWorker::Shutdown(std::chrono::milliseconds grace) {
     history_sub_ = nullptr;
   }
   tools_.reset();
+  // The last events just sent are confirmed within milliseconds while their receivers are
+  // there; wait for that (within the grace) so an exit does not end their resending early.
+  if (confirmer_) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now());
+    if (!confirmer_->WaitIdle(std::max(left, std::chrono::milliseconds(1000)))) {
+      spdlog::warn("shutting down with {} last event(s) not confirmed by their receivers",
+                   confirmer_->stats().awaiting);
+    }
+  }
   // The intake, its connection and its loop stay until the destructor (in that order): Ready
   // may still read the connection, and a message of the last pull is handed back (Nak).
   (void)conn_.Flush(std::chrono::milliseconds(1000));
@@ -1387,6 +1416,19 @@ std::string HeavyWorker::MetricsText() const {
   metric("wf_heavy_turn_objects", "gauge",
          "Turn objects allocated in this process; above active_turns once idle means a leak.",
          static_cast<uint64_t>(std::max<int64_t>(0, g_turn_objects.load())));
+  if (confirmer_) {
+    const EndConfirmer::Stats ends = confirmer_->stats();
+    metric("wf_heavy_end_events_awaiting_confirmation", "gauge",
+           "Last events of turns sent and not yet confirmed by their receiver (the gateway).",
+           ends.awaiting);
+    metric("wf_heavy_end_events_resent_total", "counter",
+           "Last events sent again because their receiver had not confirmed them (e.g. while it "
+           "reconnected to NATS).",
+           ends.resent);
+    metric("wf_heavy_end_events_unconfirmed_total", "counter",
+           "Last events given up at their turn's deadline without a confirmation.",
+           ends.unconfirmed);
+  }
   metric("wf_nats_connected", "gauge", "1 while the NATS connection is up.",
          conn_.Connected() ? 1 : 0);
   return out;

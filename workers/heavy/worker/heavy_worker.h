@@ -23,6 +23,7 @@
 #include "nats/micro_service.h"
 #include "session/session_store.h"
 #include "wf/v1/query.pb.h"
+#include "worker/end_confirmer.h"
 #include "worker/history_order.h"
 #include "worker/nats_tool_runner.h"
 #include "worker/pull_intake.h"
@@ -218,6 +219,9 @@ class HeavyWorker {
   std::unique_ptr<EventLoopThread> intake_loop_;  ///< Runs intake_conn_ and intake_.
   std::unique_ptr<NatsConnection> intake_conn_;
   std::unique_ptr<PullIntake> intake_;  ///< Pulls the queries (consumer "heavy").
+  /// Sends turns' last events until confirmed (QueryRequest.confirm_end); confirmations are
+  /// read on intake_conn_.
+  std::unique_ptr<EndConfirmer> confirmer_;
   std::thread history_fetcher_;
   std::atomic<bool> fetching_{true};
   std::mutex tick_mu_;   // Guards ticking_ and tick_task_.

@@ -1,0 +1,150 @@
+#include "worker/end_confirmer.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <charconv>
+#include <condition_variable>
+#include <thread>
+#include <vector>
+
+namespace wf {
+
+EndConfirmer::EndConfirmer(NatsConnection& publish_conn, NatsConnection& reply_conn, Timer& timer,
+                           Options options)
+    : publish_conn_(publish_conn), reply_conn_(reply_conn), timer_(timer), options_(options) {}
+
+EndConfirmer::~EndConfirmer() {
+  sub_.Unsubscribe();
+  std::unique_lock lock(mu_);
+  stopped_ = true;
+  if (sweep_armed_ && timer_.Cancel(sweep_task_)) sweep_armed_ = false;
+  // Else a sweep is due or running: it sees stopped_ (or finishes its sends) and says so.
+  sweep_done_.wait(lock, [this] { return !sweep_armed_ && !sweeping_; });
+  const std::size_t left = pending_.size();
+  if (left > 0) {
+    unconfirmed_.fetch_add(left, std::memory_order_relaxed);
+    spdlog::warn("{} last event(s) of turns never confirmed by their receiver", left);
+  }
+}
+
+Status EndConfirmer::Start() {
+  inbox_ = NatsConnection::NewInbox();
+  auto sub = reply_conn_.Subscribe(inbox_ + ".*", [this](const NatsMsgView& m) { OnReply(m); });
+  if (!sub.ok()) return sub.error();
+  sub_ = std::move(sub).value();
+  return reply_conn_.Flush(std::chrono::milliseconds(2000));
+}
+
+Status EndConfirmer::Send(const std::string& subject, std::string data, NatsHeaders headers,
+                          std::chrono::steady_clock::time_point deadline) {
+  const auto now = std::chrono::steady_clock::now();
+  deadline = std::min(deadline, now + options_.max_wait);
+  std::string reply;
+  {
+    std::lock_guard lock(mu_);
+    if (stopped_ || pending_.size() >= options_.max_pending || deadline <= now) {
+      unconfirmed_.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      const uint64_t token = ++next_token_;
+      reply = inbox_ + "." + std::to_string(token);
+      // The first send is below, outside the lock; a confirmation coming before this entry
+      // exists cannot happen (it is inserted first).
+      pending_.emplace(token, Pending{subject, data, headers, deadline, now + options_.first_retry,
+                                      options_.first_retry});
+      ArmSweep();
+    }
+  }
+  return publish_conn_.Publish(subject, data, reply, headers);
+}
+
+void EndConfirmer::OnReply(const NatsMsgView& msg) {
+  const std::string_view subject = msg.subject();
+  const std::string_view last = subject.substr(subject.rfind('.') + 1);
+  uint64_t token = 0;
+  if (std::from_chars(last.data(), last.data() + last.size(), token).ec != std::errc()) return;
+  std::lock_guard lock(mu_);
+  if (pending_.erase(token) > 0) confirmed_.fetch_add(1, std::memory_order_relaxed);
+}
+
+void EndConfirmer::ArmSweep() {
+  if (sweep_armed_ || stopped_) return;
+  sweep_armed_ = true;
+  sweep_task_ = timer_.After(options_.first_retry, [this] { Sweep(); });
+}
+
+void EndConfirmer::Sweep() {
+  struct Resend {
+    std::string subject, data, reply;
+    NatsHeaders headers;
+  };
+  std::vector<Resend> due;
+  std::size_t expired = 0;
+  {
+    std::lock_guard lock(mu_);
+    sweep_armed_ = false;
+    if (stopped_) {
+      sweep_done_.notify_all();
+      return;
+    }
+    sweeping_ = true;
+    const auto now = std::chrono::steady_clock::now();
+    for (auto it = pending_.begin(); it != pending_.end();) {
+      Pending& p = it->second;
+      if (now >= p.deadline) {
+        ++expired;
+        it = pending_.erase(it);
+        continue;
+      }
+      if (now >= p.next_send) {
+        p.backoff = std::min(p.backoff * 2, options_.max_retry);
+        p.next_send = now + p.backoff;
+        due.push_back({p.subject, p.data, inbox_ + "." + std::to_string(it->first), p.headers});
+      }
+      ++it;
+    }
+    if (!pending_.empty()) ArmSweep();
+  }
+  if (expired > 0) {
+    unconfirmed_.fetch_add(expired, std::memory_order_relaxed);
+    spdlog::warn("{} last event(s) of turns not confirmed by their deadline: given up", expired);
+  }
+  for (const Resend& r : due) {
+    resent_.fetch_add(1, std::memory_order_relaxed);
+    if (auto status = publish_conn_.Publish(r.subject, r.data, r.reply, r.headers); !status.ok()) {
+      spdlog::debug("resending the last event on {}: {}", r.subject, status.error().message);
+    }
+  }
+  if (!due.empty()) {
+    spdlog::info("sent {} last event(s) of turns again: not confirmed yet", due.size());
+  }
+  std::lock_guard lock(mu_);
+  sweeping_ = false;
+  sweep_done_.notify_all();
+}
+
+bool EndConfirmer::WaitIdle(std::chrono::milliseconds timeout) {
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    {
+      std::lock_guard lock(mu_);
+      if (pending_.empty()) return true;
+    }
+    if (std::chrono::steady_clock::now() >= until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
+EndConfirmer::Stats EndConfirmer::stats() const {
+  Stats s;
+  {
+    std::lock_guard lock(mu_);
+    s.awaiting = pending_.size();
+  }
+  s.confirmed = confirmed_.load(std::memory_order_relaxed);
+  s.resent = resent_.load(std::memory_order_relaxed);
+  s.unconfirmed = unconfirmed_.load(std::memory_order_relaxed);
+  return s;
+}
+
+}  // namespace wf

@@ -1,0 +1,102 @@
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include "error/error.h"
+#include "llm/timer.h"
+#include "nats/connection.h"
+
+namespace wf {
+
+/// Sends the last event of a turn (`final` or `error`) until its receiver confirms it
+/// (QueryRequest.confirm_end). A core NATS message is delivered at most once, and only to the
+/// subscriptions the server knows at that moment: an answer published while the gateway's
+/// connection is being restored after a nats-server restart (the worker's own buffered
+/// publishes are flushed as soon as it is back, often first) reaches nobody, and its client
+/// would wait for its deadline although the turn is stored. So the event goes out with a reply
+/// subject of ours, and again, same bytes, until an empty message comes back on it or the
+/// turn's deadline passes.
+///
+/// The resends are driven by one sweep on the Timer, armed while something awaits
+/// confirmation, instead of one timer per event: a confirmation (normally within a millisecond)
+/// then costs a map erase, not a timer cancel that wakes the timer thread. Each event is sent
+/// again `first_retry` after its last send, doubling up to `max_retry`, until its deadline
+/// (and at most `max_wait` after the first send). "No responders" statuses are not used: the
+/// reply subscription may live on an event-loop connection, which drops them, and the next
+/// resend comes soon anyway.
+///
+/// Thread-safe. Publishes on `publish_conn` (the connection the turn's other events went out
+/// on, so the last event cannot overtake them); confirmations are read on `reply_conn`.
+class EndConfirmer {
+ public:
+  struct Options {
+    std::chrono::milliseconds first_retry{200};
+    std::chrono::milliseconds max_retry{5000};
+    /// Longest an event is sent again, whatever its deadline says.
+    std::chrono::milliseconds max_wait{60000};
+    /// Events awaiting confirmation at most; past it an event is sent once, unconfirmed.
+    std::size_t max_pending = 100000;
+  };
+  struct Stats {
+    std::size_t awaiting = 0;  ///< Sent, not confirmed yet.
+    uint64_t confirmed = 0;    ///< Confirmations received.
+    uint64_t resent = 0;       ///< Sends after the first.
+    uint64_t unconfirmed = 0;  ///< Given up at the deadline (or sent once past max_pending).
+  };
+
+  EndConfirmer(NatsConnection& publish_conn, NatsConnection& reply_conn, Timer& timer,
+               Options options);
+  ~EndConfirmer();
+  EndConfirmer(const EndConfirmer&) = delete;
+  EndConfirmer& operator=(const EndConfirmer&) = delete;
+
+  /// Subscribes to the reply inbox (and flushes, so the server knows it before the first send).
+  Status Start();
+  /// Publishes `data` on `subject` with `headers`, then again until confirmed or `deadline`.
+  /// The error is the first publish's (the event is still sent again later).
+  Status Send(const std::string& subject, std::string data, NatsHeaders headers,
+              std::chrono::steady_clock::time_point deadline);
+  /// Waits until nothing awaits confirmation, at most `timeout` (shutdown); true when none does.
+  bool WaitIdle(std::chrono::milliseconds timeout);
+  Stats stats() const;
+
+ private:
+  struct Pending {
+    std::string subject;
+    std::string data;
+    NatsHeaders headers;
+    std::chrono::steady_clock::time_point deadline;
+    std::chrono::steady_clock::time_point next_send;
+    std::chrono::milliseconds backoff;
+  };
+  void OnReply(const NatsMsgView& msg);
+  /// Timer thread: sends again what is due, drops what is past its deadline, re-arms.
+  void Sweep();
+  /// mu_ held: arms the sweep unless it is.
+  void ArmSweep();
+
+  NatsConnection& publish_conn_;
+  NatsConnection& reply_conn_;
+  Timer& timer_;
+  const Options options_;
+  std::string inbox_;
+  NatsSubscription sub_;
+
+  mutable std::mutex mu_;
+  std::unordered_map<uint64_t, Pending> pending_;  // by token, the last part of the reply subject
+  uint64_t next_token_ = 0;
+  bool sweep_armed_ = false;
+  bool sweeping_ = false;  // A sweep is sending, outside mu_.
+  bool stopped_ = false;
+  std::condition_variable sweep_done_;
+  Timer::TaskId sweep_task_ = 0;
+  std::atomic<uint64_t> confirmed_{0}, resent_{0}, unconfirmed_{0};
+};
+
+}  // namespace wf
