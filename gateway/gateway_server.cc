@@ -237,6 +237,7 @@ struct ReadClock {
   Clock::time_point deadline = Clock::time_point::max();  // guarded by mu
   bool closed = false;   // guarded by mu: the connection is gone, or its 408 was written
   bool watched = false;  // guarded by mu: in GatewayCore::read_clocks (deadline is finite)
+  bool head = false;     // guarded by mu: the request being read is HEAD (its 408 has no body)
   /// `deadline` for the ticker's scan without taking `mu` (checked again under it).
   std::atomic<Clock::rep> deadline_hint{Clock::time_point::max().time_since_epoch().count()};
 
@@ -324,6 +325,14 @@ std::string_view BufferedInput(Http::RequestParser& parser) {
 bool IsHeadRequest(Http::RequestParser& parser) {
   return parser.step()->id() != Http::Private::RequestLineStep::Id &&
          parser.request.method() == Http::Method::Head;
+}
+
+/// The request still being read is HEAD: its request line says so, or, not complete yet, starts
+/// with that method (case-sensitive, RFC 9110 9.1; the client knows what it sent and reads the
+/// answer as bodiless). Empty lines before a request are dropped before it is fed (HandleInput).
+bool ReadingHeadRequest(Http::RequestParser& parser) {
+  if (parser.step()->id() != Http::Private::RequestLineStep::Id) return IsHeadRequest(parser);
+  return UnparsedInput(parser).starts_with("HEAD ");
 }
 
 /// `input` without the empty lines a client may send before a request line (RFC 9112 2.2;
@@ -550,8 +559,9 @@ struct GatewayCore {
     ExpireReads(now);
   }
 
-  /// Answers 408 `request_timeout` (Connection: close) to every connection whose request did
-  /// not arrive by its read deadline, and half-closes it; its later input is dropped.
+  /// Answers 408 `request_timeout` (Connection: close; without the body to a HEAD request) to
+  /// every connection whose request did not arrive by its read deadline, and half-closes it; its
+  /// later input is dropped.
   void ExpireReads(Clock::time_point now) {
     std::vector<std::shared_ptr<ReadClock>> due;
     {
@@ -578,7 +588,10 @@ struct GatewayCore {
                         "the request did not arrive within gateway.request_read_timeout_ms (" +
                             std::to_string(request_read_timeout.count()) + " ms)"};
       const std::string request_id = ids.Next();
-      clock->writer->Write(FormatErrorResponse(error, request_id, /*keep_alive=*/false),
+      std::string response = FormatErrorResponse(error, request_id, /*keep_alive=*/false);
+      // A HEAD request's answer has no body, its 408 included (RFC 9110 9.3.2): the client
+      // would read the body as the start of the next response.
+      clock->writer->Write(clock->head ? HeadResponse(std::move(response)) : std::move(response),
                            request_id);
       clock->writer->ShutdownWrite();
       metrics.RecordRequest(Route::kOther, HttpStatus(error.code), request_read_timeout);
@@ -686,10 +699,13 @@ class GatewayHttpHandler final : public Http::Handler {
                        Http::RequestParser& parser) {
     if (conn.discard || conn.writer->Ended() || AwaitsRequest(parser)) {
       core_->SetReadDeadline(conn.read_clock, Clock::time_point::max());
-    } else if (conn.read_clock->deadline == Clock::time_point::max()) {
+      return;
+    }
+    if (conn.read_clock->deadline == Clock::time_point::max()) {
       core_->SetReadDeadline(conn.read_clock, Clock::now() + core_->request_read_timeout);
       peer->setIdle(false);
     }
+    conn.read_clock->head = ReadingHeadRequest(parser);
   }
 
   void HandleInput(const char* buffer, size_t len, const std::shared_ptr<Tcp::Peer>& peer,

@@ -147,11 +147,9 @@ std::string RedactPostgresUri(const std::string& uri) {
     const std::size_t at =
         uri.rfind('@', authority_end == std::string::npos ? std::string::npos : authority_end);
     if (at != std::string::npos && at >= start) {
-      const std::string userinfo = uri.substr(start, at - start);
-      const std::size_t colon = userinfo.find(':');
-      if (colon != std::string::npos) {
-        out = uri.substr(0, start) + userinfo.substr(0, colon) + ":***" + uri.substr(at);
-      }
+      // The user name goes too (as in RedisEndpoint::Describe): host, port and database are
+      // what an operator needs to find the server.
+      out = uri.substr(0, start) + "***" + uri.substr(at);
     }
   }
   for (const std::string& secret : ExtractSecrets(uri)) ReplaceAll(out, secret, "***");

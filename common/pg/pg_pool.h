@@ -97,7 +97,8 @@ class PgPool {
   /// `SELECT 1` on a pooled connection.
   bool Ping();
 
-  /// The URI with the password replaced by `***`; safe to log.
+  /// The URI with its credentials (a URI's `user:password@`, every password) replaced by
+  /// `***`; safe to log.
   const std::string& Describe() const { return redacted_uri_; }
 
  private:
@@ -118,7 +119,8 @@ class PgPool {
   std::size_t open_ = 0;  // Connections existing (idle + lent). Guarded by mutex_.
 };
 
-/// The URI (or key=value string) with any password replaced by `***`. Pure; any thread.
+/// The URI (or key=value string) with any password, and a URI's whole userinfo (`***@host`),
+/// replaced by `***`. Pure; any thread.
 std::string RedactPostgresUri(const std::string& uri);
 
 template <typename Fn>

@@ -1360,6 +1360,70 @@ TEST(GatewayAlone, SlowRequestsGetAJson408AndTheConnectionEnds) {
   EXPECT_NE(metrics.find("status=\"408\""), std::string::npos);
 }
 
+// The 408 of the read deadline to a HEAD request has no body, like every other answer to HEAD
+// (RFC 9110 9.3.2): the status and headers, Content-Length that of the JSON body it would have
+// sent. It used to carry that body, which a client (which reads no body after HEAD) would take
+// for the start of the next response. Whether the request stalls in its body (a HEAD with a
+// Content-Length), its headers or its request line, or on a kept-alive connection.
+TEST(GatewayAlone, ASlowHeadRequestGetsA408WithoutABody) {
+  NatsServer nats;
+  StandInWorker worker(nats.url());
+  Gateway gw(nats.url(), R"({"gateway": {"request_read_timeout_ms": 1500}})");
+  ASSERT_TRUE(gw.WaitReady()) << gw.process().Log();
+  auto head_answered = [](const std::string& d) { return ParseResponse(d, true).consumed > 0; };
+
+  // Each stalls at once; their clocks run together.
+  const std::vector<std::pair<std::string, std::string>> stalls = {
+      {"body pending",
+       "HEAD /api/v1/query HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"message\""},
+      {"incomplete head", "HEAD /health HTTP/1.1\r\nHost: x\r\n"},
+      {"incomplete request line", "HEAD /heal"}};
+  std::vector<std::unique_ptr<RawConnection>> conns;
+  for (const auto& [what, bytes] : stalls) {
+    conns.push_back(std::make_unique<RawConnection>(gw.port()));
+    ASSERT_TRUE(conns.back()->Send(bytes)) << what;
+  }
+  // A GET that stalls, for comparison: its 408 keeps the JSON body.
+  RawConnection get(gw.port());
+  ASSERT_TRUE(get.Send("GET /health HTTP/1.1\r\nHost: x\r\n"));
+  // Kept alive: a HEAD answered (bodiless), then the next HEAD stalls.
+  auto kept = std::make_unique<RawConnection>(gw.port());
+  ASSERT_TRUE(kept->Send("HEAD /health HTTP/1.1\r\nHost: x\r\n\r\n"));
+  ASSERT_TRUE(kept->WaitFor(head_answered));
+  const ParsedResponse health = ParseResponse(kept->Data(), true);
+  EXPECT_EQ(health.status, 200);
+  ASSERT_TRUE(kept->Send("HEAD /health HTTP/1.1\r\nHost: x\r\n"));
+
+  auto expect_bodiless_408 = [&](RawConnection& conn, std::size_t from, const std::string& what) {
+    ASSERT_TRUE(conn.WaitFor(
+        [&](const std::string& d) { return d.size() > from && head_answered(d.substr(from)); },
+        milliseconds(15000)))
+        << what << ": no answer";
+    ASSERT_TRUE(conn.WaitClosed(milliseconds(15000))) << what << ": not closed";
+    const std::string answer = conn.Data().substr(from);
+    ParsedResponse r = ParseResponse(answer, true);
+    EXPECT_EQ(r.status, 408) << what;
+    EXPECT_EQ(r.headers.count("content-length"), 1u) << what;
+    // The length of the JSON error body it leaves out.
+    EXPECT_GT(std::stoul(r.headers["content-length"]), 0u) << what;
+    EXPECT_EQ(r.headers["content-type"], "application/json") << what;
+    EXPECT_EQ(r.headers["connection"], "close") << what;
+    EXPECT_FALSE(r.headers["x-request-id"].empty()) << what;
+    EXPECT_EQ(answer.size(), r.consumed) << what << ": bytes after the head: " << answer;
+  };
+  for (std::size_t i = 0; i < stalls.size(); ++i) {
+    expect_bodiless_408(*conns[i], 0, stalls[i].first);
+  }
+  expect_bodiless_408(*kept, health.consumed, "kept-alive connection");
+
+  ASSERT_TRUE(get.WaitFor([](const std::string& d) { return ParseResponse(d).consumed > 0; },
+                          milliseconds(15000)));
+  const ParsedResponse r = ParseResponse(get.Data());
+  EXPECT_EQ(r.status, 408);
+  EXPECT_EQ(json::parse(r.body, nullptr, false)["error"]["code"], "request_timeout") << r.body;
+  EXPECT_EQ(r.headers.at("content-length"), std::to_string(r.body.size()));
+}
+
 /// Token events "t<i>:pppp..." of `size` bytes, in order and complete, from a stream's events.
 ::testing::AssertionResult AllTokensInOrder(const std::vector<SseEvent>& events, int count,
                                             std::size_t size) {

@@ -184,6 +184,53 @@ TEST(HeavyWorkerTest, ATurnAnsweredDuringAPostgresOutageIsStoredWhenItComesBack)
   EXPECT_EQ(HeavyMetric(s, 0, "wf_heavy_redeliveries_total"), 0);
 }
 
+// A session GET or DELETE while PostgreSQL (then Redis) is down: 503 `unavailable` saying what
+// failed, over HTTP and over NATS. Its message used to be the store's, which named the
+// database's host, port and user (the connection URI and libpq's text) to any client; those are
+// in wf-heavy's log only, and there without the user of the URI.
+TEST(HeavyWorkerTest, SessionRequestsDuringAnOutageNameNoServer) {
+  Stack s;
+  HeavyClient c(s);
+  ASSERT_EQ(s.Query("first words", "outage-1").first, 200) << s.Logs();
+  // The servers as the worker was given them (PostgresServer::url is postgresql://postgres@...).
+  auto reveals = [](const std::string& message, int port) {
+    for (const std::string& part : {std::string("127.0.0.1"), std::to_string(port),
+                                    std::string("postgres"), std::string("redis://")}) {
+      if (message.find(part) != std::string::npos) return true;
+    }
+    return false;
+  };
+  auto expect_unavailable = [&](const std::string& method, int port) {
+    const HttpReply r = HttpCall(method, s.Url("/api/v1/session/outage-1"));
+    EXPECT_EQ(r.status, 503) << method << " " << r.body << s.Logs();
+    const json error = json::parse(r.body, nullptr, false)["error"];
+    ASSERT_TRUE(error.is_object()) << method << " " << r.body;
+    EXPECT_EQ(error["code"], "unavailable") << method << " " << r.body;
+    EXPECT_EQ(error["message"], "session store unavailable") << method << " " << r.body;
+    EXPECT_FALSE(reveals(error["message"].dump(), port)) << method << " " << r.body;
+  };
+
+  s.pg_.Stop();
+  expect_unavailable("GET", s.pg_.port());
+  expect_unavailable("DELETE", s.pg_.port());
+  const wf::v1::SessionReply reply = GetSession(c, "outage-1");
+  ASSERT_TRUE(reply.has_error()) << reply.DebugString();
+  EXPECT_EQ(reply.error().code(), "unavailable");
+  EXPECT_FALSE(reveals(reply.error().message(), s.pg_.port())) << reply.error().message();
+  // The log says which server failed, without the URI's user.
+  const std::string log = s.heavy_[0]->Log();
+  EXPECT_NE(log.find("session outage-1 get: postgres postgresql://***@127.0.0.1:" +
+                     std::to_string(s.pg_.port())),
+            std::string::npos)
+      << log;
+  EXPECT_EQ(log.find("postgres@"), std::string::npos) << log;
+
+  // Redis down: the DELETE clears PostgreSQL, then fails on the hot copy.
+  s.pg_.Start();
+  s.redis_.process().Stop();
+  expect_unavailable("DELETE", s.redis_.port());
+}
+
 // A request id reused directly on wf.heavy.query: the same turn again is answered from the store
 // without the LLM; another query with that id is refused (before the LLM in the same session,
 // when storing in another), nothing stored, never reported as a success.

@@ -58,7 +58,8 @@ TEST_F(PgPoolTest, APasswordInTheUriQueryIsNeverShown) {
   EXPECT_EQ((*pool)->Describe().find(secret), std::string::npos) << (*pool)->Describe();
   EXPECT_TRUE((*pool)->Ping());
 
-  // Nothing listens on this port: the connect error names the server, not the password.
+  // Nothing listens on this port: the connect error names the server (host and port), not the
+  // password or the user.
   const int closed = testing::FreePort();
   PgPoolOptions options;
   options.connect_timeout = milliseconds(2000);
@@ -70,6 +71,9 @@ TEST_F(PgPoolTest, APasswordInTheUriQueryIsNeverShown) {
   EXPECT_NE(failed.error().message.find(std::to_string(closed)), std::string::npos)
       << failed.error().message;
   EXPECT_EQ(failed.error().message.find(secret), std::string::npos) << failed.error().message;
+  EXPECT_NE(failed.error().message.find("postgresql://***@127.0.0.1:"), std::string::npos)
+      << failed.error().message;
+  EXPECT_EQ(failed.error().message.find("postgres@"), std::string::npos) << failed.error().message;
 }
 
 TEST_F(PgPoolTest, SqlErrorsAreInternalAndKeepThePoolUsable) {

@@ -6,16 +6,15 @@
 namespace wf {
 namespace {
 
-TEST(PgUriTest, RedactsUriPassword) {
-  EXPECT_EQ(RedactPostgresUri("postgresql://app:s3cr3t@db:5432/wf"),
-            "postgresql://app:***@db:5432/wf");
+// The user name goes with the password (it used to be logged): host, port and database stay.
+TEST(PgUriTest, RedactsUriCredentials) {
+  EXPECT_EQ(RedactPostgresUri("postgresql://app:s3cr3t@db:5432/wf"), "postgresql://***@db:5432/wf");
   EXPECT_EQ(RedactPostgresUri("postgres://app:p%40ss@db/wf?sslmode=disable"),
-            "postgres://app:***@db/wf?sslmode=disable");
-}
-
-TEST(PgUriTest, KeepsUriWithoutPassword) {
+            "postgres://***@db/wf?sslmode=disable");
   EXPECT_EQ(RedactPostgresUri("postgresql://postgres@127.0.0.1:5432/postgres"),
-            "postgresql://postgres@127.0.0.1:5432/postgres");
+            "postgresql://***@127.0.0.1:5432/postgres");
+  EXPECT_EQ(RedactPostgresUri("postgresql://127.0.0.1:5432/postgres"),
+            "postgresql://127.0.0.1:5432/postgres");
 }
 
 TEST(PgUriTest, RedactsKeyValuePassword) {
@@ -32,7 +31,7 @@ TEST(PgUriTest, RedactsPasswordsInUriQueryParameters) {
   const std::string redacted =
       RedactPostgresUri("postgresql://app@db/wf?sslmode=disable&password=Qu3ry%40Secret&x=1");
   EXPECT_EQ(redacted.find("Qu3ry"), std::string::npos) << redacted;
-  EXPECT_EQ(redacted, "postgresql://app@db/wf?sslmode=disable&password=***&x=1");
+  EXPECT_EQ(redacted, "postgresql://***@db/wf?sslmode=disable&password=***&x=1");
   const std::string ssl = RedactPostgresUri("postgres://db/wf?sslpassword=KeyPass99");
   EXPECT_EQ(ssl.find("KeyPass99"), std::string::npos) << ssl;
 }
@@ -51,11 +50,11 @@ TEST(PgUriTest, RedactsKeyValuePasswordWithSpacesAroundTheEqualsSign) {
 // those were printed verbatim in wf-heavy's start-up error ("postgres <uri>: connect failed").
 TEST(PgUriTest, RedactsPasswordQueryParameters) {
   EXPECT_EQ(RedactPostgresUri("postgresql://app@db:5432/wf?password=qs3cr3t&sslmode=disable"),
-            "postgresql://app@db:5432/wf?password=***&sslmode=disable");
+            "postgresql://***@db:5432/wf?password=***&sslmode=disable");
   EXPECT_EQ(RedactPostgresUri("postgresql://app@db/wf?sslmode=require&password=qs3cr3t"),
-            "postgresql://app@db/wf?sslmode=require&password=***");
+            "postgresql://***@db/wf?sslmode=require&password=***");
   EXPECT_EQ(RedactPostgresUri("postgres://app:us3cr3t@db/wf?password=qs3cr3t&sslpassword=ks3cr3t"),
-            "postgres://app:***@db/wf?password=***&sslpassword=***");
+            "postgres://***@db/wf?password=***&sslpassword=***");
   // An '@' in the query is not the end of the credentials.
   EXPECT_EQ(RedactPostgresUri("postgresql://db/wf?password=a@b"),
             "postgresql://db/wf?password=***");

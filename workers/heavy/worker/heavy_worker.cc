@@ -132,6 +132,22 @@ Status EnsureConsumer(jsCtx* js, const char* stream, const char* durable, const 
   return Status::Ok();
 }
 
+/// What the client of a session request is told of the store's `error`. Refusals of its input
+/// keep their message; any other failure says only what failed, with its code: the store's
+/// messages name its servers (host, port, libpq's text with the database user) and are for the
+/// log (the caller logs them).
+Error ClientSessionError(const Error& error) {
+  switch (error.code) {
+    case ErrorCode::kBadRequest:
+    case ErrorCode::kSessionNotFound:
+      return error;
+    case ErrorCode::kUnavailable:
+      return Error{error.code, "session store unavailable"};
+    default:
+      return Error{error.code, "session store failed"};
+  }
+}
+
 }  // namespace
 
 /// One agent turn in flight.
@@ -1187,6 +1203,14 @@ void HeavyWorker::OnSessionRequest(const NatsMsgView& msg, bool del) {
       out.mutable_error()->set_code(std::string(WireName(code)));
       out.mutable_error()->set_message(message);
     };
+    auto store_failed = [&](const Error& error) {
+      const Error client = ClientSessionError(error);
+      if (client.message != error.message) {
+        spdlog::warn("session {} {}: {}", request.session_id(), del ? "delete" : "get",
+                     error.message);
+      }
+      fail(client.code, client.message);
+    };
     if (!request.ParseFromString(data) || request.session_id().empty()) {
       fail(ErrorCode::kBadMessage, "payload is not a wf.v1.SessionRequest with a session_id");
     } else if (del) {
@@ -1202,7 +1226,7 @@ void HeavyWorker::OnSessionRequest(const NatsMsgView& msg, bool del) {
       }
       auto deleted = store_.DeleteSession(request.session_id());
       if (!deleted.ok()) {
-        fail(deleted.error().code, deleted.error().message);
+        store_failed(deleted.error());
       } else if (!*deleted) {
         fail(ErrorCode::kSessionNotFound, "no session " + request.session_id());
       } else {
@@ -1212,7 +1236,7 @@ void HeavyWorker::OnSessionRequest(const NatsMsgView& msg, bool del) {
     } else {
       auto history = store_.GetSession(request.session_id());
       if (!history.ok()) {
-        fail(history.error().code, history.error().message);
+        store_failed(history.error());
       } else {
         *out.mutable_history() = std::move(history).value();
       }
