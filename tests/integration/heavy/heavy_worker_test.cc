@@ -1149,6 +1149,32 @@ TEST(HeavyWorkerTest, ALastEventIsSentAgainUntilItsReceiverConfirmsIt) {
   EXPECT_EQ(HeavyMetric(s, 0, "wf_heavy_end_events_awaiting_confirmation"), 0);
 }
 
+// A last event nobody confirms is given up at its turn's deadline (counted), not sent forever.
+TEST(HeavyWorkerTest, AnUnconfirmedLastEventIsGivenUpAtTheTurnsDeadline) {
+  Stack s({.start_gateway = false, .start_lightweight = false});
+  HeavyClient c(s);
+  wf::v1::QueryRequest request;
+  request.set_request_id("unconfirmed-1");
+  request.set_session_id("unconfirmed-session");
+  request.set_message("hello");
+  request.set_reply_to("nobody.unconfirmed-1");
+  request.set_deadline_unix_ms(UnixMillisNow() + 3000);
+  request.set_confirm_end(true);
+  ASSERT_TRUE(c.conn().Publish("wf.heavy.query", request.SerializeAsString()).ok());
+  ASSERT_TRUE(Eventually([&] {
+    return HeavyMetric(s, 0, "wf_heavy_end_events_awaiting_confirmation") == 1;
+  })) << s.Logs();
+  ASSERT_TRUE(Eventually(
+      [&] { return HeavyMetric(s, 0, "wf_heavy_end_events_awaiting_confirmation") == 0; },
+      seconds(10)))
+      << s.Logs();
+  EXPECT_EQ(HeavyMetric(s, 0, "wf_heavy_end_events_unconfirmed_total"), 1);
+  // Sent again in the meantime (0.2, 0.6, 1.4 s after the first send: the deadline is 3 s).
+  EXPECT_GE(HeavyMetric(s, 0, "wf_heavy_end_events_resent_total"), 2);
+  // The turn itself was stored: the answer is in the history for whoever asks.
+  EXPECT_TRUE(GetSession(c, "unconfirmed-session").has_history());
+}
+
 /// Runs one turn on each of the sessions `<prefix>-0` .. `<prefix>-<count - 1>` (ids
 /// `<prefix>-warm-<i>`), so PostgreSQL holds them, then locks their rows in `*locker`, a
 /// transaction on `pg` left open: writes to those sessions wait until it ends.
