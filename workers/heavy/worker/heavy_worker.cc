@@ -302,8 +302,10 @@ HeavyWorker::HeavyWorker(std::shared_ptr<const Config> config, NatsConnection& c
 HeavyWorker::~HeavyWorker() {
   Shutdown(std::chrono::milliseconds(0));
   // While every other member lives (a last delivery still runs OnQueryMessages): the intake
-  // before its connection, the connection before the loop it runs on.
+  // and the confirmer (a subscription on it) before their connection, the connection before the
+  // loop it runs on.
   intake_.reset();
+  confirmer_.reset();
   intake_conn_.reset();
   intake_loop_.reset();
 }
