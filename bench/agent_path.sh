@@ -177,30 +177,23 @@ echo "# $(calibrate)"
 echo "# stack: nats :$NATS_PORT ($(nats_env)), redis :$REDIS_PORT, postgres :$PG_PORT$PG_NOTE, scripted LLM :$LLM_PORT (--max-connections $LLM_MAX_CONNECTIONS), gateway :$GW_PORT (2 threads, heartbeat 1 s), 1 lightweight, 1 heavy"
 echo
 
-# CPU time (user + system, clock ticks) of each process of the stack; PostgreSQL is this
-# cluster's postmaster and its children (one backend per connection), no other cluster's.
-pg_ticks() {
-  local postmaster t=0 pid
-  postmaster=$(head -n 1 "$RUN/pg/postmaster.pid")
-  for pid in "$postmaster" $(pgrep -P "$postmaster" || true); do
-    t=$((t + $(ticks "$pid")))
-  done
-  echo "$t"
-}
-pg_switches() {
+# `pg_sum ticks|switches`: that counter (lib.sh) summed over this cluster's postmaster and its
+# children (one backend per connection), no other cluster's.
+pg_sum() {
   local postmaster n=0 pid
   postmaster=$(head -n 1 "$RUN/pg/postmaster.pid")
   for pid in "$postmaster" $(pgrep -P "$postmaster" || true); do
-    n=$((n + $(switches "$pid")))
+    n=$((n + $("$1" "$pid")))
   done
   echo "$n"
 }
+# CPU time (user + system, clock ticks) and context switches of each process of the stack.
 cpu_snapshot() {  # prints "name=ticks ..." for the stack's processes, then "sw:name=switches ..."
   echo "gateway=$(ticks "$GW_PID") lightweight=$(ticks "$LW_PID") heavy=$(ticks "$HEAVY_PID")" \
-    "nats=$(ticks "$NATS_PID") redis=$(ticks "$REDIS_PID") postgres=$(pg_ticks) llm=$(ticks "$LLM_PID")" \
+    "nats=$(ticks "$NATS_PID") redis=$(ticks "$REDIS_PID") postgres=$(pg_sum ticks) llm=$(ticks "$LLM_PID")" \
     "sw:gateway=$(switches "$GW_PID") sw:lightweight=$(switches "$LW_PID")" \
     "sw:heavy=$(switches "$HEAVY_PID") sw:nats=$(switches "$NATS_PID")" \
-    "sw:redis=$(switches "$REDIS_PID") sw:postgres=$(pg_switches) sw:llm=$(switches "$LLM_PID")"
+    "sw:redis=$(switches "$REDIS_PID") sw:postgres=$(pg_sum switches) sw:llm=$(switches "$LLM_PID")"
 }
 # cpu_per_turn "BEFORE" "AFTER" TURNS: microseconds of CPU per turn, and context switches per
 # turn, per process.
