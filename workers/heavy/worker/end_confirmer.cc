@@ -40,22 +40,30 @@ Status EndConfirmer::Send(const std::string& subject, std::string data, NatsHead
                           std::chrono::steady_clock::time_point deadline) {
   const auto now = std::chrono::steady_clock::now();
   deadline = std::min(deadline, now + options_.max_wait);
+  auto shared = std::make_shared<const std::string>(std::move(data));
   std::string reply;
   {
     std::lock_guard lock(mu_);
-    if (stopped_ || pending_.size() >= options_.max_pending || deadline <= now) {
+    if (stopped_ || deadline <= now || pending_.size() >= options_.max_pending ||
+        pending_bytes_ + shared->size() > options_.max_pending_bytes) {
       unconfirmed_.fetch_add(1, std::memory_order_relaxed);
     } else {
       const uint64_t token = ++next_token_;
       reply = inbox_ + "." + std::to_string(token);
       // The first send is below, outside the lock; a confirmation coming before this entry
       // exists cannot happen (it is inserted first).
-      pending_.emplace(token, Pending{subject, data, headers, deadline, now + options_.first_retry,
-                                      options_.first_retry});
+      pending_bytes_ += shared->size();
+      pending_.emplace(token, Pending{subject, shared, headers, deadline,
+                                      now + options_.first_retry, options_.first_retry});
       ArmSweep();
     }
   }
-  return publish_conn_.Publish(subject, data, reply, headers);
+  return publish_conn_.Publish(subject, *shared, reply, headers);
+}
+
+void EndConfirmer::ErasePending(std::unordered_map<uint64_t, Pending>::iterator it) {
+  pending_bytes_ -= it->second.data->size();
+  pending_.erase(it);
 }
 
 void EndConfirmer::OnReply(const NatsMsgView& msg) {
@@ -64,7 +72,10 @@ void EndConfirmer::OnReply(const NatsMsgView& msg) {
   uint64_t token = 0;
   if (std::from_chars(last.data(), last.data() + last.size(), token).ec != std::errc()) return;
   std::lock_guard lock(mu_);
-  if (pending_.erase(token) > 0) confirmed_.fetch_add(1, std::memory_order_relaxed);
+  auto it = pending_.find(token);
+  if (it == pending_.end()) return;  // a repeat's confirmation, or given up
+  ErasePending(it);
+  confirmed_.fetch_add(1, std::memory_order_relaxed);
 }
 
 void EndConfirmer::ArmSweep() {
@@ -75,7 +86,9 @@ void EndConfirmer::ArmSweep() {
 
 void EndConfirmer::Sweep() {
   struct Resend {
-    std::string subject, data, reply;
+    std::string subject;
+    std::shared_ptr<const std::string> data;
+    std::string reply;
     NatsHeaders headers;
   };
   std::vector<Resend> due;
@@ -91,17 +104,16 @@ void EndConfirmer::Sweep() {
     const auto now = std::chrono::steady_clock::now();
     for (auto it = pending_.begin(); it != pending_.end();) {
       Pending& p = it->second;
+      auto next = std::next(it);
       if (now >= p.deadline) {
         ++expired;
-        it = pending_.erase(it);
-        continue;
-      }
-      if (now >= p.next_send) {
+        ErasePending(it);
+      } else if (now >= p.next_send) {
         p.backoff = std::min(p.backoff * 2, options_.max_retry);
         p.next_send = now + p.backoff;
         due.push_back({p.subject, p.data, inbox_ + "." + std::to_string(it->first), p.headers});
       }
-      ++it;
+      it = next;
     }
     if (!pending_.empty()) ArmSweep();
   }
@@ -111,7 +123,7 @@ void EndConfirmer::Sweep() {
   }
   for (const Resend& r : due) {
     resent_.fetch_add(1, std::memory_order_relaxed);
-    if (auto status = publish_conn_.Publish(r.subject, r.data, r.reply, r.headers); !status.ok()) {
+    if (auto status = publish_conn_.Publish(r.subject, *r.data, r.reply, r.headers); !status.ok()) {
       spdlog::debug("resending the last event on {}: {}", r.subject, status.error().message);
     }
   }

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <unordered_map>
@@ -40,8 +41,10 @@ class EndConfirmer {
     std::chrono::milliseconds max_retry{5000};
     /// Longest an event is sent again, whatever its deadline says.
     std::chrono::milliseconds max_wait{60000};
-    /// Events awaiting confirmation at most; past it an event is sent once, unconfirmed.
+    /// Events, and their bytes, awaiting confirmation at most; past either an event is sent
+    /// once, unconfirmed. A gateway gone for a minute must not cost more than this in memory.
     std::size_t max_pending = 100000;
+    std::size_t max_pending_bytes = 64 << 20;
   };
   struct Stats {
     std::size_t awaiting = 0;  ///< Sent, not confirmed yet.
@@ -69,13 +72,15 @@ class EndConfirmer {
  private:
   struct Pending {
     std::string subject;
-    std::string data;
+    std::shared_ptr<const std::string> data;  // shared with a sweep's resend in flight
     NatsHeaders headers;
     std::chrono::steady_clock::time_point deadline;
     std::chrono::steady_clock::time_point next_send;
     std::chrono::milliseconds backoff;
   };
   void OnReply(const NatsMsgView& msg);
+  /// mu_ held.
+  void ErasePending(std::unordered_map<uint64_t, Pending>::iterator it);
   /// Timer thread: sends again what is due, drops what is past its deadline, re-arms.
   void Sweep();
   /// mu_ held: arms the sweep unless it is.
@@ -90,6 +95,7 @@ class EndConfirmer {
 
   mutable std::mutex mu_;
   std::unordered_map<uint64_t, Pending> pending_;  // by token, the last part of the reply subject
+  std::size_t pending_bytes_ = 0;                  // of the pending events' data
   uint64_t next_token_ = 0;
   bool sweep_armed_ = false;
   bool sweeping_ = false;  // A sweep is sending, outside mu_.
