@@ -26,6 +26,10 @@ constexpr std::size_t kHeaderRoom = 1024;
 /// a history batch (and no prompt wants it whole).
 constexpr std::size_t kMaxRecordedAnswerBytes = 64 * 1024;
 
+/// How long after a NATS reconnect flow answers are still sent until confirmed: the gateway may
+/// resubscribe later than this worker, and its answers sent meanwhile would reach nobody.
+constexpr std::chrono::milliseconds kConfirmAfterReconnect{30000};
+
 /// A request id is used as a NATS subject token and header value: keep it to a safe alphabet.
 bool ValidRequestId(const std::string& id) { return IsValidQueryRequestId(id); }
 
@@ -106,6 +110,12 @@ wf::v1::QueryEvent FlowEvent(const std::string& request_id, const std::string& s
 
 }  // namespace
 
+bool LightweightWorker::OutageClock::Recent(std::chrono::milliseconds window) const {
+  if (down.load(std::memory_order_relaxed) > 0) return true;
+  const int64_t restored = restored_unix_ms.load(std::memory_order_relaxed);
+  return restored != 0 && UnixMillisNow() - restored < window.count();
+}
+
 std::string NewRequestId() {
   std::string inbox = NatsConnection::NewInbox();  // "_INBOX.<22-char NUID>"
   return inbox.substr(inbox.rfind('.') + 1);
@@ -144,10 +154,20 @@ Result<std::unique_ptr<LightweightWorker>> LightweightWorker::Start(
     nats_options.url = conn.url();
     nats_options.name = "wf-lightweight-loop";
     nats_options.loop = loops.back();
+    nats_options.on_disconnected = [outages = self->outages_] {
+      outages->down.fetch_add(1, std::memory_order_relaxed);
+    };
+    nats_options.on_reconnected = [outages = self->outages_] {
+      if (outages->down.fetch_sub(1, std::memory_order_relaxed) <= 0) outages->down.store(0);
+      outages->restored_unix_ms.store(UnixMillisNow(), std::memory_order_relaxed);
+    };
     auto loop_conn = NatsConnection::Connect(nats_options);
     if (!loop_conn.ok()) return loop_conn.error();
     self->loop_conns_.push_back(std::move(loop_conn).value());
   }
+  self->confirmer_ =
+      std::make_unique<EndConfirmer>(conn, conn, self->timer_, EndConfirmer::Options{});
+  if (auto s = self->confirmer_->Start(); !s.ok()) return s.error();
   auto runtime = FlowRuntime::Create(self->config_, loops, MaxReplyData(conn));
   if (!runtime.ok()) return runtime.error();
   self->runtime_ = std::move(runtime).value();
@@ -230,6 +250,9 @@ void LightweightWorker::Shutdown(std::chrono::milliseconds grace) {
                                                  std::chrono::milliseconds(1000));
   };
   for (auto& loop_conn : loop_conns_) (void)loop_conn->Flush(flush_time());
+  // Flow answers sent around a reconnect are confirmed within milliseconds by a gateway that is
+  // there; give them the same time.
+  if (confirmer_) (void)confirmer_->WaitIdle(flush_time());
   (void)conn_.Flush(flush_time());
 }
 
@@ -336,7 +359,22 @@ void LightweightWorker::OnQuery(const NatsMsgView& msg) {
           errors_.fetch_add(1, std::memory_order_relaxed);
         }
         query_stats_->Record(Since(started), event.has_final() ? "" : event.error().message());
-        PublishReply(conn, reply_to, payload, {{kRequestIdHeader, request.request_id()}}, "flow");
+        const NatsHeaders headers{{kRequestIdHeader, request.request_id()}};
+        if (request.confirm_end() && outages_->Recent(kConfirmAfterReconnect)) {
+          // Around a reconnect: sent again until the gateway confirms it, up to the time the
+          // gateway waits for a flow (its route deadline, plus the half second it allows).
+          const int64_t until_ms = request.route_deadline_unix_ms() != 0
+                                       ? request.route_deadline_unix_ms() + 500
+                                       : request.deadline_unix_ms();
+          const auto deadline = std::chrono::steady_clock::now() +
+                                std::chrono::milliseconds(until_ms - UnixMillisNow());
+          if (Status sent = confirmer_->Send(reply_to, payload, headers, deadline); !sent.ok()) {
+            spdlog::warn("flow reply ({} bytes) to {} not sent yet: {}", payload.size(), reply_to,
+                         sent.error().message);
+          }
+        } else {
+          PublishReply(conn, reply_to, payload, headers, "flow");
+        }
         // Off the critical path: the client already has its answer. Failed
         // turns are recorded too, so the agent knows what happened.
         RecordFlowTurn(request, event, flow_id, started_ms);
@@ -628,6 +666,15 @@ std::string LightweightWorker::MetricsText() const {
           "Flow turns whose history publish failed (logged).", turns_unrecorded_.load());
   counter("wf_lightweight_history_batches_total", "TurnRecordBatch messages published.",
           history_batches_.load());
+  if (confirmer_) {
+    const EndConfirmer::Stats ends = confirmer_->stats();
+    counter("wf_lightweight_flow_answers_resent_total",
+            "Flow answers sent again around a NATS reconnect, not yet confirmed by the gateway.",
+            ends.resent);
+    counter("wf_lightweight_flow_answers_unconfirmed_total",
+            "Flow answers sent around a NATS reconnect that were never confirmed in time.",
+            ends.unconfirmed);
+  }
   out +=
       "# HELP wf_lightweight_in_flight Calls in flight.\n# TYPE wf_lightweight_in_flight gauge\n";
   out += "wf_lightweight_in_flight " + std::to_string(in_flight_.load()) + "\n";

@@ -7,10 +7,12 @@
 
 #include "config/config.h"
 #include "io/event_loop.h"
+#include "io/timer.h"
 #include "lightweight/flow_runtime.h"
 #include "lightweight/turn_batcher.h"
 #include "matching/flow_matcher.h"
 #include "nats/connection.h"
+#include "nats/end_confirmer.h"
 #include "nats/jetstream.h"
 #include "nats/micro_service.h"
 #include "wf/v1/query.pb.h"
@@ -85,6 +87,15 @@ class LightweightWorker {
   /// The connection to answer on: the calling loop's own, else the main one.
   NatsConnection& ReplyConn();
 
+  /// When a loop's NATS connection was last lost and restored: flow answers sent then are
+  /// confirmed (see OnQuery's flow callback). Shared with the connections' callbacks.
+  struct OutageClock {
+    std::atomic<int> down{0};                  // loop connections disconnected now
+    std::atomic<int64_t> restored_unix_ms{0};  // the last reconnect of any of them
+    /// Down now, or back for less than `window`.
+    bool Recent(std::chrono::milliseconds window) const;
+  };
+
   std::shared_ptr<const Config> config_;
   NatsConnection& conn_;
   Subjects subjects_;
@@ -92,6 +103,12 @@ class LightweightWorker {
   // Declared before everything that runs on them: destroyed after the clients and connections.
   std::vector<std::unique_ptr<EventLoopThread>> loops_;
   std::vector<std::unique_ptr<NatsConnection>> loop_conns_;  // loop_conns_[i] runs on loops_[i]
+  std::shared_ptr<OutageClock> outages_ = std::make_shared<OutageClock>();
+  TimerThread timer_;
+  /// Sends a flow's answer until the gateway confirms it (QueryRequest.confirm_end), but only
+  /// around a NATS reconnect (OutageClock): otherwise the flow path would pay a message more per
+  /// request for a window of milliseconds. Before runtime_: flow callbacks use it.
+  std::unique_ptr<EndConfirmer> confirmer_;
   std::unique_ptr<FlowRuntime> runtime_;
   std::unique_ptr<JetStream> js_;
   std::unique_ptr<TurnBatcher> history_;  // After js_: its destructor may still publish.

@@ -509,6 +509,32 @@ TEST(AgentPathTest, AnAnswerSentWhileNatsIsDownStillReachesTheClient) {
   }
 }
 
+// The same for a flow whose answer is sent while nats-server is down: the lightweight worker,
+// having just lost its connection, sends it until the gateway confirms it.
+TEST(FlowPathTest, AFlowAnswerSentWhileNatsIsDownStillReachesTheClient) {
+  Stack s({.gateway = {{"flow_timeout_ms", 20000}}, .slow_flow_ms = 1500});
+  HttpReply reply;
+  std::thread client([&] {
+    reply = HttpCall("POST", s.Url("/api/v1/query"),
+                     R"({"message":"slow lookup please","session_id":"outage-flow"})",
+                     {"Content-Type: application/json"}, 30000);
+  });
+  // The business API call is under way (it answers 1.5 s after it started) when NATS goes.
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  s.nats_.Stop();
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  // As above: the worker is back, and its answer flushed, before the gateway resubscribes.
+  s.gateway_->Signal(SIGSTOP);
+  s.nats_.Start();
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  s.gateway_->Signal(SIGCONT);
+  client.join();
+  EXPECT_EQ(reply.status, 200) << reply.body << s.Logs();
+  const json answer = json::parse(reply.body, nullptr, false);
+  EXPECT_EQ(answer.value("message", ""), "slept 1500 ms") << reply.body;
+  EXPECT_EQ(answer.value("routed_to", ""), "lightweight");
+}
+
 // The same on the query's last delivery (max_deliver 1 here): no worker will run it again, and
 // the client is told so when JetStream reports the deliveries used up (an advisory one of the
 // remaining workers answers), instead of waiting in silence for the turn's deadline.

@@ -28,6 +28,8 @@ struct StackOptions {
   int flow_endpoint_timeout_ms = 0;  ///< The demo flows' endpoint.timeout_ms; 0 = default.
   /// Adds flow "stuck_lookup" ("stuck lookup ..."), whose business API call never answers.
   bool hanging_flow = false;
+  /// When > 0, adds flow "slow_lookup" ("slow lookup ..."), whose call answers after this long.
+  int slow_flow_ms = 0;
 };
 
 inline nlohmann::json DefaultRules() {
@@ -105,6 +107,14 @@ class Stack {
       config["flows"].push_back({{"flow_id", "stuck_lookup"},
                                  {"trigger_patterns", {"stuck lookup"}},
                                  {"endpoint", stuck}});
+    }
+    if (options_.slow_flow_ms > 0) {
+      nlohmann::json slow = endpoint;
+      slow["url"] = base + "/hang?ms=" + std::to_string(options_.slow_flow_ms);
+      config["flows"].push_back({{"flow_id", "slow_lookup"},
+                                 {"trigger_patterns", {"slow lookup"}},
+                                 {"endpoint", slow},
+                                 {"response_template", "slept {result.slept_ms} ms"}});
     }
     if (!options_.gateway.is_null()) config["gateway"] = options_.gateway;
     return config;

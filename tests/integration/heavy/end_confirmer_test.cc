@@ -1,6 +1,6 @@
 // EndConfirmer (wf-heavy's resending of a turn's last event until confirmed) against a real
 // nats-server: what it sends, what a confirmation stops, and its bounds.
-#include "worker/end_confirmer.h"
+#include "nats/end_confirmer.h"
 
 #include <gtest/gtest.h>
 
@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "llm/timer.h"
+#include "io/timer.h"
 #include "nats/connection.h"
 #include "support/test_support.h"
 
@@ -97,6 +97,18 @@ TEST_F(EndConfirmerTest, EventsPastTheBoundsAreSentOnceAndCountedUnconfirmed) {
   EXPECT_EQ(Of("ev.2").size(), 1u);
   EXPECT_EQ(Of("ev.4").size(), 1u);
   EXPECT_LE(Of("ev.1").size(), 2u);  // at most one resend raced its confirmation
+}
+
+// NATS answers an event nobody is subscribed to (a receiver still reconnecting) with a "no
+// responders" status on its reply subject: that is not a confirmation, the event is sent again.
+TEST_F(EndConfirmerTest, NoRespondersIsNotAConfirmation) {
+  EndConfirmer confirmer(*conn_, *conn_, timer_, EndConfirmer::Options{});
+  ASSERT_TRUE(confirmer.Start().ok());
+  ASSERT_TRUE(
+      confirmer.Send("unheard.1", "z", {}, std::chrono::steady_clock::now() + seconds(30)).ok());
+  ASSERT_TRUE(Eventually([&] { return confirmer.stats().resent >= 2; }, seconds(5)));
+  EXPECT_EQ(confirmer.stats().awaiting, 1u);
+  EXPECT_EQ(confirmer.stats().confirmed, 0u);
 }
 
 // An event whose deadline has passed is sent once, unconfirmed; a destroyed confirmer counts

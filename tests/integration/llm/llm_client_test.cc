@@ -13,8 +13,8 @@
 #include "agent/executor.h"
 #include "http_client/http_client.h"
 #include "integration/scripted_llm/scripted_llm_server.h"
+#include "io/timer.h"
 #include "llm/http_llm_client.h"
-#include "llm/timer.h"
 #include "support/test_support.h"
 
 namespace wf {

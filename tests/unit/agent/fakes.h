@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "agent/interfaces.h"
+#include "io/timer.h"
 #include "llm/llm_client.h"
-#include "llm/timer.h"
 
 namespace wf::testing {
 

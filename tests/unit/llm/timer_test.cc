@@ -1,4 +1,4 @@
-#include "llm/timer.h"
+#include "io/timer.h"
 
 #include <gtest/gtest.h>
 

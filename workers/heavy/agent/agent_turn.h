@@ -13,8 +13,8 @@
 #include "agent/interfaces.h"
 #include "agent/tool_catalog.h"
 #include "config/config.h"
+#include "io/timer.h"
 #include "llm/llm_client.h"
-#include "llm/timer.h"
 #include "wf/v1/query.pb.h"
 #include "wf/v1/session.pb.h"
 

@@ -11,9 +11,9 @@
 #include <string>
 
 #include "http_client/http_client.h"
+#include "io/timer.h"
 #include "llm/llm_client.h"
 #include "llm/retry_policy.h"
-#include "llm/timer.h"
 
 namespace wf {
 

@@ -7,7 +7,7 @@
 #include <unordered_map>
 
 #include "agent/interfaces.h"
-#include "llm/timer.h"
+#include "io/timer.h"
 #include "nats/connection.h"
 
 namespace wf {

@@ -1,4 +1,4 @@
-#include "worker/end_confirmer.h"
+#include "nats/end_confirmer.h"
 
 #include <spdlog/spdlog.h>
 
@@ -67,6 +67,9 @@ void EndConfirmer::ErasePending(std::unordered_map<uint64_t, Pending>::iterator 
 }
 
 void EndConfirmer::OnReply(const NatsMsgView& msg) {
+  // Nobody subscribed to the event's subject yet (a receiver still reconnecting): not a
+  // confirmation; the sweep sends it again. (Connections on an EventLoop never deliver these.)
+  if (natsMsg_IsNoResponders(msg.raw())) return;
   const std::string_view subject = msg.subject();
   const std::string_view last = subject.substr(subject.rfind('.') + 1);
   uint64_t token = 0;

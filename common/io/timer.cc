@@ -1,8 +1,8 @@
-#include "llm/timer.h"
-
-#include <exception>
+#include "io/timer.h"
 
 #include <spdlog/spdlog.h>
+
+#include <exception>
 
 namespace wf {
 

@@ -10,7 +10,7 @@
 #include <unordered_map>
 
 #include "error/error.h"
-#include "llm/timer.h"
+#include "io/timer.h"
 #include "nats/connection.h"
 
 namespace wf {
@@ -28,9 +28,9 @@ namespace wf {
 /// confirmation, instead of one timer per event: a confirmation (normally within a millisecond)
 /// then costs a map erase, not a timer cancel that wakes the timer thread. Each event is sent
 /// again `first_retry` after its last send, doubling up to `max_retry`, until its deadline
-/// (and at most `max_wait` after the first send). "No responders" statuses are not used: the
-/// reply subscription may live on an event-loop connection, which drops them, and the next
-/// resend comes soon anyway.
+/// (and at most `max_wait` after the first send). A "no responders" status on the reply subject
+/// (nobody subscribed to the event's subject) is not a confirmation; it does not hasten the
+/// next resend either (an event-loop connection drops such statuses anyway).
 ///
 /// Thread-safe. Publishes on `publish_conn` (the connection the turn's other events went out
 /// on, so the last event cannot overtake them); confirmations are read on `reply_conn`.
