@@ -37,9 +37,13 @@ Status EndConfirmer::Start() {
 }
 
 Status EndConfirmer::Send(const std::string& subject, std::string data, NatsHeaders headers,
-                          std::chrono::steady_clock::time_point deadline) {
+                          int64_t deadline_unix_ms) {
   const auto now = std::chrono::steady_clock::now();
-  deadline = std::min(deadline, now + options_.max_wait);
+  auto deadline = now + options_.max_wait;
+  if (deadline_unix_ms != 0) {
+    deadline =
+        std::min(deadline, now + std::chrono::milliseconds(deadline_unix_ms - UnixMillisNow()));
+  }
   auto shared = std::make_shared<const std::string>(std::move(data));
   std::string reply;
   {

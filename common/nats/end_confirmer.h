@@ -61,10 +61,11 @@ class EndConfirmer {
 
   /// Subscribes to the reply inbox (and flushes, so the server knows it before the first send).
   Status Start();
-  /// Publishes `data` on `subject` with `headers`, then again until confirmed or `deadline`.
+  /// Publishes `data` on `subject` with `headers`, then again until confirmed or
+  /// `deadline_unix_ms` (Unix epoch ms, as the wire carries it; 0: none, so `max_wait`).
   /// The error is the first publish's (the event is still sent again later).
   Status Send(const std::string& subject, std::string data, NatsHeaders headers,
-              std::chrono::steady_clock::time_point deadline);
+              int64_t deadline_unix_ms);
   /// Waits until nothing awaits confirmation, at most `timeout` (shutdown); true when none does.
   bool WaitIdle(std::chrono::milliseconds timeout);
   Stats stats() const;

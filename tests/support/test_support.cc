@@ -1,7 +1,6 @@
 #include "support/test_support.h"
 
 #include <arpa/inet.h>
-#include <cctype>
 #include <curl/curl.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -21,6 +20,8 @@
 #include <stdexcept>
 #include <thread>
 #include <unordered_set>
+
+#include "text/ascii.h"
 
 extern char** environ;
 
@@ -206,7 +207,7 @@ void StartOnAFreePort(int& port, Start start) {
       return;
     } catch (const std::runtime_error& e) {
       std::string log = e.what();
-      for (char& c : log) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      for (char& c : log) c = AsciiLower(c);
       if (attempt == 5 || log.find("address already in use") == std::string::npos) throw;
       port = FreePort();
     }
@@ -347,7 +348,7 @@ size_t WriteHeader(char* data, size_t size, size_t n, void* user) {
   auto colon = line.find(':');
   if (colon != std::string::npos) {
     std::string name = line.substr(0, colon);
-    std::transform(name.begin(), name.end(), name.begin(), ::tolower);
+    std::transform(name.begin(), name.end(), name.begin(), AsciiLower);
     std::string value = line.substr(colon + 1);
     value.erase(0, value.find_first_not_of(" \t"));
     value.erase(value.find_last_not_of("\r\n \t") + 1);

@@ -363,15 +363,10 @@ void LightweightWorker::OnQuery(const NatsMsgView& msg) {
         if (request.confirm_end() && outages_->Recent(kConfirmAfterReconnect)) {
           // Around a reconnect: sent again until the gateway confirms it, up to the time the
           // gateway waits for a flow (its route deadline, plus the half second it allows).
-          // No deadline at all (an outside publisher): the confirmer's own limit (60 s).
           const int64_t until_ms = request.route_deadline_unix_ms() != 0
                                        ? request.route_deadline_unix_ms() + 500
                                        : request.deadline_unix_ms();
-          const auto deadline = until_ms == 0
-                                    ? std::chrono::steady_clock::time_point::max()
-                                    : std::chrono::steady_clock::now() +
-                                          std::chrono::milliseconds(until_ms - UnixMillisNow());
-          if (Status sent = confirmer_->Send(reply_to, payload, headers, deadline); !sent.ok()) {
+          if (Status sent = confirmer_->Send(reply_to, payload, headers, until_ms); !sent.ok()) {
             spdlog::warn("flow reply ({} bytes) to {} not sent yet: {}", payload.size(), reply_to,
                          sent.error().message);
           }

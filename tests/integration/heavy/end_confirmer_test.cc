@@ -65,7 +65,7 @@ TEST_F(EndConfirmerTest, EventsPastTheBoundsAreSentOnceAndCountedUnconfirmed) {
   options.max_pending_bytes = 1000;
   EndConfirmer confirmer(*conn_, *conn_, timer_, options);
   ASSERT_TRUE(confirmer.Start().ok());
-  const auto deadline = std::chrono::steady_clock::now() + seconds(30);
+  const int64_t deadline = UnixMillisNow() + 30000;
   ASSERT_TRUE(confirmer.Send("ev.1", std::string(600, 'a'), {}, deadline).ok());
   ASSERT_TRUE(confirmer.Send("ev.2", std::string(600, 'b'), {}, deadline).ok());  // bytes
   ASSERT_TRUE(confirmer.Send("ev.3", std::string(10, 'c'), {}, deadline).ok());
@@ -104,8 +104,7 @@ TEST_F(EndConfirmerTest, EventsPastTheBoundsAreSentOnceAndCountedUnconfirmed) {
 TEST_F(EndConfirmerTest, NoRespondersIsNotAConfirmation) {
   EndConfirmer confirmer(*conn_, *conn_, timer_, EndConfirmer::Options{});
   ASSERT_TRUE(confirmer.Start().ok());
-  ASSERT_TRUE(
-      confirmer.Send("unheard.1", "z", {}, std::chrono::steady_clock::now() + seconds(30)).ok());
+  ASSERT_TRUE(confirmer.Send("unheard.1", "z", {}, UnixMillisNow() + 30000).ok());
   ASSERT_TRUE(Eventually([&] { return confirmer.stats().resent >= 2; }, seconds(5)));
   EXPECT_EQ(confirmer.stats().awaiting, 1u);
   EXPECT_EQ(confirmer.stats().confirmed, 0u);
@@ -116,12 +115,10 @@ TEST_F(EndConfirmerTest, NoRespondersIsNotAConfirmation) {
 TEST_F(EndConfirmerTest, PastDeadlinesAndShutdownEndTheResending) {
   auto confirmer = std::make_unique<EndConfirmer>(*conn_, *conn_, timer_, EndConfirmer::Options{});
   ASSERT_TRUE(confirmer->Start().ok());
-  ASSERT_TRUE(
-      confirmer->Send("ev.late", "x", {}, std::chrono::steady_clock::now() - milliseconds(1)).ok());
+  ASSERT_TRUE(confirmer->Send("ev.late", "x", {}, UnixMillisNow() - 1).ok());
   EXPECT_EQ(confirmer->stats().awaiting, 0u);
   EXPECT_EQ(confirmer->stats().unconfirmed, 1u);
-  ASSERT_TRUE(
-      confirmer->Send("ev.held", "y", {}, std::chrono::steady_clock::now() + seconds(30)).ok());
+  ASSERT_TRUE(confirmer->Send("ev.held", "y", {}, UnixMillisNow() + 30000).ok());
   EXPECT_FALSE(confirmer->WaitIdle(milliseconds(300)));
   ASSERT_TRUE(Eventually([&] { return Of("ev.held").size() >= 2; }, seconds(5)));
   confirmer.reset();  // while its sweep is armed: cancels it, never runs it afterwards

@@ -267,13 +267,9 @@ bool HeavyWorker::PublishEvent(const Turn& turn, wf::v1::QueryEvent event) {
   Status status;
   if ((event.has_final() || event.has_error()) && turn.request.confirm_end() && confirmer_) {
     // Until the receiver confirms it, or the turn's deadline: see EndConfirmer.
-    const auto deadline =
-        turn.deadline_unix_ms > 0
-            ? std::chrono::steady_clock::now() +
-                  std::chrono::milliseconds(turn.deadline_unix_ms - UnixMillisNow())
-            : std::chrono::steady_clock::time_point::max();
     const std::size_t size = data.size();
-    status = confirmer_->Send(turn.reply_to, std::move(data), std::move(headers), deadline);
+    status =
+        confirmer_->Send(turn.reply_to, std::move(data), std::move(headers), turn.deadline_unix_ms);
     if (!status.ok()) {
       spdlog::warn("last event {} of turn {} ({} bytes) not published yet: {}", event.seq(),
                    turn.request.request_id(), size, status.error().message);
