@@ -37,7 +37,7 @@ Status EndConfirmer::Start() {
 }
 
 Status EndConfirmer::Send(const std::string& subject, std::string data, NatsHeaders headers,
-                          int64_t deadline_unix_ms) {
+                          int64_t deadline_unix_ms, Settled on_settled, std::size_t held_bytes) {
   const auto now = std::chrono::steady_clock::now();
   auto deadline = now + options_.max_wait;
   if (deadline_unix_ms != 0) {
@@ -45,29 +45,37 @@ Status EndConfirmer::Send(const std::string& subject, std::string data, NatsHead
         std::min(deadline, now + std::chrono::milliseconds(deadline_unix_ms - UnixMillisNow()));
   }
   auto shared = std::make_shared<const std::string>(std::move(data));
+  const std::size_t bytes = shared->size() + held_bytes;
   std::string reply;
   {
     std::lock_guard lock(mu_);
     if (stopped_ || deadline <= now || pending_.size() >= options_.max_pending ||
-        pending_bytes_ + shared->size() > options_.max_pending_bytes) {
+        pending_bytes_ + bytes > options_.max_pending_bytes) {
       unconfirmed_.fetch_add(1, std::memory_order_relaxed);
     } else {
       const uint64_t token = ++next_token_;
       reply = inbox_ + "." + std::to_string(token);
       // The first send is below, outside the lock; a confirmation coming before this entry
       // exists cannot happen (it is inserted first).
-      pending_bytes_ += shared->size();
-      pending_.emplace(token, Pending{subject, shared, headers, deadline,
-                                      now + options_.first_retry, options_.first_retry});
+      pending_bytes_ += bytes;
+      pending_.emplace(token,
+                       Pending{subject, shared, headers, deadline, now + options_.first_retry,
+                               options_.first_retry, std::move(on_settled), bytes});
       ArmSweep();
     }
   }
-  return publish_conn_.Publish(subject, *shared, reply, headers);
+  Status sent = publish_conn_.Publish(subject, *shared, reply, headers);
+  // Not kept for resending (on_settled was moved from when it was): the outcome is known now.
+  if (reply.empty() && on_settled) on_settled(false);
+  return sent;
 }
 
-void EndConfirmer::ErasePending(std::unordered_map<uint64_t, Pending>::iterator it) {
-  pending_bytes_ -= it->second.data->size();
+EndConfirmer::Settled EndConfirmer::ErasePending(
+    std::unordered_map<uint64_t, Pending>::iterator it) {
+  pending_bytes_ -= it->second.bytes;
+  Settled on_settled = std::move(it->second.on_settled);
   pending_.erase(it);
+  return on_settled;
 }
 
 void EndConfirmer::OnReply(const NatsMsgView& msg) {
@@ -78,11 +86,15 @@ void EndConfirmer::OnReply(const NatsMsgView& msg) {
   const std::string_view last = subject.substr(subject.rfind('.') + 1);
   uint64_t token = 0;
   if (std::from_chars(last.data(), last.data() + last.size(), token).ec != std::errc()) return;
-  std::lock_guard lock(mu_);
-  auto it = pending_.find(token);
-  if (it == pending_.end()) return;  // a repeat's confirmation, or given up
-  ErasePending(it);
+  Settled on_settled;
+  {
+    std::lock_guard lock(mu_);
+    auto it = pending_.find(token);
+    if (it == pending_.end()) return;  // a repeat's confirmation, or given up
+    on_settled = ErasePending(it);
+  }
   confirmed_.fetch_add(1, std::memory_order_relaxed);
+  if (on_settled) on_settled(true);
 }
 
 void EndConfirmer::ArmSweep() {
@@ -99,7 +111,7 @@ void EndConfirmer::Sweep() {
     NatsHeaders headers;
   };
   std::vector<Resend> due;
-  std::size_t expired = 0;
+  std::vector<Settled> expired;
   {
     std::lock_guard lock(mu_);
     sweep_armed_ = false;
@@ -113,8 +125,7 @@ void EndConfirmer::Sweep() {
       Pending& p = it->second;
       auto next = std::next(it);
       if (now >= p.deadline) {
-        ++expired;
-        ErasePending(it);
+        expired.push_back(ErasePending(it));
       } else if (now >= p.next_send) {
         p.backoff = std::min(p.backoff * 2, options_.max_retry);
         p.next_send = now + p.backoff;
@@ -124,9 +135,13 @@ void EndConfirmer::Sweep() {
     }
     if (!pending_.empty()) ArmSweep();
   }
-  if (expired > 0) {
-    unconfirmed_.fetch_add(expired, std::memory_order_relaxed);
-    spdlog::warn("{} last event(s) of turns not confirmed by their deadline: given up", expired);
+  if (!expired.empty()) {
+    unconfirmed_.fetch_add(expired.size(), std::memory_order_relaxed);
+    spdlog::warn("{} last event(s) of turns not confirmed by their deadline: given up",
+                 expired.size());
+    for (Settled& on_settled : expired) {
+      if (on_settled) on_settled(false);
+    }
   }
   for (const Resend& r : due) {
     resent_.fetch_add(1, std::memory_order_relaxed);

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -32,6 +33,10 @@ namespace wf {
 /// (nobody subscribed to the event's subject) is not a confirmation; it does not hasten the
 /// next resend either (an event-loop connection drops such statuses anyway).
 ///
+/// A sender that must not let go of something before the event is delivered (wf-heavy keeps its
+/// JetStream message unacknowledged, so a worker killed meanwhile leaves the turn to another)
+/// passes `on_settled`, called once with the outcome.
+///
 /// Thread-safe. Publishes on `publish_conn` (the connection the turn's other events went out
 /// on, so the last event cannot overtake them); confirmations are read on `reply_conn`.
 class EndConfirmer {
@@ -53,6 +58,13 @@ class EndConfirmer {
     uint64_t unconfirmed = 0;  ///< Given up at the deadline (or sent once past max_pending).
   };
 
+  /// The outcome of one Send: true when its receiver confirmed it, false when it was given up
+  /// (its deadline passed) or never kept for resending (already past its deadline, past the
+  /// bounds, or the confirmer stopping). Runs on the thread that learnt it (the reply
+  /// connection's, the timer's, or Send's caller), never under the confirmer's lock. Not called
+  /// for events still waiting when the confirmer is destroyed.
+  using Settled = std::function<void(bool confirmed)>;
+
   EndConfirmer(NatsConnection& publish_conn, NatsConnection& reply_conn, Timer& timer,
                Options options);
   ~EndConfirmer();
@@ -63,9 +75,11 @@ class EndConfirmer {
   Status Start();
   /// Publishes `data` on `subject` with `headers`, then again until confirmed or
   /// `deadline_unix_ms` (Unix epoch ms, as the wire carries it; 0: none, so `max_wait`).
-  /// The error is the first publish's (the event is still sent again later).
+  /// The error is the first publish's (the event is still sent again later). `on_settled`
+  /// (optional) learns the outcome; `held_bytes` is what it keeps alive meanwhile, counted with
+  /// the event's own bytes against max_pending_bytes.
   Status Send(const std::string& subject, std::string data, NatsHeaders headers,
-              int64_t deadline_unix_ms);
+              int64_t deadline_unix_ms, Settled on_settled = {}, std::size_t held_bytes = 0);
   /// Waits until nothing awaits confirmation, at most `timeout` (shutdown); true when none does.
   bool WaitIdle(std::chrono::milliseconds timeout);
   Stats stats() const;
@@ -78,10 +92,12 @@ class EndConfirmer {
     std::chrono::steady_clock::time_point deadline;
     std::chrono::steady_clock::time_point next_send;
     std::chrono::milliseconds backoff;
+    Settled on_settled;
+    std::size_t bytes;  // the data's and what on_settled holds
   };
   void OnReply(const NatsMsgView& msg);
-  /// mu_ held.
-  void ErasePending(std::unordered_map<uint64_t, Pending>::iterator it);
+  /// mu_ held: removes the entry; returns its on_settled, to be called outside mu_.
+  Settled ErasePending(std::unordered_map<uint64_t, Pending>::iterator it);
   /// Timer thread: sends again what is due, drops what is past its deadline, re-arms.
   void Sweep();
   /// mu_ held: arms the sweep unless it is.
@@ -96,7 +112,7 @@ class EndConfirmer {
 
   mutable std::mutex mu_;
   std::unordered_map<uint64_t, Pending> pending_;  // by token, the last part of the reply subject
-  std::size_t pending_bytes_ = 0;                  // of the pending events' data
+  std::size_t pending_bytes_ = 0;                  // Pending::bytes summed
   uint64_t next_token_ = 0;
   bool sweep_armed_ = false;
   bool sweeping_ = false;  // A sweep is sending, outside mu_.

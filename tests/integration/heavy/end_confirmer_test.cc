@@ -4,8 +4,11 @@
 
 #include <gtest/gtest.h>
 
+#include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
+#include <utility>
 #include <vector>
 
 #include "io/timer.h"
@@ -125,6 +128,69 @@ TEST_F(EndConfirmerTest, PastDeadlinesAndShutdownEndTheResending) {
   const std::size_t sent = Of("ev.held").size();
   std::this_thread::sleep_for(milliseconds(1000));
   EXPECT_EQ(Of("ev.held").size(), sent);
+}
+
+/// Records each event's outcome (EndConfirmer::Settled), by name.
+class Outcomes {
+ public:
+  EndConfirmer::Settled For(const std::string& name) {
+    return [this, name](bool confirmed) {
+      std::lock_guard lock(mu_);
+      calls_.emplace_back(name, confirmed);
+    };
+  }
+  std::vector<std::pair<std::string, bool>> Calls() {
+    std::lock_guard lock(mu_);
+    return calls_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<std::pair<std::string, bool>> calls_;
+};
+
+// on_settled learns each event's outcome once: confirmed, given up at its deadline, or never
+// held (past its deadline already, or past the bounds, which count held_bytes); an event still
+// waiting when the confirmer goes is never settled (wf-heavy then leaves its query
+// unacknowledged for another worker).
+TEST_F(EndConfirmerTest, EachOutcomeIsReportedOnceAndNoneAfterDestruction) {
+  EndConfirmer::Options options;
+  options.max_pending_bytes = 1000;
+  auto confirmer = std::make_unique<EndConfirmer>(*conn_, *conn_, timer_, options);
+  ASSERT_TRUE(confirmer->Start().ok());
+  Outcomes outcomes;
+  const int64_t later = UnixMillisNow() + 30000;
+  ASSERT_TRUE(confirmer->Send("ev.confirmed", "a", {}, later, outcomes.For("confirmed")).ok());
+  ASSERT_TRUE(
+      confirmer->Send("ev.expiring", "b", {}, UnixMillisNow() + 700, outcomes.For("expiring"))
+          .ok());
+  // Sent once: its deadline has passed / what it holds does not fit in the byte bound.
+  ASSERT_TRUE(confirmer->Send("ev.past", "c", {}, UnixMillisNow() - 1, outcomes.For("past")).ok());
+  ASSERT_TRUE(confirmer->Send("ev.big", "d", {}, later, outcomes.For("big"), 2000).ok());
+  ASSERT_TRUE(confirmer->Send("ev.left", "e", {}, later, outcomes.For("left"), 500).ok());
+  EXPECT_EQ(confirmer->stats().awaiting, 3u);
+  const std::vector<std::pair<std::string, bool>> at_once = {{"past", false}, {"big", false}};
+  EXPECT_EQ(outcomes.Calls(), at_once);
+
+  ASSERT_TRUE(Eventually([&] { return !Of("ev.confirmed").empty(); }));
+  ASSERT_TRUE(conn_->Publish(Of("ev.confirmed")[0].reply, "").ok());
+  ASSERT_TRUE(Eventually([&] { return outcomes.Calls().size() >= 3; }));
+  EXPECT_EQ(outcomes.Calls()[2], std::make_pair(std::string("confirmed"), true));
+  // A second confirmation of the same event (a repeat's) reports nothing more; the one nobody
+  // confirms is given up at its deadline.
+  ASSERT_TRUE(conn_->Publish(Of("ev.confirmed")[0].reply, "").ok());
+  ASSERT_TRUE(Eventually([&] { return outcomes.Calls().size() >= 4; }, seconds(5)));
+  EXPECT_EQ(outcomes.Calls().size(), 4u);
+  EXPECT_EQ(outcomes.Calls()[3], std::make_pair(std::string("expiring"), false));
+
+  // "left" holds 500 bytes of the 1000: another 600 do not fit, 400 do.
+  ASSERT_TRUE(confirmer->Send("ev.more", "f", {}, later, outcomes.For("more"), 600).ok());
+  EXPECT_EQ(outcomes.Calls().back(), std::make_pair(std::string("more"), false));
+  ASSERT_TRUE(confirmer->Send("ev.fits", "g", {}, later, outcomes.For("fits"), 400).ok());
+  EXPECT_EQ(confirmer->stats().awaiting, 2u);
+  confirmer.reset();
+  std::this_thread::sleep_for(milliseconds(300));
+  EXPECT_EQ(outcomes.Calls().size(), 5u);  // neither "left" nor "fits"
 }
 
 }  // namespace

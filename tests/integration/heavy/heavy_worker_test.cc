@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <pqxx/pqxx>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -1068,6 +1069,61 @@ TEST(HeavyWorkerTest, TurnsAreAckedAndStillComeInAfterNatsRestarts) {
   EXPECT_EQ(HeavyMetric(s, 0, "wf_heavy_redeliveries_total"), 0) << s.Logs();
 }
 
+/// Events published on `late.>` as they come, with their reply subjects; confirms none.
+class LateListener {
+ public:
+  struct Seen {
+    wf::v1::QueryEvent event;
+    std::string reply;
+  };
+  explicit LateListener(HeavyClient& c) {
+    auto sub = c.conn().Subscribe("late.>", [this](const NatsMsgView& m) {
+      Seen one;
+      if (!one.event.ParseFromArray(m.data().data(), static_cast<int>(m.data().size()))) return;
+      one.reply = std::string(m.reply());
+      std::lock_guard lock(mu_);
+      seen_.push_back(std::move(one));
+    });
+    if (!sub.ok()) throw std::runtime_error("subscribing to late.>: " + sub.error().message);
+    sub_ = std::move(sub).value();
+  }
+  /// Every event of `request_id` so far, in order.
+  std::vector<Seen> Events(const std::string& request_id) {
+    std::vector<Seen> out;
+    std::lock_guard lock(mu_);
+    for (const Seen& one : seen_) {
+      if (one.event.request_id() == request_id) out.push_back(one);
+    }
+    return out;
+  }
+  /// Its `final` events so far.
+  std::vector<Seen> Finals(const std::string& request_id) {
+    std::vector<Seen> out;
+    for (Seen& one : Events(request_id)) {
+      if (one.event.has_final()) out.push_back(std::move(one));
+    }
+    return out;
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<Seen> seen_;
+  NatsSubscription sub_;
+};
+
+/// A QueryRequest for wf.heavy.query that asks for its last event to be confirmed.
+wf::v1::QueryRequest ConfirmedQuery(const std::string& request_id, const std::string& session_id,
+                                    int64_t timeout_ms) {
+  wf::v1::QueryRequest request;
+  request.set_request_id(request_id);
+  request.set_session_id(session_id);
+  request.set_message("hello");
+  request.set_reply_to("late." + request_id);
+  request.set_deadline_unix_ms(UnixMillisNow() + timeout_ms);
+  request.set_confirm_end(true);
+  return request;
+}
+
 // QueryRequest.confirm_end: the last event comes with a reply subject and is sent again until an
 // empty message on it confirms it, so a receiver that subscribes late (as the gateway does while
 // it reconnects to NATS) still gets it; then the resending stops. Without the flag it is sent
@@ -1075,44 +1131,20 @@ TEST(HeavyWorkerTest, TurnsAreAckedAndStillComeInAfterNatsRestarts) {
 TEST(HeavyWorkerTest, ALastEventIsSentAgainUntilItsReceiverConfirmsIt) {
   Stack s({.start_gateway = false, .start_lightweight = false});
   HeavyClient c(s);
-  struct Seen {
-    wf::v1::QueryEvent event;
-    std::string reply;
-  };
-  std::mutex mu;
-  std::vector<Seen> seen;
-  auto copies = [&] {
-    std::lock_guard lock(mu);
-    return seen;
-  };
-
-  wf::v1::QueryRequest request;
-  request.set_request_id("confirm-1");
-  request.set_session_id("confirm-session");
-  request.set_message("hello");
-  request.set_reply_to("late.confirm-1");  // nobody listens yet
-  request.set_deadline_unix_ms(UnixMillisNow() + 20000);
-  request.set_confirm_end(true);
+  wf::v1::QueryRequest request = ConfirmedQuery("confirm-1", "confirm-session", 20000);
   ASSERT_TRUE(c.conn().Publish("wf.heavy.query", request.SerializeAsString()).ok());
-  // The turn ends and its final waits for a confirmation that cannot come.
+  // The turn ends and its final waits for a confirmation that cannot come: nobody listens yet.
   ASSERT_TRUE(Eventually([&] {
     return HeavyMetric(s, 0, "wf_heavy_end_events_awaiting_confirmation") == 1;
   })) << s.Logs();
 
-  auto sub = c.conn().Subscribe("late.>", [&](const NatsMsgView& m) {
-    Seen one;
-    if (!one.event.ParseFromArray(m.data().data(), static_cast<int>(m.data().size()))) return;
-    one.reply = std::string(m.reply());
-    std::lock_guard lock(mu);
-    seen.push_back(std::move(one));
-  });
-  ASSERT_TRUE(sub.ok());
+  LateListener late(c);
   // Sent again: the late subscriber gets it, twice if it does not confirm.
-  ASSERT_TRUE(Eventually([&] { return copies().size() >= 2; }, seconds(10))) << s.Logs();
-  const auto two = copies();
-  for (const Seen& one : two) {
+  ASSERT_TRUE(Eventually([&] { return late.Events("confirm-1").size() >= 2; }, seconds(10)))
+      << s.Logs();
+  const auto two = late.Events("confirm-1");
+  for (const LateListener::Seen& one : two) {
     ASSERT_TRUE(one.event.has_final()) << one.event.DebugString();
-    EXPECT_EQ(one.event.request_id(), "confirm-1");
     EXPECT_EQ(one.event.seq(), two[0].event.seq());
     EXPECT_EQ(one.event.final().answer(), two[0].event.final().answer());
     EXPECT_FALSE(one.reply.empty());
@@ -1123,29 +1155,18 @@ TEST(HeavyWorkerTest, ALastEventIsSentAgainUntilItsReceiverConfirmsIt) {
   })) << s.Logs();
   EXPECT_GE(HeavyMetric(s, 0, "wf_heavy_end_events_resent_total"), 2);
   // Confirmed: no further copy (the next would have come within 0.8 s).
-  const std::size_t confirmed_at = copies().size();
+  const std::size_t confirmed_at = late.Events("confirm-1").size();
   std::this_thread::sleep_for(milliseconds(1500));
-  EXPECT_EQ(copies().size(), confirmed_at);
+  EXPECT_EQ(late.Events("confirm-1").size(), confirmed_at);
 
   // Without confirm_end: one send, no reply subject, nothing awaits confirmation.
-  request.set_request_id("confirm-2");
-  request.set_reply_to("late.confirm-2");
+  request = ConfirmedQuery("confirm-2", "confirm-session", 20000);
   request.set_confirm_end(false);
   ASSERT_TRUE(c.conn().Publish("wf.heavy.query", request.SerializeAsString()).ok());
-  ASSERT_TRUE(Eventually([&] {
-    for (const Seen& one : copies()) {
-      if (one.event.request_id() == "confirm-2" && one.event.has_final()) return true;
-    }
-    return false;
-  })) << s.Logs();
+  ASSERT_TRUE(Eventually([&] { return !late.Finals("confirm-2").empty(); })) << s.Logs();
   std::this_thread::sleep_for(milliseconds(500));
-  int finals = 0;
-  for (const Seen& one : copies()) {
-    if (one.event.request_id() != "confirm-2" || !one.event.has_final()) continue;
-    ++finals;
-    EXPECT_TRUE(one.reply.empty());
-  }
-  EXPECT_EQ(finals, 1);
+  ASSERT_EQ(late.Finals("confirm-2").size(), 1u);
+  EXPECT_TRUE(late.Finals("confirm-2")[0].reply.empty());
   EXPECT_EQ(HeavyMetric(s, 0, "wf_heavy_end_events_awaiting_confirmation"), 0);
 }
 
@@ -1153,13 +1174,7 @@ TEST(HeavyWorkerTest, ALastEventIsSentAgainUntilItsReceiverConfirmsIt) {
 TEST(HeavyWorkerTest, AnUnconfirmedLastEventIsGivenUpAtTheTurnsDeadline) {
   Stack s({.start_gateway = false, .start_lightweight = false});
   HeavyClient c(s);
-  wf::v1::QueryRequest request;
-  request.set_request_id("unconfirmed-1");
-  request.set_session_id("unconfirmed-session");
-  request.set_message("hello");
-  request.set_reply_to("nobody.unconfirmed-1");
-  request.set_deadline_unix_ms(UnixMillisNow() + 3000);
-  request.set_confirm_end(true);
+  const wf::v1::QueryRequest request = ConfirmedQuery("unconfirmed-1", "unconfirmed-session", 3000);
   ASSERT_TRUE(c.conn().Publish("wf.heavy.query", request.SerializeAsString()).ok());
   ASSERT_TRUE(Eventually([&] {
     return HeavyMetric(s, 0, "wf_heavy_end_events_awaiting_confirmation") == 1;
@@ -1173,6 +1188,95 @@ TEST(HeavyWorkerTest, AnUnconfirmedLastEventIsGivenUpAtTheTurnsDeadline) {
   EXPECT_GE(HeavyMetric(s, 0, "wf_heavy_end_events_resent_total"), 2);
   // The turn itself was stored: the answer is in the history for whoever asks.
   EXPECT_TRUE(GetSession(c, "unconfirmed-session").has_history());
+}
+
+// The last event is all a client waits for. A worker killed after storing its turn, before the
+// receiver confirmed that event, used to have acknowledged the query already: nobody answered it
+// again and the client waited for its deadline. Now the query stays unacknowledged until the
+// confirmation, so JetStream hands it to the other worker, which answers from the store without
+// running the turn again.
+TEST(HeavyWorkerTest, AWorkerKilledBeforeItsLastEventIsConfirmedLeavesTheAnswerToAnother) {
+  Stack s({.heavy_workers = 2,
+           .ack_wait_ms = 2000,
+           .start_gateway = false,
+           .start_lightweight = false});
+  HeavyClient c(s);
+  LateListener late(c);
+  ASSERT_TRUE(
+      c.conn()
+          .Publish(
+              "wf.heavy.query",
+              ConfirmedQuery("kill-confirm-1", "kill-confirm-session", 30000).SerializeAsString())
+          .ok());
+  ASSERT_TRUE(Eventually([&] { return !late.Finals("kill-confirm-1").empty(); })) << s.Logs();
+  const LateListener::Seen first = late.Finals("kill-confirm-1").front();
+  EXPECT_EQ(first.event.attempt(), 1u);
+  int victim = -1;
+  for (std::size_t i = 0; i < s.heavy_admin_ports_.size(); ++i) {
+    if (HeavyMetric(s, i, "wf_heavy_end_events_awaiting_confirmation") == 1) {
+      victim = static_cast<int>(i);
+    }
+  }
+  ASSERT_GE(victim, 0) << s.Logs();
+  s.heavy_[victim]->Signal(SIGKILL);
+  // The other worker gets the query after the ack wait (2 s) and sends the stored answer.
+  ASSERT_TRUE(Eventually(
+      [&] {
+        for (const auto& one : late.Finals("kill-confirm-1")) {
+          if (one.event.attempt() == 2) return true;
+        }
+        return false;
+      },
+      seconds(15)))
+      << s.Logs();
+  LateListener::Seen again;
+  for (const auto& one : late.Finals("kill-confirm-1")) {
+    if (one.event.attempt() == 2) again = one;
+  }
+  EXPECT_EQ(again.event.final().answer(), first.event.final().answer());
+  EXPECT_EQ(again.event.final().run_id(), "kill-confirm-1");
+  ASSERT_FALSE(again.reply.empty());
+  ASSERT_TRUE(c.conn().Publish(again.reply, "").ok());
+  const std::size_t survivor = victim == 0 ? 1 : 0;
+  ASSERT_TRUE(Eventually([&] {
+    return HeavyMetric(s, survivor, "wf_heavy_end_events_awaiting_confirmation") == 0;
+  })) << s.Logs();
+  // Answered from the store: the model was asked once, and the turn is stored once.
+  EXPECT_EQ(LlmStats(s)["requests"].get<int>(), 1);
+  EXPECT_EQ(GetSession(c, "kill-confirm-session").history().turn_count(), 1u);
+}
+
+// While its last event waits for a confirmation (here longer than the ack wait), the query is
+// kept in progress: JetStream does not hand it to another worker meanwhile, and the
+// confirmation then acknowledges it.
+TEST(HeavyWorkerTest, AQueryWaitingForItsConfirmationIsNotRedelivered) {
+  Stack s({.heavy_workers = 2,
+           .ack_wait_ms = 1500,
+           .start_gateway = false,
+           .start_lightweight = false});
+  HeavyClient c(s);
+  LateListener late(c);
+  ASSERT_TRUE(c.conn()
+                  .Publish("wf.heavy.query",
+                           ConfirmedQuery("held-1", "held-session", 30000).SerializeAsString())
+                  .ok());
+  ASSERT_TRUE(Eventually([&] { return !late.Finals("held-1").empty(); })) << s.Logs();
+  std::this_thread::sleep_for(milliseconds(4000));  // the ack wait, more than twice
+  auto finals = late.Finals("held-1");
+  for (const auto& one : finals) EXPECT_EQ(one.event.attempt(), 1u) << one.event.DebugString();
+  ASSERT_TRUE(c.conn().Publish(finals.back().reply, "").ok());
+  auto awaiting = [&] {
+    return HeavyMetric(s, 0, "wf_heavy_end_events_awaiting_confirmation") +
+           HeavyMetric(s, 1, "wf_heavy_end_events_awaiting_confirmation");
+  };
+  ASSERT_TRUE(Eventually([&] { return awaiting() == 0; })) << s.Logs();
+  // Acknowledged: nothing comes again after another ack wait.
+  std::this_thread::sleep_for(milliseconds(2500));
+  EXPECT_EQ(HeavyMetric(s, 0, "wf_heavy_redeliveries_total") +
+                HeavyMetric(s, 1, "wf_heavy_redeliveries_total"),
+            0);
+  for (const auto& one : late.Finals("held-1")) EXPECT_EQ(one.event.attempt(), 1u);
+  EXPECT_EQ(LlmStats(s)["requests"].get<int>(), 1);
 }
 
 /// Runs one turn on each of the sessions `<prefix>-0` .. `<prefix>-<count - 1>` (ids

@@ -58,9 +58,29 @@ struct HeavyWorker::JsMessage {
            std::to_string(std::chrono::duration_cast<std::chrono::nanoseconds>(d).count()) + "}");
   }
   void Term() { Settle("+TERM"); }
+  /// Keeps JetStream waiting for this message (past its ack wait) while it is unsettled, or
+  /// settled but held.
   void InProgress() {
     std::lock_guard lock(mu);
-    if (!settled) Send("+WPI");
+    if (!settled || held) Send("+WPI");
+  }
+  /// The turn's last event went out to be confirmed by its receiver (EndConfirmer): from now on
+  /// a settlement waits for Release. A worker killed before the confirmation so leaves the
+  /// message to JetStream, which hands the turn to another worker after the ack wait, and that
+  /// one answers it from the store: the answer is not lost with the process.
+  void Hold() {
+    std::lock_guard lock(mu);
+    if (!settled) held = true;
+  }
+  /// The last event was confirmed or given up: a settlement made meanwhile goes out now.
+  void Release() {
+    std::lock_guard lock(mu);
+    held = false;
+    if (!deferred.empty()) Send(std::exchange(deferred, std::string()));
+  }
+  /// Roughly what the message keeps in memory.
+  std::size_t Bytes() const {
+    return sizeof(*this) + 256 + static_cast<std::size_t>(natsMsg_GetDataLength(msg));
   }
   /// The message's sequence number in its stream (0 when unknown).
   uint64_t StreamSeq() const {
@@ -85,6 +105,10 @@ struct HeavyWorker::JsMessage {
     std::lock_guard lock(mu);
     if (settled) return;
     settled = true;
+    if (held) {
+      deferred = body;
+      return;
+    }
     Send(body);
   }
   void Send(const std::string& body) {
@@ -101,6 +125,8 @@ struct HeavyWorker::JsMessage {
   NatsConnection& conn;
   std::mutex mu;
   bool settled = false;
+  bool held = false;     // see Hold
+  std::string deferred;  // a settlement made while held
 };
 
 namespace {
@@ -158,13 +184,15 @@ std::atomic<int64_t> g_turn_objects{0};
 }  // namespace
 
 struct HeavyWorker::Turn {
-  Turn(natsMsg* m, NatsConnection& conn) : msg(m, conn) {
+  Turn(natsMsg* m, NatsConnection& conn) : msg(std::make_shared<JsMessage>(m, conn)) {
     g_turn_objects.fetch_add(1, std::memory_order_relaxed);
   }
   ~Turn() { g_turn_objects.fetch_sub(1, std::memory_order_relaxed); }
   Turn(const Turn&) = delete;
   Turn& operator=(const Turn&) = delete;
-  JsMessage msg;
+  // Shared with the EndConfirmer's callback while the last event awaits confirmation (Hold):
+  // the message outlives the turn's other state then.
+  std::shared_ptr<JsMessage> msg;
   wf::v1::QueryRequest request;
   std::string reply_to;
   std::string traceparent;
@@ -266,10 +294,27 @@ bool HeavyWorker::PublishEvent(const Turn& turn, wf::v1::QueryEvent event) {
                       {kTraceparentHeader, turn.traceparent}};
   Status status;
   if ((event.has_final() || event.has_error()) && turn.request.confirm_end() && confirmer_) {
-    // Until the receiver confirms it, or the turn's deadline: see EndConfirmer.
+    // Until the receiver confirms it, or the turn's deadline: see EndConfirmer. The query's
+    // message is settled only then (JsMessage::Hold), and kept in progress meanwhile.
     const std::size_t size = data.size();
-    status =
-        confirmer_->Send(turn.reply_to, std::move(data), std::move(headers), turn.deadline_unix_ms);
+    EndConfirmer::Settled on_settled;
+    std::size_t held_bytes = 0;
+    if (turn.msg->msg != nullptr) {  // null: an answer for a query no worker holds
+      std::shared_ptr<JsMessage> msg = turn.msg;
+      msg->Hold();
+      held_bytes = msg->Bytes();
+      {
+        std::lock_guard lock(mu_);
+        held_messages_.emplace(msg.get(), msg);
+      }
+      on_settled = [this, msg = std::move(msg)](bool /*confirmed*/) {
+        msg->Release();
+        std::lock_guard lock(mu_);
+        held_messages_.erase(msg.get());
+      };
+    }
+    status = confirmer_->Send(turn.reply_to, std::move(data), std::move(headers),
+                              turn.deadline_unix_ms, std::move(on_settled), held_bytes);
     if (!status.ok()) {
       spdlog::warn("last event {} of turn {} ({} bytes) not published yet: {}", event.seq(),
                    turn.request.request_id(), size, status.error().message);
@@ -491,7 +536,7 @@ std::shared_ptr<HeavyWorker::Turn> HeavyWorker::OnQueryMessage(natsMsg* msg) {
   if (!turn->request.ParseFromArray(natsMsg_GetData(msg), natsMsg_GetDataLength(msg))) {
     // No reply subject can be trusted: drop it for good.
     spdlog::warn("undecodable message on {}: terminated", natsMsg_GetSubject(msg));
-    turn->msg.Term();
+    turn->msg->Term();
     query_stats_->Record(std::chrono::nanoseconds(0), "bad message");
     return nullptr;
   }
@@ -518,9 +563,9 @@ std::shared_ptr<HeavyWorker::Turn> HeavyWorker::OnQueryMessage(natsMsg* msg) {
 }
 
 void HeavyWorker::OnRequestIdRunning(const std::shared_ptr<Turn>& turn, const Turn& running) {
-  if (turn->msg.StreamSeq() == running.msg.StreamSeq()) {
+  if (turn->msg->StreamSeq() == running.msg->StreamSeq()) {
     // A redelivery of the turn this process still runs (e.g. a long stall): keep the first.
-    turn->msg.InProgress();
+    turn->msg->InProgress();
     return;
   }
   // Another message with the id of a turn running here. Asked on the same reply subject, the
@@ -534,7 +579,7 @@ void HeavyWorker::OnRequestIdRunning(const std::shared_ptr<Turn>& turn, const Tu
                      "subject, and once it is stored a repeat of the same query is answered from "
                      "there");
   }
-  turn->msg.Term();
+  turn->msg->Term();
   query_stats_->Record(std::chrono::nanoseconds(0), "duplicate request id");
 }
 
@@ -562,7 +607,7 @@ void HeavyWorker::PublishError(const Turn& turn, ErrorCode code, const std::stri
 void HeavyWorker::RejectTurn(const std::shared_ptr<Turn>& turn, ErrorCode code,
                              const std::string& message) {
   EmitTerminalError(turn, code, message);
-  turn->msg.Term();
+  turn->msg->Term();
   turns_failed_.fetch_add(1, std::memory_order_relaxed);
 }
 
@@ -591,9 +636,9 @@ bool HeavyWorker::WasCancelled(const std::string& request_id) {
 
 void HeavyWorker::BeginTurn(const std::shared_ptr<Turn>& turn) {
   const auto& req = turn->request;
-  uint64_t delivered = turn->msg.Delivered();
+  uint64_t delivered = turn->msg->Delivered();
   turn->attempt = static_cast<uint32_t>(std::min<uint64_t>(delivered, UINT32_MAX));
-  turn->stream_seq = turn->msg.StreamSeq();
+  turn->stream_seq = turn->msg->StreamSeq();
   if (delivered > 1) redeliveries_.fetch_add(1, std::memory_order_relaxed);
   const int64_t now = UnixMillisNow();
   // A publisher's deadline never holds a slot and the session lock longer than the configured
@@ -605,7 +650,7 @@ void HeavyWorker::BeginTurn(const std::shared_ptr<Turn>& turn) {
   if (req.deadline_unix_ms() != 0 && req.deadline_unix_ms() <= now) {
     EmitTerminalError(turn, ErrorCode::kDeadlineExceeded,
                       "the turn's deadline passed before it ran");
-    turn->msg.Ack();
+    turn->msg->Ack();
     turns_failed_.fetch_add(1, std::memory_order_relaxed);
     return;
   }
@@ -621,12 +666,12 @@ void HeavyWorker::BeginTurn(const std::shared_ptr<Turn>& turn) {
     // LLM is not called and nothing is stored.
     spdlog::info("turn {} was cancelled before it ran: dropped", req.request_id());
     EmitTerminalError(turn, ErrorCode::kCancelled, "the turn was cancelled before it ran");
-    turn->msg.Ack();
+    turn->msg->Ack();
     turns_cancelled_.fetch_add(1, std::memory_order_relaxed);
     return;
   }
   // The request id is the run id: on a redelivery, the earlier attempt may have stored it.
-  if (!turn->id_assigned && turn->msg.Delivered() > 1 && AnsweredFromStore(turn)) return;
+  if (!turn->id_assigned && turn->msg->Delivered() > 1 && AnsweredFromStore(turn)) return;
   AcquireLockThenRun(turn);
 }
 
@@ -676,7 +721,7 @@ bool HeavyWorker::AnsweredFromStore(const std::shared_ptr<Turn>& turn) {
                         "request_id " + req.request_id() + " already ended (status " + run.status +
                             ") and is stored without an answer to repeat");
     }
-    turn->msg.Ack();
+    turn->msg->Ack();
     turns_ok_.fetch_add(1, std::memory_order_relaxed);
     return true;
   }
@@ -689,7 +734,7 @@ void HeavyWorker::AcquireLockThenRun(const std::shared_ptr<Turn>& turn) {
   if (turn->cancelled) {
     if (enqueue) (void)store_.LeaveQueue(req.session_id(), req.request_id());
     EmitTerminalError(turn, ErrorCode::kCancelled, "cancelled while waiting for the session");
-    turn->msg.Ack();
+    turn->msg->Ack();
     turns_cancelled_.fetch_add(1, std::memory_order_relaxed);
     return;
   }
@@ -711,11 +756,11 @@ void HeavyWorker::AcquireLockThenRun(const std::shared_ptr<Turn>& turn) {
   if (!locked.ok()) {
     // Redis down: the lock cannot be taken, so hand the turn back for a later attempt.
     spdlog::warn("session lock for {}: {}", req.session_id(), locked.error().message);
-    if (turn->msg.Delivered() >= static_cast<uint64_t>(options_.max_deliver)) {
+    if (turn->msg->Delivered() >= static_cast<uint64_t>(options_.max_deliver)) {
       EmitTerminalError(turn, ErrorCode::kUnavailable, "session store unavailable");
-      turn->msg.Term();
+      turn->msg->Term();
     } else {
-      turn->msg.NakWithDelay(std::chrono::seconds(1));
+      turn->msg->NakWithDelay(std::chrono::seconds(1));
     }
     ReleaseTurn(turn);
     return;
@@ -727,7 +772,7 @@ void HeavyWorker::AcquireLockThenRun(const std::shared_ptr<Turn>& turn) {
       EmitTerminalError(turn, enqueue ? ErrorCode::kDeadlineExceeded : ErrorCode::kSessionBusy,
                         enqueue ? "the turn's deadline passed while queued behind another turn"
                                 : "session " + req.session_id() + " is busy with another turn");
-      turn->msg.Ack();
+      turn->msg->Ack();
       turns_failed_.fetch_add(1, std::memory_order_relaxed);
       return;
     }
@@ -793,11 +838,11 @@ void HeavyWorker::RunAgent(const std::shared_ptr<Turn>& turn,
     StopLeaseRenewal(*turn);
     (void)store_.Unlock(req.session_id(), req.request_id());
     turn->locked = false;
-    if (turn->msg.Delivered() >= static_cast<uint64_t>(options_.max_deliver)) {
+    if (turn->msg->Delivered() >= static_cast<uint64_t>(options_.max_deliver)) {
       EmitTerminalError(turn, ErrorCode::kUnavailable, "session history unavailable");
-      turn->msg.Term();
+      turn->msg->Term();
     } else {
-      turn->msg.NakWithDelay(std::chrono::seconds(1));
+      turn->msg->NakWithDelay(std::chrono::seconds(1));
     }
     ReleaseTurn(turn);
     return;
@@ -905,7 +950,7 @@ void HeavyWorker::FinishTurn(const std::shared_ptr<Turn>& turn, wf::v1::TurnReco
   ReleaseTurn(turn);  // before the client can see the outcome (see ReleaseTurn)
   if (durable) {
     if (terminal) PublishEvent(*turn, std::move(*terminal));
-    turn->msg.Ack();
+    turn->msg->Ack();
   } else if (stored.error().code == ErrorCode::kBadRequest) {
     // Refused for good (e.g. its run id was stored for another session meanwhile): no success
     // is reported and a redelivery cannot help.
@@ -920,7 +965,7 @@ void HeavyWorker::FinishTurn(const std::shared_ptr<Turn>& turn, wf::v1::TurnReco
                                       " already names a stored turn of another session or with "
                                       "another message; send a new request_id"
                                 : "turn could not be stored: " + stored.error().message);
-    turn->msg.Term();
+    turn->msg->Term();
   } else {
     // Neither PostgreSQL nor JetStream took it: the answer is not reported as a success. The
     // client gets an error; JetStream redelivers the query (a worker runs it again) until its
@@ -929,10 +974,10 @@ void HeavyWorker::FinishTurn(const std::shared_ptr<Turn>& turn, wf::v1::TurnReco
     spdlog::error("turn {} of {} not stored: {}", req.request_id(), req.session_id(),
                   stored.error().message);
     EmitTerminalError(turn, ErrorCode::kUnavailable, "turn could not be stored");
-    if (turn->msg.Delivered() >= static_cast<uint64_t>(options_.max_deliver)) {
-      turn->msg.Term();
+    if (turn->msg->Delivered() >= static_cast<uint64_t>(options_.max_deliver)) {
+      turn->msg->Term();
     } else {
-      turn->msg.NakWithDelay(std::chrono::seconds(2));
+      turn->msg->NakWithDelay(std::chrono::seconds(2));
     }
   }
   CountTurn(*turn, record.status() == "error" ? "turn failed" : "");
@@ -1268,11 +1313,14 @@ void HeavyWorker::TickInProgress() {
   std::lock_guard tick(tick_mu_);
   if (!ticking_ || (shutting_down_ && active_count_.load() == 0)) return;
   std::vector<std::shared_ptr<Turn>> turns;
+  std::vector<std::shared_ptr<JsMessage>> held;
   {
     std::lock_guard lock(mu_);
     for (auto& [id, turn] : active_) turns.push_back(turn);
+    for (auto& [ptr, msg] : held_messages_) held.push_back(msg);
   }
-  for (auto& turn : turns) turn->msg.InProgress();
+  for (auto& turn : turns) turn->msg->InProgress();
+  for (auto& msg : held) msg->InProgress();
   // On a thread of its own: executor threads may all be blocked on a slow PostgreSQL, and a
   // renewal that waits behind them lets the lease run out while the turn still runs.
   lease_executor_->Post([this, turns] {
@@ -1327,7 +1375,7 @@ void HeavyWorker::Shutdown(std::chrono::milliseconds grace) {
       std::lock_guard lock(mu_);
       turn->handed_back = true;
     }
-    turn->msg.Nak();
+    turn->msg->Nak();
     handed_back_.fetch_add(1, std::memory_order_relaxed);
     if (auto agent = agent_of(*turn)) agent->Cancel();
     StopLeaseRenewal(*turn);

@@ -33,9 +33,11 @@ namespace wf {
 /// The agent worker: a durable pull consumer "heavy" on JetStream stream WF_HEAVY
 /// (`<prefix>.heavy.query`), taking only as many turns as `concurrency`; each turn runs as an
 /// asynchronous AgentTurn (no thread per turn). Acks a message only after its turn is stored
-/// (PostgreSQL, then Redis); sends in-progress acks while a turn runs so a live worker keeps it and
-/// a dead one hands it back after ack_wait. Also: consumer "history" on WF_HISTORY (flow turns
-/// recorded by the lightweight pool), `<prefix>.session.get|delete` (queue "heavy"),
+/// (PostgreSQL, then Redis) and, for a query with confirm_end, its last event confirmed or given
+/// up (EndConfirmer); sends in-progress acks until then so a live worker keeps it and a dead one
+/// hands it back after ack_wait (another worker then answers from the store). Also: consumer
+/// "history" on WF_HISTORY (flow turns recorded by the lightweight pool),
+/// `<prefix>.session.get|delete` (queue "heavy"),
 /// `<prefix>.cancel.<request_id>`, and `$SRV.*` discovery as service "heavy".
 ///
 /// A turn whose session has no hot copy and that this worker has not seen lately starts ahead
@@ -232,6 +234,9 @@ class HeavyWorker {
   mutable std::mutex mu_;
   std::condition_variable slots_cv_;
   std::unordered_map<std::string, std::shared_ptr<Turn>> active_;  // by request id
+  // Messages of ended turns whose last event awaits confirmation (JsMessage::Hold): kept in
+  // progress by TickInProgress until the EndConfirmer settles them.
+  std::unordered_map<const JsMessage*, std::shared_ptr<JsMessage>> held_messages_;
   // Cancelled request ids not running here, with when they are forgotten (RememberCancel).
   std::unordered_map<std::string, std::chrono::steady_clock::time_point> cancelled_ids_;
   std::deque<std::pair<std::chrono::steady_clock::time_point, std::string>> cancel_order_;
