@@ -73,6 +73,11 @@ class HeavyClient {
     request.set_stream(stream);
     request.set_deadline_unix_ms(deadline_unix_ms != 0 ? deadline_unix_ms
                                                        : UnixMillisNow() + 20000);
+    Publish(request);
+  }
+
+  /// Publishes `request` on wf.heavy.query as it is (its events go to its own reply_to).
+  void Publish(const wf::v1::QueryRequest& request) {
     ASSERT_TRUE(conn_->Publish("wf.heavy.query", request.SerializeAsString()).ok());
     ASSERT_TRUE(conn_->Flush(milliseconds(2000)).ok());
   }
@@ -1132,7 +1137,7 @@ TEST(HeavyWorkerTest, ALastEventIsSentAgainUntilItsReceiverConfirmsIt) {
   Stack s({.start_gateway = false, .start_lightweight = false});
   HeavyClient c(s);
   wf::v1::QueryRequest request = ConfirmedQuery("confirm-1", "confirm-session", 20000);
-  ASSERT_TRUE(c.conn().Publish("wf.heavy.query", request.SerializeAsString()).ok());
+  c.Publish(request);
   // The turn ends and its final waits for a confirmation that cannot come: nobody listens yet.
   ASSERT_TRUE(Eventually([&] {
     return HeavyMetric(s, 0, "wf_heavy_end_events_awaiting_confirmation") == 1;
@@ -1162,7 +1167,7 @@ TEST(HeavyWorkerTest, ALastEventIsSentAgainUntilItsReceiverConfirmsIt) {
   // Without confirm_end: one send, no reply subject, nothing awaits confirmation.
   request = ConfirmedQuery("confirm-2", "confirm-session", 20000);
   request.set_confirm_end(false);
-  ASSERT_TRUE(c.conn().Publish("wf.heavy.query", request.SerializeAsString()).ok());
+  c.Publish(request);
   ASSERT_TRUE(Eventually([&] { return !late.Finals("confirm-2").empty(); })) << s.Logs();
   std::this_thread::sleep_for(milliseconds(500));
   ASSERT_EQ(late.Finals("confirm-2").size(), 1u);
@@ -1175,7 +1180,7 @@ TEST(HeavyWorkerTest, AnUnconfirmedLastEventIsGivenUpAtTheTurnsDeadline) {
   Stack s({.start_gateway = false, .start_lightweight = false});
   HeavyClient c(s);
   const wf::v1::QueryRequest request = ConfirmedQuery("unconfirmed-1", "unconfirmed-session", 3000);
-  ASSERT_TRUE(c.conn().Publish("wf.heavy.query", request.SerializeAsString()).ok());
+  c.Publish(request);
   ASSERT_TRUE(Eventually([&] {
     return HeavyMetric(s, 0, "wf_heavy_end_events_awaiting_confirmation") == 1;
   })) << s.Logs();
@@ -1202,12 +1207,7 @@ TEST(HeavyWorkerTest, AWorkerKilledBeforeItsLastEventIsConfirmedLeavesTheAnswerT
            .start_lightweight = false});
   HeavyClient c(s);
   LateListener late(c);
-  ASSERT_TRUE(
-      c.conn()
-          .Publish(
-              "wf.heavy.query",
-              ConfirmedQuery("kill-confirm-1", "kill-confirm-session", 30000).SerializeAsString())
-          .ok());
+  c.Publish(ConfirmedQuery("kill-confirm-1", "kill-confirm-session", 30000));
   ASSERT_TRUE(Eventually([&] { return !late.Finals("kill-confirm-1").empty(); })) << s.Logs();
   const LateListener::Seen first = late.Finals("kill-confirm-1").front();
   EXPECT_EQ(first.event.attempt(), 1u);
@@ -1256,10 +1256,7 @@ TEST(HeavyWorkerTest, AQueryWaitingForItsConfirmationIsNotRedelivered) {
            .start_lightweight = false});
   HeavyClient c(s);
   LateListener late(c);
-  ASSERT_TRUE(c.conn()
-                  .Publish("wf.heavy.query",
-                           ConfirmedQuery("held-1", "held-session", 30000).SerializeAsString())
-                  .ok());
+  c.Publish(ConfirmedQuery("held-1", "held-session", 30000));
   ASSERT_TRUE(Eventually([&] { return !late.Finals("held-1").empty(); })) << s.Logs();
   std::this_thread::sleep_for(milliseconds(4000));  // the ack wait, more than twice
   auto finals = late.Finals("held-1");
