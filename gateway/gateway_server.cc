@@ -329,10 +329,14 @@ bool IsHeadRequest(Http::RequestParser& parser) {
 
 /// The request still being read is HEAD: its request line says so, or, not complete yet, starts
 /// with that method (case-sensitive, RFC 9110 9.1; the client knows what it sent and reads the
-/// answer as bodiless). Empty lines before a request are dropped before it is fed (HandleInput).
+/// answer as bodiless), or with a part of it: a client stalled after "HEA" is sending HEAD, as
+/// no other method starts with 'H'. Empty lines before a request are dropped before it is fed
+/// (HandleInput).
 bool ReadingHeadRequest(Http::RequestParser& parser) {
   if (parser.step()->id() != Http::Private::RequestLineStep::Id) return IsHeadRequest(parser);
-  return UnparsedInput(parser).starts_with("HEAD ");
+  constexpr std::string_view kHead = "HEAD ";
+  const std::string_view input = UnparsedInput(parser);
+  return input.starts_with(kHead) || (!input.empty() && kHead.starts_with(input));
 }
 
 /// `input` without the empty lines a client may send before a request line (RFC 9112 2.2;

@@ -1364,7 +1364,8 @@ TEST(GatewayAlone, SlowRequestsGetAJson408AndTheConnectionEnds) {
 // (RFC 9110 9.3.2): the status and headers, Content-Length that of the JSON body it would have
 // sent. It used to carry that body, which a client (which reads no body after HEAD) would take
 // for the start of the next response. Whether the request stalls in its body (a HEAD with a
-// Content-Length), its headers or its request line, or on a kept-alive connection.
+// Content-Length), its headers, its request line or its method ("HEA": no other method starts
+// with 'H'), or on a kept-alive connection.
 TEST(GatewayAlone, ASlowHeadRequestGetsA408WithoutABody) {
   NatsServer nats;
   StandInWorker worker(nats.url());
@@ -1377,7 +1378,8 @@ TEST(GatewayAlone, ASlowHeadRequestGetsA408WithoutABody) {
       {"body pending",
        "HEAD /api/v1/query HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"message\""},
       {"incomplete head", "HEAD /health HTTP/1.1\r\nHost: x\r\n"},
-      {"incomplete request line", "HEAD /heal"}};
+      {"incomplete request line", "HEAD /heal"},
+      {"incomplete method", "HEA"}};
   std::vector<std::unique_ptr<RawConnection>> conns;
   for (const auto& [what, bytes] : stalls) {
     conns.push_back(std::make_unique<RawConnection>(gw.port()));
