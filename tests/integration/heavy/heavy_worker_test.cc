@@ -1251,14 +1251,15 @@ TEST(HeavyWorkerTest, AWorkerKilledBeforeItsLastEventIsConfirmedLeavesTheAnswerT
 // confirmation then acknowledges it.
 TEST(HeavyWorkerTest, AQueryWaitingForItsConfirmationIsNotRedelivered) {
   Stack s({.heavy_workers = 2,
-           .ack_wait_ms = 1500,
+           .ack_wait_ms = 2000,
            .start_gateway = false,
            .start_lightweight = false});
   HeavyClient c(s);
   LateListener late(c);
   c.Publish(ConfirmedQuery("held-1", "held-session", 30000));
   ASSERT_TRUE(Eventually([&] { return !late.Finals("held-1").empty(); })) << s.Logs();
-  std::this_thread::sleep_for(milliseconds(4000));  // the ack wait, more than twice
+  // Twice the ack wait (its in-progress renewals come every 0.67 s).
+  std::this_thread::sleep_for(milliseconds(4500));
   auto finals = late.Finals("held-1");
   for (const auto& one : finals) EXPECT_EQ(one.event.attempt(), 1u) << one.event.DebugString();
   ASSERT_TRUE(c.conn().Publish(finals.back().reply, "").ok());
