@@ -436,7 +436,10 @@ struct GatewayCore {
   std::unique_ptr<NatsConnection> events;
   NatsSubscription events_sub;
   std::string events_inbox;  // "_INBOX.<nuid>"
-  std::string query_subject, session_get_subject, session_delete_subject, cancel_prefix;
+  std::string query_subject, session_get_subject, session_delete_subject, cancel_prefix,
+      replay_subject;
+  /// `events` is set (AskForReplays may run on a nats.c thread from then on).
+  std::atomic<bool> events_ready{false};
 
   ExchangeTable table;
   GatewayMetrics metrics;
@@ -550,6 +553,39 @@ struct GatewayCore {
     if (auto status = events->Publish(reply, ""); !status.ok()) {
       spdlog::debug("confirming {}: {}", msg.subject(), status.error().message);
     }
+  }
+
+  /// A nats.c thread, once the events connection is back (its inbox subscribed again): an
+  /// event published to the inbox while it was gone reached nobody. Asks the workers to send
+  /// again the last event of every request still waiting (ReplayRequest; wf-lightweight keeps
+  /// those of flows and `queued` for 30 s; an agent's last event is resent until confirmed
+  /// anyway). Published on the events connection, after its subscription, so every answer
+  /// comes to the inbox again.
+  void AskForReplays() {
+    if (!events_ready.load(std::memory_order_acquire)) return;
+    constexpr int kIdsPerMessage = 10000;
+    wf::v1::ReplayRequest request;
+    std::size_t asked = 0;
+    auto send = [&] {
+      if (request.request_ids_size() == 0) return;
+      if (auto status = events->Publish(replay_subject, request.SerializeAsString());
+          !status.ok()) {
+        spdlog::warn("asking for {} answers again: {}", request.request_ids_size(),
+                     status.error().message);
+      }
+      asked += static_cast<std::size_t>(request.request_ids_size());
+      request.clear_request_ids();
+    };
+    for (const auto& exchange : table.Snapshot()) {
+      request.add_request_ids(exchange->request_id());
+      if (request.request_ids_size() == kIdsPerMessage) send();
+    }
+    send();
+    metrics.CountReplayAsked(asked);
+    spdlog::info(
+        "NATS events connection restored: asked the workers to send again the answers "
+        "of {} open request(s)",
+        asked);
   }
 
   /// Both connections are up.
@@ -1231,6 +1267,7 @@ Result<std::unique_ptr<GatewayServer>> GatewayServer::Start(GatewayOptions optio
   core->session_get_subject = prefix + ".session.get";
   core->session_delete_subject = prefix + ".session.delete";
   core->cancel_prefix = prefix + ".cancel.";
+  core->replay_subject = prefix + ".query.replay";
 
   NatsOptions nats_options;
   nats_options.url = options.nats_url;
@@ -1251,9 +1288,12 @@ Result<std::unique_ptr<GatewayServer>> GatewayServer::Start(GatewayOptions optio
   events_options.url = options.nats_url;
   events_options.name = "wf-gateway-events";
   events_options.loop = &core->events_loop->loop();
+  // Set before the connection exists; called only once it is restored after a loss.
+  events_options.on_reconnected = [raw_core] { raw_core->AskForReplays(); };
   auto events = NatsConnection::Connect(std::move(events_options));
   if (!events.ok()) return events.error();
   core->events = std::move(events).value();
+  core->events_ready.store(true, std::memory_order_release);
   core->events_inbox = NatsConnection::NewInbox();
   auto events_sub =
       core->events->Subscribe(core->events_inbox + ".*", [raw_core](const NatsMsgView& msg) {

@@ -138,6 +138,10 @@ std::string GatewayMetrics::Render(const Gauges& gauges) const {
       "# TYPE wf_gateway_end_events_confirmed_total counter\n"
       "wf_gateway_end_events_confirmed_total %llu\n",
       static_cast<unsigned long long>(ends_confirmed_.load(std::memory_order_relaxed)));
+  add("# HELP wf_gateway_replays_asked_total Open requests whose last event the gateway asked "
+      "the workers to send again after its events connection was restored (ReplayRequest).\n"
+      "# TYPE wf_gateway_replays_asked_total counter\nwf_gateway_replays_asked_total %llu\n",
+      static_cast<unsigned long long>(replays_asked_.load(std::memory_order_relaxed)));
   add("# HELP wf_gateway_queued_write_bytes Response bytes waiting in the gateway for sockets "
       "that do not take them yet (slow readers), all connections.\n"
       "# TYPE wf_gateway_queued_write_bytes gauge\nwf_gateway_queued_write_bytes %lld\n",

@@ -53,6 +53,10 @@ class GatewayMetrics {
   void CountCancel() { cancels_.fetch_add(1, std::memory_order_relaxed); }
   /// A worker's last event of a query was confirmed (QueryRequest.confirm_end).
   void CountEndConfirmed() { ends_confirmed_.fetch_add(1, std::memory_order_relaxed); }
+  /// A ReplayRequest published after the events connection came back, asking for `requests`.
+  void CountReplayAsked(std::size_t requests) {
+    replays_asked_.fetch_add(requests, std::memory_order_relaxed);
+  }
 
   /// The exposition text (format 0.0.4).
   std::string Render(const Gauges& gauges) const;
@@ -80,6 +84,7 @@ class GatewayMetrics {
   std::atomic<uint64_t> inbox_unmatched_{0};
   std::atomic<uint64_t> cancels_{0};
   std::atomic<uint64_t> ends_confirmed_{0};
+  std::atomic<uint64_t> replays_asked_{0};
 };
 
 }  // namespace wf

@@ -217,6 +217,10 @@ Result<std::unique_ptr<LightweightWorker>> LightweightWorker::Start(
     }
     if (auto s = loop_conn->Flush(std::chrono::milliseconds(2000)); !s.ok()) return s.error();
   }
+  auto replay =
+      conn.Subscribe(self->subjects_.query_replay, [w](const NatsMsgView& m) { w->OnReplay(m); });
+  if (!replay.ok()) return replay.error();
+  w->replay_sub_ = std::move(replay).value();
   if (auto s = self->service_->Start(); !s.ok()) return s.error();
   if (auto s = conn.Flush(std::chrono::milliseconds(2000)); !s.ok()) return s.error();
   spdlog::info("lightweight worker {} ready: {} flows ({} patterns), {} tools", w->service_->id(),
@@ -235,6 +239,7 @@ void LightweightWorker::Shutdown(std::chrono::milliseconds grace) {
     sub.Drain(std::max(left, std::chrono::milliseconds(1)));
   }
   subs_.clear();
+  replay_sub_.Unsubscribe();
   // Flows still running record their turns as they finish: wait for them, then send the last
   // batch and wait for its acknowledgement.
   WaitIdle(until);
@@ -277,8 +282,40 @@ void LightweightWorker::ReplyError(const std::string& reply, const std::string& 
   event.set_request_id(request_id);
   event.set_seq(1);
   SetWireError(error, event.mutable_error());
-  PublishReply(ReplyConn(), reply, event.SerializeAsString(), {{kRequestIdHeader, request_id}},
-               "error");
+  const std::string payload = event.SerializeAsString();
+  const NatsHeaders headers{{kRequestIdHeader, request_id}};
+  PublishReply(ReplyConn(), reply, payload, headers, "error");
+  Remember(request_id, reply, payload, headers);
+}
+
+void LightweightWorker::Remember(const std::string& request_id, const std::string& reply,
+                                 const std::string& payload, const NatsHeaders& headers) {
+  recent_.Remember(request_id, RecentAnswers::Answer{reply, payload, headers},
+                   RecentAnswers::Clock::now());
+}
+
+void LightweightWorker::OnReplay(const NatsMsgView& msg) {
+  wf::v1::ReplayRequest request;
+  if (!request.ParseFromArray(msg.data().data(), static_cast<int>(msg.data().size()))) {
+    spdlog::warn("undecodable message on {}: ignored", msg.subject());
+    return;
+  }
+  constexpr int kMaxIds = 10000;
+  if (request.request_ids_size() > kMaxIds) {
+    spdlog::warn("replay request for {} queries: only the first {} are looked up",
+                 request.request_ids_size(), kMaxIds);
+  }
+  const auto now = RecentAnswers::Clock::now();
+  std::size_t sent = 0;
+  for (int i = 0; i < std::min(request.request_ids_size(), kMaxIds); ++i) {
+    auto answer = recent_.Find(request.request_ids(i), now);
+    if (!answer) continue;  // answered by another worker, long ago, or not yet
+    PublishReply(conn_, answer->reply, answer->payload, answer->headers, "replayed");
+    ++sent;
+  }
+  replayed_.fetch_add(sent, std::memory_order_relaxed);
+  if (sent > 0)
+    spdlog::info("sent {} answer(s) again on request ({} asked)", sent, request.request_ids_size());
 }
 
 void LightweightWorker::OnQuery(const NatsMsgView& msg) {
@@ -373,6 +410,7 @@ void LightweightWorker::OnQuery(const NatsMsgView& msg) {
         } else {
           PublishReply(conn, reply_to, payload, headers, "flow");
         }
+        Remember(request.request_id(), reply_to, payload, headers);
         // Off the critical path: the client already has its answer. Failed
         // turns are recorded too, so the agent knows what happened.
         RecordFlowTurn(request, event, flow_id, started_ms);
@@ -439,8 +477,10 @@ void LightweightWorker::Enqueue(wf::v1::QueryRequest request, const std::string&
           wf::v1::QueryEvent queued;
           queued.set_request_id(request_id);
           queued.mutable_queued()->set_route("agent");
-          PublishReply(ReplyConn(), reply, queued.SerializeAsString(),
-                       {{kRequestIdHeader, request_id}}, "queued");
+          const std::string payload = queued.SerializeAsString();
+          const NatsHeaders headers{{kRequestIdHeader, request_id}};
+          PublishReply(ReplyConn(), reply, payload, headers, "queued");
+          Remember(request_id, reply, payload, headers);
         } else {
           ReplyError(reply, request_id,
                      {ErrorCode::kUnavailable,
@@ -673,6 +713,15 @@ std::string LightweightWorker::MetricsText() const {
             "Flow answers sent around a NATS reconnect that were never confirmed in time.",
             ends.unconfirmed);
   }
+  counter("wf_lightweight_answers_replayed_total",
+          "Last events of queries sent again on a ReplayRequest (a receiver back from a "
+          "reconnect).",
+          replayed_.load());
+  const RecentAnswers::Stats kept = recent_.stats();
+  out +=
+      "# HELP wf_lightweight_recent_answers Last events of recent queries kept for replay.\n"
+      "# TYPE wf_lightweight_recent_answers gauge\n";
+  out += "wf_lightweight_recent_answers " + std::to_string(kept.kept) + "\n";
   out +=
       "# HELP wf_lightweight_in_flight Calls in flight.\n# TYPE wf_lightweight_in_flight gauge\n";
   out += "wf_lightweight_in_flight " + std::to_string(in_flight_.load()) + "\n";

@@ -9,6 +9,7 @@
 #include "io/event_loop.h"
 #include "io/timer.h"
 #include "lightweight/flow_runtime.h"
+#include "lightweight/recent_answers.h"
 #include "lightweight/turn_batcher.h"
 #include "matching/flow_matcher.h"
 #include "nats/connection.h"
@@ -27,8 +28,10 @@ struct Subjects {
         flow_match(prefix + ".flow.match"),
         flow_execute(prefix + ".flow.execute"),
         tool_execute(prefix + ".tool.execute"),
-        history_append(prefix + ".history.append") {}
-  std::string query, heavy_query, flow_match, flow_execute, tool_execute, history_append;
+        history_append(prefix + ".history.append"),
+        query_replay(prefix + ".query.replay") {}
+  std::string query, heavy_query, flow_match, flow_execute, tool_execute, history_append,
+      query_replay;
 };
 
 /// The lightweight worker: queue group "lightweight" on `wf.query` (match, run the flow, reply;
@@ -70,6 +73,11 @@ class LightweightWorker {
   void OnMatch(const NatsMsgView& msg);
   void OnFlowExecute(const NatsMsgView& msg);
   void OnToolExecute(const NatsMsgView& msg);
+  /// `<prefix>.query.replay` (ReplayRequest): sends again the kept last events of those queries.
+  void OnReplay(const NatsMsgView& msg);
+  /// Keeps the last event sent for a query (RecentAnswers), for a later ReplayRequest.
+  void Remember(const std::string& request_id, const std::string& reply, const std::string& payload,
+                const NatsHeaders& headers);
 
   /// Publishes a terminal `error` event for `request_id` on `reply`.
   void ReplyError(const std::string& reply, const std::string& request_id, const Error& error);
@@ -119,6 +127,9 @@ class LightweightWorker {
   EndpointStats* flow_stats_ = nullptr;
   EndpointStats* tool_stats_ = nullptr;
   std::vector<NatsSubscription> subs_;
+  RecentAnswers recent_{RecentAnswers::Options{}};
+  NatsSubscription replay_sub_;  // on the main connection, no queue group: every worker answers
+  std::atomic<uint64_t> replayed_{0};
   std::atomic<uint64_t> flows_answered_{0}, forwarded_{0}, no_agent_{0}, errors_{0};
   std::atomic<uint64_t> turns_recorded_{0}, turns_unrecorded_{0}, history_batches_{0};
   std::atomic<int64_t> in_flight_{0};

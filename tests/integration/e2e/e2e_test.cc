@@ -535,6 +535,35 @@ TEST(FlowPathTest, AFlowAnswerSentWhileNatsIsDownStillReachesTheClient) {
   EXPECT_EQ(answer.value("routed_to", ""), "lightweight");
 }
 
+// Only the gateway's NATS connections drop (as when its node of a NATS cluster fails while the
+// workers stay connected to others) while a flow runs, and the answer is published before the
+// gateway is back: it reached nobody, and the client used to get 504 at the flow timeout. Now
+// the gateway, once back, asks the lightweight workers to send again the last events of its
+// open requests (ReplayRequest), and the answer comes.
+TEST(FlowPathTest, AFlowAnswerSentWhileOnlyTheGatewayIsAwayStillReachesTheClient) {
+  Stack s(
+      {.gateway = {{"flow_timeout_ms", 8000}}, .slow_flow_ms = 1000, .gateway_via_proxy = true});
+  HttpReply reply;
+  std::thread client([&] {
+    reply = HttpCall("POST", s.Url("/api/v1/query"),
+                     R"({"message":"slow lookup please","session_id":"away-flow"})",
+                     {"Content-Type: application/json"}, 30000);
+  });
+  // The business API call is under way (it answers 1 s after it started) when the gateway's
+  // connections go; they are refused until after the answer was published.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  s.gateway_proxy_->Cut();
+  std::this_thread::sleep_for(std::chrono::milliseconds(2000));
+  s.gateway_proxy_->Resume();
+  client.join();
+  EXPECT_EQ(reply.status, 200) << reply.body << s.Logs();
+  const json answer = json::parse(reply.body, nullptr, false);
+  EXPECT_EQ(answer.value("message", ""), "slept 1000 ms") << reply.body;
+  EXPECT_EQ(answer.value("routed_to", ""), "lightweight");
+  const std::string metrics = HttpCall("GET", s.Url("/metrics")).body;
+  EXPECT_NE(metrics.find("wf_gateway_replays_asked_total 1"), std::string::npos) << metrics;
+}
+
 // The same on the query's last delivery (max_deliver 1 here): no worker will run it again, and
 // the client is told so when JetStream reports the deliveries used up (an advisory one of the
 // remaining workers answers), instead of waiting in silence for the turn's deadline.

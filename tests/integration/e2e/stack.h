@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "support/tcp_proxy.h"
 #include "support/test_support.h"
 
 namespace wf::testing {
@@ -30,6 +31,9 @@ struct StackOptions {
   bool hanging_flow = false;
   /// When > 0, adds flow "slow_lookup" ("slow lookup ..."), whose call answers after this long.
   int slow_flow_ms = 0;
+  /// The gateway reaches nats-server through a TcpProxy (Stack::gateway_proxy_), which can cut
+  /// its connections alone.
+  bool gateway_via_proxy = false;
 };
 
 inline nlohmann::json DefaultRules() {
@@ -152,11 +156,16 @@ class Stack {
 
   void StartGateway() {
     gateway_port_ = FreePort();
-    gateway_.emplace(BinPath("wf-gateway"),
-                     std::vector<std::string>{"--config", config_path_, "--nats-url", nats_.url(),
-                                              "--listen",
-                                              "127.0.0.1:" + std::to_string(gateway_port_),
-                                              "--threads", "2", "--heartbeat-ms", "100"});
+    std::string nats_url = nats_.url();
+    if (options_.gateway_via_proxy) {
+      if (!gateway_proxy_) gateway_proxy_ = std::make_unique<TcpProxy>(nats_.port());
+      nats_url = "nats://127.0.0.1:" + std::to_string(gateway_proxy_->port());
+    }
+    gateway_.emplace(
+        BinPath("wf-gateway"),
+        std::vector<std::string>{"--config", config_path_, "--nats-url", nats_url, "--listen",
+                                 "127.0.0.1:" + std::to_string(gateway_port_), "--threads", "2",
+                                 "--heartbeat-ms", "100"});
     Require(WaitForTcpPort(gateway_port_, std::chrono::seconds(10)), "wf-gateway",
             gateway_->Log());
     // Ready once the workers answer discovery.
@@ -202,6 +211,7 @@ class Stack {
   StackOptions options_;
   int api_port_ = 0, llm_port_ = 0, gateway_port_ = 0;
   std::string config_path_;
+  std::unique_ptr<TcpProxy> gateway_proxy_;  // options_.gateway_via_proxy
   std::optional<Process> api_, llm_, gateway_;
   std::vector<std::unique_ptr<Process>> lightweight_, heavy_;
   std::vector<int> heavy_admin_ports_;

@@ -508,6 +508,50 @@ TEST_F(LightweightTest, TwoReplicasShareTheQueueGroup) {
   EXPECT_GT(counts[1], 0);
 }
 
+// A receiver back from a reconnect asks for the last events of its open queries again
+// (ReplayRequest on wf.query.replay, to every replica): the replica that answered sends the same
+// bytes again to the same reply subject, once per ask; unknown ids and undecodable asks are
+// ignored.
+TEST_F(LightweightTest, AReplayRequestSendsTheLastEventAgainFromTheReplicaThatSentIt) {
+  StartWorker();  // a second replica, which never saw the query
+  ASSERT_TRUE(testing::Eventually([&] {
+    return workers_.back()->Log().find("ready:") != std::string::npos;
+  })) << workers_.back()->Log();
+  std::mutex mu;
+  std::vector<std::string> seen;
+  auto sub = conn_->Subscribe("replayed.>", [&](const NatsMsgView& m) {
+    std::lock_guard lock(mu);
+    seen.emplace_back(m.data());
+  });
+  ASSERT_TRUE(sub.ok());
+  auto count = [&] {
+    std::lock_guard lock(mu);
+    return seen.size();
+  };
+  wf::v1::QueryRequest request;
+  request.set_message("order 1234 please");
+  request.set_session_id("s-1");
+  request.set_request_id("replay-1");
+  request.set_reply_to("replayed.replay-1");
+  ASSERT_TRUE(conn_->Publish("wf.query", request.SerializeAsString()).ok());
+  ASSERT_TRUE(testing::Eventually([&] { return count() == 1; })) << workers_.front()->Log();
+
+  ASSERT_TRUE(conn_->Publish("wf.query.replay", "\xff\xff not a ReplayRequest").ok());
+  wf::v1::ReplayRequest replay;
+  replay.add_request_ids("unknown-id");
+  replay.add_request_ids("replay-1");
+  ASSERT_TRUE(conn_->Publish("wf.query.replay", replay.SerializeAsString()).ok());
+  ASSERT_TRUE(testing::Eventually([&] { return count() >= 2; })) << workers_.front()->Log();
+  std::this_thread::sleep_for(milliseconds(300));  // a second copy would have come by now
+  std::lock_guard lock(mu);
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_EQ(seen[1], seen[0]);
+  wf::v1::QueryEvent event;
+  ASSERT_TRUE(event.ParseFromString(seen[1]));
+  EXPECT_EQ(event.request_id(), "replay-1");
+  EXPECT_TRUE(event.has_final()) << event.DebugString();
+}
+
 TEST_F(LightweightTest, SeveralLoopsAnswerConcurrentQueriesEachExactlyOnce) {
   // One process with three event loops (three connections in the queue group), queried by many
   // requests in flight at once: every request gets its own answer, once.
