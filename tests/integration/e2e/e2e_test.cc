@@ -509,16 +509,30 @@ TEST(AgentPathTest, AnAnswerSentWhileNatsIsDownStillReachesTheClient) {
   }
 }
 
+/// Asks the gateway, on a thread of its own, for flow "slow_lookup" (StackOptions::slow_flow_ms)
+/// in session `session`; `*reply` is its answer once the thread is joined.
+std::thread AskSlowLookup(Stack& s, const std::string& session, HttpReply* reply) {
+  return std::thread([&s, session, reply] {
+    *reply = HttpCall("POST", s.Url("/api/v1/query"),
+                      json{{"message", "slow lookup please"}, {"session_id", session}}.dump(),
+                      {"Content-Type: application/json"}, 30000);
+  });
+}
+
+/// `reply` is the slow_lookup flow's answer after `ms`.
+void ExpectSlowLookupAnswer(Stack& s, const HttpReply& reply, int ms) {
+  EXPECT_EQ(reply.status, 200) << reply.body << s.Logs();
+  const json answer = json::parse(reply.body, nullptr, false);
+  EXPECT_EQ(answer.value("message", ""), "slept " + std::to_string(ms) + " ms") << reply.body;
+  EXPECT_EQ(answer.value("routed_to", ""), "lightweight");
+}
+
 // The same for a flow whose answer is sent while nats-server is down: the lightweight worker,
 // having just lost its connection, sends it until the gateway confirms it.
 TEST(FlowPathTest, AFlowAnswerSentWhileNatsIsDownStillReachesTheClient) {
   Stack s({.gateway = {{"flow_timeout_ms", 20000}}, .slow_flow_ms = 1500});
   HttpReply reply;
-  std::thread client([&] {
-    reply = HttpCall("POST", s.Url("/api/v1/query"),
-                     R"({"message":"slow lookup please","session_id":"outage-flow"})",
-                     {"Content-Type: application/json"}, 30000);
-  });
+  std::thread client = AskSlowLookup(s, "outage-flow", &reply);
   // The business API call is under way (it answers 1.5 s after it started) when NATS goes.
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   s.nats_.Stop();
@@ -529,10 +543,7 @@ TEST(FlowPathTest, AFlowAnswerSentWhileNatsIsDownStillReachesTheClient) {
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));
   s.gateway_->Signal(SIGCONT);
   client.join();
-  EXPECT_EQ(reply.status, 200) << reply.body << s.Logs();
-  const json answer = json::parse(reply.body, nullptr, false);
-  EXPECT_EQ(answer.value("message", ""), "slept 1500 ms") << reply.body;
-  EXPECT_EQ(answer.value("routed_to", ""), "lightweight");
+  ExpectSlowLookupAnswer(s, reply, 1500);
 }
 
 // Only the gateway's NATS connections drop (as when its node of a NATS cluster fails while the
@@ -544,11 +555,7 @@ TEST(FlowPathTest, AFlowAnswerSentWhileOnlyTheGatewayIsAwayStillReachesTheClient
   Stack s(
       {.gateway = {{"flow_timeout_ms", 8000}}, .slow_flow_ms = 1000, .gateway_via_proxy = true});
   HttpReply reply;
-  std::thread client([&] {
-    reply = HttpCall("POST", s.Url("/api/v1/query"),
-                     R"({"message":"slow lookup please","session_id":"away-flow"})",
-                     {"Content-Type: application/json"}, 30000);
-  });
+  std::thread client = AskSlowLookup(s, "away-flow", &reply);
   // The business API call is under way (it answers 1 s after it started) when the gateway's
   // connections go; they are refused until after the answer was published.
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
@@ -556,10 +563,7 @@ TEST(FlowPathTest, AFlowAnswerSentWhileOnlyTheGatewayIsAwayStillReachesTheClient
   std::this_thread::sleep_for(std::chrono::milliseconds(2000));
   s.gateway_proxy_->Resume();
   client.join();
-  EXPECT_EQ(reply.status, 200) << reply.body << s.Logs();
-  const json answer = json::parse(reply.body, nullptr, false);
-  EXPECT_EQ(answer.value("message", ""), "slept 1000 ms") << reply.body;
-  EXPECT_EQ(answer.value("routed_to", ""), "lightweight");
+  ExpectSlowLookupAnswer(s, reply, 1000);
   const std::string metrics = HttpCall("GET", s.Url("/metrics")).body;
   EXPECT_NE(metrics.find("wf_gateway_replays_asked_total 1"), std::string::npos) << metrics;
 }

@@ -29,6 +29,15 @@ using nlohmann::json;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 
+/// The stack without the gateway and the lightweight worker: `heavy_workers` wf-heavy processes
+/// (ack wait `ack_wait_ms`) that the test publishes to directly.
+StackOptions HeavyOnly(int heavy_workers = 1, int ack_wait_ms = 30000) {
+  return {.heavy_workers = heavy_workers,
+          .ack_wait_ms = ack_wait_ms,
+          .start_gateway = false,
+          .start_lightweight = false};
+}
+
 json LlmStats(Stack& s) { return json::parse(HttpCall("GET", s.LlmUrl("/_stats")).body); }
 
 /// The value of an unlabelled metric of the i-th wf-heavy, or -1.
@@ -1047,7 +1056,7 @@ long long HeavyStreamMessages(HeavyClient& c) {
 // hand: a turn leaves WF_HEAVY once stored (the ack works), and after the NATS server restarts
 // (a pull lost with the connection is given up and sent again) turns come in as before.
 TEST(HeavyWorkerTest, TurnsAreAckedAndStillComeInAfterNatsRestarts) {
-  Stack s({.start_gateway = false, .start_lightweight = false});
+  Stack s(HeavyOnly());
   HeavyClient c(s);
   c.Send("before-restart", "restart-session", "hello");
   auto before = c.Terminal("before-restart");
@@ -1134,7 +1143,7 @@ wf::v1::QueryRequest ConfirmedQuery(const std::string& request_id, const std::st
 // it reconnects to NATS) still gets it; then the resending stops. Without the flag it is sent
 // once, with no reply subject.
 TEST(HeavyWorkerTest, ALastEventIsSentAgainUntilItsReceiverConfirmsIt) {
-  Stack s({.start_gateway = false, .start_lightweight = false});
+  Stack s(HeavyOnly());
   HeavyClient c(s);
   wf::v1::QueryRequest request = ConfirmedQuery("confirm-1", "confirm-session", 20000);
   c.Publish(request);
@@ -1177,7 +1186,7 @@ TEST(HeavyWorkerTest, ALastEventIsSentAgainUntilItsReceiverConfirmsIt) {
 
 // A last event nobody confirms is given up at its turn's deadline (counted), not sent forever.
 TEST(HeavyWorkerTest, AnUnconfirmedLastEventIsGivenUpAtTheTurnsDeadline) {
-  Stack s({.start_gateway = false, .start_lightweight = false});
+  Stack s(HeavyOnly());
   HeavyClient c(s);
   const wf::v1::QueryRequest request = ConfirmedQuery("unconfirmed-1", "unconfirmed-session", 3000);
   c.Publish(request);
@@ -1201,10 +1210,7 @@ TEST(HeavyWorkerTest, AnUnconfirmedLastEventIsGivenUpAtTheTurnsDeadline) {
 // confirmation, so JetStream hands it to the other worker, which answers from the store without
 // running the turn again.
 TEST(HeavyWorkerTest, AWorkerKilledBeforeItsLastEventIsConfirmedLeavesTheAnswerToAnother) {
-  Stack s({.heavy_workers = 2,
-           .ack_wait_ms = 2000,
-           .start_gateway = false,
-           .start_lightweight = false});
+  Stack s(HeavyOnly(2, 2000));
   HeavyClient c(s);
   LateListener late(c);
   c.Publish(ConfirmedQuery("kill-confirm-1", "kill-confirm-session", 30000));
@@ -1250,10 +1256,7 @@ TEST(HeavyWorkerTest, AWorkerKilledBeforeItsLastEventIsConfirmedLeavesTheAnswerT
 // kept in progress: JetStream does not hand it to another worker meanwhile, and the
 // confirmation then acknowledges it.
 TEST(HeavyWorkerTest, AQueryWaitingForItsConfirmationIsNotRedelivered) {
-  Stack s({.heavy_workers = 2,
-           .ack_wait_ms = 2000,
-           .start_gateway = false,
-           .start_lightweight = false});
+  Stack s(HeavyOnly(2, 2000));
   HeavyClient c(s);
   LateListener late(c);
   c.Publish(ConfirmedQuery("held-1", "held-session", 30000));
