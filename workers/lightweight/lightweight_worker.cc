@@ -314,8 +314,9 @@ void LightweightWorker::OnReplay(const NatsMsgView& msg) {
     ++sent;
   }
   replayed_.fetch_add(sent, std::memory_order_relaxed);
-  if (sent > 0)
+  if (sent > 0) {
     spdlog::info("sent {} answer(s) again on request ({} asked)", sent, request.request_ids_size());
+  }
 }
 
 void LightweightWorker::OnQuery(const NatsMsgView& msg) {
