@@ -35,6 +35,7 @@
 #include "io/event_loop.h"
 #include "nats/connection.h"
 #include "nats/micro_service.h"
+#include "protocol/query_rules.h"
 #include "text/utf8.h"
 #include "wf/v1/query.pb.h"
 #include "wf/v1/session.pb.h"
@@ -563,7 +564,6 @@ struct GatewayCore {
   /// comes to the inbox again.
   void AskForReplays() {
     if (!events_ready.load(std::memory_order_acquire)) return;
-    constexpr int kIdsPerMessage = 10000;
     wf::v1::ReplayRequest request;
     std::size_t asked = 0;
     auto send = [&] {
@@ -578,7 +578,7 @@ struct GatewayCore {
     };
     for (const auto& exchange : table.Snapshot()) {
       request.add_request_ids(exchange->request_id());
-      if (request.request_ids_size() == kIdsPerMessage) send();
+      if (request.request_ids_size() == kMaxReplayRequestIds) send();
     }
     send();
     metrics.CountReplayAsked(asked);

@@ -18,6 +18,9 @@ inline constexpr std::size_t kMaxQueryRequestIdChars = 128;
 /// Deepest JSON nesting of a query body, the body object itself being level 1, so `parameters`
 /// (level 2) may nest kMaxQueryNesting - 1 levels.
 inline constexpr int kMaxQueryNesting = 32;
+/// Most request ids in one ReplayRequest (`<prefix>.query.replay`): a sender splits longer lists,
+/// a worker looks up no more than these.
+inline constexpr int kMaxReplayRequestIds = 10000;
 
 /// True when `id` is 1..128 characters of [A-Za-z0-9._:-]. Pure.
 bool IsValidQuerySessionId(std::string_view id);

@@ -282,15 +282,16 @@ void LightweightWorker::ReplyError(const std::string& reply, const std::string& 
   event.set_request_id(request_id);
   event.set_seq(1);
   SetWireError(error, event.mutable_error());
-  const std::string payload = event.SerializeAsString();
-  const NatsHeaders headers{{kRequestIdHeader, request_id}};
+  std::string payload = event.SerializeAsString();
+  NatsHeaders headers{{kRequestIdHeader, request_id}};
   PublishReply(ReplyConn(), reply, payload, headers, "error");
-  Remember(request_id, reply, payload, headers);
+  Remember(request_id, reply, std::move(payload), std::move(headers));
 }
 
-void LightweightWorker::Remember(const std::string& request_id, const std::string& reply,
-                                 const std::string& payload, const NatsHeaders& headers) {
-  recent_.Remember(request_id, RecentAnswers::Answer{reply, payload, headers},
+void LightweightWorker::Remember(const std::string& request_id, std::string reply,
+                                 std::string payload, NatsHeaders headers) {
+  recent_.Remember(request_id,
+                   RecentAnswers::Answer{std::move(reply), std::move(payload), std::move(headers)},
                    RecentAnswers::Clock::now());
 }
 
@@ -300,14 +301,13 @@ void LightweightWorker::OnReplay(const NatsMsgView& msg) {
     spdlog::warn("undecodable message on {}: ignored", msg.subject());
     return;
   }
-  constexpr int kMaxIds = 10000;
-  if (request.request_ids_size() > kMaxIds) {
+  if (request.request_ids_size() > kMaxReplayRequestIds) {
     spdlog::warn("replay request for {} queries: only the first {} are looked up",
-                 request.request_ids_size(), kMaxIds);
+                 request.request_ids_size(), kMaxReplayRequestIds);
   }
   const auto now = RecentAnswers::Clock::now();
   std::size_t sent = 0;
-  for (int i = 0; i < std::min(request.request_ids_size(), kMaxIds); ++i) {
+  for (int i = 0; i < std::min(request.request_ids_size(), kMaxReplayRequestIds); ++i) {
     auto answer = recent_.Find(request.request_ids(i), now);
     if (!answer) continue;  // answered by another worker, long ago, or not yet
     PublishReply(conn_, answer->reply, answer->payload, answer->headers, "replayed");
@@ -390,14 +390,14 @@ void LightweightWorker::OnQuery(const NatsMsgView& msg) {
         wf::v1::QueryEvent event =
             FlowEvent(request.request_id(), request.session_id(), flow_id, outcome);
         NatsConnection& conn = ReplyConn();
-        const std::string payload = EncodeEvent(event, MaxReplyData(conn));
+        std::string payload = EncodeEvent(event, MaxReplyData(conn));
         if (event.has_final()) {
           flows_answered_.fetch_add(1, std::memory_order_relaxed);
         } else {
           errors_.fetch_add(1, std::memory_order_relaxed);
         }
         query_stats_->Record(Since(started), event.has_final() ? "" : event.error().message());
-        const NatsHeaders headers{{kRequestIdHeader, request.request_id()}};
+        NatsHeaders headers{{kRequestIdHeader, request.request_id()}};
         if (request.confirm_end() && outages_->Recent(kConfirmAfterReconnect)) {
           // Around a reconnect: sent again until the gateway confirms it, up to the time the
           // gateway waits for a flow (its route deadline, plus the half second it allows).
@@ -411,7 +411,7 @@ void LightweightWorker::OnQuery(const NatsMsgView& msg) {
         } else {
           PublishReply(conn, reply_to, payload, headers, "flow");
         }
-        Remember(request.request_id(), reply_to, payload, headers);
+        Remember(request.request_id(), reply_to, std::move(payload), std::move(headers));
         // Off the critical path: the client already has its answer. Failed
         // turns are recorded too, so the agent knows what happened.
         RecordFlowTurn(request, event, flow_id, started_ms);
@@ -478,10 +478,10 @@ void LightweightWorker::Enqueue(wf::v1::QueryRequest request, const std::string&
           wf::v1::QueryEvent queued;
           queued.set_request_id(request_id);
           queued.mutable_queued()->set_route("agent");
-          const std::string payload = queued.SerializeAsString();
-          const NatsHeaders headers{{kRequestIdHeader, request_id}};
+          std::string payload = queued.SerializeAsString();
+          NatsHeaders headers{{kRequestIdHeader, request_id}};
           PublishReply(ReplyConn(), reply, payload, headers, "queued");
-          Remember(request_id, reply, payload, headers);
+          Remember(request_id, reply, std::move(payload), std::move(headers));
         } else {
           ReplyError(reply, request_id,
                      {ErrorCode::kUnavailable,

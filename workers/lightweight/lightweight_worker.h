@@ -76,8 +76,8 @@ class LightweightWorker {
   /// `<prefix>.query.replay` (ReplayRequest): sends again the kept last events of those queries.
   void OnReplay(const NatsMsgView& msg);
   /// Keeps the last event sent for a query (RecentAnswers), for a later ReplayRequest.
-  void Remember(const std::string& request_id, const std::string& reply, const std::string& payload,
-                const NatsHeaders& headers);
+  void Remember(const std::string& request_id, std::string reply, std::string payload,
+                NatsHeaders headers);
 
   /// Publishes a terminal `error` event for `request_id` on `reply`.
   void ReplyError(const std::string& reply, const std::string& request_id, const Error& error);
