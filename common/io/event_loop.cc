@@ -13,6 +13,8 @@
 #include <future>
 #include <stdexcept>
 
+#include "io/run_guarded.h"
+
 namespace wf {
 namespace {
 
@@ -20,17 +22,6 @@ constexpr int kMaxEventsPerWait = 128;
 
 uint64_t PackEventData(int fd, uint32_t token) {
   return (static_cast<uint64_t>(token) << 32) | static_cast<uint32_t>(fd);
-}
-
-template <typename F>
-void RunGuarded(const char* what, F&& f) noexcept {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    spdlog::error("event loop: {} threw: {}", what, e.what());
-  } catch (...) {
-    spdlog::error("event loop: {} threw a non-std exception", what);
-  }
 }
 
 }  // namespace
@@ -63,7 +54,7 @@ void EventLoop::Run() {
   std::array<epoll_event, kMaxEventsPerWait> events;
   for (;;) {
     RunPosted();
-    for (Task& hook : prepare_hooks_) RunGuarded("prepare hook", hook);
+    for (Task& hook : prepare_hooks_) RunGuarded("event loop: prepare hook", hook);
     int timeout = NextTimeoutMs();
     {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -93,7 +84,7 @@ void EventLoop::Run() {
       if (it == watchers_.end() || it->second.token != token) continue;  // Unwatched meanwhile
       // A copy: the callback may Unwatch its own fd, destroying the stored one.
       FdCallback callback = it->second.callback;
-      RunGuarded("fd callback", [&] { callback(events[i].events); });
+      RunGuarded("event loop: fd callback", [&] { callback(events[i].events); });
     }
     RunTimers();
   }
@@ -122,7 +113,7 @@ bool EventLoop::RunAndWait(Task task, std::optional<std::chrono::milliseconds> t
   auto done = std::make_shared<std::promise<void>>();
   auto future = done->get_future();
   Post([task = std::move(task), done] {
-    RunGuarded("waited-for task", task);
+    RunGuarded("event loop: waited-for task", task);
     done->set_value();
   });
   if (!timeout) {
@@ -145,7 +136,7 @@ void EventLoop::RunPosted() {
     if (posted_.empty()) return;
     running_.swap(posted_);
   }
-  for (Task& task : running_) RunGuarded("posted task", task);
+  for (Task& task : running_) RunGuarded("event loop: posted task", task);
   running_.clear();
 }
 
@@ -239,7 +230,7 @@ void EventLoop::RunTimers() {
     if (it == timer_tasks_.end()) continue;  // Cancelled by an earlier timer task
     Task task = std::move(it->second.second);
     timer_tasks_.erase(it);
-    RunGuarded("timer", task);
+    RunGuarded("event loop: timer", task);
   }
 }
 

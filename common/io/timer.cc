@@ -1,8 +1,6 @@
 #include "io/timer.h"
 
-#include <spdlog/spdlog.h>
-
-#include <exception>
+#include "io/run_guarded.h"
 
 namespace wf {
 
@@ -61,13 +59,7 @@ void TimerThread::Run() {
     due_.erase(first->first.second);
     queue_.erase(first);
     lock.unlock();
-    try {
-      fn();
-    } catch (const std::exception& e) {
-      spdlog::error("timer task threw: {}", e.what());
-    } catch (...) {
-      spdlog::error("timer task threw a non-exception");
-    }
+    RunGuarded("timer task", fn);
     lock.lock();
   }
 }

@@ -1,21 +1,8 @@
 #include "agent/executor.h"
 
-#include <exception>
 #include <utility>
 
-#include <spdlog/spdlog.h>
-
 namespace wf {
-
-void RunGuarded(const std::function<void()>& task) {
-  try {
-    task();
-  } catch (const std::exception& e) {
-    spdlog::error("executor task threw: {}", e.what());
-  } catch (...) {
-    spdlog::error("executor task threw a non-exception");
-  }
-}
 
 ThreadPoolExecutor::ThreadPoolExecutor(std::size_t threads) {
   if (threads == 0) threads = 1;
@@ -49,7 +36,7 @@ void ThreadPoolExecutor::Run() {
     std::function<void()> task = std::move(queue_.front());
     queue_.pop_front();
     lock.unlock();
-    RunGuarded(task);
+    RunGuarded("executor task", task);
     lock.lock();
   }
 }
@@ -66,7 +53,7 @@ std::size_t ManualExecutor::RunPending() {
     batch.swap(queue_);
   }
   const std::size_t n = batch.size();
-  for (auto& task : batch) RunGuarded(task);
+  for (auto& task : batch) RunGuarded("executor task", task);
   return n;
 }
 
@@ -80,7 +67,7 @@ std::size_t ManualExecutor::RunUntilIdle(std::size_t max_tasks) {
       task = std::move(queue_.front());
       queue_.pop_front();
     }
-    RunGuarded(task);
+    RunGuarded("executor task", task);
     ++ran;
   }
   return ran;

@@ -9,12 +9,9 @@
 #include <vector>
 
 #include "agent/interfaces.h"
+#include "io/run_guarded.h"
 
 namespace wf {
-
-/// Runs `task`; an exception it throws is logged and dropped. What the executors below do with
-/// every task, for a task run on a thread of its own.
-void RunGuarded(const std::function<void()>& task);
 
 /// An Executor with a fixed number of threads and one FIFO queue. Tasks that throw are logged
 /// and dropped. The destructor runs the tasks already queued, then joins the threads (so it must

@@ -528,7 +528,7 @@ void HeavyWorker::OnQueryMessages(std::vector<natsMsg*> messages) {
       last = std::move(turn);
     }
   }
-  if (last) RunGuarded([this, &last] { BeginTurn(last); });
+  if (last) RunGuarded("executor task", [this, &last] { BeginTurn(last); });
 }
 
 std::shared_ptr<HeavyWorker::Turn> HeavyWorker::OnQueryMessage(natsMsg* msg) {
